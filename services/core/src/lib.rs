@@ -1,0 +1,31 @@
+//! pixelfarm's domain: what a batch is, how it expands into jobs, how a job's seed and output key
+//! are derived, the job state machine, and the traits every external system sits behind.
+//! No IO happens here.
+//!
+//! # Layout
+//! - [`error`]: one [`Error`] with a [`ErrorKind`] callers match on.
+//! - [`ids`]: [`TenantId`], [`BatchId`], [`JobId`].
+//! - [`params`]: newtypes for every job parameter ([`Prompt`], [`Seed`], [`ImageSize`] …).
+//! - [`manifest`]: [`parse_manifest`] → [`BatchSpec`].
+//! - [`keys`]: [`derive_seed`] and content-addressed [`OutputKey`]s.
+//! - [`state`]: the [`JobState`] machine.
+//! - [`failure`]: retry vs dead-letter ([`decide`], [`Backoff`]).
+//! - [`seams`]: [`JobStore`], [`Broker`], [`BlobStore`], [`Renderer`] and the records they exchange.
+
+pub mod error;
+pub mod failure;
+pub mod ids;
+pub mod keys;
+pub mod manifest;
+pub mod params;
+pub mod seams;
+pub mod state;
+
+pub use error::{Error, ErrorKind, Result};
+pub use failure::{Backoff, decide};
+pub use ids::{BatchId, JobId, TenantId};
+pub use keys::{OutputKey, derive_seed};
+pub use manifest::{BatchSpec, JobSpec, MAX_JOBS_PER_BATCH, parse_manifest};
+pub use params::*;
+pub use seams::*;
+pub use state::JobState;

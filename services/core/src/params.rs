@@ -1,0 +1,403 @@
+//! Parse, don't validate: every job parameter is a newtype that can only hold an accepted value.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use std::fmt;
+
+use crate::{Error, Result};
+
+macro_rules! deserialize_via_parse {
+    ($ty:ty, $raw:ty) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                let raw = <$raw>::deserialize(d)?;
+                <$ty>::parse(raw).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+/// A non-empty prompt of at most [`Prompt::MAX_CHARS`] characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Prompt(String);
+
+impl Prompt {
+    /// Longest accepted prompt, in characters.
+    pub const MAX_CHARS: usize = 2000;
+
+    /// # Errors
+    /// `Invalid` when empty (after trimming) or longer than [`Prompt::MAX_CHARS`].
+    pub fn parse(s: impl Into<String>) -> Result<Self> {
+        let s: String = s.into();
+        if s.trim().is_empty() {
+            return Err(Error::invalid("must be a non-empty string"));
+        }
+        Self::check_len(&s)?;
+        Ok(Prompt(s))
+    }
+
+    fn check_len(s: &str) -> Result<()> {
+        let n = s.chars().count();
+        if n > Self::MAX_CHARS {
+            return Err(Error::invalid(format!(
+                "is {n} characters long; at most {} are accepted",
+                Self::MAX_CHARS
+            )));
+        }
+        Ok(())
+    }
+
+    /// The prompt text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+deserialize_via_parse!(Prompt, String);
+
+/// A negative prompt: like [`Prompt`] but may be empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct NegativePrompt(String);
+
+impl NegativePrompt {
+    /// # Errors
+    /// `Invalid` when longer than [`Prompt::MAX_CHARS`].
+    pub fn parse(s: impl Into<String>) -> Result<Self> {
+        let s: String = s.into();
+        Prompt::check_len(&s)?;
+        Ok(NegativePrompt(s))
+    }
+
+    /// The text (possibly empty).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+deserialize_via_parse!(NegativePrompt, String);
+
+/// A generation seed. Limited to 53 bits so it survives JSON numbers in every client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Seed(u64);
+
+impl Seed {
+    /// Largest accepted seed (2^53 - 1).
+    pub const MAX: u64 = (1 << 53) - 1;
+
+    /// # Errors
+    /// `Invalid` above [`Seed::MAX`].
+    pub fn parse(v: u64) -> Result<Self> {
+        if v > Self::MAX {
+            return Err(Error::invalid(format!(
+                "is {v}; seeds must be between 0 and {} (2^53 - 1)",
+                Self::MAX
+            )));
+        }
+        Ok(Seed(v))
+    }
+
+    /// The seed's value.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+deserialize_via_parse!(Seed, u64);
+
+impl fmt::Display for Seed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Output size in pixels: each side a multiple of 8 between 8 and 4096, at most 16 Mpx.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct ImageSize {
+    width: u32,
+    height: u32,
+}
+
+impl ImageSize {
+    /// Longest accepted side.
+    pub const MAX_SIDE: u32 = 4096;
+
+    /// # Errors
+    /// `Invalid` naming the side that is out of range or not a multiple of 8.
+    pub fn new(width: u32, height: u32) -> Result<Self> {
+        for (name, v) in [("width", width), ("height", height)] {
+            if v < 8 || v > Self::MAX_SIDE || v % 8 != 0 {
+                return Err(Error::invalid(format!(
+                    "{name} is {v}; accepted: a multiple of 8 between 8 and {}",
+                    Self::MAX_SIDE
+                )));
+            }
+        }
+        Ok(ImageSize { width, height })
+    }
+
+    /// Width in pixels.
+    pub fn width(self) -> u32 {
+        self.width
+    }
+
+    /// Height in pixels.
+    pub fn height(self) -> u32 {
+        self.height
+    }
+}
+
+impl fmt::Display for ImageSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)
+    }
+}
+
+/// Number of denoising steps, 1 to 200.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct StepCount(u32);
+
+impl StepCount {
+    /// Most steps accepted.
+    pub const MAX: u32 = 200;
+
+    /// # Errors
+    /// `Invalid` outside 1..=200.
+    pub fn parse(v: u32) -> Result<Self> {
+        if !(1..=Self::MAX).contains(&v) {
+            return Err(Error::invalid(format!(
+                "is {v}; accepted: 1 to {}",
+                Self::MAX
+            )));
+        }
+        Ok(StepCount(v))
+    }
+
+    /// The step count.
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+deserialize_via_parse!(StepCount, u32);
+
+/// Classifier-free guidance scale, finite, 0 to 50 (0 and 1 mean no guidance).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct GuidanceScale(f64);
+
+impl GuidanceScale {
+    /// # Errors
+    /// `Invalid` when not finite or outside 0..=50.
+    pub fn parse(v: f64) -> Result<Self> {
+        if !v.is_finite() || !(0.0..=50.0).contains(&v) {
+            return Err(Error::invalid(format!(
+                "is {v}; accepted: a number from 0 to 50"
+            )));
+        }
+        Ok(GuidanceScale(v))
+    }
+
+    /// The scale.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+deserialize_via_parse!(GuidanceScale, f64);
+
+/// The sampler (scheduler, in diffusers' words) used for denoising.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sampler {
+    /// DDIM, deterministic (eta = 0).
+    Ddim,
+    /// Euler (Karras et al. discretisation of the probability-flow ODE).
+    Euler,
+    /// Euler ancestral (adds fresh noise each step from the job's own generator).
+    EulerA,
+    /// DPM-Solver++(2M) with Karras sigmas.
+    Dpmpp2m,
+}
+
+impl Sampler {
+    /// Every accepted sampler, in the order shown in error messages.
+    pub const ALL: [Sampler; 4] = [
+        Sampler::Ddim,
+        Sampler::Euler,
+        Sampler::EulerA,
+        Sampler::Dpmpp2m,
+    ];
+
+    /// The name used in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sampler::Ddim => "ddim",
+            Sampler::Euler => "euler",
+            Sampler::EulerA => "euler_a",
+            Sampler::Dpmpp2m => "dpmpp_2m",
+        }
+    }
+
+    /// # Errors
+    /// `Invalid` naming the accepted samplers.
+    pub fn parse(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|x| x.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|x| x.as_str()).collect();
+                Error::invalid(format!("is `{s}`; accepted: {}", names.join(", ")))
+            })
+    }
+}
+
+impl fmt::Display for Sampler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A model name as routed on the broker: `[a-z0-9][a-z0-9._-]{0,63}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ModelName(String);
+
+impl ModelName {
+    /// # Errors
+    /// `Invalid` when empty, longer than 64 or holding characters other than `a-z 0-9 . _ -`.
+    pub fn parse(s: impl Into<String>) -> Result<Self> {
+        let s: String = s.into();
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+        if !ok {
+            return Err(Error::invalid(format!(
+                "is `{s}`; accepted: 1 to 64 characters of a-z, 0-9, `.`, `_`, `-`, starting with a letter or digit"
+            )));
+        }
+        Ok(ModelName(s))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+deserialize_via_parse!(ModelName, String);
+
+impl fmt::Display for ModelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Batch priority, 0 (lowest) to 9; higher is dispatched first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Priority(u8);
+
+impl Priority {
+    /// # Errors
+    /// `Invalid` above 9.
+    pub fn parse(v: u8) -> Result<Self> {
+        if v > 9 {
+            return Err(Error::invalid(format!(
+                "is {v}; accepted: 0 (lowest) to 9 (highest)"
+            )));
+        }
+        Ok(Priority(v))
+    }
+
+    /// The value.
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+deserialize_via_parse!(Priority, u8);
+
+/// Everything that decides a job's pixels (with the model identity and the renderer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobParams {
+    /// The expanded prompt.
+    pub prompt: Prompt,
+    /// What to steer away from; empty for none.
+    #[serde(default)]
+    pub negative_prompt: NegativePrompt,
+    /// Output width in pixels.
+    pub width: u32,
+    /// Output height in pixels.
+    pub height: u32,
+    /// Denoising steps.
+    pub steps: StepCount,
+    /// Guidance scale.
+    pub guidance: GuidanceScale,
+    /// Sampler.
+    pub sampler: Sampler,
+    /// The job's own seed.
+    pub seed: Seed,
+}
+
+impl JobParams {
+    /// The validated size.
+    ///
+    /// # Errors
+    /// `Invalid` if the stored width/height are not an accepted size (only for rows written by hand).
+    pub fn size(&self) -> Result<ImageSize> {
+        ImageSize::new(self.width, self.height)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_must_be_multiples_of_eight() {
+        assert!(ImageSize::new(64, 64).is_ok());
+        let e = ImageSize::new(65, 64).unwrap_err();
+        assert!(e.to_string().contains("width is 65"), "{e}");
+        assert!(
+            ImageSize::new(64, 0)
+                .unwrap_err()
+                .to_string()
+                .contains("height")
+        );
+        assert!(ImageSize::new(8192, 8).is_err());
+    }
+
+    #[test]
+    fn prompt_rejects_blank_and_huge() {
+        assert!(Prompt::parse("  ").is_err());
+        assert!(Prompt::parse("x".repeat(2001)).is_err());
+        assert_eq!(Prompt::parse("a cat").unwrap().as_str(), "a cat");
+    }
+
+    #[test]
+    fn sampler_names_round_trip_and_errors_list_choices() {
+        for s in Sampler::ALL {
+            assert_eq!(Sampler::parse(s.as_str()).unwrap(), s);
+        }
+        let e = Sampler::parse("plms").unwrap_err().to_string();
+        assert!(e.contains("ddim, euler, euler_a, dpmpp_2m"), "{e}");
+    }
+
+    #[test]
+    fn model_names_are_routing_safe() {
+        assert!(ModelName::parse("sd15").is_ok());
+        assert!(ModelName::parse("sdxl-turbo.v1").is_ok());
+        assert!(ModelName::parse("SD15").is_err());
+        assert!(ModelName::parse("a/b").is_err());
+        assert!(ModelName::parse("").is_err());
+    }
+
+    #[test]
+    fn bounded_numbers() {
+        assert!(Seed::parse(Seed::MAX).is_ok());
+        assert!(Seed::parse(Seed::MAX + 1).is_err());
+        assert!(StepCount::parse(0).is_err());
+        assert!(GuidanceScale::parse(f64::NAN).is_err());
+        assert!(Priority::parse(10).is_err());
+    }
+}

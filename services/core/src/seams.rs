@@ -1,0 +1,444 @@
+//! The traits every external system sits behind, with their written contracts. Each has a
+//! conformance suite run against every implementation (see the `testsuite` module of each crate).
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::ids::{BatchId, JobId, TenantId};
+use crate::manifest::BatchSpec;
+use crate::params::{JobParams, ModelName, Priority};
+use crate::state::JobState;
+use crate::{ErrorKind, Result};
+
+/// What travels on the broker: just enough to route and claim; the row holds the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobMessage {
+    /// The job to claim.
+    pub job_id: JobId,
+    /// Its batch, for logs.
+    pub batch_id: BatchId,
+    /// Routing key: the queue of this model.
+    pub model: ModelName,
+    /// Copied from the batch, so a broker with priorities could use it.
+    pub priority: Priority,
+}
+
+/// Result of a submit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitOutcome {
+    /// The batch (new, or the one with the same idempotency key).
+    pub batch_id: BatchId,
+    /// False when the idempotency key matched an existing batch.
+    pub created: bool,
+    /// Number of jobs in the batch.
+    pub jobs: u64,
+}
+
+/// Jobs per state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateCounts {
+    #[allow(missing_docs)]
+    pub pending: u64,
+    #[allow(missing_docs)]
+    pub queued: u64,
+    #[allow(missing_docs)]
+    pub running: u64,
+    #[allow(missing_docs)]
+    pub succeeded: u64,
+    #[allow(missing_docs)]
+    pub retryable: u64,
+    #[allow(missing_docs)]
+    pub dead: u64,
+    #[allow(missing_docs)]
+    pub cancelled: u64,
+}
+
+impl StateCounts {
+    /// Add `n` jobs in `state`.
+    pub fn add(&mut self, state: JobState, n: u64) {
+        *match state {
+            JobState::Pending => &mut self.pending,
+            JobState::Queued => &mut self.queued,
+            JobState::Running => &mut self.running,
+            JobState::Succeeded => &mut self.succeeded,
+            JobState::Retryable => &mut self.retryable,
+            JobState::Dead => &mut self.dead,
+            JobState::Cancelled => &mut self.cancelled,
+        } += n;
+    }
+
+    /// All jobs.
+    pub fn total(&self) -> u64 {
+        self.pending
+            + self.queued
+            + self.running
+            + self.succeeded
+            + self.retryable
+            + self.dead
+            + self.cancelled
+    }
+
+    /// Jobs in a final state.
+    pub fn finished(&self) -> u64 {
+        self.succeeded + self.dead + self.cancelled
+    }
+}
+
+/// A batch as its owner sees it; progress is derived from the job rows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchStatus {
+    #[allow(missing_docs)]
+    pub id: BatchId,
+    #[allow(missing_docs)]
+    pub name: String,
+    #[allow(missing_docs)]
+    pub model: ModelName,
+    #[allow(missing_docs)]
+    pub priority: Priority,
+    #[allow(missing_docs)]
+    pub tags: BTreeMap<String, String>,
+    #[allow(missing_docs)]
+    pub created_at: DateTime<Utc>,
+    /// Jobs per state.
+    pub counts: StateCounts,
+    /// When the first job started, for the rate.
+    pub first_started_at: Option<DateTime<Utc>>,
+    /// When the last job finished.
+    pub last_finished_at: Option<DateTime<Utc>>,
+    /// Render-device seconds spent on this batch (for chargeback).
+    pub device_seconds: f64,
+}
+
+impl BatchStatus {
+    /// Every job is in a final state.
+    pub fn is_done(&self) -> bool {
+        self.counts.finished() == self.counts.total()
+    }
+
+    /// Finished jobs per second since the first start, and the seconds left at that rate.
+    pub fn rate_and_eta(&self, now: DateTime<Utc>) -> (f64, Option<f64>) {
+        let Some(start) = self.first_started_at else {
+            return (0.0, None);
+        };
+        let end = if self.is_done() {
+            self.last_finished_at.unwrap_or(now)
+        } else {
+            now
+        };
+        let secs = (end - start).num_milliseconds() as f64 / 1000.0;
+        let done = self.counts.finished() as f64;
+        if secs <= 0.0 || done == 0.0 {
+            return (0.0, None);
+        }
+        let rate = done / secs;
+        let left = (self.counts.total() - self.counts.finished()) as f64;
+        (rate, Some(left / rate))
+    }
+}
+
+/// A job row as its owner sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRecord {
+    #[allow(missing_docs)]
+    pub id: JobId,
+    #[allow(missing_docs)]
+    pub batch_id: BatchId,
+    /// The key from the manifest expansion.
+    pub key: String,
+    #[allow(missing_docs)]
+    pub model: ModelName,
+    #[allow(missing_docs)]
+    pub params: JobParams,
+    #[allow(missing_docs)]
+    pub state: JobState,
+    /// Attempts started so far.
+    pub attempt: u32,
+    #[allow(missing_docs)]
+    pub max_attempts: u32,
+    /// Blob key of the PNG once succeeded.
+    pub object_key: Option<String>,
+    /// sha256 of the PNG bytes once succeeded.
+    pub sha256: Option<String>,
+    /// Why it last failed.
+    pub last_error: Option<String>,
+    /// Kind of the last failure (`transient`, `permanent`, `lease_expired` …).
+    pub error_kind: Option<String>,
+    /// Per-phase seconds of the successful attempt.
+    pub timings: BTreeMap<String, f64>,
+    #[allow(missing_docs)]
+    pub created_at: DateTime<Utc>,
+    #[allow(missing_docs)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[allow(missing_docs)]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A job a worker now holds the lease of.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    /// The row after the claim (state running, attempt incremented).
+    pub job: JobRecord,
+    /// Owner, for chargeback metrics.
+    pub tenant: TenantId,
+    /// When the dispatcher published it (queue wait = now - this).
+    pub queued_at: Option<DateTime<Utc>>,
+}
+
+/// What a worker records on success.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// Blob key of the PNG.
+    pub object_key: String,
+    /// sha256 of the PNG bytes.
+    pub sha256: String,
+    /// Seconds per phase.
+    pub timings: BTreeMap<String, f64>,
+    /// Seconds the render device was busy for this job.
+    pub device_seconds: f64,
+}
+
+/// What a worker records on failure; decided by [`crate::failure::decide`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failure {
+    /// Back to `pending` after `delay`, via `retryable`.
+    Retry {
+        /// Backoff before the job is dispatchable again.
+        delay: Duration,
+        /// Kind name stored with the job.
+        kind: ErrorKind,
+        /// Message stored with the job.
+        message: String,
+    },
+    /// `dead` for good.
+    Dead {
+        /// Kind name stored with the job.
+        kind: ErrorKind,
+        /// Message stored with the job.
+        message: String,
+    },
+}
+
+/// What the rescuer did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RescueOutcome {
+    /// Jobs whose lease expired, returned to `pending`.
+    pub to_pending: u64,
+    /// Jobs whose lease expired on their last attempt, now `dead`.
+    pub to_dead: u64,
+}
+
+/// Jobs per model and non-final state, for the backlog gauges and the dispatcher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BacklogRow {
+    #[allow(missing_docs)]
+    pub model: ModelName,
+    #[allow(missing_docs)]
+    pub state: JobState,
+    #[allow(missing_docs)]
+    pub jobs: u64,
+}
+
+/// Proof of holding the single-leader lock; dropping it releases leadership.
+#[async_trait]
+pub trait Leadership: Send {
+    /// Whether the lock is still held (its connection is alive).
+    async fn still_leader(&mut self) -> bool;
+}
+
+/// Durable job storage. Contract (checked by `pixelfarm_store::testsuite`):
+/// - every query that takes a tenant is scoped to it: another tenant's batch is `NotFound`;
+/// - `submit` writes the batch and all its jobs in one transaction, or nothing;
+///   the same `(tenant, idempotency_key)` returns the existing batch with `created = false`;
+/// - `claim` is one conditional update from `pending`/`queued`; it returns `None` for a job that is
+///   running, final, cancelled or unknown, and increments `attempt`;
+/// - `heartbeat`, `complete` and `fail` change the row only while the caller holds the lease
+///   (same owner, same attempt, state running) and return whether they did;
+/// - time comparisons use the store's clock.
+#[async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    /// Create a tenant; `weight` is its fair share relative to the others.
+    async fn create_tenant(&self, name: &str, weight: u32) -> Result<TenantId>;
+    /// The tenant called `name`, if any.
+    async fn tenant_by_name(&self, name: &str) -> Result<Option<TenantId>>;
+    /// Register an API key by its sha256 (hex). The key itself is never stored.
+    async fn add_api_key(&self, tenant: TenantId, key_sha256: &str) -> Result<()>;
+    /// The tenant owning the API key with this sha256.
+    async fn tenant_by_key(&self, key_sha256: &str) -> Result<Option<TenantId>>;
+
+    /// Write a batch and its jobs (state `pending`) in one transaction.
+    async fn submit(
+        &self,
+        tenant: TenantId,
+        batch: &BatchSpec,
+        max_attempts: u32,
+    ) -> Result<SubmitOutcome>;
+    /// A batch with its counts.
+    async fn batch(&self, tenant: TenantId, batch: BatchId) -> Result<BatchStatus>;
+    /// Jobs of a batch ordered by id, after `after`, at most `limit`.
+    async fn jobs(
+        &self,
+        tenant: TenantId,
+        batch: BatchId,
+        after: Option<JobId>,
+        limit: u32,
+    ) -> Result<Vec<JobRecord>>;
+    /// One job.
+    async fn job(&self, tenant: TenantId, job: JobId) -> Result<JobRecord>;
+    /// Cancel every job of the batch that has not started; returns how many.
+    async fn cancel(&self, tenant: TenantId, batch: BatchId) -> Result<u64>;
+
+    /// Up to `limit` pending jobs of `model` to publish next: priority first, then weighted fair
+    /// share across tenants, then age.
+    async fn dispatchable(&self, model: &ModelName, limit: u32) -> Result<Vec<JobMessage>>;
+    /// `pending → queued` for the published ids (others untouched); returns how many moved.
+    async fn mark_queued(&self, ids: &[JobId]) -> Result<u64>;
+    /// Jobs per model and non-final state.
+    async fn backlog(&self) -> Result<Vec<BacklogRow>>;
+    /// Jobs per model and final state (monotonic while rows are kept).
+    async fn finished(&self) -> Result<Vec<BacklogRow>>;
+
+    /// Take the lease of a job.
+    async fn claim(&self, job: JobId, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>>;
+    /// Extend the lease.
+    async fn heartbeat(
+        &self,
+        job: JobId,
+        worker: &str,
+        attempt: u32,
+        lease: Duration,
+    ) -> Result<bool>;
+    /// `running → succeeded`.
+    async fn complete(
+        &self,
+        job: JobId,
+        worker: &str,
+        attempt: u32,
+        done: &Completion,
+    ) -> Result<bool>;
+    /// `running → retryable | dead`.
+    async fn fail(&self, job: JobId, worker: &str, attempt: u32, failure: &Failure)
+    -> Result<bool>;
+
+    /// Expired leases: back to `pending`, or `dead` when it was the last attempt.
+    async fn rescue_expired(&self, limit: u32) -> Result<RescueOutcome>;
+    /// `retryable → pending` once the backoff elapsed.
+    async fn promote_retryable(&self, limit: u32) -> Result<u64>;
+    /// `queued → pending` for jobs queued longer than `older_than` (their message was lost).
+    async fn requeue_stale_queued(&self, older_than: Duration, limit: u32) -> Result<u64>;
+
+    /// Become the single leader if nobody else is.
+    async fn try_lead(&self) -> Result<Option<Box<dyn Leadership>>>;
+}
+
+/// A message delivered by a [`Consumer`], settled exactly once.
+pub struct Delivery {
+    /// The decoded message, or why it could not be decoded (dead-letter it).
+    pub message: Result<JobMessage>,
+    /// How to settle it.
+    pub acker: Box<dyn Acker>,
+}
+
+/// Settles one delivery.
+#[async_trait]
+pub trait Acker: Send + Sync {
+    /// Done with it (processed, or a duplicate).
+    async fn ack(&self) -> Result<()>;
+    /// Cannot be parsed or processed: route to the dead-letter queue, never redeliver.
+    async fn dead_letter(&self) -> Result<()>;
+    /// Give it back for another consumer.
+    async fn requeue(&self) -> Result<()>;
+}
+
+/// A stream of deliveries from the queues of some models.
+#[async_trait]
+pub trait Consumer: Send {
+    /// The next delivery; `None` once the consumer is closed.
+    async fn next(&mut self) -> Option<Result<Delivery>>;
+}
+
+/// Message broker. Contract (checked by `pixelfarm_broker::testsuite`):
+/// - `publish` returns only once the broker has taken responsibility for every message (confirms);
+/// - messages are routed to the queue of their model only;
+/// - an unsettled delivery is redelivered when its consumer goes away;
+/// - `dead_letter` moves the message to the dead-letter queue; `depth` counts ready messages.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Publish messages, durable, waiting for confirms.
+    async fn publish(&self, messages: &[JobMessage]) -> Result<()>;
+    /// Consume the queues of `models`, at most `prefetch` unsettled at a time.
+    async fn consume(&self, models: &[ModelName], prefetch: u16) -> Result<Box<dyn Consumer>>;
+    /// Messages ready in the queue of `model`.
+    async fn depth(&self, model: &ModelName) -> Result<u64>;
+    /// Messages in the dead-letter queue.
+    async fn dead_letter_depth(&self) -> Result<u64>;
+    /// Publish raw bytes to the queue of `model` (tests and tools: a malformed message).
+    async fn publish_raw(&self, model: &ModelName, body: Bytes) -> Result<()>;
+}
+
+/// Object storage. Contract (checked by `pixelfarm_blob::testsuite`):
+/// - `put` is atomic: a reader sees the old bytes or the new bytes, never a part;
+/// - `get` of a missing key is `NotFound`; `delete` of a missing key is `Ok`;
+/// - `list` returns every key under the prefix, sorted.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Store `bytes` under `key`.
+    async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<()>;
+    /// The bytes under `key`.
+    async fn get(&self, key: &str) -> Result<Bytes>;
+    /// Remove `key`.
+    async fn delete(&self, key: &str) -> Result<()>;
+    /// Keys under `prefix`, sorted.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    /// Where the objects go (`s3://bucket/prefix`, `file:///dir`), for provenance.
+    fn location(&self) -> String;
+}
+
+/// What a renderer says about the model it renders a job with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelIdentity {
+    /// Renderer implementation and version (`test-pattern/1`, `candle-sd/1`).
+    pub renderer: String,
+    /// Stable identity of the weights (sha256 of the files) or of the procedure; goes into the key.
+    pub id: String,
+    /// Device the pixels come from (`cpu`, `cuda:0`).
+    pub device: String,
+    /// True for renderers that make test/benchmark pixels, not model output.
+    pub test_pattern: bool,
+}
+
+/// RGB8 pixels plus per-phase timings.
+#[derive(Debug, Clone)]
+pub struct RenderedImage {
+    #[allow(missing_docs)]
+    pub width: u32,
+    #[allow(missing_docs)]
+    pub height: u32,
+    /// Row-major RGB, `width * height * 3` bytes.
+    pub rgb: Vec<u8>,
+    /// Seconds per internal phase (`text_encode`, `denoise`, `vae_decode` …).
+    pub phases: BTreeMap<String, f64>,
+}
+
+/// Turns job parameters into pixels. Blocking: callers run it on a blocking thread.
+pub trait Renderer: Send + Sync + 'static {
+    /// Identity of `model`, or `NotFound`/`Permanent` when this renderer cannot serve it.
+    ///
+    /// # Errors
+    /// `Permanent` for a model it does not know.
+    fn identity(&self, model: &ModelName) -> Result<ModelIdentity>;
+
+    /// Render one job.
+    ///
+    /// # Errors
+    /// `Permanent` for parameters it can never render, `Transient` for device trouble.
+    fn render(&self, model: &ModelName, params: &JobParams) -> Result<RenderedImage>;
+
+    /// Render compatible jobs together; each result is what `render` alone would give.
+    fn render_batch(&self, model: &ModelName, jobs: &[JobParams]) -> Vec<Result<RenderedImage>> {
+        jobs.iter().map(|p| self.render(model, p)).collect()
+    }
+}
