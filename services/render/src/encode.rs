@@ -1,0 +1,161 @@
+//! PNG encoding with generation metadata.
+
+use pixelfarm_core::{Error, JobParams, RenderedImage, Result};
+
+/// Text chunks written into every PNG.
+#[derive(Debug, Clone)]
+pub struct PngMetadata {
+    /// AUTOMATIC1111-style `parameters` text (see [`a1111_parameters`]).
+    pub parameters: String,
+    /// pixelfarm's provenance record as JSON (key `pixelfarm`).
+    pub provenance_json: String,
+}
+
+/// The `parameters` text that AUTOMATIC1111-compatible tools read:
+/// prompt, then `Negative prompt: …`, then one line of `Key: value` pairs.
+pub fn a1111_parameters(params: &JobParams, model: &str, renderer: &str) -> String {
+    let sampler = match params.sampler {
+        pixelfarm_core::Sampler::Ddim => "DDIM",
+        pixelfarm_core::Sampler::Euler => "Euler",
+        pixelfarm_core::Sampler::EulerA => "Euler a",
+        pixelfarm_core::Sampler::Dpmpp2m => "DPM++ 2M Karras",
+    };
+    let mut out = params.prompt.as_str().to_string();
+    if !params.negative_prompt.as_str().is_empty() {
+        out.push_str("\nNegative prompt: ");
+        out.push_str(params.negative_prompt.as_str());
+    }
+    out.push_str(&format!(
+        "\nSteps: {}, Sampler: {sampler}, CFG scale: {}, Seed: {}, Size: {}x{}, Model: {model}, Renderer: {renderer}",
+        params.steps.get(),
+        params.guidance.get(),
+        params.seed,
+        params.width,
+        params.height,
+    ));
+    out
+}
+
+fn add_text(enc: &mut png::Encoder<'_, &mut Vec<u8>>, key: &str, text: &str) -> Result<()> {
+    let r = if text.is_ascii() {
+        enc.add_text_chunk(key.into(), text.into())
+    } else {
+        enc.add_itxt_chunk(key.into(), text.into())
+    };
+    r.map_err(|e| {
+        Error::with_source(
+            pixelfarm_core::ErrorKind::Invalid,
+            "cannot add png text chunk",
+            e,
+        )
+    })
+}
+
+/// Encode RGB8 pixels as PNG with the `parameters` and `pixelfarm` text chunks.
+///
+/// # Errors
+/// `Invalid` if the pixel buffer does not match the size.
+pub fn encode_png(image: &RenderedImage, meta: &PngMetadata) -> Result<Vec<u8>> {
+    if image.rgb.len() != (image.width as usize) * (image.height as usize) * 3 {
+        return Err(Error::invalid(format!(
+            "pixel buffer has {} bytes; {}x{} rgb needs {}",
+            image.rgb.len(),
+            image.width,
+            image.height,
+            image.width * image.height * 3
+        )));
+    }
+    let mut buf = Vec::with_capacity(image.rgb.len() / 2 + 1024);
+    {
+        let mut enc = png::Encoder::new(&mut buf, image.width, image.height);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_compression(png::Compression::Fast);
+        add_text(&mut enc, "parameters", &meta.parameters)?;
+        add_text(&mut enc, "pixelfarm", &meta.provenance_json)?;
+        let mut w = enc.write_header().map_err(|e| {
+            Error::with_source(
+                pixelfarm_core::ErrorKind::Invalid,
+                "cannot write png header",
+                e,
+            )
+        })?;
+        w.write_image_data(&image.rgb).map_err(|e| {
+            Error::with_source(
+                pixelfarm_core::ErrorKind::Invalid,
+                "cannot write png data",
+                e,
+            )
+        })?;
+    }
+    Ok(buf)
+}
+
+/// The text chunks of a PNG (tEXt and iTXt), for tests and tools.
+///
+/// # Errors
+/// `Invalid` if the bytes are not a PNG.
+pub fn decode_png_text(bytes: &[u8]) -> Result<Vec<(String, String)>> {
+    let dec = png::Decoder::new(std::io::Cursor::new(bytes));
+    let reader = dec
+        .read_info()
+        .map_err(|e| Error::with_source(pixelfarm_core::ErrorKind::Invalid, "not a png", e))?;
+    let info = reader.info();
+    let mut out: Vec<(String, String)> = info
+        .uncompressed_latin1_text
+        .iter()
+        .map(|t| (t.keyword.clone(), t.text.clone()))
+        .collect();
+    for t in &info.utf8_text {
+        out.push((t.keyword.clone(), t.get_text().unwrap_or_default()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pixelfarm_core::*;
+
+    #[test]
+    fn png_carries_parameters_and_provenance() {
+        let params = JobParams {
+            prompt: Prompt::parse("ein Bäcker, a cat").unwrap(),
+            negative_prompt: NegativePrompt::parse("blurry").unwrap(),
+            width: 8,
+            height: 8,
+            steps: StepCount::parse(20).unwrap(),
+            guidance: GuidanceScale::parse(7.0).unwrap(),
+            sampler: Sampler::Dpmpp2m,
+            seed: Seed::parse(1234).unwrap(),
+        };
+        let img = RenderedImage {
+            width: 8,
+            height: 8,
+            rgb: vec![7; 192],
+            phases: Default::default(),
+        };
+        let meta = PngMetadata {
+            parameters: a1111_parameters(&params, "sd15", "test-pattern/1"),
+            provenance_json: "{\"a\":1}".into(),
+        };
+        let png = encode_png(&img, &meta).unwrap();
+        let text = decode_png_text(&png).unwrap();
+        let get = |k: &str| {
+            text.iter()
+                .find(|(kk, _)| kk == k)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        assert_eq!(
+            get("parameters"),
+            "ein Bäcker, a cat\nNegative prompt: blurry\nSteps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1234, Size: 8x8, Model: sd15, Renderer: test-pattern/1"
+        );
+        assert_eq!(get("pixelfarm"), "{\"a\":1}");
+        let bad = RenderedImage {
+            rgb: vec![0; 5],
+            ..img
+        };
+        assert!(encode_png(&bad, &meta).is_err());
+    }
+}

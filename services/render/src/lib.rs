@@ -1,0 +1,13 @@
+//! Renderers and image encoding.
+//!
+//! # Layout
+//! - [`test_pattern`]: [`TestPattern`], a deterministic renderer for tests and benchmarks of the
+//!   pipeline (no model; its output is labelled as such everywhere).
+//! - [`encode`]: [`encode_png`] with the AUTOMATIC1111 `parameters` text chunk and pixelfarm's own
+//!   provenance chunk; [`a1111_parameters`] formats the former.
+
+pub mod encode;
+pub mod test_pattern;
+
+pub use encode::{PngMetadata, a1111_parameters, decode_png_text, encode_png};
+pub use test_pattern::TestPattern;
