@@ -22,6 +22,16 @@ pub fn derive_seed(base: u64, variant_key: &str, index: u32) -> Seed {
     Seed::parse(u64::from_le_bytes(b) & Seed::MAX).expect("masked to 53 bits")
 }
 
+/// Lowercase hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// What is stored for an API key: its sha256. The key itself is shown once and never stored.
+pub fn hash_api_key(key: &str) -> String {
+    sha256_hex(key.as_bytes())
+}
+
 /// Where a rendered image and its provenance record live in the blob store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputKey {

@@ -24,7 +24,7 @@ pub mod state;
 pub use error::{Error, ErrorKind, Result};
 pub use failure::{Backoff, decide};
 pub use ids::{BatchId, JobId, TenantId};
-pub use keys::{OutputKey, derive_seed};
+pub use keys::{OutputKey, derive_seed, hash_api_key, sha256_hex};
 pub use manifest::{BatchSpec, JobSpec, MAX_JOBS_PER_BATCH, parse_manifest};
 pub use params::*;
 pub use seams::*;

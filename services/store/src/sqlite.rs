@@ -1,0 +1,568 @@
+//! [`SqliteStore`]: the embedded-mode [`JobStore`], one file, no server.
+//!
+//! Same tables and rules as Postgres (`migrations/sqlite`); times are unix milliseconds taken from
+//! this process's clock (one process owns the file), ids are uuid text.
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use pixelfarm_core::*;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+use uuid::Uuid;
+
+use crate::error::db;
+use crate::row::{JobRow, failure_columns};
+
+const JOB_COLUMNS: &str = "id, batch_id, key, model, params, state, attempt, max_attempts, \
+    object_key, sha256, last_error, error_kind, timings, created_at, started_at, finished_at";
+
+/// SQLite job store.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+fn time(v: Option<i64>) -> Option<DateTime<Utc>> {
+    v.and_then(|m| Utc.timestamp_millis_opt(m).single())
+}
+
+fn uuid(r: &SqliteRow, col: &str) -> std::result::Result<Uuid, sqlx::Error> {
+    let s: String = r.try_get(col)?;
+    Uuid::parse_str(&s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn json(r: &SqliteRow, col: &str) -> std::result::Result<Option<serde_json::Value>, sqlx::Error> {
+    let s: Option<String> = r.try_get(col)?;
+    s.map(|s| serde_json::from_str(&s).map_err(|e| sqlx::Error::Decode(Box::new(e))))
+        .transpose()
+}
+
+fn job_row(r: &SqliteRow) -> std::result::Result<JobRow, sqlx::Error> {
+    Ok(JobRow {
+        id: uuid(r, "id")?,
+        batch_id: uuid(r, "batch_id")?,
+        key: r.try_get("key")?,
+        model: r.try_get("model")?,
+        params: json(r, "params")?.unwrap_or_default(),
+        state: r.try_get("state")?,
+        attempt: r.try_get("attempt")?,
+        max_attempts: r.try_get("max_attempts")?,
+        object_key: r.try_get("object_key")?,
+        sha256: r.try_get("sha256")?,
+        last_error: r.try_get("last_error")?,
+        error_kind: r.try_get("error_kind")?,
+        timings: json(r, "timings")?,
+        created_at: time(r.try_get("created_at")?).unwrap_or_default(),
+        started_at: time(r.try_get("started_at")?),
+        finished_at: time(r.try_get("finished_at")?),
+    })
+}
+
+fn record(r: &SqliteRow) -> Result<JobRecord> {
+    job_row(r).map_err(db("cannot read job row"))?.into_record()
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database file at `path` and apply the migrations.
+    ///
+    /// # Errors
+    /// `Permanent` when the file cannot be opened or migrated.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str("sqlite:")
+            .expect("static url")
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(db("cannot open sqlite database"))?;
+        sqlx::migrate!("../../migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| Error::with_source(ErrorKind::Permanent, "sqlite migrations failed", e))?;
+        Ok(SqliteStore { pool })
+    }
+
+    async fn count_by_state(&self, filter: &'static str) -> Result<Vec<BacklogRow>> {
+        let sql =
+            format!("SELECT model, state, count(*) AS n FROM jobs WHERE {filter} GROUP BY 1, 2");
+        let rows = sqlx::query(&sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("cannot count jobs"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(BacklogRow {
+                    model: ModelName::parse(r.get::<String, _>("model"))?,
+                    state: JobState::parse(r.get("state"))?,
+                    jobs: r.get::<i64, _>("n") as u64,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The embedded mode has one process: it is always the leader.
+struct SoleLeader;
+
+#[async_trait]
+impl Leadership for SoleLeader {
+    async fn still_leader(&mut self) -> bool {
+        true
+    }
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn create_tenant(&self, name: &str, weight: u32) -> Result<TenantId> {
+        let id = TenantId::generate();
+        sqlx::query("INSERT INTO tenants (id, name, weight, created_at) VALUES (?1, ?2, ?3, ?4)")
+            .bind(id.to_string())
+            .bind(name)
+            .bind(i64::from(weight))
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await
+            .map_err(db("cannot create tenant"))?;
+        Ok(id)
+    }
+
+    async fn tenant_by_name(&self, name: &str) -> Result<Option<TenantId>> {
+        let id: Option<String> = sqlx::query_scalar("SELECT id FROM tenants WHERE name = ?1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("cannot look up tenant"))?;
+        id.map(|s| s.parse()).transpose()
+    }
+
+    async fn add_api_key(&self, tenant: TenantId, key_sha256: &str) -> Result<()> {
+        sqlx::query("INSERT OR IGNORE INTO api_keys (key_sha256, tenant_id, created_at) VALUES (?1, ?2, ?3)")
+            .bind(key_sha256)
+            .bind(tenant.to_string())
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await
+            .map_err(db("cannot add api key"))?;
+        Ok(())
+    }
+
+    async fn tenant_by_key(&self, key_sha256: &str) -> Result<Option<TenantId>> {
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT tenant_id FROM api_keys WHERE key_sha256 = ?1")
+                .bind(key_sha256)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("cannot look up api key"))?;
+        id.map(|s| s.parse()).transpose()
+    }
+
+    async fn submit(
+        &self,
+        tenant: TenantId,
+        batch: &BatchSpec,
+        max_attempts: u32,
+    ) -> Result<SubmitOutcome> {
+        let mut tx = self.pool.begin().await.map_err(db("cannot begin submit"))?;
+        let id = BatchId::generate();
+        let now = now_ms();
+        let tags = serde_json::to_string(&batch.tags).expect("string map serializes");
+        let inserted = sqlx::query(
+            "INSERT INTO batches (id, tenant_id, name, model, priority, idempotency_key, tags, manifest, job_count, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(tenant.to_string())
+        .bind(&batch.name)
+        .bind(batch.model.as_str())
+        .bind(i64::from(batch.priority.get()))
+        .bind(&batch.idempotency_key)
+        .bind(&tags)
+        .bind(&batch.source)
+        .bind(batch.jobs.len() as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("cannot insert batch"))?;
+        if inserted.rows_affected() == 0 {
+            let row = sqlx::query(
+                "SELECT id, job_count FROM batches WHERE tenant_id = ?1 AND idempotency_key = ?2",
+            )
+            .bind(tenant.to_string())
+            .bind(&batch.idempotency_key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("cannot read existing batch"))?;
+            return Ok(SubmitOutcome {
+                batch_id: row.get::<String, _>("id").parse()?,
+                created: false,
+                jobs: row.get::<i64, _>("job_count") as u64,
+            });
+        }
+        for j in &batch.jobs {
+            sqlx::query(
+                "INSERT INTO jobs (id, batch_id, tenant_id, model, priority, key, params, max_attempts, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .bind(JobId::generate().to_string())
+            .bind(id.to_string())
+            .bind(tenant.to_string())
+            .bind(batch.model.as_str())
+            .bind(i64::from(batch.priority.get()))
+            .bind(&j.key)
+            .bind(serde_json::to_string(&j.params).expect("params serialize"))
+            .bind(i64::from(max_attempts.max(1)))
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("cannot insert job"))?;
+        }
+        tx.commit().await.map_err(db("cannot commit submit"))?;
+        Ok(SubmitOutcome {
+            batch_id: id,
+            created: true,
+            jobs: batch.jobs.len() as u64,
+        })
+    }
+
+    async fn batch(&self, tenant: TenantId, batch: BatchId) -> Result<BatchStatus> {
+        let row = sqlx::query(
+            "SELECT name, model, priority, tags, created_at FROM batches WHERE id = ?1 AND tenant_id = ?2",
+        )
+        .bind(batch.to_string())
+        .bind(tenant.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("cannot read batch"))?
+        .ok_or_else(|| Error::not_found(format!("batch {batch} not found")))?;
+        let mut status = BatchStatus {
+            id: batch,
+            name: row.get("name"),
+            model: ModelName::parse(row.get::<String, _>("model"))?,
+            priority: Priority::parse(u8::try_from(row.get::<i64, _>("priority")).unwrap_or(0))?,
+            tags: serde_json::from_str(&row.get::<String, _>("tags")).unwrap_or_default(),
+            created_at: time(row.get("created_at")).unwrap_or_default(),
+            counts: StateCounts::default(),
+            first_started_at: None,
+            last_finished_at: None,
+            device_seconds: 0.0,
+        };
+        let rows = sqlx::query(
+            "SELECT state, count(*) AS n, min(started_at) AS s, max(finished_at) AS f, sum(device_seconds) AS d
+             FROM jobs WHERE batch_id = ?1 GROUP BY state",
+        )
+        .bind(batch.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("cannot count jobs"))?;
+        for r in rows {
+            status.counts.add(
+                JobState::parse(r.get("state"))?,
+                r.get::<i64, _>("n") as u64,
+            );
+            status.first_started_at = status
+                .first_started_at
+                .into_iter()
+                .chain(time(r.get("s")))
+                .min();
+            status.last_finished_at = status
+                .last_finished_at
+                .into_iter()
+                .chain(time(r.get("f")))
+                .max();
+            status.device_seconds += r.get::<Option<f64>, _>("d").unwrap_or(0.0);
+        }
+        Ok(status)
+    }
+
+    async fn jobs(
+        &self,
+        tenant: TenantId,
+        batch: BatchId,
+        after: Option<JobId>,
+        limit: u32,
+    ) -> Result<Vec<JobRecord>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE batch_id = ?1 AND tenant_id = ?2 AND id > ?3 ORDER BY id LIMIT ?4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(batch.to_string())
+            .bind(tenant.to_string())
+            .bind(after.map_or_else(String::new, |a| a.to_string()))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("cannot list jobs"))?;
+        if rows.is_empty() && after.is_none() {
+            self.batch(tenant, batch).await?;
+        }
+        rows.iter().map(record).collect()
+    }
+
+    async fn job(&self, tenant: TenantId, job: JobId) -> Result<JobRecord> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1 AND tenant_id = ?2");
+        let row = sqlx::query(&sql)
+            .bind(job.to_string())
+            .bind(tenant.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("cannot read job"))?
+            .ok_or_else(|| Error::not_found(format!("job {job} not found")))?;
+        record(&row)
+    }
+
+    async fn cancel(&self, tenant: TenantId, batch: BatchId) -> Result<u64> {
+        self.batch(tenant, batch).await?;
+        let r = sqlx::query(
+            "UPDATE jobs SET state = 'cancelled', finished_at = ?3, queued_at = NULL, run_after = NULL
+             WHERE batch_id = ?1 AND tenant_id = ?2 AND state IN ('pending', 'queued', 'retryable')",
+        )
+        .bind(batch.to_string())
+        .bind(tenant.to_string())
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(db("cannot cancel batch"))?;
+        Ok(r.rows_affected())
+    }
+
+    async fn dispatchable(&self, model: &ModelName, limit: u32) -> Result<Vec<JobMessage>> {
+        // Same order as Postgres: priority, then n-th job of a tenant at n / weight, then age.
+        let rows = sqlx::query(
+            "SELECT j.id, j.batch_id, j.priority FROM (
+                 SELECT id, batch_id, priority, tenant_id,
+                        row_number() OVER (PARTITION BY tenant_id, priority ORDER BY id) AS rn
+                 FROM jobs WHERE state = 'pending' AND model = ?1) j
+             JOIN tenants t ON t.id = j.tenant_id
+             ORDER BY j.priority DESC, CAST(j.rn AS REAL) / t.weight, j.id
+             LIMIT ?2",
+        )
+        .bind(model.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("cannot select jobs to dispatch"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(JobMessage {
+                    job_id: r.get::<String, _>("id").parse()?,
+                    batch_id: r.get::<String, _>("batch_id").parse()?,
+                    model: model.clone(),
+                    priority: Priority::parse(
+                        u8::try_from(r.get::<i64, _>("priority")).unwrap_or(0),
+                    )?,
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_queued(&self, ids: &[JobId]) -> Result<u64> {
+        let mut tx = self.pool.begin().await.map_err(db("cannot begin"))?;
+        let now = now_ms();
+        let mut n = 0;
+        for id in ids {
+            n += sqlx::query("UPDATE jobs SET state = 'queued', queued_at = ?2 WHERE id = ?1 AND state = 'pending'")
+                .bind(id.to_string())
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("cannot mark job queued"))?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(db("cannot commit"))?;
+        Ok(n)
+    }
+
+    async fn backlog(&self) -> Result<Vec<BacklogRow>> {
+        self.count_by_state("state IN ('pending', 'queued', 'running', 'retryable')")
+            .await
+    }
+
+    async fn finished(&self) -> Result<Vec<BacklogRow>> {
+        self.count_by_state("state IN ('succeeded', 'dead', 'cancelled')")
+            .await
+    }
+
+    async fn claim(&self, job: JobId, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>> {
+        let now = now_ms();
+        let sql = format!(
+            "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_owner = ?2,
+                 lease_until = ?3 + ?4, started_at = ?3, run_after = NULL
+             WHERE id = ?1 AND state IN ('pending', 'queued') AND attempt < max_attempts
+             RETURNING {JOB_COLUMNS}, tenant_id, queued_at"
+        );
+        let row = sqlx::query(&sql)
+            .bind(job.to_string())
+            .bind(worker)
+            .bind(now)
+            .bind(ms(lease))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("cannot claim job"))?;
+        row.map(|r| {
+            Ok(ClaimedJob {
+                job: record(&r)?,
+                tenant: r.get::<String, _>("tenant_id").parse()?,
+                queued_at: time(r.get("queued_at")),
+            })
+        })
+        .transpose()
+    }
+
+    async fn heartbeat(
+        &self,
+        job: JobId,
+        worker: &str,
+        attempt: u32,
+        lease: Duration,
+    ) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET lease_until = ?4 WHERE id = ?1 AND state = 'running' AND lease_owner = ?2 AND attempt = ?3",
+        )
+        .bind(job.to_string())
+        .bind(worker)
+        .bind(i64::from(attempt))
+        .bind(now_ms() + ms(lease))
+        .execute(&self.pool)
+        .await
+        .map_err(db("cannot renew lease"))?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn complete(
+        &self,
+        job: JobId,
+        worker: &str,
+        attempt: u32,
+        done: &Completion,
+    ) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET state = 'succeeded', finished_at = ?4, lease_owner = NULL, lease_until = NULL,
+                 object_key = ?5, sha256 = ?6, timings = ?7, device_seconds = device_seconds + ?8
+             WHERE id = ?1 AND state = 'running' AND lease_owner = ?2 AND attempt = ?3",
+        )
+        .bind(job.to_string())
+        .bind(worker)
+        .bind(i64::from(attempt))
+        .bind(now_ms())
+        .bind(&done.object_key)
+        .bind(&done.sha256)
+        .bind(serde_json::to_string(&done.timings).expect("timings serialize"))
+        .bind(done.device_seconds)
+        .execute(&self.pool)
+        .await
+        .map_err(db("cannot complete job"))?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn fail(
+        &self,
+        job: JobId,
+        worker: &str,
+        attempt: u32,
+        failure: &Failure,
+    ) -> Result<bool> {
+        let (kind, message, delay) = failure_columns(failure);
+        let now = now_ms();
+        let r = sqlx::query(
+            "UPDATE jobs SET
+                 state = CASE WHEN ?6 IS NULL THEN 'dead' ELSE 'retryable' END,
+                 finished_at = CASE WHEN ?6 IS NULL THEN ?7 END,
+                 run_after = ?7 + ?6,
+                 lease_owner = NULL, lease_until = NULL, queued_at = NULL,
+                 error_kind = ?4, last_error = ?5
+             WHERE id = ?1 AND state = 'running' AND lease_owner = ?2 AND attempt = ?3",
+        )
+        .bind(job.to_string())
+        .bind(worker)
+        .bind(i64::from(attempt))
+        .bind(kind)
+        .bind(message)
+        .bind(delay.map(|d| (d * 1000.0) as i64))
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db("cannot record job failure"))?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn rescue_expired(&self, limit: u32) -> Result<RescueOutcome> {
+        let now = now_ms();
+        let rows = sqlx::query(
+            "UPDATE jobs SET
+                 state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'pending' END,
+                 finished_at = CASE WHEN attempt >= max_attempts THEN ?1 END,
+                 error_kind = 'lease_expired',
+                 last_error = 'lease of worker ' || lease_owner || ' expired during attempt '
+                              || attempt || ' of ' || max_attempts,
+                 lease_owner = NULL, lease_until = NULL, queued_at = NULL
+             WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_until < ?1
+                          ORDER BY lease_until LIMIT ?2)
+             RETURNING state",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("cannot rescue expired leases"))?;
+        let dead = rows
+            .iter()
+            .filter(|r| r.get::<String, _>("state") == "dead")
+            .count() as u64;
+        Ok(RescueOutcome {
+            to_pending: rows.len() as u64 - dead,
+            to_dead: dead,
+        })
+    }
+
+    async fn promote_retryable(&self, limit: u32) -> Result<u64> {
+        let r = sqlx::query(
+            "UPDATE jobs SET state = 'pending', run_after = NULL
+             WHERE id IN (SELECT id FROM jobs WHERE state = 'retryable' AND run_after <= ?1
+                          ORDER BY run_after LIMIT ?2)",
+        )
+        .bind(now_ms())
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(db("cannot promote retryable jobs"))?;
+        Ok(r.rows_affected())
+    }
+
+    async fn requeue_stale_queued(&self, older_than: Duration, limit: u32) -> Result<u64> {
+        let r = sqlx::query(
+            "UPDATE jobs SET state = 'pending', queued_at = NULL
+             WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND queued_at < ?1
+                          ORDER BY queued_at LIMIT ?2)",
+        )
+        .bind(now_ms() - ms(older_than))
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(db("cannot requeue stale queued jobs"))?;
+        Ok(r.rows_affected())
+    }
+
+    async fn try_lead(&self) -> Result<Option<Box<dyn Leadership>>> {
+        Ok(Some(Box::new(SoleLeader)))
+    }
+}

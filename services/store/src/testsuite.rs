@@ -1,0 +1,470 @@
+//! The [`JobStore`] conformance suite. Every implementation runs every case through
+//! [`store_conformance!`](crate::store_conformance), each case on a fresh store.
+
+use pixelfarm_core::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Expand to one `#[tokio::test]` per case, each on a store made by `$make` (an async expression
+/// giving `Arc<dyn JobStore>`).
+#[macro_export]
+macro_rules! store_conformance {
+    ($make:expr) => {
+        $crate::store_conformance!(@cases $make;
+            tenants_and_keys, submit_and_read, idempotent_submit, tenant_isolation, claim_lifecycle,
+            lease_guards, failures_retry_and_die, rescue_expired_leases, stale_queued_requeued,
+            cancel_only_unstarted, priority_then_fair_share, backlog_and_finished_counts, leadership);
+    };
+    (@cases $make:expr; $($case:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                $crate::testsuite::$case($make.await).await;
+            }
+        )*
+    };
+}
+
+type Store = Arc<dyn JobStore>;
+
+const LEASE: Duration = Duration::from_secs(60);
+
+fn manifest(name: &str, n: u32, priority: u8, key: Option<&str>) -> BatchSpec {
+    let mut text = format!(
+        "name: {name}\nmodel: m1\npriority: {priority}\ndefaults: {{width: 16, height: 16, steps: 2}}\nprompt: \"a {{c}}\"\nvars:\n  c: [x]\nseeds: {{base: 7, count: {n}}}\n"
+    );
+    if let Some(k) = key {
+        text.push_str(&format!("idempotency_key: {k}\n"));
+    }
+    parse_manifest(&text).expect("test manifest parses")
+}
+
+async fn tenant(s: &Store, name: &str, weight: u32) -> TenantId {
+    s.create_tenant(name, weight).await.expect("create tenant")
+}
+
+async fn all_jobs(s: &Store, t: TenantId, b: BatchId) -> Vec<JobRecord> {
+    s.jobs(t, b, None, 100_000).await.expect("list jobs")
+}
+
+fn completion() -> Completion {
+    Completion {
+        object_key: "images/ab/x.png".into(),
+        sha256: "a".repeat(64),
+        timings: [("render".to_string(), 0.5)].into(),
+        device_seconds: 0.5,
+    }
+}
+
+#[allow(missing_docs)]
+pub async fn tenants_and_keys(s: Store) {
+    let t = tenant(&s, "acme", 1).await;
+    assert_eq!(s.tenant_by_name("acme").await.unwrap(), Some(t));
+    assert_eq!(s.tenant_by_name("nobody").await.unwrap(), None);
+    let h = hash_api_key("secret");
+    s.add_api_key(t, &h).await.unwrap();
+    s.add_api_key(t, &h)
+        .await
+        .expect("adding the same key twice is harmless");
+    assert_eq!(s.tenant_by_key(&h).await.unwrap(), Some(t));
+    assert_eq!(s.tenant_by_key(&hash_api_key("other")).await.unwrap(), None);
+    let dup = s.create_tenant("acme", 1).await.unwrap_err();
+    assert_eq!(dup.kind(), ErrorKind::Conflict);
+}
+
+#[allow(missing_docs)]
+pub async fn submit_and_read(s: Store) {
+    let t = tenant(&s, "a", 1).await;
+    let spec = manifest("b1", 12, 0, None);
+    let out = s.submit(t, &spec, 3).await.unwrap();
+    assert!(out.created);
+    assert_eq!(out.jobs, 12);
+    let st = s.batch(t, out.batch_id).await.unwrap();
+    assert_eq!(
+        (st.name.as_str(), st.counts.pending, st.counts.total()),
+        ("b1", 12, 12)
+    );
+    assert!(!st.is_done());
+    let first = s.jobs(t, out.batch_id, None, 5).await.unwrap();
+    let second = s
+        .jobs(t, out.batch_id, Some(first[4].id), 100)
+        .await
+        .unwrap();
+    assert_eq!((first.len(), second.len()), (5, 7));
+    let mut all: Vec<_> = first.into_iter().chain(second).collect();
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "ordered by id");
+    all.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut want: Vec<_> = spec.jobs.clone();
+    want.sort_by(|a, b| a.key.cmp(&b.key));
+    for (got, want) in all.iter().zip(&want) {
+        assert_eq!(got.key, want.key);
+        assert_eq!(got.params, want.params);
+        assert_eq!(
+            (got.state, got.attempt, got.max_attempts),
+            (JobState::Pending, 0, 3)
+        );
+    }
+    let one = s.job(t, all[0].id).await.unwrap();
+    assert_eq!(one.key, all[0].key);
+}
+
+#[allow(missing_docs)]
+pub async fn idempotent_submit(s: Store) {
+    let a = tenant(&s, "a", 1).await;
+    let b = tenant(&s, "b", 1).await;
+    let spec = manifest("b1", 3, 0, Some("k1"));
+    let first = s.submit(a, &spec, 3).await.unwrap();
+    let again = s.submit(a, &spec, 3).await.unwrap();
+    assert_eq!(
+        (again.batch_id, again.created, again.jobs),
+        (first.batch_id, false, 3)
+    );
+    assert_eq!(
+        all_jobs(&s, a, first.batch_id).await.len(),
+        3,
+        "no jobs added by the resubmit"
+    );
+    let other = s.submit(b, &spec, 3).await.unwrap();
+    assert!(
+        other.created && other.batch_id != first.batch_id,
+        "keys are per tenant"
+    );
+}
+
+#[allow(missing_docs)]
+pub async fn tenant_isolation(s: Store) {
+    let a = tenant(&s, "a", 1).await;
+    let b = tenant(&s, "b", 1).await;
+    let out = s.submit(a, &manifest("b1", 2, 0, None), 3).await.unwrap();
+    let job = all_jobs(&s, a, out.batch_id).await[0].id;
+    assert_eq!(
+        s.batch(b, out.batch_id).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        s.jobs(b, out.batch_id, None, 10).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(s.job(b, job).await.unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        s.cancel(b, out.batch_id).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        s.batch(a, out.batch_id).await.unwrap().counts.pending,
+        2,
+        "b's cancel touched nothing"
+    );
+}
+
+#[allow(missing_docs)]
+pub async fn claim_lifecycle(s: Store) {
+    let t = tenant(&s, "a", 1).await;
+    let out = s.submit(t, &manifest("b1", 3, 0, None), 3).await.unwrap();
+    let model = ModelName::parse("m1").unwrap();
+    let msgs = s.dispatchable(&model, 10).await.unwrap();
+    assert_eq!(msgs.len(), 3);
+    assert!(
+        msgs.iter()
+            .all(|m| m.batch_id == out.batch_id && m.model == model)
+    );
+    assert!(
+        s.dispatchable(&ModelName::parse("m2").unwrap(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let ids: Vec<JobId> = msgs.iter().map(|m| m.job_id).collect();
+    assert_eq!(s.mark_queued(&ids).await.unwrap(), 3);
+    assert_eq!(
+        s.mark_queued(&ids).await.unwrap(),
+        0,
+        "only pending jobs move"
+    );
+    assert!(s.dispatchable(&model, 10).await.unwrap().is_empty());
+
+    let c = s
+        .claim(ids[0], "w1", LEASE)
+        .await
+        .unwrap()
+        .expect("claimable");
+    assert_eq!(
+        (c.job.state, c.job.attempt, c.tenant),
+        (JobState::Running, 1, t)
+    );
+    assert!(c.queued_at.is_some());
+    assert!(
+        s.claim(ids[0], "w2", LEASE).await.unwrap().is_none(),
+        "a running job is not claimed twice"
+    );
+    assert!(s.heartbeat(ids[0], "w1", 1, LEASE).await.unwrap());
+    assert!(s.complete(ids[0], "w1", 1, &completion()).await.unwrap());
+    let done = s.job(t, ids[0]).await.unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.object_key.as_deref(), Some("images/ab/x.png"));
+    assert_eq!(done.timings.get("render"), Some(&0.5));
+    assert!(done.finished_at.is_some());
+    assert!(
+        s.claim(ids[0], "w1", LEASE).await.unwrap().is_none(),
+        "a duplicate message is dropped"
+    );
+    assert!(
+        s.claim(JobId::generate(), "w1", LEASE)
+            .await
+            .unwrap()
+            .is_none(),
+        "unknown job"
+    );
+    // A pending job (duplicate message racing the dispatcher) is claimable too.
+    let pending = s.submit(t, &manifest("b2", 1, 0, None), 3).await.unwrap();
+    let pj = all_jobs(&s, t, pending.batch_id).await[0].id;
+    assert!(s.claim(pj, "w1", LEASE).await.unwrap().is_some());
+}
+
+#[allow(missing_docs)]
+pub async fn lease_guards(s: Store) {
+    let t = tenant(&s, "a", 1).await;
+    let out = s.submit(t, &manifest("b1", 1, 0, None), 3).await.unwrap();
+    let id = all_jobs(&s, t, out.batch_id).await[0].id;
+    s.claim(id, "w1", LEASE).await.unwrap().unwrap();
+    assert!(
+        !s.heartbeat(id, "w2", 1, LEASE).await.unwrap(),
+        "other owner"
+    );
+    assert!(
+        !s.heartbeat(id, "w1", 2, LEASE).await.unwrap(),
+        "other attempt"
+    );
+    assert!(!s.complete(id, "w2", 1, &completion()).await.unwrap());
+    let dead = Failure::Dead {
+        kind: ErrorKind::Permanent,
+        message: "x".into(),
+    };
+    assert!(!s.fail(id, "w2", 1, &dead).await.unwrap());
+    assert_eq!(s.job(t, id).await.unwrap().state, JobState::Running);
+}
+
+#[allow(missing_docs)]
+pub async fn failures_retry_and_die(s: Store) {
+    let t = tenant(&s, "a", 1).await;
+    let out = s.submit(t, &manifest("b1", 2, 0, None), 2).await.unwrap();
+    let jobs = all_jobs(&s, t, out.batch_id).await;
+    let (a, b) = (jobs[0].id, jobs[1].id);
+
+    s.claim(a, "w1", LEASE).await.unwrap().unwrap();
+    let retry = Failure::Retry {
+        delay: Duration::from_secs(3600),
+        kind: ErrorKind::Transient,
+        message: "s3 down".into(),
+    };
+    assert!(s.fail(a, "w1", 1, &retry).await.unwrap());
+    let r = s.job(t, a).await.unwrap();
+    assert_eq!(
+        (r.state, r.error_kind.as_deref(), r.last_error.as_deref()),
+        (JobState::Retryable, Some("transient"), Some("s3 down"))
+    );
+    assert_eq!(
+        s.promote_retryable(100).await.unwrap(),
+        0,
+        "backoff not elapsed"
+    );
+    assert!(
+        s.claim(a, "w1", LEASE).await.unwrap().is_none(),
+        "retryable is not claimable"
+    );
+
+    s.claim(b, "w1", LEASE).await.unwrap().unwrap();
+    let soon = Failure::Retry {
+        delay: Duration::ZERO,
+        kind: ErrorKind::Transient,
+        message: "db blip".into(),
+    };
+    assert!(s.fail(b, "w1", 1, &soon).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(s.promote_retryable(100).await.unwrap(), 1);
+    let c = s
+        .claim(b, "w2", LEASE)
+        .await
+        .unwrap()
+        .expect("promoted job is claimable");
+    assert_eq!(c.job.attempt, 2);
+    let dead = Failure::Dead {
+        kind: ErrorKind::Permanent,
+        message: "unknown model".into(),
+    };
+    assert!(s.fail(b, "w2", 2, &dead).await.unwrap());
+    let d = s.job(t, b).await.unwrap();
+    assert_eq!(
+        (d.state, d.last_error.as_deref()),
+        (JobState::Dead, Some("unknown model"))
+    );
+    assert!(d.finished_at.is_some());
+}
+
+#[allow(missing_docs)]
+pub async fn rescue_expired_leases(s: Store) {
+    let t = tenant(&s, "a", 1).await;
+    let out = s.submit(t, &manifest("b1", 1, 0, None), 2).await.unwrap();
+    let id = all_jobs(&s, t, out.batch_id).await[0].id;
+    s.claim(id, "w1", Duration::ZERO).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        s.rescue_expired(100).await.unwrap(),
+        RescueOutcome {
+            to_pending: 1,
+            to_dead: 0
+        }
+    );
+    let r = s.job(t, id).await.unwrap();
+    assert_eq!(
+        (r.state, r.error_kind.as_deref()),
+        (JobState::Pending, Some("lease_expired"))
+    );
+    assert!(r.last_error.unwrap().contains("w1"));
+    assert!(
+        !s.complete(id, "w1", 1, &completion()).await.unwrap(),
+        "the old owner lost the lease"
+    );
+    s.claim(id, "w2", Duration::ZERO).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        s.rescue_expired(100).await.unwrap(),
+        RescueOutcome {
+            to_pending: 0,
+            to_dead: 1
+        },
+        "last attempt"
+    );
+    assert_eq!(s.job(t, id).await.unwrap().state, JobState::Dead);
+    // A live lease is left alone.
+    let out = s.submit(t, &manifest("b2", 1, 0, None), 2).await.unwrap();
+    let live = all_jobs(&s, t, out.batch_id).await[0].id;
+    s.claim(live, "w3", LEASE).await.unwrap().unwrap();
+    assert_eq!(
+        s.rescue_expired(100).await.unwrap(),
+        RescueOutcome::default()
+    );
+}
+
+#[allow(missing_docs)]
+pub async fn stale_queued_requeued(s: Store) {
+    let t = tenant(&s, "a", 1).await;
+    let out = s.submit(t, &manifest("b1", 2, 0, None), 2).await.unwrap();
+    let ids: Vec<JobId> = all_jobs(&s, t, out.batch_id)
+        .await
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    s.mark_queued(&ids).await.unwrap();
+    assert_eq!(
+        s.requeue_stale_queued(Duration::from_secs(3600), 100)
+            .await
+            .unwrap(),
+        0
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        s.requeue_stale_queued(Duration::from_millis(1), 100)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(s.batch(t, out.batch_id).await.unwrap().counts.pending, 2);
+}
+
+#[allow(missing_docs)]
+pub async fn cancel_only_unstarted(s: Store) {
+    let t = tenant(&s, "a", 1).await;
+    let out = s.submit(t, &manifest("b1", 4, 0, None), 2).await.unwrap();
+    let ids: Vec<JobId> = all_jobs(&s, t, out.batch_id)
+        .await
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    s.mark_queued(&ids[1..2]).await.unwrap();
+    s.claim(ids[2], "w1", LEASE).await.unwrap().unwrap();
+    s.claim(ids[3], "w1", LEASE).await.unwrap().unwrap();
+    s.complete(ids[3], "w1", 1, &completion()).await.unwrap();
+    assert_eq!(s.cancel(t, out.batch_id).await.unwrap(), 2);
+    let st = s.batch(t, out.batch_id).await.unwrap();
+    assert_eq!(
+        (st.counts.cancelled, st.counts.running, st.counts.succeeded),
+        (2, 1, 1)
+    );
+    assert!(
+        s.claim(ids[0], "w1", LEASE).await.unwrap().is_none(),
+        "cancelled jobs are not claimed"
+    );
+    assert!(
+        s.complete(ids[2], "w1", 1, &completion()).await.unwrap(),
+        "the running job finishes"
+    );
+    assert!(s.batch(t, out.batch_id).await.unwrap().is_done());
+    assert_eq!(s.cancel(t, out.batch_id).await.unwrap(), 0);
+}
+
+#[allow(missing_docs)]
+pub async fn priority_then_fair_share(s: Store) {
+    let a = tenant(&s, "a", 1).await;
+    let b = tenant(&s, "b", 2).await;
+    let model = ModelName::parse("m1").unwrap();
+    let low_a = s.submit(a, &manifest("la", 30, 0, None), 2).await.unwrap();
+    let low_b = s.submit(b, &manifest("lb", 30, 0, None), 2).await.unwrap();
+    let picked = s.dispatchable(&model, 30).await.unwrap();
+    let from_b = picked
+        .iter()
+        .filter(|m| m.batch_id == low_b.batch_id)
+        .count();
+    let from_a = picked
+        .iter()
+        .filter(|m| m.batch_id == low_a.batch_id)
+        .count();
+    assert_eq!(from_a + from_b, 30);
+    assert!(
+        (19..=21).contains(&from_b),
+        "weight 2 gets about two thirds: a={from_a} b={from_b}"
+    );
+    let high = s.submit(a, &manifest("ha", 5, 9, None), 2).await.unwrap();
+    let picked = s.dispatchable(&model, 8).await.unwrap();
+    assert!(
+        picked[..5]
+            .iter()
+            .all(|m| m.batch_id == high.batch_id && m.priority.get() == 9),
+        "priority first"
+    );
+}
+
+#[allow(missing_docs)]
+pub async fn backlog_and_finished_counts(s: Store) {
+    let t = tenant(&s, "a", 1).await;
+    let out = s.submit(t, &manifest("b1", 3, 0, None), 2).await.unwrap();
+    let ids: Vec<JobId> = all_jobs(&s, t, out.batch_id)
+        .await
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    s.mark_queued(&ids[..1]).await.unwrap();
+    s.claim(ids[1], "w", LEASE).await.unwrap().unwrap();
+    let find = |rows: &[BacklogRow], st: JobState| {
+        rows.iter().find(|r| r.state == st).map_or(0, |r| r.jobs)
+    };
+    let bl = s.backlog().await.unwrap();
+    assert_eq!(
+        (
+            find(&bl, JobState::Pending),
+            find(&bl, JobState::Queued),
+            find(&bl, JobState::Running)
+        ),
+        (1, 1, 1)
+    );
+    assert!(bl.iter().all(|r| r.model.as_str() == "m1"));
+    s.complete(ids[1], "w", 1, &completion()).await.unwrap();
+    let fin = s.finished().await.unwrap();
+    assert_eq!(find(&fin, JobState::Succeeded), 1);
+}
+
+#[allow(missing_docs)]
+pub async fn leadership(s: Store) {
+    let mut lead = s.try_lead().await.unwrap().expect("first candidate leads");
+    assert!(lead.still_leader().await);
+}

@@ -1,0 +1,77 @@
+//! Every JobStore implementation passes the same suite, against the real database.
+
+mod postgres {
+    pixelfarm_store::store_conformance!(pixelfarm_store::testing::fresh_postgres_store());
+}
+
+mod sqlite {
+    pixelfarm_store::store_conformance!(pixelfarm_store::testing::fresh_sqlite_store());
+}
+
+mod postgres_only {
+    use pixelfarm_store::PgStore;
+    use pixelfarm_store::testing::fresh_postgres_url;
+
+    #[tokio::test]
+    async fn one_leader_at_a_time() {
+        use pixelfarm_core::JobStore;
+        let url = fresh_postgres_url().await;
+        let a = PgStore::connect(&url, 2).await.unwrap();
+        let b = PgStore::connect(&url, 2).await.unwrap();
+        let lead = a.try_lead().await.unwrap().expect("a leads");
+        assert!(
+            b.try_lead().await.unwrap().is_none(),
+            "b must not lead while a does"
+        );
+        drop(lead);
+        // The lock goes with a's session; closing the detached connection ends it.
+        let mut again = None;
+        for _ in 0..50 {
+            again = b.try_lead().await.unwrap();
+            if again.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(again.is_some(), "b leads once a is gone");
+    }
+
+    #[tokio::test]
+    async fn the_schema_refuses_illegal_transitions() {
+        let url = fresh_postgres_url().await;
+        let s = PgStore::connect(&url, 2).await.unwrap();
+        sqlx::query("INSERT INTO tenants (id, name) VALUES (gen_random_uuid(), 't')")
+            .execute(s.pool())
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO batches (id, tenant_id, name, model, priority, manifest, job_count)
+                     SELECT gen_random_uuid(), id, 'b', 'm', 0, '', 1 FROM tenants",
+        )
+        .execute(s.pool())
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO jobs (id, batch_id, tenant_id, model, priority, key, params, max_attempts)
+                     SELECT gen_random_uuid(), b.id, b.tenant_id, 'm', 0, 'k', '{}', 1 FROM batches b").execute(s.pool()).await.unwrap();
+        // pending -> succeeded skips running: the trigger refuses it.
+        let e = sqlx::query("UPDATE jobs SET state = 'succeeded', finished_at = now(), object_key = 'k', sha256 = repeat('a', 64)")
+            .execute(s.pool()).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("cannot move from pending to succeeded"),
+            "{e}"
+        );
+        // cancelled without finished_at breaks the CHECK.
+        let e = sqlx::query("UPDATE jobs SET state = 'cancelled'")
+            .execute(s.pool())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("finished_iff_final"), "{e}");
+        // running without a lease breaks the CHECK.
+        let e = sqlx::query("UPDATE jobs SET state = 'running', started_at = now(), attempt = 1")
+            .execute(s.pool())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("lease_iff_running"), "{e}");
+    }
+}
