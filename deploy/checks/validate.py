@@ -1,0 +1,429 @@
+#!/usr/bin/env python3
+"""Render and validate pixelfarm deployment manifests (used by scripts/check-deploy).
+
+  validate.py chart CHART_DIR VALUES.yaml... --out DIR [--kube-version V]...
+      helm lint --strict + render (helm-python-sdk) per values file, then the
+      manifest checks below on the rendered documents, plus per-values-file
+      expectations and negative renders that must fail.
+  validate.py manifests FILE... --out DIR [--kube-version V]...
+      the manifest checks on already-rendered YAML (kustomize output).
+
+Manifest checks:
+  * built-in kinds: `kubernetes-validate --strict -k V` (offline schemas);
+    a kind it has no schema for is an error unless it is one of the CRDs below;
+  * CRDs (ScaledObject, TriggerAuthentication, ServiceMonitor, PodMonitor,
+    PrometheusRule): jsonschema against deploy/schemas/*.json;
+  * pixelfarm invariants: non-root/read-only/no-caps/seccomp security
+    contexts, /tmp and model-cache emptyDirs, probes, resources,
+    terminationGracePeriodSeconds > drain grace, GPU requests == limits,
+    autoscaler targets/queues/replica bounds, PDB/Service selectors, configMap
+    references, migration hook annotations.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMAS = REPO / "deploy" / "schemas"
+CRD_SCHEMAS = {
+    ("keda.sh/v1alpha1", "ScaledObject"): "keda-scaledobject.json",
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): "keda-triggerauthentication.json",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring-servicemonitor.json",
+    ("monitoring.coreos.com/v1", "PodMonitor"): "monitoring-podmonitor.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "monitoring-prometheusrule.json",
+}
+WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
+# What each chart ci values file must produce: {kind: count} (exact), and
+# "absent" kinds. Keeps the ci files honest about what they claim to cover.
+CHART_EXPECT = {
+    "default-values.yaml": {"Deployment": 2, "ScaledObject": 1, "TriggerAuthentication": 1,
+                            "Secret": 2, "Job": 1, "PodDisruptionBudget": 2,
+                            "absent": ["HorizontalPodAutoscaler", "NetworkPolicy", "ServiceMonitor"]},
+    "multi-pool-gpu-values.yaml": {"Deployment": 4, "ScaledObject": 2, "TriggerAuthentication": 1,
+                                   "PodDisruptionBudget": 4, "Job": 1,
+                                   "absent": ["Secret", "HorizontalPodAutoscaler"]},
+    "keda-off-values.yaml": {"Deployment": 3, "HorizontalPodAutoscaler": 2,
+                             "absent": ["ScaledObject", "TriggerAuthentication"]},
+    "monitoring-on-values.yaml": {"ServiceMonitor": 1, "PodMonitor": 1, "PrometheusRule": 1,
+                                  "NetworkPolicy": 2, "ScaledObject": 1,
+                                  "absent": ["TriggerAuthentication"]},
+}
+# Values that must make the chart refuse to render.
+CHART_MUST_FAIL = {
+    "no secret source": {"secrets": {"create": False, "existingSecret": ""}},
+    "pool without models": {"workerPools": [{"name": "x", "models": []}]},
+    "pool name not a DNS label": {"workerPools": [{"name": "SD_15", "models": ["sd15"]}]},
+    "minReplicas > maxReplicas": {"workerPools": [{"name": "a", "models": ["m"],
+                                                   "autoscaling": {"minReplicas": 5, "maxReplicas": 2}}]},
+    "unknown keda trigger": {"keda": {"trigger": "sqs"}},
+}
+
+
+class Checker:
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def err(self, where: str, msg: str) -> None:
+        self.errors.append(f"{where}: {msg}")
+
+
+def load_docs(text: str, where: str, ck: Checker) -> list[dict]:
+    docs = []
+    try:
+        for d in yaml.safe_load_all(text):
+            if d is None:
+                continue
+            if not isinstance(d, dict) or "kind" not in d or "apiVersion" not in d:
+                ck.err(where, f"document is not a Kubernetes object: {str(d)[:80]}")
+                continue
+            docs.append(d)
+    except yaml.YAMLError as e:
+        ck.err(where, f"invalid YAML: {e}")
+    return docs
+
+
+def ident(d: dict) -> str:
+    return f"{d['kind']}/{d.get('metadata', {}).get('name', '?')}"
+
+
+def pod_spec(d: dict) -> dict | None:
+    if d["kind"] in WORKLOADS:
+        return d.get("spec", {}).get("template", {}).get("spec", {})
+    return None
+
+
+def env_map(container: dict) -> dict:
+    return {e["name"]: e for e in container.get("env", []) or []}
+
+
+def check_workload(d: dict, where: str, ck: Checker) -> None:
+    spec = pod_spec(d)
+    w = f"{where} {ident(d)}"
+    labels = d.get("metadata", {}).get("labels", {}) or {}
+    component = labels.get("app.kubernetes.io/component", "")
+    psc = spec.get("securityContext", {}) or {}
+    if psc.get("runAsNonRoot") is not True:
+        ck.err(w, "pod securityContext.runAsNonRoot must be true")
+    if (psc.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
+        ck.err(w, "pod securityContext.seccompProfile.type must be RuntimeDefault")
+    if spec.get("automountServiceAccountToken") is not False:
+        ck.err(w, "automountServiceAccountToken must be false (pixelfarm never talks to the API server)")
+    volumes = {v["name"]: v for v in spec.get("volumes", []) or []}
+    for c in spec.get("containers", []) or []:
+        cw = f"{w} container {c.get('name')}"
+        sc = c.get("securityContext", {}) or {}
+        if sc.get("readOnlyRootFilesystem") is not True:
+            ck.err(cw, "readOnlyRootFilesystem must be true")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            ck.err(cw, "allowPrivilegeEscalation must be false")
+        if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):
+            ck.err(cw, "capabilities.drop must contain ALL")
+        res = c.get("resources") or {}
+        if not (res.get("requests") or {}).get("memory") or not (res.get("limits") or {}).get("memory"):
+            ck.err(cw, "resources.requests.memory and resources.limits.memory are required")
+        gpu_req = (res.get("requests") or {}).get("nvidia.com/gpu")
+        gpu_lim = (res.get("limits") or {}).get("nvidia.com/gpu")
+        if gpu_req is not None and str(gpu_req) != str(gpu_lim):
+            ck.err(cw, f"nvidia.com/gpu requests ({gpu_req}) must equal limits ({gpu_lim})")
+        mounts = {m["mountPath"]: m for m in c.get("volumeMounts", []) or []}
+        tmp = mounts.get("/tmp")
+        if not tmp or "emptyDir" not in volumes.get(tmp["name"], {}):
+            ck.err(cw, "/tmp must be an emptyDir mount (read-only root filesystem)")
+        env = env_map(c)
+        if component in ("scheduler", "worker"):
+            probes = {"scheduler": ("/readyz", "/healthz"), "worker": ("/readyz", "/healthz")}[component]
+            rp = ((c.get("readinessProbe") or {}).get("httpGet") or {}).get("path")
+            lp = ((c.get("livenessProbe") or {}).get("httpGet") or {}).get("path")
+            if (rp, lp) != probes:
+                ck.err(cw, f"probes must be readiness {probes[0]} / liveness {probes[1]}, got {rp} / {lp}")
+            for key in ("PIXELFARM__DATABASE__URL", "PIXELFARM__BROKER__URL"):
+                if "secretKeyRef" not in ((env.get(key) or {}).get("valueFrom") or {}):
+                    ck.err(cw, f"{key} must come from a Secret (valueFrom.secretKeyRef)")
+            cfg = next((m for m in mounts.values() if m["mountPath"].startswith("/app/config/")), None)
+            if not cfg or "configMap" not in volumes.get(cfg["name"], {}):
+                ck.err(cw, "config layer must be mounted from a ConfigMap under /app/config/")
+        if component == "worker":
+            if not (env.get("PIXELFARM__WORKER__MODELS") or {}).get("value"):
+                ck.err(cw, "PIXELFARM__WORKER__MODELS must list the pool's models")
+            wid = ((env.get("PIXELFARM__WORKER__ID") or {}).get("valueFrom") or {}).get("fieldRef", {})
+            if wid.get("fieldPath") != "metadata.name":
+                ck.err(cw, "PIXELFARM__WORKER__ID must be the pod name (fieldRef metadata.name)")
+            drain = int((env.get("PIXELFARM__WORKER__DRAIN_GRACE_SECONDS") or {}).get("value", 30))
+            tgp = spec.get("terminationGracePeriodSeconds")
+            if not isinstance(tgp, int) or tgp < drain + 5:
+                ck.err(w, f"terminationGracePeriodSeconds ({tgp}) must be >= drain grace ({drain}) + 5s margin")
+            cache = [m for m in mounts.values() if m["mountPath"].startswith("/var/cache/pixelfarm")]
+            if not cache or "emptyDir" not in volumes.get(cache[0]["name"], {}):
+                ck.err(cw, "worker needs an emptyDir model cache under /var/cache/pixelfarm")
+
+
+def matches(selector: dict, labels: dict) -> bool:
+    ml = (selector or {}).get("matchLabels") or {}
+    return bool(ml) and all(labels.get(k) == v for k, v in ml.items())
+
+
+def check_set(docs: list[dict], where: str, ck: Checker, hooks: bool = False) -> None:
+    by_kind: dict[str, dict[str, dict]] = {}
+    for d in docs:
+        name = d.get("metadata", {}).get("name", "")
+        if len(name) > 63 and d["kind"] in ("Service", "Deployment", "Job"):
+            ck.err(where, f"{ident(d)}: name longer than 63 characters")
+        if name in by_kind.setdefault(d["kind"], {}):
+            ck.err(where, f"duplicate {ident(d)}")
+        by_kind[d["kind"]][name] = d
+    deployments = by_kind.get("Deployment", {})
+    pod_labels = {n: (d["spec"]["template"]["metadata"].get("labels") or {}) for n, d in deployments.items()}
+    configmaps = set(by_kind.get("ConfigMap", {}))
+    for d in docs:
+        if pod_spec(d) is not None:
+            check_workload(d, where, ck)
+            for v in pod_spec(d).get("volumes", []) or []:
+                cm = (v.get("configMap") or {}).get("name")
+                if cm and cm not in configmaps:
+                    ck.err(where, f"{ident(d)}: volume {v['name']} references missing ConfigMap {cm}")
+        if d["kind"] == "Deployment":
+            sel = d["spec"]["selector"]
+            if not matches(sel, pod_labels[d["metadata"]["name"]]):
+                ck.err(where, f"{ident(d)}: selector does not match its pod template labels")
+    for name, pdb in by_kind.get("PodDisruptionBudget", {}).items():
+        if not any(matches(pdb["spec"].get("selector"), l) for l in pod_labels.values()):
+            ck.err(where, f"PodDisruptionBudget/{name} selects no Deployment's pods")
+    for name, svc in by_kind.get("Service", {}).items():
+        sel = svc["spec"].get("selector") or {}
+        targets = [n for n, l in pod_labels.items() if all(l.get(k) == v for k, v in sel.items())]
+        if not targets:
+            ck.err(where, f"Service/{name} selects no Deployment's pods")
+            continue
+        ports = {p.get("name") for c in deployments[targets[0]]["spec"]["template"]["spec"]["containers"]
+                 for p in c.get("ports", [])}
+        for p in svc["spec"].get("ports", []):
+            if isinstance(p.get("targetPort"), str) and p["targetPort"] not in ports:
+                ck.err(where, f"Service/{name}: targetPort {p['targetPort']} is not a container port")
+    autoscaled: dict[str, str] = {}
+    for kind in ("ScaledObject", "HorizontalPodAutoscaler"):
+        for name, so in by_kind.get(kind, {}).items():
+            ref = so["spec"].get("scaleTargetRef", {}).get("name")
+            w = f"{where} {kind}/{name}"
+            if ref not in deployments:
+                ck.err(w, f"scaleTargetRef {ref} is not a rendered Deployment")
+                continue
+            if ref in autoscaled:
+                ck.err(w, f"Deployment {ref} already scaled by {autoscaled[ref]}")
+            autoscaled[ref] = f"{kind}/{name}"
+            if "replicas" in deployments[ref]["spec"]:
+                ck.err(w, f"Deployment {ref} sets spec.replicas although an autoscaler owns it")
+            if kind == "ScaledObject":
+                lo, hi = so["spec"].get("minReplicaCount", 0), so["spec"].get("maxReplicaCount", 100)
+            else:
+                lo, hi = so["spec"].get("minReplicas", 1), so["spec"]["maxReplicas"]
+                if lo < 1:
+                    ck.err(w, "HPA minReplicas must be >= 1 (an HPA cannot scale to zero)")
+            if lo > hi:
+                ck.err(w, f"min replicas {lo} > max replicas {hi}")
+            c0 = deployments[ref]["spec"]["template"]["spec"]["containers"][0]
+            models = set(((env_map(c0).get("PIXELFARM__WORKER__MODELS") or {}).get("value") or "").split(","))
+            if kind == "ScaledObject":
+                queues = set()
+                for t in so["spec"].get("triggers", []):
+                    md = t.get("metadata", {})
+                    if t.get("type") == "rabbitmq":
+                        queues.add(md.get("queueName"))
+                        auth = (t.get("authenticationRef") or {}).get("name")
+                        if auth not in by_kind.get("TriggerAuthentication", {}):
+                            ck.err(w, f"rabbitmq trigger authenticationRef {auth} is not rendered")
+                    elif t.get("type") == "prometheus":
+                        q = md.get("query", "")
+                        if "pixelfarm_backlog_jobs" not in q:
+                            ck.err(w, "prometheus trigger must query pixelfarm_backlog_jobs")
+                        for m in models:
+                            if not re.search(r'model=~"[^"]*\b' + re.escape(m) + r'\b', q):
+                                ck.err(w, f"prometheus trigger query does not select model {m}")
+                if queues and queues != {f"pixelfarm.jobs.{m}" for m in models}:
+                    ck.err(w, f"rabbitmq queues {sorted(queues)} != pixelfarm.jobs.<model> for models {sorted(models)}")
+            else:
+                exprs = {e["key"]: set(e.get("values", [])) for m in so["spec"].get("metrics", [])
+                         for e in (((m.get("external") or {}).get("metric") or {}).get("selector") or {}).get("matchExpressions", [])}
+                if exprs.get("model") != models:
+                    ck.err(w, f"External metric selector models {exprs.get('model')} != pool models {models}")
+    if hooks:
+        for name, job in by_kind.get("Job", {}).items():
+            ann = job["metadata"].get("annotations") or {}
+            if set((ann.get("helm.sh/hook") or "").split(",")) != {"pre-install", "pre-upgrade"}:
+                ck.err(where, f"Job/{name}: must be a pre-install,pre-upgrade hook")
+            if job["spec"]["template"]["spec"]["containers"][0].get("args") != ["migrate"]:
+                ck.err(where, f"Job/{name}: must run `pixelfarm-scheduler migrate`")
+            # Secrets the hook reads must exist before it: a hook Secret of lower weight,
+            # or one that is not part of the release at all (existingSecret).
+            for e in job["spec"]["template"]["spec"]["containers"][0].get("env", []):
+                ref = ((e.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name")
+                sec = by_kind.get("Secret", {}).get(ref)
+                if sec is not None:
+                    sann = sec["metadata"].get("annotations") or {}
+                    if "pre-install" not in (sann.get("helm.sh/hook") or "") or \
+                            int(sann.get("helm.sh/hook-weight", 0)) >= int(ann.get("helm.sh/hook-weight", 0)):
+                        ck.err(where, f"Job/{name} reads Secret {ref}, which is not created before the hook runs")
+
+
+def validate_crds(docs: list[dict], where: str, ck: Checker) -> int:
+    n = 0
+    for d in docs:
+        key = (d["apiVersion"], d["kind"])
+        if key not in CRD_SCHEMAS:
+            continue
+        n += 1
+        schema = json.loads((SCHEMAS / CRD_SCHEMAS[key]).read_text())
+        v = jsonschema.Draft202012Validator(schema)
+        for e in sorted(v.iter_errors(d), key=lambda e: list(e.absolute_path)):
+            path = ".".join(str(p) for p in e.absolute_path) or "(root)"
+            ck.err(where, f"{ident(d)}: {path}: {e.message}")
+    return n
+
+
+def kube_validate(files: list[Path], versions: list[str], ck: Checker) -> None:
+    if not files:
+        return
+    for ver in versions:
+        proc = subprocess.run(["kubernetes-validate", "-k", ver, "--strict", "--quiet", *map(str, files)],
+                              capture_output=True, text=True)
+        out = (proc.stdout + proc.stderr).strip()
+        for line in out.splitlines():
+            if "Couldn't find schema" in line or line.startswith("ERROR"):
+                ck.err(f"kubernetes-validate {ver}", line)
+        if proc.returncode != 0 and not any(ver in e for e in ck.errors):
+            ck.err(f"kubernetes-validate {ver}", f"exit {proc.returncode}: {out[-2000:]}")
+
+
+def write_docs(docs: list[dict], outdir: Path) -> tuple[list[Path], int]:
+    outdir.mkdir(parents=True, exist_ok=True)
+    builtin = []
+    for i, d in enumerate(docs):
+        if (d["apiVersion"], d["kind"]) in CRD_SCHEMAS:
+            continue
+        p = outdir / f"{i:03d}-{d['kind'].lower()}-{d['metadata'].get('name', 'x')}.yaml"
+        p.write_text(yaml.safe_dump(d, sort_keys=False))
+        builtin.append(p)
+    return builtin, len(docs) - len(builtin)
+
+
+def cmd_chart(a: argparse.Namespace, ck: Checker) -> list[Path]:
+    import helm_python  # type: ignore
+
+    chart_dir = Path(a.chart)
+    chart = helm_python.Chart.load(str(chart_dir))
+    builtin_all: list[Path] = []
+    alerts = yaml.safe_load((chart_dir / "files" / "alerts.yaml").read_text())
+    for vf in a.values:
+        vf = Path(vf)
+        where = f"chart[{vf.name}]"
+        values = yaml.safe_load(vf.read_text()) or {}
+        for kv in a.kube_version:
+            report = helm_python.lint(str(chart_dir), values, strict=True, kube_version=f"v{kv}")
+            for m in report.get("messages", []):
+                if int(m.get("severity", 0)) >= 2:
+                    ck.err(where, f"helm lint (k8s {kv}): {m.get('path')}: {m.get('error')}")
+            for e in report.get("errors", []) or []:
+                ck.err(where, f"helm lint (k8s {kv}): {e}")
+        try:
+            rendered = chart.render(values, name="pf", namespace="pixelfarm", is_install=True)
+        except Exception as e:  # noqa: BLE001
+            ck.err(where, f"render failed: {e}")
+            continue
+        docs = []
+        for tname, text in sorted(rendered.items()):
+            if tname.endswith("NOTES.txt"):
+                continue
+            docs += load_docs(text, f"{where} {tname}", ck)
+        for d in docs:
+            if d.get("metadata", {}).get("namespace") not in ("pixelfarm", None) and d["kind"] != "ConfigMap":
+                ck.err(where, f"{ident(d)}: namespace must be the release namespace")
+        check_set(docs, where, ck, hooks=True)
+        ncrd = validate_crds(docs, where, ck)
+        builtin, _ = write_docs(docs, Path(a.out) / vf.stem)
+        builtin_all += builtin
+        counts: dict[str, int] = {}
+        for d in docs:
+            counts[d["kind"]] = counts.get(d["kind"], 0) + 1
+        exp = CHART_EXPECT.get(vf.name)
+        if exp is None:
+            ck.err(where, "no expectations for this ci values file in deploy/checks/validate.py CHART_EXPECT")
+        else:
+            for kind, n in exp.items():
+                if kind == "absent":
+                    for k in n:
+                        if counts.get(k):
+                            ck.err(where, f"expected no {k}, rendered {counts[k]}")
+                elif counts.get(kind, 0) != n:
+                    ck.err(where, f"expected {n} {kind}, rendered {counts.get(kind, 0)}")
+        for d in docs:
+            if d["kind"] == "PrometheusRule" and d["spec"] != alerts:
+                ck.err(where, "PrometheusRule spec differs from files/alerts.yaml")
+        print(f"  {where}: {len(docs)} objects ({ncrd} custom resources) "
+              + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    for label, bad in CHART_MUST_FAIL.items():
+        try:
+            chart.render(bad, name="pf", namespace="pixelfarm", is_install=True)
+        except Exception:  # noqa: BLE001
+            continue
+        ck.err("chart", f"render with invalid values ({label}) should fail but succeeded")
+    print(f"  chart: {len(CHART_MUST_FAIL)} invalid value sets correctly refused")
+    return builtin_all
+
+
+def cmd_manifests(a: argparse.Namespace, ck: Checker) -> list[Path]:
+    builtin_all: list[Path] = []
+    for idx, f in enumerate(a.files):
+        f = Path(f)
+        where = f"manifests[{f.name}]"
+        docs = load_docs(f.read_text(), where, ck)
+        if not docs:
+            ck.err(where, "no objects")
+        if a.files_only:
+            for d in docs:
+                if pod_spec(d) is not None:
+                    check_workload(d, where, ck)
+        else:
+            check_set(docs, where, ck)
+        ncrd = validate_crds(docs, where, ck)
+        builtin, _ = write_docs(docs, Path(a.out) / f"{idx:02d}-{f.stem}")
+        builtin_all += builtin
+        print(f"  {where}: {len(docs)} objects ({ncrd} custom resources)")
+    return builtin_all
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("chart")
+    c.add_argument("chart")
+    c.add_argument("values", nargs="+")
+    m = sub.add_parser("manifests")
+    m.add_argument("files", nargs="+")
+    m.add_argument("--files-only", action="store_true",
+                   help="files are single manifests, not a rendered set: skip cross-object checks")
+    for s in (c, m):
+        s.add_argument("--out", required=True)
+        s.add_argument("--kube-version", action="append", default=None)
+    a = p.parse_args()
+    a.kube_version = a.kube_version or ["1.30.0"]
+    ck = Checker()
+    builtin = cmd_chart(a, ck) if a.cmd == "chart" else cmd_manifests(a, ck)
+    kube_validate(builtin, a.kube_version, ck)
+    if ck.errors:
+        print(f"FAILED: {len(ck.errors)} problem(s):", file=sys.stderr)
+        for e in ck.errors:
+            print(f"  - {e}", file=sys.stderr)
+        return 1
+    print(f"  OK: {len(builtin)} built-in objects valid for Kubernetes {', '.join(a.kube_version)} (strict)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
