@@ -1,0 +1,246 @@
+//! Model families and their defaults, in one table.
+
+use candle_transformers::models::stable_diffusion::{unet_2d, vae};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What the UNet predicts; decides how its output turns into a clean-latent estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prediction {
+    /// The noise that was added (SD 1.x, SDXL).
+    Epsilon,
+    /// `v = alpha * eps - sigma * x0` (SD 2.x 768).
+    V,
+}
+
+/// An architecture family. Everything family-specific is decided by [`Family::defaults`] and the
+/// architecture functions below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Family {
+    /// A tiny SD-1.x-shaped model (UNet 32/64/64, 4-block VAE at 32/32/64/64, 2-layer CLIP of width
+    /// 32) for tests and benchmarks: same code paths, seconds instead of minutes.
+    Tiny,
+    /// Stable Diffusion 1.x (CLIP ViT-L/14 text encoder, epsilon prediction).
+    Sd15,
+    /// Stable Diffusion 2.1 768 (OpenCLIP ViT-H text encoder, v prediction).
+    Sd21,
+    /// SDXL base 1.0 (two text encoders, micro-conditioning).
+    Sdxl,
+    /// SDXL-Turbo (one to four steps, no guidance).
+    SdxlTurbo,
+}
+
+/// Defaults and constants of a family.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FamilyDefaults {
+    /// Native width in pixels (what the model was trained at).
+    pub width: u32,
+    /// Native height in pixels.
+    pub height: u32,
+    /// Steps a user gets when they do not say.
+    pub steps: u32,
+    /// Guidance a user gets when they do not say.
+    pub guidance: f64,
+    /// Latents are `vae.encode(x) * vae_scale`.
+    pub vae_scale: f64,
+    /// What the UNet predicts.
+    pub prediction: Prediction,
+    /// Training noise schedule: `scaled_linear` betas from `beta_start` …
+    pub beta_start: f64,
+    /// … to `beta_end` …
+    pub beta_end: f64,
+    /// … over this many training timesteps.
+    pub train_timesteps: usize,
+    /// Number of latent channels.
+    pub latent_channels: usize,
+    /// Pixels per latent cell along each side.
+    pub vae_downscale: u32,
+    /// Tokens the text encoder reads.
+    pub max_tokens: usize,
+    /// Whether this engine can render it correctly (SDXL needs micro-conditioning, see docs).
+    pub supported: bool,
+}
+
+impl Family {
+    /// Every family.
+    pub const ALL: [Family; 5] = [
+        Family::Tiny,
+        Family::Sd15,
+        Family::Sd21,
+        Family::Sdxl,
+        Family::SdxlTurbo,
+    ];
+
+    /// The name used in the registry config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Tiny => "tiny",
+            Family::Sd15 => "sd15",
+            Family::Sd21 => "sd21",
+            Family::Sdxl => "sdxl",
+            Family::SdxlTurbo => "sdxl-turbo",
+        }
+    }
+
+    /// The family's defaults: the one place they are written down.
+    pub fn defaults(self) -> FamilyDefaults {
+        let sd = FamilyDefaults {
+            width: 512,
+            height: 512,
+            steps: 30,
+            guidance: 7.5,
+            vae_scale: 0.18215,
+            prediction: Prediction::Epsilon,
+            beta_start: 0.00085,
+            beta_end: 0.012,
+            train_timesteps: 1000,
+            latent_channels: 4,
+            vae_downscale: 8,
+            max_tokens: 77,
+            supported: true,
+        };
+        match self {
+            Family::Tiny => FamilyDefaults {
+                width: 64,
+                height: 64,
+                steps: 4,
+                ..sd
+            },
+            Family::Sd15 => sd,
+            Family::Sd21 => FamilyDefaults {
+                width: 768,
+                height: 768,
+                prediction: Prediction::V,
+                ..sd
+            },
+            Family::Sdxl => FamilyDefaults {
+                width: 1024,
+                height: 1024,
+                guidance: 5.0,
+                vae_scale: 0.13025,
+                supported: false,
+                ..sd
+            },
+            Family::SdxlTurbo => FamilyDefaults {
+                width: 512,
+                height: 512,
+                steps: 1,
+                guidance: 0.0,
+                vae_scale: 0.13025,
+                supported: false,
+                ..sd
+            },
+        }
+    }
+
+    /// The UNet architecture.
+    pub fn unet_config(self) -> unet_2d::UNet2DConditionModelConfig {
+        let bc = |out_channels, use_cross_attn, attention_head_dim| unet_2d::BlockConfig {
+            out_channels,
+            use_cross_attn,
+            attention_head_dim,
+        };
+        let base = unet_2d::UNet2DConditionModelConfig {
+            blocks: vec![
+                bc(320, Some(1), 8),
+                bc(640, Some(1), 8),
+                bc(1280, Some(1), 8),
+                bc(1280, None, 8),
+            ],
+            center_input_sample: false,
+            cross_attention_dim: 768,
+            downsample_padding: 1,
+            flip_sin_to_cos: true,
+            freq_shift: 0.,
+            layers_per_block: 2,
+            mid_block_scale_factor: 1.,
+            norm_eps: 1e-5,
+            norm_num_groups: 32,
+            sliced_attention_size: None,
+            use_linear_projection: false,
+        };
+        match self {
+            Family::Tiny => unet_2d::UNet2DConditionModelConfig {
+                blocks: vec![bc(32, Some(1), 2), bc(64, Some(1), 4), bc(64, None, 4)],
+                cross_attention_dim: 32,
+                layers_per_block: 1,
+                ..base
+            },
+            Family::Sd15 => base,
+            Family::Sd21 => unet_2d::UNet2DConditionModelConfig {
+                blocks: vec![
+                    bc(320, Some(1), 5),
+                    bc(640, Some(1), 10),
+                    bc(1280, Some(1), 20),
+                    bc(1280, None, 20),
+                ],
+                cross_attention_dim: 1024,
+                use_linear_projection: true,
+                ..base
+            },
+            Family::Sdxl | Family::SdxlTurbo => unet_2d::UNet2DConditionModelConfig {
+                blocks: vec![
+                    bc(320, None, 5),
+                    bc(640, Some(2), 10),
+                    bc(1280, Some(10), 20),
+                ],
+                cross_attention_dim: 2048,
+                use_linear_projection: true,
+                ..base
+            },
+        }
+    }
+
+    /// The VAE architecture.
+    pub fn vae_config(self) -> vae::AutoEncoderKLConfig {
+        let block_out_channels = match self {
+            Family::Tiny => vec![32, 32, 64, 64],
+            _ => vec![128, 256, 512, 512],
+        };
+        vae::AutoEncoderKLConfig {
+            block_out_channels,
+            layers_per_block: if self == Family::Tiny { 1 } else { 2 },
+            latent_channels: 4,
+            norm_num_groups: 32,
+            use_quant_conv: true,
+            use_post_quant_conv: true,
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn family_names_round_trip_through_serde() {
+        for f in Family::ALL {
+            let yaml = serde_json::to_string(&f).unwrap();
+            assert_eq!(yaml, format!("\"{}\"", f.as_str()));
+            assert_eq!(serde_json::from_str::<Family>(&yaml).unwrap(), f);
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_published_configs() {
+        assert_eq!(Family::Sd15.defaults().vae_scale, 0.18215);
+        assert_eq!(Family::Sdxl.defaults().vae_scale, 0.13025);
+        assert_eq!(Family::Sd21.defaults().prediction, Prediction::V);
+        assert_eq!(Family::SdxlTurbo.defaults().steps, 1);
+        assert!(!Family::Sdxl.defaults().supported);
+        for f in Family::ALL {
+            let d = f.defaults();
+            assert_eq!(d.width % d.vae_downscale, 0);
+            let blocks = f.vae_config().block_out_channels.len() as u32;
+            assert_eq!(1 << (blocks - 1), d.vae_downscale, "{f}");
+        }
+    }
+}

@@ -1,0 +1,462 @@
+//! The model registry: which models a worker serves, where their weights are, and the sha256 of
+//! every file, checked before a byte of it is used.
+
+use pixelfarm_core::{Error, ErrorKind, ModelName, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::family::Family;
+
+/// Default for [`RegistryConfig::max_loaded`].
+pub const DEFAULT_MAX_LOADED: usize = 1;
+/// Default for [`RegistryConfig::max_batch`].
+pub const DEFAULT_MAX_BATCH: usize = 4;
+
+/// The registry as written in the worker's config (`diffusion:` section).
+///
+/// ```yaml
+/// cache_dir: /var/cache/pixelfarm/models
+/// max_loaded: 2
+/// models:
+///   sd15:
+///     family: sd15
+///     source: s3://models/sd15
+///     files:
+///       unet/diffusion_pytorch_model.safetensors: 3f1c…
+///       vae/diffusion_pytorch_model.safetensors: 9a2b…
+///       text_encoder/model.safetensors: 77c0…
+///       tokenizer/tokenizer.json: 5e8d…
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Where `s3://` models are downloaded to (one folder per model name). Unused for `file://`.
+    #[serde(default = "default_cache_dir")]
+    pub cache_dir: PathBuf,
+    /// How many models stay loaded at once; the least recently used one is dropped first.
+    #[serde(default = "default_max_loaded")]
+    pub max_loaded: usize,
+    /// Largest number of jobs denoised in one UNet batch.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Device to render on.
+    #[serde(default)]
+    pub device: DeviceChoice,
+    /// The models this worker serves, by routing name.
+    pub models: BTreeMap<ModelName, ModelEntry>,
+}
+
+fn default_cache_dir() -> PathBuf {
+    std::env::temp_dir().join("pixelfarm-models")
+}
+fn default_max_loaded() -> usize {
+    DEFAULT_MAX_LOADED
+}
+fn default_max_batch() -> usize {
+    DEFAULT_MAX_BATCH
+}
+
+/// Which device renders.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceChoice {
+    /// The CPU, f32.
+    #[default]
+    Cpu,
+    /// The first CUDA GPU (needs the `cuda` feature).
+    Cuda,
+}
+
+/// One model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    /// Architecture family: decides the configs and defaults.
+    pub family: Family,
+    /// Where the files are.
+    pub source: Source,
+    /// For a single-file checkpoint in the original Stability layout: its path among `files`.
+    /// Absent for the diffusers folder layout.
+    #[serde(default)]
+    pub checkpoint: Option<String>,
+    /// Every file the model reads, relative to the source, with its sha256 (lowercase hex).
+    pub files: BTreeMap<String, String>,
+}
+
+/// Where a model's files are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Source {
+    /// A local folder (`file:///models/sd15`).
+    File(PathBuf),
+    /// An object-store prefix (`s3://bucket/prefix`), downloaded by the worker into the cache.
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The key prefix, without a trailing slash (may be empty).
+        prefix: String,
+    },
+}
+
+impl Source {
+    /// # Errors
+    /// `Invalid` for anything but `file:///absolute/dir` or `s3://bucket[/prefix]`.
+    pub fn parse(s: &str) -> Result<Self> {
+        if let Some(path) = s.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(Error::invalid(format!(
+                    "source `{s}` is not an absolute path; accepted: file:///dir or s3://bucket/prefix"
+                )));
+            }
+            return Ok(Source::File(PathBuf::from(path)));
+        }
+        if let Some(rest) = s.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(Error::invalid(format!("source `{s}` has no bucket")));
+            }
+            return Ok(Source::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.trim_end_matches('/').to_string(),
+            });
+        }
+        Err(Error::invalid(format!(
+            "source `{s}` is not accepted; accepted: file:///dir or s3://bucket/prefix"
+        )))
+    }
+}
+
+impl TryFrom<String> for Source {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        Source::parse(&s)
+    }
+}
+
+impl From<Source> for String {
+    fn from(s: Source) -> String {
+        s.to_string()
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "file://{}", p.display()),
+            Source::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            Source::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+/// A file the worker must download before the model can load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFile {
+    /// Bucket to read.
+    pub bucket: String,
+    /// Object key.
+    pub key: String,
+    /// Where to write it (the loader reads it from there).
+    pub local_path: PathBuf,
+    /// Expected sha256 (lowercase hex); the loader checks it.
+    pub sha256: String,
+}
+
+/// Files of the diffusers folder layout, relative to the model folder.
+pub mod layout {
+    /// UNet weights.
+    pub const UNET: &str = "unet/diffusion_pytorch_model.safetensors";
+    /// VAE weights.
+    pub const VAE: &str = "vae/diffusion_pytorch_model.safetensors";
+    /// Text encoder weights.
+    pub const TEXT_ENCODER: &str = "text_encoder/model.safetensors";
+    /// CLIP BPE tokenizer.
+    pub const TOKENIZER: &str = "tokenizer/tokenizer.json";
+}
+
+impl RegistryConfig {
+    /// Check what can be checked without touching files.
+    ///
+    /// # Errors
+    /// `Invalid` naming the model and what is wrong: a missing required file, a malformed sha256,
+    /// a path leaving the model folder, `max_loaded` or `max_batch` of 0.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_loaded == 0 {
+            return Err(Error::invalid("max_loaded is 0; accepted: 1 or more"));
+        }
+        if self.max_batch == 0 {
+            return Err(Error::invalid("max_batch is 0; accepted: 1 or more"));
+        }
+        for (name, entry) in &self.models {
+            entry
+                .validate()
+                .map_err(|e| Error::invalid(format!("model `{name}`: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The entry of `model`.
+    ///
+    /// # Errors
+    /// `Permanent` when this registry does not list it.
+    pub fn entry(&self, model: &ModelName) -> Result<&ModelEntry> {
+        self.models.get(model).ok_or_else(|| {
+            let known: Vec<_> = self.models.keys().map(|m| m.as_str()).collect();
+            Error::permanent(format!(
+                "unknown model `{model}`; this worker serves: {}",
+                known.join(", ")
+            ))
+        })
+    }
+
+    /// The local folder `model`'s files are read from.
+    ///
+    /// # Errors
+    /// `Permanent` for an unknown model.
+    pub fn local_dir(&self, model: &ModelName) -> Result<PathBuf> {
+        Ok(match &self.entry(model)?.source {
+            Source::File(p) => p.clone(),
+            Source::S3 { .. } => self.cache_dir.join(model.as_str()),
+        })
+    }
+
+    /// For an `s3://` model, the files to download into the cache; empty for `file://`.
+    ///
+    /// # Errors
+    /// `Permanent` for an unknown model.
+    pub fn remote_files(&self, model: &ModelName) -> Result<Vec<RemoteFile>> {
+        let entry = self.entry(model)?;
+        let Source::S3 { bucket, prefix } = &entry.source else {
+            return Ok(Vec::new());
+        };
+        let dir = self.local_dir(model)?;
+        Ok(entry
+            .files
+            .iter()
+            .map(|(path, sha)| RemoteFile {
+                bucket: bucket.clone(),
+                key: if prefix.is_empty() {
+                    path.clone()
+                } else {
+                    format!("{prefix}/{path}")
+                },
+                local_path: dir.join(path),
+                sha256: sha.clone(),
+            })
+            .collect())
+    }
+}
+
+impl ModelEntry {
+    fn validate(&self) -> Result<()> {
+        for (path, sha) in &self.files {
+            if path.starts_with('/') || path.split('/').any(|c| c == ".." || c.is_empty()) {
+                return Err(Error::invalid(format!(
+                    "file `{path}` must be a relative path inside the model folder"
+                )));
+            }
+            if sha.len() != 64
+                || !sha
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return Err(Error::invalid(format!(
+                    "sha256 of `{path}` is `{sha}`; accepted: 64 lowercase hex digits"
+                )));
+            }
+        }
+        let required: Vec<&str> = match &self.checkpoint {
+            Some(ckpt) => vec![ckpt.as_str(), layout::TOKENIZER],
+            None => vec![
+                layout::UNET,
+                layout::VAE,
+                layout::TEXT_ENCODER,
+                layout::TOKENIZER,
+            ],
+        };
+        for file in required {
+            if !self.files.contains_key(file) {
+                return Err(Error::invalid(format!(
+                    "`files` has no `{file}`; every file the model reads must be listed with its sha256"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stable identity of the weights: sha256 over the family and every `path sha256` line.
+    pub fn weights_id(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(format!("family {}\n", self.family));
+        for (path, sha) in &self.files {
+            h.update(format!("{path} {sha}\n"));
+        }
+        hex::encode(h.finalize())
+    }
+}
+
+/// Read `rel` under `dir` and check its sha256 against the registry before returning its bytes.
+///
+/// # Errors
+/// `Permanent` when the registry has no sha256 for it, when it is missing from a `file://` model
+/// folder, or when its sha256 differs (naming the file, the expected and the actual hash);
+/// `Transient` when a downloaded file is missing from the cache (download it again) or cannot be read.
+pub fn read_verified(entry: &ModelEntry, dir: &Path, rel: &str) -> Result<Vec<u8>> {
+    let expected = entry.files.get(rel).ok_or_else(|| {
+        Error::permanent(format!("file `{rel}` has no sha256 in the model registry"))
+    })?;
+    let path = dir.join(rel);
+    let bytes = std::fs::read(&path).map_err(|e| {
+        let kind = match (&entry.source, e.kind()) {
+            (Source::File(_), std::io::ErrorKind::NotFound) => ErrorKind::Permanent,
+            _ => ErrorKind::Transient,
+        };
+        Error::with_source(
+            kind,
+            format!("cannot read model file `{}`", path.display()),
+            e,
+        )
+    })?;
+    let actual = hex::encode(Sha256::digest(&bytes));
+    if &actual != expected {
+        return Err(Error::permanent(format!(
+            "sha256 mismatch for model file `{}`: expected {expected}, actual {actual}",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The sha256 of a file, lowercase hex (for writing registry entries).
+///
+/// # Errors
+/// `Transient` when it cannot be read.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::transient(format!("cannot read `{}`", path.display()), e))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const YAML: &str = r#"
+cache_dir: /var/cache/pf
+max_loaded: 2
+models:
+  sd15:
+    family: sd15
+    source: s3://models/sd/v15/
+    files:
+      unet/diffusion_pytorch_model.safetensors: 0000000000000000000000000000000000000000000000000000000000000001
+      vae/diffusion_pytorch_model.safetensors: 0000000000000000000000000000000000000000000000000000000000000002
+      text_encoder/model.safetensors: 0000000000000000000000000000000000000000000000000000000000000003
+      tokenizer/tokenizer.json: 0000000000000000000000000000000000000000000000000000000000000004
+  dreamy:
+    family: sd15
+    source: file:///models/dreamy
+    checkpoint: dreamy.safetensors
+    files:
+      dreamy.safetensors: 0000000000000000000000000000000000000000000000000000000000000005
+      tokenizer/tokenizer.json: 0000000000000000000000000000000000000000000000000000000000000004
+"#;
+
+    fn name(s: &str) -> ModelName {
+        ModelName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn registry_deserializes_from_yaml_and_plans_downloads() {
+        let cfg: RegistryConfig = serde_yaml::from_str(YAML).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.max_batch, DEFAULT_MAX_BATCH);
+        assert_eq!(
+            cfg.local_dir(&name("sd15")).unwrap(),
+            PathBuf::from("/var/cache/pf/sd15")
+        );
+        assert_eq!(
+            cfg.local_dir(&name("dreamy")).unwrap(),
+            PathBuf::from("/models/dreamy")
+        );
+        let remote = cfg.remote_files(&name("sd15")).unwrap();
+        assert_eq!(remote.len(), 4);
+        assert_eq!(remote[0].bucket, "models");
+        assert!(
+            remote
+                .iter()
+                .any(|r| r.key == "sd/v15/unet/diffusion_pytorch_model.safetensors")
+        );
+        assert!(cfg.remote_files(&name("dreamy")).unwrap().is_empty());
+        let e = cfg.entry(&name("nope")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Permanent);
+        assert!(e.to_string().contains("dreamy, sd15"), "{e}");
+    }
+
+    #[test]
+    fn weights_id_changes_with_any_file_hash() {
+        let cfg: RegistryConfig = serde_yaml::from_str(YAML).unwrap();
+        let mut e = cfg.entry(&name("sd15")).unwrap().clone();
+        let a = e.weights_id();
+        assert_eq!(a.len(), 64);
+        e.files.insert(layout::VAE.into(), "f".repeat(64));
+        assert_ne!(a, e.weights_id());
+    }
+
+    #[test]
+    fn invalid_entries_are_refused_with_the_reason() {
+        let bad_sha = YAML.replace(
+            "0000000000000000000000000000000000000000000000000000000000000001",
+            "XYZ",
+        );
+        let cfg: RegistryConfig = serde_yaml::from_str(&bad_sha).unwrap();
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("model `sd15`") && e.contains("64 lowercase hex"),
+            "{e}"
+        );
+
+        let missing = YAML.replace("      text_encoder/model.safetensors: 0000000000000000000000000000000000000000000000000000000000000003\n", "");
+        let cfg: RegistryConfig = serde_yaml::from_str(&missing).unwrap();
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("text_encoder/model.safetensors"), "{e}");
+
+        let e = Source::parse("http://x").unwrap_err().to_string();
+        assert!(e.contains("accepted"), "{e}");
+        assert!(
+            serde_yaml::from_str::<RegistryConfig>(&YAML.replace("family: sd15", "family: sd3"))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn read_verified_refuses_a_mismatch_naming_file_and_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tokenizer")).unwrap();
+        std::fs::write(dir.path().join(layout::TOKENIZER), b"{}").unwrap();
+        let good = sha256_file(&dir.path().join(layout::TOKENIZER)).unwrap();
+        let mut entry = ModelEntry {
+            family: Family::Tiny,
+            source: Source::File(dir.path().to_path_buf()),
+            checkpoint: None,
+            files: BTreeMap::from([(layout::TOKENIZER.to_string(), good.clone())]),
+        };
+        assert_eq!(
+            read_verified(&entry, dir.path(), layout::TOKENIZER).unwrap(),
+            b"{}"
+        );
+        entry.files.insert(layout::TOKENIZER.into(), "a".repeat(64));
+        let e = read_verified(&entry, dir.path(), layout::TOKENIZER).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Permanent);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("tokenizer.json") && msg.contains(&"a".repeat(64)) && msg.contains(&good),
+            "{msg}"
+        );
+        let e = read_verified(&entry, dir.path(), layout::VAE).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Permanent);
+    }
+}
