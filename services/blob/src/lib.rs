@@ -1,0 +1,50 @@
+//! Object storage behind [`pixelfarm_core::BlobStore`].
+//!
+//! # Layout
+//! - [`s3`]: [`S3Blob`], any S3-compatible store (AWS, SeaweedFS, MinIO, GCS interop).
+//! - [`local`]: [`LocalBlob`], a directory (the embedded mode's output folder).
+//! - [`testsuite`]: the conformance suite both pass.
+
+pub mod local;
+pub mod s3;
+pub mod testsuite;
+
+pub use local::LocalBlob;
+pub use s3::{S3Blob, S3Config};
+
+use pixelfarm_core::{Error, Result};
+
+/// Keys are relative paths of `[A-Za-z0-9._-]` segments: safe as S3 keys and as file paths.
+///
+/// # Errors
+/// `Invalid` naming what is wrong with the key.
+pub fn validate_key(key: &str) -> Result<()> {
+    let ok = !key.is_empty()
+        && key.len() <= 512
+        && key.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "blob key `{key}` is not accepted: use `/`-separated segments of A-Z a-z 0-9 . _ -, no `..`"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys_cannot_escape() {
+        for bad in ["", "/abs", "a/../b", "a//b", "a b", "..", "a/"] {
+            assert!(super::validate_key(bad).is_err(), "{bad:?}");
+        }
+        assert!(super::validate_key("images/ab/abc.png").is_ok());
+    }
+}

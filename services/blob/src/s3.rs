@@ -1,0 +1,227 @@
+//! [`S3Blob`]: any S3-compatible object store through aws-sdk-s3.
+
+use async_trait::async_trait;
+use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use pixelfarm_core::{BlobStore, Error, ErrorKind, Result};
+use serde::Deserialize;
+
+use crate::validate_key;
+
+/// Where and how to reach the bucket. Credentials left empty come from the default AWS chain
+/// (environment, profile, instance/IRSA role).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct S3Config {
+    /// Bucket name.
+    pub bucket: String,
+    /// Endpoint URL for non-AWS stores (`http://127.0.0.1:8333` for SeaweedFS); empty for AWS.
+    pub endpoint: String,
+    /// Region (any value for most non-AWS stores).
+    pub region: String,
+    /// Access key id; empty to use the default chain.
+    pub access_key_id: String,
+    /// Secret key; never logged.
+    pub secret_access_key: String,
+    /// Path-style addressing (`endpoint/bucket/key`), needed by SeaweedFS and MinIO.
+    pub path_style: bool,
+    /// Prepended to every key, so several deployments can share a bucket.
+    pub prefix: String,
+}
+
+/// S3 blob store.
+#[derive(Debug, Clone)]
+pub struct S3Blob {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+}
+
+fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
+    what: &'static str,
+) -> impl FnOnce(SdkError<E>) -> Error {
+    move |e| {
+        let kind = match &e {
+            SdkError::ServiceError(se) => {
+                let status = se.raw().status().as_u16();
+                match se.err().code() {
+                    Some("NoSuchKey") | Some("NotFound") => ErrorKind::NotFound,
+                    _ if status == 404 => ErrorKind::NotFound,
+                    _ if status == 429 || status >= 500 => ErrorKind::Transient,
+                    Some("SlowDown") | Some("RequestTimeout") | Some("InternalError") => {
+                        ErrorKind::Transient
+                    }
+                    _ => ErrorKind::Permanent,
+                }
+            }
+            // Dispatch failures, timeouts, unreadable responses: the store may be back soon.
+            _ => ErrorKind::Transient,
+        };
+        Error::with_source(kind, what, e)
+    }
+}
+
+impl S3Blob {
+    /// A client for the configured bucket (no request is made).
+    ///
+    /// # Errors
+    /// `Invalid` when the bucket is empty.
+    pub async fn connect(cfg: &S3Config) -> Result<Self> {
+        if cfg.bucket.is_empty() {
+            return Err(Error::invalid("blob.bucket is empty; set the bucket name"));
+        }
+        let region = if cfg.region.is_empty() {
+            "us-east-1".to_string()
+        } else {
+            cfg.region.clone()
+        };
+        let mut loader =
+            aws_config::defaults(aws_config::BehaviorVersion::latest()).region(Region::new(region));
+        if !cfg.access_key_id.is_empty() {
+            loader = loader.credentials_provider(Credentials::new(
+                cfg.access_key_id.clone(),
+                cfg.secret_access_key.clone(),
+                None,
+                None,
+                "pixelfarm-config",
+            ));
+        }
+        if !cfg.endpoint.is_empty() {
+            loader = loader.endpoint_url(cfg.endpoint.clone());
+        }
+        let shared = loader.load().await;
+        let conf = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(cfg.path_style)
+            .build();
+        let prefix = cfg.prefix.trim_matches('/').to_string();
+        Ok(S3Blob {
+            client: aws_sdk_s3::Client::from_conf(conf),
+            bucket: cfg.bucket.clone(),
+            prefix: if prefix.is_empty() {
+                prefix
+            } else {
+                format!("{prefix}/")
+            },
+        })
+    }
+
+    /// Create the bucket if it does not exist (development and tests; production buckets are
+    /// provisioned by their owners).
+    ///
+    /// # Errors
+    /// When the store refuses to create it.
+    pub async fn ensure_bucket(&self) -> Result<()> {
+        if self
+            .client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        match self
+            .client
+            .create_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some("BucketAlreadyOwnedByYou") | Some("BucketAlreadyExists")
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(classify("cannot create bucket")(e)),
+        }
+    }
+
+    fn full(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+}
+
+#[async_trait]
+impl BlobStore for S3Blob {
+    async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<()> {
+        validate_key(key)?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .content_type(content_type)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(classify("cannot put object"))?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        validate_key(key)?;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+            .map_err(classify("cannot get object"))?;
+        let data = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| Error::transient("cannot read object body", e))?;
+        Ok(data.into_bytes())
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        validate_key(key)?;
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match classify("cannot delete object")(e) {
+                err if err.kind() == ErrorKind::NotFound => Ok(()),
+                err => Err(err),
+            },
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.full(prefix))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(classify("cannot list objects"))?;
+            for o in page.contents() {
+                if let Some(k) = o.key().and_then(|k| k.strip_prefix(&self.prefix)) {
+                    out.push(k.to_string());
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn location(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+}
