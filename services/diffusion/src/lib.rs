@@ -5,13 +5,22 @@
 //! - [`family`]: [`Family`] and its defaults and architectures, in one table.
 //! - [`registry`]: [`RegistryConfig`] (from the worker's YAML), sources, sha256 verification.
 //! - [`sampler`]: noise schedule, sampler plans and DDIM / Euler / Euler a / DPM++ 2M Karras.
+//! - `engine`: [`DiffusionEngine`], the worker's `Renderer` (LRU of loaded models, micro-batches).
+//! - `model`: a loaded model and the txt2img pipeline (CFG, per-job noise, VAE decode).
+//! - `checkpoint`: single-file Stability checkpoints (not yet).
+//! - [`tiny`]: tiny random-weight models + a CLIP BPE tokenizer for tests and benchmarks.
 //! - [`rng`]: [`JobRng`], each job's own deterministic noise.
 
+mod checkpoint;
+mod engine;
 pub mod family;
+mod model;
 pub mod registry;
 pub mod rng;
 pub mod sampler;
+pub mod tiny;
 
+pub use engine::{DiffusionEngine, RENDERER};
 pub use family::{Family, FamilyDefaults, Prediction};
 pub use registry::{DeviceChoice, ModelEntry, RegistryConfig, RemoteFile, Source};
 pub use rng::JobRng;

@@ -1,0 +1,183 @@
+//! [`DiffusionEngine`]: the worker's [`Renderer`], with a bounded LRU of loaded models.
+
+use candle_core::Device;
+use pixelfarm_core::{
+    Error, ErrorKind, JobParams, ModelIdentity, ModelName, RenderedImage, Renderer, Result,
+};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::model::{BatchKey, LoadedModel};
+use crate::registry::{DeviceChoice, RegistryConfig};
+
+/// The renderer implementation name that goes into [`ModelIdentity::renderer`]; bump the number
+/// whenever the same weights and parameters would give different pixels.
+pub const RENDERER: &str = "candle-sd/1";
+
+/// Renders jobs with the models of a [`RegistryConfig`]. Cheap to share (`Arc`); every method blocks.
+pub struct DiffusionEngine {
+    config: RegistryConfig,
+    device: Device,
+    device_name: String,
+    /// Most recently used first.
+    loaded: Mutex<Vec<(ModelName, Arc<LoadedModel>)>>,
+}
+
+impl DiffusionEngine {
+    /// An engine for `config`; nothing is loaded until a model is first used (or [`Self::preload`]).
+    ///
+    /// # Errors
+    /// `Invalid` for a config that does not validate, or a CUDA device when this build has no CUDA
+    /// or no GPU is visible.
+    pub fn new(config: RegistryConfig) -> Result<Self> {
+        config.validate()?;
+        let (device, device_name) = match config.device {
+            DeviceChoice::Cpu => (Device::Cpu, "cpu".to_string()),
+            DeviceChoice::Cuda => (
+                Device::new_cuda(0).map_err(|e| {
+                    Error::with_source(
+                        ErrorKind::Invalid,
+                        "device `cuda` is not available (build with `--features cuda` on a GPU host)",
+                        e,
+                    )
+                })?,
+                "cuda:0".to_string(),
+            ),
+        };
+        Ok(DiffusionEngine {
+            config,
+            device,
+            device_name,
+            loaded: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The registry this engine serves.
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    /// The models this worker serves (to subscribe to their queues).
+    pub fn served_models(&self) -> Vec<ModelName> {
+        self.config.models.keys().cloned().collect()
+    }
+
+    /// The models loaded right now, most recently used first.
+    pub fn loaded_models(&self) -> Vec<ModelName> {
+        self.lock().iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(ModelName, Arc<LoadedModel>)>> {
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Load (and verify) `model` now unless it is loaded; returns the seconds spent loading.
+    ///
+    /// # Errors
+    /// As [`LoadedModel::load`], and `Permanent` for a model the registry does not list.
+    pub fn preload(&self, model: &ModelName) -> Result<f64> {
+        self.get(model).map(|(_, secs)| secs)
+    }
+
+    /// The loaded model, loading it (and evicting the least recently used) when needed.
+    fn get(&self, model: &ModelName) -> Result<(Arc<LoadedModel>, f64)> {
+        let entry = self.config.entry(model)?;
+        // Held while loading: two jobs for a cold model load it once.
+        let mut loaded = self.lock();
+        if let Some(pos) = loaded.iter().position(|(n, _)| n == model) {
+            let hit = loaded.remove(pos);
+            let m = hit.1.clone();
+            loaded.insert(0, hit);
+            return Ok((m, 0.0));
+        }
+        let start = Instant::now();
+        let dir = self.config.local_dir(model)?;
+        let m = Arc::new(LoadedModel::load(entry, &dir, &self.device)?);
+        tracing::info!(model = %model, family = %entry.family, seconds = m.load_seconds, "model loaded");
+        loaded.insert(0, (model.clone(), m.clone()));
+        loaded.truncate(self.config.max_loaded);
+        Ok((m, start.elapsed().as_secs_f64()))
+    }
+
+    /// Like [`Renderer::render_batch`], reporting progress: `on_step(done, total)` counts denoising
+    /// steps over the whole call and cancels what is left when it returns false (those jobs fail with
+    /// `Conflict`).
+    pub fn render_batch_with(
+        &self,
+        model: &ModelName,
+        jobs: &[JobParams],
+        on_step: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Vec<Result<RenderedImage>> {
+        let (m, load_secs) = match self.get(model) {
+            Ok(x) => x,
+            Err(e) => return jobs.iter().map(|_| Err(copy_error(&e))).collect(),
+        };
+        // Group compatible jobs, keeping the first appearance order, at most max_batch per group.
+        let mut groups: Vec<(BatchKey, Vec<usize>)> = Vec::new();
+        for (i, job) in jobs.iter().enumerate() {
+            let key = BatchKey::of(job);
+            match groups
+                .iter_mut()
+                .find(|(k, idx)| *k == key && idx.len() < self.config.max_batch)
+            {
+                Some((_, idx)) => idx.push(i),
+                None => groups.push((key, vec![i])),
+            }
+        }
+        let total: usize = jobs.iter().map(|j| j.steps.get() as usize).sum();
+        let mut done = 0usize;
+        let mut results: Vec<Option<Result<RenderedImage>>> = jobs.iter().map(|_| None).collect();
+        for (_, idx) in groups {
+            let group: Vec<&JobParams> = idx.iter().map(|&i| &jobs[i]).collect();
+            let group_done = done;
+            let n = group.len();
+            let mut cb = |step: usize, _steps: usize| on_step(group_done + step * n, total);
+            match m.render_group(&group, self.config.fused_batches, &mut cb) {
+                Ok(images) => {
+                    for (&i, mut img) in idx.iter().zip(images) {
+                        img.phases
+                            .insert("model_load".into(), load_secs / jobs.len() as f64);
+                        results[i] = Some(Ok(img));
+                    }
+                }
+                Err(e) => {
+                    for &i in &idx {
+                        results[i] = Some(Err(copy_error(&e)));
+                    }
+                }
+            }
+            done += group.iter().map(|j| j.steps.get() as usize).sum::<usize>();
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::permanent("job was not rendered"))))
+            .collect()
+    }
+}
+
+/// The same error again (the original is not `Clone`): kind and full message.
+fn copy_error(e: &Error) -> Error {
+    Error::new(e.kind(), e.chain())
+}
+
+impl Renderer for DiffusionEngine {
+    fn identity(&self, model: &ModelName) -> Result<ModelIdentity> {
+        let entry = self.config.entry(model)?;
+        Ok(ModelIdentity {
+            renderer: RENDERER.to_string(),
+            id: entry.weights_id(),
+            device: self.device_name.clone(),
+            test_pattern: false,
+        })
+    }
+
+    fn render(&self, model: &ModelName, params: &JobParams) -> Result<RenderedImage> {
+        self.render_batch(model, std::slice::from_ref(params))
+            .pop()
+            .unwrap_or_else(|| Err(Error::permanent("job was not rendered")))
+    }
+
+    fn render_batch(&self, model: &ModelName, jobs: &[JobParams]) -> Vec<Result<RenderedImage>> {
+        self.render_batch_with(model, jobs, &mut |_, _| true)
+    }
+}

@@ -1,0 +1,435 @@
+//! A loaded model (UNet, VAE, text encoder, tokenizer) and the txt2img pipeline over a group of
+//! compatible jobs.
+
+use candle_core::{DType, Device, IndexOp, Module, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::clip::text_model as clip_text;
+use candle_transformers::models::stable_diffusion::{clip as sd_clip, unet_2d, vae};
+use pixelfarm_core::{Error, ErrorKind, JobParams, Result, Sampler};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+use tokenizers::Tokenizer;
+
+use crate::family::{Family, FamilyDefaults, Prediction};
+use crate::registry::{ModelEntry, layout, read_verified};
+use crate::rng::JobRng;
+use crate::sampler::{NoiseSchedule, Plan, sample};
+
+/// The tiny family's text encoder (the generic CLIP text model; its config is all-public).
+pub fn tiny_clip_config() -> clip_text::ClipTextConfig {
+    clip_text::ClipTextConfig {
+        vocab_size: 1024,
+        embed_dim: 32,
+        activation: clip_text::Activation::QuickGelu,
+        intermediate_size: 64,
+        max_position_embeddings: 77,
+        pad_with: None,
+        num_hidden_layers: 2,
+        num_attention_heads: 2,
+        projection_dim: 32,
+    }
+}
+
+enum TextEncoder {
+    /// SD 1.x / 2.x text encoders (candle's stable_diffusion CLIP, which knows their activations).
+    Sd(sd_clip::ClipTextTransformer),
+    /// The tiny family's.
+    Tiny(clip_text::ClipTextTransformer),
+}
+
+impl TextEncoder {
+    fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            TextEncoder::Sd(m) => m.forward(ids),
+            TextEncoder::Tiny(m) => m.forward_with_mask(ids, usize::MAX),
+        }
+    }
+}
+
+/// Everything needed to render with one model, loaded once per worker.
+pub struct LoadedModel {
+    defaults: FamilyDefaults,
+    unet: unet_2d::UNet2DConditionModel,
+    unet_in_channels: usize,
+    vae: vae::AutoEncoderKL,
+    text: TextEncoder,
+    tokenizer: Tokenizer,
+    bos: u32,
+    eos: u32,
+    pad: u32,
+    schedule: NoiseSchedule,
+    device: Device,
+    dtype: DType,
+    /// Seconds the load took.
+    pub load_seconds: f64,
+}
+
+/// What can be batched together: same size, steps, sampler, and guidance on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BatchKey {
+    width: u32,
+    height: u32,
+    steps: u32,
+    sampler: &'static str,
+    cfg: bool,
+}
+
+impl BatchKey {
+    /// The key of `params`.
+    pub fn of(params: &JobParams) -> Self {
+        BatchKey {
+            width: params.width,
+            height: params.height,
+            steps: params.steps.get(),
+            sampler: params.sampler.as_str(),
+            cfg: uses_cfg(params),
+        }
+    }
+}
+
+fn uses_cfg(p: &JobParams) -> bool {
+    p.guidance.get() > 1.0
+}
+
+/// A candle error while loading: the weights do not fit the architecture.
+fn bad_weights(file: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
+    move |e| {
+        Error::with_source(
+            ErrorKind::Permanent,
+            format!("model file `{file}` does not fit the family's architecture"),
+            e,
+        )
+    }
+}
+
+/// A candle error while rendering: device trouble is transient, anything else permanent.
+pub(crate) fn render_error(e: candle_core::Error) -> Error {
+    let text = e.to_string().to_lowercase();
+    let transient = matches!(e, candle_core::Error::Cuda(_))
+        || text.contains("out of memory")
+        || text.contains("cuda")
+        || text.contains("alloc");
+    let kind = if transient {
+        ErrorKind::Transient
+    } else {
+        ErrorKind::Permanent
+    };
+    Error::with_source(kind, "diffusion failed", e)
+}
+
+impl LoadedModel {
+    /// Load `entry` from `dir`, verifying every file's sha256 first.
+    ///
+    /// # Errors
+    /// `Permanent` for a family this engine cannot render, a sha256 mismatch, or weights that do not
+    /// fit the architecture; `Transient` for files that cannot be read.
+    pub fn load(entry: &ModelEntry, dir: &Path, device: &Device) -> Result<Self> {
+        let start = Instant::now();
+        let family = entry.family;
+        let defaults = family.defaults();
+        if !defaults.supported {
+            return Err(Error::permanent(format!(
+                "family `{family}` is not supported yet: candle's UNet lacks SDXL's add_embedding \
+                 micro-conditioning, so its images would be wrong; supported: tiny, sd15, sd21"
+            )));
+        }
+        let dtype = if device.is_cuda() {
+            DType::F16
+        } else {
+            DType::F32
+        };
+        let tensors = |rel: &str, dtype: DType| -> Result<VarBuilder<'static>> {
+            let bytes = read_verified(entry, dir, rel)?;
+            VarBuilder::from_buffered_safetensors(bytes, dtype, device).map_err(bad_weights(rel))
+        };
+        let (unet_vb, vae_vb, text_vb) = match &entry.checkpoint {
+            None => (
+                tensors(layout::UNET, dtype)?,
+                // The VAE stays f32: SDXL's overflows in f16, and it is cheap.
+                tensors(layout::VAE, DType::F32)?,
+                tensors(layout::TEXT_ENCODER, dtype)?,
+            ),
+            Some(ckpt) => crate::checkpoint::split(entry, dir, ckpt, dtype, device)?,
+        };
+        let unet_name = entry.checkpoint.as_deref().unwrap_or(layout::UNET);
+        let vae_name = entry.checkpoint.as_deref().unwrap_or(layout::VAE);
+        let text_name = entry.checkpoint.as_deref().unwrap_or(layout::TEXT_ENCODER);
+        let unet_in_channels = unet_vb
+            .get_unchecked("conv_in.weight")
+            .map_err(bad_weights(unet_name))?
+            .dim(1)
+            .map_err(bad_weights(unet_name))?;
+        if unet_in_channels != 4 && unet_in_channels != 9 {
+            return Err(Error::permanent(format!(
+                "model file `{unet_name}` has a UNet with {unet_in_channels} input channels; \
+                 accepted: 4 (txt2img) or 9 (inpainting)"
+            )));
+        }
+        let unet = unet_2d::UNet2DConditionModel::new(
+            unet_vb,
+            unet_in_channels,
+            defaults.latent_channels,
+            false,
+            family.unet_config(),
+        )
+        .map_err(bad_weights(unet_name))?;
+        let vae = vae::AutoEncoderKL::new(vae_vb, 3, 3, family.vae_config())
+            .map_err(bad_weights(vae_name))?;
+        let text = match family {
+            Family::Tiny => TextEncoder::Tiny(
+                clip_text::ClipTextTransformer::new(text_vb.pp("text_model"), &tiny_clip_config())
+                    .map_err(bad_weights(text_name))?,
+            ),
+            Family::Sd15 => TextEncoder::Sd(
+                sd_clip::ClipTextTransformer::new(text_vb, &sd_clip::Config::v1_5())
+                    .map_err(bad_weights(text_name))?,
+            ),
+            _ => TextEncoder::Sd(
+                sd_clip::ClipTextTransformer::new(text_vb, &sd_clip::Config::v2_1())
+                    .map_err(bad_weights(text_name))?,
+            ),
+        };
+        let tok_bytes = read_verified(entry, dir, layout::TOKENIZER)?;
+        let tokenizer = Tokenizer::from_bytes(&tok_bytes).map_err(|e| {
+            Error::permanent(format!(
+                "`{}` is not a tokenizer.json: {e}",
+                layout::TOKENIZER
+            ))
+        })?;
+        let id = |t: &str| {
+            tokenizer.token_to_id(t).ok_or_else(|| {
+                Error::permanent(format!("`{}` has no `{t}` token", layout::TOKENIZER))
+            })
+        };
+        let bos = id("<|startoftext|>")?;
+        let eos = id("<|endoftext|>")?;
+        let pad = match family {
+            Family::Sd21 => id("!")?,
+            _ => eos,
+        };
+        let schedule = NoiseSchedule::scaled_linear(
+            defaults.beta_start,
+            defaults.beta_end,
+            defaults.train_timesteps,
+        );
+        Ok(LoadedModel {
+            defaults,
+            unet,
+            unet_in_channels,
+            vae,
+            text,
+            tokenizer,
+            bos,
+            eos,
+            pad,
+            schedule,
+            device: device.clone(),
+            dtype,
+            load_seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Token ids for `text`: start token, at most `max_tokens - 2` tokens, end token, padding.
+    fn token_ids(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| Error::invalid(format!("prompt cannot be tokenized: {e}")))?;
+        let max = self.defaults.max_tokens;
+        let mut ids = Vec::with_capacity(max);
+        ids.push(self.bos);
+        ids.extend(enc.get_ids().iter().take(max - 2));
+        ids.push(self.eos);
+        ids.resize(max, self.pad);
+        Ok(ids)
+    }
+
+    /// `[uncond, cond]` embeddings (or just `[cond]` without guidance), shape `(n, tokens, dim)`.
+    fn encode_text(&self, p: &JobParams) -> Result<Tensor> {
+        let mut rows = Vec::new();
+        if uses_cfg(p) {
+            rows.extend(self.token_ids(p.negative_prompt.as_str())?);
+        }
+        rows.extend(self.token_ids(p.prompt.as_str())?);
+        let n = rows.len() / self.defaults.max_tokens;
+        let ids = Tensor::from_vec(rows, (n, self.defaults.max_tokens), &self.device)
+            .map_err(render_error)?;
+        self.text
+            .forward(&ids)
+            .and_then(|t| t.to_dtype(self.dtype))
+            .map_err(render_error)
+    }
+
+    /// Render jobs sharing one [`BatchKey`] in lockstep. With `fused`, the UNet runs once per step on
+    /// the whole group (faster; results equal to rendering alone only up to float rounding), else
+    /// once per job (bit-identical to rendering alone). `on_step(step, steps)` is called after each
+    /// denoising step; returning false cancels the group.
+    ///
+    /// # Errors
+    /// `Invalid` for a size that is not a multiple of the VAE's downscale, `Conflict` when
+    /// cancelled, and what [`render_error`] makes of candle's errors.
+    pub fn render_group(
+        &self,
+        jobs: &[&JobParams],
+        fused: bool,
+        on_step: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<Vec<pixelfarm_core::RenderedImage>> {
+        let Some(first) = jobs.first() else {
+            return Ok(Vec::new());
+        };
+        let key = BatchKey::of(first);
+        if jobs.iter().any(|j| BatchKey::of(j) != key) {
+            return Err(Error::invalid(
+                "jobs of one group must share size, steps, sampler and guidance on/off",
+            ));
+        }
+        let n = jobs.len();
+        let down = self.defaults.vae_downscale;
+        if first.width % down != 0 || first.height % down != 0 {
+            return Err(Error::invalid(format!(
+                "size {}x{} is not a multiple of {down}",
+                first.width, first.height
+            )));
+        }
+        if self.unet_in_channels != 4 {
+            return Err(Error::invalid(
+                "this model is an inpainting model: it needs an init image and a mask",
+            ));
+        }
+        let (lh, lw) = (
+            (first.height / down) as usize,
+            (first.width / down) as usize,
+        );
+        let c = self.defaults.latent_channels;
+
+        // Text, per job (so a job's embedding never depends on its batch).
+        let t0 = Instant::now();
+        let embeds: Vec<Tensor> = jobs
+            .iter()
+            .map(|j| self.encode_text(j))
+            .collect::<Result<_>>()?;
+        let text_secs = t0.elapsed().as_secs_f64();
+
+        // Noise, per job from its own generator.
+        let t0 = Instant::now();
+        let plan = Plan::new(first.sampler, &self.schedule, first.steps.get() as usize);
+        let mut rngs: Vec<JobRng> = jobs.iter().map(|j| JobRng::new(j.seed.get())).collect();
+        let per_job = c * lh * lw;
+        let job_noise = |rngs: &mut [JobRng]| -> candle_core::Result<Tensor> {
+            let v: Vec<f32> = rngs.iter_mut().flat_map(|r| r.normals(per_job)).collect();
+            Tensor::from_vec(v, (n, c, lh, lw), &self.device)
+        };
+        let x = (job_noise(&mut rngs).map_err(render_error)?
+            * (1.0 + plan.sigma_start().powi(2)).sqrt())
+        .map_err(render_error)?;
+        let guidance: Vec<Tensor> = jobs
+            .iter()
+            .map(|j| Tensor::from_vec(vec![j.guidance.get() as f32], (1, 1, 1, 1), &self.device))
+            .collect::<candle_core::Result<_>>()
+            .map_err(render_error)?;
+        let prediction = self.defaults.prediction;
+        // The UNet on `scaled` rows `rows` with their text, guidance applied.
+        let eps_of = |scaled: &Tensor,
+                      rows: std::ops::Range<usize>,
+                      t: f64|
+         -> candle_core::Result<Tensor> {
+            let k = rows.len();
+            let (input, ctx) = if key.cfg {
+                let uncond: Vec<Tensor> = rows
+                    .clone()
+                    .map(|j| embeds[j].i(0..1))
+                    .collect::<candle_core::Result<_>>()?;
+                let cond: Vec<Tensor> = rows
+                    .clone()
+                    .map(|j| embeds[j].i(1..2))
+                    .collect::<candle_core::Result<_>>()?;
+                (
+                    Tensor::cat(&[scaled, scaled], 0)?,
+                    Tensor::cat(&[uncond, cond].concat(), 0)?,
+                )
+            } else {
+                (scaled.clone(), Tensor::cat(&embeds[rows.clone()], 0)?)
+            };
+            let out = self.unet.forward(&input, t, &ctx)?.to_dtype(DType::F32)?;
+            if !key.cfg {
+                return Ok(out);
+            }
+            let g = Tensor::cat(&guidance[rows], 0)?;
+            let (u, c) = (out.i(0..k)?, out.i(k..2 * k)?);
+            &u + (c - &u)?.broadcast_mul(&g)?
+        };
+        let mut denoise =
+            |x: &Tensor, _step: usize, sigma: f64, t: f64| -> candle_core::Result<Tensor> {
+                let scaled = (x / (sigma * sigma + 1.0).sqrt())?.to_dtype(self.dtype)?;
+                let out = if fused || n == 1 {
+                    eps_of(&scaled, 0..n, t)?
+                } else {
+                    // One UNet call per job: bit-identical to the job rendered alone (a fused batch
+                    // changes gemm blocking and so the last bits).
+                    let parts: Vec<Tensor> = (0..n)
+                        .map(|j| eps_of(&scaled.i(j..j + 1)?, j..j + 1, t))
+                        .collect::<candle_core::Result<_>>()?;
+                    Tensor::cat(&parts, 0)?
+                };
+                match prediction {
+                    Prediction::Epsilon => x - (out * sigma)?,
+                    Prediction::V => {
+                        (x / (sigma * sigma + 1.0))?
+                            - (out * (sigma / (sigma * sigma + 1.0).sqrt()))?
+                    }
+                }
+            };
+        let mut noise = |_: &Tensor| job_noise(&mut rngs);
+        let steps = plan.steps();
+        let mut cancelled = false;
+        let mut step_cb = |i: usize| {
+            let go = on_step(i + 1, steps);
+            cancelled = !go;
+            go
+        };
+        let sampler: Sampler = first.sampler;
+        let x = sample(sampler, &plan, x, &mut denoise, &mut noise, &mut step_cb)
+            .map_err(render_error)?;
+        if cancelled {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "cancelled between denoising steps",
+            ));
+        }
+        let latents = (x / (1.0 + plan.sigma_end().powi(2)).sqrt()).map_err(render_error)?;
+        let denoise_secs = t0.elapsed().as_secs_f64();
+
+        // VAE, per job.
+        let mut out = Vec::with_capacity(n);
+        for (i, job) in jobs.iter().enumerate() {
+            let t0 = Instant::now();
+            let rgb = self.decode(&latents.i(i..i + 1).map_err(render_error)?)?;
+            let phases = BTreeMap::from([
+                ("text_encode".to_string(), text_secs / n as f64),
+                ("denoise".to_string(), denoise_secs / n as f64),
+                ("vae_decode".to_string(), t0.elapsed().as_secs_f64()),
+                ("model_load".to_string(), 0.0),
+            ]);
+            out.push(pixelfarm_core::RenderedImage {
+                width: job.width,
+                height: job.height,
+                rgb,
+                phases,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Latents `(1, 4, h, w)` to RGB8 bytes.
+    fn decode(&self, latents: &Tensor) -> Result<Vec<u8>> {
+        let img = (latents.to_dtype(DType::F32).map_err(render_error)? / self.defaults.vae_scale)
+            .and_then(|l| self.vae.decode(&l))
+            .and_then(|img| ((img / 2.0)? + 0.5)?.clamp(0f32, 1f32))
+            .and_then(|img| (img * 255.0)?.round())
+            .and_then(|img| img.to_dtype(DType::U8))
+            .and_then(|img| img.i(0)?.permute((1, 2, 0))?.flatten_all()?.to_vec1::<u8>())
+            .map_err(render_error)?;
+        Ok(img)
+    }
+}

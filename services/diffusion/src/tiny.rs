@@ -1,0 +1,196 @@
+//! Tiny random-weight models of the SD architecture, written in the diffusers folder layout with a
+//! CLIP-style BPE `tokenizer.json`, for tests and benchmarks (nothing is downloaded).
+
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use candle_transformers::models::clip::text_model as clip_text;
+use candle_transformers::models::stable_diffusion::{unet_2d, vae};
+use pixelfarm_core::{Error, Result};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::family::Family;
+use crate::model::tiny_clip_config;
+use crate::registry::{ModelEntry, Source, layout, sha256_file};
+
+/// Words the tiny tokenizer knows as whole tokens (everything else falls back to bytes).
+pub const TINY_WORDS: &[&str] = &[
+    "a", "photo", "of", "cat", "dog", "red", "blue", "green", "house", "tree", "painting",
+    "blurry", "ugly", "in", "the", "snow",
+];
+
+fn io(e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::transient("cannot write the tiny model", e)
+}
+
+fn candle(e: candle_core::Error) -> Error {
+    Error::transient("cannot build the tiny model", e)
+}
+
+/// GPT-2's byte-to-unicode table, which CLIP's byte-level BPE uses.
+fn byte_alphabet() -> Vec<char> {
+    let mut printable: Vec<u32> = (33..=126).chain(161..=172).chain(174..=255).collect();
+    let mut all = printable.clone();
+    let mut extra = 0;
+    for b in 0..256u32 {
+        if !printable.contains(&b) {
+            printable.push(b);
+            all.push(256 + extra);
+            extra += 1;
+        }
+    }
+    let mut table = vec!['\0'; 256];
+    for (b, c) in printable.iter().zip(all) {
+        table[*b as usize] = char::from_u32(c).unwrap_or('?');
+    }
+    table
+}
+
+/// A CLIP-style BPE tokenizer.json (same normalizer, pre-tokenizer, suffix and special tokens as
+/// `openai/clip-vit-large-patch14`), with the byte alphabet and [`TINY_WORDS`] as merges.
+pub fn tiny_tokenizer_json() -> Value {
+    let alphabet = byte_alphabet();
+    let mut vocab: BTreeMap<String, u32> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for suffix in ["", "</w>"] {
+        for c in &alphabet {
+            order.push(format!("{c}{suffix}"));
+        }
+    }
+    let mut merges: Vec<String> = Vec::new();
+    for word in TINY_WORDS {
+        let chars: Vec<String> = word.chars().map(String::from).collect();
+        let mut prefix = chars[0].clone();
+        if chars.len() == 1 {
+            continue;
+        }
+        for (i, ch) in chars.iter().enumerate().skip(1) {
+            let next = if i == chars.len() - 1 {
+                format!("{ch}</w>")
+            } else {
+                ch.clone()
+            };
+            let merged = format!("{prefix}{next}");
+            let rule = format!("{prefix} {next}");
+            if !merges.contains(&rule) {
+                merges.push(rule);
+                order.push(merged.clone());
+            }
+            prefix = merged;
+        }
+    }
+    order.dedup();
+    for tok in order {
+        let id = vocab.len() as u32;
+        vocab.entry(tok).or_insert(id);
+    }
+    let bos = vocab.len() as u32;
+    let eos = bos + 1;
+    vocab.insert("<|startoftext|>".into(), bos);
+    vocab.insert("<|endoftext|>".into(), eos);
+    let special = |id: u32, content: &str| {
+        json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+               "rstrip": false, "normalized": true, "special": true})
+    };
+    json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [special(bos, "<|startoftext|>"), special(eos, "<|endoftext|>")],
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "NFC"},
+            {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "},
+            {"type": "Lowercase"}
+        ]},
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex":
+                "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+"},
+             "behavior": "Removed", "invert": true},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
+        ]},
+        "post_processor": {"type": "RobertaProcessing", "sep": ["<|endoftext|>", eos],
+            "cls": ["<|startoftext|>", bos], "trim_offsets": false, "add_prefix_space": false},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": "<|endoftext|>",
+            "continuing_subword_prefix": "", "end_of_word_suffix": "</w>", "fuse_unk": false,
+            "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": merges}
+    })
+}
+
+fn save(vm: &VarMap, path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    vm.save(path).map_err(candle)
+}
+
+/// Write a tiny random-weight model (UNet with `unet_in_channels` inputs: 4, or 9 for inpainting)
+/// in the diffusers layout under `dir`, and return its registry entry (`file://dir`, real sha256s).
+///
+/// # Errors
+/// `Transient` when the files cannot be written.
+pub fn write_tiny_model(dir: &Path, unet_in_channels: usize) -> Result<ModelEntry> {
+    let dev = Device::Cpu;
+    let family = Family::Tiny;
+
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+    unet_2d::UNet2DConditionModel::new(vb, unet_in_channels, 4, false, family.unet_config())
+        .map_err(candle)?;
+    save(&vm, &dir.join(layout::UNET))?;
+
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+    vae::AutoEncoderKL::new(vb, 3, 3, family.vae_config()).map_err(candle)?;
+    save(&vm, &dir.join(layout::VAE))?;
+
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+    clip_text::ClipTextTransformer::new(vb.pp("text_model"), &tiny_clip_config())
+        .map_err(candle)?;
+    save(&vm, &dir.join(layout::TEXT_ENCODER))?;
+
+    let tok = dir.join(layout::TOKENIZER);
+    std::fs::create_dir_all(tok.parent().unwrap_or(dir)).map_err(io)?;
+    let json = serde_json::to_vec_pretty(&tiny_tokenizer_json()).map_err(io)?;
+    std::fs::write(&tok, json).map_err(io)?;
+
+    let mut files = BTreeMap::new();
+    for rel in [
+        layout::UNET,
+        layout::VAE,
+        layout::TEXT_ENCODER,
+        layout::TOKENIZER,
+    ] {
+        files.insert(rel.to_string(), sha256_file(&dir.join(rel))?);
+    }
+    Ok(ModelEntry {
+        family,
+        source: Source::File(dir.to_path_buf()),
+        checkpoint: None,
+        files,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiny_tokenizer_splits_words_like_clip() {
+        let json = serde_json::to_vec(&tiny_tokenizer_json()).unwrap();
+        let tok = tokenizers::Tokenizer::from_bytes(&json).unwrap();
+        assert!(tok.get_vocab_size(true) <= tiny_clip_config().vocab_size);
+        let enc = tok.encode("A  photo of a CAT, in snow!", true).unwrap();
+        let toks = enc.get_tokens();
+        assert_eq!(toks[0], "<|startoftext|>");
+        assert_eq!(toks[toks.len() - 1], "<|endoftext|>");
+        assert!(toks.contains(&"photo</w>".to_string()), "{toks:?}");
+        assert!(toks.contains(&"cat</w>".to_string()), "{toks:?}");
+        assert!(toks.contains(&",</w>".to_string()), "{toks:?}");
+        // Unknown words fall back to byte tokens, never fail.
+        let enc = tok.encode("zebra ☃", false).unwrap();
+        assert!(enc.get_ids().len() >= 5);
+    }
+}
