@@ -1,0 +1,15 @@
+//! What every pixelfarm process shares.
+//!
+//! # Layout
+//! - [`settings`]: [`Settings`], loaded in layers: `config/base.yaml` → `config/{PIXELFARM_ENV}.yaml`
+//!   → `PIXELFARM__SECTION__KEY` environment variables; each section builds its own client.
+//! - [`ops`]: the ops HTTP router (`/metrics`, `/healthz`, `/readyz`) and serving helpers.
+//! - [`shutdown`]: one cancellation token fired by SIGTERM / Ctrl-C.
+//! - [`telemetry`]: tracing setup.
+
+pub mod ops;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use settings::Settings;

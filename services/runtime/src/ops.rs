@@ -1,0 +1,76 @@
+//! The ops HTTP surface every process exposes: `/metrics`, `/healthz`, `/readyz`.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use futures::future::BoxFuture;
+use prometheus::{Encoder, Registry, TextEncoder};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Readiness check: true when the process can do its work (dependencies reachable, not draining).
+pub type ReadyCheck = Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
+
+#[derive(Clone)]
+struct Ops {
+    registry: Registry,
+    ready: ReadyCheck,
+}
+
+/// `/metrics` (Prometheus text format), `/healthz` (the process runs), `/readyz` (`ready` says yes).
+pub fn router(registry: Registry, ready: ReadyCheck) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(Ops { registry, ready })
+}
+
+async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {
+    let mut buf = Vec::new();
+    let enc = TextEncoder::new();
+    match enc.encode(&ops.registry.gather(), &mut buf) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, enc.format_type().to_string())],
+            buf,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
+    if (ops.ready)().await {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+/// Bind `addr` (port 0 picks a free port).
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn bind(addr: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let l = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind {addr}: {e}"))?;
+    let a = l.local_addr()?;
+    Ok((l, a))
+}
+
+/// Serve `app` on `listener` until `stop` fires.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+}

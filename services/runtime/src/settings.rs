@@ -1,0 +1,373 @@
+//! Layered settings. Every field has a default so a partial file works; `config/base.yaml`
+//! documents them all.
+
+use pixelfarm_blob::{LocalBlob, S3Blob, S3Config};
+use pixelfarm_broker::{InProcBroker, RabbitBroker, Topology};
+use pixelfarm_core::{BlobStore, Broker, Error, JobStore, ModelName, Result};
+use pixelfarm_store::{PgStore, SqliteStore};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// All settings of a pixelfarm process (a scheduler reads some sections, a worker others).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where jobs are stored.
+    pub database: DatabaseSettings,
+    /// Where job messages travel.
+    pub broker: BrokerSettings,
+    /// Where images go.
+    pub blob: BlobSettings,
+    /// The scheduler service.
+    pub scheduler: SchedulerSettings,
+    /// The worker service.
+    pub worker: WorkerSettings,
+}
+
+/// `database` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://…` in production; `sqlite://PATH` for a single-process setup.
+    pub url: String,
+    /// Pool size per process.
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            url: "postgres://postgres@127.0.0.1:5432/pixelfarm".into(),
+            max_connections: 16,
+        }
+    }
+}
+
+impl DatabaseSettings {
+    /// Connect (and, for SQLite, migrate).
+    ///
+    /// # Errors
+    /// `Transient` when the database is unreachable, `Invalid` for a bad URL.
+    pub async fn connect(&self) -> Result<Arc<dyn JobStore>> {
+        match self.url.strip_prefix("sqlite://") {
+            Some(path) => Ok(Arc::new(SqliteStore::open(Path::new(path)).await?)),
+            None => Ok(Arc::new(
+                PgStore::connect(&self.url, self.max_connections).await?,
+            )),
+        }
+    }
+
+    /// Apply the Postgres migrations (SQLite migrates on open).
+    ///
+    /// # Errors
+    /// When the database is unreachable or a migration fails.
+    pub async fn migrate(&self) -> Result<()> {
+        match self.url.strip_prefix("sqlite://") {
+            Some(path) => SqliteStore::open(Path::new(path)).await.map(|_| ()),
+            None => PgStore::connect(&self.url, 2).await?.migrate().await,
+        }
+    }
+}
+
+/// `broker` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerSettings {
+    /// `amqp://user:pass@host:5672/vhost`, or `inproc` for a single-process setup.
+    pub url: String,
+    /// Prefix of exchange and queue names (`<prefix>.jobs.<model>`).
+    pub prefix: String,
+    /// Most messages published but not yet claimed per model; Postgres holds the rest, so
+    /// priorities and fair share stay decidable until the last moment.
+    pub window_per_model: u32,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        BrokerSettings {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            prefix: "pixelfarm".into(),
+            window_per_model: 512,
+        }
+    }
+}
+
+impl BrokerSettings {
+    /// Connect.
+    ///
+    /// # Errors
+    /// `Transient` when RabbitMQ is unreachable.
+    pub async fn connect(&self) -> Result<Arc<dyn Broker>> {
+        if self.url == "inproc" {
+            return Ok(Arc::new(InProcBroker::new()));
+        }
+        Ok(Arc::new(
+            RabbitBroker::connect(&self.url, Topology::new(self.prefix.clone())).await?,
+        ))
+    }
+}
+
+/// Which blob store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobKind {
+    /// S3-compatible object storage.
+    #[default]
+    S3,
+    /// A local directory (`blob.dir`).
+    Local,
+}
+
+/// `blob` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlobSettings {
+    /// `s3` or `local`.
+    pub kind: BlobKind,
+    /// Directory for `local`.
+    pub dir: PathBuf,
+    /// Create the bucket at start if it is missing (development).
+    pub create_bucket: bool,
+    /// S3 settings for `s3`.
+    #[serde(flatten)]
+    pub s3: S3Config,
+}
+
+impl Default for BlobSettings {
+    fn default() -> Self {
+        BlobSettings {
+            kind: BlobKind::S3,
+            dir: PathBuf::from("out/blobs"),
+            create_bucket: false,
+            s3: S3Config {
+                bucket: "pixelfarm".into(),
+                region: "us-east-1".into(),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+impl BlobSettings {
+    /// Build the client.
+    ///
+    /// # Errors
+    /// `Invalid` for incomplete settings; errors creating the bucket when asked to.
+    pub async fn connect(&self) -> Result<Arc<dyn BlobStore>> {
+        match self.kind {
+            BlobKind::Local => Ok(Arc::new(LocalBlob::open(&self.dir).await?)),
+            BlobKind::S3 => {
+                let s = S3Blob::connect(&self.s3).await?;
+                if self.create_bucket {
+                    s.ensure_bucket().await?;
+                }
+                Ok(Arc::new(s))
+            }
+        }
+    }
+}
+
+/// A tenant and API keys created at start if missing (bootstrap; keys can also be made with
+/// `pixelfarm-scheduler tenant create`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantBootstrap {
+    /// Tenant name.
+    pub name: String,
+    /// Fair-share weight.
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// API keys (plain; only their sha256 is stored).
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `scheduler` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerSettings {
+    /// gRPC API listen address.
+    pub grpc_addr: String,
+    /// HTTP/JSON API + `/metrics` + health listen address.
+    pub http_addr: String,
+    /// Attempts per job before it is dead.
+    pub max_attempts: u32,
+    /// How often the leader publishes pending jobs, in milliseconds.
+    pub dispatch_interval_ms: u64,
+    /// How often the leader runs the rescuer, the retry promoter and the stale-queue check.
+    pub maintenance_interval_ms: u64,
+    /// A job queued this long without a claim had its message lost: back to pending.
+    pub stale_queued_seconds: u64,
+    /// Tenants and keys to create at start.
+    pub tenants: Vec<TenantBootstrap>,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        SchedulerSettings {
+            grpc_addr: "0.0.0.0:50051".into(),
+            http_addr: "0.0.0.0:8080".into(),
+            max_attempts: 5,
+            dispatch_interval_ms: 50,
+            maintenance_interval_ms: 1000,
+            stale_queued_seconds: 600,
+            tenants: Vec::new(),
+        }
+    }
+}
+
+/// `worker` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Lease owner name; defaults to the host name (the pod name on Kubernetes).
+    pub id: String,
+    /// Models this worker serves (one queue each).
+    pub models: Vec<String>,
+    /// Most unsettled messages held at once.
+    pub prefetch: u16,
+    /// Jobs processed at the same time.
+    pub concurrency: usize,
+    /// Lease length; a killed worker's jobs return to pending this long after its last heartbeat.
+    pub lease_seconds: u64,
+    /// Lease renewal period; well under `lease_seconds`.
+    pub heartbeat_seconds: u64,
+    /// On SIGTERM, how long the jobs in hand may take to finish.
+    pub drain_grace_seconds: u64,
+    /// `/metrics` + health listen address.
+    pub http_addr: String,
+    /// `test-pattern` (pipeline tests and benchmarks; no model).
+    pub renderer: String,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            id: String::new(),
+            models: vec!["test".into()],
+            prefetch: 8,
+            concurrency: 4,
+            lease_seconds: 30,
+            heartbeat_seconds: 10,
+            drain_grace_seconds: 30,
+            http_addr: "0.0.0.0:9091".into(),
+            renderer: "test-pattern".into(),
+        }
+    }
+}
+
+impl WorkerSettings {
+    /// The validated model names.
+    ///
+    /// # Errors
+    /// `Invalid` naming the bad entry.
+    pub fn model_names(&self) -> Result<Vec<ModelName>> {
+        if self.models.is_empty() {
+            return Err(Error::invalid(
+                "worker.models is empty; list the models this worker serves",
+            ));
+        }
+        self.models
+            .iter()
+            .map(|m| {
+                ModelName::parse(m.trim())
+                    .map_err(|e| Error::invalid(format!("worker.models entry {e}")))
+            })
+            .collect()
+    }
+
+    /// The lease owner name.
+    pub fn worker_id(&self) -> String {
+        if !self.id.is_empty() {
+            return self.id.clone();
+        }
+        std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| format!("worker-{}", std::process::id()))
+    }
+}
+
+impl Settings {
+    /// Load `DIR/base.yaml`, then `DIR/{env}.yaml`, then `PIXELFARM__…` environment variables,
+    /// where DIR is `PIXELFARM_CONFIG_DIR` (default `config`) and env is `PIXELFARM_ENV`
+    /// (default `local`). Missing files are skipped.
+    ///
+    /// # Errors
+    /// `Invalid` naming the key that does not parse.
+    pub fn load() -> Result<Self> {
+        let dir = std::env::var("PIXELFARM_CONFIG_DIR").unwrap_or_else(|_| "config".into());
+        let env = std::env::var("PIXELFARM_ENV").unwrap_or_else(|_| "local".into());
+        Self::load_from(Path::new(&dir), &env)
+    }
+
+    /// [`Settings::load`] with an explicit directory and environment name.
+    ///
+    /// # Errors
+    /// `Invalid` naming the key that does not parse.
+    pub fn load_from(dir: &Path, env: &str) -> Result<Self> {
+        let cfg = config::Config::builder()
+            .add_source(config::File::from(dir.join("base.yaml")).required(false))
+            .add_source(config::File::from(dir.join(format!("{env}.yaml"))).required(false))
+            .add_source(
+                config::Environment::with_prefix("PIXELFARM")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("worker.models")
+                    .try_parsing(true),
+            )
+            .build()
+            .map_err(|e| Error::invalid(format!("cannot read settings: {e}")))?;
+        cfg.try_deserialize()
+            .map_err(|e| Error::invalid(format!("settings: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_then_env_override() {
+        let dir = std::env::temp_dir().join(format!("pf-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("base.yaml"),
+            "broker:\n  window_per_model: 7\nworker:\n  prefetch: 3\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("ci.yaml"), "worker:\n  prefetch: 4\n").unwrap();
+        let s = Settings::load_from(&dir, "ci").unwrap();
+        assert_eq!(
+            (
+                s.broker.window_per_model,
+                s.worker.prefetch,
+                s.worker.lease_seconds
+            ),
+            (7, 4, 30)
+        );
+        std::fs::write(dir.join("ci.yaml"), "worker:\n  prefetchh: 4\n").unwrap();
+        let e = Settings::load_from(&dir, "ci").unwrap_err().to_string();
+        assert!(e.contains("prefetchh"), "{e}");
+    }
+
+    #[test]
+    fn model_names_are_validated() {
+        let w = WorkerSettings {
+            models: vec!["ok".into(), "Not Ok".into()],
+            ..Default::default()
+        };
+        assert!(
+            w.model_names()
+                .unwrap_err()
+                .to_string()
+                .contains("worker.models")
+        );
+    }
+}
