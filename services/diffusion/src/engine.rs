@@ -7,6 +7,7 @@ use pixelfarm_core::{
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::image_input::ImageInput;
 use crate::model::{BatchKey, LoadedModel};
 use crate::registry::{DeviceChoice, RegistryConfig};
 
@@ -152,6 +153,66 @@ impl DiffusionEngine {
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(Error::permanent("job was not rendered"))))
             .collect()
+    }
+}
+
+impl DiffusionEngine {
+    /// img2img (`input.mask` = `None`) or inpainting for one job. Plain UNets inpaint by blending the
+    /// kept area back into the latents at every step; 9-channel inpainting UNets get the mask and
+    /// the masked image as extra input channels.
+    ///
+    /// # Errors
+    /// As [`ImageInput::prepared`] for the input, else as [`Renderer::render`].
+    pub fn render_image(
+        &self,
+        model: &ModelName,
+        params: &JobParams,
+        input: &ImageInput,
+    ) -> Result<RenderedImage> {
+        let (rgb, mask) = input.prepared(params.width, params.height)?;
+        let (m, load_secs) = self.get(model)?;
+        let mut img = m.render_from_image(params, &rgb, input.strength, mask.as_deref())?;
+        img.phases.insert("model_load".into(), load_secs);
+        Ok(img)
+    }
+
+    /// The final latents of [`Self::render_image`] and the init image's latents (flattened, `(4, h/8,
+    /// w/8)`), for tests that must look before the VAE decoder, whose receptive field covers the
+    /// whole image.
+    ///
+    /// # Errors
+    /// As [`Self::render_image`].
+    #[doc(hidden)]
+    pub fn render_image_latents(
+        &self,
+        model: &ModelName,
+        params: &JobParams,
+        input: &ImageInput,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (rgb, mask) = input.prepared(params.width, params.height)?;
+        let (m, _) = self.get(model)?;
+        let (out, init, _, _) = m.image_latents(params, &rgb, input.strength, mask.as_deref())?;
+        let flat = |t: candle_core::Tensor| {
+            t.flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(crate::model::render_error)
+        };
+        Ok((flat(out)?, flat(init)?))
+    }
+
+    /// `rgb` (at `width x height`) encoded and decoded by `model`'s VAE: the best img2img at
+    /// strength 0 can do.
+    ///
+    /// # Errors
+    /// As [`Renderer::render`].
+    pub fn vae_round_trip(
+        &self,
+        model: &ModelName,
+        width: u32,
+        height: u32,
+        rgb: &[u8],
+    ) -> Result<Vec<u8>> {
+        self.get(model)?.0.vae_round_trip(width, height, rgb)
     }
 }
 

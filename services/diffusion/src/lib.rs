@@ -8,12 +8,14 @@
 //! - `engine`: [`DiffusionEngine`], the worker's `Renderer` (LRU of loaded models, micro-batches).
 //! - `model`: a loaded model and the txt2img pipeline (CFG, per-job noise, VAE decode).
 //! - `checkpoint`: single-file Stability checkpoints (not yet).
+//! - `image_input`: [`ImageInput`] for img2img / inpainting, validated and resized.
 //! - [`tiny`]: tiny random-weight models + a CLIP BPE tokenizer for tests and benchmarks.
 //! - [`rng`]: [`JobRng`], each job's own deterministic noise.
 
 mod checkpoint;
 mod engine;
 pub mod family;
+mod image_input;
 mod model;
 pub mod registry;
 pub mod rng;
@@ -22,5 +24,6 @@ pub mod tiny;
 
 pub use engine::{DiffusionEngine, RENDERER};
 pub use family::{Family, FamilyDefaults, Prediction};
+pub use image_input::{ImageInput, InitImage};
 pub use registry::{DeviceChoice, ModelEntry, RegistryConfig, RemoteFile, Source};
 pub use rng::JobRng;

@@ -103,6 +103,35 @@ fn bad_weights(file: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
     }
 }
 
+/// The VAE's tensors with the encoder's log-variance forced to -1e4, so that candle's
+/// `encode(..).sample()` (which draws from the device RNG) returns exactly the mean: img2img stays
+/// deterministic. The decoder does not read `quant_conv`.
+fn vae_tensors(bytes: &[u8], device: &Device) -> candle_core::Result<VarBuilder<'static>> {
+    let mut ts = candle_core::safetensors::load_buffer(bytes, device)?;
+    if let (Some(w), Some(b)) = (ts.get("quant_conv.weight"), ts.get("quant_conv.bias")) {
+        let half = w.dim(0)? / 2;
+        let w = w.to_dtype(DType::F32)?;
+        let b = b.to_dtype(DType::F32)?;
+        let w = Tensor::cat(
+            &[
+                w.narrow(0, 0, half)?,
+                w.narrow(0, half, half)?.zeros_like()?,
+            ],
+            0,
+        )?;
+        let b = Tensor::cat(
+            &[
+                b.narrow(0, 0, half)?,
+                (b.narrow(0, half, half)?.zeros_like()? - 1e4)?,
+            ],
+            0,
+        )?;
+        ts.insert("quant_conv.weight".into(), w);
+        ts.insert("quant_conv.bias".into(), b);
+    }
+    Ok(VarBuilder::from_tensors(ts, DType::F32, device))
+}
+
 /// A candle error while rendering: device trouble is transient, anything else permanent.
 pub(crate) fn render_error(e: candle_core::Error) -> Error {
     let text = e.to_string().to_lowercase();
@@ -147,7 +176,8 @@ impl LoadedModel {
             None => (
                 tensors(layout::UNET, dtype)?,
                 // The VAE stays f32: SDXL's overflows in f16, and it is cheap.
-                tensors(layout::VAE, DType::F32)?,
+                vae_tensors(&read_verified(entry, dir, layout::VAE)?, device)
+                    .map_err(bad_weights(layout::VAE))?,
                 tensors(layout::TEXT_ENCODER, dtype)?,
             ),
             Some(ckpt) => crate::checkpoint::split(entry, dir, ckpt, dtype, device)?,
@@ -419,6 +449,198 @@ impl LoadedModel {
             });
         }
         Ok(out)
+    }
+
+    /// img2img and inpainting for one job: start from `init` (RGB8 at the job's size) noised to
+    /// `strength` of the schedule; with `mask` (one byte per pixel, > 127 = repaint) the kept area
+    /// is blended back at every step (plain UNets), or given to the UNet (9-channel inpainting UNets).
+    ///
+    /// # Errors
+    /// `Invalid` for a strength outside 0..=1; else as [`Self::render_group`].
+    pub fn render_from_image(
+        &self,
+        job: &JobParams,
+        init: &[u8],
+        strength: f64,
+        mask: Option<&[u8]>,
+    ) -> Result<pixelfarm_core::RenderedImage> {
+        let (latents, _, text_secs, denoise_secs) =
+            self.image_latents(job, init, strength, mask)?;
+        let t0 = Instant::now();
+        let rgb = self.decode(&latents)?;
+        Ok(pixelfarm_core::RenderedImage {
+            width: job.width,
+            height: job.height,
+            rgb,
+            phases: BTreeMap::from([
+                ("text_encode".to_string(), text_secs),
+                ("denoise".to_string(), denoise_secs),
+                ("vae_decode".to_string(), t0.elapsed().as_secs_f64()),
+                ("model_load".to_string(), 0.0),
+            ]),
+        })
+    }
+
+    /// The final and the init latents of [`Self::render_from_image`], with the text and denoise
+    /// seconds.
+    pub(crate) fn image_latents(
+        &self,
+        job: &JobParams,
+        init: &[u8],
+        strength: f64,
+        mask: Option<&[u8]>,
+    ) -> Result<(Tensor, Tensor, f64, f64)> {
+        if !(0.0..=1.0).contains(&strength) {
+            return Err(Error::invalid(format!(
+                "strength is {strength}; accepted: 0 to 1"
+            )));
+        }
+        let (w, h) = (job.width as usize, job.height as usize);
+        let down = self.defaults.vae_downscale as usize;
+        let (lh, lw) = (h / down, w / down);
+        let c = self.defaults.latent_channels;
+        let cfg = uses_cfg(job);
+        let t0 = Instant::now();
+        let embeds = self.encode_text(job)?;
+        let text_secs = t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
+        let dev = &self.device;
+        let r = |e| render_error(e);
+        let pixels: Vec<f32> = init.iter().map(|&v| v as f32 / 127.5 - 1.0).collect();
+        let img = Tensor::from_vec(pixels, (1, h, w, 3), dev)
+            .and_then(|t| t.permute((0, 3, 1, 2))?.contiguous())
+            .map_err(r)?;
+        let init_latent = self
+            .vae
+            .encode(&img)
+            .and_then(|d| d.sample())
+            .and_then(|l| l * self.defaults.vae_scale)
+            .map_err(r)?;
+        // The mask at latent resolution: a latent cell is repainted if any of its pixels is.
+        let mask_latent = match mask {
+            None => None,
+            Some(m) => {
+                let mut cells = vec![0f32; lh * lw];
+                for y in 0..h {
+                    for x in 0..w {
+                        if m[y * w + x] > 127 {
+                            cells[(y / down) * lw + x / down] = 1.0;
+                        }
+                    }
+                }
+                Some(Tensor::from_vec(cells, (1, 1, lh, lw), dev).map_err(r)?)
+            }
+        };
+        let inpaint_unet = self.unet_in_channels == 9;
+        let extra = match (&mask_latent, inpaint_unet) {
+            (Some(m), true) => {
+                let keep = (1.0 - m).map_err(r)?;
+                let masked = self
+                    .vae
+                    .encode(
+                        &img.broadcast_mul(&keep.upsample_nearest2d(h, w).map_err(r)?)
+                            .map_err(r)?,
+                    )
+                    .and_then(|d| d.sample())
+                    .and_then(|l| l * self.defaults.vae_scale)
+                    .map_err(r)?;
+                Some(Tensor::cat(&[m, &masked], 1).map_err(r)?)
+            }
+            (None, true) => {
+                return Err(Error::invalid(
+                    "this model is an inpainting model: it needs a mask",
+                ));
+            }
+            _ => None,
+        };
+
+        let full = Plan::new(job.sampler, &self.schedule, job.steps.get() as usize);
+        let keep_steps = ((full.steps() as f64) * strength).round() as usize;
+        let start = full.steps() - keep_steps.min(full.steps());
+        let plan = Plan {
+            sigmas: full.sigmas[start..].to_vec(),
+            timesteps: full.timesteps[start..].to_vec(),
+        };
+        let mut rng = JobRng::new(job.seed.get());
+        let noise0 = Tensor::from_vec(rng.normals(c * lh * lw), (1, c, lh, lw), dev).map_err(r)?;
+        let x = (&init_latent + (&noise0 * plan.sigma_start()).map_err(r)?).map_err(r)?;
+        let g = Tensor::from_vec(vec![job.guidance.get() as f32], (1, 1, 1, 1), dev).map_err(r)?;
+        let prediction = self.defaults.prediction;
+        let blend = |x: Tensor, sigma: f64| -> candle_core::Result<Tensor> {
+            match (&mask_latent, inpaint_unet) {
+                (Some(m), false) => {
+                    let kept = (&init_latent + (&noise0 * sigma)?)?;
+                    x.broadcast_mul(m)? + kept.broadcast_mul(&(1.0 - m)?)?
+                }
+                _ => Ok(x),
+            }
+        };
+        let mut denoise =
+            |x: &Tensor, _: usize, sigma: f64, t: f64| -> candle_core::Result<Tensor> {
+                let mut scaled = (x / (sigma * sigma + 1.0).sqrt())?;
+                if let Some(e) = &extra {
+                    scaled = Tensor::cat(&[&scaled, e], 1)?;
+                }
+                let scaled = scaled.to_dtype(self.dtype)?;
+                let input = if cfg {
+                    Tensor::cat(&[&scaled, &scaled], 0)?
+                } else {
+                    scaled
+                };
+                let out = self
+                    .unet
+                    .forward(&input, t, &embeds)?
+                    .to_dtype(DType::F32)?;
+                let out = if cfg {
+                    let (u, c) = (out.i(0..1)?, out.i(1..2)?);
+                    (&u + (c - &u)?.broadcast_mul(&g)?)?
+                } else {
+                    out
+                };
+                let x0 = match prediction {
+                    Prediction::Epsilon => (x - (out * sigma)?)?,
+                    Prediction::V => {
+                        ((x / (sigma * sigma + 1.0))?
+                            - (out * (sigma / (sigma * sigma + 1.0).sqrt()))?)?
+                    }
+                };
+                Ok(x0)
+            };
+        let mut noise = |like: &Tensor| {
+            Tensor::from_vec(rng.normals(like.elem_count()), like.shape(), like.device())
+        };
+        let mut sigmas = plan.sigmas.iter().skip(1).copied();
+        let mut after = |x: Tensor| blend(x, sigmas.next().unwrap_or(0.0));
+        let x = crate::sampler::sample_with(
+            job.sampler,
+            &plan,
+            x,
+            &mut denoise,
+            &mut noise,
+            &mut |_| true,
+            &mut after,
+        )
+        .map_err(r)?;
+        let x = blend(x, plan.sigma_end()).map_err(r)?;
+        let latents = (x / (1.0 + plan.sigma_end().powi(2)).sqrt()).map_err(r)?;
+        let denoise_secs = t0.elapsed().as_secs_f64();
+        let init_latent = (init_latent / (1.0 + plan.sigma_end().powi(2)).sqrt()).map_err(r)?;
+        Ok((latents, init_latent, text_secs, denoise_secs))
+    }
+
+    /// The VAE round trip of `init` (what img2img at strength 0 must give).
+    ///
+    /// # Errors
+    /// What [`render_error`] makes of candle's errors.
+    pub fn vae_round_trip(&self, width: u32, height: u32, init: &[u8]) -> Result<Vec<u8>> {
+        let (w, h) = (width as usize, height as usize);
+        let pixels: Vec<f32> = init.iter().map(|&v| v as f32 / 127.5 - 1.0).collect();
+        let latent = Tensor::from_vec(pixels, (1, h, w, 3), &self.device)
+            .and_then(|t| t.permute((0, 3, 1, 2))?.contiguous())
+            .and_then(|img| self.vae.encode(&img)?.sample())
+            .and_then(|l| l * self.defaults.vae_scale)
+            .map_err(render_error)?;
+        self.decode(&latent)
     }
 
     /// Latents `(1, 4, h, w)` to RGB8 bytes.

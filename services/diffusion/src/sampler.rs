@@ -180,10 +180,26 @@ impl Plan {
 pub fn sample(
     sampler: Sampler,
     plan: &Plan,
+    x: Tensor,
+    denoise: &mut dyn FnMut(&Tensor, usize, f64, f64) -> Result<Tensor>,
+    noise: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+    on_step: &mut dyn FnMut(usize) -> bool,
+) -> Result<Tensor> {
+    sample_with(sampler, plan, x, denoise, noise, on_step, &mut Ok)
+}
+
+/// [`sample`] with `after_step(x)` applied to `x` after each step (inpainting's latent blending).
+///
+/// # Errors
+/// Whatever the closures or the tensor ops return.
+pub fn sample_with(
+    sampler: Sampler,
+    plan: &Plan,
     mut x: Tensor,
     denoise: &mut dyn FnMut(&Tensor, usize, f64, f64) -> Result<Tensor>,
     noise: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
     on_step: &mut dyn FnMut(usize) -> bool,
+    after_step: &mut dyn FnMut(Tensor) -> Result<Tensor>,
 ) -> Result<Tensor> {
     let mut old_denoised: Option<Tensor> = None;
     for i in 0..plan.steps() {
@@ -226,6 +242,7 @@ pub fn sample(
                 next
             }
         };
+        x = after_step(x)?;
         if !on_step(i) {
             break;
         }

@@ -1,7 +1,7 @@
 //! Tiny random-weight models of the SD architecture, written in the diffusers folder layout with a
 //! CLIP-style BPE `tokenizer.json`, for tests and benchmarks (nothing is downloaded).
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use candle_transformers::models::clip::text_model as clip_text;
 use candle_transformers::models::stable_diffusion::{unet_2d, vae};
@@ -13,6 +13,7 @@ use std::path::Path;
 use crate::family::Family;
 use crate::model::tiny_clip_config;
 use crate::registry::{ModelEntry, Source, layout, sha256_file};
+use crate::rng::JobRng;
 
 /// Words the tiny tokenizer knows as whole tokens (everything else falls back to bytes).
 pub const TINY_WORDS: &[&str] = &[
@@ -118,7 +119,42 @@ pub fn tiny_tokenizer_json() -> Value {
     })
 }
 
-fn save(vm: &VarMap, path: &Path) -> Result<()> {
+/// Replace candle's random init (thread RNG) by values from a fixed generator, so a tiny model is
+/// the same file on every run: weights `N(0, 1/fan_in)`, non-constant vectors `N(0, 0.02^2)`,
+/// constant ones (norm scales, zero biases) kept.
+fn make_deterministic(vm: &VarMap, seed: u64) -> Result<()> {
+    let data = vm.data().lock().unwrap_or_else(|p| p.into_inner());
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let mut rng = JobRng::new(seed);
+    for name in names {
+        let var = &data[name];
+        let values = var
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(candle)?;
+        if values.iter().all(|&v| v == values[0]) {
+            continue;
+        }
+        let dims = var.dims();
+        let std = if dims.len() >= 2 {
+            1.0 / (dims[1..].iter().product::<usize>() as f32).sqrt()
+        } else {
+            0.02
+        };
+        let fresh: Vec<f32> = rng
+            .normals(values.len())
+            .into_iter()
+            .map(|v| v * std)
+            .collect();
+        let t = Tensor::from_vec(fresh, dims, var.device()).map_err(candle)?;
+        var.set(&t).map_err(candle)?;
+    }
+    Ok(())
+}
+
+fn save(vm: &VarMap, path: &Path, seed: u64) -> Result<()> {
+    make_deterministic(vm, seed)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
@@ -138,18 +174,18 @@ pub fn write_tiny_model(dir: &Path, unet_in_channels: usize) -> Result<ModelEntr
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
     unet_2d::UNet2DConditionModel::new(vb, unet_in_channels, 4, false, family.unet_config())
         .map_err(candle)?;
-    save(&vm, &dir.join(layout::UNET))?;
+    save(&vm, &dir.join(layout::UNET), 1)?;
 
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
     vae::AutoEncoderKL::new(vb, 3, 3, family.vae_config()).map_err(candle)?;
-    save(&vm, &dir.join(layout::VAE))?;
+    save(&vm, &dir.join(layout::VAE), 2)?;
 
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
     clip_text::ClipTextTransformer::new(vb.pp("text_model"), &tiny_clip_config())
         .map_err(candle)?;
-    save(&vm, &dir.join(layout::TEXT_ENCODER))?;
+    save(&vm, &dir.join(layout::TEXT_ENCODER), 3)?;
 
     let tok = dir.join(layout::TOKENIZER);
     std::fs::create_dir_all(tok.parent().unwrap_or(dir)).map_err(io)?;
@@ -176,6 +212,14 @@ pub fn write_tiny_model(dir: &Path, unet_in_channels: usize) -> Result<ModelEntr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tiny_models_are_the_same_files_on_every_run() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let ea = write_tiny_model(a.path(), 4).unwrap();
+        let eb = write_tiny_model(b.path(), 4).unwrap();
+        assert_eq!(ea.files, eb.files);
+    }
 
     #[test]
     fn tiny_tokenizer_splits_words_like_clip() {

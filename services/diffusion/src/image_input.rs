@@ -1,0 +1,148 @@
+//! Input images for img2img and inpainting: validated, then resized to the job size.
+
+use pixelfarm_core::{Error, Result};
+
+/// An init image, RGB8 row-major (decoding PNG/JPEG from S3 or the manifest is the caller's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitImage {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// `width * height * 3` bytes.
+    pub rgb: Vec<u8>,
+}
+
+/// What img2img / inpainting start from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageInput {
+    /// The image to start from (any size; resized to the job's).
+    pub init: InitImage,
+    /// How much of the schedule to run: 0 keeps the image (after a VAE round trip), 1 repaints
+    /// everything.
+    pub strength: f64,
+    /// Inpainting mask at the init image's size, one byte per pixel: > 127 is repainted, the rest
+    /// kept. `None` for plain img2img.
+    pub mask: Option<Vec<u8>>,
+}
+
+impl ImageInput {
+    /// Validate and resize to `width x height`: the RGB bilinearly, the mask by nearest neighbour.
+    ///
+    /// # Errors
+    /// `Permanent` (a bad input image never gets better on retry) for an empty image, or a pixel or
+    /// mask buffer whose length does not match the stated size; `Invalid` for a strength outside 0..=1.
+    pub fn prepared(&self, width: u32, height: u32) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+        let InitImage {
+            width: iw,
+            height: ih,
+            rgb,
+        } = &self.init;
+        let (iw, ih) = (*iw as usize, *ih as usize);
+        if iw == 0 || ih == 0 {
+            return Err(Error::permanent("init image is empty"));
+        }
+        if rgb.len() != iw * ih * 3 {
+            return Err(Error::permanent(format!(
+                "init image is {iw}x{ih} but has {} bytes; expected {} (RGB8)",
+                rgb.len(),
+                iw * ih * 3
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.strength) || !self.strength.is_finite() {
+            return Err(Error::invalid(format!(
+                "strength is {}; accepted: 0 to 1",
+                self.strength
+            )));
+        }
+        if let Some(m) = &self.mask
+            && m.len() != iw * ih
+        {
+            return Err(Error::permanent(format!(
+                "mask has {} bytes; expected {} (one per pixel of the {iw}x{ih} init image)",
+                m.len(),
+                iw * ih
+            )));
+        }
+        let (w, h) = (width as usize, height as usize);
+        let rgb = if (iw, ih) == (w, h) {
+            rgb.clone()
+        } else {
+            resize_bilinear(rgb, iw, ih, w, h)
+        };
+        let mask = self.mask.as_ref().map(|m| {
+            let mut out = vec![0u8; w * h];
+            for y in 0..h {
+                for x in 0..w {
+                    out[y * w + x] = m[(y * ih / h) * iw + x * iw / w];
+                }
+            }
+            out
+        });
+        Ok((rgb, mask))
+    }
+}
+
+fn resize_bilinear(src: &[u8], sw: usize, sh: usize, w: usize, h: usize) -> Vec<u8> {
+    let mut out = vec![0u8; w * h * 3];
+    let coord = |i: usize, s: usize, d: usize| {
+        let f = ((i as f64 + 0.5) * s as f64 / d as f64 - 0.5).clamp(0.0, (s - 1) as f64);
+        let lo = f.floor() as usize;
+        (lo, (lo + 1).min(s - 1), f - lo as f64)
+    };
+    for y in 0..h {
+        let (y0, y1, fy) = coord(y, sh, h);
+        for x in 0..w {
+            let (x0, x1, fx) = coord(x, sw, w);
+            for c in 0..3 {
+                let p = |yy: usize, xx: usize| src[(yy * sw + xx) * 3 + c] as f64;
+                let top = p(y0, x0) * (1.0 - fx) + p(y0, x1) * fx;
+                let bottom = p(y1, x0) * (1.0 - fx) + p(y1, x1) * fx;
+                out[(y * w + x) * 3 + c] = (top * (1.0 - fy) + bottom * fy).round() as u8;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pixelfarm_core::ErrorKind;
+
+    fn input(w: u32, h: u32, len: usize) -> ImageInput {
+        ImageInput {
+            init: InitImage {
+                width: w,
+                height: h,
+                rgb: vec![100; len],
+            },
+            strength: 0.5,
+            mask: None,
+        }
+    }
+
+    #[test]
+    fn bad_images_are_permanent_and_sizes_are_fixed_up() {
+        assert_eq!(
+            input(4, 4, 47).prepared(8, 8).unwrap_err().kind(),
+            ErrorKind::Permanent
+        );
+        assert_eq!(
+            input(0, 4, 0).prepared(8, 8).unwrap_err().kind(),
+            ErrorKind::Permanent
+        );
+        let mut i = input(4, 4, 48);
+        i.strength = 1.5;
+        assert_eq!(i.prepared(8, 8).unwrap_err().kind(), ErrorKind::Invalid);
+        i.strength = 0.3;
+        i.mask = Some(vec![255; 3]);
+        assert_eq!(i.prepared(8, 8).unwrap_err().kind(), ErrorKind::Permanent);
+        i.mask = Some((0..16).map(|p| if p % 4 < 2 { 0 } else { 255 }).collect());
+        let (rgb, mask) = i.prepared(8, 6).unwrap();
+        assert_eq!(rgb, vec![100; 8 * 6 * 3]);
+        let mask = mask.unwrap();
+        assert_eq!(mask.len(), 48);
+        assert_eq!(&mask[0..8], &[0, 0, 0, 0, 255, 255, 255, 255]);
+    }
+}
