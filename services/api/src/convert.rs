@@ -1,0 +1,137 @@
+//! Domain records ↔ protobuf messages.
+
+use chrono::{DateTime, Utc};
+use pixelfarm_core::*;
+use pixelfarm_proto::v1;
+
+use crate::BatchView;
+
+fn ts(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.to_rfc3339()).unwrap_or_default()
+}
+
+fn parse_ts(s: &str) -> Result<Option<DateTime<Utc>>> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| Some(t.with_timezone(&Utc)))
+        .map_err(|e| Error::invalid(format!("timestamp `{s}` is not RFC 3339: {e}")))
+}
+
+fn counts_to(c: &StateCounts) -> v1::StateCounts {
+    v1::StateCounts {
+        pending: c.pending,
+        queued: c.queued,
+        running: c.running,
+        succeeded: c.succeeded,
+        retryable: c.retryable,
+        dead: c.dead,
+        cancelled: c.cancelled,
+    }
+}
+
+fn counts_from(c: &v1::StateCounts) -> StateCounts {
+    StateCounts {
+        pending: c.pending,
+        queued: c.queued,
+        running: c.running,
+        succeeded: c.succeeded,
+        retryable: c.retryable,
+        dead: c.dead,
+        cancelled: c.cancelled,
+    }
+}
+
+impl From<&BatchView> for v1::Batch {
+    fn from(v: &BatchView) -> Self {
+        let s = &v.status;
+        v1::Batch {
+            id: s.id.to_string(),
+            name: s.name.clone(),
+            model: s.model.to_string(),
+            priority: u32::from(s.priority.get()),
+            tags: s.tags.clone().into_iter().collect(),
+            created_at: s.created_at.to_rfc3339(),
+            counts: Some(counts_to(&s.counts)),
+            total: v.total,
+            done: v.done,
+            rate_per_second: v.rate_per_second,
+            eta_seconds: v.eta_seconds,
+            device_seconds: s.device_seconds,
+        }
+    }
+}
+
+impl TryFrom<v1::Batch> for BatchView {
+    type Error = Error;
+    fn try_from(b: v1::Batch) -> Result<Self> {
+        Ok(BatchView {
+            status: BatchStatus {
+                id: b.id.parse()?,
+                name: b.name,
+                model: ModelName::parse(b.model)?,
+                priority: Priority::parse(u8::try_from(b.priority).unwrap_or(u8::MAX))?,
+                tags: b.tags.into_iter().collect(),
+                created_at: parse_ts(&b.created_at)?.unwrap_or_default(),
+                counts: b.counts.as_ref().map(counts_from).unwrap_or_default(),
+                first_started_at: None,
+                last_finished_at: None,
+                device_seconds: b.device_seconds,
+            },
+            done: b.done,
+            total: b.total,
+            rate_per_second: b.rate_per_second,
+            eta_seconds: b.eta_seconds,
+        })
+    }
+}
+
+/// A job record as a protobuf message.
+pub fn job_to_proto(j: &JobRecord) -> v1::Job {
+    v1::Job {
+        id: j.id.to_string(),
+        batch_id: j.batch_id.to_string(),
+        key: j.key.clone(),
+        model: j.model.to_string(),
+        params_json: serde_json::to_string(&j.params).expect("params serialize"),
+        state: j.state.to_string(),
+        attempt: j.attempt,
+        max_attempts: j.max_attempts,
+        object_key: j.object_key.clone().unwrap_or_default(),
+        sha256: j.sha256.clone().unwrap_or_default(),
+        last_error: j.last_error.clone().unwrap_or_default(),
+        error_kind: j.error_kind.clone().unwrap_or_default(),
+        timings: j.timings.clone().into_iter().collect(),
+        created_at: j.created_at.to_rfc3339(),
+        started_at: ts(j.started_at),
+        finished_at: ts(j.finished_at),
+    }
+}
+
+/// A protobuf job message as a validated record.
+///
+/// # Errors
+/// `Invalid` when a field does not parse.
+pub fn job_from_proto(j: v1::Job) -> Result<JobRecord> {
+    let opt = |s: String| (!s.is_empty()).then_some(s);
+    Ok(JobRecord {
+        id: j.id.parse()?,
+        batch_id: j.batch_id.parse()?,
+        key: j.key,
+        model: ModelName::parse(j.model)?,
+        params: serde_json::from_str(&j.params_json)
+            .map_err(|e| Error::invalid(format!("job params_json does not parse: {e}")))?,
+        state: JobState::parse(&j.state)?,
+        attempt: j.attempt,
+        max_attempts: j.max_attempts,
+        object_key: opt(j.object_key),
+        sha256: opt(j.sha256),
+        last_error: opt(j.last_error),
+        error_kind: opt(j.error_kind),
+        timings: j.timings.into_iter().collect(),
+        created_at: parse_ts(&j.created_at)?.unwrap_or_default(),
+        started_at: parse_ts(&j.started_at)?,
+        finished_at: parse_ts(&j.finished_at)?,
+    })
+}

@@ -1,0 +1,164 @@
+//! The tonic `BatchService` over [`BatchApi`].
+
+use futures::{Stream, StreamExt};
+use pixelfarm_core::{Error, ErrorKind, JobId, TenantId};
+use pixelfarm_proto::v1;
+use pixelfarm_proto::v1::batch_service_server::{BatchService, BatchServiceServer};
+use std::pin::Pin;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+use crate::BatchApi;
+
+/// Bytes per `ImageChunk`.
+const CHUNK: usize = 64 * 1024;
+
+/// gRPC front of [`BatchApi`].
+pub struct GrpcApi(pub Arc<BatchApi>);
+
+impl GrpcApi {
+    /// The tonic server to add to a `tonic::transport::Server`.
+    pub fn into_server(self) -> BatchServiceServer<Self> {
+        BatchServiceServer::new(self)
+    }
+
+    async fn tenant<T>(&self, req: &Request<T>) -> Result<TenantId, Status> {
+        let auth = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        self.0.authenticate(auth).await.map_err(status)
+    }
+
+    fn observe<T>(&self, method: &str, r: pixelfarm_core::Result<T>) -> Result<T, Status> {
+        self.0.metrics().observe("grpc", method, &r);
+        r.map_err(status)
+    }
+}
+
+/// Error kind → gRPC status code; the message is the error chain.
+pub fn status(e: Error) -> Status {
+    let code = match e.kind() {
+        ErrorKind::NotFound => tonic::Code::NotFound,
+        ErrorKind::Conflict => tonic::Code::AlreadyExists,
+        ErrorKind::Invalid => tonic::Code::InvalidArgument,
+        ErrorKind::Unauthenticated => tonic::Code::Unauthenticated,
+        ErrorKind::Transient => tonic::Code::Unavailable,
+        ErrorKind::Permanent => tonic::Code::Internal,
+    };
+    Status::new(code, e.chain())
+}
+
+/// gRPC status → error kind (client side).
+pub fn from_status(s: &Status) -> Error {
+    let kind = match s.code() {
+        tonic::Code::NotFound => ErrorKind::NotFound,
+        tonic::Code::AlreadyExists => ErrorKind::Conflict,
+        tonic::Code::InvalidArgument => ErrorKind::Invalid,
+        tonic::Code::Unauthenticated => ErrorKind::Unauthenticated,
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => ErrorKind::Transient,
+        _ => ErrorKind::Permanent,
+    };
+    Error::new(kind, s.message().to_string())
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl BatchService for GrpcApi {
+    async fn submit_batch(
+        &self,
+        req: Request<v1::SubmitBatchRequest>,
+    ) -> Result<Response<v1::SubmitBatchResponse>, Status> {
+        let t = self.tenant(&req).await?;
+        let out = self.observe("submit", self.0.submit(t, req.into_inner().manifest).await)?;
+        Ok(Response::new(v1::SubmitBatchResponse {
+            batch_id: out.batch_id.to_string(),
+            created: out.created,
+            jobs: out.jobs,
+        }))
+    }
+
+    async fn get_batch(
+        &self,
+        req: Request<v1::GetBatchRequest>,
+    ) -> Result<Response<v1::Batch>, Status> {
+        let t = self.tenant(&req).await?;
+        let id = req.into_inner().batch_id.parse().map_err(status)?;
+        let view = self.observe("get", self.0.batch(t, id).await)?;
+        Ok(Response::new((&view).into()))
+    }
+
+    async fn list_jobs(
+        &self,
+        req: Request<v1::ListJobsRequest>,
+    ) -> Result<Response<v1::ListJobsResponse>, Status> {
+        let t = self.tenant(&req).await?;
+        let r = req.into_inner();
+        let batch = r.batch_id.parse().map_err(status)?;
+        let after: Option<JobId> = if r.after.is_empty() {
+            None
+        } else {
+            Some(r.after.parse().map_err(status)?)
+        };
+        let jobs = self.observe("list", self.0.jobs(t, batch, after, r.limit).await)?;
+        let limit = if r.limit == 0 {
+            1000
+        } else {
+            r.limit.min(crate::service::MAX_PAGE)
+        };
+        let next_after = if jobs.len() as u32 == limit {
+            jobs.last().map(|j| j.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListJobsResponse {
+            jobs: jobs.iter().map(crate::convert::job_to_proto).collect(),
+            next_after,
+        }))
+    }
+
+    type WatchBatchStream = BoxStream<v1::Batch>;
+
+    async fn watch_batch(
+        &self,
+        req: Request<v1::GetBatchRequest>,
+    ) -> Result<Response<Self::WatchBatchStream>, Status> {
+        let t = self.tenant(&req).await?;
+        let id = req.into_inner().batch_id.parse().map_err(status)?;
+        // Fail fast (NOT_FOUND) before opening the stream.
+        self.observe("watch", self.0.batch(t, id).await)?;
+        let s = self
+            .0
+            .clone()
+            .watch(t, id)
+            .map(|r| r.map(|v| v1::Batch::from(&v)).map_err(status));
+        Ok(Response::new(Box::pin(s)))
+    }
+
+    async fn cancel_batch(
+        &self,
+        req: Request<v1::GetBatchRequest>,
+    ) -> Result<Response<v1::CancelBatchResponse>, Status> {
+        let t = self.tenant(&req).await?;
+        let id = req.into_inner().batch_id.parse().map_err(status)?;
+        let n = self.observe("cancel", self.0.cancel(t, id).await)?;
+        Ok(Response::new(v1::CancelBatchResponse { cancelled: n }))
+    }
+
+    type GetImageStream = BoxStream<v1::ImageChunk>;
+
+    async fn get_image(
+        &self,
+        req: Request<v1::GetImageRequest>,
+    ) -> Result<Response<Self::GetImageStream>, Status> {
+        let t = self.tenant(&req).await?;
+        let id = req.into_inner().job_id.parse().map_err(status)?;
+        let bytes = self.observe("image", self.0.image(t, id).await)?;
+        let chunks: Vec<Result<v1::ImageChunk, Status>> = bytes
+            .chunks(CHUNK)
+            .map(|c| Ok(v1::ImageChunk { data: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+}

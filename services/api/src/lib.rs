@@ -1,0 +1,21 @@
+//! The batch API, written once and served twice.
+//!
+//! # Layout
+//! - [`service`]: [`BatchApi`], the tenant-scoped implementation (submit, get, list, watch,
+//!   cancel, image) over a [`pixelfarm_core::JobStore`] and a [`pixelfarm_core::BlobStore`].
+//! - [`grpc`]: the tonic `BatchService` over [`BatchApi`].
+//! - [`http`]: the axum HTTP/JSON + SSE routes over [`BatchApi`].
+//! - [`convert`]: domain ↔ protobuf records.
+//! - [`client`]: [`ApiClient`], the gRPC client the CLI uses.
+//! - [`metrics`]: [`ApiMetrics`].
+
+pub mod client;
+pub mod convert;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod service;
+
+pub use client::ApiClient;
+pub use metrics::ApiMetrics;
+pub use service::{BatchApi, BatchView};

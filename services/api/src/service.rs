@@ -1,0 +1,209 @@
+//! [`BatchApi`]: every API call, scoped to the caller's tenant.
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures::Stream;
+use pixelfarm_core::*;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::ApiMetrics;
+
+/// Largest page of jobs one call returns.
+pub const MAX_PAGE: u32 = 10_000;
+
+/// How often a watch re-reads the batch.
+const WATCH_POLL: Duration = Duration::from_millis(250);
+
+/// A batch plus what clients derive from it: done, rate, ETA.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchView {
+    /// The stored batch and its counts.
+    #[serde(flatten)]
+    pub status: BatchStatus,
+    /// All jobs in a final state.
+    pub done: bool,
+    /// Jobs in total.
+    pub total: u64,
+    /// Finished jobs per second since the first start.
+    pub rate_per_second: f64,
+    /// Seconds left at that rate.
+    pub eta_seconds: Option<f64>,
+}
+
+impl From<BatchStatus> for BatchView {
+    fn from(status: BatchStatus) -> Self {
+        let (rate, eta) = status.rate_and_eta(Utc::now());
+        BatchView {
+            done: status.is_done(),
+            total: status.counts.total(),
+            rate_per_second: rate,
+            eta_seconds: eta,
+            status,
+        }
+    }
+}
+
+/// The API's one implementation.
+pub struct BatchApi {
+    store: Arc<dyn JobStore>,
+    blob: Arc<dyn BlobStore>,
+    max_attempts: u32,
+    metrics: ApiMetrics,
+}
+
+impl BatchApi {
+    /// An API over `store` and `blob`; new jobs get `max_attempts` attempts.
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        blob: Arc<dyn BlobStore>,
+        max_attempts: u32,
+        metrics: ApiMetrics,
+    ) -> Self {
+        BatchApi {
+            store,
+            blob,
+            max_attempts,
+            metrics,
+        }
+    }
+
+    /// Metrics handle (for request counting in the transports).
+    pub fn metrics(&self) -> &ApiMetrics {
+        &self.metrics
+    }
+
+    /// The tenant of an `Authorization: Bearer <key>` value.
+    ///
+    /// # Errors
+    /// `Unauthenticated` for a missing, malformed or unknown key.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<TenantId> {
+        let key = authorization
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Unauthenticated,
+                    "missing api key: send `authorization: Bearer <key>`",
+                )
+            })?;
+        self.store
+            .tenant_by_key(&hash_api_key(key))
+            .await?
+            .ok_or_else(|| Error::new(ErrorKind::Unauthenticated, "unknown api key"))
+    }
+
+    /// Parse, expand and store a manifest in one transaction.
+    ///
+    /// # Errors
+    /// `Invalid` naming the manifest field; store errors.
+    pub async fn submit(&self, tenant: TenantId, manifest: String) -> Result<SubmitOutcome> {
+        let t0 = Instant::now();
+        // Expanding a big manifest is CPU work: keep it off the async runtime.
+        let spec = tokio::task::spawn_blocking(move || parse_manifest(&manifest))
+            .await
+            .map_err(|e| {
+                Error::with_source(ErrorKind::Permanent, "manifest parser crashed", e)
+            })??;
+        let out = self.store.submit(tenant, &spec, self.max_attempts).await?;
+        if out.created {
+            self.metrics.batches_submitted.inc();
+            self.metrics
+                .jobs_submitted
+                .with_label_values(&[spec.model.as_str()])
+                .inc_by(out.jobs);
+        }
+        self.metrics
+            .submit_seconds
+            .observe(t0.elapsed().as_secs_f64());
+        Ok(out)
+    }
+
+    /// A batch with its progress.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown batch or another tenant's.
+    pub async fn batch(&self, tenant: TenantId, batch: BatchId) -> Result<BatchView> {
+        Ok(self.store.batch(tenant, batch).await?.into())
+    }
+
+    /// A page of jobs (at most [`MAX_PAGE`]).
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown batch or another tenant's.
+    pub async fn jobs(
+        &self,
+        tenant: TenantId,
+        batch: BatchId,
+        after: Option<JobId>,
+        limit: u32,
+    ) -> Result<Vec<JobRecord>> {
+        let limit = if limit == 0 {
+            1000
+        } else {
+            limit.min(MAX_PAGE)
+        };
+        self.store.jobs(tenant, batch, after, limit).await
+    }
+
+    /// Cancel the jobs that have not started.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown batch or another tenant's.
+    pub async fn cancel(&self, tenant: TenantId, batch: BatchId) -> Result<u64> {
+        self.store.cancel(tenant, batch).await
+    }
+
+    /// The batch now, then on every change, ending after the first view that is done.
+    pub fn watch(
+        self: Arc<Self>,
+        tenant: TenantId,
+        batch: BatchId,
+    ) -> impl Stream<Item = Result<BatchView>> + Send + 'static {
+        async_stream::stream! {
+            let mut last: Option<StateCounts> = None;
+            loop {
+                match self.batch(tenant, batch).await {
+                    Ok(view) => {
+                        let done = view.done;
+                        if last.as_ref() != Some(&view.status.counts) {
+                            last = Some(view.status.counts.clone());
+                            yield Ok(view);
+                        }
+                        if done {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let fatal = e.kind() != ErrorKind::Transient;
+                        yield Err(e);
+                        if fatal {
+                            break;
+                        }
+                    }
+                }
+                tokio::time::sleep(WATCH_POLL).await;
+            }
+        }
+    }
+
+    /// The PNG of a succeeded job.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown job, another tenant's, or one without an image yet.
+    pub async fn image(&self, tenant: TenantId, job: JobId) -> Result<Bytes> {
+        let rec = self.store.job(tenant, job).await?;
+        let key = rec
+            .object_key
+            .filter(|_| rec.state == JobState::Succeeded)
+            .ok_or_else(|| {
+                Error::not_found(format!("job {job} has no image (state {})", rec.state))
+            })?;
+        self.blob.get(&key).await
+    }
+}
