@@ -1,0 +1,147 @@
+//! Wiring: settings → store, broker, blob → API servers + leader loops + metrics refresh.
+
+use anyhow::Context;
+use pixelfarm_api::{ApiMetrics, BatchApi};
+use pixelfarm_core::{BlobStore, Broker, JobStore};
+use pixelfarm_runtime::{Settings, ops};
+use prometheus::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::SchedulerMetrics;
+use crate::dispatcher::Dispatcher;
+use crate::leader::{self, Intervals};
+use crate::maintenance::Maintenance;
+
+/// How often backlog gauges and completion counters are re-read.
+const METRICS_REFRESH: Duration = Duration::from_secs(1);
+
+/// The scheduler's moving parts, for the binary and for the embedded mode.
+pub struct Core {
+    /// The API implementation.
+    pub api: Arc<BatchApi>,
+    /// Job storage.
+    pub store: Arc<dyn JobStore>,
+    /// Scheduler metrics.
+    pub metrics: Arc<SchedulerMetrics>,
+}
+
+impl Core {
+    /// Register metrics on `registry` and build the API over the seams.
+    pub fn new(settings: &Settings, store: Arc<dyn JobStore>, blob: Arc<dyn BlobStore>, registry: &Registry) -> Self {
+        let api_metrics = ApiMetrics::register(registry);
+        let api = Arc::new(BatchApi::new(store.clone(), blob, settings.scheduler.max_attempts, api_metrics));
+        Core { api, store, metrics: Arc::new(SchedulerMetrics::register(registry)) }
+    }
+
+    /// Spawn the leader loop and the metrics refresher on `tasks`; both stop with `stop`.
+    pub fn spawn_loops(&self, settings: &Settings, broker: Arc<dyn Broker>, tasks: &mut JoinSet<anyhow::Result<()>>, stop: &CancellationToken) {
+        let s = &settings.scheduler;
+        let dispatcher = Dispatcher::new(self.store.clone(), broker, settings.broker.window_per_model, self.metrics.clone());
+        let maintenance = Maintenance::new(self.store.clone(), self.metrics.clone(), Duration::from_secs(s.stale_queued_seconds));
+        let every = Intervals {
+            dispatch: Duration::from_millis(s.dispatch_interval_ms.max(1)),
+            maintenance: Duration::from_millis(s.maintenance_interval_ms.max(10)),
+        };
+        tasks.spawn(leader_task(self.store.clone(), dispatcher, maintenance, self.metrics.clone(), every, stop.clone()));
+        let (store, metrics, stop) = (self.store.clone(), self.metrics.clone(), stop.clone());
+        tasks.spawn(async move {
+            loop {
+                if let Err(e) = metrics.refresh(store.as_ref()).await {
+                    tracing::warn!(error = %e.chain(), "cannot refresh backlog metrics");
+                }
+                tokio::select! { _ = stop.cancelled() => return Ok(()), _ = tokio::time::sleep(METRICS_REFRESH) => {} }
+            }
+        });
+    }
+}
+
+async fn leader_task(
+    store: Arc<dyn JobStore>,
+    d: Dispatcher,
+    m: Maintenance,
+    metrics: Arc<SchedulerMetrics>,
+    every: Intervals,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    leader::run(store, d, m, metrics, every, stop).await;
+    Ok(())
+}
+
+/// A started scheduler.
+pub struct Running {
+    /// Where the gRPC API listens.
+    pub grpc_addr: SocketAddr,
+    /// Where the HTTP API, `/metrics` and health listen.
+    pub http_addr: SocketAddr,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Wait until every task ended (after `stop`), returning the first failure.
+    ///
+    /// # Errors
+    /// The first task error.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut first = Ok(());
+        while let Some(r) = self.tasks.join_next().await {
+            let r = r.context("scheduler task panicked").and_then(|r| r);
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+}
+
+/// Connect, bootstrap tenants, and start servers and loops until `stop`.
+///
+/// # Errors
+/// When a dependency is unreachable or an address cannot be bound.
+pub async fn start(settings: Settings, stop: CancellationToken) -> anyhow::Result<Running> {
+    let store = settings.database.connect().await.map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let broker = settings.broker.connect().await.map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let blob = settings.blob.connect().await.map_err(|e| anyhow::anyhow!(e.chain()))?;
+    crate::tenants::bootstrap(store.as_ref(), &settings.scheduler.tenants).await.map_err(|e| anyhow::anyhow!(e.chain()))?;
+
+    let registry = Registry::new();
+    let core = Core::new(&settings, store.clone(), blob, &registry);
+    let mut tasks = JoinSet::new();
+    core.spawn_loops(&settings, broker, &mut tasks, &stop);
+
+    let ready_store = store.clone();
+    let ready: ops::ReadyCheck = Arc::new(move || {
+        let s = ready_store.clone();
+        Box::pin(async move { s.tenant_by_name("").await.is_ok() })
+    });
+    let http = pixelfarm_api::http::router(core.api.clone()).merge(ops::router(registry, ready));
+    let (http_listener, http_addr) = ops::bind(&settings.scheduler.http_addr).await?;
+    tasks.spawn(ops_task(http_listener, http, stop.clone()));
+
+    let (grpc_listener, grpc_addr) = ops::bind(&settings.scheduler.grpc_addr).await?;
+    let grpc = pixelfarm_api::grpc::GrpcApi(core.api.clone()).into_server();
+    let grpc_stop = stop.clone();
+    tasks.spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(grpc)
+            .serve_with_incoming_shutdown(
+                tokio_stream_incoming(grpc_listener),
+                async move { grpc_stop.cancelled().await },
+            )
+            .await
+            .context("grpc server failed")
+    });
+    tracing::info!(%grpc_addr, %http_addr, "scheduler listening");
+    Ok(Running { grpc_addr, http_addr, tasks })
+}
+
+async fn ops_task(l: tokio::net::TcpListener, app: axum::Router, stop: CancellationToken) -> anyhow::Result<()> {
+    ops::serve(l, app, stop).await.context("http server failed")
+}
+
+fn tokio_stream_incoming(l: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(l)
+}

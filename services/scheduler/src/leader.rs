@@ -1,0 +1,80 @@
+//! The leader loop: whoever holds the store's leader lock runs the dispatcher and maintenance;
+//! the others wait and try again, so a crashed leader is replaced within `RETRY`.
+
+use pixelfarm_core::JobStore;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+use crate::SchedulerMetrics;
+use crate::dispatcher::Dispatcher;
+use crate::maintenance::Maintenance;
+
+/// How often a follower tries to become leader, and a leader checks it still is.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// Periods of the leader's loops.
+#[derive(Debug, Clone, Copy)]
+pub struct Intervals {
+    /// Between dispatcher passes that found nothing more to do.
+    pub dispatch: Duration,
+    /// Between maintenance passes.
+    pub maintenance: Duration,
+}
+
+/// Run until `stop`: lead when possible, follow otherwise.
+pub async fn run(
+    store: Arc<dyn JobStore>,
+    dispatcher: Dispatcher,
+    maintenance: Maintenance,
+    metrics: Arc<SchedulerMetrics>,
+    every: Intervals,
+    stop: CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        let lead = match store.try_lead().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e.chain(), "cannot try the leader lock");
+                None
+            }
+        };
+        let Some(mut lead) = lead else {
+            tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(RETRY) => continue }
+        };
+        tracing::info!("became leader");
+        metrics.is_leader.set(1);
+        let mut next_check = tokio::time::Instant::now() + RETRY;
+        let mut next_maintenance = tokio::time::Instant::now();
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= next_check {
+                if !lead.still_leader().await {
+                    tracing::warn!("lost the leader lock");
+                    break;
+                }
+                next_check = now + RETRY;
+            }
+            if now >= next_maintenance {
+                if let Err(e) = maintenance.run_once().await {
+                    tracing::warn!(error = %e.chain(), "maintenance pass failed");
+                }
+                next_maintenance = now + every.maintenance;
+            }
+            let more = match dispatcher.run_once().await {
+                Ok(o) => o.more,
+                Err(e) => {
+                    tracing::warn!(error = %e.chain(), "dispatch pass failed");
+                    false
+                }
+            };
+            if !more {
+                tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(every.dispatch) => {} }
+            }
+            if stop.is_cancelled() {
+                break;
+            }
+        }
+        metrics.is_leader.set(0);
+    }
+}

@@ -1,0 +1,18 @@
+//! The scheduler: serves the batch API and, on the one leader, moves jobs along.
+//!
+//! # Layout
+//! - [`dispatcher`]: publishes pending jobs (priority, fair share, bounded window per model).
+//! - [`maintenance`]: the rescuer, the retry promoter and the stale-queue check.
+//! - [`leader`]: the advisory-lock leader loop that runs the two above.
+//! - [`metrics`]: [`SchedulerMetrics`] (backlog, completions, dispatch, maintenance).
+//! - [`app`]: [`app::start`] wires settings into running servers and loops.
+//! - [`tenants`]: API-key generation and tenant bootstrap.
+
+pub mod app;
+pub mod dispatcher;
+pub mod leader;
+pub mod maintenance;
+pub mod metrics;
+pub mod tenants;
+
+pub use metrics::SchedulerMetrics;
