@@ -204,8 +204,7 @@ impl GuidanceScale {
 deserialize_via_parse!(GuidanceScale, f64);
 
 /// The sampler (scheduler, in diffusers' words) used for denoising.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Sampler {
     /// DDIM, deterministic (eta = 0).
     Ddim,
@@ -246,6 +245,19 @@ impl Sampler {
                 let names: Vec<_> = Self::ALL.iter().map(|x| x.as_str()).collect();
                 Error::invalid(format!("is `{s}`; accepted: {}", names.join(", ")))
             })
+    }
+}
+
+impl Serialize for Sampler {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Sampler {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Sampler::parse(&raw).map_err(serde::de::Error::custom)
     }
 }
 

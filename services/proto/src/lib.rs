@@ -28,12 +28,14 @@ pub fn encode_job_message(m: &JobMessage) -> Vec<u8> {
 /// # Errors
 /// `Invalid` when the bytes are not a valid job message (dead-letter it).
 pub fn decode_job_message(bytes: &[u8]) -> Result<JobMessage> {
-    let m = v1::JobMessage::decode(bytes)
-        .map_err(|e| Error::with_source(pixelfarm_core::ErrorKind::Invalid, "not a job message", e))?;
+    let m = v1::JobMessage::decode(bytes).map_err(|e| {
+        Error::with_source(pixelfarm_core::ErrorKind::Invalid, "not a job message", e)
+    })?;
     Ok(JobMessage {
         job_id: m.job_id.parse()?,
         batch_id: m.batch_id.parse()?,
-        model: ModelName::parse(m.model).map_err(|e| Error::invalid(format!("job message model {e}")))?,
+        model: ModelName::parse(m.model)
+            .map_err(|e| Error::invalid(format!("job message model {e}")))?,
         priority: Priority::parse(u8::try_from(m.priority).unwrap_or(u8::MAX))?,
     })
 }
@@ -53,7 +55,10 @@ mod tests {
         };
         assert_eq!(decode_job_message(&encode_job_message(&m)).unwrap(), m);
         for junk in [&b"\xff\xff\xff"[..], b"", b"{\"job_id\":1}"] {
-            assert_eq!(decode_job_message(junk).unwrap_err().kind(), pixelfarm_core::ErrorKind::Invalid);
+            assert_eq!(
+                decode_job_message(junk).unwrap_err().kind(),
+                pixelfarm_core::ErrorKind::Invalid
+            );
         }
     }
 }

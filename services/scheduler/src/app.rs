@@ -31,22 +31,58 @@ pub struct Core {
 
 impl Core {
     /// Register metrics on `registry` and build the API over the seams.
-    pub fn new(settings: &Settings, store: Arc<dyn JobStore>, blob: Arc<dyn BlobStore>, registry: &Registry) -> Self {
+    pub fn new(
+        settings: &Settings,
+        store: Arc<dyn JobStore>,
+        blob: Arc<dyn BlobStore>,
+        registry: &Registry,
+    ) -> Self {
         let api_metrics = ApiMetrics::register(registry);
-        let api = Arc::new(BatchApi::new(store.clone(), blob, settings.scheduler.max_attempts, api_metrics));
-        Core { api, store, metrics: Arc::new(SchedulerMetrics::register(registry)) }
+        let api = Arc::new(BatchApi::new(
+            store.clone(),
+            blob,
+            settings.scheduler.max_attempts,
+            api_metrics,
+        ));
+        Core {
+            api,
+            store,
+            metrics: Arc::new(SchedulerMetrics::register(registry)),
+        }
     }
 
     /// Spawn the leader loop and the metrics refresher on `tasks`; both stop with `stop`.
-    pub fn spawn_loops(&self, settings: &Settings, broker: Arc<dyn Broker>, tasks: &mut JoinSet<anyhow::Result<()>>, stop: &CancellationToken) {
+    pub fn spawn_loops(
+        &self,
+        settings: &Settings,
+        broker: Arc<dyn Broker>,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        stop: &CancellationToken,
+    ) {
         let s = &settings.scheduler;
-        let dispatcher = Dispatcher::new(self.store.clone(), broker, settings.broker.window_per_model, self.metrics.clone());
-        let maintenance = Maintenance::new(self.store.clone(), self.metrics.clone(), Duration::from_secs(s.stale_queued_seconds));
+        let dispatcher = Dispatcher::new(
+            self.store.clone(),
+            broker,
+            settings.broker.window_per_model,
+            self.metrics.clone(),
+        );
+        let maintenance = Maintenance::new(
+            self.store.clone(),
+            self.metrics.clone(),
+            Duration::from_secs(s.stale_queued_seconds),
+        );
         let every = Intervals {
             dispatch: Duration::from_millis(s.dispatch_interval_ms.max(1)),
             maintenance: Duration::from_millis(s.maintenance_interval_ms.max(10)),
         };
-        tasks.spawn(leader_task(self.store.clone(), dispatcher, maintenance, self.metrics.clone(), every, stop.clone()));
+        tasks.spawn(leader_task(
+            self.store.clone(),
+            dispatcher,
+            maintenance,
+            self.metrics.clone(),
+            every,
+            stop.clone(),
+        ));
         let (store, metrics, stop) = (self.store.clone(), self.metrics.clone(), stop.clone());
         tasks.spawn(async move {
             loop {
@@ -102,10 +138,24 @@ impl Running {
 /// # Errors
 /// When a dependency is unreachable or an address cannot be bound.
 pub async fn start(settings: Settings, stop: CancellationToken) -> anyhow::Result<Running> {
-    let store = settings.database.connect().await.map_err(|e| anyhow::anyhow!(e.chain()))?;
-    let broker = settings.broker.connect().await.map_err(|e| anyhow::anyhow!(e.chain()))?;
-    let blob = settings.blob.connect().await.map_err(|e| anyhow::anyhow!(e.chain()))?;
-    crate::tenants::bootstrap(store.as_ref(), &settings.scheduler.tenants).await.map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let store = settings
+        .database
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let broker = settings
+        .broker
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let blob = settings
+        .blob
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    crate::tenants::bootstrap(store.as_ref(), &settings.scheduler.tenants)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.chain()))?;
 
     let registry = Registry::new();
     let core = Core::new(&settings, store.clone(), blob, &registry);
@@ -127,18 +177,25 @@ pub async fn start(settings: Settings, stop: CancellationToken) -> anyhow::Resul
     tasks.spawn(async move {
         tonic::transport::Server::builder()
             .add_service(grpc)
-            .serve_with_incoming_shutdown(
-                tokio_stream_incoming(grpc_listener),
-                async move { grpc_stop.cancelled().await },
-            )
+            .serve_with_incoming_shutdown(tokio_stream_incoming(grpc_listener), async move {
+                grpc_stop.cancelled().await
+            })
             .await
             .context("grpc server failed")
     });
     tracing::info!(%grpc_addr, %http_addr, "scheduler listening");
-    Ok(Running { grpc_addr, http_addr, tasks })
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        tasks,
+    })
 }
 
-async fn ops_task(l: tokio::net::TcpListener, app: axum::Router, stop: CancellationToken) -> anyhow::Result<()> {
+async fn ops_task(
+    l: tokio::net::TcpListener,
+    app: axum::Router,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     ops::serve(l, app, stop).await.context("http server failed")
 }
 

@@ -37,8 +37,18 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// A dispatcher keeping at most `window` unclaimed messages per model.
-    pub fn new(store: Arc<dyn JobStore>, broker: Arc<dyn Broker>, window: u32, metrics: Arc<SchedulerMetrics>) -> Self {
-        Dispatcher { store, broker, window: window.max(1), metrics }
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        broker: Arc<dyn Broker>,
+        window: u32,
+        metrics: Arc<SchedulerMetrics>,
+    ) -> Self {
+        Dispatcher {
+            store,
+            broker,
+            window: window.max(1),
+            metrics,
+        }
     }
 
     /// One pass over every model with pending jobs.
@@ -69,10 +79,14 @@ impl Dispatcher {
             self.broker.publish(&msgs).await?;
             let ids: Vec<JobId> = msgs.iter().map(|m| m.job_id).collect();
             self.store.mark_queued(&ids).await?;
-            self.metrics.jobs_dispatched.with_label_values(&[model.as_str()]).inc_by(msgs.len() as u64);
+            self.metrics
+                .jobs_dispatched
+                .with_label_values(&[model.as_str()])
+                .inc_by(msgs.len() as u64);
             out.published += msgs.len() as u64;
             // A full chunk with pending jobs and window room left: another pass right away.
-            out.more |= msgs.len() as u32 == take && pending > u64::from(take) && room > u64::from(take);
+            out.more |=
+                msgs.len() as u32 == take && pending > u64::from(take) && room > u64::from(take);
         }
         Ok(out)
     }

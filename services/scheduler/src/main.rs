@@ -4,7 +4,10 @@ use clap::{Parser, Subcommand};
 use pixelfarm_runtime::{Settings, shutdown, telemetry};
 
 #[derive(Parser)]
-#[command(version, about = "pixelfarm scheduler: batch API, dispatcher and maintenance")]
+#[command(
+    version,
+    about = "pixelfarm scheduler: batch API, dispatcher and maintenance"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -37,23 +40,41 @@ enum TenantCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init();
+    telemetry::init(telemetry::SERVICE_LOG);
     let cli = Cli::parse();
     let settings = Settings::load().map_err(|e| anyhow::anyhow!(e.chain()))?;
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Migrate => settings.database.migrate().await.map_err(|e| anyhow::anyhow!(e.chain())),
-        Command::Tenant { command: TenantCommand::Create { name, weight } } => {
-            let store = settings.database.connect().await.map_err(|e| anyhow::anyhow!(e.chain()))?;
-            let key = pixelfarm_scheduler::tenants::new_api_key();
-            pixelfarm_scheduler::tenants::ensure(store.as_ref(), &name, weight, std::slice::from_ref(&key))
+        Command::Migrate => settings
+            .database
+            .migrate()
+            .await
+            .map_err(|e| anyhow::anyhow!(e.chain())),
+        Command::Tenant {
+            command: TenantCommand::Create { name, weight },
+        } => {
+            let store = settings
+                .database
+                .connect()
                 .await
                 .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            let key = pixelfarm_scheduler::tenants::new_api_key();
+            pixelfarm_scheduler::tenants::ensure(
+                store.as_ref(),
+                &name,
+                weight,
+                std::slice::from_ref(&key),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!(e.chain()))?;
             println!("{key}");
             Ok(())
         }
         Command::Serve => {
             let stop = shutdown::on_signal();
-            pixelfarm_scheduler::app::start(settings, stop).await?.wait().await
+            pixelfarm_scheduler::app::start(settings, stop)
+                .await?
+                .wait()
+                .await
         }
     }
 }

@@ -40,8 +40,16 @@ pub struct Maintenance {
 
 impl Maintenance {
     /// Maintenance over `store`.
-    pub fn new(store: Arc<dyn JobStore>, metrics: Arc<SchedulerMetrics>, stale_queued: Duration) -> Self {
-        Maintenance { store, metrics, stale_queued }
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        metrics: Arc<SchedulerMetrics>,
+        stale_queued: Duration,
+    ) -> Self {
+        Maintenance {
+            store,
+            metrics,
+            stale_queued,
+        }
     }
 
     /// Run every task until each has nothing left to do.
@@ -59,12 +67,24 @@ impl Maintenance {
             }
         }
         out.promoted = page(|| self.store.promote_retryable(DEFAULT_PAGE)).await?;
-        out.requeued = page(|| self.store.requeue_stale_queued(self.stale_queued, DEFAULT_PAGE)).await?;
-        self.metrics.lease_rescues.inc_by(out.rescued + out.rescued_dead);
+        out.requeued = page(|| {
+            self.store
+                .requeue_stale_queued(self.stale_queued, DEFAULT_PAGE)
+        })
+        .await?;
+        self.metrics
+            .lease_rescues
+            .inc_by(out.rescued + out.rescued_dead);
         self.metrics.retries_promoted.inc_by(out.promoted);
         self.metrics.stale_queued_requeued.inc_by(out.requeued);
         if out != Outcome::default() {
-            tracing::info!(rescued = out.rescued, rescued_dead = out.rescued_dead, promoted = out.promoted, requeued = out.requeued, "maintenance");
+            tracing::info!(
+                rescued = out.rescued,
+                rescued_dead = out.rescued_dead,
+                promoted = out.promoted,
+                requeued = out.requeued,
+                "maintenance"
+            );
         }
         Ok(out)
     }

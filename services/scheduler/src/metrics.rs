@@ -27,7 +27,8 @@ pub struct SchedulerMetrics {
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
-    r.register(Box::new(c.clone())).expect("metric registered once");
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
@@ -66,7 +67,9 @@ impl SchedulerMetrics {
         let backlog = store.backlog().await?;
         self.backlog.reset();
         for row in &backlog {
-            self.backlog.with_label_values(&[row.model.as_str(), row.state.as_str()]).set(row.jobs as i64);
+            self.backlog
+                .with_label_values(&[row.model.as_str(), row.state.as_str()])
+                .set(row.jobs as i64);
         }
         let finished = store.finished().await?;
         let mut seen = self.seen.lock().expect("metrics lock");
@@ -77,7 +80,9 @@ impl SchedulerMetrics {
             let before = map.insert(k.clone(), row.jobs);
             if !first {
                 let delta = row.jobs.saturating_sub(before.unwrap_or(0));
-                self.jobs_completed.with_label_values(&[&k.0, &k.1]).inc_by(delta);
+                self.jobs_completed
+                    .with_label_values(&[&k.0, &k.1])
+                    .inc_by(delta);
             } else {
                 // Make the series exist at 0 from the start.
                 self.jobs_completed.with_label_values(&[&k.0, &k.1]);

@@ -15,7 +15,12 @@ pub fn new_api_key() -> String {
 ///
 /// # Errors
 /// Store errors.
-pub async fn ensure(store: &dyn JobStore, name: &str, weight: u32, keys: &[String]) -> Result<TenantId> {
+pub async fn ensure(
+    store: &dyn JobStore,
+    name: &str,
+    weight: u32,
+    keys: &[String],
+) -> Result<TenantId> {
     let id = match store.tenant_by_name(name).await? {
         Some(id) => id,
         None => match store.create_tenant(name, weight).await {

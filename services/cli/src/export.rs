@@ -1,0 +1,192 @@
+//! Write a batch's images and `results.jsonl` to a folder.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pixelfarm_api::{ApiClient, BatchApi};
+use pixelfarm_core::*;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Jobs per page when reading a batch.
+const PAGE: u32 = 1000;
+
+/// Where job records and images come from: the gRPC API or the in-process API.
+#[async_trait]
+pub trait ResultSource: Send + Sync {
+    /// A page of jobs after `after`, and the cursor of the next page.
+    async fn page(
+        &self,
+        batch: BatchId,
+        after: Option<JobId>,
+    ) -> Result<(Vec<JobRecord>, Option<JobId>)>;
+    /// The PNG of a succeeded job.
+    async fn image(&self, job: JobId) -> Result<Bytes>;
+}
+
+#[async_trait]
+impl ResultSource for ApiClient {
+    async fn page(
+        &self,
+        batch: BatchId,
+        after: Option<JobId>,
+    ) -> Result<(Vec<JobRecord>, Option<JobId>)> {
+        self.jobs(batch, after, PAGE).await
+    }
+
+    async fn image(&self, job: JobId) -> Result<Bytes> {
+        ApiClient::image(self, job).await
+    }
+}
+
+/// The in-process API as seen by one tenant.
+pub struct Local {
+    /// The API.
+    pub api: Arc<BatchApi>,
+    /// The caller.
+    pub tenant: TenantId,
+}
+
+#[async_trait]
+impl ResultSource for Local {
+    async fn page(
+        &self,
+        batch: BatchId,
+        after: Option<JobId>,
+    ) -> Result<(Vec<JobRecord>, Option<JobId>)> {
+        let jobs = self.api.jobs(self.tenant, batch, after, PAGE).await?;
+        let next = (jobs.len() as u32 == PAGE)
+            .then(|| jobs.last().map(|j| j.id))
+            .flatten();
+        Ok((jobs, next))
+    }
+
+    async fn image(&self, job: JobId) -> Result<Bytes> {
+        self.api.image(self.tenant, job).await
+    }
+}
+
+/// One line of `results.jsonl`.
+#[derive(Serialize)]
+struct ResultLine<'a> {
+    job_id: JobId,
+    batch_id: BatchId,
+    key: &'a str,
+    model: &'a str,
+    state: JobState,
+    params: &'a JobParams,
+    seed: Seed,
+    object_key: Option<&'a str>,
+    sha256: Option<&'a str>,
+    /// Path of the image relative to the output folder.
+    file: Option<&'a str>,
+    attempt: u32,
+    error_kind: Option<&'a str>,
+    last_error: Option<&'a str>,
+    timings: &'a BTreeMap<String, f64>,
+    created_at: String,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+}
+
+/// What an export wrote.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Summary {
+    /// Lines in `results.jsonl`.
+    pub jobs: u64,
+    /// Images written or already present with the right bytes.
+    pub images: u64,
+}
+
+/// Write every succeeded job's PNG to `dir/<object key>` (verifying its sha256) and one
+/// `results.jsonl` line per job. Images already present with the right bytes are not fetched
+/// again, so an interrupted fetch resumes. `results.jsonl` is written to a temporary file and
+/// renamed, so it is never half-written.
+///
+/// # Errors
+/// API errors, I/O errors, or `Permanent` when an image's bytes do not match the recorded sha256.
+pub async fn export(source: &dyn ResultSource, batch: BatchId, dir: &Path) -> Result<Summary> {
+    let io = |what: &'static str| {
+        move |e: std::io::Error| Error::with_source(ErrorKind::Permanent, what, e)
+    };
+    std::fs::create_dir_all(dir).map_err(io("cannot create output folder"))?;
+    let tmp = dir.join(".results.jsonl.tmp");
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&tmp).map_err(io("cannot create results.jsonl"))?,
+    );
+    let mut summary = Summary::default();
+    let mut after = None;
+    loop {
+        let (jobs, next) = source.page(batch, after).await?;
+        for j in &jobs {
+            let file = match (&j.object_key, &j.sha256) {
+                (Some(key), Some(sha)) if j.state == JobState::Succeeded => {
+                    fetch_image(source, j.id, &dir.join(key), sha).await?;
+                    summary.images += 1;
+                    Some(key.as_str())
+                }
+                _ => None,
+            };
+            let line = ResultLine {
+                job_id: j.id,
+                batch_id: j.batch_id,
+                key: &j.key,
+                model: j.model.as_str(),
+                state: j.state,
+                params: &j.params,
+                seed: j.params.seed,
+                object_key: j.object_key.as_deref(),
+                sha256: j.sha256.as_deref(),
+                file,
+                attempt: j.attempt,
+                error_kind: j.error_kind.as_deref(),
+                last_error: j.last_error.as_deref(),
+                timings: &j.timings,
+                created_at: j.created_at.to_rfc3339(),
+                started_at: j.started_at.map(|t| t.to_rfc3339()),
+                finished_at: j.finished_at.map(|t| t.to_rfc3339()),
+            };
+            serde_json::to_writer(&mut out, &line).expect("result line serializes");
+            out.write_all(b"\n")
+                .map_err(io("cannot write results.jsonl"))?;
+            summary.jobs += 1;
+        }
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    out.flush().map_err(io("cannot write results.jsonl"))?;
+    drop(out);
+    std::fs::rename(&tmp, dir.join("results.jsonl"))
+        .map_err(io("cannot move results.jsonl into place"))?;
+    Ok(summary)
+}
+
+async fn fetch_image(
+    source: &dyn ResultSource,
+    job: JobId,
+    path: &PathBuf,
+    sha: &str,
+) -> Result<()> {
+    if let Ok(existing) = std::fs::read(path) {
+        if sha256_hex(&existing) == sha {
+            return Ok(());
+        }
+    }
+    let bytes = source.image(job).await?;
+    let got = sha256_hex(&bytes);
+    if got != sha {
+        return Err(Error::permanent(format!(
+            "image of job {job} has sha256 {got}, but the job records {sha}"
+        )));
+    }
+    let parent = path.parent().expect("object keys have a folder");
+    let io = |e: std::io::Error| Error::with_source(ErrorKind::Permanent, "cannot write image", e);
+    std::fs::create_dir_all(parent).map_err(io)?;
+    let tmp = parent.join(format!(".{job}.tmp"));
+    std::fs::write(&tmp, &bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}

@@ -1,0 +1,174 @@
+//! `pixelfarm`: submit and follow batches on a pixelfarm scheduler, or `run` one locally.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use pixelfarm_api::ApiClient;
+use pixelfarm_cli::{embedded, export, progress};
+use pixelfarm_core::BatchId;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(version, about = "pixelfarm: batch image generation")]
+struct Cli {
+    /// Scheduler gRPC address.
+    #[arg(
+        long,
+        global = true,
+        env = "PIXELFARM_API_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    api_url: String,
+    /// API key of your tenant.
+    #[arg(
+        long,
+        global = true,
+        env = "PIXELFARM_API_KEY",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    api_key: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Render a manifest on this machine: no services needed (SQLite, in-process broker, OUT as storage).
+    Run {
+        /// Manifest file (YAML or JSON).
+        manifest: PathBuf,
+        /// Output folder: images, results.jsonl, and the job state for resuming.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// Jobs rendered at once.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
+    /// Submit a manifest; prints the batch id.
+    Submit {
+        /// Manifest file (YAML or JSON).
+        manifest: PathBuf,
+        /// Follow the batch until it is done.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Print a batch's counts, rate and ETA.
+    Status {
+        /// Batch id.
+        batch: BatchId,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow a batch with a progress bar until it is done.
+    Watch {
+        /// Batch id.
+        batch: BatchId,
+    },
+    /// Cancel the jobs of a batch that have not started.
+    Cancel {
+        /// Batch id.
+        batch: BatchId,
+    },
+    /// Download a batch's images and write results.jsonl.
+    Fetch {
+        /// Batch id.
+        batch: BatchId,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn read(path: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read manifest {}", path.display()))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    pixelfarm_runtime::telemetry::init(pixelfarm_runtime::telemetry::CLI_LOG);
+    let cli = Cli::parse();
+    let e = |e: pixelfarm_core::Error| anyhow::anyhow!(e.chain());
+    if let Command::Run {
+        manifest,
+        out,
+        workers,
+    } = &cli.command
+    {
+        let r = embedded::run(read(manifest)?, out, *workers, true).await?;
+        println!(
+            "batch {} done: {}",
+            r.batch.status.id,
+            progress::describe(&r.batch)
+        );
+        println!(
+            "{} images and results.jsonl in {}",
+            r.export.images,
+            out.display()
+        );
+        return Ok(());
+    }
+    anyhow::ensure!(
+        !cli.api_key.is_empty(),
+        "no api key: pass --api-key or set PIXELFARM_API_KEY"
+    );
+    let client = ApiClient::connect(&cli.api_url, &cli.api_key)
+        .await
+        .map_err(e)?;
+    match cli.command {
+        Command::Run { .. } => unreachable!("handled above"),
+        Command::Submit { manifest, wait } => {
+            let out = client.submit(read(&manifest)?).await.map_err(e)?;
+            let note = if out.created {
+                ""
+            } else {
+                " (existing batch for this idempotency key)"
+            };
+            println!("{}{note}", out.batch_id);
+            eprintln!("{} jobs", out.jobs);
+            if wait {
+                let v = progress::follow(client.watch(out.batch_id).await.map_err(e)?)
+                    .await
+                    .map_err(e)?;
+                eprintln!("done: {}", progress::describe(&v));
+            }
+        }
+        Command::Status { batch, json } => {
+            let v = client.batch(batch).await.map_err(e)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let state = if v.done { "done" } else { "in progress" };
+                println!(
+                    "{} `{}` ({}): {state}, {} jobs: {}",
+                    v.status.id,
+                    v.status.name,
+                    v.status.model,
+                    v.total,
+                    progress::describe(&v)
+                );
+            }
+        }
+        Command::Watch { batch } => {
+            let v = progress::follow(client.watch(batch).await.map_err(e)?)
+                .await
+                .map_err(e)?;
+            println!("done: {}", progress::describe(&v));
+        }
+        Command::Cancel { batch } => {
+            let n = client.cancel(batch).await.map_err(e)?;
+            println!("cancelled {n} jobs");
+        }
+        Command::Fetch { batch, out } => {
+            let s = export::export(&client, batch, &out).await.map_err(e)?;
+            println!(
+                "{} images, {} lines in {}",
+                s.images,
+                s.jobs,
+                out.join("results.jsonl").display()
+            );
+        }
+    }
+    Ok(())
+}

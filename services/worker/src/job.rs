@@ -1,0 +1,158 @@
+//! One job's execution: render, encode, upload image and provenance.
+
+use bytes::Bytes;
+use chrono::Utc;
+use pixelfarm_core::*;
+use pixelfarm_render::{PngMetadata, a1111_parameters, encode_png};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What pixelfarm writes into every PNG: only what decides the pixels, so the same job gives the
+/// same bytes on every run and every worker.
+#[derive(Serialize)]
+struct PngProvenance<'a> {
+    schema: &'static str,
+    model: &'a str,
+    model_identity: &'a ModelIdentity,
+    params: &'a JobParams,
+    code_version: &'static str,
+}
+
+/// The JSON record stored beside the image: the audit trail of one render.
+#[derive(Serialize)]
+pub struct Provenance<'a> {
+    /// Format name and version.
+    pub schema: &'static str,
+    /// Job, batch, tenant and the job's manifest key.
+    pub job_id: JobId,
+    #[allow(missing_docs)]
+    pub batch_id: BatchId,
+    #[allow(missing_docs)]
+    pub tenant_id: TenantId,
+    #[allow(missing_docs)]
+    pub job_key: &'a str,
+    /// Model name and the identity of its weights / renderer.
+    pub model: &'a str,
+    #[allow(missing_docs)]
+    pub model_identity: &'a ModelIdentity,
+    /// Every parameter, seed included.
+    pub params: &'a JobParams,
+    /// Lease owner that rendered it, and which attempt.
+    pub worker: &'a str,
+    #[allow(missing_docs)]
+    pub attempt: u32,
+    /// pixelfarm version.
+    pub code_version: &'static str,
+    /// Blob key and sha256 of the PNG.
+    pub object_key: &'a str,
+    #[allow(missing_docs)]
+    pub sha256: &'a str,
+    /// Seconds per phase.
+    pub timings: &'a BTreeMap<String, f64>,
+    /// When the record was written.
+    pub rendered_at: chrono::DateTime<Utc>,
+}
+
+/// Schema name of the provenance records.
+pub const PROVENANCE_SCHEMA: &str = "pixelfarm.provenance/v1";
+
+/// Version stamped into every image.
+pub const CODE_VERSION: &str = concat!("pixelfarm/", env!("CARGO_PKG_VERSION"));
+
+/// Everything one execution needs.
+pub struct Execution<'a> {
+    /// The claimed job.
+    pub claimed: &'a ClaimedJob,
+    /// This worker's lease-owner name.
+    pub worker: &'a str,
+    /// Renders the pixels.
+    pub renderer: Arc<dyn Renderer>,
+    /// Stores the results.
+    pub blob: Arc<dyn BlobStore>,
+}
+
+/// Run a blocking closure on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::with_source(ErrorKind::Transient, "render thread failed", e))?
+}
+
+impl Execution<'_> {
+    /// Render, encode and upload; returns what to record on success and the device it used.
+    ///
+    /// # Errors
+    /// Renderer and blob errors, with their kinds.
+    pub async fn run(&self, timings: &mut BTreeMap<String, f64>) -> Result<(Completion, String)> {
+        let job = &self.claimed.job;
+        let model = job.model.clone();
+        let identity = self.renderer.identity(&model)?;
+
+        let t = Instant::now();
+        let (renderer, m, p) = (self.renderer.clone(), model.clone(), job.params.clone());
+        let image = blocking(move || renderer.render(&m, &p)).await?;
+        let render_secs = t.elapsed().as_secs_f64();
+        timings.insert("render".into(), render_secs);
+        for (k, v) in &image.phases {
+            timings.insert(k.clone(), *v);
+        }
+
+        let t = Instant::now();
+        let png_prov = serde_json::to_string(&PngProvenance {
+            schema: PROVENANCE_SCHEMA,
+            model: model.as_str(),
+            model_identity: &identity,
+            params: &job.params,
+            code_version: CODE_VERSION,
+        })
+        .expect("provenance serializes");
+        let meta = PngMetadata {
+            parameters: a1111_parameters(&job.params, model.as_str(), &identity.renderer),
+            provenance_json: png_prov,
+        };
+        let png = blocking(move || encode_png(&image, &meta)).await?;
+        let sha256 = sha256_hex(&png);
+        timings.insert("encode".into(), t.elapsed().as_secs_f64());
+
+        let t = Instant::now();
+        let key = OutputKey::for_job(&identity.id, &job.params);
+        self.blob
+            .put(&key.image(), Bytes::from(png), "image/png")
+            .await?;
+        let record = Provenance {
+            schema: PROVENANCE_SCHEMA,
+            job_id: job.id,
+            batch_id: job.batch_id,
+            tenant_id: self.claimed.tenant,
+            job_key: &job.key,
+            model: model.as_str(),
+            model_identity: &identity,
+            params: &job.params,
+            worker: self.worker,
+            attempt: job.attempt,
+            code_version: CODE_VERSION,
+            object_key: &key.image(),
+            sha256: &sha256,
+            timings,
+            rendered_at: Utc::now(),
+        };
+        let json = serde_json::to_vec_pretty(&record).expect("provenance serializes");
+        self.blob
+            .put(&key.provenance(), Bytes::from(json), "application/json")
+            .await?;
+        // The record above holds every phase but this one: it is measured around both uploads.
+        timings.insert("upload".into(), t.elapsed().as_secs_f64());
+
+        Ok((
+            Completion {
+                object_key: key.image(),
+                sha256,
+                timings: timings.clone(),
+                device_seconds: render_secs,
+            },
+            identity.device,
+        ))
+    }
+}

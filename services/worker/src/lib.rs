@@ -1,0 +1,17 @@
+//! The worker: takes job messages for the models it serves, claims each job under a lease,
+//! renders it, uploads the PNG under a content-addressed key with a provenance record beside it,
+//! and records the outcome while it still holds the lease.
+//!
+//! # Layout
+//! - [`worker`]: [`Worker`], the consume → claim → render → upload → complete loop.
+//! - [`job`]: one job's execution and its provenance record.
+//! - [`metrics`]: [`WorkerMetrics`].
+//! - [`app`]: [`app::start`] wires settings into a running worker with its ops server.
+
+pub mod app;
+pub mod job;
+pub mod metrics;
+pub mod worker;
+
+pub use metrics::WorkerMetrics;
+pub use worker::{Worker, WorkerConfig};

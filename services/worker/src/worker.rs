@@ -1,0 +1,339 @@
+//! [`Worker`]: consume → claim → render → upload → complete → ack.
+
+use pixelfarm_core::*;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::WorkerMetrics;
+use crate::job::Execution;
+
+/// Pause before consuming again after the broker connection failed.
+const RECONSUME_PAUSE: Duration = Duration::from_secs(1);
+
+/// Tunables of a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Lease owner name.
+    pub id: String,
+    /// Models served (one queue each).
+    pub models: Vec<ModelName>,
+    /// Most unsettled messages at once.
+    pub prefetch: u16,
+    /// Jobs processed at once.
+    pub concurrency: usize,
+    /// Lease length.
+    pub lease: Duration,
+    /// Lease renewal period.
+    pub heartbeat: Duration,
+    /// On stop, how long jobs in hand may take to finish.
+    pub drain_grace: Duration,
+    /// Retry delays for transient failures.
+    pub backoff: Backoff,
+}
+
+/// A worker over the seams.
+pub struct Worker {
+    cfg: WorkerConfig,
+    store: Arc<dyn JobStore>,
+    broker: Arc<dyn Broker>,
+    blob: Arc<dyn BlobStore>,
+    renderer: Arc<dyn Renderer>,
+    metrics: Arc<WorkerMetrics>,
+    consuming: AtomicBool,
+}
+
+/// How a job ended, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Succeeded,
+    Retryable,
+    Dead,
+    LeaseLost,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Retryable => "retryable",
+            Outcome::Dead => "dead",
+            Outcome::LeaseLost => "lease_lost",
+        }
+    }
+}
+
+impl Worker {
+    /// A worker; nothing runs until [`Worker::run`].
+    pub fn new(
+        cfg: WorkerConfig,
+        store: Arc<dyn JobStore>,
+        broker: Arc<dyn Broker>,
+        blob: Arc<dyn BlobStore>,
+        renderer: Arc<dyn Renderer>,
+        metrics: Arc<WorkerMetrics>,
+    ) -> Self {
+        metrics.concurrency.set(cfg.concurrency as i64);
+        Worker {
+            cfg,
+            store,
+            broker,
+            blob,
+            renderer,
+            metrics,
+            consuming: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the worker is consuming (for `/readyz`).
+    pub fn is_consuming(&self) -> bool {
+        self.consuming.load(Ordering::Relaxed)
+    }
+
+    /// Consume until `stop`, then stop taking messages, let the jobs in hand finish within the
+    /// drain grace, and return. Jobs still running after the grace keep their lease until it
+    /// expires; the rescuer returns them to pending.
+    ///
+    /// # Errors
+    /// Never for broker trouble (it reconnects); only if the worker cannot start at all.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) -> Result<()> {
+        self.metrics.up.set(1);
+        let slots = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
+        let mut in_flight: JoinSet<()> = JoinSet::new();
+        let mut consumer: Option<Box<dyn Consumer>> = None;
+        'outer: while !stop.is_cancelled() {
+            let c = match consumer.as_mut() {
+                Some(c) => c,
+                None => match self
+                    .broker
+                    .consume(&self.cfg.models, self.cfg.prefetch)
+                    .await
+                {
+                    Ok(c) => {
+                        self.consuming.store(true, Ordering::Relaxed);
+                        tracing::info!(models = ?self.cfg.models.iter().map(|m| m.as_str()).collect::<Vec<_>>(), "consuming");
+                        consumer.insert(c)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e.chain(), "cannot consume; retrying");
+                        tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(RECONSUME_PAUSE) => continue }
+                    }
+                },
+            };
+            let permit = tokio::select! {
+                _ = stop.cancelled() => break,
+                p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
+            };
+            let delivery = tokio::select! {
+                _ = stop.cancelled() => break,
+                d = c.next() => d,
+            };
+            match delivery {
+                Some(Ok(d)) => {
+                    let me = self.clone();
+                    in_flight.spawn(async move {
+                        me.handle(d).await;
+                        drop(permit);
+                    });
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e.chain(), "consumer failed; consuming again");
+                    self.consuming.store(false, Ordering::Relaxed);
+                    consumer = None;
+                    tokio::select! { _ = stop.cancelled() => break 'outer, _ = tokio::time::sleep(RECONSUME_PAUSE) => {} }
+                }
+                None => {
+                    tracing::warn!("consumer closed; consuming again");
+                    self.consuming.store(false, Ordering::Relaxed);
+                    consumer = None;
+                }
+            }
+            while in_flight.try_join_next().is_some() {}
+        }
+        self.consuming.store(false, Ordering::Relaxed);
+        while in_flight.try_join_next().is_some() {}
+        let n = in_flight.len();
+        if n > 0 {
+            tracing::info!(
+                jobs = n,
+                grace_s = self.cfg.drain_grace.as_secs(),
+                "draining"
+            );
+        }
+        let drained = tokio::time::timeout(self.cfg.drain_grace, async {
+            while in_flight.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                jobs = in_flight.len(),
+                "drain grace over; leaving the rest to the rescuer"
+            );
+            in_flight.abort_all();
+        }
+        // Dropping the consumer last hands unsettled messages back to the broker.
+        drop(consumer);
+        self.metrics.up.set(0);
+        Ok(())
+    }
+
+    /// Handle one delivery, always settling it.
+    async fn handle(&self, d: Delivery) {
+        let msg = match d.message {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e.chain(), "undecodable message; dead-lettering");
+                self.metrics.dead_letters.inc();
+                settle(d.acker.dead_letter().await);
+                return;
+            }
+        };
+        let model = msg.model.as_str().to_string();
+        let t = Instant::now();
+        let claimed = match self
+            .store
+            .claim(msg.job_id, &self.cfg.id, self.cfg.lease)
+            .await
+        {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                self.metrics.stale_messages.inc();
+                settle(d.acker.ack().await);
+                return;
+            }
+            Err(e) => {
+                // The database is unreachable: give the message back for later.
+                tracing::warn!(job = %msg.job_id, error = %e.chain(), "cannot claim; requeueing message");
+                tokio::time::sleep(RECONSUME_PAUSE).await;
+                settle(d.acker.requeue().await);
+                return;
+            }
+        };
+        self.metrics
+            .phase("claim", &model, t.elapsed().as_secs_f64());
+        if let Some(q) = claimed.queued_at {
+            let wait = (chrono::Utc::now() - q).num_milliseconds().max(0) as f64 / 1000.0;
+            self.metrics.phase("queue_wait", &model, wait);
+        }
+        self.metrics.in_flight.inc();
+        let started = Instant::now();
+        let outcome = self.execute(&claimed).await;
+        let total = started.elapsed().as_secs_f64();
+        self.metrics.in_flight.dec();
+        self.metrics.busy_seconds.inc_by(total);
+        self.metrics.phase("total", &model, total);
+        self.metrics
+            .jobs
+            .with_label_values(&[&model, outcome.as_str()])
+            .inc();
+        // Ack only after the outcome is committed: a crash before this redelivers the message,
+        // and the claim then drops it (the job is no longer claimable) or redoes it (rescued).
+        settle(d.acker.ack().await);
+    }
+
+    /// Render under a renewed lease and record the outcome.
+    async fn execute(&self, claimed: &ClaimedJob) -> Outcome {
+        let job = &claimed.job;
+        let lost = CancellationToken::new();
+        let heartbeat = tokio::spawn(heartbeat(
+            self.store.clone(),
+            job.id,
+            self.cfg.id.clone(),
+            job.attempt,
+            self.cfg.lease,
+            self.cfg.heartbeat,
+            lost.clone(),
+        ));
+        let mut timings = BTreeMap::new();
+        let exec = Execution {
+            claimed,
+            worker: &self.cfg.id,
+            renderer: self.renderer.clone(),
+            blob: self.blob.clone(),
+        };
+        let result = tokio::select! {
+            r = exec.run(&mut timings) => Some(r),
+            _ = lost.cancelled() => None,
+        };
+        heartbeat.abort();
+        let model = job.model.as_str();
+        for (phase, secs) in &timings {
+            self.metrics.phase(phase, model, *secs);
+        }
+        let recorded = match result {
+            None => Ok(false),
+            Some(Ok((done, device))) => {
+                self.metrics
+                    .device_seconds
+                    .with_label_values(&[&claimed.tenant.to_string(), model, &device])
+                    .inc_by(done.device_seconds);
+                match self
+                    .store
+                    .complete(job.id, &self.cfg.id, job.attempt, &done)
+                    .await
+                {
+                    Ok(true) => return Outcome::Succeeded,
+                    other => other,
+                }
+            }
+            Some(Err(e)) => {
+                let failure = decide(&e, job.attempt, job.max_attempts, &self.cfg.backoff);
+                tracing::warn!(job = %job.id, attempt = job.attempt, kind = %e.kind(), error = %e.chain(), "job failed");
+                let outcome = match failure {
+                    Failure::Retry { .. } => Outcome::Retryable,
+                    Failure::Dead { .. } => Outcome::Dead,
+                };
+                match self
+                    .store
+                    .fail(job.id, &self.cfg.id, job.attempt, &failure)
+                    .await
+                {
+                    Ok(true) => return outcome,
+                    other => other,
+                }
+            }
+        };
+        match recorded {
+            Ok(_) => tracing::warn!(job = %job.id, "lease lost before the outcome was recorded"),
+            Err(e) => {
+                tracing::warn!(job = %job.id, error = %e.chain(), "cannot record outcome; the lease will expire and the job be retried")
+            }
+        }
+        self.metrics.lease_lost.inc();
+        Outcome::LeaseLost
+    }
+}
+
+fn settle(r: Result<()>) {
+    if let Err(e) = r {
+        // The message comes back after the channel closes; the claim will sort it out.
+        tracing::warn!(error = %e.chain(), "cannot settle message");
+    }
+}
+
+/// Renew the lease every `every`; cancel `lost` once the store says we no longer hold it.
+async fn heartbeat(
+    store: Arc<dyn JobStore>,
+    job: JobId,
+    worker: String,
+    attempt: u32,
+    lease: Duration,
+    every: Duration,
+    lost: CancellationToken,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        match store.heartbeat(job, &worker, attempt, lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                lost.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(%job, error = %e.chain(), "cannot renew lease; will retry"),
+        }
+    }
+}
