@@ -10,7 +10,17 @@ use pixelfarm_core::{JobParams, ModelIdentity, ModelName, RenderedImage, Rendere
 /// It serves every model name, and says `test_pattern: true` in its identity so every image it
 /// makes is labelled as a test/benchmark image in its provenance and PNG metadata.
 #[derive(Debug, Clone, Default)]
-pub struct TestPattern;
+pub struct TestPattern {
+    /// Added to every render to stand in for device time (pipeline tests and benchmarks).
+    delay: std::time::Duration,
+}
+
+impl TestPattern {
+    /// A renderer that also sleeps `delay` per image, as a slow model would take.
+    pub fn with_delay(delay: std::time::Duration) -> Self {
+        TestPattern { delay }
+    }
+}
 
 /// Version of the pattern; bump it when the pixels change so output keys change too.
 const VERSION: &str = "test-pattern/1";
@@ -80,6 +90,9 @@ impl Renderer for TestPattern {
                 }
             }
         }
+        if !self.delay.is_zero() {
+            std::thread::sleep(self.delay);
+        }
         let mut phases = BTreeMap::new();
         phases.insert("denoise".to_string(), t0.elapsed().as_secs_f64());
         Ok(RenderedImage {
@@ -112,7 +125,7 @@ mod tests {
     #[test]
     fn deterministic_and_sensitive_to_prompt_and_seed() {
         let m = ModelName::parse("any").unwrap();
-        let r = TestPattern;
+        let r = TestPattern::default();
         let a = r.render(&m, &params("a", 1, 32, 16)).unwrap();
         assert_eq!((a.width, a.height, a.rgb.len()), (32, 16, 32 * 16 * 3));
         assert_eq!(a.rgb, r.render(&m, &params("a", 1, 32, 16)).unwrap().rgb);

@@ -243,6 +243,8 @@ pub struct WorkerSettings {
     pub http_addr: String,
     /// `test-pattern` (pipeline tests and benchmarks; no model).
     pub renderer: String,
+    /// Sleep added to each test-pattern render, standing in for device time (tests, benchmarks).
+    pub test_pattern_delay_ms: u64,
 }
 
 impl Default for WorkerSettings {
@@ -257,6 +259,7 @@ impl Default for WorkerSettings {
             drain_grace_seconds: 30,
             http_addr: "0.0.0.0:9091".into(),
             renderer: "test-pattern".into(),
+            test_pattern_delay_ms: 0,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Scheduler metrics. Completions and backlog are read from the job rows, so they stay right
 //! when a worker is killed before it could report anything.
 
-use pixelfarm_core::{JobStore, Result};
+use pixelfarm_core::{JobState, JobStore, Result};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -24,6 +24,8 @@ pub struct SchedulerMetrics {
     pub is_leader: IntGauge,
     /// Final-state counts last seen, per (model, outcome); the first reading is the baseline.
     seen: Mutex<Option<HashMap<(String, String), u64>>>,
+    /// Models that ever had a backlog.
+    known_models: Mutex<std::collections::BTreeSet<String>>,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -56,6 +58,7 @@ impl SchedulerMetrics {
             retries_promoted: reg(r, IntCounter::new("pixelfarm_retries_promoted_total", "Retryable jobs returned to pending after their backoff.").expect("valid")),
             is_leader: reg(r, IntGauge::new("pixelfarm_is_leader", "1 while this scheduler holds the leader lock.").expect("valid")),
             seen: Mutex::new(None),
+            known_models: Mutex::new(Default::default()),
         }
     }
 
@@ -65,12 +68,27 @@ impl SchedulerMetrics {
     /// Store errors.
     pub async fn refresh(&self, store: &dyn JobStore) -> Result<()> {
         let backlog = store.backlog().await?;
-        self.backlog.reset();
-        for row in &backlog {
-            self.backlog
-                .with_label_values(&[row.model.as_str(), row.state.as_str()])
-                .set(row.jobs as i64);
+        let mut models = self.known_models.lock().expect("metrics lock").clone();
+        models.extend(backlog.iter().map(|r| r.model.to_string()));
+        // Every model ever seen keeps all four series, at 0 when empty, so "no backlog" is a
+        // sample rather than a missing series.
+        for m in &models {
+            for st in [
+                JobState::Pending,
+                JobState::Queued,
+                JobState::Running,
+                JobState::Retryable,
+            ] {
+                let n = backlog
+                    .iter()
+                    .find(|r| r.model.as_str() == m && r.state == st)
+                    .map_or(0, |r| r.jobs);
+                self.backlog
+                    .with_label_values(&[m.as_str(), st.as_str()])
+                    .set(n as i64);
+            }
         }
+        *self.known_models.lock().expect("metrics lock") = models;
         let finished = store.finished().await?;
         let mut seen = self.seen.lock().expect("metrics lock");
         let first = seen.is_none();

@@ -18,7 +18,9 @@ use crate::{Worker, WorkerConfig, WorkerMetrics};
 /// For an unknown renderer name.
 pub fn renderer(settings: &Settings) -> anyhow::Result<Arc<dyn Renderer>> {
     match settings.worker.renderer.as_str() {
-        "test-pattern" => Ok(Arc::new(pixelfarm_render::TestPattern)),
+        "test-pattern" => Ok(Arc::new(pixelfarm_render::TestPattern::with_delay(
+            Duration::from_millis(settings.worker.test_pattern_delay_ms),
+        ))),
         other => anyhow::bail!("worker.renderer is `{other}`; accepted: test-pattern"),
     }
 }

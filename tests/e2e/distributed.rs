@@ -1,0 +1,382 @@
+//! The distributed stack on real Postgres, RabbitMQ and SeaweedFS.
+
+use pixelfarm_core::{BlobStore, Broker, ErrorKind, JobState, ModelName, sha256_hex};
+use pixelfarm_e2e::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// A 500-job batch survives a SIGKILLed worker: every job succeeds exactly once, the bucket holds
+/// exactly the 500 images the results name, with those bytes, and the completion counter moved by 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_survives_a_killed_worker() {
+    let mut stack = Stack::start(StackOptions {
+        workers: 2,
+        concurrency: 2,
+        render_delay_ms: 25,
+        ..Default::default()
+    })
+    .await;
+    let client = stack.client(KEY_A).await;
+    let before = scrape(stack.scheduler.http).await;
+    let completed = "pixelfarm_jobs_completed_total{model=\"test\",outcome=\"succeeded\"}";
+    let start = sample(&before, completed);
+
+    let out = client.submit(manifest("big", 500, None)).await.unwrap();
+    assert_eq!((out.created, out.jobs), (true, 500));
+    wait_batch(
+        &stack,
+        &client,
+        out.batch_id,
+        Duration::from_secs(60),
+        |v| v.status.counts.succeeded >= 100,
+    )
+    .await;
+    stack.workers[0].signal("KILL");
+    let status = stack.workers[0].child.wait().await.unwrap();
+    assert!(!status.success(), "SIGKILL ends the worker abnormally");
+    stack.add_worker().await;
+
+    let done = wait_batch(
+        &stack,
+        &client,
+        out.batch_id,
+        Duration::from_secs(180),
+        |v| v.done,
+    )
+    .await;
+    let c = &done.status.counts;
+    assert_eq!(
+        (c.succeeded, done.total),
+        (500, 500),
+        "every job succeeded: {c:?}\n{}",
+        stack.logs()
+    );
+
+    // results.jsonl names 500 images whose bytes match, and the bucket holds exactly those.
+    let dir = tempfile::tempdir().unwrap();
+    let summary = pixelfarm_cli::export::export(&client, out.batch_id, dir.path())
+        .await
+        .unwrap();
+    assert_eq!((summary.jobs, summary.images), (500, 500));
+    let mut by_key: BTreeMap<String, String> = BTreeMap::new();
+    for line in std::fs::read_to_string(dir.path().join("results.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["state"], "succeeded");
+        let (key, sha) = (
+            v["object_key"].as_str().unwrap(),
+            v["sha256"].as_str().unwrap(),
+        );
+        let file = std::fs::read(dir.path().join(v["file"].as_str().unwrap())).unwrap();
+        assert_eq!(sha256_hex(&file), sha);
+        by_key.insert(key.to_string(), sha.to_string());
+    }
+    assert_eq!(by_key.len(), 500, "500 distinct content-addressed keys");
+    let blob = stack.blob().await;
+    let pngs: BTreeSet<String> = blob
+        .list("images/")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.ends_with(".png"))
+        .collect();
+    assert_eq!(
+        pngs,
+        by_key.keys().cloned().collect::<BTreeSet<_>>(),
+        "the bucket holds exactly the images of the results"
+    );
+    for (key, sha) in &by_key {
+        assert_eq!(&sha256_hex(&blob.get(key).await.unwrap()), sha, "{key}");
+    }
+    // Each image has its provenance record beside it, and carries its parameters.
+    let (key, _) = by_key.iter().next().unwrap();
+    let prov: serde_json::Value =
+        serde_json::from_slice(&blob.get(&key.replace(".png", ".json")).await.unwrap()).unwrap();
+    assert_eq!(prov["schema"], "pixelfarm.provenance/v1");
+    assert_eq!(prov["model_identity"]["test_pattern"], true);
+    assert!(prov["timings"]["render"].as_f64().unwrap() > 0.0);
+    let text = pixelfarm_render::decode_png_text(&blob.get(key).await.unwrap()).unwrap();
+    assert!(
+        text.iter()
+            .any(|(k, v)| k == "parameters" && v.contains("Seed: "))
+    );
+
+    // The counter comes from the job rows, so the killed worker's jobs count too.
+    let mut moved = 0.0;
+    for _ in 0..50 {
+        moved = sample(&scrape(stack.scheduler.http).await, completed) - start;
+        if moved >= 500.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(moved, 500.0);
+
+    // Every /metrics passes promtool, and every metric the dashboard and alerts use is exported.
+    let mut files = Vec::new();
+    for (i, p) in std::iter::once(&stack.scheduler)
+        .chain(stack.workers.iter().skip(1))
+        .enumerate()
+    {
+        let s = scrape(p.http).await;
+        promtool_check(&s);
+        let f = dir.path().join(format!("scrape-{i}.txt"));
+        std::fs::write(&f, s).unwrap();
+        files.push(f);
+    }
+    let root = repo();
+    let status = std::process::Command::new("python3")
+        .arg(root.join("scripts/check-dashboard-metrics.py"))
+        .arg(root.join("deploy/monitoring/pixelfarm-dashboard.json"))
+        .arg(root.join("deploy/monitoring/alerts.yaml"))
+        .arg("--")
+        .args(&files)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "the dashboard or alerts use a metric the services do not export"
+    );
+}
+
+/// Cancel, idempotency, tenant isolation, manifest errors, HTTP + SSE, dead letters, and the
+/// distributed stack giving the same bytes as the embedded mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_semantics_on_the_real_stack() {
+    let stack = Stack::start(StackOptions {
+        workers: 1,
+        concurrency: 2,
+        render_delay_ms: 30,
+        ..Default::default()
+    })
+    .await;
+    let a = stack.client(KEY_A).await;
+    let b = stack.client(KEY_B).await;
+    let db = sqlx::PgPool::connect(&stack.db_url).await.unwrap();
+    let batches = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM batches")
+            .fetch_one(&db)
+            .await
+            .unwrap()
+    };
+
+    // A malformed manifest names the field and writes nothing.
+    let bad = manifest("bad", 5, None).replace("width: 32", "width: 33");
+    let e = a.submit(bad).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Invalid);
+    assert!(
+        e.to_string().contains("`defaults.width` (line 3)")
+            && e.to_string().contains("multiple of 8"),
+        "{e}"
+    );
+    assert_eq!(batches().await, 0);
+
+    // Cancel mid-batch: what had not started is cancelled, the rest finishes.
+    let out = a
+        .submit(manifest("cancel-me", 300, Some("cancel-key")))
+        .await
+        .unwrap();
+    wait_batch(&stack, &a, out.batch_id, Duration::from_secs(60), |v| {
+        v.status.counts.succeeded >= 10
+    })
+    .await;
+    let cancelled = a.cancel(out.batch_id).await.unwrap();
+    assert!(cancelled > 0);
+    let done = wait_batch(&stack, &a, out.batch_id, Duration::from_secs(60), |v| {
+        v.done
+    })
+    .await;
+    let c = &done.status.counts;
+    assert_eq!(
+        (c.cancelled, c.succeeded + c.cancelled, c.dead),
+        (cancelled, 300, 0),
+        "{c:?}"
+    );
+    let (jobs, _) = a.jobs(out.batch_id, None, 10_000).await.unwrap();
+    assert!(
+        jobs.iter()
+            .all(|j| matches!(j.state, JobState::Succeeded | JobState::Cancelled))
+    );
+
+    // Same idempotency key: same batch, nothing new written.
+    let again = a
+        .submit(manifest("cancel-me", 300, Some("cancel-key")))
+        .await
+        .unwrap();
+    assert_eq!((again.batch_id, again.created), (out.batch_id, false));
+    assert_eq!(batches().await, 1);
+
+    // Tenant b cannot see tenant a's batch, over gRPC or HTTP.
+    assert_eq!(
+        b.batch(out.batch_id).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        b.jobs(out.batch_id, None, 10).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        b.cancel(out.batch_id).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        b.image(jobs[0].id).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    let http = format!("http://{}", stack.scheduler.http);
+    let client = reqwest::Client::new();
+    let get = |key: Option<&str>| {
+        let mut r = client.get(format!("{http}/v1/batches/{}", out.batch_id));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        r.send()
+    };
+    assert_eq!(get(Some(KEY_B)).await.unwrap().status(), 404);
+    assert_eq!(get(None).await.unwrap().status(), 401);
+    let view: serde_json::Value = get(Some(KEY_A)).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (view["done"].as_bool(), view["counts"]["cancelled"].as_u64()),
+        (Some(true), Some(cancelled))
+    );
+
+    // HTTP submit (JSON manifest) and SSE watch until done.
+    let json = r#"{"name": "http", "model": "test", "prompt": "over http {n}", "vars": {"n": ["1", "2"]}, "seeds": [1, 2], "defaults": {"width": 16, "height": 16}}"#;
+    let r = client
+        .post(format!("{http}/v1/batches"))
+        .bearer_auth(KEY_A)
+        .body(json)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<serde_json::Value>().await.unwrap()["batch_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sse = client
+        .get(format!("{http}/v1/batches/{id}/watch"))
+        .bearer_auth(KEY_A)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.headers()["content-type"], "text/event-stream");
+    let body = tokio::time::timeout(Duration::from_secs(60), sse.text())
+        .await
+        .expect("the stream ends when the batch is done")
+        .unwrap();
+    assert!(
+        body.contains("event: batch") && body.contains("\"done\":true"),
+        "{body}"
+    );
+    let bad = client
+        .post(format!("{http}/v1/batches"))
+        .bearer_auth(KEY_A)
+        .body("name: x\nmodel: test\nprompt: p\nseeds: {base: 1, count: 0}\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("seeds.count"));
+
+    // An undecodable message goes to the dead-letter queue, and the worker counts it.
+    let broker = pixelfarm_broker::RabbitBroker::connect(
+        &std::env::var("PIXELFARM_TEST_AMQP_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+        pixelfarm_broker::Topology::new(stack.prefix.clone()),
+    )
+    .await
+    .unwrap();
+    broker
+        .publish_raw(
+            &ModelName::parse("test").unwrap(),
+            bytes::Bytes::from_static(b"garbage"),
+        )
+        .await
+        .unwrap();
+    let mut dead = 0;
+    for _ in 0..100 {
+        dead = broker.dead_letter_depth().await.unwrap();
+        if dead == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(dead, 1);
+    assert_eq!(
+        sample(
+            &scrape(stack.workers[0].http).await,
+            "pixelfarm_dead_letters_total"
+        ),
+        1.0
+    );
+
+    // The same manifest gives byte-identical images here and in the embedded mode.
+    let shapes = std::fs::read_to_string(repo().join("examples/shapes.yaml")).unwrap();
+    let out = a.submit(shapes.clone()).await.unwrap();
+    wait_batch(&stack, &a, out.batch_id, Duration::from_secs(60), |v| {
+        v.done
+    })
+    .await;
+    let (jobs, _) = a.jobs(out.batch_id, None, 1000).await.unwrap();
+    let distributed: BTreeMap<String, String> = jobs
+        .into_iter()
+        .map(|j| (j.key, j.sha256.unwrap()))
+        .collect();
+    let local = tempfile::tempdir().unwrap();
+    pixelfarm_cli::embedded::run(shapes, local.path(), 2, false)
+        .await
+        .unwrap();
+    let embedded: BTreeMap<String, String> =
+        std::fs::read_to_string(local.path().join("results.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["key"].as_str().unwrap().to_string(),
+                    v["sha256"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+    assert_eq!(distributed, embedded);
+}
+
+/// SIGTERM: the worker stops consuming, finishes the jobs in hand, and exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_drains_the_jobs_in_hand() {
+    let stack = Stack::start(StackOptions {
+        workers: 1,
+        concurrency: 2,
+        render_delay_ms: 700,
+        lease_seconds: 30,
+        ..Default::default()
+    })
+    .await;
+    let a = stack.client(KEY_A).await;
+    let out = a.submit(manifest("drain", 20, None)).await.unwrap();
+    wait_batch(&stack, &a, out.batch_id, Duration::from_secs(30), |v| {
+        v.status.counts.running >= 1
+    })
+    .await;
+    let mut stack = stack;
+    stack.workers[0].signal("TERM");
+    let status = tokio::time::timeout(Duration::from_secs(20), stack.workers[0].child.wait())
+        .await
+        .expect("exits within the grace")
+        .unwrap();
+    assert!(
+        status.success(),
+        "clean exit: {status:?}\n{}",
+        stack.workers[0].tail()
+    );
+    let v = a.batch(out.batch_id).await.unwrap();
+    assert_eq!(
+        v.status.counts.running, 0,
+        "nothing left running after the drain: {:?}",
+        v.status.counts
+    );
+    assert!(v.status.counts.succeeded >= 1);
+}

@@ -1,0 +1,384 @@
+//! Harness for the end-to-end tests: a fresh Postgres database, a unique RabbitMQ prefix and a
+//! unique S3 prefix per stack; the real `pixelfarm-scheduler` and `pixelfarm-worker` binaries as
+//! child processes; helpers to scrape, wait and check.
+//!
+//! The binaries must be built first (`cargo build --workspace --bins`; `scripts/test` does it).
+
+use pixelfarm_api::{ApiClient, BatchView};
+use pixelfarm_blob::{S3Blob, S3Config};
+use pixelfarm_core::BatchId;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+/// API key of tenant `a`.
+pub const KEY_A: &str = "e2e-key-a";
+/// API key of tenant `b`.
+pub const KEY_B: &str = "e2e-key-b";
+/// Bucket the stacks share (each under its own prefix).
+pub const BUCKET: &str = "pixelfarm-e2e";
+
+/// A built binary of this workspace.
+///
+/// # Panics
+/// When it has not been built.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+/// A free local port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn env(k: &str, d: &str) -> String {
+    std::env::var(k).unwrap_or_else(|_| d.to_string())
+}
+
+/// S3 settings of the test SeaweedFS (`scripts/dev-services` starts it with these credentials).
+pub fn s3_config(prefix: &str) -> S3Config {
+    S3Config {
+        bucket: BUCKET.into(),
+        endpoint: env("PIXELFARM_TEST_S3_ENDPOINT", "http://127.0.0.1:8333"),
+        region: "us-east-1".into(),
+        access_key_id: env("PIXELFARM_TEST_S3_ACCESS_KEY", "pixelfarm"),
+        secret_access_key: env("PIXELFARM_TEST_S3_SECRET_KEY", "pixelfarm-secret"),
+        path_style: true,
+        prefix: prefix.into(),
+    }
+}
+
+/// A child process whose log goes to a file, killed when dropped.
+pub struct Proc {
+    /// The process.
+    pub child: Child,
+    /// Its stderr.
+    pub log: PathBuf,
+    /// Its ops HTTP address.
+    pub http: SocketAddr,
+}
+
+impl Proc {
+    /// The last lines of its log, for failure messages.
+    pub fn tail(&self) -> String {
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Send a signal (`libc`-free: via `kill`).
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("running process has a pid");
+        let ok = std::process::Command::new("kill")
+            .args([format!("-{sig}"), pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} {pid} failed");
+    }
+}
+
+/// Settings of one stack.
+#[derive(Clone, Debug)]
+pub struct StackOptions {
+    /// Workers started with the stack.
+    pub workers: usize,
+    /// Jobs per worker at once.
+    pub concurrency: usize,
+    /// Sleep per test-pattern render.
+    pub render_delay_ms: u64,
+    /// Lease length (short, so a killed worker's jobs come back quickly).
+    pub lease_seconds: u64,
+    /// Messages per model the dispatcher keeps published.
+    pub window: u32,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            workers: 2,
+            concurrency: 2,
+            render_delay_ms: 20,
+            lease_seconds: 3,
+            window: 64,
+        }
+    }
+}
+
+/// A running scheduler and workers on fresh state.
+pub struct Stack {
+    /// Temp dir holding config and logs.
+    pub dir: tempfile::TempDir,
+    /// The fresh database.
+    pub db_url: String,
+    /// Broker names and S3 key prefix of this stack.
+    pub prefix: String,
+    /// The scheduler process.
+    pub scheduler: Proc,
+    /// gRPC API URL.
+    pub grpc_url: String,
+    /// Worker processes (a killed one stays in the list).
+    pub workers: Vec<Proc>,
+    opts: StackOptions,
+}
+
+impl Stack {
+    /// Start a scheduler and `opts.workers` workers, and wait until all are ready.
+    pub async fn start(opts: StackOptions) -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let db_url = pixelfarm_store::testing::fresh_postgres_url().await;
+        let prefix = format!("e2e-{}", uuid::Uuid::new_v4().simple());
+        let s3 = s3_config(&prefix);
+        let (grpc, http) = (free_port(), free_port());
+        let config = format!(
+            "database: {{url: \"{db_url}\", max_connections: 16}}
+broker: {{url: \"{amqp}\", prefix: \"{prefix}\", window_per_model: {window}}}
+blob: {{kind: s3, bucket: {bucket}, endpoint: \"{endpoint}\", region: us-east-1, access_key_id: {ak}, secret_access_key: {sk}, path_style: true, prefix: \"{prefix}\", create_bucket: true}}
+scheduler:
+  grpc_addr: 127.0.0.1:{grpc}
+  http_addr: 127.0.0.1:{http}
+  dispatch_interval_ms: 20
+  maintenance_interval_ms: 300
+  tenants:
+    - {{name: a, api_keys: [{KEY_A}]}}
+    - {{name: b, api_keys: [{KEY_B}]}}
+worker:
+  models: [test, shapes]
+  prefetch: {prefetch}
+  concurrency: {concurrency}
+  lease_seconds: {lease}
+  heartbeat_seconds: 1
+  drain_grace_seconds: 10
+  test_pattern_delay_ms: {delay}
+",
+            amqp = env("PIXELFARM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            window = opts.window,
+            bucket = s3.bucket,
+            endpoint = s3.endpoint,
+            ak = s3.access_key_id,
+            sk = s3.secret_access_key,
+            prefetch = opts.concurrency * 2,
+            concurrency = opts.concurrency,
+            lease = opts.lease_seconds,
+            delay = opts.render_delay_ms,
+        );
+        std::fs::create_dir_all(dir.path().join("config")).unwrap();
+        std::fs::write(dir.path().join("config/base.yaml"), config).unwrap();
+        let scheduler = spawn(
+            dir.path(),
+            "pixelfarm-scheduler",
+            "scheduler",
+            &[],
+            format!("127.0.0.1:{http}").parse().unwrap(),
+        );
+        let mut stack = Stack {
+            dir,
+            db_url,
+            prefix,
+            scheduler,
+            grpc_url: format!("http://127.0.0.1:{grpc}"),
+            workers: Vec::new(),
+            opts,
+        };
+        wait_ready(&stack.scheduler).await;
+        for _ in 0..stack.opts.workers {
+            stack.add_worker().await;
+        }
+        stack
+    }
+
+    /// Start one more worker and wait until it consumes.
+    pub async fn add_worker(&mut self) -> usize {
+        let n = self.workers.len();
+        let port = free_port();
+        let id = format!("worker-{n}");
+        let addr = format!("127.0.0.1:{port}");
+        let w = spawn(
+            self.dir.path(),
+            "pixelfarm-worker",
+            &id,
+            &[
+                ("PIXELFARM__WORKER__ID", id.as_str()),
+                ("PIXELFARM__WORKER__HTTP_ADDR", addr.as_str()),
+            ],
+            addr.parse().unwrap(),
+        );
+        wait_ready(&w).await;
+        self.workers.push(w);
+        n
+    }
+
+    /// A client of tenant `key`.
+    pub async fn client(&self, key: &str) -> ApiClient {
+        ApiClient::connect(&self.grpc_url, key).await.unwrap()
+    }
+
+    /// The stack's view of the bucket.
+    pub async fn blob(&self) -> S3Blob {
+        S3Blob::connect(&s3_config(&self.prefix)).await.unwrap()
+    }
+
+    /// Logs of every process, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut s = format!("--- scheduler ---\n{}\n", self.scheduler.tail());
+        for (i, w) in self.workers.iter().enumerate() {
+            s.push_str(&format!("--- worker-{i} ---\n{}\n", w.tail()));
+        }
+        s
+    }
+}
+
+fn spawn(
+    dir: &Path,
+    binary: &str,
+    name: &str,
+    extra_env: &[(&str, &str)],
+    http: SocketAddr,
+) -> Proc {
+    let log = dir.join(format!("{name}.log"));
+    let file = std::fs::File::create(&log).unwrap();
+    let mut cmd = Command::new(bin(binary));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PIXELFARM_CONFIG_DIR", dir.join("config"))
+        .env("PIXELFARM_ENV", "e2e")
+        .env("RUST_LOG", "info,sqlx=warn,lapin=warn,aws=warn,h2=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(file))
+        .kill_on_drop(true);
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    Proc {
+        child: cmd.spawn().unwrap(),
+        log,
+        http,
+    }
+}
+
+async fn wait_ready(p: &Proc) {
+    let url = format!("http://{}/readyz", p.http);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(r) = reqwest::get(&url).await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} not ready within 60 s; log:\n{}", p.tail());
+}
+
+/// GET a `/metrics` page.
+pub async fn scrape(http: SocketAddr) -> String {
+    reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of one sample in a scrape (`name{labels}` exactly as printed), 0 when absent.
+pub fn sample(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Poll `batch` until `cond` holds (or panic after `timeout` with the stack's logs).
+pub async fn wait_batch(
+    stack: &Stack,
+    client: &ApiClient,
+    batch: BatchId,
+    timeout: Duration,
+    cond: impl Fn(&BatchView) -> bool,
+) -> BatchView {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = client.batch(batch).await.unwrap();
+        if cond(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "batch not there within {timeout:?}: {:?}\n{}",
+            v.status.counts,
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Run `promtool check metrics` on a scrape.
+///
+/// # Panics
+/// When promtool is missing or finds problems.
+pub fn promtool_check(scrape: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is needed (Debian package `prometheus`; .ci/run installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A manifest of `n` jobs (`n` must be a multiple of 5) for model `test`.
+pub fn manifest(name: &str, n: usize, key: Option<&str>) -> String {
+    assert!(n % 5 == 0);
+    let values: Vec<String> = (0..n / 5).map(|i| i.to_string()).collect();
+    let mut m = format!(
+        "name: {name}\nmodel: test\ndefaults: {{width: 32, height: 32, steps: 2}}\nprompt: \"job {{n}}\"\nvars:\n  n: [{}]\nseeds: {{base: 11, count: 5}}\n",
+        values.join(", ")
+    );
+    if let Some(k) = key {
+        m.push_str(&format!("idempotency_key: {k}\n"));
+    }
+    m
+}
