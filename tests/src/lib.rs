@@ -277,10 +277,11 @@ async fn wait_ready(p: &Proc) {
     let url = format!("http://{}/readyz", p.http);
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        if let Ok(r) = reqwest::get(&url).await {
-            if r.status().is_success() {
-                return;
-            }
+        if reqwest::get(&url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -371,7 +372,7 @@ pub fn repo() -> PathBuf {
 
 /// A manifest of `n` jobs (`n` must be a multiple of 5) for model `test`.
 pub fn manifest(name: &str, n: usize, key: Option<&str>) -> String {
-    assert!(n % 5 == 0);
+    assert!(n.is_multiple_of(5));
     let values: Vec<String> = (0..n / 5).map(|i| i.to_string()).collect();
     let mut m = format!(
         "name: {name}\nmodel: test\ndefaults: {{width: 32, height: 32, steps: 2}}\nprompt: \"job {{n}}\"\nvars:\n  n: [{}]\nseeds: {{base: 11, count: 5}}\n",

@@ -7,7 +7,7 @@
 //! - [`http`]: the axum HTTP/JSON + SSE routes over [`BatchApi`].
 //! - [`convert`]: domain ↔ protobuf records.
 //! - [`client`]: [`ApiClient`], the gRPC client the CLI uses.
-//! - [`metrics`]: [`ApiMetrics`].
+//! - [`metrics`]: the API's counters ([`ApiMetrics`]).
 
 pub mod client;
 pub mod convert;

@@ -171,10 +171,8 @@ async fn fetch_image(
     path: &PathBuf,
     sha: &str,
 ) -> Result<()> {
-    if let Ok(existing) = std::fs::read(path) {
-        if sha256_hex(&existing) == sha {
-            return Ok(());
-        }
+    if std::fs::read(path).is_ok_and(|existing| sha256_hex(&existing) == sha) {
+        return Ok(());
     }
     let bytes = source.image(job).await?;
     let got = sha256_hex(&bytes);

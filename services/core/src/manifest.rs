@@ -270,14 +270,16 @@ fn expand(raw: RawManifest, text: &str) -> Result<BatchSpec> {
     if raw.name.trim().is_empty() || raw.name.len() > 200 {
         return Err(cross_error(text, "name", "must be 1 to 200 characters"));
     }
-    if let Some(k) = &raw.idempotency_key {
-        if k.is_empty() || k.len() > 200 {
-            return Err(cross_error(
-                text,
-                "idempotency_key",
-                "must be 1 to 200 characters",
-            ));
-        }
+    if raw
+        .idempotency_key
+        .as_ref()
+        .is_some_and(|k| k.is_empty() || k.len() > 200)
+    {
+        return Err(cross_error(
+            text,
+            "idempotency_key",
+            "must be 1 to 200 characters",
+        ));
     }
     let d = Defaults::from_raw(raw.defaults);
     let sizes: Vec<(u32, u32)> = match &raw.sizes {

@@ -124,7 +124,7 @@ impl ImageSize {
     /// `Invalid` naming the side that is out of range or not a multiple of 8.
     pub fn new(width: u32, height: u32) -> Result<Self> {
         for (name, v) in [("width", width), ("height", height)] {
-            if v < 8 || v > Self::MAX_SIDE || v % 8 != 0 {
+            if !(8..=Self::MAX_SIDE).contains(&v) || v % 8 != 0 {
                 return Err(Error::invalid(format!(
                     "{name} is {v}; accepted: a multiple of 8 between 8 and {}",
                     Self::MAX_SIDE

@@ -138,7 +138,7 @@ mod tests {
     fn smallest_size_renders() {
         let m = ModelName::parse("any").unwrap();
         assert_eq!(
-            TestPattern
+            TestPattern::default()
                 .render(&m, &params("a", 1, 8, 8))
                 .unwrap()
                 .rgb

@@ -5,7 +5,7 @@
 //! # Layout
 //! - [`worker`]: [`Worker`], the consume → claim → render → upload → complete loop.
 //! - [`job`]: one job's execution and its provenance record.
-//! - [`metrics`]: [`WorkerMetrics`].
+//! - [`metrics`]: the worker's counters ([`WorkerMetrics`]).
 //! - [`app`]: [`app::start`] wires settings into a running worker with its ops server.
 
 pub mod app;
