@@ -25,18 +25,19 @@ pub const BUCKET: &str = "pixelfarm-e2e";
 /// # Panics
 /// When it has not been built.
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first (scripts/test does)",
-        p.display()
-    );
-    p
+    // Tests run from target/<profile>/deps, bench binaries from target/<profile>.
+    let exe = std::env::current_exe().expect("own exe path");
+    let dir = exe.parent().expect("exe has a folder");
+    let candidates = [
+        dir.join(name),
+        dir.parent().map(|p| p.join(name)).unwrap_or_default(),
+    ];
+    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
+        panic!(
+            "{name} is missing next to {}: run `cargo build --workspace --bins` (with --release for benchmarks) first",
+            exe.display()
+        )
+    })
 }
 
 /// A free local port.

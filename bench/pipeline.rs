@@ -1,0 +1,229 @@
+//! Pipeline benchmark on the real services (scripts/dev-services), with the release binaries:
+//!
+//! ```text
+//! cargo build --release --workspace --bins && target/release/bench-pipeline [JOBS_E2E] [JOBS_SUBMIT]
+//! ```
+//!
+//! 1. Submit: a 100k-job manifest through the gRPC API (parse + expand + one transaction), against
+//!    a baseline measured in the same run: the same jobs inserted one row per statement.
+//! 2. End to end: a 20k-job batch, 64×64 test-pattern images, one scheduler and two workers, from
+//!    submit to the last job succeeded; against the object store's own ceiling measured in the same
+//!    run (each job costs two PUTs: image and provenance).
+
+use futures::StreamExt;
+use pixelfarm_core::{BlobStore, hash_api_key, parse_manifest};
+use pixelfarm_e2e::*;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+fn manifest_64(name: &str, n: usize) -> String {
+    manifest(name, n, None).replace("width: 32, height: 32", "width: 64, height: 64")
+}
+
+/// Naive baseline: one INSERT statement per job, in one transaction, rolled back.
+async fn naive_insert_seconds(db_url: &str, text: &str) -> f64 {
+    let spec = parse_manifest(text).unwrap();
+    let pool = sqlx::PgPool::connect(db_url).await.unwrap();
+    let tenant: uuid::Uuid =
+        sqlx::query_scalar("SELECT tenant_id FROM api_keys WHERE key_sha256 = $1")
+            .bind(hash_api_key(KEY_A))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let t = Instant::now();
+    let mut tx = pool.begin().await.unwrap();
+    let batch = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO batches (id, tenant_id, name, model, priority, manifest, job_count) VALUES ($1, $2, 'naive', 'test', 0, $3, $4)")
+        .bind(batch)
+        .bind(tenant)
+        .bind(text)
+        .bind(spec.jobs.len() as i32)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    for j in &spec.jobs {
+        sqlx::query("INSERT INTO jobs (id, batch_id, tenant_id, model, priority, key, params, max_attempts) VALUES ($1, $2, $3, 'test', 0, $4, $5::jsonb, 5)")
+            .bind(uuid::Uuid::now_v7())
+            .bind(batch)
+            .bind(tenant)
+            .bind(&j.key)
+            .bind(serde_json::to_string(&j.params).unwrap())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    tx.rollback().await.unwrap();
+    secs
+}
+
+/// PUTs per second the object store takes at `concurrency`, with PNG-sized bodies.
+async fn s3_put_rate(stack: &Stack, concurrency: usize, seconds: f64) -> f64 {
+    let blob = stack.blob().await;
+    let body = bytes::Bytes::from(vec![7u8; 6 * 1024]);
+    let t = Instant::now();
+    let done = futures::stream::iter(0..)
+        .take_while(|_| futures::future::ready(t.elapsed().as_secs_f64() < seconds))
+        .map(|i| {
+            let (blob, body) = (blob.clone(), body.clone());
+            async move {
+                blob.put(
+                    &format!("ceiling/{}/{i}.bin", i % 256),
+                    body,
+                    "application/octet-stream",
+                )
+                .await
+                .unwrap()
+            }
+        })
+        .buffer_unordered(concurrency)
+        .count()
+        .await;
+    done as f64 / t.elapsed().as_secs_f64()
+}
+
+fn phase_means(scrapes: &[String]) -> BTreeMap<String, f64> {
+    let mut sum: BTreeMap<String, f64> = BTreeMap::new();
+    let mut count: BTreeMap<String, f64> = BTreeMap::new();
+    for s in scrapes {
+        for line in s
+            .lines()
+            .filter(|l| l.starts_with("pixelfarm_job_phase_seconds_"))
+        {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let phase = series
+                .split("phase=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("")
+                .to_string();
+            let v: f64 = value.parse().unwrap_or(0.0);
+            if series.starts_with("pixelfarm_job_phase_seconds_sum") {
+                *sum.entry(phase).or_default() += v;
+            } else if series.starts_with("pixelfarm_job_phase_seconds_count") {
+                *count.entry(phase).or_default() += v;
+            }
+        }
+    }
+    sum.into_iter()
+        .map(|(k, s)| {
+            (
+                k.clone(),
+                s / count.get(&k).copied().unwrap_or(1.0).max(1.0),
+            )
+        })
+        .collect()
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("job counts"))
+        .collect();
+    let e2e_jobs = args.first().copied().unwrap_or(20_000);
+    let submit_jobs = args.get(1).copied().unwrap_or(100_000);
+    let concurrency = 16;
+
+    // --- submit ---------------------------------------------------------------------------
+    let stack = Stack::start(StackOptions {
+        workers: 0,
+        concurrency,
+        render_delay_ms: 0,
+        window: 4096,
+        ..Default::default()
+    })
+    .await;
+    let client = stack.client(KEY_A).await;
+    let naive_n = 10_000;
+    let naive = naive_insert_seconds(&stack.db_url, &manifest_64("naive", naive_n)).await;
+    let t = Instant::now();
+    client
+        .submit(manifest_64("same-10k", naive_n))
+        .await
+        .unwrap();
+    let ours_10k = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let big = client
+        .submit(manifest_64("big", submit_jobs))
+        .await
+        .unwrap();
+    let ours_big = t.elapsed().as_secs_f64();
+    assert_eq!(big.jobs as usize, submit_jobs);
+    println!("## submit (gRPC: parse + expand + one transaction)");
+    println!("| case | jobs | seconds | jobs/s |\n|---|---|---|---|");
+    println!(
+        "| baseline: one INSERT per job | {naive_n} | {naive:.2} | {:.0} |",
+        naive_n as f64 / naive
+    );
+    println!(
+        "| pixelfarm submit | {naive_n} | {ours_10k:.2} | {:.0} |",
+        naive_n as f64 / ours_10k
+    );
+    println!(
+        "| pixelfarm submit | {submit_jobs} | {ours_big:.2} | {:.0} |",
+        submit_jobs as f64 / ours_big
+    );
+    println!(
+        "speed-up over the baseline at {naive_n} jobs: {:.1}x\n",
+        naive / ours_10k
+    );
+    drop(stack);
+
+    // --- end to end -----------------------------------------------------------------------
+    let mut stack = Stack::start(StackOptions {
+        workers: 2,
+        concurrency,
+        render_delay_ms: 0,
+        window: 4096,
+        ..Default::default()
+    })
+    .await;
+    let client = stack.client(KEY_A).await;
+    let ceiling = s3_put_rate(&stack, 2 * concurrency, 5.0).await;
+    let t = Instant::now();
+    let out = client.submit(manifest_64("e2e", e2e_jobs)).await.unwrap();
+    let submitted = t.elapsed().as_secs_f64();
+    let done = wait_batch(
+        &stack,
+        &client,
+        out.batch_id,
+        Duration::from_secs(1800),
+        |v| v.done,
+    )
+    .await;
+    let total = t.elapsed().as_secs_f64();
+    assert_eq!(
+        done.status.counts.succeeded as usize, e2e_jobs,
+        "{:?}",
+        done.status.counts
+    );
+    let rate = e2e_jobs as f64 / total;
+    let mut scrapes = Vec::new();
+    for w in &stack.workers {
+        scrapes.push(scrape(w.http).await);
+    }
+    println!(
+        "## end to end ({e2e_jobs} jobs, 64x64 test pattern, 1 scheduler + 2 workers x {concurrency} slots)"
+    );
+    println!("| measure | value |\n|---|---|");
+    println!("| submit | {submitted:.2} s |");
+    println!("| submit to last success | {total:.2} s |");
+    println!("| pipeline | {rate:.0} jobs/s |");
+    println!(
+        "| baseline: S3 PUTs/s at {} in flight | {ceiling:.0} |",
+        2 * concurrency
+    );
+    println!(
+        "| ceiling from S3 alone (2 PUTs per job) | {:.0} jobs/s |",
+        ceiling / 2.0
+    );
+    println!("| pipeline / S3 ceiling | {:.2} |", rate / (ceiling / 2.0));
+    println!("\nmean seconds per phase (workers):");
+    for (phase, mean) in phase_means(&scrapes) {
+        println!("- {phase}: {:.4}", mean);
+    }
+    stack.workers.clear();
+}
