@@ -109,6 +109,12 @@ pub struct StackOptions {
     pub lease_seconds: u64,
     /// Messages per model the dispatcher keeps published.
     pub window: u32,
+    /// `worker.renderer`.
+    pub renderer: String,
+    /// `worker.models`.
+    pub models: Vec<String>,
+    /// `worker.registry`: the diffusion model registry file.
+    pub registry: Option<PathBuf>,
 }
 
 impl Default for StackOptions {
@@ -119,6 +125,9 @@ impl Default for StackOptions {
             render_delay_ms: 20,
             lease_seconds: 3,
             window: 64,
+            renderer: "test-pattern".into(),
+            models: vec!["test".into(), "shapes".into()],
+            registry: None,
         }
     }
 }
@@ -161,14 +170,15 @@ scheduler:
     - {{name: a, api_keys: [{KEY_A}]}}
     - {{name: b, api_keys: [{KEY_B}]}}
 worker:
-  models: [test, shapes]
+  models: [{models}]
   prefetch: {prefetch}
   concurrency: {concurrency}
   lease_seconds: {lease}
   heartbeat_seconds: 1
   drain_grace_seconds: 10
   test_pattern_delay_ms: {delay}
-",
+  renderer: {renderer}
+{registry}",
             amqp = env("PIXELFARM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
             window = opts.window,
             bucket = s3.bucket,
@@ -179,6 +189,9 @@ worker:
             concurrency = opts.concurrency,
             lease = opts.lease_seconds,
             delay = opts.render_delay_ms,
+            renderer = opts.renderer,
+            models = opts.models.join(", "),
+            registry = opts.registry.as_ref().map(|p| format!("  registry: \"{}\"\n", p.display())).unwrap_or_default(),
         );
         std::fs::create_dir_all(dir.path().join("config")).unwrap();
         std::fs::write(dir.path().join("config/base.yaml"), config).unwrap();
@@ -198,7 +211,7 @@ worker:
             workers: Vec::new(),
             opts,
         };
-        wait_ready(&stack.scheduler).await;
+        wait_ready(&mut stack.scheduler).await;
         for _ in 0..stack.opts.workers {
             stack.add_worker().await;
         }
@@ -221,7 +234,8 @@ worker:
             ],
             addr.parse().unwrap(),
         );
-        wait_ready(&w).await;
+        let mut w = w;
+        wait_ready(&mut w).await;
         self.workers.push(w);
         n
     }
@@ -274,7 +288,7 @@ fn spawn(
     }
 }
 
-async fn wait_ready(p: &Proc) {
+async fn wait_ready(p: &mut Proc) {
     let url = format!("http://{}/readyz", p.http);
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
@@ -283,6 +297,12 @@ async fn wait_ready(p: &Proc) {
             .is_ok_and(|r| r.status().is_success())
         {
             return;
+        }
+        if let Ok(Some(status)) = p.child.try_wait() {
+            panic!(
+                "{url}: the process exited ({status}) before it was ready; log:\n{}",
+                p.tail()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -82,7 +82,7 @@ pub async fn run(
         store,
         broker,
         blob,
-        pixelfarm_worker::app::renderer(&settings)?,
+        pixelfarm_worker::app::renderer(&settings).await?,
         Arc::new(WorkerMetrics::register(&registry)),
     ));
     let worker_stop = stop.clone();

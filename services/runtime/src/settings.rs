@@ -241,8 +241,13 @@ pub struct WorkerSettings {
     pub drain_grace_seconds: u64,
     /// `/metrics` + health listen address.
     pub http_addr: String,
-    /// `test-pattern` (pipeline tests and benchmarks; no model).
+    /// `diffusion` (the candle engine, models from the `diffusion` section) or `test-pattern`
+    /// (pipeline tests and benchmarks; no model).
     pub renderer: String,
+    /// Model registry file of the `diffusion` renderer (YAML: services/diffusion, registry.rs).
+    /// A file of its own so it can be shipped and mounted separately (a ConfigMap on Kubernetes),
+    /// and so its file names, which contain dots, are not split into config paths.
+    pub registry: Option<PathBuf>,
     /// Sleep added to each test-pattern render, standing in for device time (tests, benchmarks).
     pub test_pattern_delay_ms: u64,
 }
@@ -259,6 +264,7 @@ impl Default for WorkerSettings {
             drain_grace_seconds: 30,
             http_addr: "0.0.0.0:9091".into(),
             renderer: "test-pattern".into(),
+            registry: None,
             test_pattern_delay_ms: 0,
         }
     }

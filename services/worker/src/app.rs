@@ -1,7 +1,9 @@
 //! Wiring: settings → seams + renderer → a running worker with its ops server.
 
 use anyhow::Context;
-use pixelfarm_core::{Backoff, Renderer};
+use pixelfarm_blob::{S3Blob, S3Config};
+use pixelfarm_core::{Backoff, BlobStore, Renderer};
+use pixelfarm_diffusion::{DiffusionEngine, RegistryConfig, registry::sha256_file};
 use pixelfarm_runtime::{Settings, ops};
 use prometheus::Registry;
 use std::net::SocketAddr;
@@ -12,17 +14,73 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Worker, WorkerConfig, WorkerMetrics};
 
-/// The renderer named by `worker.renderer`.
+/// The renderer named by `worker.renderer`; for `diffusion`, `s3://` models are downloaded into
+/// the cache first (the engine verifies every file's sha256 when it loads the model, and a
+/// mismatch fails those jobs permanently with the file named).
 ///
 /// # Errors
-/// For an unknown renderer name.
-pub fn renderer(settings: &Settings) -> anyhow::Result<Arc<dyn Renderer>> {
+/// For an unknown renderer name, a missing or invalid `diffusion` section, or an unreachable store.
+pub async fn renderer(settings: &Settings) -> anyhow::Result<Arc<dyn Renderer>> {
     match settings.worker.renderer.as_str() {
         "test-pattern" => Ok(Arc::new(pixelfarm_render::TestPattern::with_delay(
             Duration::from_millis(settings.worker.test_pattern_delay_ms),
         ))),
-        other => anyhow::bail!("worker.renderer is `{other}`; accepted: test-pattern"),
+        "diffusion" => {
+            let path = settings
+                .worker
+                .registry
+                .as_ref()
+                .context("worker.renderer is `diffusion` but worker.registry (the model registry file) is not set")?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read worker.registry {}", path.display()))?;
+            let cfg: RegistryConfig = serde_yaml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("model registry {}: {e}", path.display()))?;
+            cfg.validate()
+                .map_err(|e| anyhow::anyhow!("model registry {}: {}", path.display(), e.chain()))?;
+            fetch_models(&cfg, &settings.blob.s3).await?;
+            Ok(Arc::new(
+                DiffusionEngine::new(cfg).map_err(|e| anyhow::anyhow!(e.chain()))?,
+            ))
+        }
+        other => anyhow::bail!("worker.renderer is `{other}`; accepted: diffusion, test-pattern"),
     }
+}
+
+/// Download the files of `s3://` models that are missing from the cache or differ from their
+/// recorded sha256, with the blob store's endpoint and credentials.
+async fn fetch_models(cfg: &RegistryConfig, s3: &S3Config) -> anyhow::Result<()> {
+    for model in cfg.models.keys() {
+        for f in cfg
+            .remote_files(model)
+            .map_err(|e| anyhow::anyhow!(e.chain()))?
+        {
+            if sha256_file(&f.local_path).is_ok_and(|h| h == f.sha256) {
+                continue;
+            }
+            let store = S3Blob::connect(&S3Config {
+                bucket: f.bucket.clone(),
+                prefix: String::new(),
+                ..s3.clone()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            let bytes = store.get(&f.key).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "model `{model}`: cannot download s3://{}/{}: {}",
+                    f.bucket,
+                    f.key,
+                    e.chain()
+                )
+            })?;
+            let dir = f.local_path.parent().context("cache paths have a folder")?;
+            tokio::fs::create_dir_all(dir).await?;
+            let tmp = f.local_path.with_extension("download");
+            tokio::fs::write(&tmp, &bytes).await?;
+            tokio::fs::rename(&tmp, &f.local_path).await?;
+            tracing::info!(%model, key = %f.key, bytes = bytes.len(), "model file downloaded");
+        }
+    }
+    Ok(())
 }
 
 /// The worker tunables from settings.
@@ -77,7 +135,7 @@ impl Running {
 /// When settings are invalid or a dependency is unreachable at start.
 pub async fn start(settings: Settings, stop: CancellationToken) -> anyhow::Result<Running> {
     let cfg = config(&settings)?;
-    let renderer = renderer(&settings)?;
+    let renderer = renderer(&settings).await?;
     let store = settings
         .database
         .connect()

@@ -1,0 +1,139 @@
+//! The candle engine inside the real worker: a tiny random-weight model of the SD architecture,
+//! stored in S3 (SeaweedFS), downloaded into the worker's cache, verified and rendered.
+
+use pixelfarm_core::{BlobStore, JobState};
+use pixelfarm_e2e::*;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_worker_renders_with_a_model_from_s3_and_refuses_tampered_weights() {
+    let local = tempfile::tempdir().unwrap();
+    let entry = pixelfarm_diffusion::tiny::write_tiny_model(local.path(), 4).unwrap();
+    let models_prefix = format!("models-{}", uuid::Uuid::new_v4().simple());
+    let root = pixelfarm_blob::S3Blob::connect(&s3_config(""))
+        .await
+        .unwrap();
+    root.ensure_bucket().await.unwrap();
+    for rel in entry.files.keys() {
+        let bytes = std::fs::read(local.path().join(rel)).unwrap();
+        root.put(
+            &format!("{models_prefix}/tiny/{rel}"),
+            bytes.into(),
+            "application/octet-stream",
+        )
+        .await
+        .unwrap();
+    }
+    let files = |tamper: bool| {
+        let mut s = String::new();
+        for (rel, sha) in &entry.files {
+            let sha = if tamper && rel.starts_with("unet/") {
+                "0".repeat(64)
+            } else {
+                sha.clone()
+            };
+            writeln!(s, "        {rel}: \"{sha}\"").unwrap();
+        }
+        s
+    };
+    let cache = local.path().join("cache");
+    let registry = local.path().join("registry.yaml");
+    let text = format!(
+        "cache_dir: \"{cache}\"\nmodels:\n    tiny:\n      family: tiny\n      source: \"s3://{BUCKET}/{models_prefix}/tiny\"\n      files:\n{ok}    tampered:\n      family: tiny\n      source: \"s3://{BUCKET}/{models_prefix}/tiny\"\n      files:\n{bad}",
+        cache = cache.display(),
+        ok = files(false),
+        bad = files(true),
+    );
+    std::fs::write(&registry, text).unwrap();
+    let stack = Stack::start(StackOptions {
+        workers: 1,
+        concurrency: 1,
+        renderer: "diffusion".into(),
+        models: vec!["tiny".into(), "tampered".into()],
+        registry: Some(registry),
+        ..Default::default()
+    })
+    .await;
+    assert!(
+        cache
+            .join("tiny")
+            .join("unet/diffusion_pytorch_model.safetensors")
+            .is_file(),
+        "downloaded into the cache"
+    );
+    let a = stack.client(KEY_A).await;
+    let manifest = |name: &str, model: &str| {
+        format!(
+            "name: {name}\nmodel: {model}\ndefaults: {{width: 64, height: 64, steps: 2, guidance: 3.0, sampler: euler}}\nprompt: \"a {{c}} circle\"\nvars:\n  c: [red, blue]\nseeds: {{base: 5, count: 2}}\n"
+        )
+    };
+
+    let out = a.submit(manifest("tiny", "tiny")).await.unwrap();
+    let v = wait_batch(&stack, &a, out.batch_id, Duration::from_secs(300), |v| {
+        v.done
+    })
+    .await;
+    assert_eq!(
+        v.status.counts.succeeded,
+        4,
+        "{:?}\n{}",
+        v.status.counts,
+        stack.logs()
+    );
+    let (jobs, _) = a.jobs(out.batch_id, None, 100).await.unwrap();
+    let png = a.image(jobs[0].id).await.unwrap();
+    let text = pixelfarm_render::decode_png_text(&png).unwrap();
+    let params = &text.iter().find(|(k, _)| k == "parameters").unwrap().1;
+    assert!(
+        params.contains("Renderer: candle-sd/1") && params.contains("Sampler: Euler"),
+        "{params}"
+    );
+    let prov: serde_json::Value =
+        serde_json::from_str(&text.iter().find(|(k, _)| k == "pixelfarm").unwrap().1).unwrap();
+    assert_eq!(prov["model_identity"]["test_pattern"], false);
+    let shas: BTreeMap<String, String> = jobs
+        .iter()
+        .map(|j| (j.key.clone(), j.sha256.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        shas.values()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        4,
+        "four seeds, four images"
+    );
+
+    // Same parameters in another batch: the same bytes (seeded per job, content-addressed).
+    let again = a.submit(manifest("tiny-again", "tiny")).await.unwrap();
+    wait_batch(&stack, &a, again.batch_id, Duration::from_secs(300), |v| {
+        v.done
+    })
+    .await;
+    let (jobs2, _) = a.jobs(again.batch_id, None, 100).await.unwrap();
+    let shas2: BTreeMap<String, String> = jobs2
+        .iter()
+        .map(|j| (j.key.clone(), j.sha256.clone().unwrap()))
+        .collect();
+    assert_eq!(shas, shas2);
+
+    // Weights whose sha256 does not match the registry are refused: the jobs die, naming the file.
+    let bad = a.submit(manifest("tampered", "tampered")).await.unwrap();
+    let v = wait_batch(&stack, &a, bad.batch_id, Duration::from_secs(120), |v| {
+        v.done
+    })
+    .await;
+    assert_eq!(v.status.counts.dead, 4, "{:?}", v.status.counts);
+    let (dead, _) = a.jobs(bad.batch_id, None, 10).await.unwrap();
+    let err = dead[0].last_error.clone().unwrap();
+    assert!(
+        dead.iter()
+            .all(|j| j.state == JobState::Dead && j.attempt == 1),
+        "permanent: no retries"
+    );
+    assert!(
+        err.contains("sha256") && err.contains("unet/diffusion_pytorch_model.safetensors"),
+        "{err}"
+    );
+}
