@@ -17,7 +17,14 @@ Manifest checks:
     contexts, /tmp and model-cache emptyDirs, probes, resources,
     terminationGracePeriodSeconds > drain grace, GPU requests == limits,
     autoscaler targets/queues/replica bounds, PDB/Service selectors, configMap
-    references, migration hook annotations.
+    references, migration hook annotations;
+  * model registry (workers): PIXELFARM__WORKER__RENDERER is diffusion or
+    test-pattern; a diffusion worker mounts a ConfigMap file at
+    PIXELFARM__WORKER__REGISTRY (outside /app/config/); with the rendered set
+    at hand, that file parses as the worker's registry (known keys, families,
+    sources, required files, every sha256 64 lowercase hex), cache_dir lies in
+    an emptyDir, device cuda has a GPU, and every model of
+    PIXELFARM__WORKER__MODELS is in it.
 """
 from __future__ import annotations
 
@@ -43,14 +50,19 @@ CRD_SCHEMAS = {
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
 # What each chart ci values file must produce: {kind: count} (exact), and
 # "absent" kinds. Keeps the ci files honest about what they claim to cover.
+# "findings": problems this values file must produce (substrings of the error),
+# which then do not fail the run: the chart defaults ship an empty modelRegistry
+# (a placeholder to fill in, like the dev credentials), so the default sd15
+# pool has no registered model -- the check must notice.
 CHART_EXPECT = {
     "default-values.yaml": {"Deployment": 2, "ScaledObject": 1, "TriggerAuthentication": 1,
-                            "Secret": 2, "Job": 1, "PodDisruptionBudget": 2,
-                            "absent": ["HorizontalPodAutoscaler", "NetworkPolicy", "ServiceMonitor"]},
+                            "Secret": 2, "Job": 1, "PodDisruptionBudget": 2, "ConfigMap": 2,
+                            "absent": ["HorizontalPodAutoscaler", "NetworkPolicy", "ServiceMonitor"],
+                            "findings": ["serves model sd15, which its registry does not list"]},
     "multi-pool-gpu-values.yaml": {"Deployment": 4, "ScaledObject": 2, "TriggerAuthentication": 1,
-                                   "PodDisruptionBudget": 4, "Job": 1,
+                                   "PodDisruptionBudget": 4, "Job": 1, "ConfigMap": 2,
                                    "absent": ["Secret", "HorizontalPodAutoscaler"]},
-    "keda-off-values.yaml": {"Deployment": 3, "HorizontalPodAutoscaler": 2,
+    "keda-off-values.yaml": {"Deployment": 3, "HorizontalPodAutoscaler": 2, "ConfigMap": 1,
                              "absent": ["ScaledObject", "TriggerAuthentication"]},
     "monitoring-on-values.yaml": {"ServiceMonitor": 1, "PodMonitor": 1, "PrometheusRule": 1,
                                   "NetworkPolicy": 2, "ScaledObject": 1,
@@ -64,7 +76,21 @@ CHART_MUST_FAIL = {
     "minReplicas > maxReplicas": {"workerPools": [{"name": "a", "models": ["m"],
                                                    "autoscaling": {"minReplicas": 5, "maxReplicas": 2}}]},
     "unknown keda trigger": {"keda": {"trigger": "sqs"}},
+    "unknown renderer": {"workerDefaults": {"renderer": "dall-e"}},
+    "registry sha256 not 64 hex": {"modelRegistry": {"models": {"sd15": {
+        "family": "sd15", "source": "s3://m/sd15", "files": {"unet/diffusion_pytorch_model.safetensors": "abc123"}}}}},
+    "pool model missing from registry": {"modelRegistry": {"models": {"sd15": {
+        "family": "sd15", "source": "s3://m/sd15", "files": {"tokenizer/tokenizer.json": "0" * 64}}}},
+        "workerPools": [{"name": "xl", "models": ["sdxl"]}]},
 }
+# The worker's model registry (services/diffusion/src/registry.rs).
+RENDERERS = ("diffusion", "test-pattern")
+REGISTRY_KEYS = {"cache_dir", "max_loaded", "max_batch", "fused_batches", "device", "models"}
+MODEL_KEYS = {"family", "source", "checkpoint", "files"}
+FAMILIES = ("tiny", "sd15", "sd21", "sdxl", "sdxl-turbo", "shapes")
+LAYOUT = ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+          "text_encoder/model.safetensors", "tokenizer/tokenizer.json")
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class Checker:
@@ -163,6 +189,126 @@ def check_workload(d: dict, where: str, ck: Checker) -> None:
             cache = [m for m in mounts.values() if m["mountPath"].startswith("/var/cache/pixelfarm")]
             if not cache or "emptyDir" not in volumes.get(cache[0]["name"], {}):
                 ck.err(cw, "worker needs an emptyDir model cache under /var/cache/pixelfarm")
+            renderer = (env.get("PIXELFARM__WORKER__RENDERER") or {}).get("value")
+            if renderer not in RENDERERS:
+                ck.err(cw, f"PIXELFARM__WORKER__RENDERER must be one of {', '.join(RENDERERS)}, got {renderer!r}")
+            if renderer == "diffusion":
+                src = registry_source(c, volumes)
+                if isinstance(src, str):
+                    ck.err(cw, src)
+
+
+def registry_source(c: dict, volumes: dict) -> tuple[str, str] | str:
+    """(ConfigMap name, key) of the file at PIXELFARM__WORKER__REGISTRY, or what is wrong."""
+    path = ((env_map(c).get("PIXELFARM__WORKER__REGISTRY") or {}).get("value") or "")
+    if not path.startswith("/"):
+        return f"renderer diffusion needs PIXELFARM__WORKER__REGISTRY (an absolute path), got {path!r}"
+    if path.startswith("/app/config/"):
+        return f"registry {path} must not be in the layered config dir /app/config/"
+    parent, base = path.rsplit("/", 1)
+    for m in c.get("volumeMounts", []) or []:
+        mp = m["mountPath"].rstrip("/")
+        cm = volumes.get(m["name"], {}).get("configMap")
+        if mp == path and m.get("subPath"):
+            key_path = m["subPath"]
+        elif mp == (parent or "/") and not m.get("subPath"):
+            key_path = base
+        else:
+            continue
+        if cm is None:
+            return f"registry {path} is mounted from volume {m['name']}, which is not a ConfigMap"
+        items = cm.get("items")
+        if items:
+            key = next((i["key"] for i in items if i.get("path") == key_path), None)
+            if key is None:
+                return f"registry {path}: ConfigMap volume {m['name']} has no item with path {key_path}"
+        else:
+            key = key_path
+        return cm["name"], key
+    return f"no volumeMount puts a file at PIXELFARM__WORKER__REGISTRY {path}"
+
+
+def check_registry(text: str, where: str, ck: Checker) -> dict | None:
+    """Parse a registry file the way the worker does (deny_unknown_fields + validate())."""
+    try:
+        reg = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        ck.err(where, f"registry is not valid YAML: {e}")
+        return None
+    if not isinstance(reg, dict) or not isinstance(reg.get("models"), dict):
+        ck.err(where, "registry must be a mapping with a `models` mapping")
+        return None
+    for k in sorted(set(reg) - REGISTRY_KEYS):
+        ck.err(where, f"registry: unknown key {k!r}")
+    for k in ("max_loaded", "max_batch"):
+        if k in reg and (not isinstance(reg[k], int) or reg[k] < 1):
+            ck.err(where, f"registry: {k} must be an integer >= 1, got {reg[k]!r}")
+    if reg.get("device", "cpu") not in ("cpu", "cuda"):
+        ck.err(where, f"registry: device must be cpu or cuda, got {reg.get('device')!r}")
+    for name, e in reg["models"].items():
+        mw = f"{where} model {name}"
+        if not isinstance(e, dict):
+            ck.err(mw, "entry must be a mapping")
+            continue
+        for k in sorted(set(e) - MODEL_KEYS):
+            ck.err(mw, f"unknown key {k!r}")
+        if e.get("family") not in FAMILIES:
+            ck.err(mw, f"family {e.get('family')!r} is not one of {', '.join(FAMILIES)}")
+        src = str(e.get("source", ""))
+        if not (src.startswith("file:///") or re.fullmatch(r"s3://[^/]+(/.*)?", src)):
+            ck.err(mw, f"source {src!r}: accepted file:///dir or s3://bucket/prefix")
+        files = e.get("files")
+        if not isinstance(files, dict) or not files:
+            ck.err(mw, "files must map every file to its sha256")
+            continue
+        for f, sha in files.items():
+            if str(f).startswith("/") or any(p in ("", "..") for p in str(f).split("/")):
+                ck.err(mw, f"file {f!r} must be a relative path inside the model folder")
+            if not isinstance(sha, str) or not SHA256.fullmatch(sha):
+                ck.err(mw, f"files[{f}]: sha256 {sha!r} is not 64 lowercase hex digits")
+        required = (e["checkpoint"], LAYOUT[3]) if e.get("checkpoint") else LAYOUT
+        for f in required:
+            if f not in files:
+                ck.err(mw, f"files has no {f} (every file the model reads needs its sha256)")
+    return reg
+
+
+def check_worker_registry(d: dict, configmaps: dict, where: str, ck: Checker) -> None:
+    """A diffusion worker's registry, read from the rendered ConfigMap, against its pod."""
+    if (d.get("metadata", {}).get("labels") or {}).get("app.kubernetes.io/component") != "worker":
+        return
+    spec = pod_spec(d)
+    volumes = {v["name"]: v for v in spec.get("volumes", []) or []}
+    for c in spec.get("containers", []) or []:
+        env = env_map(c)
+        if (env.get("PIXELFARM__WORKER__RENDERER") or {}).get("value") != "diffusion":
+            continue
+        src = registry_source(c, volumes)
+        if isinstance(src, str):
+            continue  # reported by check_workload
+        cm_name, key = src
+        w = f"{where} {ident(d)} registry ConfigMap/{cm_name}[{key}]"
+        text = ((configmaps.get(cm_name) or {}).get("data") or {}).get(key)
+        if text is None:
+            if cm_name in configmaps:
+                ck.err(w, "key not in the ConfigMap")
+            continue  # a missing ConfigMap is reported with the volumes
+        reg = check_registry(text, w, ck)
+        if reg is None:
+            continue
+        for m in filter(None, ((env.get("PIXELFARM__WORKER__MODELS") or {}).get("value") or "").split(",")):
+            if m not in reg["models"]:
+                ck.err(w, f"pool serves model {m}, which its registry does not list "
+                          f"({', '.join(sorted(reg['models'])) or 'no models'})")
+        empty = [m["mountPath"].rstrip("/") for m in c.get("volumeMounts", []) or []
+                 if "emptyDir" in volumes.get(m["name"], {})]
+        cache = str(reg.get("cache_dir", ""))
+        remote = any(str((e or {}).get("source", "")).startswith("s3://") for e in reg["models"].values())
+        if remote and not any(cache == p or cache.startswith(p + "/") for p in empty):
+            ck.err(w, f"cache_dir {cache or '(default: /tmp/pixelfarm-models)'} is not inside an emptyDir mount "
+                      f"({', '.join(empty)}); s3:// models are downloaded there")
+        if reg.get("device") == "cuda" and not ((c.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu"):
+            ck.err(w, "device cuda but the container has no nvidia.com/gpu limit")
 
 
 def matches(selector: dict, labels: dict) -> bool:
@@ -185,6 +331,7 @@ def check_set(docs: list[dict], where: str, ck: Checker, hooks: bool = False) ->
     for d in docs:
         if pod_spec(d) is not None:
             check_workload(d, where, ck)
+            check_worker_registry(d, by_kind.get("ConfigMap", {}), where, ck)
             for v in pod_spec(d).get("volumes", []) or []:
                 cm = (v.get("configMap") or {}).get("name")
                 if cm and cm not in configmaps:
@@ -344,7 +491,16 @@ def cmd_chart(a: argparse.Namespace, ck: Checker) -> list[Path]:
         for d in docs:
             if d.get("metadata", {}).get("namespace") not in ("pixelfarm", None) and d["kind"] != "ConfigMap":
                 ck.err(where, f"{ident(d)}: namespace must be the release namespace")
+        n_before = len(ck.errors)
         check_set(docs, where, ck, hooks=True)
+        found = ck.errors[n_before:]
+        for want in (CHART_EXPECT.get(vf.name) or {}).get("findings", []):
+            hits = [e for e in found if want in e]
+            if not hits:
+                ck.err(where, f"expected finding not reported: {want}")
+            for e in hits:
+                print(f"  {where}: expected finding: {e}")
+                ck.errors.remove(e)
         ncrd = validate_crds(docs, where, ck)
         builtin, _ = write_docs(docs, Path(a.out) / vf.stem)
         builtin_all += builtin
@@ -356,6 +512,8 @@ def cmd_chart(a: argparse.Namespace, ck: Checker) -> list[Path]:
             ck.err(where, "no expectations for this ci values file in deploy/checks/validate.py CHART_EXPECT")
         else:
             for kind, n in exp.items():
+                if kind == "findings":
+                    continue
                 if kind == "absent":
                     for k in n:
                         if counts.get(k):

@@ -136,3 +136,38 @@ mergeOverwrite, which would drop them). Returns YAML; use with fromYaml.
 {{- define "pixelfarm.modelRegex" -}}
 {{- join "|" . -}}
 {{- end -}}
+
+{{/* Where workers find their model registry file (worker.registry). */}}
+{{- define "pixelfarm.registryPath" -}}
+/app/models/registry.yaml
+{{- end -}}
+
+{{/*
+The model registry a pool's workers read: modelRegistry, with the pool's
+modelRegistry (if any) laid over it key by key (its `models` are merged by
+name), then restricted to the models the pool serves -- a worker downloads
+every s3:// model of its registry at start, so a pool must not carry the
+others. Call with (dict "root" $ "pool" POOL); returns YAML.
+*/}}
+{{- define "pixelfarm.poolRegistry" -}}
+{{- $reg := deepCopy (omit (.root.Values.modelRegistry | default dict) "models") -}}
+{{- $models := deepCopy (.root.Values.modelRegistry.models | default dict) -}}
+{{- with .pool.modelRegistry -}}
+{{- range $k, $v := . -}}
+{{- if ne $k "models" -}}
+{{- $_ := set $reg $k $v -}}
+{{- end -}}
+{{- end -}}
+{{- range $m, $e := (.models | default dict) -}}
+{{- $_ := set $models $m $e -}}
+{{- end -}}
+{{- end -}}
+{{- $sel := dict -}}
+{{- range $m := .pool.models -}}
+{{- if hasKey $models (toString $m) -}}
+{{- $_ := set $sel (toString $m) (get $models (toString $m)) -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $reg "models" $sel -}}
+{{- toYaml $reg -}}
+{{- end -}}
