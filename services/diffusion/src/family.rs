@@ -30,6 +30,9 @@ pub enum Family {
     Sdxl,
     /// SDXL-Turbo (one to four steps, no guidance).
     SdxlTurbo,
+    /// pixelfarm's own small text-to-image model of coloured shapes at 32×32 (`models/shapes`): a
+    /// pixel-space UNet ([`crate::shapes_net`]), no VAE, a closed-vocabulary text encoder.
+    Shapes,
 }
 
 /// Defaults and constants of a family.
@@ -65,12 +68,13 @@ pub struct FamilyDefaults {
 
 impl Family {
     /// Every family.
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 6] = [
         Family::Tiny,
         Family::Sd15,
         Family::Sd21,
         Family::Sdxl,
         Family::SdxlTurbo,
+        Family::Shapes,
     ];
 
     /// The name used in the registry config.
@@ -81,6 +85,7 @@ impl Family {
             Family::Sd21 => "sd21",
             Family::Sdxl => "sdxl",
             Family::SdxlTurbo => "sdxl-turbo",
+            Family::Shapes => "shapes",
         }
     }
 
@@ -132,6 +137,19 @@ impl Family {
                 supported: false,
                 ..sd
             },
+            // Pixel space: the "latents" are the RGB pixels in -1..1.
+            Family::Shapes => FamilyDefaults {
+                width: 32,
+                height: 32,
+                steps: 20,
+                guidance: 3.0,
+                vae_scale: 1.0,
+                prediction: Prediction::V,
+                latent_channels: 3,
+                vae_downscale: 1,
+                max_tokens: crate::shapes_net::MAX_TOKENS,
+                ..sd
+            },
         }
     }
 
@@ -162,7 +180,8 @@ impl Family {
             use_linear_projection: false,
         };
         match self {
-            Family::Tiny => unet_2d::UNet2DConditionModelConfig {
+            // `shapes` builds its own network (`shapes_net`); this config is never used for it.
+            Family::Tiny | Family::Shapes => unet_2d::UNet2DConditionModelConfig {
                 blocks: vec![bc(32, Some(1), 2), bc(64, Some(1), 4), bc(64, None, 4)],
                 cross_attention_dim: 32,
                 layers_per_block: 1,
@@ -196,12 +215,17 @@ impl Family {
     /// The VAE architecture.
     pub fn vae_config(self) -> vae::AutoEncoderKLConfig {
         let block_out_channels = match self {
-            Family::Tiny => vec![32, 32, 64, 64],
+            // `shapes` has no VAE; this config is never used for it.
+            Family::Tiny | Family::Shapes => vec![32, 32, 64, 64],
             _ => vec![128, 256, 512, 512],
         };
         vae::AutoEncoderKLConfig {
             block_out_channels,
-            layers_per_block: if self == Family::Tiny { 1 } else { 2 },
+            layers_per_block: if matches!(self, Family::Tiny | Family::Shapes) {
+                1
+            } else {
+                2
+            },
             latent_channels: 4,
             norm_num_groups: 32,
             use_quant_conv: true,
@@ -239,6 +263,10 @@ mod tests {
         for f in Family::ALL {
             let d = f.defaults();
             assert_eq!(d.width % d.vae_downscale, 0);
+            if f == Family::Shapes {
+                assert_eq!((d.vae_downscale, d.latent_channels), (1, 3), "pixel space");
+                continue;
+            }
             let blocks = f.vae_config().block_out_channels.len() as u32;
             assert_eq!(1 << (blocks - 1), d.vae_downscale, "{f}");
         }

@@ -9,6 +9,7 @@
 //! - `model`: a loaded model and the txt2img pipeline (CFG, per-job noise, VAE decode).
 //! - `checkpoint`: single-file Stability checkpoints (not yet).
 //! - `image_input`: [`ImageInput`] for img2img / inpainting, validated and resized.
+//! - [`shapes_net`]: the `shapes` family's small pixel-space UNet and text encoder (trainable).
 //! - [`tiny`]: tiny random-weight models + a CLIP BPE tokenizer for tests and benchmarks.
 //! - [`rng`]: [`JobRng`], each job's own deterministic noise.
 
@@ -20,6 +21,7 @@ mod model;
 pub mod registry;
 pub mod rng;
 pub mod sampler;
+pub mod shapes_net;
 pub mod tiny;
 
 pub use engine::{DiffusionEngine, RENDERER};

@@ -15,6 +15,7 @@ use crate::family::{Family, FamilyDefaults, Prediction};
 use crate::registry::{ModelEntry, layout, read_verified};
 use crate::rng::JobRng;
 use crate::sampler::{NoiseSchedule, Plan, sample};
+use crate::shapes_net::{ShapesConfig, ShapesText, ShapesUnet};
 
 /// The tiny family's text encoder (the generic CLIP text model; its config is all-public).
 pub fn tiny_clip_config() -> clip_text::ClipTextConfig {
@@ -36,6 +37,8 @@ enum TextEncoder {
     Sd(sd_clip::ClipTextTransformer),
     /// The tiny family's.
     Tiny(clip_text::ClipTextTransformer),
+    /// The shapes family's positional word embedding.
+    Shapes(ShapesText),
 }
 
 impl TextEncoder {
@@ -43,6 +46,27 @@ impl TextEncoder {
         match self {
             TextEncoder::Sd(m) => m.forward(ids),
             TextEncoder::Tiny(m) => m.forward_with_mask(ids, usize::MAX),
+            TextEncoder::Shapes(m) => m.forward(ids),
+        }
+    }
+}
+
+/// The network that predicts noise (or v).
+enum Denoiser {
+    /// candle-transformers' Stable Diffusion UNet.
+    Sd(unet_2d::UNet2DConditionModel),
+    /// The shapes family's pixel-space UNet.
+    Shapes(ShapesUnet),
+}
+
+impl Denoiser {
+    fn forward(&self, x: &Tensor, t: f64, ctx: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Denoiser::Sd(m) => m.forward(x, t, ctx),
+            Denoiser::Shapes(m) => {
+                let ts = Tensor::full(t as f32, x.dim(0)?, x.device())?;
+                m.forward(x, &ts, ctx)
+            }
         }
     }
 }
@@ -50,9 +74,10 @@ impl TextEncoder {
 /// Everything needed to render with one model, loaded once per worker.
 pub struct LoadedModel {
     defaults: FamilyDefaults,
-    unet: unet_2d::UNet2DConditionModel,
+    unet: Denoiser,
     unet_in_channels: usize,
-    vae: vae::AutoEncoderKL,
+    /// `None` for pixel-space families (`shapes`): latents are pixels.
+    vae: Option<vae::AutoEncoderKL>,
     text: TextEncoder,
     tokenizer: Tokenizer,
     bos: u32,
@@ -168,6 +193,9 @@ impl LoadedModel {
         } else {
             DType::F32
         };
+        if family == Family::Shapes {
+            return Self::load_shapes(entry, dir, device, start);
+        }
         let tensors = |rel: &str, dtype: DType| -> Result<VarBuilder<'static>> {
             let bytes = read_verified(entry, dir, rel)?;
             VarBuilder::from_buffered_safetensors(bytes, dtype, device).map_err(bad_weights(rel))
@@ -196,16 +224,20 @@ impl LoadedModel {
                  accepted: 4 (txt2img) or 9 (inpainting)"
             )));
         }
-        let unet = unet_2d::UNet2DConditionModel::new(
-            unet_vb,
-            unet_in_channels,
-            defaults.latent_channels,
-            false,
-            family.unet_config(),
-        )
-        .map_err(bad_weights(unet_name))?;
-        let vae = vae::AutoEncoderKL::new(vae_vb, 3, 3, family.vae_config())
-            .map_err(bad_weights(vae_name))?;
+        let unet = Denoiser::Sd(
+            unet_2d::UNet2DConditionModel::new(
+                unet_vb,
+                unet_in_channels,
+                defaults.latent_channels,
+                false,
+                family.unet_config(),
+            )
+            .map_err(bad_weights(unet_name))?,
+        );
+        let vae = Some(
+            vae::AutoEncoderKL::new(vae_vb, 3, 3, family.vae_config())
+                .map_err(bad_weights(vae_name))?,
+        );
         let text = match family {
             Family::Tiny => TextEncoder::Tiny(
                 clip_text::ClipTextTransformer::new(text_vb.pp("text_model"), &tiny_clip_config())
@@ -220,6 +252,64 @@ impl LoadedModel {
                     .map_err(bad_weights(text_name))?,
             ),
         };
+        Self::assemble(
+            entry,
+            dir,
+            device,
+            dtype,
+            start,
+            unet,
+            unet_in_channels,
+            vae,
+            text,
+        )
+    }
+
+    /// The shapes family: its own pixel-space UNet and text encoder, no VAE, always f32.
+    fn load_shapes(
+        entry: &ModelEntry,
+        dir: &Path,
+        device: &Device,
+        start: Instant,
+    ) -> Result<Self> {
+        let tensors = |rel: &str| -> Result<VarBuilder<'static>> {
+            let bytes = read_verified(entry, dir, rel)?;
+            VarBuilder::from_buffered_safetensors(bytes, DType::F32, device)
+                .map_err(bad_weights(rel))
+        };
+        let unet = ShapesUnet::new(ShapesConfig::SHIPPED, tensors(layout::UNET)?)
+            .map_err(bad_weights(layout::UNET))?;
+        let text = ShapesText::new(tensors(layout::TEXT_ENCODER)?)
+            .map_err(bad_weights(layout::TEXT_ENCODER))?;
+        let channels = Family::Shapes.defaults().latent_channels;
+        Self::assemble(
+            entry,
+            dir,
+            device,
+            DType::F32,
+            start,
+            Denoiser::Shapes(unet),
+            channels,
+            None,
+            TextEncoder::Shapes(text),
+        )
+    }
+
+    /// The tokenizer and schedule, around loaded networks.
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        entry: &ModelEntry,
+        dir: &Path,
+        device: &Device,
+        dtype: DType,
+        start: Instant,
+        unet: Denoiser,
+        unet_in_channels: usize,
+        vae: Option<vae::AutoEncoderKL>,
+        text: TextEncoder,
+    ) -> Result<Self> {
+        let family = entry.family;
+        let defaults = family.defaults();
         let tok_bytes = read_verified(entry, dir, layout::TOKENIZER)?;
         let tokenizer = Tokenizer::from_bytes(&tok_bytes).map_err(|e| {
             Error::permanent(format!(
@@ -258,6 +348,15 @@ impl LoadedModel {
             dtype,
             load_seconds: start.elapsed().as_secs_f64(),
         })
+    }
+
+    /// Pixels `(1, 3, h, w)` in -1..1 to scaled latents (the VAE's mean; the pixels themselves
+    /// for pixel-space families).
+    fn encode_image(&self, img: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.vae {
+            Some(vae) => vae.encode(img)?.sample()? * self.defaults.vae_scale,
+            None => img * self.defaults.vae_scale,
+        }
     }
 
     /// Token ids for `text`: start token, at most `max_tokens - 2` tokens, end token, padding.
@@ -322,7 +421,7 @@ impl LoadedModel {
                 first.width, first.height
             )));
         }
-        if self.unet_in_channels != 4 {
+        if self.unet_in_channels != self.defaults.latent_channels {
             return Err(Error::invalid(
                 "this model is an inpainting model: it needs an init image and a mask",
             ));
@@ -510,12 +609,7 @@ impl LoadedModel {
         let img = Tensor::from_vec(pixels, (1, h, w, 3), dev)
             .and_then(|t| t.permute((0, 3, 1, 2))?.contiguous())
             .map_err(r)?;
-        let init_latent = self
-            .vae
-            .encode(&img)
-            .and_then(|d| d.sample())
-            .and_then(|l| l * self.defaults.vae_scale)
-            .map_err(r)?;
+        let init_latent = self.encode_image(&img).map_err(r)?;
         // The mask at latent resolution: a latent cell is repainted if any of its pixels is.
         let mask_latent = match mask {
             None => None,
@@ -536,13 +630,10 @@ impl LoadedModel {
             (Some(m), true) => {
                 let keep = (1.0 - m).map_err(r)?;
                 let masked = self
-                    .vae
-                    .encode(
+                    .encode_image(
                         &img.broadcast_mul(&keep.upsample_nearest2d(h, w).map_err(r)?)
                             .map_err(r)?,
                     )
-                    .and_then(|d| d.sample())
-                    .and_then(|l| l * self.defaults.vae_scale)
                     .map_err(r)?;
                 Some(Tensor::cat(&[m, &masked], 1).map_err(r)?)
             }
@@ -637,16 +728,18 @@ impl LoadedModel {
         let pixels: Vec<f32> = init.iter().map(|&v| v as f32 / 127.5 - 1.0).collect();
         let latent = Tensor::from_vec(pixels, (1, h, w, 3), &self.device)
             .and_then(|t| t.permute((0, 3, 1, 2))?.contiguous())
-            .and_then(|img| self.vae.encode(&img)?.sample())
-            .and_then(|l| l * self.defaults.vae_scale)
+            .and_then(|img| self.encode_image(&img))
             .map_err(render_error)?;
         self.decode(&latent)
     }
 
-    /// Latents `(1, 4, h, w)` to RGB8 bytes.
+    /// Latents `(1, c, h, w)` to RGB8 bytes.
     fn decode(&self, latents: &Tensor) -> Result<Vec<u8>> {
         let img = (latents.to_dtype(DType::F32).map_err(render_error)? / self.defaults.vae_scale)
-            .and_then(|l| self.vae.decode(&l))
+            .and_then(|l| match &self.vae {
+                Some(vae) => vae.decode(&l),
+                None => Ok(l),
+            })
             .and_then(|img| ((img / 2.0)? + 0.5)?.clamp(0f32, 1f32))
             .and_then(|img| (img * 255.0)?.round())
             .and_then(|img| img.to_dtype(DType::U8))

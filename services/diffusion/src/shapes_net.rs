@@ -1,0 +1,333 @@
+//! The `shapes` family's networks: a small pixel-space conditional UNet and a positional text
+//! encoder, written only with ops that have a backward in candle (composed group norm, explicit
+//! `exp / sum` softmax), so the same code trains (`pixelfarm-shapes`) and renders (this engine).
+//!
+//! The "latents" of this family are the pixels themselves (3 channels in -1..1, downscale 1); the
+//! UNet folds 2×2 pixels into channels on the way in and unfolds them on the way out. It predicts
+//! `v` for the engine's `scaled_linear` schedule, like any other family.
+
+use candle_core::{D, DType, Module, Result, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, Embedding, GroupNorm, Linear, VarBuilder};
+
+/// Tokens the text encoder reads (start, prompt, end, padding).
+pub const MAX_TOKENS: usize = 16;
+/// Rows of the token embedding: the closed vocabulary plus room to spare.
+pub const VOCAB_CAPACITY: usize = 32;
+/// Width of a token's embedding.
+pub const TEXT_DIM: usize = 32;
+
+/// Widths of the UNet: channels at 1/2, 1/4 and 1/8 of the image side, and the conditioning width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShapesConfig {
+    /// Channels per level (the first level works on 2×2-folded pixels).
+    pub widths: [usize; 3],
+    /// Width of the time + text conditioning vector.
+    pub emb: usize,
+    /// Groups of every group norm.
+    pub groups: usize,
+    /// Heads of the self-attention at the lowest level.
+    pub heads: usize,
+}
+
+impl ShapesConfig {
+    /// The shipped model's architecture.
+    pub const SHIPPED: ShapesConfig = ShapesConfig {
+        widths: [32, 64, 128],
+        emb: 128,
+        groups: 8,
+        heads: 4,
+    };
+}
+
+fn group_norm(groups: usize, ch: usize, vb: VarBuilder) -> Result<GroupNorm> {
+    // candle-nn's GroupNorm is composed of differentiable ops (unlike its LayerNorm fast path).
+    candle_nn::group_norm(groups, ch, 1e-5, vb)
+}
+
+fn conv(cin: usize, cout: usize, k: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
+    let cfg = Conv2dConfig {
+        padding: k / 2,
+        stride,
+        ..Default::default()
+    };
+    candle_nn::conv2d(cin, cout, k, cfg, vb)
+}
+
+/// Softmax over the last dimension from `exp` and `sum` (candle's fused softmax has no backward).
+pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    let x = x
+        .broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?
+        .exp()?;
+    x.broadcast_div(&x.sum_keepdim(D::Minus1)?)
+}
+
+struct ResBlock {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    film: Linear,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    skip: Option<Conv2d>,
+}
+
+impl ResBlock {
+    fn new(cin: usize, cout: usize, c: &ShapesConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(ResBlock {
+            norm1: group_norm(c.groups, cin, vb.pp("norm1"))?,
+            conv1: conv(cin, cout, 3, 1, vb.pp("conv1"))?,
+            film: candle_nn::linear(c.emb, 2 * cout, vb.pp("film"))?,
+            norm2: group_norm(c.groups, cout, vb.pp("norm2"))?,
+            conv2: conv(cout, cout, 3, 1, vb.pp("conv2"))?,
+            skip: if cin == cout {
+                None
+            } else {
+                Some(conv(cin, cout, 1, 1, vb.pp("skip"))?)
+            },
+        })
+    }
+
+    fn forward(&self, x: &Tensor, emb: &Tensor) -> Result<Tensor> {
+        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
+        let film = self.film.forward(emb)?.unsqueeze(2)?.unsqueeze(3)?;
+        let cout = h.dim(1)?;
+        let (scale, shift) = (film.narrow(1, 0, cout)?, film.narrow(1, cout, cout)?);
+        let h = self
+            .norm2
+            .forward(&h)?
+            .broadcast_mul(&(scale + 1.0)?)?
+            .broadcast_add(&shift)?;
+        let h = self.conv2.forward(&h.silu()?)?;
+        match &self.skip {
+            Some(s) => s.forward(x)? + h,
+            None => x + h,
+        }
+    }
+}
+
+struct Attention {
+    norm: GroupNorm,
+    qkv: Linear,
+    proj: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    fn new(ch: usize, c: &ShapesConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Attention {
+            norm: group_norm(c.groups, ch, vb.pp("norm"))?,
+            qkv: candle_nn::linear(ch, 3 * ch, vb.pp("qkv"))?,
+            proj: candle_nn::linear(ch, ch, vb.pp("proj"))?,
+            heads: c.heads,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, ch, h, w) = x.dims4()?;
+        let (n, hd) = (h * w, ch / self.heads);
+        let tokens = self
+            .norm
+            .forward(x)?
+            .reshape((b, ch, n))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let qkv = self.qkv.forward(&tokens)?;
+        let head = |i: usize| -> Result<Tensor> {
+            qkv.narrow(2, i * ch, ch)?
+                .reshape((b, n, self.heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let (q, k, v) = (head(0)?, head(1)?, head(2)?);
+        let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? / (hd as f64).sqrt())?;
+        let out = softmax_last(&scores)?
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, n, ch))?;
+        let out = self
+            .proj
+            .forward(&out)?
+            .transpose(1, 2)?
+            .reshape((b, ch, h, w))?;
+        x + out
+    }
+}
+
+/// The text encoder: token embedding plus a learned position embedding, `(n, MAX_TOKENS, TEXT_DIM)`.
+pub struct ShapesText {
+    token: Embedding,
+    position: Tensor,
+}
+
+impl ShapesText {
+    /// Build (or load) from `vb`.
+    ///
+    /// # Errors
+    /// When `vb` lacks a tensor or has one of the wrong shape.
+    pub fn new(vb: VarBuilder) -> Result<Self> {
+        Ok(ShapesText {
+            token: candle_nn::embedding(VOCAB_CAPACITY, TEXT_DIM, vb.pp("token_embedding"))?,
+            position: vb.get_with_hints(
+                (MAX_TOKENS, TEXT_DIM),
+                "position_embedding",
+                candle_nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+            )?,
+        })
+    }
+
+    /// Token ids `(n, MAX_TOKENS)` (u32) to embeddings.
+    ///
+    /// # Errors
+    /// For ids out of range or the wrong shape.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        self.token.forward(ids)?.broadcast_add(&self.position)
+    }
+}
+
+/// The denoiser: a three-level UNet on 2×2-folded pixels with FiLM conditioning on time and the
+/// (flattened, so word order matters) text embedding, and self-attention at the lowest level.
+pub struct ShapesUnet {
+    cfg: ShapesConfig,
+    time1: Linear,
+    time2: Linear,
+    text: Linear,
+    conv_in: Conv2d,
+    down0: ResBlock,
+    down1_conv: Conv2d,
+    down1: ResBlock,
+    down2_conv: Conv2d,
+    mid1: ResBlock,
+    attn: Attention,
+    mid2: ResBlock,
+    up1_conv: Conv2d,
+    up1: ResBlock,
+    up0_conv: Conv2d,
+    up0: ResBlock,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+}
+
+/// `(b, c, h, w)` to `(b, 4c, h/2, w/2)`.
+fn fold(x: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    x.reshape((b, c, h / 2, 2, w / 2, 2))?
+        .permute((0, 1, 3, 5, 2, 4))?
+        .reshape((b, c * 4, h / 2, w / 2))
+}
+
+/// The inverse of [`fold`].
+fn unfold(x: &Tensor) -> Result<Tensor> {
+    let (b, c4, h, w) = x.dims4()?;
+    let c = c4 / 4;
+    x.reshape((b, c, 2, 2, h, w))?
+        .permute((0, 1, 4, 2, 5, 3))?
+        .reshape((b, c, h * 2, w * 2))
+}
+
+/// Sinusoidal embedding of the (fractional) training timesteps `t` `(n,)`, `(n, dim)`.
+fn timestep_embedding(t: &Tensor, dim: usize) -> Result<Tensor> {
+    let half = dim / 2;
+    let freqs: Vec<f32> = (0..half)
+        .map(|i| (-(10_000f64.ln()) * i as f64 / half as f64).exp() as f32)
+        .collect();
+    let freqs = Tensor::from_vec(freqs, (1, half), t.device())?;
+    let args = t
+        .to_dtype(DType::F32)?
+        .unsqueeze(1)?
+        .broadcast_mul(&freqs)?;
+    Tensor::cat(&[args.cos()?, args.sin()?], 1)
+}
+
+impl ShapesUnet {
+    /// Build (or load) from `vb`.
+    ///
+    /// # Errors
+    /// When `vb` lacks a tensor or has one of the wrong shape.
+    pub fn new(cfg: ShapesConfig, vb: VarBuilder) -> Result<Self> {
+        let [w0, w1, w2] = cfg.widths;
+        let c = &cfg;
+        Ok(ShapesUnet {
+            cfg,
+            time1: candle_nn::linear(64, cfg.emb, vb.pp("time1"))?,
+            time2: candle_nn::linear(cfg.emb, cfg.emb, vb.pp("time2"))?,
+            text: candle_nn::linear(MAX_TOKENS * TEXT_DIM, cfg.emb, vb.pp("text"))?,
+            conv_in: conv(12, w0, 3, 1, vb.pp("conv_in"))?,
+            down0: ResBlock::new(w0, w0, c, vb.pp("down0"))?,
+            down1_conv: conv(w0, w1, 3, 2, vb.pp("down1_conv"))?,
+            down1: ResBlock::new(w1, w1, c, vb.pp("down1"))?,
+            down2_conv: conv(w1, w2, 3, 2, vb.pp("down2_conv"))?,
+            mid1: ResBlock::new(w2, w2, c, vb.pp("mid1"))?,
+            attn: Attention::new(w2, c, vb.pp("attn"))?,
+            mid2: ResBlock::new(w2, w2, c, vb.pp("mid2"))?,
+            up1_conv: conv(w2, w1, 3, 1, vb.pp("up1_conv"))?,
+            up1: ResBlock::new(2 * w1, w1, c, vb.pp("up1"))?,
+            up0_conv: conv(w1, w0, 3, 1, vb.pp("up0_conv"))?,
+            up0: ResBlock::new(2 * w0, w0, c, vb.pp("up0"))?,
+            norm_out: group_norm(cfg.groups, w0, vb.pp("norm_out"))?,
+            conv_out: conv(w0, 12, 3, 1, vb.pp("conv_out"))?,
+        })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> ShapesConfig {
+        self.cfg
+    }
+
+    /// `v` for scaled input `x` `(n, 3, h, w)` (h, w multiples of 8), timesteps `t` `(n,)` and text
+    /// `ctx` `(n, MAX_TOKENS, TEXT_DIM)`.
+    ///
+    /// # Errors
+    /// For inputs of the wrong shape.
+    pub fn forward(&self, x: &Tensor, t: &Tensor, ctx: &Tensor) -> Result<Tensor> {
+        let n = x.dim(0)?;
+        let temb = self
+            .time2
+            .forward(&self.time1.forward(&timestep_embedding(t, 64)?)?.silu()?)?;
+        let text = self
+            .text
+            .forward(&ctx.reshape((n, MAX_TOKENS * TEXT_DIM))?)?;
+        let emb = (temb + text)?.silu()?;
+
+        let h0 = self
+            .down0
+            .forward(&self.conv_in.forward(&fold(x)?)?, &emb)?;
+        let h1 = self.down1.forward(&self.down1_conv.forward(&h0)?, &emb)?;
+        let h = self.mid1.forward(&self.down2_conv.forward(&h1)?, &emb)?;
+        let h = self.mid2.forward(&self.attn.forward(&h)?, &emb)?;
+        let (_, _, h1h, h1w) = h1.dims4()?;
+        let h = self.up1_conv.forward(&h.upsample_nearest2d(h1h, h1w)?)?;
+        let h = self.up1.forward(&Tensor::cat(&[&h, &h1], 1)?, &emb)?;
+        let (_, _, h0h, h0w) = h0.dims4()?;
+        let h = self.up0_conv.forward(&h.upsample_nearest2d(h0h, h0w)?)?;
+        let h = self.up0.forward(&Tensor::cat(&[&h, &h0], 1)?, &emb)?;
+        unfold(&self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn fold_and_unfold_are_inverse() {
+        let x = Tensor::arange(0f32, 2.0 * 3.0 * 8.0 * 8.0, &Device::Cpu)
+            .unwrap()
+            .reshape((2, 3, 8, 8))
+            .unwrap();
+        let y = unfold(&fold(&x).unwrap()).unwrap();
+        let d = (x - y).unwrap().abs().unwrap().sum_all().unwrap();
+        assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
+    }
+
+    #[test]
+    fn softmax_matches_candle_and_sums_to_one() {
+        let x = Tensor::randn(0f32, 3.0, (2, 5, 7), &Device::Cpu).unwrap();
+        let a = softmax_last(&x).unwrap();
+        let b = candle_nn::ops::softmax_last_dim(&x).unwrap();
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-6);
+    }
+}

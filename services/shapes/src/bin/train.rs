@@ -1,0 +1,134 @@
+//! `pixelfarm-train-shapes`: train, resume and export pixelfarm's shapes model (see
+//! `models/shapes/MODEL_CARD.md` for the recipe).
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use pixelfarm_core::Sampler;
+use pixelfarm_diffusion::shapes_net::ShapesConfig;
+use pixelfarm_shapes::eval::RenderSettings;
+use pixelfarm_shapes::train::{TrainConfig, load_ema, train};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(about = "train pixelfarm's shapes model")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train, or resume from `<out>/checkpoint`.
+    Train {
+        #[arg(long, default_value = "shapes-run")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 6000)]
+        steps: usize,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        #[arg(long, default_value_t = 100)]
+        warmup: usize,
+        #[arg(long, default_value_t = 4)]
+        seed: u64,
+        #[arg(long, default_value_t = 0.998)]
+        ema_decay: f64,
+        #[arg(long, default_value_t = 0.1)]
+        uncond_prob: f64,
+        #[arg(long, default_value_t = 100)]
+        checkpoint_every: usize,
+        /// Stop (after a checkpoint) once this many minutes have passed in this session.
+        #[arg(long)]
+        minutes: Option<f64>,
+    },
+    /// Write the EMA weights of `<out>/checkpoint` as the model folder `<model_dir>` (with its
+    /// `registry.yaml`).
+    Export {
+        #[arg(long, default_value = "shapes-run")]
+        out: PathBuf,
+        #[arg(long, default_value = "models/shapes")]
+        model_dir: PathBuf,
+    },
+    /// Grade the model in `<models>/shapes` through the engine: the gate prompts, or every
+    /// combination with `--all`; prints the accuracy table and writes a contact sheet.
+    Eval {
+        #[arg(long, default_value = "models")]
+        models: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        seeds: u64,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        steps: Option<u32>,
+        #[arg(long)]
+        guidance: Option<f64>,
+        #[arg(long)]
+        sampler: Option<String>,
+        #[arg(long, default_value = "shapes-eval.png")]
+        sheet: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Train {
+            out,
+            steps,
+            batch,
+            lr,
+            warmup,
+            seed,
+            ema_decay,
+            uncond_prob,
+            checkpoint_every,
+            minutes,
+        } => {
+            let cfg = TrainConfig {
+                out_dir: out,
+                steps,
+                batch,
+                lr,
+                warmup,
+                seed,
+                ema_decay,
+                uncond_prob,
+                checkpoint_every,
+                max_seconds: minutes.map(|m| m * 60.0),
+                arch: ShapesConfig::SHIPPED,
+            };
+            let s = train(&cfg)?;
+            println!(
+                "done: step {} after {:.0} s, loss ema {:.4}",
+                s.step, s.seconds, s.loss_ema
+            );
+        }
+        Cmd::Export { out, model_dir } => {
+            pixelfarm_shapes::export::write_model(&load_ema(&out)?, &model_dir)?;
+            let snippet = pixelfarm_shapes::export::registry_snippet(&model_dir)?;
+            std::fs::write(model_dir.join("registry.yaml"), snippet)?;
+            println!("wrote {}", model_dir.display());
+        }
+        Cmd::Eval {
+            models,
+            seeds,
+            all,
+            steps,
+            guidance,
+            sampler,
+            sheet,
+        } => {
+            let mut s = RenderSettings::default();
+            s.steps = steps.unwrap_or(s.steps);
+            s.guidance = guidance.unwrap_or(s.guidance);
+            if let Some(name) = sampler {
+                s.sampler = Sampler::parse(&name)?;
+            }
+            let report = pixelfarm_shapes::eval::report(&models, seeds, all, s)?;
+            println!("{}", report.table);
+            std::fs::write(&sheet, report.sheet.to_png()?)?;
+            println!("contact sheet: {}", sheet.display());
+        }
+    }
+    Ok(())
+}

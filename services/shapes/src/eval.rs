@@ -1,0 +1,280 @@
+//! Grading a model through the production engine: render prompts × seeds with the registry, the
+//! samplers, guidance and job seeds every worker uses, and grade each image with the [`checker`].
+//!
+//! [`checker`]: crate::checker
+
+use pixelfarm_core::{
+    GuidanceScale, JobParams, ModelName, NegativePrompt, Prompt, RenderedImage, Renderer, Result,
+    Sampler, Seed, StepCount,
+};
+
+use crate::checker::{Verdict, check};
+use crate::data::{Attributes, SIDE};
+
+/// How the gate renders: the shipped defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderSettings {
+    /// Denoising steps.
+    pub steps: u32,
+    /// Guidance scale.
+    pub guidance: f64,
+    /// Sampler.
+    pub sampler: Sampler,
+}
+
+impl Default for RenderSettings {
+    /// The `shapes` family's defaults with the sampler of the example manifest.
+    fn default() -> Self {
+        let d = pixelfarm_diffusion::Family::Shapes.defaults();
+        RenderSettings {
+            steps: d.steps,
+            guidance: d.guidance,
+            sampler: DEFAULT_SAMPLER,
+        }
+    }
+}
+
+/// The sampler the example manifest and the quality gate use.
+pub const DEFAULT_SAMPLER: Sampler = Sampler::Euler;
+
+/// The job for `attrs` with `seed`.
+///
+/// # Errors
+/// `Invalid` only for settings out of the accepted ranges.
+pub fn job(attrs: &Attributes, seed: u64, s: RenderSettings) -> Result<JobParams> {
+    Ok(JobParams {
+        prompt: Prompt::parse(attrs.caption())?,
+        negative_prompt: NegativePrompt::parse("")?,
+        width: SIDE as u32,
+        height: SIDE as u32,
+        steps: StepCount::parse(s.steps)?,
+        guidance: GuidanceScale::parse(s.guidance)?,
+        sampler: s.sampler,
+        seed: Seed::parse(seed)?,
+    })
+}
+
+/// One graded image.
+#[derive(Debug, Clone)]
+pub struct Graded {
+    #[allow(missing_docs)]
+    pub attrs: Attributes,
+    #[allow(missing_docs)]
+    pub seed: u64,
+    #[allow(missing_docs)]
+    pub verdict: Verdict,
+    #[allow(missing_docs)]
+    pub image: RenderedImage,
+}
+
+/// Render every prompt with every seed through `renderer` and grade it.
+///
+/// # Errors
+/// What the renderer returns.
+pub fn grade(
+    renderer: &dyn Renderer,
+    model: &ModelName,
+    prompts: &[Attributes],
+    seeds: &[u64],
+    s: RenderSettings,
+) -> Result<Vec<Graded>> {
+    let mut jobs = Vec::new();
+    let mut keys = Vec::new();
+    for a in prompts {
+        for &seed in seeds {
+            jobs.push(job(a, seed, s)?);
+            keys.push((*a, seed));
+        }
+    }
+    let images = renderer.render_batch(model, &jobs);
+    keys.into_iter()
+        .zip(images)
+        .map(|((attrs, seed), img)| {
+            let image = img?;
+            Ok(Graded {
+                attrs,
+                seed,
+                verdict: check(&image.rgb, &attrs),
+                image,
+            })
+        })
+        .collect()
+}
+
+/// Share of images matching, for seen and held-out combinations: `(matched, total)` each.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Accuracy {
+    /// Combinations shown in training.
+    pub seen: (usize, usize),
+    /// Held-out combinations.
+    pub held_out: (usize, usize),
+}
+
+impl Accuracy {
+    /// Tally `graded` with `pass` deciding a match.
+    pub fn of(graded: &[Graded], pass: impl Fn(&Verdict) -> bool) -> Self {
+        let mut acc = Accuracy::default();
+        for g in graded {
+            let slot = if g.attrs.held_out() {
+                &mut acc.held_out
+            } else {
+                &mut acc.seen
+            };
+            slot.1 += 1;
+            slot.0 += usize::from(pass(&g.verdict));
+        }
+        acc
+    }
+
+    /// Seen accuracy in 0..=1.
+    pub fn seen_rate(&self) -> f64 {
+        self.seen.0 as f64 / self.seen.1.max(1) as f64
+    }
+
+    /// Held-out accuracy in 0..=1.
+    pub fn held_out_rate(&self) -> f64 {
+        self.held_out.0 as f64 / self.held_out.1.max(1) as f64
+    }
+}
+
+/// The quality gate's fixed prompts: `(seen, held_out)`, every shape, colour and size on both sides.
+pub fn gate_prompts() -> (Vec<Attributes>, Vec<Attributes>) {
+    let p = |s: &str| Attributes::parse(s).expect("a gate caption");
+    let seen = [
+        "a large red circle on a blue background",
+        "a small green triangle on a white background",
+        "a large blue square on a yellow background",
+        "a small yellow circle on a black background",
+        "a large white triangle on a green background",
+        "a small black square on a red background",
+        "a small red square on a white background",
+        "a large green circle on a black background",
+        "a small blue triangle on a yellow background",
+        "a large yellow square on a blue background",
+        "a small white square on a black background",
+        "a large black triangle on a white background",
+    ];
+    let held_out = [
+        "a large red triangle on a blue background",
+        "a small red triangle on a white background",
+        "a large green square on a black background",
+        "a small green square on a yellow background",
+        "a large blue circle on a white background",
+        "a small blue circle on a yellow background",
+        "a large white circle on a red background",
+        "a small white circle on a black background",
+    ];
+    (
+        seen.iter().map(|s| p(s)).collect(),
+        held_out.iter().map(|s| p(s)).collect(),
+    )
+}
+
+/// The quality gate's seeds.
+pub const GATE_SEEDS: [u64; 3] = [1, 2, 3];
+
+/// An accuracy table in Markdown and a contact sheet of the graded images.
+pub struct Report {
+    /// Markdown: overall seen / held-out, then per shape, colour and size.
+    pub table: String,
+    /// The first 64 images with their verdicts.
+    pub sheet: crate::RgbImage,
+}
+
+/// Grade the model in `models/shapes` on the gate prompts (or every combination) × `seeds`.
+///
+/// # Errors
+/// What loading and rendering return.
+pub fn report(
+    models: &std::path::Path,
+    seeds: u64,
+    all: bool,
+    s: RenderSettings,
+) -> Result<Report> {
+    let cfg = crate::shipped_registry(models)?;
+    let engine = pixelfarm_diffusion::DiffusionEngine::new(cfg)?;
+    let model = ModelName::parse(crate::MODEL_NAME)?;
+    let prompts: Vec<Attributes> = if all {
+        Attributes::all()
+    } else {
+        let (a, b) = gate_prompts();
+        a.into_iter().chain(b).collect()
+    };
+    let seeds: Vec<u64> = (1..=seeds).collect();
+    let start = std::time::Instant::now();
+    let graded = grade(&engine, &model, &prompts, &seeds, s)?;
+    let secs = start.elapsed().as_secs_f64();
+    let pct =
+        |(m, n): (usize, usize)| format!("{m}/{n} ({:.1} %)", 100.0 * m as f64 / n.max(1) as f64);
+    let mut table = format!(
+        "{} images, {} steps, guidance {}, sampler {}, {:.2} s per image\n\n\
+         | check | seen | held-out |\n|---|---|---|\n",
+        graded.len(),
+        s.steps,
+        s.guidance,
+        s.sampler.as_str(),
+        secs / graded.len().max(1) as f64
+    );
+    let rows: [(&str, fn(&Verdict) -> bool); 5] = [
+        ("**all of shape, colour, background**", Verdict::matches),
+        ("background colour", |v| v.background_ok),
+        ("shape colour", |v| v.color_ok),
+        ("shape", |v| v.shape_ok),
+        ("size (not gated)", |v| v.size_ok),
+    ];
+    for (name, f) in rows {
+        let a = Accuracy::of(&graded, f);
+        table.push_str(&format!(
+            "| {name} | {} | {} |\n",
+            pct(a.seen),
+            pct(a.held_out)
+        ));
+    }
+    table.push_str("\n| prompt group | matched |\n|---|---|\n");
+    let mut group = |name: String, keep: &dyn Fn(&Attributes) -> bool| {
+        let sel: Vec<&Graded> = graded.iter().filter(|g| keep(&g.attrs)).collect();
+        let m = sel.iter().filter(|g| g.verdict.matches()).count();
+        table.push_str(&format!("| {name} | {} |\n", pct((m, sel.len()))));
+    };
+    for sh in crate::data::Shape::ALL {
+        group(sh.word().to_string(), &|a| a.shape == sh);
+    }
+    for c in crate::data::Color::ALL {
+        group(format!("{} shape", c.word()), &|a| a.color == c);
+    }
+    for c in crate::data::Color::ALL {
+        group(format!("{} background", c.word()), &|a| a.background == c);
+    }
+    for (sh, c) in crate::data::HELD_OUT {
+        group(format!("held out: {} {}", c.word(), sh.word()), &|a| {
+            a.shape == sh && a.color == c
+        });
+    }
+    let items: Vec<(RenderedImage, String)> = graded
+        .iter()
+        .take(64)
+        .map(|g| {
+            let mark = if g.verdict.matches() { "ok" } else { "miss" };
+            (g.image.clone(), format!("{} {}", mark, g.attrs.caption()))
+        })
+        .collect();
+    Ok(Report {
+        table,
+        sheet: crate::contact_sheet(&items),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gate_prompts_are_seen_or_held_out_as_labelled() {
+        let (seen, held) = gate_prompts();
+        assert!(seen.iter().all(|a| !a.held_out()));
+        assert!(held.iter().all(|a| a.held_out()));
+        for a in seen.iter().chain(&held) {
+            assert_ne!(a.color, a.background);
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! Training the `shapes` model with candle: v-prediction on the family's own noise schedule, AdamW,
+//! an EMA of the weights (what ships), caption dropout for classifier-free guidance, checkpoints to
+//! resume from.
+//!
+//! Every batch is a function of `(seed, step)` alone, so a resumed run sees the same data as an
+//! uninterrupted one (the optimizer's moments restart, a short disturbance).
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use pixelfarm_diffusion::sampler::NoiseSchedule;
+use pixelfarm_diffusion::shapes_net::{ShapesConfig, ShapesText, ShapesUnet};
+use pixelfarm_diffusion::{Family, JobRng};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tokenizers::Tokenizer;
+
+use crate::data::{Generator, SIDE, to_model_pixels};
+use crate::vocab;
+
+/// Settings of a run.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    /// Where checkpoints, samples and the log go.
+    pub out_dir: PathBuf,
+    /// Total optimizer steps (a resumed run continues up to this).
+    pub steps: usize,
+    /// Examples per step.
+    pub batch: usize,
+    /// Peak learning rate (linear warm-up over the first `warmup` steps, then constant).
+    pub lr: f64,
+    /// Warm-up steps.
+    pub warmup: usize,
+    /// Seed of the data, noise and initial weights' order.
+    pub seed: u64,
+    /// EMA decay of the shipped weights.
+    pub ema_decay: f64,
+    /// Share of captions replaced by the empty prompt (for guidance).
+    pub uncond_prob: f64,
+    /// Steps between checkpoints.
+    pub checkpoint_every: usize,
+    /// Stop after this many seconds of wall time (checkpointing first), whatever `steps` says.
+    pub max_seconds: Option<f64>,
+    /// The architecture.
+    pub arch: ShapesConfig,
+}
+
+/// The networks and their trainable variables.
+pub struct Model {
+    /// Variables of the UNet.
+    pub unet_vars: VarMap,
+    /// Variables of the text encoder.
+    pub text_vars: VarMap,
+    /// The UNet.
+    pub unet: ShapesUnet,
+    /// The text encoder.
+    pub text: ShapesText,
+}
+
+impl Model {
+    /// Freshly initialised networks.
+    ///
+    /// # Errors
+    /// Only for candle errors.
+    pub fn new(arch: ShapesConfig) -> Result<Self> {
+        let dev = Device::Cpu;
+        let unet_vars = VarMap::new();
+        let text_vars = VarMap::new();
+        let unet = ShapesUnet::new(arch, VarBuilder::from_varmap(&unet_vars, DType::F32, &dev))?;
+        let text = ShapesText::new(VarBuilder::from_varmap(&text_vars, DType::F32, &dev))?;
+        Ok(Model {
+            unet_vars,
+            text_vars,
+            unet,
+            text,
+        })
+    }
+
+    /// Every trainable variable by `unet.`/`text.`-prefixed name.
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
+        let mut out = Vec::new();
+        for (prefix, vm) in [("unet.", &self.unet_vars), ("text.", &self.text_vars)] {
+            let data = vm.data().lock().unwrap_or_else(|p| p.into_inner());
+            let mut names: Vec<_> = data.keys().cloned().collect();
+            names.sort();
+            for n in names {
+                out.push((format!("{prefix}{n}"), data[&n].clone()));
+            }
+        }
+        out
+    }
+
+    /// Parameter count.
+    pub fn param_count(&self) -> usize {
+        self.named_vars().iter().map(|(_, v)| v.elem_count()).sum()
+    }
+}
+
+/// One training batch: clean pixels, token ids, timesteps, noise.
+pub struct Batch {
+    /// `(n, 3, SIDE, SIDE)` in -1..1.
+    pub x0: Tensor,
+    /// `(n, MAX_TOKENS)` u32.
+    pub ids: Tensor,
+    /// `(n,)` fractional training timesteps.
+    pub t: Tensor,
+    /// `(n,)` `sqrt(abar)` of each timestep.
+    pub alpha: Tensor,
+    /// `(n,)` `sqrt(1 - abar)`.
+    pub sigma: Tensor,
+    /// `(n, 3, SIDE, SIDE)` standard normal.
+    pub noise: Tensor,
+}
+
+/// The batch of step `step` of a run seeded `seed`.
+///
+/// # Errors
+/// Only for candle errors.
+pub fn batch(
+    seed: u64,
+    step: usize,
+    n: usize,
+    uncond_prob: f64,
+    tok: &Tokenizer,
+    schedule: &NoiseSchedule,
+) -> Result<Batch> {
+    let mut g = Generator::new(seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let dev = Device::Cpu;
+    let mut pixels = Vec::with_capacity(n * 3 * SIDE * SIDE);
+    let mut ids = Vec::with_capacity(n * vocab_len());
+    let (mut ts, mut alphas, mut sigmas) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n {
+        let (_, caption, img) = g.next_example();
+        pixels.extend(to_model_pixels(&img));
+        let text = if g.rng().uniform() < uncond_prob {
+            ""
+        } else {
+            caption.as_str()
+        };
+        ids.extend(vocab::token_ids(tok, text));
+        let t = g.rng().uniform() * (schedule.len() - 1) as f64;
+        let s = schedule.sigma_at(t);
+        ts.push(t as f32);
+        alphas.push((1.0 / (1.0 + s * s).sqrt()) as f32);
+        sigmas.push((s / (1.0 + s * s).sqrt()) as f32);
+    }
+    let noise = g.rng().normals(n * 3 * SIDE * SIDE);
+    Ok(Batch {
+        x0: Tensor::from_vec(pixels, (n, 3, SIDE, SIDE), &dev)?,
+        ids: Tensor::from_vec(ids, (n, vocab_len()), &dev)?,
+        t: Tensor::from_vec(ts, n, &dev)?,
+        alpha: Tensor::from_vec(alphas, (n, 1, 1, 1), &dev)?,
+        sigma: Tensor::from_vec(sigmas, (n, 1, 1, 1), &dev)?,
+        noise: Tensor::from_vec(noise, (n, 3, SIDE, SIDE), &dev)?,
+    })
+}
+
+fn vocab_len() -> usize {
+    pixelfarm_diffusion::shapes_net::MAX_TOKENS
+}
+
+/// The v-prediction loss of `model` on `b`.
+///
+/// # Errors
+/// Only for candle errors.
+pub fn loss(model: &Model, b: &Batch) -> Result<Tensor> {
+    let xt = (b.x0.broadcast_mul(&b.alpha)? + b.noise.broadcast_mul(&b.sigma)?)?;
+    let v = (b.noise.broadcast_mul(&b.alpha)? - b.x0.broadcast_mul(&b.sigma)?)?;
+    let ctx = model.text.forward(&b.ids)?;
+    let pred = model.unet.forward(&xt, &b.t, &ctx)?;
+    Ok((pred - v)?.sqr()?.mean_all()?)
+}
+
+/// The family's training schedule.
+pub fn schedule() -> NoiseSchedule {
+    let d = Family::Shapes.defaults();
+    NoiseSchedule::scaled_linear(d.beta_start, d.beta_end, d.train_timesteps)
+}
+
+/// Files of a checkpoint folder.
+const STATE: &str = "state.json";
+
+fn save_tensors(map: &HashMap<String, Tensor>, prefix: &str, path: &Path) -> Result<()> {
+    let sub: HashMap<String, Tensor> = map
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
+        .collect();
+    candle_core::safetensors::save(&sub, path).with_context(|| format!("writing {path:?}"))
+}
+
+/// Write `unet.safetensors` and `text_encoder.safetensors` of `tensors` (prefixed names) into `dir`.
+///
+/// # Errors
+/// When the files cannot be written.
+pub fn save_split(tensors: &HashMap<String, Tensor>, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    save_tensors(tensors, "unet.", &dir.join("unet.safetensors"))?;
+    save_tensors(tensors, "text.", &dir.join("text_encoder.safetensors"))
+}
+
+fn load_split(dir: &Path) -> Result<HashMap<String, Tensor>> {
+    let mut out = HashMap::new();
+    for (prefix, file) in [
+        ("unet.", "unet.safetensors"),
+        ("text.", "text_encoder.safetensors"),
+    ] {
+        for (k, v) in candle_core::safetensors::load(dir.join(file), &Device::Cpu)? {
+            out.insert(format!("{prefix}{k}"), v);
+        }
+    }
+    Ok(out)
+}
+
+/// What `state.json` records.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RunState {
+    /// Optimizer steps done.
+    pub step: usize,
+    /// Wall seconds spent training so far, over all sessions.
+    pub seconds: f64,
+    /// EMA of the loss.
+    pub loss_ema: f64,
+}
+
+/// Train (or resume) per `cfg`; logs one line per 25 steps to stdout.
+///
+/// # Errors
+/// For I/O and candle errors.
+pub fn train(cfg: &TrainConfig) -> Result<RunState> {
+    let ckpt = cfg.out_dir.join("checkpoint");
+    std::fs::create_dir_all(&ckpt)?;
+    let model = Model::new(cfg.arch)?;
+    let vars = model.named_vars();
+    let mut state = RunState {
+        step: 0,
+        seconds: 0.0,
+        loss_ema: 0.0,
+    };
+    let mut ema: HashMap<String, Tensor> = vars
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().copy().expect("copy")))
+        .collect();
+    if ckpt.join(STATE).exists() {
+        let weights = load_split(&ckpt.join("weights"))?;
+        for (n, v) in &vars {
+            let w = weights
+                .get(n)
+                .with_context(|| format!("checkpoint lacks {n}"))?;
+            v.set(w)?;
+        }
+        ema = load_split(&ckpt.join("ema"))?;
+        state = serde_json::from_slice(&std::fs::read(ckpt.join(STATE))?)?;
+        println!(
+            "resumed at step {} ({:.0} s trained)",
+            state.step, state.seconds
+        );
+    }
+    println!(
+        "shapes model: {} parameters, batch {}, lr {}, {} steps",
+        model.param_count(),
+        cfg.batch,
+        cfg.lr,
+        cfg.steps
+    );
+    let tok = vocab::tokenizer();
+    let sched = schedule();
+    let mut opt = AdamW::new(
+        vars.iter().map(|(_, v)| v.clone()).collect(),
+        ParamsAdamW {
+            lr: cfg.lr,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )?;
+    let session = Instant::now();
+    let base_seconds = state.seconds;
+    let mut last_ckpt = state.step;
+    let save = |state: &RunState, ema: &HashMap<String, Tensor>| -> Result<()> {
+        let weights: HashMap<String, Tensor> = vars
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
+        let tmp = cfg.out_dir.join("checkpoint.tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        save_split(&weights, &tmp.join("weights"))?;
+        save_split(ema, &tmp.join("ema"))?;
+        std::fs::write(tmp.join(STATE), serde_json::to_vec_pretty(state)?)?;
+        let old = cfg.out_dir.join("checkpoint.old");
+        if old.exists() {
+            std::fs::remove_dir_all(&old)?;
+        }
+        std::fs::rename(&ckpt, &old)?;
+        std::fs::rename(&tmp, &ckpt)?;
+        std::fs::remove_dir_all(&old)?;
+        Ok(())
+    };
+    while state.step < cfg.steps {
+        let t0 = Instant::now();
+        let step = state.step;
+        let lr = cfg.lr * ((step + 1) as f64 / cfg.warmup.max(1) as f64).min(1.0);
+        opt.set_learning_rate(lr);
+        let b = batch(cfg.seed, step, cfg.batch, cfg.uncond_prob, &tok, &sched)?;
+        let l = loss(&model, &b)?;
+        opt.backward_step(&l)?;
+        let lv = l.to_scalar::<f32>()? as f64;
+        state.loss_ema = if step == 0 {
+            lv
+        } else {
+            0.98 * state.loss_ema + 0.02 * lv
+        };
+        // EMA with warm-up: short memory early, `ema_decay` later.
+        let decay = cfg
+            .ema_decay
+            .min((1.0 + step as f64) / (10.0 + step as f64));
+        for (n, v) in &vars {
+            let e = &ema[n];
+            let new = ((e * decay)? + (v.as_tensor() * (1.0 - decay))?)?;
+            ema.insert(n.clone(), new);
+        }
+        state.step += 1;
+        state.seconds = base_seconds + session.elapsed().as_secs_f64();
+        if state.step % 25 == 0 || state.step == 1 {
+            println!(
+                "step {} loss {:.4} (ema {:.4}) lr {:.2e} {:.2} s/step, {:.0} s total",
+                state.step,
+                lv,
+                state.loss_ema,
+                lr,
+                t0.elapsed().as_secs_f64(),
+                state.seconds
+            );
+        }
+        let out_of_time = cfg
+            .max_seconds
+            .is_some_and(|m| session.elapsed().as_secs_f64() >= m);
+        if state.step - last_ckpt >= cfg.checkpoint_every || state.step == cfg.steps || out_of_time
+        {
+            save(&state, &ema)?;
+            last_ckpt = state.step;
+            println!("checkpoint at step {}", state.step);
+        }
+        if out_of_time {
+            println!("stopping: time budget reached");
+            break;
+        }
+    }
+    Ok(state)
+}
+
+/// The EMA weights of the checkpoint in `out_dir`, by prefixed name.
+///
+/// # Errors
+/// When there is no checkpoint.
+pub fn load_ema(out_dir: &Path) -> Result<HashMap<String, Tensor>> {
+    load_split(&out_dir.join("checkpoint").join("ema"))
+}
+
+/// Seeded standard normals, for callers that sample outside the engine.
+pub fn normals(seed: u64, n: usize) -> Vec<f32> {
+    JobRng::new(seed).normals(n)
+}

@@ -1,0 +1,32 @@
+//! Every parameter of the shipped architecture receives a non-zero gradient from the training loss
+//! (candle's fused softmax / layer norm have no backward and would silently freeze parameters).
+
+use pixelfarm_diffusion::shapes_net::ShapesConfig;
+use pixelfarm_shapes::train::{Model, batch, loss, schedule};
+use pixelfarm_shapes::vocab;
+
+#[test]
+fn every_parameter_gets_a_nonzero_gradient() {
+    let model = Model::new(ShapesConfig::SHIPPED).unwrap();
+    let b = batch(1, 0, 4, 0.0, &vocab::tokenizer(), &schedule()).unwrap();
+    let grads = loss(&model, &b).unwrap().backward().unwrap();
+    let vars = model.named_vars();
+    assert!(vars.len() > 50, "{} variables", vars.len());
+    let mut missing = Vec::new();
+    for (name, var) in &vars {
+        let ok = grads.get(var.as_tensor()).is_some_and(|g| {
+            g.abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 0.0
+        });
+        if !ok {
+            missing.push(name.clone());
+        }
+    }
+    // The token embedding only gets gradient on rows of words in the batch; all others must.
+    assert!(missing.is_empty(), "no gradient for {missing:?}");
+}
