@@ -54,9 +54,9 @@ impl TextEncoder {
 /// The network that predicts noise (or v).
 enum Denoiser {
     /// candle-transformers' Stable Diffusion UNet.
-    Sd(unet_2d::UNet2DConditionModel),
+    Sd(Box<unet_2d::UNet2DConditionModel>),
     /// The shapes family's pixel-space UNet.
-    Shapes(ShapesUnet),
+    Shapes(Box<ShapesUnet>),
 }
 
 impl Denoiser {
@@ -224,7 +224,7 @@ impl LoadedModel {
                  accepted: 4 (txt2img) or 9 (inpainting)"
             )));
         }
-        let unet = Denoiser::Sd(
+        let unet = Denoiser::Sd(Box::new(
             unet_2d::UNet2DConditionModel::new(
                 unet_vb,
                 unet_in_channels,
@@ -233,7 +233,7 @@ impl LoadedModel {
                 family.unet_config(),
             )
             .map_err(bad_weights(unet_name))?,
-        );
+        ));
         let vae = Some(
             vae::AutoEncoderKL::new(vae_vb, 3, 3, family.vae_config())
                 .map_err(bad_weights(vae_name))?,
@@ -288,7 +288,7 @@ impl LoadedModel {
             device,
             DType::F32,
             start,
-            Denoiser::Shapes(unet),
+            Denoiser::Shapes(Box::new(unet)),
             channels,
             None,
             TextEncoder::Shapes(text),

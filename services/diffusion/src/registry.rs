@@ -275,6 +275,10 @@ impl ModelEntry {
         }
         let required: Vec<&str> = match &self.checkpoint {
             Some(ckpt) => vec![ckpt.as_str(), layout::TOKENIZER],
+            // Pixel space: no VAE.
+            None if self.family == Family::Shapes => {
+                vec![layout::UNET, layout::TEXT_ENCODER, layout::TOKENIZER]
+            }
             None => vec![
                 layout::UNET,
                 layout::VAE,

@@ -1,7 +1,7 @@
 //! The analytic checker: does an image show what its caption asks for? No learned model: pixels are
 //! classified to the nearest palette colour, the background is the majority colour of the border,
-//! the shape is the largest 4-connected region of the asked-for colour, and its kind is decided by
-//! how much of its bounding box it fills (square ≈ 1, circle ≈ π/4, triangle ≈ 1/2).
+//! the shape is the largest 4-connected region of the asked-for colour (after removing isolated specks), and its kind is decided by how much of its bounding box it fills
+//! (square ≈ 1, circle ≈ π/4, triangle ≈ 1/2).
 
 use crate::data::{Attributes, Color, SIDE, Shape, Size};
 
@@ -68,13 +68,41 @@ pub fn shape_of_fill(fill: f64) -> Shape {
     }
 }
 
+/// Speck removal: a pixel whose class at most one of its 8 neighbours shares takes the class of the
+/// majority (5 or more) of its 3×3 neighbourhood, so isolated specks of sampling noise neither split
+/// nor hole the shape, while thin corners (a small triangle's apex) stay.
+fn mode_filter(classes: &[Option<Color>]) -> Vec<Option<Color>> {
+    let mut out = classes.to_vec();
+    for y in 0..SIDE {
+        for x in 0..SIDE {
+            let mut counts = [0usize; Color::ALL.len() + 1];
+            let slot = |c: Option<Color>| c.map_or(Color::ALL.len(), |c| c as usize);
+            for ny in y.saturating_sub(1)..(y + 2).min(SIDE) {
+                for nx in x.saturating_sub(1)..(x + 2).min(SIDE) {
+                    counts[slot(classes[ny * SIDE + nx])] += 1;
+                }
+            }
+            let own = slot(classes[y * SIDE + x]);
+            let (best, n) = counts
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, n)| **n)
+                .expect("slots");
+            if counts[own] <= 2 && *n >= 5 {
+                out[y * SIDE + x] = Color::ALL.get(best).copied();
+            }
+        }
+    }
+    out
+}
+
 /// Grade `rgb` (`SIDE × SIDE` RGB8) against `want`.
 ///
 /// # Panics
 /// When `rgb` is not `SIDE × SIDE × 3` bytes.
 pub fn check(rgb: &[u8], want: &Attributes) -> Verdict {
     assert_eq!(rgb.len(), SIDE * SIDE * 3, "a {SIDE}x{SIDE} RGB image");
-    let classes: Vec<Option<Color>> = rgb.chunks(3).map(nearest).collect();
+    let classes = mode_filter(&rgb.chunks(3).map(nearest).collect::<Vec<_>>());
     let at = |x: usize, y: usize| classes[y * SIDE + x];
 
     let mut counts = [0usize; Color::ALL.len()];

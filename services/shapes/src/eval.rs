@@ -215,7 +215,8 @@ pub fn report(
         s.sampler.as_str(),
         secs / graded.len().max(1) as f64
     );
-    let rows: [(&str, fn(&Verdict) -> bool); 5] = [
+    type Row = (&'static str, fn(&Verdict) -> bool);
+    let rows: [Row; 5] = [
         ("**all of shape, colour, background**", Verdict::matches),
         ("background colour", |v| v.background_ok),
         ("shape colour", |v| v.color_ok),

@@ -322,7 +322,7 @@ pub fn train(cfg: &TrainConfig) -> Result<RunState> {
         }
         state.step += 1;
         state.seconds = base_seconds + session.elapsed().as_secs_f64();
-        if state.step % 25 == 0 || state.step == 1 {
+        if state.step.is_multiple_of(25) || state.step == 1 {
             println!(
                 "step {} loss {:.4} (ema {:.4}) lr {:.2e} {:.2} s/step, {:.0} s total",
                 state.step,
