@@ -187,7 +187,7 @@ pub struct Report {
 /// What loading and rendering return.
 pub fn report(
     models: &std::path::Path,
-    seeds: u64,
+    seeds: &[u64],
     all: bool,
     s: RenderSettings,
 ) -> Result<Report> {
@@ -200,9 +200,8 @@ pub fn report(
         let (a, b) = gate_prompts();
         a.into_iter().chain(b).collect()
     };
-    let seeds: Vec<u64> = (1..=seeds).collect();
     let start = std::time::Instant::now();
-    let graded = grade(&engine, &model, &prompts, &seeds, s)?;
+    let graded = grade(&engine, &model, &prompts, seeds, s)?;
     let secs = start.elapsed().as_secs_f64();
     let pct =
         |(m, n): (usize, usize)| format!("{m}/{n} ({:.1} %)", 100.0 * m as f64 / n.max(1) as f64);

@@ -57,6 +57,9 @@ enum Cmd {
         models: PathBuf,
         #[arg(long, default_value_t = 3)]
         seeds: u64,
+        /// First seed (seeds are consecutive).
+        #[arg(long, default_value_t = 1)]
+        first_seed: u64,
         #[arg(long)]
         all: bool,
         #[arg(long)]
@@ -112,6 +115,7 @@ fn main() -> Result<()> {
         Cmd::Eval {
             models,
             seeds,
+            first_seed,
             all,
             steps,
             guidance,
@@ -124,7 +128,12 @@ fn main() -> Result<()> {
             if let Some(name) = sampler {
                 s.sampler = Sampler::parse(&name)?;
             }
-            let report = pixelfarm_shapes::eval::report(&models, seeds, all, s)?;
+            let report = pixelfarm_shapes::eval::report(
+                &models,
+                &(first_seed..first_seed + seeds).collect::<Vec<_>>(),
+                all,
+                s,
+            )?;
             println!("{}", report.table);
             std::fs::write(&sheet, report.sheet.to_png()?)?;
             println!("contact sheet: {}", sheet.display());
