@@ -312,14 +312,38 @@ async fn api_semantics_on_the_real_stack() {
         ),
         1.0
     );
+}
 
-    // The same manifest gives byte-identical images here and in the embedded mode.
+/// The shipped model through a real worker process gives the same bytes as the embedded mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_shipped_model_gives_the_same_bytes_distributed_and_embedded() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = pixelfarm_shapes::shipped_registry(&repo().join("models")).unwrap();
+    let path = dir.path().join("registry.yaml");
+    std::fs::write(&path, serde_yaml::to_string(&registry).unwrap()).unwrap();
+    let stack = Stack::start(StackOptions {
+        workers: 1,
+        concurrency: 2,
+        renderer: "diffusion".into(),
+        models: vec!["shapes".into()],
+        registry: Some(path),
+        ..Default::default()
+    })
+    .await;
+    let a = stack.client(KEY_A).await;
     let shapes = std::fs::read_to_string(repo().join("examples/shapes.yaml")).unwrap();
     let out = a.submit(shapes.clone()).await.unwrap();
-    wait_batch(&stack, &a, out.batch_id, Duration::from_secs(60), |v| {
+    let v = wait_batch(&stack, &a, out.batch_id, Duration::from_secs(300), |v| {
         v.done
     })
     .await;
+    assert_eq!(
+        v.status.counts.succeeded,
+        v.total,
+        "{:?}\n{}",
+        v.status.counts,
+        stack.logs()
+    );
     let (jobs, _) = a.jobs(out.batch_id, None, 1000).await.unwrap();
     let distributed: BTreeMap<String, String> = jobs
         .into_iter()
@@ -341,6 +365,7 @@ async fn api_semantics_on_the_real_stack() {
                 )
             })
             .collect();
+    assert_eq!(distributed.len(), 48);
     assert_eq!(distributed, embedded);
 }
 

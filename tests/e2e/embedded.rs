@@ -21,9 +21,10 @@ fn run_renders_the_example_batch_into_a_folder_and_resumes() {
         String::from_utf8_lossy(&first.stderr)
     );
     let stdout = String::from_utf8_lossy(&first.stdout);
-    assert!(stdout.contains("ok 36"), "{stdout}");
+    assert!(stdout.contains("ok 48"), "{stdout}");
+    assert!(out.path().join("contact-sheet.png").is_file());
     let results = std::fs::read_to_string(out.path().join("results.jsonl")).unwrap();
-    assert_eq!(results.lines().count(), 36);
+    assert_eq!(results.lines().count(), 48);
     for line in results.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let png = std::fs::read(out.path().join(v["file"].as_str().unwrap())).unwrap();
@@ -37,7 +38,7 @@ fn run_renders_the_example_batch_into_a_folder_and_resumes() {
             .unwrap()
             .lines()
             .count(),
-        36
+        48
     );
 }
 

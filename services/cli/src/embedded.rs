@@ -6,13 +6,17 @@ use anyhow::Context;
 use pixelfarm_api::BatchView;
 use pixelfarm_blob::LocalBlob;
 use pixelfarm_broker::InProcBroker;
-use pixelfarm_core::{BlobStore, Broker, JobStore, parse_manifest};
+use pixelfarm_core::{
+    BatchId, BlobStore, Broker, JobState, JobStore, ModelName, RenderedImage, Renderer,
+    parse_manifest,
+};
+use pixelfarm_diffusion::DiffusionEngine;
 use pixelfarm_runtime::Settings;
 use pixelfarm_scheduler::app::Core;
 use pixelfarm_store::SqliteStore;
 use pixelfarm_worker::{Worker, WorkerMetrics};
 use prometheus::Registry;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -31,20 +35,61 @@ pub struct RunReport {
     pub export: export::Summary,
 }
 
-/// Render `manifest` into `out` with `workers` concurrent jobs.
+/// The model name the embedded mode renders with the test-pattern renderer (no model).
+pub const TEST_PATTERN_MODEL: &str = "test-pattern";
+
+/// Where the shipped models are: `PIXELFARM_MODELS_DIR`, else `./models` when it exists, else the
+/// source checkout's `models/` (for `cargo run`).
+pub fn models_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("PIXELFARM_MODELS_DIR") {
+        return PathBuf::from(d);
+    }
+    let local = PathBuf::from("models");
+    if local.is_dir() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
+}
+
+/// The renderer for `model`: the shipped model through the production diffusion engine, or the
+/// test pattern for [`TEST_PATTERN_MODEL`].
 ///
 /// # Errors
-/// A bad manifest (before anything is written), or I/O and rendering failures.
+/// `Invalid` for any other model, naming the ones served.
+pub fn renderer_for(model: &ModelName) -> anyhow::Result<Arc<dyn Renderer>> {
+    if model.as_str() == TEST_PATTERN_MODEL {
+        return Ok(Arc::new(pixelfarm_render::TestPattern::default()));
+    }
+    let registry = pixelfarm_shapes::shipped_registry(&models_dir())
+        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    if !registry.models.contains_key(model) {
+        let mut served: Vec<&str> = registry.models.keys().map(|m| m.as_str()).collect();
+        served.push(TEST_PATTERN_MODEL);
+        anyhow::bail!(
+            "manifest field `model`: `{model}` is not served by the embedded mode; accepted: {}",
+            served.join(", ")
+        );
+    }
+    Ok(Arc::new(
+        DiffusionEngine::new(registry).map_err(|e| anyhow::anyhow!(e.chain()))?,
+    ))
+}
+
+/// Render `manifest` into `out` with `workers` concurrent jobs, and write `contact-sheet.png`.
+///
+/// # Errors
+/// A bad manifest or an unknown model (before anything is written), or I/O and rendering failures.
 pub async fn run(
     manifest: String,
     out: &Path,
     workers: usize,
     progress: bool,
 ) -> anyhow::Result<RunReport> {
-    // Refuse a bad manifest before creating anything.
+    // Refuse a bad manifest or a model we cannot serve before creating anything.
     let model = parse_manifest(&manifest)
         .map_err(|e| anyhow::anyhow!(e.chain()))?
         .model;
+    let renderer = renderer_for(&model)?;
 
     let mut settings = Settings::default();
     settings.scheduler.dispatch_interval_ms = 10;
@@ -82,7 +127,7 @@ pub async fn run(
         store,
         broker,
         blob,
-        pixelfarm_worker::app::renderer(&settings).await?,
+        renderer,
         Arc::new(WorkerMetrics::register(&registry)),
     ));
     let worker_stop = stop.clone();
@@ -113,6 +158,7 @@ pub async fn run(
         let export = export::export(&source, submitted.batch_id, out)
             .await
             .map_err(|e| anyhow::anyhow!(e.chain()))?;
+        write_contact_sheet(&source, submitted.batch_id, out).await?;
         Ok(RunReport { batch, export })
     }
     .await;
@@ -121,4 +167,54 @@ pub async fn run(
         r.context("embedded task panicked")??;
     }
     result
+}
+
+/// Name of the grid of every image, captioned with its prompt.
+pub const CONTACT_SHEET: &str = "contact-sheet.png";
+
+/// Write `out/contact-sheet.png`: every succeeded image of the batch in a captioned grid.
+async fn write_contact_sheet(source: &Local, batch: BatchId, out: &Path) -> anyhow::Result<()> {
+    let mut cells = Vec::new();
+    let mut after = None;
+    loop {
+        let (jobs, next) = export::ResultSource::page(source, batch, after)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.chain()))?;
+        for j in jobs.iter().filter(|j| j.state == JobState::Succeeded) {
+            let key = j
+                .object_key
+                .as_deref()
+                .context("succeeded jobs have an object key")?;
+            let bytes =
+                std::fs::read(out.join(key)).with_context(|| format!("cannot read {key}"))?;
+            cells.push((decode_rgb(&bytes)?, j.params.prompt.as_str().to_string()));
+        }
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let sheet = pixelfarm_shapes::contact_sheet(&cells)
+        .to_png()
+        .context("cannot encode the contact sheet")?;
+    std::fs::write(out.join(CONTACT_SHEET), sheet).context("cannot write the contact sheet")
+}
+
+fn decode_rgb(bytes: &[u8]) -> anyhow::Result<RenderedImage> {
+    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .context("not a png")?;
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).context("cannot decode png")?;
+    anyhow::ensure!(
+        info.color_type == png::ColorType::Rgb && info.bit_depth == png::BitDepth::Eight,
+        "expected 8-bit RGB"
+    );
+    buf.truncate(info.buffer_size());
+    Ok(RenderedImage {
+        width: info.width,
+        height: info.height,
+        rgb: buf,
+        phases: Default::default(),
+    })
 }

@@ -103,8 +103,9 @@ async fn main() -> anyhow::Result<()> {
             progress::describe(&r.batch)
         );
         println!(
-            "{} images and results.jsonl in {}",
+            "{} images, results.jsonl and {} in {}",
             r.export.images,
+            embedded::CONTACT_SHEET,
             out.display()
         );
         return Ok(());
