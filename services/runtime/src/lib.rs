@@ -6,10 +6,12 @@
 //! - [`ops`]: the ops HTTP router (`/metrics`, `/healthz`, `/readyz`) and serving helpers.
 //! - [`shutdown`]: one cancellation token fired by SIGTERM / Ctrl-C.
 //! - [`telemetry`]: tracing setup.
+//! - [`tasks`]: [`tasks::wait_all`], a process's tasks to their first failure.
 
 pub mod ops;
 pub mod settings;
 pub mod shutdown;
+pub mod tasks;
 pub mod telemetry;
 
 pub use settings::Settings;

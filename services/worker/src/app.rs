@@ -117,15 +117,8 @@ impl Running {
     ///
     /// # Errors
     /// The first task error.
-    pub async fn wait(mut self) -> anyhow::Result<()> {
-        let mut first = Ok(());
-        while let Some(r) = self.tasks.join_next().await {
-            let r = r.context("worker task panicked").and_then(|r| r);
-            if first.is_ok() {
-                first = r;
-            }
-        }
-        first
+    pub async fn wait(self) -> anyhow::Result<()> {
+        pixelfarm_runtime::tasks::wait_all(self.tasks, "worker").await
     }
 }
 
