@@ -117,6 +117,18 @@ fn phase_means(scrapes: &[String]) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// A stack of `workers` workers with `concurrency` slots each, no render delay, a wide window.
+async fn bench_stack(workers: usize, concurrency: usize) -> Stack {
+    Stack::start(StackOptions {
+        workers,
+        concurrency,
+        render_delay_ms: 0,
+        window: 4096,
+        ..Default::default()
+    })
+    .await
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<usize> = std::env::args()
@@ -128,14 +140,7 @@ async fn main() {
     let concurrency = 16;
 
     // --- submit ---------------------------------------------------------------------------
-    let stack = Stack::start(StackOptions {
-        workers: 0,
-        concurrency,
-        render_delay_ms: 0,
-        window: 4096,
-        ..Default::default()
-    })
-    .await;
+    let stack = bench_stack(0, concurrency).await;
     let client = stack.client(KEY_A).await;
     let naive_n = 10_000;
     let naive = naive_insert_seconds(&stack.db_url, &manifest_64("naive", naive_n)).await;
@@ -173,14 +178,7 @@ async fn main() {
     drop(stack);
 
     // --- end to end -----------------------------------------------------------------------
-    let mut stack = Stack::start(StackOptions {
-        workers: 2,
-        concurrency,
-        render_delay_ms: 0,
-        window: 4096,
-        ..Default::default()
-    })
-    .await;
+    let mut stack = bench_stack(2, concurrency).await;
     let client = stack.client(KEY_A).await;
     let ceiling = s3_put_rate(&stack, 2 * concurrency, 5.0).await;
     let t = Instant::now();
