@@ -28,10 +28,15 @@ pub struct TrainConfig {
     pub steps: usize,
     /// Examples per step.
     pub batch: usize,
-    /// Peak learning rate (linear warm-up over the first `warmup` steps, then constant).
+    /// Peak learning rate (linear warm-up over the first `warmup` steps of a session, then constant
+    /// until `decay_start`, then a cosine down to `lr_min` at `steps`).
     pub lr: f64,
-    /// Warm-up steps.
+    /// Warm-up steps at the start of every session (the optimizer's moments restart on resume).
     pub warmup: usize,
+    /// Step where the cosine decay starts (`None`: no decay).
+    pub decay_start: Option<usize>,
+    /// Learning rate reached at `steps` when decaying.
+    pub lr_min: f64,
     /// Seed of the data, noise and initial weights' order.
     pub seed: u64,
     /// EMA decay of the shipped weights.
@@ -178,6 +183,19 @@ pub fn schedule() -> NoiseSchedule {
     NoiseSchedule::scaled_linear(d.beta_start, d.beta_end, d.train_timesteps)
 }
 
+/// The learning rate of `step` in a session that started at `session_start`.
+pub fn learning_rate(cfg: &TrainConfig, session_start: usize, step: usize) -> f64 {
+    let warm = ((step - session_start.min(step) + 1) as f64 / cfg.warmup.max(1) as f64).min(1.0);
+    let peak = match cfg.decay_start {
+        Some(start) if step > start && cfg.steps > start => {
+            let done = ((step - start) as f64 / (cfg.steps - start) as f64).min(1.0);
+            cfg.lr_min + (cfg.lr - cfg.lr_min) * 0.5 * (1.0 + (std::f64::consts::PI * done).cos())
+        }
+        _ => cfg.lr,
+    };
+    peak * warm
+}
+
 /// Files of a checkpoint folder.
 const STATE: &str = "state.json";
 
@@ -274,6 +292,7 @@ pub fn train(cfg: &TrainConfig) -> Result<RunState> {
         },
     )?;
     let session = Instant::now();
+    let session_start = state.step;
     let base_seconds = state.seconds;
     let mut last_ckpt = state.step;
     let save = |state: &RunState, ema: &HashMap<String, Tensor>| -> Result<()> {
@@ -300,13 +319,13 @@ pub fn train(cfg: &TrainConfig) -> Result<RunState> {
     while state.step < cfg.steps {
         let t0 = Instant::now();
         let step = state.step;
-        let lr = cfg.lr * ((step + 1) as f64 / cfg.warmup.max(1) as f64).min(1.0);
+        let lr = learning_rate(cfg, session_start, step);
         opt.set_learning_rate(lr);
         let b = batch(cfg.seed, step, cfg.batch, cfg.uncond_prob, &tok, &sched)?;
         let l = loss(&model, &b)?;
         opt.backward_step(&l)?;
         let lv = l.to_scalar::<f32>()? as f64;
-        state.loss_ema = if step == 0 {
+        state.loss_ema = if step == 0 || state.loss_ema == 0.0 {
             lv
         } else {
             0.98 * state.loss_ema + 0.02 * lv
@@ -350,6 +369,51 @@ pub fn train(cfg: &TrainConfig) -> Result<RunState> {
     Ok(state)
 }
 
+/// Start a run in `out_dir` from the weights of the model folder `model_dir` (as written by
+/// [`crate::export::write_model`]): they become both the trained and the EMA weights, and the run
+/// continues at `state.step` (so it sees new data). For continuing a shipped model whose training
+/// checkpoint is gone.
+///
+/// # Errors
+/// When `out_dir` already holds a checkpoint, or a file cannot be read or written.
+pub fn import(model_dir: &Path, out_dir: &Path, state: &RunState) -> Result<()> {
+    let ckpt = out_dir.join("checkpoint");
+    anyhow::ensure!(
+        !ckpt.join(STATE).exists(),
+        "`{}` already holds a checkpoint; import into an empty folder",
+        out_dir.display()
+    );
+    let mut tensors = HashMap::new();
+    for (prefix, rel) in [
+        ("unet.", pixelfarm_diffusion::registry::layout::UNET),
+        ("text.", pixelfarm_diffusion::registry::layout::TEXT_ENCODER),
+    ] {
+        let path = model_dir.join(rel);
+        for (k, v) in candle_core::safetensors::load(&path, &Device::Cpu)
+            .with_context(|| format!("reading {path:?}"))?
+        {
+            tensors.insert(format!("{prefix}{k}"), v);
+        }
+    }
+    let model = Model::new(ShapesConfig::SHIPPED)?;
+    for (n, v) in model.named_vars() {
+        let w = tensors
+            .get(&n)
+            .with_context(|| format!("`{}` lacks {n}", model_dir.display()))?;
+        anyhow::ensure!(
+            w.dims() == v.dims(),
+            "`{}`: {n} has shape {:?}, the shipped architecture {:?}",
+            model_dir.display(),
+            w.dims(),
+            v.dims()
+        );
+    }
+    save_split(&tensors, &ckpt.join("weights"))?;
+    save_split(&tensors, &ckpt.join("ema"))?;
+    std::fs::write(ckpt.join(STATE), serde_json::to_vec_pretty(state)?)?;
+    Ok(())
+}
+
 /// The EMA weights of the checkpoint in `out_dir`, by prefixed name.
 ///
 /// # Errors
@@ -361,4 +425,46 @@ pub fn load_ema(out_dir: &Path) -> Result<HashMap<String, Tensor>> {
 /// Seeded standard normals, for callers that sample outside the engine.
 pub fn normals(seed: u64, n: usize) -> Vec<f32> {
     JobRng::new(seed).normals(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(decay_start: Option<usize>) -> TrainConfig {
+        TrainConfig {
+            out_dir: PathBuf::new(),
+            steps: 1000,
+            batch: 1,
+            lr: 1e-3,
+            warmup: 10,
+            decay_start,
+            lr_min: 1e-5,
+            seed: 0,
+            ema_decay: 0.99,
+            uncond_prob: 0.1,
+            checkpoint_every: 100,
+            max_seconds: None,
+            arch: ShapesConfig::SHIPPED,
+        }
+    }
+
+    #[test]
+    fn warm_up_restarts_with_every_session() {
+        let c = cfg(None);
+        assert!((learning_rate(&c, 0, 0) - 1e-4).abs() < 1e-12);
+        assert!((learning_rate(&c, 0, 9) - 1e-3).abs() < 1e-12);
+        assert!((learning_rate(&c, 500, 500) - 1e-4).abs() < 1e-12);
+        assert!((learning_rate(&c, 500, 600) - 1e-3).abs() < 1e-12);
+    }
+
+    #[test]
+    fn cosine_decay_runs_from_lr_to_lr_min() {
+        let c = cfg(Some(200));
+        assert!((learning_rate(&c, 0, 200) - 1e-3).abs() < 1e-12);
+        let mid = learning_rate(&c, 0, 600);
+        assert!((mid - (1e-3 + 1e-5) / 2.0).abs() < 1e-9, "{mid}");
+        assert!((learning_rate(&c, 0, 1000) - 1e-5).abs() < 1e-12);
+        assert!(learning_rate(&c, 0, 400) > learning_rate(&c, 0, 800));
+    }
 }

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use pixelfarm_core::Sampler;
 use pixelfarm_diffusion::shapes_net::ShapesConfig;
 use pixelfarm_shapes::eval::RenderSettings;
-use pixelfarm_shapes::train::{TrainConfig, load_ema, train};
+use pixelfarm_shapes::train::{RunState, TrainConfig, load_ema, train};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -28,8 +28,14 @@ enum Cmd {
         batch: usize,
         #[arg(long, default_value_t = 1e-3)]
         lr: f64,
+        /// Warm-up steps at the start of this session.
         #[arg(long, default_value_t = 100)]
         warmup: usize,
+        /// Start a cosine decay of the learning rate at this step, down to `--lr-min` at `--steps`.
+        #[arg(long)]
+        decay_start: Option<usize>,
+        #[arg(long, default_value_t = 0.0)]
+        lr_min: f64,
         #[arg(long, default_value_t = 4)]
         seed: u64,
         #[arg(long, default_value_t = 0.998)]
@@ -41,6 +47,18 @@ enum Cmd {
         /// Stop (after a checkpoint) once this many minutes have passed in this session.
         #[arg(long)]
         minutes: Option<f64>,
+    },
+    /// Start `<out>/checkpoint` from a model folder's weights (e.g. the shipped `models/shapes`),
+    /// recording it as `--step` steps and `--minutes` of training already done.
+    Import {
+        #[arg(long, default_value = "models/shapes")]
+        model_dir: PathBuf,
+        #[arg(long, default_value = "shapes-run")]
+        out: PathBuf,
+        #[arg(long)]
+        step: usize,
+        #[arg(long)]
+        minutes: f64,
     },
     /// Write the EMA weights of `<out>/checkpoint` as the model folder `<model_dir>` (with its
     /// `registry.yaml`).
@@ -81,6 +99,8 @@ fn main() -> Result<()> {
             batch,
             lr,
             warmup,
+            decay_start,
+            lr_min,
             seed,
             ema_decay,
             uncond_prob,
@@ -93,6 +113,8 @@ fn main() -> Result<()> {
                 batch,
                 lr,
                 warmup,
+                decay_start,
+                lr_min,
                 seed,
                 ema_decay,
                 uncond_prob,
@@ -105,6 +127,20 @@ fn main() -> Result<()> {
                 "done: step {} after {:.0} s, loss ema {:.4}",
                 s.step, s.seconds, s.loss_ema
             );
+        }
+        Cmd::Import {
+            model_dir,
+            out,
+            step,
+            minutes,
+        } => {
+            let state = RunState {
+                step,
+                seconds: minutes * 60.0,
+                loss_ema: 0.0,
+            };
+            pixelfarm_shapes::train::import(&model_dir, &out, &state)?;
+            println!("{} starts at step {step}", out.display());
         }
         Cmd::Export { out, model_dir } => {
             pixelfarm_shapes::export::write_model(&load_ema(&out)?, &model_dir)?;
