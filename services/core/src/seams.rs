@@ -437,6 +437,12 @@ pub trait Renderer: Send + Sync + 'static {
     /// `Permanent` for parameters it can never render, `Transient` for device trouble.
     fn render(&self, model: &ModelName, params: &JobParams) -> Result<RenderedImage>;
 
+    /// The most jobs worth rendering in one [`Renderer::render_batch`] call; 1 (the default) means
+    /// batching gains nothing and the worker calls `render` per job, concurrently.
+    fn max_batch(&self) -> usize {
+        1
+    }
+
     /// Render compatible jobs together; each result is what `render` alone would give.
     fn render_batch(&self, model: &ModelName, jobs: &[JobParams]) -> Vec<Result<RenderedImage>> {
         jobs.iter().map(|p| self.render(model, p)).collect()

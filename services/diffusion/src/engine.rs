@@ -238,6 +238,10 @@ impl Renderer for DiffusionEngine {
             .unwrap_or_else(|| Err(Error::permanent("job was not rendered")))
     }
 
+    fn max_batch(&self) -> usize {
+        self.config.max_batch
+    }
+
     fn render_batch(&self, model: &ModelName, jobs: &[JobParams]) -> Vec<Result<RenderedImage>> {
         self.render_batch_with(model, jobs, &mut |_, _| true)
     }

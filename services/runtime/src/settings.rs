@@ -250,6 +250,10 @@ pub struct WorkerSettings {
     pub registry: Option<PathBuf>,
     /// Sleep added to each test-pattern render, standing in for device time (tests, benchmarks).
     pub test_pattern_delay_ms: u64,
+    /// Micro-batching renderers (`diffusion` with `max_batch` > 1): how long the first render of an
+    /// idle worker waits for the others claimed with it before its batch starts. Later batches
+    /// form while the device works, without waiting.
+    pub batch_linger_ms: u64,
 }
 
 impl Default for WorkerSettings {
@@ -266,6 +270,7 @@ impl Default for WorkerSettings {
             renderer: "test-pattern".into(),
             registry: None,
             test_pattern_delay_ms: 0,
+            batch_linger_ms: 10,
         }
     }
 }

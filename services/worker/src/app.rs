@@ -102,6 +102,7 @@ pub fn config(settings: &Settings) -> anyhow::Result<WorkerConfig> {
         heartbeat: Duration::from_secs(w.heartbeat_seconds.max(1)),
         drain_grace: Duration::from_secs(w.drain_grace_seconds),
         backoff: Backoff::default(),
+        batch_linger: Duration::from_millis(w.batch_linger_ms),
     })
 }
 

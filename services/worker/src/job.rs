@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::batcher::Batcher;
+
 /// What pixelfarm writes into every PNG: only what decides the pixels, so the same job gives the
 /// same bytes on every run and every worker.
 #[derive(Serialize)]
@@ -67,8 +69,8 @@ pub struct Execution<'a> {
     pub claimed: &'a ClaimedJob,
     /// This worker's lease-owner name.
     pub worker: &'a str,
-    /// Renders the pixels.
-    pub renderer: Arc<dyn Renderer>,
+    /// Renders the pixels, alone or in a micro-batch.
+    pub batcher: &'a Batcher,
     /// Stores the results.
     pub blob: Arc<dyn BlobStore>,
 }
@@ -88,11 +90,10 @@ impl Execution<'_> {
     pub async fn run(&self, timings: &mut BTreeMap<String, f64>) -> Result<(Completion, String)> {
         let job = &self.claimed.job;
         let model = job.model.clone();
-        let identity = self.renderer.identity(&model)?;
+        let identity = self.batcher.renderer().identity(&model)?;
 
         let t = Instant::now();
-        let (renderer, m, p) = (self.renderer.clone(), model.clone(), job.params.clone());
-        let image = blocking(move || renderer.render(&m, &p)).await?;
+        let image = self.batcher.render(&model, &job.params).await?;
         let render_secs = t.elapsed().as_secs_f64();
         timings.insert("render".into(), render_secs);
         for (k, v) in &image.phases {

@@ -4,11 +4,13 @@
 //!
 //! # Layout
 //! - [`worker`]: [`Worker`], the consume → claim → render → upload → complete loop.
+//! - [`batcher`]: micro-batching of concurrent renders ([`batcher::Batcher`]).
 //! - [`job`]: one job's execution and its provenance record.
 //! - [`metrics`]: the worker's counters ([`WorkerMetrics`]).
 //! - [`app`]: [`app::start`] wires settings into a running worker with its ops server.
 
 pub mod app;
+pub mod batcher;
 pub mod job;
 pub mod metrics;
 pub mod worker;

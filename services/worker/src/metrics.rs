@@ -1,8 +1,8 @@
 //! Worker metrics.
 
 use prometheus::{
-    Counter, CounterVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry,
+    Counter, CounterVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry,
 };
 
 /// Worker metrics.
@@ -27,6 +27,8 @@ pub struct WorkerMetrics {
     pub lease_lost: IntCounter,
     /// 1 while the worker runs.
     pub up: IntGauge,
+    /// Jobs per renderer call (micro-batches; only for renderers that batch).
+    pub batch_size: Histogram,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -59,6 +61,10 @@ impl WorkerMetrics {
             stale_messages: reg(r, IntCounter::new("pixelfarm_stale_messages_total", "Duplicate or stale messages acked and dropped.").expect("valid")),
             lease_lost: reg(r, IntCounter::new("pixelfarm_lease_lost_total", "Jobs whose lease was lost while working.").expect("valid")),
             up: reg(r, IntGauge::new("pixelfarm_worker_up", "1 while this worker process runs.").expect("valid")),
+            batch_size: reg(r, Histogram::with_opts(
+                HistogramOpts::new("pixelfarm_worker_batch_size", "Jobs per renderer call (micro-batching renderers only).")
+                    .buckets(vec![1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0]),
+            ).expect("valid")),
         }
     }
 

@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::WorkerMetrics;
+use crate::batcher::Batcher;
 use crate::job::Execution;
 
 /// Pause before consuming again after the broker connection failed.
@@ -34,6 +35,8 @@ pub struct WorkerConfig {
     pub drain_grace: Duration,
     /// Retry delays for transient failures.
     pub backoff: Backoff,
+    /// How long a render waits for company before an idle batching renderer starts a batch.
+    pub batch_linger: Duration,
 }
 
 /// A worker over the seams.
@@ -103,6 +106,11 @@ impl Worker {
     pub async fn run(self: Arc<Self>, stop: CancellationToken) -> Result<()> {
         self.metrics.up.set(1);
         let slots = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
+        let batcher = Arc::new(Batcher::start(
+            self.renderer.clone(),
+            self.cfg.batch_linger,
+            self.metrics.clone(),
+        ));
         let mut in_flight: JoinSet<()> = JoinSet::new();
         let mut consumer: Option<Box<dyn Consumer>> = None;
         'outer: while !stop.is_cancelled() {
@@ -135,8 +143,9 @@ impl Worker {
             match delivery {
                 Some(Ok(d)) => {
                     let me = self.clone();
+                    let batcher = batcher.clone();
                     in_flight.spawn(async move {
-                        me.handle(d).await;
+                        me.handle(d, &batcher).await;
                         drop(permit);
                     });
                 }
@@ -182,7 +191,7 @@ impl Worker {
     }
 
     /// Handle one delivery, always settling it.
-    async fn handle(&self, d: Delivery) {
+    async fn handle(&self, d: Delivery, batcher: &Batcher) {
         let msg = match d.message {
             Ok(m) => m,
             Err(e) => {
@@ -221,7 +230,7 @@ impl Worker {
         }
         self.metrics.in_flight.inc();
         let started = Instant::now();
-        let outcome = self.execute(&claimed).await;
+        let outcome = self.execute(&claimed, batcher).await;
         let total = started.elapsed().as_secs_f64();
         self.metrics.in_flight.dec();
         self.metrics.busy_seconds.inc_by(total);
@@ -236,7 +245,7 @@ impl Worker {
     }
 
     /// Render under a renewed lease and record the outcome.
-    async fn execute(&self, claimed: &ClaimedJob) -> Outcome {
+    async fn execute(&self, claimed: &ClaimedJob, batcher: &Batcher) -> Outcome {
         let job = &claimed.job;
         let lost = CancellationToken::new();
         let heartbeat = tokio::spawn(heartbeat(
@@ -252,7 +261,7 @@ impl Worker {
         let exec = Execution {
             claimed,
             worker: &self.cfg.id,
-            renderer: self.renderer.clone(),
+            batcher,
             blob: self.blob.clone(),
         };
         let result = tokio::select! {

@@ -61,15 +61,80 @@ impl Renderer for KnowsSomeModels {
     }
 }
 
+/// A renderer that batches up to `max` jobs, records the size of every call, fails every call of
+/// more than `oom_above` jobs as out of device memory, and paints each image with its job's seed.
+struct BatchingRenderer {
+    max: usize,
+    oom_above: usize,
+    calls: std::sync::Mutex<Vec<usize>>,
+}
+
+impl BatchingRenderer {
+    fn new(max: usize, oom_above: usize) -> Arc<Self> {
+        Arc::new(BatchingRenderer {
+            max,
+            oom_above,
+            calls: Default::default(),
+        })
+    }
+    fn calls(&self) -> Vec<usize> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+/// The colour a job's image is painted with.
+fn seed_colour(seed: Seed) -> u8 {
+    (seed.get() % 251) as u8
+}
+
+impl Renderer for BatchingRenderer {
+    fn identity(&self, model: &ModelName) -> Result<ModelIdentity> {
+        pixelfarm_render::TestPattern::default().identity(model)
+    }
+    fn render(&self, _: &ModelName, params: &JobParams) -> Result<RenderedImage> {
+        let n = (params.width * params.height * 3) as usize;
+        Ok(RenderedImage {
+            width: params.width,
+            height: params.height,
+            rgb: vec![seed_colour(params.seed); n],
+            phases: Default::default(),
+        })
+    }
+    fn max_batch(&self) -> usize {
+        self.max
+    }
+    fn render_batch(&self, model: &ModelName, jobs: &[JobParams]) -> Vec<Result<RenderedImage>> {
+        self.calls.lock().unwrap().push(jobs.len());
+        if jobs.len() > self.oom_above {
+            return jobs
+                .iter()
+                .map(|_| Err(Error::new(ErrorKind::Transient, "CUDA_ERROR_OUT_OF_MEMORY")))
+                .collect();
+        }
+        jobs.iter().map(|p| self.render(model, p)).collect()
+    }
+}
+
 struct Harness {
     core: Core,
     tenant: TenantId,
     stop: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
+    blob: Arc<dyn BlobStore>,
     _dir: tempfile::TempDir,
 }
 
 async fn harness(failing_puts: u32, max_attempts: u32) -> Harness {
+    let renderer = Arc::new(KnowsSomeModels(Default::default()));
+    harness_with(failing_puts, max_attempts, renderer, 1).await
+}
+
+async fn harness_with(
+    failing_puts: u32,
+    max_attempts: u32,
+    renderer: Arc<dyn Renderer>,
+    concurrency: usize,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn JobStore> = Arc::new(
         pixelfarm_store::SqliteStore::open(&dir.path().join("db.sqlite"))
@@ -98,8 +163,8 @@ async fn harness(failing_puts: u32, max_attempts: u32) -> Harness {
             ModelName::parse("test").unwrap(),
             ModelName::parse("missing").unwrap(),
         ],
-        prefetch: 2,
-        concurrency: 1,
+        prefetch: 2 * concurrency as u16,
+        concurrency,
         lease: Duration::from_secs(30),
         heartbeat: Duration::from_secs(5),
         drain_grace: Duration::from_secs(5),
@@ -107,13 +172,15 @@ async fn harness(failing_puts: u32, max_attempts: u32) -> Harness {
             base: Duration::from_millis(20),
             max: Duration::from_millis(100),
         },
+        // Generous, so that the jobs claimed together surely meet in the first batch.
+        batch_linger: Duration::from_millis(200),
     };
     let worker = Arc::new(Worker::new(
         cfg,
         store.clone(),
         broker,
-        blob,
-        Arc::new(KnowsSomeModels(Default::default())),
+        blob.clone(),
+        renderer,
         Arc::new(WorkerMetrics::register(&registry)),
     ));
     let s = stop.clone();
@@ -124,14 +191,22 @@ async fn harness(failing_puts: u32, max_attempts: u32) -> Harness {
         tenant,
         stop,
         tasks,
+        blob,
         _dir: dir,
     }
 }
 
 impl Harness {
     async fn run(mut self, model: &str) -> Vec<JobRecord> {
+        self.run_seeds(model, 1).await
+    }
+
+    /// Submit one job per seed 1..=`seeds`, wait for the batch, stop the worker; the job records.
+    async fn run_seeds(&mut self, model: &str, seeds: u32) -> Vec<JobRecord> {
+        let list: Vec<String> = (1..=seeds).map(|s| s.to_string()).collect();
         let m = format!(
-            "name: b\nmodel: {model}\ndefaults: {{width: 16, height: 16}}\nprompt: p\nseeds: [1]\n"
+            "name: b\nmodel: {model}\ndefaults: {{width: 16, height: 16}}\nprompt: p\nseeds: [{}]\n",
+            list.join(", ")
         );
         let out = self.core.api.submit(self.tenant, m).await.unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -155,7 +230,7 @@ impl Harness {
         let jobs = self
             .core
             .api
-            .jobs(self.tenant, out.batch_id, None, 10)
+            .jobs(self.tenant, out.batch_id, None, 1000)
             .await
             .unwrap();
         self.stop.cancel();
@@ -201,5 +276,79 @@ async fn transient_failures_die_when_attempts_run_out() {
             .unwrap()
             .contains("attempts exhausted (2 of 2)"),
         "{j:?}"
+    );
+}
+
+/// The first pixel of a stored PNG.
+fn first_pixel(png_bytes: &[u8]) -> [u8; 3] {
+    let mut reader = png::Decoder::new(std::io::Cursor::new(png_bytes))
+        .read_info()
+        .unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    reader.next_frame(&mut buf).unwrap();
+    [buf[0], buf[1], buf[2]]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_jobs_render_in_micro_batches_and_each_gets_its_own_image() {
+    let renderer = BatchingRenderer::new(4, usize::MAX);
+    let mut h = harness_with(0, 3, renderer.clone(), 4).await;
+    let jobs = h.run_seeds("test", 12).await;
+    let calls = renderer.calls();
+    assert_eq!(
+        calls.iter().sum::<usize>(),
+        12,
+        "every job rendered once: {calls:?}"
+    );
+    assert!(
+        calls.iter().all(|&n| n <= 4),
+        "batches respect max_batch: {calls:?}"
+    );
+    assert!(
+        calls.iter().any(|&n| n > 1),
+        "some jobs shared a batch: {calls:?}"
+    );
+    for j in &jobs {
+        assert_eq!(j.state, JobState::Succeeded, "{j:?}");
+        let png = h.blob.get(j.object_key.as_deref().unwrap()).await.unwrap();
+        let c = seed_colour(j.params.seed);
+        assert_eq!(
+            first_pixel(&png),
+            [c, c, c],
+            "job {} got another job's image",
+            j.key
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_out_of_device_memory_is_retried_in_smaller_batches() {
+    // Batches of more than one job fail like a GPU out of memory; singles work.
+    let renderer = BatchingRenderer::new(4, 1);
+    let mut h = harness_with(0, 5, renderer.clone(), 4).await;
+    let jobs = h.run_seeds("test", 8).await;
+    let calls = renderer.calls();
+    let first_oom = calls
+        .iter()
+        .position(|&n| n > 1)
+        .unwrap_or_else(|| panic!("no batch formed: {calls:?}"));
+    // After a failed batch of n, no batch is bigger than n / 2.
+    let mut cap = usize::MAX;
+    for &n in &calls[first_oom..] {
+        assert!(
+            n <= cap,
+            "batch of {n} after the limit fell to {cap}: {calls:?}"
+        );
+        if n > 1 {
+            cap = n / 2;
+        }
+    }
+    for j in &jobs {
+        assert_eq!(j.state, JobState::Succeeded, "{j:?}");
+    }
+    assert!(
+        jobs.iter()
+            .any(|j| j.attempt > 1 && j.error_kind.as_deref() == Some("transient")),
+        "the failed batch's jobs were retried: {jobs:?}"
     );
 }
