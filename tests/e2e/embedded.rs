@@ -67,3 +67,60 @@ fn a_bad_manifest_is_refused_before_anything_is_written() {
     );
     assert!(!out.exists(), "nothing written");
 }
+
+#[test]
+fn output_settings_give_the_asked_for_formats_and_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("formats.yaml");
+    std::fs::write(
+        &manifest,
+        "name: formats\nmodel: test-pattern\ndefaults: {width: 64, height: 64, steps: 2}\njobs:
+  - key: banner
+    prompt: a banner
+    output: {format: jpeg, quality: 85, resize: {width: 300, height: 250}}
+  - key: web
+    prompt: a web image
+    output: {format: webp, resize: {width: 100, height: 40, fit: stretch}, sharpen: 0.5}
+  - key: plain
+    prompt: a plain image
+",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let r = std::process::Command::new(bin("pixelfarm"))
+        .arg("run")
+        .arg(&manifest)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let results = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    let mut seen = Vec::new();
+    for line in results.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let file = v["file"].as_str().unwrap();
+        let bytes = std::fs::read(out.join(file)).unwrap();
+        assert_eq!(sha256_hex(&bytes), v["sha256"].as_str().unwrap());
+        let img = pixelfarm_render::output::decode_rgb(&bytes).unwrap();
+        let key = v["key"].as_str().unwrap().to_string();
+        let (ext, size) = match key.as_str() {
+            "banner" => ("jpg", (300, 250)),
+            "web" => ("webp", (100, 40)),
+            _ => ("png", (64, 64)),
+        };
+        assert!(file.ends_with(ext), "{key}: {file}");
+        assert_eq!((img.width, img.height), size, "{key}");
+        if key == "banner" {
+            let comment = pixelfarm_render::output::jpeg_user_comment(&bytes).unwrap();
+            assert!(
+                comment.starts_with("a banner\n") && comment.contains("Seed: "),
+                "{comment}"
+            );
+        }
+        seen.push(key);
+    }
+    seen.sort();
+    assert_eq!(seen, ["banner", "plain", "web"]);
+    assert!(out.join("contact-sheet.png").is_file());
+}

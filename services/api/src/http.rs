@@ -7,7 +7,7 @@
 //! | GET | `/v1/batches/{id}/jobs?after=&limit=` | → `{jobs, next_after}` |
 //! | POST | `/v1/batches/{id}/cancel` | → `{cancelled}` |
 //! | GET | `/v1/batches/{id}/watch` | → `text/event-stream` of `batch` events (`BatchView`) |
-//! | GET | `/v1/jobs/{id}/image` | → `image/png` |
+//! | GET | `/v1/jobs/{id}/image` | → `image/png`, `image/jpeg` or `image/webp` |
 //!
 //! Every route needs `Authorization: Bearer <key>`. Errors are `{"error": {"kind", "message"}}`.
 
@@ -18,7 +18,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
-use pixelfarm_core::{Error, ErrorKind, JobId, TenantId};
+use pixelfarm_core::{Error, ErrorKind, ImageFormat, JobId, TenantId};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -167,5 +167,6 @@ async fn image(
 ) -> ApiResult<Response> {
     let t = tenant(&api, &headers).await?;
     let bytes = observed(&api, "image", api.image(t, id.parse()?).await)?;
-    Ok(([(header::CONTENT_TYPE, "image/png")], bytes).into_response())
+    let format = ImageFormat::sniff(&bytes).unwrap_or_default();
+    Ok(([(header::CONTENT_TYPE, format.content_type())], bytes).into_response())
 }

@@ -7,8 +7,7 @@ use pixelfarm_api::BatchView;
 use pixelfarm_blob::LocalBlob;
 use pixelfarm_broker::InProcBroker;
 use pixelfarm_core::{
-    BatchId, BlobStore, Broker, JobState, JobStore, ModelName, RenderedImage, Renderer,
-    parse_manifest,
+    BatchId, BlobStore, Broker, JobState, JobStore, ModelName, Renderer, parse_manifest,
 };
 use pixelfarm_diffusion::DiffusionEngine;
 use pixelfarm_runtime::Settings;
@@ -187,7 +186,11 @@ async fn write_contact_sheet(source: &Local, batch: BatchId, out: &Path) -> anyh
                 .context("succeeded jobs have an object key")?;
             let bytes =
                 std::fs::read(out.join(key)).with_context(|| format!("cannot read {key}"))?;
-            cells.push((decode_rgb(&bytes)?, j.params.prompt.as_str().to_string()));
+            cells.push((
+                pixelfarm_render::output::decode_rgb(&bytes)
+                    .map_err(|e| anyhow::anyhow!(e.chain()))?,
+                j.params.prompt.as_str().to_string(),
+            ));
         }
         match next {
             Some(n) => after = Some(n),
@@ -198,23 +201,4 @@ async fn write_contact_sheet(source: &Local, batch: BatchId, out: &Path) -> anyh
         .to_png()
         .context("cannot encode the contact sheet")?;
     std::fs::write(out.join(CONTACT_SHEET), sheet).context("cannot write the contact sheet")
-}
-
-fn decode_rgb(bytes: &[u8]) -> anyhow::Result<RenderedImage> {
-    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
-        .read_info()
-        .context("not a png")?;
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).context("cannot decode png")?;
-    anyhow::ensure!(
-        info.color_type == png::ColorType::Rgb && info.bit_depth == png::BitDepth::Eight,
-        "expected 8-bit RGB"
-    );
-    buf.truncate(info.buffer_size());
-    Ok(RenderedImage {
-        width: info.width,
-        height: info.height,
-        rgb: buf,
-        phases: Default::default(),
-    })
 }

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::params::{JobParams, Seed};
+use crate::params::{ImageFormat, JobParams, Seed};
 
 /// The seed of the `index`-th image of the variant `variant_key` in a batch whose base seed is `base`.
 ///
@@ -36,6 +36,7 @@ pub fn hash_api_key(key: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputKey {
     hex: String,
+    format: ImageFormat,
 }
 
 #[derive(Serialize)]
@@ -58,12 +59,18 @@ impl OutputKey {
         .expect("job params always serialize");
         OutputKey {
             hex: hex::encode(Sha256::digest(&canonical)),
+            format: params.output.format,
         }
     }
 
-    /// `images/ab/<sha256>.png`
+    /// `images/ab/<sha256>.png` (`.jpg`, `.webp` for those formats).
     pub fn image(&self) -> String {
-        format!("images/{}/{}.png", &self.hex[..2], self.hex)
+        format!(
+            "images/{}/{}.{}",
+            &self.hex[..2],
+            self.hex,
+            self.format.extension()
+        )
     }
 
     /// `images/ab/<sha256>.json`, beside the image.
@@ -87,6 +94,7 @@ mod tests {
             guidance: GuidanceScale::parse(7.5).unwrap(),
             sampler: Sampler::Euler,
             seed: Seed::parse(seed).unwrap(),
+            output: Default::default(),
         }
     }
 
@@ -111,5 +119,10 @@ mod tests {
         assert_ne!(k, OutputKey::for_job("m1", &params(2)));
         assert!(k.image().starts_with("images/") && k.image().ends_with(".png"));
         assert_eq!(k.image().replace(".png", ".json"), k.provenance());
+        let mut jpeg = params(1);
+        jpeg.output.format = ImageFormat::Jpeg;
+        let j = OutputKey::for_job("m1", &jpeg);
+        assert_ne!(j, k);
+        assert!(j.image().ends_with(".jpg"), "{}", j.image());
     }
 }

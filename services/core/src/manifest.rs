@@ -64,6 +64,7 @@ struct RawDefaults {
     guidance: Option<GuidanceScale>,
     sampler: Option<Sampler>,
     negative_prompt: Option<NegativePrompt>,
+    output: Option<OutputSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +86,7 @@ struct RawJob {
     guidance: Option<GuidanceScale>,
     sampler: Option<Sampler>,
     seed: Option<Seed>,
+    output: Option<OutputSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,6 +230,7 @@ struct Defaults {
     guidance: GuidanceScale,
     sampler: Sampler,
     negative_prompt: NegativePrompt,
+    output: OutputSpec,
 }
 
 impl Defaults {
@@ -243,8 +246,16 @@ impl Defaults {
                 .unwrap_or(GuidanceScale::parse(7.5).expect("7.5 is in range")),
             sampler: d.sampler.unwrap_or(Sampler::EulerA),
             negative_prompt: d.negative_prompt.unwrap_or_default(),
+            output: d.output.unwrap_or_default(),
         }
     }
+}
+
+/// The cross-field checks of an `output` section at `path`.
+fn check_output(text: &str, path: &str, output: &OutputSpec) -> Result<()> {
+    output
+        .check()
+        .map_err(|(field, msg)| cross_error(text, &format!("{path}.{field}"), msg))
 }
 
 /// Placeholders `{name}` in a template, in order of appearance.
@@ -282,6 +293,7 @@ fn expand(raw: RawManifest, text: &str) -> Result<BatchSpec> {
         ));
     }
     let d = Defaults::from_raw(raw.defaults);
+    check_output(text, "defaults.output", &d.output)?;
     let sizes: Vec<(u32, u32)> = match &raw.sizes {
         Some(s) if s.is_empty() => {
             return Err(cross_error(
@@ -408,6 +420,7 @@ fn expand(raw: RawManifest, text: &str) -> Result<BatchSpec> {
                                 guidance: d.guidance,
                                 sampler: d.sampler,
                                 seed,
+                                output: d.output,
                             },
                         });
                     }
@@ -461,6 +474,8 @@ fn expand(raw: RawManifest, text: &str) -> Result<BatchSpec> {
             None => format!("prompt={}@{width}x{height}", j.prompt.as_str()),
         };
         let seed = j.seed.unwrap_or_else(|| derive_seed(base, &key, 0));
+        let output = j.output.unwrap_or(d.output);
+        check_output(text, &field("output"), &output)?;
         if !keys.insert(key.clone()) {
             return Err(cross_error(
                 text,
@@ -481,6 +496,7 @@ fn expand(raw: RawManifest, text: &str) -> Result<BatchSpec> {
                 guidance: j.guidance.unwrap_or(d.guidance),
                 sampler: j.sampler.unwrap_or(d.sampler),
                 seed,
+                output,
             },
         });
     }
@@ -619,6 +635,88 @@ seeds: {base: 42, count: 2}
         assert!(e.contains("`jobs[1].key`"), "{e}");
         let e = err("name: n\nmodel: m\n");
         assert!(e.contains("no jobs"), "{e}");
+    }
+
+    #[test]
+    fn output_settings_reach_every_job_and_jobs_may_override_them() {
+        let text = "name: n\nmodel: m\ndefaults:\n  output: {format: jpeg, quality: 80, resize: {width: 300, height: 250}}\njobs:\n  - prompt: a\n  - prompt: b\n    output: {format: webp, sharpen: 0.5, saturation: 1.2}\n";
+        let b = parse_manifest(text).unwrap();
+        let o = &b.jobs[0].params.output;
+        assert_eq!(o.format, ImageFormat::Jpeg);
+        assert_eq!(o.quality.map(Quality::get), Some(80));
+        let r = o.resize.unwrap();
+        assert_eq!(
+            (r.width.get(), r.height.get(), r.fit),
+            (300, 250, Fit::Cover)
+        );
+        let o = &b.jobs[1].params.output;
+        assert_eq!(
+            (o.format, o.quality, o.resize),
+            (ImageFormat::Webp, None, None)
+        );
+        assert_eq!(
+            (o.sharpen.get(), o.saturation.get(), o.contrast.get()),
+            (0.5, 1.2, 1.0)
+        );
+        // Without `output`, params serialize as before (output keys of old jobs do not move).
+        let plain = parse_manifest("name: n\nmodel: m\nprompt: p\nseeds: [1]\n").unwrap();
+        let json = serde_json::to_string(&plain.jobs[0].params).unwrap();
+        assert!(!json.contains("output"), "{json}");
+    }
+
+    #[test]
+    fn the_readme_manifest_parses() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("```yaml\nname: spring-campaign")
+            .expect("README manifest")
+            + 8;
+        let text = &readme[start..start + readme[start..].find("```").unwrap()];
+        let b = parse_manifest(text).unwrap();
+        assert_eq!(b.jobs.len(), 2 * 2 * 2 * 2 * 4 + 2);
+        assert_eq!(
+            b.jobs.last().unwrap().params.output.format,
+            ImageFormat::Jpeg
+        );
+    }
+
+    #[test]
+    fn bad_output_settings_name_the_field() {
+        let base = "name: n\nmodel: m\nprompt: p\nseeds: [1]\ndefaults:\n  output:\n";
+        let e = err(&format!("{base}    format: gif\n"));
+        assert!(
+            e.contains("`defaults.output.format` (line 7)") && e.contains("jpeg"),
+            "{e}"
+        );
+        let e = err(&format!("{base}    format: jpeg\n    quality: 101\n"));
+        assert!(
+            e.contains("`defaults.output.quality` (line 8)") && e.contains("1 to 100"),
+            "{e}"
+        );
+        let e = err(&format!("{base}    quality: 80\n"));
+        assert!(
+            e.contains("`defaults.output.quality` (line 7)") && e.contains("png"),
+            "{e}"
+        );
+        let e = err(&format!("{base}    sharpen: -1\n"));
+        assert!(
+            e.contains("`defaults.output.sharpen`") && e.contains("0 to 4"),
+            "{e}"
+        );
+        let e = err(&format!("{base}    resize: {{width: 0, height: 5}}\n"));
+        assert!(
+            e.contains("`defaults.output.resize.width`") && e.contains("1 to 8192"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{base}    resize: {{width: 5, height: 5, fit: squash}}\n"
+        ));
+        assert!(
+            e.contains("`defaults.output.resize.fit`") && e.contains("cover"),
+            "{e}"
+        );
+        let e = err("name: n\nmodel: m\njobs:\n  - prompt: a\n    output: {quality: 5}\n");
+        assert!(e.contains("`jobs[0].output.quality` (line 5)"), "{e}");
     }
 
     #[test]

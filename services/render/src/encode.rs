@@ -51,20 +51,26 @@ fn add_text(enc: &mut png::Encoder<'_, &mut Vec<u8>>, key: &str, text: &str) -> 
     })
 }
 
+/// `Invalid` unless the pixel buffer holds exactly `width x height` RGB8 pixels.
+pub(crate) fn check_buffer(image: &RenderedImage) -> Result<()> {
+    let expected = image.width as usize * image.height as usize * 3;
+    if image.rgb.len() != expected {
+        return Err(Error::invalid(format!(
+            "pixel buffer has {} bytes; {}x{} rgb needs {expected}",
+            image.rgb.len(),
+            image.width,
+            image.height
+        )));
+    }
+    Ok(())
+}
+
 /// Encode RGB8 pixels as PNG with the `parameters` and `pixelfarm` text chunks.
 ///
 /// # Errors
 /// `Invalid` if the pixel buffer does not match the size.
 pub fn encode_png(image: &RenderedImage, meta: &PngMetadata) -> Result<Vec<u8>> {
-    if image.rgb.len() != (image.width as usize) * (image.height as usize) * 3 {
-        return Err(Error::invalid(format!(
-            "pixel buffer has {} bytes; {}x{} rgb needs {}",
-            image.rgb.len(),
-            image.width,
-            image.height,
-            image.width * image.height * 3
-        )));
-    }
+    check_buffer(image)?;
     let mut buf = Vec::with_capacity(image.rgb.len() / 2 + 1024);
     {
         let mut enc = png::Encoder::new(&mut buf, image.width, image.height);
@@ -128,6 +134,7 @@ mod tests {
             guidance: GuidanceScale::parse(7.0).unwrap(),
             sampler: Sampler::Dpmpp2m,
             seed: Seed::parse(1234).unwrap(),
+            output: Default::default(),
         };
         let img = RenderedImage {
             width: 8,

@@ -5,8 +5,11 @@
 //!   pipeline (no model; its output is labelled as such everywhere).
 //! - [`encode`]: [`encode_png`] with the AUTOMATIC1111 `parameters` text chunk and pixelfarm's own
 //!   provenance chunk; [`a1111_parameters`] formats the former.
+//! - [`output`]: the job's post-processing (resize/crop, colour, sharpen) and file format
+//!   (PNG, JPEG, WebP); [`output::decode_rgb`] reads any of them back.
 
 pub mod encode;
+pub mod output;
 pub mod test_pattern;
 
 pub use encode::{PngMetadata, a1111_parameters, decode_png_text, encode_png};

@@ -3,7 +3,8 @@
 use bytes::Bytes;
 use chrono::Utc;
 use pixelfarm_core::*;
-use pixelfarm_render::{PngMetadata, a1111_parameters, encode_png};
+use pixelfarm_render::output::{encode, postprocess};
+use pixelfarm_render::{PngMetadata, a1111_parameters};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -113,14 +114,23 @@ impl Execution<'_> {
             parameters: a1111_parameters(&job.params, model.as_str(), &identity.renderer),
             provenance_json: png_prov,
         };
-        let png = blocking(move || encode_png(&image, &meta)).await?;
-        let sha256 = sha256_hex(&png);
+        let output = job.params.output;
+        let encoded = blocking(move || {
+            let image = postprocess(image, &output)?;
+            encode(&image, &output, &meta)
+        })
+        .await?;
+        let sha256 = sha256_hex(&encoded);
         timings.insert("encode".into(), t.elapsed().as_secs_f64());
 
         let t = Instant::now();
         let key = OutputKey::for_job(&identity.id, &job.params);
         self.blob
-            .put(&key.image(), Bytes::from(png), "image/png")
+            .put(
+                &key.image(),
+                Bytes::from(encoded),
+                output.format.content_type(),
+            )
             .await?;
         let record = Provenance {
             schema: PROVENANCE_SCHEMA,
