@@ -1,28 +1,512 @@
-//! Single-file checkpoints in the original Stability layout.
+//! Single-file checkpoints in the original Stability (`ldm`) layout, as model sites distribute
+//! them: one safetensors file with the UNet under `model.diffusion_model.`, the VAE under
+//! `first_stage_model.` and the CLIP text encoder under `cond_stage_model.transformer.`.
+//!
+//! The tensor names map to the diffusers names candle's networks read through a table of
+//! `(ldm prefix, diffusers prefix)` pairs generated from the family's own UNet and VAE configs —
+//! the same construction as diffusers' `convert_diffusers_to_original_stable_diffusion.py`, so
+//! it holds for every depth and width, the tiny test family included. The table works both ways
+//! ([`to_stability_layout`] writes such files for tests and tools). Tensors of other parts
+//! (`model_ema.*`, schedule buffers) are ignored; a tensor of a mapped part with no place in the
+//! family's networks is refused, naming it.
+//!
+//! SD 2.x checkpoints carry an OpenCLIP text encoder (fused attention projections, 24 layers) that
+//! this mapping does not convert yet; they are refused with that reason.
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use pixelfarm_core::{Error, Result};
+use pixelfarm_core::{Error, ErrorKind, Result};
+use std::collections::HashMap;
 use std::path::Path;
 
-use crate::registry::ModelEntry;
+use crate::family::Family;
+use crate::registry::{ModelEntry, read_verified};
 
-/// Split a single-file checkpoint into UNet, VAE and text-encoder weights under diffusers names.
+/// Name prefix of the UNet's tensors in a Stability checkpoint.
+pub const UNET_PREFIX: &str = "model.diffusion_model.";
+/// Name prefix of the VAE's tensors.
+pub const VAE_PREFIX: &str = "first_stage_model.";
+/// Name prefix of the (OpenAI CLIP) text encoder's tensors.
+pub const TEXT_PREFIX: &str = "cond_stage_model.transformer.";
+/// Name prefix of SD 2.x's OpenCLIP text encoder.
+const OPEN_CLIP_PREFIX: &str = "cond_stage_model.model.";
+
+/// The name tables of one family.
+struct NameMap {
+    /// Whole-name and block-prefix pairs of the UNet, `(ldm, diffusers)`.
+    unet: Vec<(String, String)>,
+    /// Prefix pairs of the VAE.
+    vae: Vec<(String, String)>,
+}
+
+/// Inside UNet resnets.
+const UNET_RESNET: [(&str, &str); 6] = [
+    ("in_layers.0.", "norm1."),
+    ("in_layers.2.", "conv1."),
+    ("out_layers.0.", "norm2."),
+    ("out_layers.3.", "conv2."),
+    ("emb_layers.1.", "time_emb_proj."),
+    ("skip_connection.", "conv_shortcut."),
+];
+
+/// Inside VAE resnets and the VAE's attention (whose q/k/v/proj are 1x1 convolutions in ldm and
+/// linear layers in diffusers).
+const VAE_INNER: [(&str, &str); 7] = [
+    ("nin_shortcut.", "conv_shortcut."),
+    ("norm_out.", "conv_norm_out."),
+    ("attn_1.norm.", "attentions.0.group_norm."),
+    ("attn_1.q.", "attentions.0.query."),
+    ("attn_1.k.", "attentions.0.key."),
+    ("attn_1.v.", "attentions.0.value."),
+    ("attn_1.proj_out.", "attentions.0.proj_attn."),
+];
+
+impl NameMap {
+    fn for_family(family: Family) -> Self {
+        let u = family.unet_config();
+        let levels = u.blocks.len();
+        let per = u.layers_per_block;
+        let attn = |level: usize| u.blocks[level].use_cross_attn.is_some();
+        let mut unet: Vec<(String, String)> = [
+            ("time_embed.0.", "time_embedding.linear_1."),
+            ("time_embed.2.", "time_embedding.linear_2."),
+            ("input_blocks.0.0.", "conv_in."),
+            ("out.0.", "conv_norm_out."),
+            ("out.2.", "conv_out."),
+            ("middle_block.0.", "mid_block.resnets.0."),
+            ("middle_block.1.", "mid_block.attentions.0."),
+            ("middle_block.2.", "mid_block.resnets.1."),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        for i in 0..levels {
+            for j in 0..per {
+                let sd = (per + 1) * i + j + 1;
+                unet.push((
+                    format!("input_blocks.{sd}.0."),
+                    format!("down_blocks.{i}.resnets.{j}."),
+                ));
+                if attn(i) {
+                    unet.push((
+                        format!("input_blocks.{sd}.1."),
+                        format!("down_blocks.{i}.attentions.{j}."),
+                    ));
+                }
+            }
+            if i + 1 < levels {
+                unet.push((
+                    format!("input_blocks.{}.0.op.", (per + 1) * (i + 1)),
+                    format!("down_blocks.{i}.downsamplers.0.conv."),
+                ));
+            }
+            // Up block i mirrors down level `levels - 1 - i` and has one layer more.
+            let up_attn = attn(levels - 1 - i);
+            for j in 0..=per {
+                let sd = (per + 1) * i + j;
+                unet.push((
+                    format!("output_blocks.{sd}.0."),
+                    format!("up_blocks.{i}.resnets.{j}."),
+                ));
+                if up_attn {
+                    unet.push((
+                        format!("output_blocks.{sd}.1."),
+                        format!("up_blocks.{i}.attentions.{j}."),
+                    ));
+                }
+            }
+            if i + 1 < levels {
+                unet.push((
+                    format!(
+                        "output_blocks.{}.{}.",
+                        (per + 1) * i + per,
+                        if up_attn { 2 } else { 1 }
+                    ),
+                    format!("up_blocks.{i}.upsamplers.0."),
+                ));
+            }
+        }
+
+        let v = family.vae_config();
+        let levels = v.block_out_channels.len();
+        let per = v.layers_per_block;
+        let mut vae = Vec::new();
+        for i in 0..levels {
+            for j in 0..per {
+                vae.push((
+                    format!("encoder.down.{i}.block.{j}."),
+                    format!("encoder.down_blocks.{i}.resnets.{j}."),
+                ));
+            }
+            for j in 0..=per {
+                vae.push((
+                    format!("decoder.up.{}.block.{j}.", levels - 1 - i),
+                    format!("decoder.up_blocks.{i}.resnets.{j}."),
+                ));
+            }
+            if i + 1 < levels {
+                vae.push((
+                    format!("encoder.down.{i}.downsample."),
+                    format!("encoder.down_blocks.{i}.downsamplers.0."),
+                ));
+                vae.push((
+                    format!("decoder.up.{}.upsample.", levels - 1 - i),
+                    format!("decoder.up_blocks.{i}.upsamplers.0."),
+                ));
+            }
+        }
+        for part in ["encoder", "decoder"] {
+            for j in 0..2 {
+                vae.push((
+                    format!("{part}.mid.block_{}.", j + 1),
+                    format!("{part}.mid_block.resnets.{j}."),
+                ));
+            }
+            vae.push((format!("{part}.mid."), format!("{part}.mid_block.")));
+        }
+        NameMap { unet, vae }
+    }
+
+    /// The longest prefix pair matching `name` on the `from` side, and the rest of the name.
+    fn lookup<'a>(
+        table: &'a [(String, String)],
+        name: &'a str,
+        ldm_to_hf: bool,
+    ) -> Option<(&'a str, &'a str)> {
+        table
+            .iter()
+            .filter_map(|(sd, hf)| {
+                let (from, to) = if ldm_to_hf { (sd, hf) } else { (hf, sd) };
+                name.strip_prefix(from.as_str())
+                    .map(|rest| (to.as_str(), rest, from.len()))
+            })
+            .max_by_key(|(_, _, len)| *len)
+            .map(|(to, rest, _)| (to, rest))
+    }
+
+    /// Translate a UNet tensor name (without the checkpoint prefix) between the layouts.
+    fn unet_name(&self, name: &str, ldm_to_hf: bool) -> Option<String> {
+        let (to, rest) = Self::lookup(&self.unet, name, ldm_to_hf)?;
+        let is_resnet = if ldm_to_hf {
+            to.contains(".resnets.")
+        } else {
+            name.contains(".resnets.")
+        };
+        let rest = if is_resnet {
+            inner(&UNET_RESNET, rest, ldm_to_hf)
+        } else {
+            rest.to_string()
+        };
+        Some(format!("{to}{rest}"))
+    }
+
+    /// Translate a VAE tensor name. Names outside the block tables (`encoder.conv_in.weight`,
+    /// `quant_conv.bias`, …) are the same in both layouts.
+    fn vae_name(&self, name: &str, ldm_to_hf: bool) -> String {
+        let (to, rest) = Self::lookup(&self.vae, name, ldm_to_hf).unwrap_or(("", name));
+        format!("{to}{}", inner(&VAE_INNER, rest, ldm_to_hf))
+    }
+}
+
+/// Replace the first matching inner pair at the start of `rest` (or anywhere after a dot for
+/// `norm_out`, which sits directly under `encoder.` / `decoder.`).
+fn inner(pairs: &[(&str, &str)], rest: &str, ldm_to_hf: bool) -> String {
+    for (sd, hf) in pairs {
+        let (from, to) = if ldm_to_hf { (sd, hf) } else { (hf, sd) };
+        if let Some(tail) = rest.strip_prefix(from) {
+            return format!("{to}{tail}");
+        }
+        if let Some(i) = rest.find(&format!(".{from}")) {
+            return format!("{}.{to}{}", &rest[..i], &rest[i + 1 + from.len()..]);
+        }
+    }
+    rest.to_string()
+}
+
+/// Whether a diffusers VAE name is one of the attention projections that are 1x1 convolutions in
+/// ldm (`[c, c, 1, 1]`) and linear layers in diffusers (`[c, c]`).
+fn is_vae_attn_projection(hf_name: &str) -> bool {
+    hf_name.contains("attentions.0.")
+        && !hf_name.contains("group_norm")
+        && hf_name.ends_with(".weight")
+}
+
+fn unmapped(part: &str, name: &str, family: Family) -> Error {
+    Error::permanent(format!(
+        "checkpoint tensor `{name}` has no place in the {part} of family `{family}`; \
+         is the registry's family right?"
+    ))
+}
+
+/// The UNet, VAE and text-encoder tensors of a Stability checkpoint under diffusers names.
 ///
 /// # Errors
-/// `Permanent`: the name mapping is not written yet.
+/// `Permanent` for an SD 2.x (OpenCLIP) checkpoint, a missing part or an unmappable tensor.
+pub fn to_diffusers_layout(
+    tensors: HashMap<String, Tensor>,
+    family: Family,
+) -> Result<[HashMap<String, Tensor>; 3]> {
+    let map = NameMap::for_family(family);
+    let (mut unet, mut vae, mut text) = (HashMap::new(), HashMap::new(), HashMap::new());
+    for (name, t) in tensors {
+        if let Some(rest) = name.strip_prefix(UNET_PREFIX) {
+            let hf = map
+                .unet_name(rest, true)
+                .ok_or_else(|| unmapped("UNet", &name, family))?;
+            unet.insert(hf, t);
+        } else if let Some(rest) = name.strip_prefix(VAE_PREFIX) {
+            let hf = map.vae_name(rest, true);
+            let t = if is_vae_attn_projection(&hf) && t.rank() == 4 {
+                t.flatten_from(1).map_err(|e| bad_tensor(&name, e))?
+            } else {
+                t
+            };
+            vae.insert(hf, t);
+        } else if let Some(rest) = name.strip_prefix(TEXT_PREFIX) {
+            // Older exports lack the `text_model.` level.
+            let hf = if rest.starts_with("text_model.") {
+                rest.to_string()
+            } else {
+                format!("text_model.{rest}")
+            };
+            text.insert(hf, t);
+        } else if name.starts_with(OPEN_CLIP_PREFIX) {
+            return Err(Error::permanent(format!(
+                "the checkpoint has an OpenCLIP text encoder (`{name}`, SD 2.x); single-file \
+                 SD 2.x checkpoints are not converted yet: use the diffusers folder layout"
+            )));
+        }
+    }
+    for (part, m) in [("UNet", &unet), ("VAE", &vae), ("text encoder", &text)] {
+        if m.is_empty() {
+            return Err(Error::permanent(format!(
+                "the checkpoint has no {part} tensors (expected names under `{}`)",
+                match part {
+                    "UNet" => UNET_PREFIX,
+                    "VAE" => VAE_PREFIX,
+                    _ => TEXT_PREFIX,
+                }
+            )));
+        }
+    }
+    Ok([unet, vae, text])
+}
+
+/// The tensors of a diffusers-layout model (`unet`, `vae`, `text` by diffusers name) as one
+/// Stability-layout map: what model sites ship. For tests and conversion tools.
+///
+/// # Errors
+/// `Permanent` for a UNet tensor outside the family's table.
+pub fn to_stability_layout(
+    family: Family,
+    unet: HashMap<String, Tensor>,
+    vae: HashMap<String, Tensor>,
+    text: HashMap<String, Tensor>,
+) -> Result<HashMap<String, Tensor>> {
+    let map = NameMap::for_family(family);
+    let mut out = HashMap::new();
+    for (name, t) in unet {
+        let sd = map
+            .unet_name(&name, false)
+            .ok_or_else(|| unmapped("UNet", &name, family))?;
+        out.insert(format!("{UNET_PREFIX}{sd}"), t);
+    }
+    for (name, t) in vae {
+        let t = if is_vae_attn_projection(&name) && t.rank() == 2 {
+            let (o, i) = t.dims2().map_err(|e| bad_tensor(&name, e))?;
+            t.reshape((o, i, 1, 1)).map_err(|e| bad_tensor(&name, e))?
+        } else {
+            t
+        };
+        out.insert(format!("{VAE_PREFIX}{}", map.vae_name(&name, false)), t);
+    }
+    for (name, t) in text {
+        out.insert(format!("{TEXT_PREFIX}{name}"), t);
+    }
+    Ok(out)
+}
+
+fn bad_tensor(name: &str, e: candle_core::Error) -> Error {
+    Error::with_source(
+        ErrorKind::Permanent,
+        format!("checkpoint tensor `{name}` has an unexpected shape"),
+        e,
+    )
+}
+
+/// The parts of the single-file checkpoint `ckpt` of `entry` (sha256 verified), as variable
+/// builders for the UNet (`dtype`), the VAE (prepared by `vae`) and the text encoder (`dtype`).
+///
+/// # Errors
+/// As [`read_verified`] and [`to_diffusers_layout`]; `Permanent` for a file that is not safetensors.
 pub fn split(
-    _entry: &ModelEntry,
-    _dir: &Path,
+    entry: &ModelEntry,
+    dir: &Path,
     ckpt: &str,
-    _dtype: DType,
-    _device: &Device,
+    dtype: DType,
+    device: &Device,
+    vae: impl FnOnce(HashMap<String, Tensor>) -> candle_core::Result<VarBuilder<'static>>,
 ) -> Result<(
     VarBuilder<'static>,
     VarBuilder<'static>,
     VarBuilder<'static>,
 )> {
-    Err(Error::permanent(format!(
-        "`{ckpt}` is a single-file checkpoint; this engine reads only the diffusers folder layout so far"
-    )))
+    let bytes = read_verified(entry, dir, ckpt)?;
+    let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
+        Error::with_source(
+            ErrorKind::Permanent,
+            format!("model file `{ckpt}` is not a safetensors checkpoint"),
+            e,
+        )
+    })?;
+    let [unet, vae_tensors, text] = to_diffusers_layout(tensors, entry.family)?;
+    let vae = vae(vae_tensors).map_err(|e| bad_tensor(ckpt, e))?;
+    Ok((
+        VarBuilder::from_tensors(unet, dtype, device),
+        vae,
+        VarBuilder::from_tensors(text, dtype, device),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Names from a real SD 1.5 checkpoint (`v1-5-pruned-emaonly.safetensors`) and where diffusers
+    /// keeps them.
+    const SD15: [(&str, &str); 18] = [
+        (
+            "model.diffusion_model.time_embed.2.bias",
+            "time_embedding.linear_2.bias",
+        ),
+        (
+            "model.diffusion_model.input_blocks.0.0.weight",
+            "conv_in.weight",
+        ),
+        (
+            "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight",
+            "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight",
+        ),
+        (
+            "model.diffusion_model.input_blocks.2.0.in_layers.0.weight",
+            "down_blocks.0.resnets.1.norm1.weight",
+        ),
+        (
+            "model.diffusion_model.input_blocks.3.0.op.weight",
+            "down_blocks.0.downsamplers.0.conv.weight",
+        ),
+        (
+            "model.diffusion_model.input_blocks.4.0.skip_connection.weight",
+            "down_blocks.1.resnets.0.conv_shortcut.weight",
+        ),
+        (
+            "model.diffusion_model.input_blocks.11.0.out_layers.3.bias",
+            "down_blocks.3.resnets.1.conv2.bias",
+        ),
+        (
+            "model.diffusion_model.middle_block.1.proj_in.weight",
+            "mid_block.attentions.0.proj_in.weight",
+        ),
+        (
+            "model.diffusion_model.middle_block.2.emb_layers.1.weight",
+            "mid_block.resnets.1.time_emb_proj.weight",
+        ),
+        (
+            "model.diffusion_model.output_blocks.2.1.conv.weight",
+            "up_blocks.0.upsamplers.0.conv.weight",
+        ),
+        (
+            "model.diffusion_model.output_blocks.5.2.conv.bias",
+            "up_blocks.1.upsamplers.0.conv.bias",
+        ),
+        (
+            "model.diffusion_model.output_blocks.11.1.proj_out.weight",
+            "up_blocks.3.attentions.2.proj_out.weight",
+        ),
+        ("model.diffusion_model.out.2.weight", "conv_out.weight"),
+        (
+            "first_stage_model.encoder.down.0.downsample.conv.weight",
+            "encoder.down_blocks.0.downsamplers.0.conv.weight",
+        ),
+        (
+            "first_stage_model.decoder.up.3.upsample.conv.bias",
+            "decoder.up_blocks.0.upsamplers.0.conv.bias",
+        ),
+        (
+            "first_stage_model.decoder.up.1.block.0.nin_shortcut.weight",
+            "decoder.up_blocks.2.resnets.0.conv_shortcut.weight",
+        ),
+        (
+            "first_stage_model.encoder.mid.block_2.norm1.weight",
+            "encoder.mid_block.resnets.1.norm1.weight",
+        ),
+        (
+            "first_stage_model.decoder.norm_out.weight",
+            "decoder.conv_norm_out.weight",
+        ),
+    ];
+
+    fn to_hf(map: &NameMap, name: &str) -> String {
+        if let Some(rest) = name.strip_prefix(UNET_PREFIX) {
+            map.unet_name(rest, true)
+                .unwrap_or_else(|| panic!("{name}"))
+        } else {
+            map.vae_name(name.strip_prefix(VAE_PREFIX).unwrap(), true)
+        }
+    }
+
+    #[test]
+    fn real_sd15_names_map_to_diffusers_names_and_back() {
+        let map = NameMap::for_family(Family::Sd15);
+        for (ldm, hf) in SD15 {
+            assert_eq!(to_hf(&map, ldm), hf, "{ldm}");
+            let back = if ldm.starts_with(UNET_PREFIX) {
+                format!("{UNET_PREFIX}{}", map.unet_name(hf, false).unwrap())
+            } else {
+                format!("{VAE_PREFIX}{}", map.vae_name(hf, false))
+            };
+            assert_eq!(back, ldm, "{hf}");
+        }
+        assert_eq!(
+            map.vae_name("encoder.mid.attn_1.q.weight", true),
+            "encoder.mid_block.attentions.0.query.weight"
+        );
+        assert_eq!(
+            map.vae_name("decoder.mid.attn_1.proj_out.bias", true),
+            "decoder.mid_block.attentions.0.proj_attn.bias"
+        );
+        assert_eq!(
+            map.vae_name("post_quant_conv.weight", true),
+            "post_quant_conv.weight"
+        );
+    }
+
+    #[test]
+    fn an_unknown_unet_tensor_and_an_sd2_text_encoder_are_refused_by_name() {
+        let t = Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap();
+        let e = to_diffusers_layout(
+            HashMap::from([(
+                format!("{UNET_PREFIX}input_blocks.99.0.x.weight"),
+                t.clone(),
+            )]),
+            Family::Sd15,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("input_blocks.99.0.x.weight"), "{e}");
+        let e = to_diffusers_layout(
+            HashMap::from([(
+                format!("{OPEN_CLIP_PREFIX}transformer.resblocks.0.attn.in_proj_weight"),
+                t.clone(),
+            )]),
+            Family::Sd21,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("OpenCLIP"), "{e}");
+        let e = to_diffusers_layout(
+            HashMap::from([(format!("{UNET_PREFIX}conv_in.weight"), t)]),
+            Family::Sd15,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("conv_in.weight"), "{e}");
+    }
 }

@@ -7,13 +7,14 @@
 //! - [`sampler`]: noise schedule, sampler plans and DDIM / Euler / Euler a / DPM++ 2M Karras.
 //! - `engine`: [`DiffusionEngine`], the worker's `Renderer` (LRU of loaded models, micro-batches).
 //! - `model`: a loaded model and the txt2img pipeline (CFG, per-job noise, VAE decode).
-//! - `checkpoint`: single-file Stability checkpoints (not yet).
+//! - [`checkpoint`]: single-file checkpoints in the original Stability layout (SD 1.x and the
+//!   tiny family; SD 2.x's OpenCLIP text encoder not yet).
 //! - `image_input`: [`ImageInput`] for img2img / inpainting, validated and resized.
 //! - [`shapes_net`]: the `shapes` family's small pixel-space UNet and text encoder (trainable).
 //! - [`tiny`]: tiny random-weight models + a CLIP BPE tokenizer for tests and benchmarks.
 //! - [`rng`]: [`JobRng`], each job's own deterministic noise.
 
-mod checkpoint;
+pub mod checkpoint;
 mod engine;
 pub mod family;
 mod image_input;

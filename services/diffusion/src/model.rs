@@ -132,7 +132,17 @@ fn bad_weights(file: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
 /// `encode(..).sample()` (which draws from the device RNG) returns exactly the mean: img2img stays
 /// deterministic. The decoder does not read `quant_conv`.
 fn vae_tensors(bytes: &[u8], device: &Device) -> candle_core::Result<VarBuilder<'static>> {
-    let mut ts = candle_core::safetensors::load_buffer(bytes, device)?;
+    vae_vars(
+        candle_core::safetensors::load_buffer(bytes, device)?,
+        device,
+    )
+}
+
+/// [`vae_tensors`] of tensors already loaded.
+fn vae_vars(
+    mut ts: std::collections::HashMap<String, Tensor>,
+    device: &Device,
+) -> candle_core::Result<VarBuilder<'static>> {
     if let (Some(w), Some(b)) = (ts.get("quant_conv.weight"), ts.get("quant_conv.bias")) {
         let half = w.dim(0)? / 2;
         let w = w.to_dtype(DType::F32)?;
@@ -208,7 +218,9 @@ impl LoadedModel {
                     .map_err(bad_weights(layout::VAE))?,
                 tensors(layout::TEXT_ENCODER, dtype)?,
             ),
-            Some(ckpt) => crate::checkpoint::split(entry, dir, ckpt, dtype, device)?,
+            Some(ckpt) => crate::checkpoint::split(entry, dir, ckpt, dtype, device, |ts| {
+                vae_vars(ts, device)
+            })?,
         };
         let unet_name = entry.checkpoint.as_deref().unwrap_or(layout::UNET);
         let vae_name = entry.checkpoint.as_deref().unwrap_or(layout::VAE);

@@ -209,6 +209,41 @@ pub fn write_tiny_model(dir: &Path, unet_in_channels: usize) -> Result<ModelEntr
     })
 }
 
+/// File name of the tiny model's single-file checkpoint.
+pub const TINY_CHECKPOINT: &str = "tiny.safetensors";
+
+/// The model of [`write_tiny_model`] as one Stability-layout file ([`TINY_CHECKPOINT`]) beside its
+/// tokenizer in `dir` — what model sites ship — with its registry entry (`checkpoint` set).
+///
+/// # Errors
+/// When a file cannot be written.
+pub fn write_tiny_checkpoint(dir: &Path, unet_in_channels: usize) -> Result<ModelEntry> {
+    let staging = dir.join(".diffusers");
+    write_tiny_model(&staging, unet_in_channels)?;
+    let load = |rel: &str| candle_core::safetensors::load(staging.join(rel), &Device::Cpu);
+    let all = crate::checkpoint::to_stability_layout(
+        Family::Tiny,
+        load(layout::UNET).map_err(candle)?,
+        load(layout::VAE).map_err(candle)?,
+        load(layout::TEXT_ENCODER).map_err(candle)?,
+    )?;
+    candle_core::safetensors::save(&all, dir.join(TINY_CHECKPOINT)).map_err(candle)?;
+    let tok = dir.join(layout::TOKENIZER);
+    std::fs::create_dir_all(tok.parent().unwrap_or(dir)).map_err(io)?;
+    std::fs::rename(staging.join(layout::TOKENIZER), &tok).map_err(io)?;
+    std::fs::remove_dir_all(&staging).map_err(io)?;
+    let mut files = BTreeMap::new();
+    for rel in [TINY_CHECKPOINT, layout::TOKENIZER] {
+        files.insert(rel.to_string(), sha256_file(&dir.join(rel))?);
+    }
+    Ok(ModelEntry {
+        family: Family::Tiny,
+        source: Source::File(dir.to_path_buf()),
+        checkpoint: Some(TINY_CHECKPOINT.to_string()),
+        files,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

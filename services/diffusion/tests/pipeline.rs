@@ -231,6 +231,53 @@ fn a_sha256_mismatch_is_refused_permanently_naming_the_file() {
 }
 
 #[test]
+fn a_single_file_stability_checkpoint_renders_what_the_diffusers_folder_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    let entry = tiny::write_tiny_checkpoint(dir.path(), 4).unwrap();
+    assert!(
+        !dir.path().join(layout::UNET).exists(),
+        "one file, no folders"
+    );
+    let names = candle_core::safetensors::load(
+        dir.path().join(tiny::TINY_CHECKPOINT),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert!(names.keys().all(|n| n.starts_with("model.diffusion_model.")
+        || n.starts_with("first_stage_model.")
+        || n.starts_with("cond_stage_model.transformer.")));
+    assert!(names.contains_key("model.diffusion_model.input_blocks.1.1.proj_in.weight"));
+    assert_eq!(
+        names["first_stage_model.encoder.mid.attn_1.q.weight"].rank(),
+        4,
+        "ldm's VAE attention projections are 1x1 convolutions"
+    );
+    // The same random weights (the tiny writer is deterministic) through both layouts.
+    let from_ckpt = engine_with(entry);
+    let j = job("a red fox", 9, Sampler::Euler, 3, 5.0);
+    let a = from_ckpt.render(&model(), &j).unwrap();
+    let b = engine().render(&model(), &j).unwrap();
+    assert_eq!(a.rgb, b.rgb);
+}
+
+#[test]
+fn a_checkpoint_that_does_not_fit_the_family_is_refused_naming_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut entry = tiny::write_tiny_checkpoint(dir.path(), 4).unwrap();
+    // A tiny checkpoint registered as SD 1.5: its UNet has blocks SD 1.5 does not.
+    entry.family = pixelfarm_diffusion::Family::Sd15;
+    let e = engine_with(entry)
+        .render(&model(), &job("x", 1, Sampler::Euler, 1, 1.0))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Permanent);
+    let text = e.chain();
+    assert!(
+        text.contains(tiny::TINY_CHECKPOINT) || text.contains("model.diffusion_model."),
+        "{text}"
+    );
+}
+
+#[test]
 fn the_lru_keeps_at_most_max_loaded_models() {
     let entry = fixture().entry.clone();
     let a = ModelName::parse("a").unwrap();
