@@ -136,4 +136,111 @@ async fn the_worker_renders_with_a_model_from_s3_and_refuses_tampered_weights() 
         err.contains("sha256") && err.contains("unet/diffusion_pytorch_model.safetensors"),
         "{err}"
     );
+
+    img2img_and_inpainting_start_from_pinned_images_in_the_blob_store(&stack, &a).await;
+}
+
+/// An RGB image as PNG bytes.
+fn png(w: u32, h: u32, pixel: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {
+    let mut rgb = Vec::new();
+    for y in 0..h {
+        for x in 0..w {
+            rgb.extend(pixel(x, y));
+        }
+    }
+    let image = pixelfarm_core::RenderedImage {
+        width: w,
+        height: h,
+        rgb,
+        phases: Default::default(),
+    };
+    let meta = pixelfarm_render::PngMetadata {
+        parameters: String::new(),
+        provenance_json: String::new(),
+    };
+    pixelfarm_render::output::encode(&image, &Default::default(), &meta).unwrap()
+}
+
+async fn img2img_and_inpainting_start_from_pinned_images_in_the_blob_store(
+    stack: &Stack,
+    a: &pixelfarm_api::ApiClient,
+) {
+    let blob = stack.blob().await;
+    let init = png(48, 48, |x, y| [(x * 5) as u8, (y * 5) as u8, 128]);
+    let put = |key: &'static str, bytes: Vec<u8>| {
+        let blob = &blob;
+        async move { blob.put(key, bytes.into(), "image/png").await.unwrap() }
+    };
+    put("inputs/init.png", init.clone()).await;
+    put(
+        "inputs/mask.png",
+        png(48, 48, |x, _| if x < 24 { [0; 3] } else { [255; 3] }),
+    )
+    .await;
+    put("inputs/small-mask.png", png(16, 16, |_, _| [255; 3])).await;
+    let manifest = |img2img_init: &str| {
+        format!(
+            "name: from-images\nmodel: tiny\ndefaults: {{width: 64, height: 64, steps: 4, guidance: 3.0, sampler: euler}}\njobs:
+  - {{key: img2img, prompt: a fox, seed: 1, init: {img2img_init}}}
+  - {{key: inpaint, prompt: a fox, seed: 1, init: {{image: {{key: inputs/init.png}}, mask: {{key: inputs/mask.png}}, strength: 1.0}}}}
+  - {{key: txt2img, prompt: a fox, seed: 1}}
+"
+        )
+    };
+    let good = "{image: {key: inputs/init.png}, strength: 0.5}";
+    let out = a.submit(manifest(good)).await.unwrap();
+    let v = wait_batch(stack, a, out.batch_id, Duration::from_secs(300), |v| v.done).await;
+    assert_eq!(
+        v.status.counts.succeeded,
+        3,
+        "{:?}\n{}",
+        v.status.counts,
+        stack.logs()
+    );
+    let (jobs, _) = a.jobs(out.batch_id, None, 10).await.unwrap();
+    let shas: std::collections::BTreeSet<_> = jobs.iter().map(|j| j.sha256.clone()).collect();
+    assert_eq!(shas.len(), 3, "img2img, inpainting and txt2img differ");
+    let img2img = jobs.iter().find(|j| j.key == "img2img").unwrap();
+    let pinned = img2img.params.init.as_ref().unwrap().image.sha256.clone();
+    assert_eq!(
+        pinned,
+        Some(pixelfarm_core::sha256_hex(&init)),
+        "pinned at submit"
+    );
+    let key = img2img.object_key.clone().unwrap();
+    let prov: serde_json::Value =
+        serde_json::from_slice(&blob.get(&key.replace(".png", ".json")).await.unwrap()).unwrap();
+    assert_eq!(
+        prov["params"]["init"]["image"]["sha256"].as_str(),
+        pinned.as_deref(),
+        "the audit trail names the exact input"
+    );
+
+    // Refused at submit, naming the field: a missing object, a wrong pin, a mask of another size.
+    let refused =
+        |init: String| async move { a.submit(manifest(&init)).await.unwrap_err().to_string() };
+    let e = refused("{image: {key: inputs/nope.png}, strength: 0.5}".into()).await;
+    assert!(
+        e.contains("`init.image`") && e.contains("inputs/nope.png"),
+        "{e}"
+    );
+    let e = refused(format!(
+        "{{image: {{key: inputs/init.png, sha256: \"{}\"}}, strength: 0.5}}",
+        "0".repeat(64)
+    ))
+    .await;
+    assert!(
+        e.contains("`init.image.sha256`") && e.contains("pins"),
+        "{e}"
+    );
+    let e = refused(
+        "{image: {key: inputs/init.png}, mask: {key: inputs/small-mask.png}, strength: 0.5}".into(),
+    )
+    .await;
+    assert!(e.contains("`init.mask`") && e.contains("48x48"), "{e}");
+    let e = refused("{image: {key: inputs/init.png}, strength: 1.5}".into()).await;
+    assert!(
+        e.contains("init.strength") && e.contains("0 (keep the image) to 1"),
+        "{e}"
+    );
 }

@@ -105,11 +105,12 @@ impl BatchApi {
     pub async fn submit(&self, tenant: TenantId, manifest: String) -> Result<SubmitOutcome> {
         let t0 = Instant::now();
         // Expanding a big manifest is CPU work: keep it off the async runtime.
-        let spec = tokio::task::spawn_blocking(move || parse_manifest(&manifest))
+        let mut spec = tokio::task::spawn_blocking(move || parse_manifest(&manifest))
             .await
             .map_err(|e| {
                 Error::with_source(ErrorKind::Permanent, "manifest parser crashed", e)
             })??;
+        self.pin_inputs(&mut spec).await?;
         let out = self.store.submit(tenant, &spec, self.max_attempts).await?;
         if out.created {
             self.metrics.batches_submitted.inc();
@@ -122,6 +123,81 @@ impl BatchApi {
             .submit_seconds
             .observe(t0.elapsed().as_secs_f64());
         Ok(out)
+    }
+
+    /// Check every init image and mask of `spec` (fetched once per key: it exists, decodes, masks
+    /// match their image's size) and pin its sha256 on every job that uses it, so output keys and
+    /// provenance name the exact pixels. A sha256 given in the manifest must match.
+    async fn pin_inputs(&self, spec: &mut BatchSpec) -> Result<()> {
+        // key -> (sha256, width, height)
+        let mut seen: std::collections::HashMap<String, (String, u32, u32)> = Default::default();
+        for job in &mut spec.jobs {
+            let Some(init) = &mut job.params.init else {
+                continue;
+            };
+            let mut image_size = None;
+            for (field, img) in [
+                ("init.image", Some(&mut init.image)),
+                ("init.mask", init.mask.as_mut()),
+            ] {
+                let Some(img) = img else { continue };
+                if !seen.contains_key(&img.key) {
+                    let checked = self.check_input(field, &img.key).await?;
+                    seen.insert(img.key.clone(), checked);
+                }
+                let (sha, w, h) = &seen[&img.key];
+                if let Some(given) = &img.sha256
+                    && given != sha
+                {
+                    return Err(Error::invalid(format!(
+                        "manifest field `{field}.sha256`: `{}` has sha256 {sha}; the manifest pins {given}",
+                        img.key
+                    )));
+                }
+                match image_size {
+                    None => image_size = Some((*w, *h)),
+                    Some((iw, ih)) if (iw, ih) != (*w, *h) => {
+                        return Err(Error::invalid(format!(
+                            "manifest field `{field}`: mask `{}` is {w}x{h}; accepted: the init image's size, {iw}x{ih}",
+                            img.key
+                        )));
+                    }
+                    Some(_) => {}
+                }
+                img.sha256 = Some(sha.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// sha256 and size of the input image `key`, which must exist and decode.
+    async fn check_input(&self, field: &str, key: &str) -> Result<(String, u32, u32)> {
+        let bytes = self.blob.get(key).await.map_err(|e| match e.kind() {
+            ErrorKind::NotFound | ErrorKind::Invalid => Error::invalid(format!(
+                "manifest field `{field}`: `{key}` is not an object of the blob store {}; upload it first",
+                self.blob.location()
+            )),
+            _ => e,
+        })?;
+        let sha = sha256_hex(&bytes);
+        let decoded =
+            tokio::task::spawn_blocking(move || pixelfarm_render::output::decode_rgb(&bytes))
+                .await
+                .map_err(|e| Error::with_source(ErrorKind::Permanent, "image decoder crashed", e))?
+                .map_err(|e| {
+                    Error::invalid(format!(
+                        "manifest field `{field}`: `{key}` {}; accepted: PNG, JPEG or WebP",
+                        e.chain()
+                    ))
+                })?;
+        let max = ImageSize::MAX_SIDE;
+        if decoded.width > max || decoded.height > max {
+            return Err(Error::invalid(format!(
+                "manifest field `{field}`: `{key}` is {}x{}; accepted: at most {max} pixels a side",
+                decoded.width, decoded.height
+            )));
+        }
+        Ok((sha, decoded.width, decoded.height))
     }
 
     /// A batch with its progress.

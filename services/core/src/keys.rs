@@ -94,6 +94,7 @@ mod tests {
             guidance: GuidanceScale::parse(7.5).unwrap(),
             sampler: Sampler::Euler,
             seed: Seed::parse(seed).unwrap(),
+            init: None,
             output: Default::default(),
         }
     }

@@ -7,6 +7,7 @@
 //! - [`ids`]: [`TenantId`], [`BatchId`], [`JobId`].
 //! - [`params`]: newtypes for every job parameter ([`Prompt`], [`Seed`], [`ImageSize`] …).
 //! - [`manifest`]: [`parse_manifest`] → [`BatchSpec`].
+//! - [`image_input`]: img2img / inpainting input pixels ([`ImageInput`]), validated and resized.
 //! - [`keys`]: [`derive_seed`] and content-addressed [`OutputKey`]s.
 //! - [`state`]: the [`JobState`] machine.
 //! - [`failure`]: retry vs dead-letter ([`decide`], [`Backoff`]).
@@ -15,6 +16,7 @@
 pub mod error;
 pub mod failure;
 pub mod ids;
+pub mod image_input;
 pub mod keys;
 pub mod manifest;
 pub mod params;
@@ -24,6 +26,7 @@ pub mod state;
 pub use error::{Error, ErrorKind, Result};
 pub use failure::{Backoff, decide};
 pub use ids::{BatchId, JobId, TenantId};
+pub use image_input::{ImageInput, InitImage};
 pub use keys::{OutputKey, derive_seed, hash_api_key, sha256_hex};
 pub use manifest::{BatchSpec, JobSpec, MAX_JOBS_PER_BATCH, parse_manifest};
 pub use params::*;

@@ -64,6 +64,7 @@ struct RawDefaults {
     guidance: Option<GuidanceScale>,
     sampler: Option<Sampler>,
     negative_prompt: Option<NegativePrompt>,
+    init: Option<InitSpec>,
     output: Option<OutputSpec>,
 }
 
@@ -86,6 +87,7 @@ struct RawJob {
     guidance: Option<GuidanceScale>,
     sampler: Option<Sampler>,
     seed: Option<Seed>,
+    init: Option<InitSpec>,
     output: Option<OutputSpec>,
 }
 
@@ -230,6 +232,7 @@ struct Defaults {
     guidance: GuidanceScale,
     sampler: Sampler,
     negative_prompt: NegativePrompt,
+    init: Option<InitSpec>,
     output: OutputSpec,
 }
 
@@ -246,6 +249,7 @@ impl Defaults {
                 .unwrap_or(GuidanceScale::parse(7.5).expect("7.5 is in range")),
             sampler: d.sampler.unwrap_or(Sampler::EulerA),
             negative_prompt: d.negative_prompt.unwrap_or_default(),
+            init: d.init,
             output: d.output.unwrap_or_default(),
         }
     }
@@ -420,6 +424,7 @@ fn expand(raw: RawManifest, text: &str) -> Result<BatchSpec> {
                                 guidance: d.guidance,
                                 sampler: d.sampler,
                                 seed,
+                                init: d.init.clone(),
                                 output: d.output,
                             },
                         });
@@ -496,6 +501,7 @@ fn expand(raw: RawManifest, text: &str) -> Result<BatchSpec> {
                 guidance: j.guidance.unwrap_or(d.guidance),
                 sampler: j.sampler.unwrap_or(d.sampler),
                 seed,
+                init: j.init.or_else(|| d.init.clone()),
                 output,
             },
         });

@@ -349,6 +349,9 @@ pub struct JobParams {
     pub sampler: Sampler,
     /// The job's own seed.
     pub seed: Seed,
+    /// img2img / inpainting input; absent for txt2img.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<InitSpec>,
     /// Post-processing and file format; absent for the default (PNG of the rendered pixels).
     #[serde(default, skip_serializing_if = "OutputSpec::is_default")]
     pub output: OutputSpec,
@@ -361,6 +364,69 @@ impl JobParams {
     /// `Invalid` if the stored width/height are not an accepted size (only for rows written by hand).
     pub fn size(&self) -> Result<ImageSize> {
         ImageSize::new(self.width, self.height)
+    }
+}
+
+/// img2img strength: finite, 0 (keep the image) to 1 (repaint everything).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Strength(f64);
+
+impl Strength {
+    /// # Errors
+    /// `Invalid` when not finite or outside 0..=1.
+    pub fn parse(v: f64) -> Result<Self> {
+        if !v.is_finite() || !(0.0..=1.0).contains(&v) {
+            return Err(Error::invalid(format!(
+                "is {v}; accepted: a number from 0 (keep the image) to 1 (repaint everything)"
+            )));
+        }
+        Ok(Strength(v))
+    }
+
+    /// The strength.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+deserialize_via_parse!(Strength, f64);
+
+/// A job that starts from an image: img2img, or inpainting with a mask. The images are objects in
+/// the job's blob store (PNG, JPEG or WebP). Their sha256 is pinned when the batch is submitted
+/// (give it to assert what you expect), so the output key and the audit trail name the exact
+/// pixels, and a worker refuses an object that changed since.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobImage {
+    /// Object key in the blob store, e.g. `inputs/product.png`.
+    pub key: String,
+    /// sha256 (lowercase hex) of the object; filled at submit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// img2img / inpainting settings of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitSpec {
+    /// The image to start from (resized to the job's size).
+    pub image: BlobImage,
+    /// Inpainting mask, same size as the image: white is repainted, black kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask: Option<BlobImage>,
+    /// How much of the schedule runs.
+    pub strength: Strength,
+}
+
+impl InitSpec {
+    /// The image and the mask, if any.
+    pub fn images(&self) -> impl Iterator<Item = &BlobImage> {
+        std::iter::once(&self.image).chain(self.mask.as_ref())
+    }
+
+    /// Mutable [`InitSpec::images`].
+    pub fn images_mut(&mut self) -> impl Iterator<Item = &mut BlobImage> {
+        std::iter::once(&mut self.image).chain(self.mask.as_mut())
     }
 }
 

@@ -437,6 +437,22 @@ pub trait Renderer: Send + Sync + 'static {
     /// `Permanent` for parameters it can never render, `Transient` for device trouble.
     fn render(&self, model: &ModelName, params: &JobParams) -> Result<RenderedImage>;
 
+    /// Render one job that starts from an image (img2img; inpainting when `input.mask` is set).
+    ///
+    /// # Errors
+    /// `Permanent` by default: only diffusion renderers start from images.
+    fn render_from(
+        &self,
+        model: &ModelName,
+        params: &JobParams,
+        input: &crate::ImageInput,
+    ) -> Result<RenderedImage> {
+        let _ = (params, input);
+        Err(crate::Error::permanent(format!(
+            "model `{model}`: this renderer cannot start from an image; img2img and inpainting need a diffusion model"
+        )))
+    }
+
     /// The most jobs worth rendering in one [`Renderer::render_batch`] call; 1 (the default) means
     /// batching gains nothing and the worker calls `render` per job, concurrently.
     fn max_batch(&self) -> usize {

@@ -7,9 +7,9 @@ use pixelfarm_core::{
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::image_input::ImageInput;
 use crate::model::{BatchKey, LoadedModel};
 use crate::registry::{DeviceChoice, RegistryConfig};
+use pixelfarm_core::ImageInput;
 
 /// The renderer implementation name that goes into [`ModelIdentity::renderer`]; bump the number
 /// whenever the same weights and parameters would give different pixels.
@@ -240,6 +240,15 @@ impl Renderer for DiffusionEngine {
 
     fn max_batch(&self) -> usize {
         self.config.max_batch
+    }
+
+    fn render_from(
+        &self,
+        model: &ModelName,
+        params: &JobParams,
+        input: &ImageInput,
+    ) -> Result<RenderedImage> {
+        self.render_image(model, params, input)
     }
 
     fn render_batch(&self, model: &ModelName, jobs: &[JobParams]) -> Vec<Result<RenderedImage>> {

@@ -9,7 +9,6 @@
 //! - `model`: a loaded model and the txt2img pipeline (CFG, per-job noise, VAE decode).
 //! - [`checkpoint`]: single-file checkpoints in the original Stability layout (SD 1.x and the
 //!   tiny family; SD 2.x's OpenCLIP text encoder not yet).
-//! - `image_input`: [`ImageInput`] for img2img / inpainting, validated and resized.
 //! - [`shapes_net`]: the `shapes` family's small pixel-space UNet and text encoder (trainable).
 //! - [`tiny`]: tiny random-weight models + a CLIP BPE tokenizer for tests and benchmarks.
 //! - [`rng`]: [`JobRng`], each job's own deterministic noise.
@@ -17,7 +16,6 @@
 pub mod checkpoint;
 mod engine;
 pub mod family;
-mod image_input;
 mod model;
 pub mod registry;
 pub mod rng;
@@ -27,6 +25,6 @@ pub mod tiny;
 
 pub use engine::{DiffusionEngine, RENDERER};
 pub use family::{Family, FamilyDefaults, Prediction};
-pub use image_input::{ImageInput, InitImage};
+pub use pixelfarm_core::{ImageInput, InitImage};
 pub use registry::{DeviceChoice, ModelEntry, RegistryConfig, RemoteFile, Source};
 pub use rng::JobRng;

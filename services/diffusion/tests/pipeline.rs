@@ -56,6 +56,7 @@ fn job(prompt: &str, seed: u64, sampler: Sampler, steps: u32, guidance: f64) -> 
         guidance: GuidanceScale::parse(guidance).unwrap(),
         sampler,
         seed: Seed::parse(seed).unwrap(),
+        init: None,
         output: Default::default(),
     }
 }

@@ -134,6 +134,7 @@ mod tests {
             guidance: GuidanceScale::parse(7.0).unwrap(),
             sampler: Sampler::Dpmpp2m,
             seed: Seed::parse(1234).unwrap(),
+            init: None,
             output: Default::default(),
         };
         let img = RenderedImage {

@@ -119,6 +119,7 @@ mod tests {
             guidance: GuidanceScale::parse(1.0).unwrap(),
             sampler: Sampler::Euler,
             seed: Seed::parse(seed).unwrap(),
+            init: None,
             output: Default::default(),
         }
     }

@@ -51,6 +51,7 @@ pub fn job(attrs: &Attributes, seed: u64, s: RenderSettings) -> Result<JobParams
         guidance: GuidanceScale::parse(s.guidance)?,
         sampler: s.sampler,
         seed: Seed::parse(seed)?,
+        init: None,
         output: Default::default(),
     })
 }

@@ -66,28 +66,43 @@ impl Batcher {
     }
 
     /// Render one job, alone or inside a batch; the result is the same either way (the
-    /// [`Renderer::render_batch`] contract).
+    /// [`Renderer::render_batch`] contract). Jobs that start from an image render alone.
     ///
     /// # Errors
     /// The renderer's error for this job; `Transient` if the render thread died.
-    pub async fn render(&self, model: &ModelName, params: &JobParams) -> Result<RenderedImage> {
+    pub async fn render(
+        &self,
+        model: &ModelName,
+        params: &JobParams,
+        input: Option<ImageInput>,
+    ) -> Result<RenderedImage> {
+        let (r, m, p) = (self.renderer.clone(), model.clone(), params.clone());
+        if let Some(input) = input {
+            return alone(move || r.render_from(&m, &p, &input)).await;
+        }
         let Some(queue) = &self.queue else {
-            let (r, m, p) = (self.renderer.clone(), model.clone(), params.clone());
-            return blocking(move || vec![r.render(&m, &p)])
-                .await
-                .pop()
-                .unwrap_or_else(|| Err(no_result()));
+            return alone(move || r.render(&m, &p)).await;
         };
         let (reply, answer) = oneshot::channel();
         queue
             .send(Request {
-                model: model.clone(),
-                params: params.clone(),
+                model: m,
+                params: p,
                 reply,
             })
             .map_err(|_| Error::new(ErrorKind::Transient, "the worker's render queue is closed"))?;
         answer.await.unwrap_or_else(|_| Err(no_result()))
     }
+}
+
+/// One render on the blocking pool.
+async fn alone(
+    f: impl FnOnce() -> Result<RenderedImage> + Send + 'static,
+) -> Result<RenderedImage> {
+    blocking(move || vec![f()])
+        .await
+        .pop()
+        .unwrap_or_else(|| Err(no_result()))
 }
 
 fn no_result() -> Error {

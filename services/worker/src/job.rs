@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use chrono::Utc;
 use pixelfarm_core::*;
-use pixelfarm_render::output::{encode, postprocess};
+use pixelfarm_render::output::{decode_rgb, encode, postprocess};
 use pixelfarm_render::{PngMetadata, a1111_parameters};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -84,6 +84,60 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 impl Execution<'_> {
+    /// The init image (and mask) of an img2img / inpainting job, fetched, checked against the
+    /// sha256 pinned at submit and decoded.
+    async fn input(&self, init: &InitSpec) -> Result<ImageInput> {
+        let image = self.fetch(&init.image, "init image").await?;
+        let mask = match &init.mask {
+            Some(m) => {
+                let m = self.fetch(m, "mask").await?;
+                // One byte per pixel: the mean of the channels (white repaints).
+                let luma = m
+                    .rgb
+                    .chunks_exact(3)
+                    .map(|p| ((u16::from(p[0]) + u16::from(p[1]) + u16::from(p[2])) / 3) as u8)
+                    .collect();
+                Some(luma)
+            }
+            None => None,
+        };
+        Ok(ImageInput {
+            init: InitImage {
+                width: image.width,
+                height: image.height,
+                rgb: image.rgb,
+            },
+            strength: init.strength.get(),
+            mask,
+        })
+    }
+
+    async fn fetch(&self, image: &BlobImage, what: &str) -> Result<RenderedImage> {
+        let key = &image.key;
+        let bytes = self.blob.get(key).await.map_err(|e| match e.kind() {
+            ErrorKind::NotFound => {
+                Error::permanent(format!("{what} `{key}` is no longer in the blob store"))
+            }
+            _ => e,
+        })?;
+        if let Some(pinned) = &image.sha256 {
+            let got = sha256_hex(&bytes);
+            if got != *pinned {
+                return Err(Error::permanent(format!(
+                    "{what} `{key}` changed since the batch was submitted: sha256 {got}, pinned {pinned}"
+                )));
+            }
+        }
+        let what = what.to_string();
+        let key = key.clone();
+        blocking(move || {
+            decode_rgb(&bytes).map_err(|e| {
+                Error::permanent(format!("{what} `{key}` does not decode: {}", e.chain()))
+            })
+        })
+        .await
+    }
+
     /// Render, encode and upload; returns what to record on success and the device it used.
     ///
     /// # Errors
@@ -94,7 +148,11 @@ impl Execution<'_> {
         let identity = self.batcher.renderer().identity(&model)?;
 
         let t = Instant::now();
-        let image = self.batcher.render(&model, &job.params).await?;
+        let input = match &job.params.init {
+            Some(init) => Some(self.input(init).await?),
+            None => None,
+        };
+        let image = self.batcher.render(&model, &job.params, input).await?;
         let render_secs = t.elapsed().as_secs_f64();
         timings.insert("render".into(), render_secs);
         for (k, v) in &image.phases {

@@ -1,6 +1,6 @@
 //! Input images for img2img and inpainting: validated, then resized to the job size.
 
-use pixelfarm_core::{Error, Result};
+use crate::{Error, Result};
 
 /// An init image, RGB8 row-major (decoding PNG/JPEG from S3 or the manifest is the caller's).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +108,7 @@ fn resize_bilinear(src: &[u8], sw: usize, sh: usize, w: usize, h: usize) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pixelfarm_core::ErrorKind;
+    use crate::ErrorKind;
 
     fn input(w: u32, h: u32, len: usize) -> ImageInput {
         ImageInput {
