@@ -42,23 +42,27 @@ fn run_renders_the_example_batch_into_a_folder_and_resumes() {
     );
 }
 
-#[test]
-fn a_bad_manifest_is_refused_before_anything_is_written() {
+/// `pixelfarm run` on `manifest`, written into a fresh folder: the folder (kept alive), the output
+/// folder and how the process ended.
+fn run_manifest(manifest: &str) -> (tempfile::TempDir, std::path::PathBuf, std::process::Output) {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("bad.yaml");
-    std::fs::write(
-        &manifest,
-        "name: x\nmodel: m\ndefaults:\n  sampler: plms\nprompt: p\nseeds: [1]\n",
-    )
-    .unwrap();
+    let path = dir.path().join("manifest.yaml");
+    std::fs::write(&path, manifest).unwrap();
     let out = dir.path().join("out");
     let r = std::process::Command::new(bin("pixelfarm"))
         .arg("run")
-        .arg(&manifest)
+        .arg(&path)
         .arg("--out")
         .arg(&out)
         .output()
         .unwrap();
+    (dir, out, r)
+}
+
+#[test]
+fn a_bad_manifest_is_refused_before_anything_is_written() {
+    let (_dir, out, r) =
+        run_manifest("name: x\nmodel: m\ndefaults:\n  sampler: plms\nprompt: p\nseeds: [1]\n");
     assert!(!r.status.success());
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(
@@ -70,10 +74,7 @@ fn a_bad_manifest_is_refused_before_anything_is_written() {
 
 #[test]
 fn output_settings_give_the_asked_for_formats_and_sizes() {
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("formats.yaml");
-    std::fs::write(
-        &manifest,
+    let (_dir, out, r) = run_manifest(
         "name: formats\nmodel: test-pattern\ndefaults: {width: 64, height: 64, steps: 2}\njobs:
   - key: banner
     prompt: a banner
@@ -84,16 +85,7 @@ fn output_settings_give_the_asked_for_formats_and_sizes() {
   - key: plain
     prompt: a plain image
 ",
-    )
-    .unwrap();
-    let out = dir.path().join("out");
-    let r = std::process::Command::new(bin("pixelfarm"))
-        .arg("run")
-        .arg(&manifest)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    );
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let results = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
     let mut seen = Vec::new();
