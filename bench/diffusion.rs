@@ -1,0 +1,134 @@
+//! `bench-diffusion`: images per second of pixelfarm's candle engine on a tiny random-weight model of
+//! the SD architecture, with the time per phase. `bench/diffusion.sh` runs it beside diffusers on
+//! the same weights and prints the ratio.
+//!
+//! ```sh
+//! bench-diffusion write DIR                                  # the tiny model (diffusers layout)
+//! bench-diffusion run DIR --size 64 --steps 20 --batch 4 --images 32
+//! ```
+//!
+//! Prints one JSON object: images/s and seconds per image of each phase (text_encode, denoise,
+//! vae_decode, png_encode). Renders through the production registry, sampler and PNG encoder.
+
+use pixelfarm_core::{
+    GuidanceScale, JobParams, ModelName, NegativePrompt, Prompt, Renderer, Sampler, Seed, StepCount,
+};
+use pixelfarm_diffusion::{DiffusionEngine, RegistryConfig, tiny};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: bench-diffusion write DIR | run DIR [--size N] [--steps N] [--batch N] [--images N]"
+    );
+    std::process::exit(2)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("write") => {
+            let dir = PathBuf::from(args.get(1).unwrap_or_else(|| usage()));
+            let entry = tiny::write_tiny_model(&dir, 4).map_err(|e| anyhow::anyhow!(e.chain()))?;
+            std::fs::write(
+                dir.join("registry-entry.yaml"),
+                serde_yaml::to_string(&entry)?,
+            )?;
+            println!("wrote {}", dir.display());
+            Ok(())
+        }
+        Some("run") => run(&args[1..]),
+        _ => usage(),
+    }
+}
+
+fn flag(args: &[String], name: &str, default: u32) -> anyhow::Result<u32> {
+    match args.iter().position(|a| a == name) {
+        Some(i) => Ok(args
+            .get(i + 1)
+            .ok_or_else(|| anyhow::anyhow!("{name} needs a value"))?
+            .parse()?),
+        None => Ok(default),
+    }
+}
+
+fn run(args: &[String]) -> anyhow::Result<()> {
+    let dir = PathBuf::from(args.first().unwrap_or_else(|| usage()));
+    let size = flag(args, "--size", 64)?;
+    let steps = flag(args, "--steps", 20)?;
+    let batch = flag(args, "--batch", 1)? as usize;
+    let images = flag(args, "--images", 16)? as usize;
+    let entry = serde_yaml::from_str(&std::fs::read_to_string(dir.join("registry-entry.yaml"))?)?;
+    let model = ModelName::parse("tiny")?;
+    let engine = DiffusionEngine::new(RegistryConfig {
+        cache_dir: std::env::temp_dir(),
+        max_loaded: 1,
+        max_batch: batch,
+        // One UNet call per step for the whole batch, as diffusers does.
+        fused_batches: batch > 1,
+        device: Default::default(),
+        models: BTreeMap::from([(model.clone(), entry)]),
+    })
+    .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    engine
+        .preload(&model)
+        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let job = |i: usize| -> anyhow::Result<JobParams> {
+        Ok(JobParams {
+            prompt: Prompt::parse(format!("a photo of a red fox number {i}"))?,
+            negative_prompt: NegativePrompt::default(),
+            width: size,
+            height: size,
+            steps: StepCount::parse(steps)?,
+            guidance: GuidanceScale::parse(7.5)?,
+            sampler: Sampler::Euler,
+            seed: Seed::parse(i as u64)?,
+            init: None,
+            output: Default::default(),
+        })
+    };
+    // Warm-up: one batch, not counted.
+    let warm: Vec<JobParams> = (0..batch).map(job).collect::<anyhow::Result<_>>()?;
+    for r in engine.render_batch(&model, &warm) {
+        r.map_err(|e| anyhow::anyhow!(e.chain()))?;
+    }
+    let meta = pixelfarm_render::PngMetadata {
+        parameters: String::new(),
+        provenance_json: String::new(),
+    };
+    let mut phases: BTreeMap<String, f64> = BTreeMap::new();
+    let start = Instant::now();
+    for first in (0..images).step_by(batch) {
+        let jobs: Vec<JobParams> = (first..(first + batch).min(images))
+            .map(job)
+            .collect::<anyhow::Result<_>>()?;
+        for r in engine.render_batch(&model, &jobs) {
+            let img = r.map_err(|e| anyhow::anyhow!(e.chain()))?;
+            for (k, v) in &img.phases {
+                if k != "model_load" {
+                    *phases.entry(k.clone()).or_default() += v;
+                }
+            }
+            let t = Instant::now();
+            pixelfarm_render::encode_png(&img, &meta).map_err(|e| anyhow::anyhow!(e.chain()))?;
+            *phases.entry("png_encode".into()).or_default() += t.elapsed().as_secs_f64();
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let per_image: BTreeMap<String, f64> = phases
+        .into_iter()
+        .map(|(k, v)| (k, v / images as f64))
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({
+            "engine": "pixelfarm",
+            "size": size, "steps": steps, "batch": batch, "images": images,
+            "seconds": secs,
+            "images_per_s": images as f64 / secs,
+            "seconds_per_image": per_image,
+        })
+    );
+    Ok(())
+}

@@ -1,0 +1,18 @@
+"""The ops of bench/ops.rs in PyTorch (CPU): the per-op baseline of bench/diffusion.sh."""
+
+import torch, time
+torch.set_grad_enabled(False)
+for c, hw in [(64,256),(32,256),(64,64),(32,32)]:
+    x = torch.randn(1,c,hw,hw); w = torch.randn(c,c,3,3)
+    torch.nn.functional.conv2d(x,w,padding=1)
+    n=5; t=time.perf_counter()
+    for _ in range(n): torch.nn.functional.conv2d(x,w,padding=1)
+    conv=(time.perf_counter()-t)/n
+    gn=torch.nn.GroupNorm(min(32,c),c)
+    t=time.perf_counter()
+    for _ in range(n): gn(x)
+    g=(time.perf_counter()-t)/n
+    t=time.perf_counter()
+    for _ in range(n): torch.nn.functional.silu(x)
+    s=(time.perf_counter()-t)/n
+    print(f"c={c} hw={hw}: conv3x3 {conv*1e3:.2f} ms, groupnorm {g*1e3:.2f} ms, silu {s*1e3:.2f} ms")
