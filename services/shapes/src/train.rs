@@ -336,7 +336,9 @@ pub fn train(cfg: &TrainConfig) -> Result<RunState> {
             .min((1.0 + step as f64) / (10.0 + step as f64));
         for (n, v) in &vars {
             let e = &ema[n];
-            let new = ((e * decay)? + (v.as_tensor() * (1.0 - decay))?)?;
+            // Detached: an op on a variable records its inputs for backprop, so without this each
+            // step's EMA would hold the previous one alive (memory grew ~15 MB a step).
+            let new = ((e * decay)? + (v.as_tensor().detach() * (1.0 - decay))?)?.detach();
             ema.insert(n.clone(), new);
         }
         state.step += 1;
