@@ -444,10 +444,9 @@ pub trait Renderer: Send + Sync + 'static {
     fn render_from(
         &self,
         model: &ModelName,
-        params: &JobParams,
-        input: &crate::ImageInput,
+        _params: &JobParams,
+        _input: &crate::ImageInput,
     ) -> Result<RenderedImage> {
-        let _ = (params, input);
         Err(crate::Error::permanent(format!(
             "model `{model}`: this renderer cannot start from an image; img2img and inpainting need a diffusion model"
         )))

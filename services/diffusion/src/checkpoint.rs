@@ -277,15 +277,14 @@ pub fn to_diffusers_layout(
             )));
         }
     }
-    for (part, m) in [("UNet", &unet), ("VAE", &vae), ("text encoder", &text)] {
+    for (part, m, prefix) in [
+        ("UNet", &unet, UNET_PREFIX),
+        ("VAE", &vae, VAE_PREFIX),
+        ("text encoder", &text, TEXT_PREFIX),
+    ] {
         if m.is_empty() {
             return Err(Error::permanent(format!(
-                "the checkpoint has no {part} tensors (expected names under `{}`)",
-                match part {
-                    "UNet" => UNET_PREFIX,
-                    "VAE" => VAE_PREFIX,
-                    _ => TEXT_PREFIX,
-                }
+                "the checkpoint has no {part} tensors (expected names under `{prefix}`)"
             )));
         }
     }

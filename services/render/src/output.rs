@@ -15,19 +15,20 @@ use crate::encode::{PngMetadata, check_buffer, encode_png};
 /// Radius (Gaussian sigma, pixels) of the unsharp mask.
 const SHARPEN_SIGMA: f32 = 1.0;
 
-fn to_buffer(image: RenderedImage) -> Result<RgbImage> {
-    let (w, h) = (image.width, image.height);
-    RgbImage::from_raw(w, h, image.rgb)
-        .ok_or_else(|| Error::invalid(format!("pixel buffer does not hold {w}x{h} rgb")))
-}
-
 /// Apply the resize, colour and sharpening of `spec` to `image` (a no-op for the default spec).
 ///
 /// # Errors
 /// `Invalid` if the pixel buffer does not match the image size.
 pub fn postprocess(image: RenderedImage, spec: &OutputSpec) -> Result<RenderedImage> {
-    let phases = image.phases.clone();
-    let mut img = to_buffer(image)?;
+    let RenderedImage {
+        width,
+        height,
+        rgb,
+        phases,
+    } = image;
+    let mut img = RgbImage::from_raw(width, height, rgb).ok_or_else(|| {
+        Error::invalid(format!("pixel buffer does not hold {width}x{height} rgb"))
+    })?;
     if let Some(r) = spec.resize {
         img = resize(&img, r);
     }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::WorkerMetrics;
+use crate::job::blocking;
 
 /// One job's render, waiting for a batch.
 struct Request {
@@ -78,10 +79,10 @@ impl Batcher {
     ) -> Result<RenderedImage> {
         let (r, m, p) = (self.renderer.clone(), model.clone(), params.clone());
         if let Some(input) = input {
-            return alone(move || r.render_from(&m, &p, &input)).await;
+            return blocking(move || r.render_from(&m, &p, &input)).await;
         }
         let Some(queue) = &self.queue else {
-            return alone(move || r.render(&m, &p)).await;
+            return blocking(move || r.render(&m, &p)).await;
         };
         let (reply, answer) = oneshot::channel();
         queue
@@ -95,31 +96,11 @@ impl Batcher {
     }
 }
 
-/// One render on the blocking pool.
-async fn alone(
-    f: impl FnOnce() -> Result<RenderedImage> + Send + 'static,
-) -> Result<RenderedImage> {
-    blocking(move || vec![f()])
-        .await
-        .pop()
-        .unwrap_or_else(|| Err(no_result()))
-}
-
 fn no_result() -> Error {
     Error::new(
         ErrorKind::Transient,
         "the renderer returned no result for this job",
     )
-}
-
-/// Run `f` on the blocking pool; a panicking render fails its jobs as `Transient`.
-async fn blocking(
-    f: impl FnOnce() -> Vec<Result<RenderedImage>> + Send + 'static,
-) -> Vec<Result<RenderedImage>> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        tracing::error!(error = %e, "render thread failed");
-        Vec::new()
-    })
 }
 
 async fn batch_loop(
@@ -165,7 +146,13 @@ async fn batch_loop(
         let model = batch[0].model.clone();
         let params: Vec<JobParams> = batch.iter().map(|r| r.params.clone()).collect();
         let r = renderer.clone();
-        let results = blocking(move || r.render_batch(&model, &params)).await;
+        // A render thread that died fails every job of the batch (no result for any).
+        let results = blocking(move || Ok(r.render_batch(&model, &params)))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e.chain(), "render thread failed");
+                Vec::new()
+            });
         let transient = results
             .iter()
             .any(|r| r.as_ref().is_err_and(|e| e.kind() == ErrorKind::Transient));

@@ -76,8 +76,10 @@ pub struct Execution<'a> {
     pub blob: Arc<dyn BlobStore>,
 }
 
-/// Run a blocking closure on the blocking pool.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+/// Run a blocking closure on the blocking pool; a panic there is a `Transient` error.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::with_source(ErrorKind::Transient, "render thread failed", e))?

@@ -19,35 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Train, or resume from `<out>/checkpoint`.
-    Train {
-        #[arg(long, default_value = "shapes-run")]
-        out: PathBuf,
-        #[arg(long, default_value_t = 6000)]
-        steps: usize,
-        #[arg(long, default_value_t = 32)]
-        batch: usize,
-        #[arg(long, default_value_t = 1e-3)]
-        lr: f64,
-        /// Warm-up steps at the start of this session.
-        #[arg(long, default_value_t = 100)]
-        warmup: usize,
-        /// Start a cosine decay of the learning rate at this step, down to `--lr-min` at `--steps`.
-        #[arg(long)]
-        decay_start: Option<usize>,
-        #[arg(long, default_value_t = 0.0)]
-        lr_min: f64,
-        #[arg(long, default_value_t = 4)]
-        seed: u64,
-        #[arg(long, default_value_t = 0.998)]
-        ema_decay: f64,
-        #[arg(long, default_value_t = 0.1)]
-        uncond_prob: f64,
-        #[arg(long, default_value_t = 100)]
-        checkpoint_every: usize,
-        /// Stop (after a checkpoint) once this many minutes have passed in this session.
-        #[arg(long)]
-        minutes: Option<f64>,
-    },
+    Train(TrainArgs),
     /// Start `<out>/checkpoint` from a model folder's weights (e.g. the shipped `models/shapes`),
     /// recording it as `--step` steps and `--minutes` of training already done.
     Import {
@@ -91,38 +63,62 @@ enum Cmd {
     },
 }
 
+/// The settings of `train`; see [`TrainConfig`].
+#[derive(clap::Args)]
+struct TrainArgs {
+    #[arg(long, default_value = "shapes-run")]
+    out: PathBuf,
+    #[arg(long, default_value_t = 6000)]
+    steps: usize,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Warm-up steps at the start of this session.
+    #[arg(long, default_value_t = 100)]
+    warmup: usize,
+    /// Start a cosine decay of the learning rate at this step, down to `--lr-min` at `--steps`.
+    #[arg(long)]
+    decay_start: Option<usize>,
+    #[arg(long, default_value_t = 0.0)]
+    lr_min: f64,
+    #[arg(long, default_value_t = 4)]
+    seed: u64,
+    #[arg(long, default_value_t = 0.998)]
+    ema_decay: f64,
+    #[arg(long, default_value_t = 0.1)]
+    uncond_prob: f64,
+    #[arg(long, default_value_t = 100)]
+    checkpoint_every: usize,
+    /// Stop (after a checkpoint) once this many minutes have passed in this session.
+    #[arg(long)]
+    minutes: Option<f64>,
+}
+
+impl From<TrainArgs> for TrainConfig {
+    fn from(a: TrainArgs) -> Self {
+        TrainConfig {
+            out_dir: a.out,
+            steps: a.steps,
+            batch: a.batch,
+            lr: a.lr,
+            warmup: a.warmup,
+            decay_start: a.decay_start,
+            lr_min: a.lr_min,
+            seed: a.seed,
+            ema_decay: a.ema_decay,
+            uncond_prob: a.uncond_prob,
+            checkpoint_every: a.checkpoint_every,
+            max_seconds: a.minutes.map(|m| m * 60.0),
+            arch: ShapesConfig::SHIPPED,
+        }
+    }
+}
+
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Train {
-            out,
-            steps,
-            batch,
-            lr,
-            warmup,
-            decay_start,
-            lr_min,
-            seed,
-            ema_decay,
-            uncond_prob,
-            checkpoint_every,
-            minutes,
-        } => {
-            let cfg = TrainConfig {
-                out_dir: out,
-                steps,
-                batch,
-                lr,
-                warmup,
-                decay_start,
-                lr_min,
-                seed,
-                ema_decay,
-                uncond_prob,
-                checkpoint_every,
-                max_seconds: minutes.map(|m| m * 60.0),
-                arch: ShapesConfig::SHIPPED,
-            };
-            let s = train(&cfg)?;
+        Cmd::Train(args) => {
+            let s = train(&args.into())?;
             println!(
                 "done: step {} after {:.0} s, loss ema {:.4}",
                 s.step, s.seconds, s.loss_ema
