@@ -14,11 +14,15 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// A real local blob store whose first `fail` puts fail with a transient error (S3 down).
+/// A real local blob store whose first `fail` puts fail with a transient error (S3 down), and whose
+/// objects under [`CHANGING`] read back other bytes after their first read (replaced after submit).
 struct FlakyBlob {
     inner: pixelfarm_blob::LocalBlob,
     fail: AtomicU32,
+    read: std::sync::Mutex<std::collections::HashSet<String>>,
 }
+
+const CHANGING: &str = "inputs/changing/";
 
 #[async_trait]
 impl BlobStore for FlakyBlob {
@@ -33,7 +37,14 @@ impl BlobStore for FlakyBlob {
         self.inner.put(key, bytes, content_type).await
     }
     async fn get(&self, key: &str) -> Result<Bytes> {
-        self.inner.get(key).await
+        let bytes = self.inner.get(key).await?;
+        let seen_before = !self.read.lock().unwrap().insert(key.to_string());
+        if key.starts_with(CHANGING) && seen_before {
+            let mut changed = bytes.to_vec();
+            changed.push(0);
+            return Ok(changed.into());
+        }
+        Ok(bytes)
     }
     async fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key).await
@@ -147,6 +158,7 @@ async fn harness_with(
             .await
             .unwrap(),
         fail: AtomicU32::new(failing_puts),
+        read: Default::default(),
     });
     let mut settings = Settings::default();
     settings.scheduler.max_attempts = max_attempts;
@@ -204,10 +216,15 @@ impl Harness {
     /// Submit one job per seed 1..=`seeds`, wait for the batch, stop the worker; the job records.
     async fn run_seeds(&mut self, model: &str, seeds: u32) -> Vec<JobRecord> {
         let list: Vec<String> = (1..=seeds).map(|s| s.to_string()).collect();
-        let m = format!(
+        self.run_manifest(format!(
             "name: b\nmodel: {model}\ndefaults: {{width: 16, height: 16}}\nprompt: p\nseeds: [{}]\n",
             list.join(", ")
-        );
+        ))
+        .await
+    }
+
+    /// Submit `m`, wait for the batch, stop the worker; the job records.
+    async fn run_manifest(&mut self, m: String) -> Vec<JobRecord> {
         let out = self.core.api.submit(self.tenant, m).await.unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
@@ -350,5 +367,36 @@ async fn a_batch_out_of_device_memory_is_retried_in_smaller_batches() {
         jobs.iter()
             .any(|j| j.attempt > 1 && j.error_kind.as_deref() == Some("transient")),
         "the failed batch's jobs were retried: {jobs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_init_image_replaced_after_submit_is_refused_permanently() {
+    let mut h = harness(0, 3).await;
+    let image = RenderedImage {
+        width: 8,
+        height: 8,
+        rgb: vec![90; 8 * 8 * 3],
+        phases: Default::default(),
+    };
+    let meta = pixelfarm_render::PngMetadata {
+        parameters: String::new(),
+        provenance_json: String::new(),
+    };
+    let png = pixelfarm_render::output::encode(&image, &OutputSpec::default(), &meta).unwrap();
+    let key = format!("{CHANGING}init.png");
+    h.blob.put(&key, png.into(), "image/png").await.unwrap();
+    // Submit reads (and pins) the image; the worker's read sees other bytes.
+    let jobs = h
+        .run_manifest(format!(
+            "name: b\nmodel: test\ndefaults: {{width: 16, height: 16}}\njobs:\n  - {{prompt: p, seed: 1, init: {{image: {{key: {key}}}, strength: 0.5}}}}\n"
+        ))
+        .await;
+    let j = &jobs[0];
+    assert_eq!((j.state, j.attempt), (JobState::Dead, 1), "{j:?}");
+    let err = j.last_error.as_deref().unwrap();
+    assert!(
+        err.contains("changed since the batch was submitted") && err.contains(&key),
+        "{err}"
     );
 }
