@@ -11,7 +11,8 @@
 //! vae_decode, png_encode). Renders through the production registry, sampler and PNG encoder.
 
 use pixelfarm_core::{
-    GuidanceScale, JobParams, ModelName, NegativePrompt, Prompt, Renderer, Sampler, Seed, StepCount,
+    GuidanceScale, JobParams, ModelName, NegativePrompt, Prompt, RenderControl, Renderer, Sampler,
+    Seed, StepCount,
 };
 use pixelfarm_diffusion::{DiffusionEngine, RegistryConfig, tiny};
 use std::collections::BTreeMap;
@@ -90,7 +91,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     };
     // Warm-up: one batch, not counted.
     let warm: Vec<JobParams> = (0..batch).map(job).collect::<anyhow::Result<_>>()?;
-    for r in engine.render_batch(&model, &warm) {
+    for r in engine.render_batch(&model, &warm, &controls(warm.len())) {
         r.map_err(|e| anyhow::anyhow!(e.chain()))?;
     }
     let meta = pixelfarm_render::PngMetadata {
@@ -103,7 +104,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         let jobs: Vec<JobParams> = (first..(first + batch).min(images))
             .map(job)
             .collect::<anyhow::Result<_>>()?;
-        for r in engine.render_batch(&model, &jobs) {
+        for r in engine.render_batch(&model, &jobs, &controls(jobs.len())) {
             let img = r.map_err(|e| anyhow::anyhow!(e.chain()))?;
             for (k, v) in &img.phases {
                 if k != "model_load" {
@@ -131,4 +132,8 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         })
     );
     Ok(())
+}
+
+fn controls(n: usize) -> Vec<RenderControl> {
+    (0..n).map(|_| RenderControl::new()).collect()
 }

@@ -106,6 +106,8 @@ pub fn job_to_proto(j: &JobRecord) -> v1::Job {
         created_at: j.created_at.to_rfc3339(),
         started_at: ts(j.started_at),
         finished_at: ts(j.finished_at),
+        steps_done: j.progress.map_or(0, |p| p.done),
+        steps_total: j.progress.map_or(0, |p| p.total),
     }
 }
 
@@ -133,5 +135,9 @@ pub fn job_from_proto(j: v1::Job) -> Result<JobRecord> {
         created_at: parse_ts(&j.created_at)?.unwrap_or_default(),
         started_at: parse_ts(&j.started_at)?,
         finished_at: parse_ts(&j.finished_at)?,
+        progress: (j.steps_total > 0).then_some(StepProgress {
+            done: j.steps_done,
+            total: j.steps_total,
+        }),
     })
 }

@@ -65,7 +65,7 @@ enum Command {
         /// Batch id.
         batch: BatchId,
     },
-    /// Cancel the jobs of a batch that have not started.
+    /// Cancel the unfinished jobs of a batch (running ones stop between denoising steps).
     Cancel {
         /// Batch id.
         batch: BatchId,

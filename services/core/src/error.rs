@@ -101,6 +101,12 @@ impl Error {
         Error::new(ErrorKind::Permanent, message)
     }
 
+    /// A render stopped because its job was cancelled ([`ErrorKind::Conflict`]: the job's state
+    /// changed under it).
+    pub fn cancelled() -> Self {
+        Error::new(ErrorKind::Conflict, "the job was cancelled while rendering")
+    }
+
     /// The kind a caller matches on.
     pub fn kind(&self) -> ErrorKind {
         self.kind

@@ -11,8 +11,10 @@
 //! - [`keys`]: [`derive_seed`] and content-addressed [`OutputKey`]s.
 //! - [`state`]: the [`JobState`] machine.
 //! - [`failure`]: retry vs dead-letter ([`decide`], [`Backoff`]).
+//! - [`control`]: a running render's progress and cancellation ([`RenderControl`]).
 //! - [`seams`]: [`JobStore`], [`Broker`], [`BlobStore`], [`Renderer`] and the records they exchange.
 
+pub mod control;
 pub mod error;
 pub mod failure;
 pub mod ids;
@@ -23,6 +25,7 @@ pub mod params;
 pub mod seams;
 pub mod state;
 
+pub use control::{RenderControl, StepProgress};
 pub use error::{Error, ErrorKind, Result};
 pub use failure::{Backoff, decide};
 pub use ids::{BatchId, JobId, TenantId};

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::control::{RenderControl, StepProgress};
+use crate::error::Error;
 use crate::ids::{BatchId, JobId, TenantId};
 use crate::manifest::BatchSpec;
 use crate::params::{JobParams, ModelName, Priority};
@@ -169,6 +171,9 @@ pub struct JobRecord {
     pub error_kind: Option<String>,
     /// Per-phase seconds of the successful attempt.
     pub timings: BTreeMap<String, f64>,
+    /// Denoising steps of the current (or last) attempt, as of its worker's last heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<StepProgress>,
     #[allow(missing_docs)]
     pub created_at: DateTime<Utc>,
     #[allow(missing_docs)]
@@ -288,7 +293,8 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> Result<Vec<JobRecord>>;
     /// One job.
     async fn job(&self, tenant: TenantId, job: JobId) -> Result<JobRecord>;
-    /// Cancel every job of the batch that has not started; returns how many.
+    /// Cancel every job of the batch not yet final, running ones included (their lease ends, so the
+    /// worker's next heartbeat fails and it stops the render); returns how many.
     async fn cancel(&self, tenant: TenantId, batch: BatchId) -> Result<u64>;
 
     /// Up to `limit` pending jobs of `model` to publish next: priority first, then weighted fair
@@ -303,13 +309,14 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Take the lease of a job.
     async fn claim(&self, job: JobId, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>>;
-    /// Extend the lease.
+    /// Extend the lease and record the render's progress (kept as it was when `None`).
     async fn heartbeat(
         &self,
         job: JobId,
         worker: &str,
         attempt: u32,
         lease: Duration,
+        progress: Option<StepProgress>,
     ) -> Result<bool>;
     /// `running → succeeded`.
     async fn complete(
@@ -424,6 +431,9 @@ pub struct RenderedImage {
 }
 
 /// Turns job parameters into pixels. Blocking: callers run it on a blocking thread.
+///
+/// The worker hands every render a [`RenderControl`]: renderers that take steps report them there
+/// and stop between steps once it is cancelled (failing those jobs with [`Error::cancelled`]).
 pub trait Renderer: Send + Sync + 'static {
     /// Identity of `model`, or `NotFound`/`Permanent` when this renderer cannot serve it.
     ///
@@ -446,6 +456,7 @@ pub trait Renderer: Send + Sync + 'static {
         model: &ModelName,
         _params: &JobParams,
         _input: &crate::ImageInput,
+        _control: &RenderControl,
     ) -> Result<RenderedImage> {
         Err(crate::Error::permanent(format!(
             "model `{model}`: this renderer cannot start from an image; img2img and inpainting need a diffusion model"
@@ -453,13 +464,27 @@ pub trait Renderer: Send + Sync + 'static {
     }
 
     /// The most jobs worth rendering in one [`Renderer::render_batch`] call; 1 (the default) means
-    /// batching gains nothing and the worker calls `render` per job, concurrently.
+    /// batching gains nothing and the worker calls it with one job at a time, concurrently.
     fn max_batch(&self) -> usize {
         1
     }
 
-    /// Render compatible jobs together; each result is what `render` alone would give.
-    fn render_batch(&self, model: &ModelName, jobs: &[JobParams]) -> Vec<Result<RenderedImage>> {
-        jobs.iter().map(|p| self.render(model, p)).collect()
+    /// Render compatible jobs together, `controls[i]` belonging to `jobs[i]`; each result is what
+    /// `render` alone would give. The default renders job by job, skipping cancelled ones.
+    fn render_batch(
+        &self,
+        model: &ModelName,
+        jobs: &[JobParams],
+        controls: &[RenderControl],
+    ) -> Vec<Result<RenderedImage>> {
+        jobs.iter()
+            .zip(controls)
+            .map(|(p, c)| {
+                if c.is_cancelled() {
+                    return Err(Error::cancelled());
+                }
+                self.render(model, p)
+            })
+            .collect()
     }
 }

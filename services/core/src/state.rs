@@ -15,6 +15,7 @@
 //!     pending --> cancelled: cancel
 //!     queued --> cancelled: cancel
 //!     retryable --> cancelled: cancel
+//!     running --> cancelled: cancel (the worker stops between denoising steps)
 //! ```
 //! Postgres enforces the same rules with an enum type and CHECK constraints
 //! (`migrations/postgres/0001_initial.sql`).
@@ -42,7 +43,8 @@ pub enum JobState {
     Retryable,
     /// Final. Permanent failure, or attempts exhausted; `last_error` says why.
     Dead,
-    /// Final. Set by cancel while the job had not started.
+    /// Final. Set by cancel: before the job started, or while it runs (its worker sees the lease
+    /// gone at the next heartbeat and stops the render between denoising steps).
     Cancelled,
 }
 
@@ -95,7 +97,7 @@ impl JobState {
             (self, to),
             (Pending, Queued | Running | Cancelled)
                 | (Queued, Running | Pending | Cancelled)
-                | (Running, Succeeded | Retryable | Dead | Pending)
+                | (Running, Succeeded | Retryable | Dead | Pending | Cancelled)
                 | (Retryable, Pending | Cancelled)
         )
     }
@@ -129,8 +131,9 @@ mod tests {
     }
 
     #[test]
-    fn cancel_only_before_start() {
-        assert!(JobState::Pending.can_move_to(JobState::Cancelled));
-        assert!(!JobState::Running.can_move_to(JobState::Cancelled));
+    fn cancel_until_final() {
+        for s in JobState::ALL {
+            assert_eq!(s.can_move_to(JobState::Cancelled), !s.is_final(), "{s}");
+        }
     }
 }

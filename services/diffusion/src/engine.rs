@@ -2,7 +2,8 @@
 
 use candle_core::Device;
 use pixelfarm_core::{
-    Error, ErrorKind, JobParams, ModelIdentity, ModelName, RenderedImage, Renderer, Result,
+    Error, ErrorKind, JobParams, ModelIdentity, ModelName, RenderControl, RenderedImage, Renderer,
+    Result,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -100,14 +101,14 @@ impl DiffusionEngine {
         Ok((m, start.elapsed().as_secs_f64()))
     }
 
-    /// Like [`Renderer::render_batch`], reporting progress: `on_step(done, total)` counts denoising
-    /// steps over the whole call and cancels what is left when it returns false (those jobs fail with
-    /// `Conflict`).
-    pub fn render_batch_with(
+    /// [`Renderer::render_batch`]: groups the jobs by [`BatchKey`] (at most `max_batch` each) and
+    /// renders group by group, reporting each group's steps to its jobs' controls; a group stops
+    /// between steps once all of its jobs are cancelled.
+    fn render_groups(
         &self,
         model: &ModelName,
         jobs: &[JobParams],
-        on_step: &mut dyn FnMut(usize, usize) -> bool,
+        controls: &[RenderControl],
     ) -> Vec<Result<RenderedImage>> {
         let (m, load_secs) = match self.get(model) {
             Ok(x) => x,
@@ -125,15 +126,25 @@ impl DiffusionEngine {
                 None => groups.push((key, vec![i])),
             }
         }
-        let total: usize = jobs.iter().map(|j| j.steps.get() as usize).sum();
-        let mut done = 0usize;
         let mut results: Vec<Option<Result<RenderedImage>>> = jobs.iter().map(|_| None).collect();
         for (_, idx) in groups {
             let group: Vec<&JobParams> = idx.iter().map(|&i| &jobs[i]).collect();
-            let group_done = done;
-            let n = group.len();
-            let mut cb = |step: usize, _steps: usize| on_step(group_done + step * n, total);
-            match m.render_group(&group, self.config.fused_batches, &mut cb) {
+            let group_controls: Vec<&RenderControl> =
+                idx.iter().filter_map(|&i| controls.get(i)).collect();
+            let all_cancelled =
+                || !group_controls.is_empty() && group_controls.iter().all(|c| c.is_cancelled());
+            let outcome = if all_cancelled() {
+                Err(Error::cancelled())
+            } else {
+                let mut cb = |step: usize, steps: usize| {
+                    for c in &group_controls {
+                        c.report(step as u32, steps as u32);
+                    }
+                    !all_cancelled()
+                };
+                m.render_group(&group, self.config.fused_batches, &mut cb)
+            };
+            match outcome {
                 Ok(images) => {
                     for (&i, mut img) in idx.iter().zip(images) {
                         img.phases
@@ -147,7 +158,6 @@ impl DiffusionEngine {
                     }
                 }
             }
-            done += group.iter().map(|j| j.steps.get() as usize).sum::<usize>();
         }
         results
             .into_iter()
@@ -161,6 +171,8 @@ impl DiffusionEngine {
     /// kept area back into the latents at every step; 9-channel inpainting UNets get the mask and
     /// the masked image as extra input channels.
     ///
+    /// `control` gets the progress and stops the render between steps once cancelled.
+    ///
     /// # Errors
     /// As [`ImageInput::prepared`] for the input, else as [`Renderer::render`].
     pub fn render_image(
@@ -168,10 +180,16 @@ impl DiffusionEngine {
         model: &ModelName,
         params: &JobParams,
         input: &ImageInput,
+        control: &RenderControl,
     ) -> Result<RenderedImage> {
         let (rgb, mask) = input.prepared(params.width, params.height)?;
         let (m, load_secs) = self.get(model)?;
-        let mut img = m.render_from_image(params, &rgb, input.strength, mask.as_deref())?;
+        let mut on_step = |step: usize, steps: usize| {
+            control.report(step as u32, steps as u32);
+            !control.is_cancelled()
+        };
+        let mut img =
+            m.render_from_image(params, &rgb, input.strength, mask.as_deref(), &mut on_step)?;
         img.phases.insert("model_load".into(), load_secs);
         Ok(img)
     }
@@ -191,7 +209,13 @@ impl DiffusionEngine {
     ) -> Result<(Vec<f32>, Vec<f32>)> {
         let (rgb, mask) = input.prepared(params.width, params.height)?;
         let (m, _) = self.get(model)?;
-        let (out, init, _, _) = m.image_latents(params, &rgb, input.strength, mask.as_deref())?;
+        let (out, init, _, _) = m.image_latents(
+            params,
+            &rgb,
+            input.strength,
+            mask.as_deref(),
+            &mut |_, _| true,
+        )?;
         let flat = |t: candle_core::Tensor| {
             t.flatten_all()
                 .and_then(|t| t.to_vec1::<f32>())
@@ -233,7 +257,7 @@ impl Renderer for DiffusionEngine {
     }
 
     fn render(&self, model: &ModelName, params: &JobParams) -> Result<RenderedImage> {
-        self.render_batch(model, std::slice::from_ref(params))
+        self.render_groups(model, std::slice::from_ref(params), &[])
             .pop()
             .unwrap_or_else(|| Err(Error::permanent("job was not rendered")))
     }
@@ -247,11 +271,17 @@ impl Renderer for DiffusionEngine {
         model: &ModelName,
         params: &JobParams,
         input: &ImageInput,
+        control: &RenderControl,
     ) -> Result<RenderedImage> {
-        self.render_image(model, params, input)
+        self.render_image(model, params, input, control)
     }
 
-    fn render_batch(&self, model: &ModelName, jobs: &[JobParams]) -> Vec<Result<RenderedImage>> {
-        self.render_batch_with(model, jobs, &mut |_, _| true)
+    fn render_batch(
+        &self,
+        model: &ModelName,
+        jobs: &[JobParams],
+        controls: &[RenderControl],
+    ) -> Vec<Result<RenderedImage>> {
+        self.render_groups(model, jobs, controls)
     }
 }

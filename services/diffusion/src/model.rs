@@ -533,10 +533,7 @@ impl LoadedModel {
         let x = sample(sampler, &plan, x, &mut denoise, &mut noise, &mut step_cb)
             .map_err(render_error)?;
         if cancelled {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                "cancelled between denoising steps",
-            ));
+            return Err(Error::cancelled());
         }
         let latents = (x / (1.0 + plan.sigma_end().powi(2)).sqrt()).map_err(render_error)?;
         let denoise_secs = t0.elapsed().as_secs_f64();
@@ -566,6 +563,8 @@ impl LoadedModel {
     /// `strength` of the schedule; with `mask` (one byte per pixel, > 127 = repaint) the kept area
     /// is blended back at every step (plain UNets), or given to the UNet (9-channel inpainting UNets).
     ///
+    /// `on_step` as for [`Self::render_group`].
+    ///
     /// # Errors
     /// `Invalid` for a strength outside 0..=1; else as [`Self::render_group`].
     pub fn render_from_image(
@@ -574,9 +573,10 @@ impl LoadedModel {
         init: &[u8],
         strength: f64,
         mask: Option<&[u8]>,
+        on_step: &mut dyn FnMut(usize, usize) -> bool,
     ) -> Result<pixelfarm_core::RenderedImage> {
         let (latents, _, text_secs, denoise_secs) =
-            self.image_latents(job, init, strength, mask)?;
+            self.image_latents(job, init, strength, mask, on_step)?;
         let t0 = Instant::now();
         let rgb = self.decode(&latents)?;
         Ok(pixelfarm_core::RenderedImage {
@@ -600,6 +600,7 @@ impl LoadedModel {
         init: &[u8],
         strength: f64,
         mask: Option<&[u8]>,
+        on_step: &mut dyn FnMut(usize, usize) -> bool,
     ) -> Result<(Tensor, Tensor, f64, f64)> {
         if !(0.0..=1.0).contains(&strength) {
             return Err(Error::invalid(format!(
@@ -714,16 +715,26 @@ impl LoadedModel {
         };
         let mut sigmas = plan.sigmas.iter().skip(1).copied();
         let mut after = |x: Tensor| blend(x, sigmas.next().unwrap_or(0.0));
+        let steps = plan.steps();
+        let mut cancelled = false;
+        let mut step_cb = |i: usize| {
+            let go = on_step(i + 1, steps);
+            cancelled = !go;
+            go
+        };
         let x = crate::sampler::sample_with(
             job.sampler,
             &plan,
             x,
             &mut denoise,
             &mut noise,
-            &mut |_| true,
+            &mut step_cb,
             &mut after,
         )
         .map_err(r)?;
+        if cancelled {
+            return Err(Error::cancelled());
+        }
         let x = blend(x, plan.sigma_end()).map_err(r)?;
         let latents = (x / (1.0 + plan.sigma_end().powi(2)).sqrt()).map_err(r)?;
         let denoise_secs = t0.elapsed().as_secs_f64();

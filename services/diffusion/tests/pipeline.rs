@@ -1,8 +1,8 @@
 //! The engine end to end on tiny random-weight models loaded through the registry, as in production.
 
 use pixelfarm_core::{
-    ErrorKind, GuidanceScale, JobParams, ModelName, NegativePrompt, Prompt, Renderer, Sampler,
-    Seed, StepCount,
+    ErrorKind, GuidanceScale, ImageInput, InitImage, JobParams, ModelName, NegativePrompt, Prompt,
+    RenderControl, Renderer, Sampler, Seed, StepCount, StepProgress,
 };
 use pixelfarm_diffusion::registry::layout;
 use pixelfarm_diffusion::{DiffusionEngine, ModelEntry, RegistryConfig, tiny};
@@ -44,6 +44,10 @@ fn engine_with(entry: ModelEntry) -> DiffusionEngine {
 fn engine() -> &'static DiffusionEngine {
     static E: OnceLock<DiffusionEngine> = OnceLock::new();
     E.get_or_init(|| engine_with(fixture().entry.clone()))
+}
+
+fn controls(n: usize) -> Vec<RenderControl> {
+    (0..n).map(|_| RenderControl::new()).collect()
 }
 
 fn job(prompt: &str, seed: u64, sampler: Sampler, steps: u32, guidance: f64) -> JobParams {
@@ -132,7 +136,7 @@ fn a_job_gives_the_same_image_alone_or_in_a_micro_batch() {
             // Incompatible with the others (no guidance): its own group.
             job("a painting of a cat", 9, sampler, 3, 1.0),
         ];
-        let batch = e.render_batch(&model(), &jobs);
+        let batch = e.render_batch(&model(), &jobs, &controls(jobs.len()));
         assert_eq!(batch.len(), jobs.len());
         for (j, b) in jobs.iter().zip(batch) {
             let alone = e.render(&model(), j).unwrap();
@@ -155,7 +159,10 @@ fn fused_batches_are_equal_up_to_rounding() {
         job("a green tree in the snow", 8, Sampler::Euler, 3, 5.0),
         job("a painting of a cat", 9, Sampler::Euler, 3, 7.5),
     ];
-    for (j, b) in jobs.iter().zip(e.render_batch(&model(), &jobs)) {
+    for (j, b) in jobs
+        .iter()
+        .zip(e.render_batch(&model(), &jobs, &controls(jobs.len())))
+    {
         let (alone, b) = (e.render(&model(), j).unwrap().rgb, b.unwrap().rgb);
         let worst = alone
             .iter()
@@ -168,23 +175,70 @@ fn fused_batches_are_equal_up_to_rounding() {
 }
 
 #[test]
-fn progress_is_reported_and_cancellation_stops_the_rest() {
+fn progress_reaches_the_controls_and_cancellation_stops_between_steps() {
     let e = engine();
     let jobs = vec![
         job("a cat", 1, Sampler::Euler, 4, 7.5),
         job("a dog", 2, Sampler::Euler, 4, 7.5),
     ];
-    let mut seen = Vec::new();
-    let out = e.render_batch_with(&model(), &jobs, &mut |done, total| {
-        seen.push((done, total));
-        true
-    });
+    let controls = vec![RenderControl::new(), RenderControl::new()];
+    let out = e.render_batch(&model(), &jobs, &controls);
     assert!(out.iter().all(|r| r.is_ok()));
-    assert_eq!(seen.last(), Some(&(8, 8)));
-    let out = e.render_batch_with(&model(), &jobs, &mut |done, _| done < 2);
-    for r in out {
+    for c in &controls {
+        assert_eq!(c.progress(), Some(StepProgress { done: 4, total: 4 }));
+    }
+
+    // One job of a group cancelled: the group goes on for the other, which gets its image.
+    let controls = vec![RenderControl::new(), RenderControl::new()];
+    controls[0].cancel();
+    let out = e.render_batch(&model(), &jobs, &controls);
+    assert!(out[1].as_ref().unwrap().rgb == e.render(&model(), &jobs[1]).unwrap().rgb);
+
+    // All cancelled before the start: nothing is rendered.
+    controls[1].cancel();
+    for r in e.render_batch(&model(), &jobs, &controls) {
         assert_eq!(r.unwrap_err().kind(), ErrorKind::Conflict);
     }
+
+    // Cancelled while rendering (the longest render there is, so it cannot finish first): it
+    // stops at the next step.
+    let long = job("a cat", 1, Sampler::Euler, StepCount::MAX, 7.5);
+    let control = RenderControl::new();
+    let watcher = control.clone();
+    let cancel = std::thread::spawn(move || {
+        while watcher.progress().is_none_or(|p| p.done < 2) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        watcher.cancel();
+    });
+    let out = e.render_batch(&model(), &[long], std::slice::from_ref(&control));
+    cancel.join().unwrap();
+    assert_eq!(
+        out[0].as_ref().unwrap_err().kind(),
+        ErrorKind::Conflict,
+        "{:?}",
+        out[0].as_ref().err()
+    );
+    let p = control.progress().unwrap();
+    assert!(p.done >= 2 && p.done < p.total, "{p:?}");
+
+    // img2img reports and stops the same way.
+    let control = RenderControl::new();
+    control.cancel();
+    let input = ImageInput {
+        init: InitImage {
+            width: 64,
+            height: 64,
+            rgb: vec![128; 64 * 64 * 3],
+        },
+        strength: 0.5,
+        mask: None,
+    };
+    let err = e
+        .render_image(&model(), &jobs[0], &input, &control)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert_eq!(control.progress(), Some(StepProgress { done: 1, total: 2 }));
 }
 
 #[test]
@@ -346,18 +400,24 @@ fn img2img_at_strength_zero_returns_the_vae_round_trip_and_higher_strength_chang
         mask: None,
     };
     let j = job("a red house", 3, Sampler::Euler, 4, 7.5);
-    let still = e.render_image(&model(), &j, &input).unwrap();
+    let still = e
+        .render_image(&model(), &j, &input, &RenderControl::new())
+        .unwrap();
     assert!(
         mean_abs_diff(&still.rgb, &round_trip) < 0.5,
         "{}",
         mean_abs_diff(&still.rgb, &round_trip)
     );
     input.strength = 1.0;
-    let full = e.render_image(&model(), &j, &input).unwrap();
+    let full = e
+        .render_image(&model(), &j, &input, &RenderControl::new())
+        .unwrap();
     // A quarter of 4 Euler steps: one step from the smallest sigma, a small change. (Random weights
     // predict arbitrary noise, so anything from a higher sigma is as far as strength 1.)
     input.strength = 0.25;
-    let small = e.render_image(&model(), &j, &input).unwrap();
+    let small = e
+        .render_image(&model(), &j, &input, &RenderControl::new())
+        .unwrap();
     let d_small = mean_abs_diff(&small.rgb, &round_trip);
     let d_full = mean_abs_diff(&full.rgb, &round_trip);
     assert!(
@@ -366,7 +426,12 @@ fn img2img_at_strength_zero_returns_the_vae_round_trip_and_higher_strength_chang
     );
     input.strength = 1.0;
     // Deterministic, like txt2img.
-    assert!(e.render_image(&model(), &j, &input).unwrap().rgb == full.rgb);
+    assert!(
+        e.render_image(&model(), &j, &input, &RenderControl::new())
+            .unwrap()
+            .rgb
+            == full.rgb
+    );
     // An init image of another size is resized; a broken one is refused for good.
     input.init = InitImage {
         width: 32,
@@ -374,12 +439,17 @@ fn img2img_at_strength_zero_returns_the_vae_round_trip_and_higher_strength_chang
         rgb: gradient(32, 32),
     };
     assert_eq!(
-        e.render_image(&model(), &j, &input).unwrap().rgb.len(),
+        e.render_image(&model(), &j, &input, &RenderControl::new())
+            .unwrap()
+            .rgb
+            .len(),
         64 * 64 * 3
     );
     input.init.rgb.pop();
     assert_eq!(
-        e.render_image(&model(), &j, &input).unwrap_err().kind(),
+        e.render_image(&model(), &j, &input, &RenderControl::new())
+            .unwrap_err()
+            .kind(),
         ErrorKind::Permanent
     );
 }
@@ -405,7 +475,10 @@ fn inpainting_repaints_the_mask_and_keeps_the_rest() {
     };
     let j = job("a blue tree", 4, Sampler::Dpmpp2m, 4, 7.5);
     assert_eq!(
-        e.render_image(&model(), &j, &input).unwrap().rgb.len(),
+        e.render_image(&model(), &j, &input, &RenderControl::new())
+            .unwrap()
+            .rgb
+            .len(),
         64 * 64 * 3
     );
     let _ = round_trip;

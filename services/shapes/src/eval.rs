@@ -4,8 +4,8 @@
 //! [`checker`]: crate::checker
 
 use pixelfarm_core::{
-    GuidanceScale, JobParams, ModelName, NegativePrompt, Prompt, RenderedImage, Renderer, Result,
-    Sampler, Seed, StepCount,
+    GuidanceScale, JobParams, ModelName, NegativePrompt, Prompt, RenderControl, RenderedImage,
+    Renderer, Result, Sampler, Seed, StepCount,
 };
 
 use crate::checker::{Verdict, check};
@@ -88,7 +88,8 @@ pub fn grade(
             keys.push((*a, seed));
         }
     }
-    let images = renderer.render_batch(model, &jobs);
+    let controls: Vec<RenderControl> = jobs.iter().map(|_| RenderControl::new()).collect();
+    let images = renderer.render_batch(model, &jobs, &controls);
     keys.into_iter()
         .zip(images)
         .map(|((attrs, seed), img)| {

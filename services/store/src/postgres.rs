@@ -11,7 +11,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::error::db;
-use crate::row::{JobRow, failure_columns};
+use crate::row::{JobRow, failure_columns, progress_columns};
 
 /// Rows per INSERT statement when writing a batch's jobs (bind arrays, one round trip each).
 const INSERT_CHUNK: usize = 10_000;
@@ -20,7 +20,7 @@ const INSERT_CHUNK: usize = 10_000;
 const LEADER_LOCK: i64 = 0x7069_7865_6c66_6172; // "pixelfar"
 
 const JOB_COLUMNS: &str = "id, batch_id, key, model, params, state::text AS state, attempt, max_attempts, \
-    object_key, sha256, last_error, error_kind, timings, created_at, started_at, finished_at";
+    object_key, sha256, last_error, error_kind, timings, created_at, started_at, finished_at, steps_done, steps_total";
 
 /// Postgres job store.
 #[derive(Clone, Debug)]
@@ -81,6 +81,8 @@ fn job_row(r: &PgRow) -> std::result::Result<JobRow, sqlx::Error> {
         created_at: r.try_get("created_at")?,
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
+        steps_done: r.try_get::<Option<i32>, _>("steps_done")?.map(i64::from),
+        steps_total: r.try_get::<Option<i32>, _>("steps_total")?.map(i64::from),
     })
 }
 
@@ -317,8 +319,9 @@ impl JobStore for PgStore {
     async fn cancel(&self, tenant: TenantId, batch: BatchId) -> Result<u64> {
         self.batch(tenant, batch).await?;
         let r = sqlx::query(
-            "UPDATE jobs SET state = 'cancelled', finished_at = now(), queued_at = NULL, run_after = NULL
-             WHERE batch_id = $1 AND tenant_id = $2 AND state IN ('pending', 'queued', 'retryable')",
+            "UPDATE jobs SET state = 'cancelled', finished_at = now(), queued_at = NULL, run_after = NULL,
+                 lease_owner = NULL, lease_until = NULL
+             WHERE batch_id = $1 AND tenant_id = $2 AND state IN ('pending', 'queued', 'retryable', 'running')",
         )
         .bind(batch.as_uuid())
         .bind(tenant.as_uuid())
@@ -389,7 +392,8 @@ impl JobStore for PgStore {
     async fn claim(&self, job: JobId, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>> {
         let sql = format!(
             "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_owner = $2,
-                 lease_until = now() + make_interval(secs => $3), started_at = now(), run_after = NULL
+                 lease_until = now() + make_interval(secs => $3), started_at = now(), run_after = NULL,
+                 steps_done = NULL, steps_total = NULL
              WHERE id = $1 AND state IN ('pending', 'queued') AND attempt < max_attempts
              RETURNING {JOB_COLUMNS}, tenant_id, queued_at"
         );
@@ -416,15 +420,20 @@ impl JobStore for PgStore {
         worker: &str,
         attempt: u32,
         lease: Duration,
+        progress: Option<StepProgress>,
     ) -> Result<bool> {
+        let (done, total) = progress_columns(progress);
         let r = sqlx::query(
-            "UPDATE jobs SET lease_until = now() + make_interval(secs => $4)
+            "UPDATE jobs SET lease_until = now() + make_interval(secs => $4),
+                 steps_done = COALESCE($5, steps_done), steps_total = COALESCE($6, steps_total)
              WHERE id = $1 AND state = 'running' AND lease_owner = $2 AND attempt = $3",
         )
         .bind(job.as_uuid())
         .bind(worker)
         .bind(attempt as i32)
         .bind(secs(lease))
+        .bind(done.map(|d| d as i32))
+        .bind(total.map(|t| t as i32))
         .execute(&self.pool)
         .await
         .map_err(db("cannot renew lease"))?;

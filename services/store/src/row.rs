@@ -1,7 +1,9 @@
 //! The row shape both stores read jobs into, and its conversion to [`JobRecord`].
 
 use chrono::{DateTime, Utc};
-use pixelfarm_core::{BatchId, Error, JobId, JobParams, JobRecord, JobState, ModelName, Result};
+use pixelfarm_core::{
+    BatchId, Error, JobId, JobParams, JobRecord, JobState, ModelName, Result, StepProgress,
+};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
@@ -23,6 +25,8 @@ pub(crate) struct JobRow {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    pub steps_done: Option<i64>,
+    pub steps_total: Option<i64>,
 }
 
 impl JobRow {
@@ -50,6 +54,13 @@ impl JobRow {
             last_error: self.last_error,
             error_kind: self.error_kind,
             timings,
+            progress: match (self.steps_done, self.steps_total) {
+                (Some(done), Some(total)) => Some(StepProgress {
+                    done: u32::try_from(done).unwrap_or(0),
+                    total: u32::try_from(total).unwrap_or(0),
+                }),
+                _ => None,
+            },
             created_at: self.created_at,
             started_at: self.started_at,
             finished_at: self.finished_at,
@@ -66,5 +77,14 @@ pub(crate) fn failure_columns(f: &pixelfarm_core::Failure) -> (&'static str, &st
             message,
         } => (kind.as_str(), message.as_str(), Some(delay.as_secs_f64())),
         pixelfarm_core::Failure::Dead { kind, message } => (kind.as_str(), message.as_str(), None),
+    }
+}
+
+/// The progress columns of a heartbeat: both `None` (keep what is stored) or both set, `done`
+/// clamped to `total` so the row's check holds whatever a renderer reported.
+pub(crate) fn progress_columns(p: Option<StepProgress>) -> (Option<u32>, Option<u32>) {
+    match p {
+        Some(p) => (Some(p.done.min(p.total)), Some(p.total)),
+        None => (None, None),
     }
 }

@@ -16,10 +16,10 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::error::db;
-use crate::row::{JobRow, failure_columns};
+use crate::row::{JobRow, failure_columns, progress_columns};
 
 const JOB_COLUMNS: &str = "id, batch_id, key, model, params, state, attempt, max_attempts, \
-    object_key, sha256, last_error, error_kind, timings, created_at, started_at, finished_at";
+    object_key, sha256, last_error, error_kind, timings, created_at, started_at, finished_at, steps_done, steps_total";
 
 /// SQLite job store.
 #[derive(Clone, Debug)]
@@ -68,6 +68,8 @@ fn job_row(r: &SqliteRow) -> std::result::Result<JobRow, sqlx::Error> {
         created_at: time(r.try_get("created_at")?).unwrap_or_default(),
         started_at: time(r.try_get("started_at")?),
         finished_at: time(r.try_get("finished_at")?),
+        steps_done: r.try_get("steps_done")?,
+        steps_total: r.try_get("steps_total")?,
     })
 }
 
@@ -333,8 +335,9 @@ impl JobStore for SqliteStore {
     async fn cancel(&self, tenant: TenantId, batch: BatchId) -> Result<u64> {
         self.batch(tenant, batch).await?;
         let r = sqlx::query(
-            "UPDATE jobs SET state = 'cancelled', finished_at = ?3, queued_at = NULL, run_after = NULL
-             WHERE batch_id = ?1 AND tenant_id = ?2 AND state IN ('pending', 'queued', 'retryable')",
+            "UPDATE jobs SET state = 'cancelled', finished_at = ?3, queued_at = NULL, run_after = NULL,
+                 lease_owner = NULL, lease_until = NULL
+             WHERE batch_id = ?1 AND tenant_id = ?2 AND state IN ('pending', 'queued', 'retryable', 'running')",
         )
         .bind(batch.to_string())
         .bind(tenant.to_string())
@@ -406,7 +409,8 @@ impl JobStore for SqliteStore {
         let now = now_ms();
         let sql = format!(
             "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_owner = ?2,
-                 lease_until = ?3 + ?4, started_at = ?3, run_after = NULL
+                 lease_until = ?3 + ?4, started_at = ?3, run_after = NULL,
+                 steps_done = NULL, steps_total = NULL
              WHERE id = ?1 AND state IN ('pending', 'queued') AND attempt < max_attempts
              RETURNING {JOB_COLUMNS}, tenant_id, queued_at"
         );
@@ -434,14 +438,20 @@ impl JobStore for SqliteStore {
         worker: &str,
         attempt: u32,
         lease: Duration,
+        progress: Option<StepProgress>,
     ) -> Result<bool> {
+        let (done, total) = progress_columns(progress);
         let r = sqlx::query(
-            "UPDATE jobs SET lease_until = ?4 WHERE id = ?1 AND state = 'running' AND lease_owner = ?2 AND attempt = ?3",
+            "UPDATE jobs SET lease_until = ?4,
+                 steps_done = COALESCE(?5, steps_done), steps_total = COALESCE(?6, steps_total)
+             WHERE id = ?1 AND state = 'running' AND lease_owner = ?2 AND attempt = ?3",
         )
         .bind(job.to_string())
         .bind(worker)
         .bind(i64::from(attempt))
         .bind(now_ms() + ms(lease))
+        .bind(done.map(i64::from))
+        .bind(total.map(i64::from))
         .execute(&self.pool)
         .await
         .map_err(db("cannot renew lease"))?;

@@ -13,7 +13,7 @@ macro_rules! store_conformance {
         $crate::store_conformance!(@cases $make;
             tenants_and_keys, submit_and_read, idempotent_submit, tenant_isolation, claim_lifecycle,
             lease_guards, failures_retry_and_die, rescue_expired_leases, stale_queued_requeued,
-            cancel_only_unstarted, priority_then_fair_share, backlog_and_finished_counts, leadership);
+            cancel_stops_unfinished, heartbeat_records_progress, priority_then_fair_share, backlog_and_finished_counts, leadership);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(
@@ -197,7 +197,7 @@ pub async fn claim_lifecycle(s: Store) {
         s.claim(ids[0], "w2", LEASE).await.unwrap().is_none(),
         "a running job is not claimed twice"
     );
-    assert!(s.heartbeat(ids[0], "w1", 1, LEASE).await.unwrap());
+    assert!(s.heartbeat(ids[0], "w1", 1, LEASE, None).await.unwrap());
     assert!(s.complete(ids[0], "w1", 1, &completion()).await.unwrap());
     let done = s.job(t, ids[0]).await.unwrap();
     assert_eq!(done.state, JobState::Succeeded);
@@ -228,11 +228,11 @@ pub async fn lease_guards(s: Store) {
     let id = all_jobs(&s, t, out.batch_id).await[0].id;
     s.claim(id, "w1", LEASE).await.unwrap().unwrap();
     assert!(
-        !s.heartbeat(id, "w2", 1, LEASE).await.unwrap(),
+        !s.heartbeat(id, "w2", 1, LEASE, None).await.unwrap(),
         "other owner"
     );
     assert!(
-        !s.heartbeat(id, "w1", 2, LEASE).await.unwrap(),
+        !s.heartbeat(id, "w1", 2, LEASE, None).await.unwrap(),
         "other attempt"
     );
     assert!(!s.complete(id, "w2", 1, &completion()).await.unwrap());
@@ -373,7 +373,7 @@ pub async fn stale_queued_requeued(s: Store) {
 }
 
 #[allow(missing_docs)]
-pub async fn cancel_only_unstarted(s: Store) {
+pub async fn cancel_stops_unfinished(s: Store) {
     let t = tenant(&s, "a", 1).await;
     let out = s.submit(t, &manifest("b1", 4, 0, None), 2).await.unwrap();
     let ids: Vec<JobId> = all_jobs(&s, t, out.batch_id)
@@ -385,22 +385,64 @@ pub async fn cancel_only_unstarted(s: Store) {
     s.claim(ids[2], "w1", LEASE).await.unwrap().unwrap();
     s.claim(ids[3], "w1", LEASE).await.unwrap().unwrap();
     s.complete(ids[3], "w1", 1, &completion()).await.unwrap();
-    assert_eq!(s.cancel(t, out.batch_id).await.unwrap(), 2);
+    assert_eq!(s.cancel(t, out.batch_id).await.unwrap(), 3);
     let st = s.batch(t, out.batch_id).await.unwrap();
     assert_eq!(
         (st.counts.cancelled, st.counts.running, st.counts.succeeded),
-        (2, 1, 1)
+        (3, 0, 1)
     );
+    assert!(st.is_done());
     assert!(
         s.claim(ids[0], "w1", LEASE).await.unwrap().is_none(),
         "cancelled jobs are not claimed"
     );
+    // The running job's worker loses its lease: its heartbeat and outcome change nothing.
     assert!(
-        s.complete(ids[2], "w1", 1, &completion()).await.unwrap(),
-        "the running job finishes"
+        !s.heartbeat(ids[2], "w1", 1, LEASE, None).await.unwrap(),
+        "the cancelled job's lease is gone"
     );
-    assert!(s.batch(t, out.batch_id).await.unwrap().is_done());
+    assert!(!s.complete(ids[2], "w1", 1, &completion()).await.unwrap());
+    let retry = Failure::Retry {
+        delay: Duration::from_secs(1),
+        kind: ErrorKind::Transient,
+        message: "late".into(),
+    };
+    assert!(!s.fail(ids[2], "w1", 1, &retry).await.unwrap());
+    assert_eq!(s.job(t, ids[2]).await.unwrap().state, JobState::Cancelled);
+    assert_eq!(s.job(t, ids[3]).await.unwrap().state, JobState::Succeeded);
     assert_eq!(s.cancel(t, out.batch_id).await.unwrap(), 0);
+    let rescued = s.rescue_expired(10).await.unwrap();
+    assert_eq!(rescued.to_pending + rescued.to_dead, 0, "nothing to rescue");
+}
+
+#[allow(missing_docs)]
+pub async fn heartbeat_records_progress(s: Store) {
+    let t = tenant(&s, "a", 1).await;
+    let out = s.submit(t, &manifest("b1", 1, 0, None), 3).await.unwrap();
+    let id = all_jobs(&s, t, out.batch_id).await[0].id;
+    assert_eq!(s.job(t, id).await.unwrap().progress, None);
+    s.claim(id, "w1", LEASE).await.unwrap().unwrap();
+    let p = |done, total| Some(StepProgress { done, total });
+    assert!(s.heartbeat(id, "w1", 1, LEASE, p(5, 20)).await.unwrap());
+    assert_eq!(s.job(t, id).await.unwrap().progress, p(5, 20));
+    assert!(s.heartbeat(id, "w1", 1, LEASE, None).await.unwrap());
+    assert_eq!(s.job(t, id).await.unwrap().progress, p(5, 20), "kept");
+    assert!(!s.heartbeat(id, "w2", 1, LEASE, p(9, 20)).await.unwrap());
+    assert_eq!(
+        s.job(t, id).await.unwrap().progress,
+        p(5, 20),
+        "not the owner"
+    );
+    // A retry starts its progress afresh.
+    let retry = Failure::Retry {
+        delay: Duration::ZERO,
+        kind: ErrorKind::Transient,
+        message: "oom".into(),
+    };
+    assert!(s.fail(id, "w1", 1, &retry).await.unwrap());
+    s.promote_retryable(10).await.unwrap();
+    s.claim(id, "w2", LEASE).await.unwrap().unwrap();
+    assert_eq!(s.job(t, id).await.unwrap().progress, None);
 }
 
 #[allow(missing_docs)]

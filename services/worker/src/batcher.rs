@@ -21,6 +21,7 @@ use crate::job::blocking;
 struct Request {
     model: ModelName,
     params: JobParams,
+    control: RenderControl,
     reply: oneshot::Sender<Result<RenderedImage>>,
 }
 
@@ -67,7 +68,9 @@ impl Batcher {
     }
 
     /// Render one job, alone or inside a batch; the result is the same either way (the
-    /// [`Renderer::render_batch`] contract). Jobs that start from an image render alone.
+    /// [`Renderer::render_batch`] contract). Jobs that start from an image render alone. `control`
+    /// receives the render's progress and stops it once cancelled (a batch stops when all of its
+    /// jobs are).
     ///
     /// # Errors
     /// The renderer's error for this job; `Transient` if the render thread died.
@@ -76,19 +79,30 @@ impl Batcher {
         model: &ModelName,
         params: &JobParams,
         input: Option<ImageInput>,
+        control: &RenderControl,
     ) -> Result<RenderedImage> {
-        let (r, m, p) = (self.renderer.clone(), model.clone(), params.clone());
+        let (r, m, p, c) = (
+            self.renderer.clone(),
+            model.clone(),
+            params.clone(),
+            control.clone(),
+        );
         if let Some(input) = input {
-            return blocking(move || r.render_from(&m, &p, &input)).await;
+            return blocking(move || r.render_from(&m, &p, &input, &c)).await;
         }
         let Some(queue) = &self.queue else {
-            return blocking(move || r.render(&m, &p)).await;
+            return blocking(move || {
+                let mut out = r.render_batch(&m, std::slice::from_ref(&p), &[c]);
+                out.pop().unwrap_or_else(|| Err(no_result()))
+            })
+            .await;
         };
         let (reply, answer) = oneshot::channel();
         queue
             .send(Request {
                 model: m,
                 params: p,
+                control: c,
                 reply,
             })
             .map_err(|_| Error::new(ErrorKind::Transient, "the worker's render queue is closed"))?;
@@ -145,9 +159,10 @@ async fn batch_loop(
         metrics.batch_size.observe(n as f64);
         let model = batch[0].model.clone();
         let params: Vec<JobParams> = batch.iter().map(|r| r.params.clone()).collect();
+        let controls: Vec<RenderControl> = batch.iter().map(|r| r.control.clone()).collect();
         let r = renderer.clone();
         // A render thread that died fails every job of the batch (no result for any).
-        let results = blocking(move || Ok(r.render_batch(&model, &params)))
+        let results = blocking(move || Ok(r.render_batch(&model, &params, &controls)))
             .await
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e.chain(), "render thread failed");

@@ -74,6 +74,8 @@ pub struct Execution<'a> {
     pub batcher: &'a Batcher,
     /// Stores the results.
     pub blob: Arc<dyn BlobStore>,
+    /// Shared with the render thread: its progress, and the stop once the job is cancelled.
+    pub control: RenderControl,
 }
 
 /// Run a blocking closure on the blocking pool; a panic there is a `Transient` error.
@@ -154,7 +156,10 @@ impl Execution<'_> {
             Some(init) => Some(self.input(init).await?),
             None => None,
         };
-        let image = self.batcher.render(&model, &job.params, input).await?;
+        let image = self
+            .batcher
+            .render(&model, &job.params, input, &self.control)
+            .await?;
         let render_secs = t.elapsed().as_secs_f64();
         timings.insert("render".into(), render_secs);
         for (k, v) in &image.phases {

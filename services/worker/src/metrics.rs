@@ -7,7 +7,8 @@ use prometheus::{
 
 /// Worker metrics.
 pub struct WorkerMetrics {
-    /// Jobs this worker finished handling, by model and outcome (succeeded, retryable, dead, lease_lost).
+    /// Jobs this worker finished handling, by model and outcome (succeeded, retryable, dead, lease_lost,
+    /// cancelled).
     pub jobs: IntCounterVec,
     /// Seconds per phase (queue_wait, claim, render, encode, upload, total, and the renderer's own).
     pub phase_seconds: HistogramVec,

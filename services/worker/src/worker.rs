@@ -57,6 +57,7 @@ enum Outcome {
     Retryable,
     Dead,
     LeaseLost,
+    Cancelled,
 }
 
 impl Outcome {
@@ -66,6 +67,7 @@ impl Outcome {
             Outcome::Retryable => "retryable",
             Outcome::Dead => "dead",
             Outcome::LeaseLost => "lease_lost",
+            Outcome::Cancelled => "cancelled",
         }
     }
 }
@@ -248,6 +250,7 @@ impl Worker {
     async fn execute(&self, claimed: &ClaimedJob, batcher: &Batcher) -> Outcome {
         let job = &claimed.job;
         let lost = CancellationToken::new();
+        let control = RenderControl::new();
         let heartbeat = tokio::spawn(heartbeat(
             self.store.clone(),
             job.id,
@@ -255,6 +258,7 @@ impl Worker {
             job.attempt,
             self.cfg.lease,
             self.cfg.heartbeat,
+            control.clone(),
             lost.clone(),
         ));
         let mut timings = BTreeMap::new();
@@ -263,12 +267,15 @@ impl Worker {
             worker: &self.cfg.id,
             batcher,
             blob: self.blob.clone(),
+            control: control.clone(),
         };
         let result = tokio::select! {
             r = exec.run(&mut timings) => Some(r),
             _ = lost.cancelled() => None,
         };
         heartbeat.abort();
+        // Whatever ended the execution, the render thread need not go on (a no-op when done).
+        control.cancel();
         let model = job.model.as_str();
         for (phase, secs) in &timings {
             self.metrics.phase(phase, model, *secs);
@@ -306,6 +313,15 @@ impl Worker {
                 }
             }
         };
+        // A job cancelled while running loses its lease the same way; say which it was.
+        if let Ok(JobRecord {
+            state: JobState::Cancelled,
+            ..
+        }) = self.store.job(claimed.tenant, job.id).await
+        {
+            tracing::info!(job = %job.id, progress = ?control.progress(), "job cancelled while rendering; stopped");
+            return Outcome::Cancelled;
+        }
         match recorded {
             Ok(_) => tracing::warn!(job = %job.id, "lease lost before the outcome was recorded"),
             Err(e) => {
@@ -324,7 +340,9 @@ fn settle(r: Result<()>) {
     }
 }
 
-/// Renew the lease every `every`; cancel `lost` once the store says we no longer hold it.
+/// Renew the lease every `every`, recording the render's progress; once the store says we no
+/// longer hold it (expired, or the job was cancelled), stop the render and cancel `lost`.
+#[allow(clippy::too_many_arguments)]
 async fn heartbeat(
     store: Arc<dyn JobStore>,
     job: JobId,
@@ -332,13 +350,18 @@ async fn heartbeat(
     attempt: u32,
     lease: Duration,
     every: Duration,
+    control: RenderControl,
     lost: CancellationToken,
 ) {
     loop {
         tokio::time::sleep(every).await;
-        match store.heartbeat(job, &worker, attempt, lease).await {
+        match store
+            .heartbeat(job, &worker, attempt, lease, control.progress())
+            .await
+        {
             Ok(true) => {}
             Ok(false) => {
+                control.cancel();
                 lost.cancel();
                 return;
             }

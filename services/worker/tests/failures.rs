@@ -114,7 +114,12 @@ impl Renderer for BatchingRenderer {
     fn max_batch(&self) -> usize {
         self.max
     }
-    fn render_batch(&self, model: &ModelName, jobs: &[JobParams]) -> Vec<Result<RenderedImage>> {
+    fn render_batch(
+        &self,
+        model: &ModelName,
+        jobs: &[JobParams],
+        _: &[RenderControl],
+    ) -> Vec<Result<RenderedImage>> {
         self.calls.lock().unwrap().push(jobs.len());
         if jobs.len() > self.oom_above {
             return jobs
@@ -123,6 +128,44 @@ impl Renderer for BatchingRenderer {
                 .collect();
         }
         jobs.iter().map(|p| self.render(model, p)).collect()
+    }
+}
+
+/// A renderer that takes each job's steps at 20 ms a step, reporting them and stopping between
+/// steps once cancelled; it counts the steps it took.
+#[derive(Default)]
+struct SteppingRenderer {
+    steps_taken: AtomicU32,
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+impl Renderer for SteppingRenderer {
+    fn identity(&self, model: &ModelName) -> Result<ModelIdentity> {
+        pixelfarm_render::TestPattern::default().identity(model)
+    }
+    fn render(&self, model: &ModelName, params: &JobParams) -> Result<RenderedImage> {
+        pixelfarm_render::TestPattern::default().render(model, params)
+    }
+    fn render_batch(
+        &self,
+        model: &ModelName,
+        jobs: &[JobParams],
+        controls: &[RenderControl],
+    ) -> Vec<Result<RenderedImage>> {
+        let one = |p: &JobParams, c: &RenderControl| {
+            let total = p.steps.get();
+            for step in 1..=total {
+                if c.is_cancelled() {
+                    self.stopped.store(true, Ordering::SeqCst);
+                    return Err(Error::cancelled());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                self.steps_taken.fetch_add(1, Ordering::SeqCst);
+                c.report(step, total);
+            }
+            self.render(model, p)
+        };
+        jobs.iter().zip(controls).map(|(p, c)| one(p, c)).collect()
     }
 }
 
@@ -178,7 +221,8 @@ async fn harness_with(
         prefetch: 2 * concurrency as u16,
         concurrency,
         lease: Duration::from_secs(30),
-        heartbeat: Duration::from_secs(5),
+        // Short, so that a cancelled running job is noticed quickly.
+        heartbeat: Duration::from_millis(50),
         drain_grace: Duration::from_secs(5),
         backoff: Backoff {
             base: Duration::from_millis(20),
@@ -399,4 +443,55 @@ async fn an_init_image_replaced_after_submit_is_refused_permanently() {
         err.contains("changed since the batch was submitted") && err.contains(&key),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_job_reports_progress_and_cancel_stops_it_between_steps() {
+    let renderer = Arc::new(SteppingRenderer::default());
+    let h = harness_with(0, 3, renderer.clone(), 1).await;
+    let m = "name: b\nmodel: test\ndefaults: {width: 16, height: 16, steps: 200}\nprompt: p\nseeds: [1]\n";
+    let out = h.core.api.submit(h.tenant, m.into()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    // Progress reaches the job record through the heartbeats.
+    let seen = loop {
+        let jobs = h
+            .core
+            .api
+            .jobs(h.tenant, out.batch_id, None, 10)
+            .await
+            .unwrap();
+        if let Some(p) = jobs[0].progress.filter(|p| p.done >= 3) {
+            assert_eq!(jobs[0].state, JobState::Running);
+            break p;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", jobs[0]);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(seen.total, 200);
+    assert_eq!(h.core.api.cancel(h.tenant, out.batch_id).await.unwrap(), 1);
+    while !renderer.stopped.load(Ordering::SeqCst) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the render did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let taken = renderer.steps_taken.load(Ordering::SeqCst);
+    assert!(taken < 200, "stopped after {taken} of 200 steps");
+    // The worker records nothing over the cancellation.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let view = h.core.api.batch(h.tenant, out.batch_id).await.unwrap();
+    assert!(view.done);
+    assert_eq!(view.status.counts.cancelled, 1);
+    let j = &h
+        .core
+        .api
+        .jobs(h.tenant, out.batch_id, None, 10)
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        (j.state, j.object_key.as_deref()),
+        (JobState::Cancelled, None)
+    );
+    h.stop.cancel();
 }
