@@ -173,7 +173,7 @@ async fn api_semantics_on_the_real_stack() {
     );
     assert_eq!(batches().await, 0);
 
-    // Cancel mid-batch: what had not started is cancelled, the rest finishes.
+    // Cancel mid-batch: what had not finished is cancelled (running jobs stop), the rest finishes.
     let out = a
         .submit(manifest("cancel-me", 300, Some("cancel-key")))
         .await
