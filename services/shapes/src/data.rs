@@ -251,11 +251,10 @@ impl Spec {
         }
     }
 
-    /// The image as RGB8, row-major, `SIDE × SIDE × 3` bytes (4×4 supersampled).
-    pub fn render(&self) -> Vec<u8> {
-        let fg = self.attrs.color.rgb();
-        let bg = self.attrs.background.rgb();
-        let mut out = Vec::with_capacity(SIDE * SIDE * 3);
+    /// How much of each pixel the shape covers (0..1, row-major, `SIDE × SIDE`), from 4×4 samples
+    /// per pixel.
+    pub fn coverage(&self) -> Vec<f64> {
+        let mut out = Vec::with_capacity(SIDE * SIDE);
         for py in 0..SIDE {
             for px in 0..SIDE {
                 let mut inside = 0u32;
@@ -266,11 +265,41 @@ impl Spec {
                         inside += u32::from(self.contains(x, y));
                     }
                 }
-                let a = inside as f64 / 16.0;
-                for c in 0..3 {
-                    let v = a * fg[c] as f64 + (1.0 - a) * bg[c] as f64;
-                    out.push(v.round() as u8);
+                out.push(inside as f64 / 16.0);
+            }
+        }
+        out
+    }
+
+    /// The image as RGB8, row-major, `SIDE × SIDE × 3` bytes (4×4 supersampled).
+    pub fn render(&self) -> Vec<u8> {
+        let fg = self.attrs.color.rgb();
+        let bg = self.attrs.background.rgb();
+        let mut out = Vec::with_capacity(SIDE * SIDE * 3);
+        for a in self.coverage() {
+            for c in 0..3 {
+                let v = a * fg[c] as f64 + (1.0 - a) * bg[c] as f64;
+                out.push(v.round() as u8);
+            }
+        }
+        out
+    }
+
+    /// Pixels within one pixel of the shape's outline (where the 3×3 neighbourhood's coverage
+    /// varies), as that variation (0..1, row-major): where the shape's identity is written.
+    pub fn outline(&self) -> Vec<f64> {
+        let cov = self.coverage();
+        let mut out = Vec::with_capacity(SIDE * SIDE);
+        for y in 0..SIDE {
+            for x in 0..SIDE {
+                let (mut lo, mut hi) = (1.0f64, 0.0f64);
+                for ny in y.saturating_sub(1)..(y + 2).min(SIDE) {
+                    for nx in x.saturating_sub(1)..(x + 2).min(SIDE) {
+                        lo = lo.min(cov[ny * SIDE + nx]);
+                        hi = hi.max(cov[ny * SIDE + nx]);
+                    }
                 }
+                out.push(hi - lo);
             }
         }
         out
@@ -338,6 +367,26 @@ mod tests {
         for c in Color::ALL {
             assert!(training.iter().any(|a| a.color == c));
         }
+    }
+
+    #[test]
+    fn the_outline_is_a_thin_band_around_the_shape() {
+        let spec = Spec {
+            attrs: Attributes::parse("a large red square on a blue background").unwrap(),
+            radius: 10.0,
+            center: (16.0, 16.0),
+        };
+        let outline = spec.outline();
+        let cov = spec.coverage();
+        // Half side 8.5 px: the square spans 7.5..24.5, so its edges cut pixels 7 and 24.
+        assert_eq!(cov[16 * SIDE + 16], 1.0);
+        assert_eq!(outline[16 * SIDE + 16], 0.0, "inside");
+        assert_eq!(outline[2 * SIDE + 2], 0.0, "far outside");
+        assert_eq!(outline[16 * SIDE + 7], 1.0, "on the left edge");
+        assert_eq!(outline[16 * SIDE + 24], 1.0, "on the right edge");
+        let band = outline.iter().filter(|&&v| v > 0.0).count();
+        // Four sides of ~17 px, a band ~3 px wide.
+        assert!((150..=250).contains(&band), "{band}");
     }
 
     #[test]

@@ -2,13 +2,17 @@
 //! (candle's fused softmax / layer norm have no backward and would silently freeze parameters).
 
 use pixelfarm_diffusion::shapes_net::ShapesConfig;
-use pixelfarm_shapes::train::{Model, batch, loss, schedule};
+use pixelfarm_shapes::train::{LossWeighting, Model, batch, loss, schedule};
 use pixelfarm_shapes::vocab;
 
 #[test]
 fn every_parameter_gets_a_nonzero_gradient() {
     let model = Model::new(ShapesConfig::SHIPPED).unwrap();
-    let b = batch(1, 0, 4, 0.0, &vocab::tokenizer(), &schedule()).unwrap();
+    let weighting = LossWeighting {
+        outline: 4.0,
+        min_snr_gamma: Some(5.0),
+    };
+    let b = batch(1, 0, 4, 0.0, &weighting, &vocab::tokenizer(), &schedule()).unwrap();
     let grads = loss(&model, &b).unwrap().backward().unwrap();
     let vars = model.named_vars();
     assert!(vars.len() > 50, "{} variables", vars.len());

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use pixelfarm_core::Sampler;
 use pixelfarm_diffusion::shapes_net::ShapesConfig;
 use pixelfarm_shapes::eval::RenderSettings;
-use pixelfarm_shapes::train::{RunState, TrainConfig, load_ema, train};
+use pixelfarm_shapes::train::{LossWeighting, RunState, TrainConfig, load_ema, train};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -93,6 +93,12 @@ struct TrainArgs {
     /// Stop (after a checkpoint) once this many minutes have passed in this session.
     #[arg(long)]
     minutes: Option<f64>,
+    /// Extra loss weight of the shape's outline pixels (0: plain mean).
+    #[arg(long, default_value_t = 0.0)]
+    outline_weight: f64,
+    /// Min-SNR-γ loss weighting (off when absent).
+    #[arg(long)]
+    min_snr_gamma: Option<f64>,
 }
 
 impl From<TrainArgs> for TrainConfig {
@@ -111,6 +117,10 @@ impl From<TrainArgs> for TrainConfig {
             checkpoint_every: a.checkpoint_every,
             max_seconds: a.minutes.map(|m| m * 60.0),
             arch: ShapesConfig::SHIPPED,
+            weighting: LossWeighting {
+                outline: a.outline_weight,
+                min_snr_gamma: a.min_snr_gamma,
+            },
         }
     }
 }
