@@ -10,8 +10,11 @@
 //! (`model_ema.*`, schedule buffers) are ignored; a tensor of a mapped part with no place in the
 //! family's networks is refused, naming it.
 //!
-//! SD 2.x checkpoints carry an OpenCLIP text encoder (fused attention projections, 24 layers) that
-//! this mapping does not convert yet; they are refused with that reason.
+//! SD 2.x checkpoints carry their text encoder in OpenCLIP's layout instead
+//! (`cond_stage_model.model.`): attention with one fused `in_proj` (split here into q, k, v),
+//! OpenAI-style block names, and 24 layers of which SD 2.x uses the penultimate output — the
+//! family's text encoder has 23, so layers past the family's count are dropped, as diffusers'
+//! `convert_open_clip_checkpoint` does. Its `text_projection` and `logit_scale` are unused.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -29,7 +32,144 @@ pub const VAE_PREFIX: &str = "first_stage_model.";
 /// Name prefix of the (OpenAI CLIP) text encoder's tensors.
 pub const TEXT_PREFIX: &str = "cond_stage_model.transformer.";
 /// Name prefix of SD 2.x's OpenCLIP text encoder.
-const OPEN_CLIP_PREFIX: &str = "cond_stage_model.model.";
+pub const OPEN_CLIP_PREFIX: &str = "cond_stage_model.model.";
+
+/// How a Stability checkpoint names its text encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextLayout {
+    /// OpenAI CLIP under [`TEXT_PREFIX`] (SD 1.x).
+    OpenAi,
+    /// OpenCLIP under [`OPEN_CLIP_PREFIX`] (SD 2.x).
+    OpenClip,
+}
+
+/// Layers of the family's text encoder (an OpenCLIP checkpoint's further layers are dropped).
+fn text_layers(family: Family) -> usize {
+    match family {
+        Family::Sd15 => 12,
+        // OpenCLIP ViT-H has 24; SD 2.x conditions on the penultimate layer's output.
+        Family::Sd21 => 23,
+        Family::Tiny => crate::model::tiny_clip_config().num_hidden_layers,
+        Family::Sdxl | Family::SdxlTurbo | Family::Shapes => 0,
+    }
+}
+
+/// Whole-name pairs of the OpenCLIP text encoder, `(open_clip, diffusers)`.
+const OPEN_CLIP_NAMES: [(&str, &str); 4] = [
+    (
+        "token_embedding.weight",
+        "text_model.embeddings.token_embedding.weight",
+    ),
+    (
+        "positional_embedding",
+        "text_model.embeddings.position_embedding.weight",
+    ),
+    ("ln_final.weight", "text_model.final_layer_norm.weight"),
+    ("ln_final.bias", "text_model.final_layer_norm.bias"),
+];
+
+/// Inside an OpenCLIP residual block, `(open_clip, diffusers)` (the fused `in_proj` aside).
+const OPEN_CLIP_BLOCK: [(&str, &str); 5] = [
+    ("ln_1.", "layer_norm1."),
+    ("ln_2.", "layer_norm2."),
+    ("mlp.c_fc.", "mlp.fc1."),
+    ("mlp.c_proj.", "mlp.fc2."),
+    ("attn.out_proj.", "self_attn.out_proj."),
+];
+
+/// OpenCLIP tensors with no place in the diffusion text encoder.
+const OPEN_CLIP_UNUSED: [&str; 2] = ["text_projection", "logit_scale"];
+
+/// The diffusers tensors of one OpenCLIP tensor (`rest` after [`OPEN_CLIP_PREFIX`]): none for
+/// unused tensors and dropped layers, three for a fused `in_proj`.
+fn open_clip_to_hf(rest: &str, t: Tensor, family: Family) -> Result<Vec<(String, Tensor)>> {
+    let full = || format!("{OPEN_CLIP_PREFIX}{rest}");
+    if OPEN_CLIP_UNUSED.contains(&rest) {
+        return Ok(Vec::new());
+    }
+    if let Some((_, hf)) = OPEN_CLIP_NAMES.iter().find(|(oc, _)| *oc == rest) {
+        return Ok(vec![(hf.to_string(), t)]);
+    }
+    let unmapped = || unmapped("text encoder", &full(), family);
+    let block = rest
+        .strip_prefix("transformer.resblocks.")
+        .ok_or_else(unmapped)?;
+    let (layer, inner) = block.split_once('.').ok_or_else(unmapped)?;
+    let layer: usize = layer.parse().map_err(|_| unmapped())?;
+    if layer >= text_layers(family) {
+        return Ok(Vec::new());
+    }
+    let hf_layer = format!("text_model.encoder.layers.{layer}.");
+    if let Some(kind) = inner.strip_prefix("attn.in_proj_") {
+        let kind = match kind {
+            "weight" | "bias" => kind,
+            _ => return Err(unmapped()),
+        };
+        let d = t.dim(0).map_err(|e| bad_tensor(&full(), e))?;
+        if d % 3 != 0 {
+            return Err(bad_tensor(
+                &full(),
+                candle_core::Error::Msg(format!("fused projection of {d} rows")),
+            ));
+        }
+        return ["q", "k", "v"]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let part = t
+                    .narrow(0, i * d / 3, d / 3)
+                    .map_err(|e| bad_tensor(&full(), e))?;
+                Ok((format!("{hf_layer}self_attn.{p}_proj.{kind}"), part))
+            })
+            .collect();
+    }
+    let (oc, hf) = OPEN_CLIP_BLOCK
+        .iter()
+        .find(|(oc, _)| inner.starts_with(oc))
+        .ok_or_else(unmapped)?;
+    Ok(vec![(format!("{hf_layer}{hf}{}", &inner[oc.len()..]), t)])
+}
+
+/// The OpenCLIP tensors (by name after [`OPEN_CLIP_PREFIX`]) of a diffusers text encoder: the
+/// inverse of [`open_clip_to_hf`], fusing q, k, v.
+fn hf_to_open_clip(text: HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>> {
+    let mut out = HashMap::new();
+    let mut qkv: HashMap<String, [Option<Tensor>; 3]> = HashMap::new();
+    for (name, t) in text {
+        if let Some((oc, _)) = OPEN_CLIP_NAMES.iter().find(|(_, hf)| *hf == name) {
+            out.insert(oc.to_string(), t);
+            continue;
+        }
+        let bad = || Error::permanent(format!("text encoder tensor `{name}` has no OpenCLIP name"));
+        let block = name
+            .strip_prefix("text_model.encoder.layers.")
+            .ok_or_else(bad)?;
+        let (layer, inner) = block.split_once('.').ok_or_else(bad)?;
+        let oc_layer = format!("transformer.resblocks.{layer}.");
+        if let Some(rest) = inner.strip_prefix("self_attn.")
+            && let Some((p, kind)) = rest.split_once("_proj.")
+            && let Some(i) = ["q", "k", "v"].iter().position(|x| *x == p)
+        {
+            qkv.entry(format!("{oc_layer}attn.in_proj_{kind}"))
+                .or_default()[i] = Some(t);
+            continue;
+        }
+        let (oc, hf) = OPEN_CLIP_BLOCK
+            .iter()
+            .find(|(_, hf)| inner.starts_with(hf))
+            .ok_or_else(bad)?;
+        out.insert(format!("{oc_layer}{oc}{}", &inner[hf.len()..]), t);
+    }
+    for (name, parts) in qkv {
+        let parts: Vec<Tensor> = parts
+            .into_iter()
+            .collect::<Option<_>>()
+            .ok_or_else(|| Error::permanent(format!("`{name}`: q, k and v must all be present")))?;
+        let fused = Tensor::cat(&parts, 0).map_err(|e| bad_tensor(&name, e))?;
+        out.insert(name, fused);
+    }
+    Ok(out)
+}
 
 /// The name tables of one family.
 struct NameMap {
@@ -241,7 +381,7 @@ fn unmapped(part: &str, name: &str, family: Family) -> Error {
 /// The UNet, VAE and text-encoder tensors of a Stability checkpoint under diffusers names.
 ///
 /// # Errors
-/// `Permanent` for an SD 2.x (OpenCLIP) checkpoint, a missing part or an unmappable tensor.
+/// `Permanent` for a missing part or an unmappable tensor.
 pub fn to_diffusers_layout(
     tensors: HashMap<String, Tensor>,
     family: Family,
@@ -270,17 +410,14 @@ pub fn to_diffusers_layout(
                 format!("text_model.{rest}")
             };
             text.insert(hf, t);
-        } else if name.starts_with(OPEN_CLIP_PREFIX) {
-            return Err(Error::permanent(format!(
-                "the checkpoint has an OpenCLIP text encoder (`{name}`, SD 2.x); single-file \
-                 SD 2.x checkpoints are not converted yet: use the diffusers folder layout"
-            )));
+        } else if let Some(rest) = name.strip_prefix(OPEN_CLIP_PREFIX) {
+            text.extend(open_clip_to_hf(rest, t, family)?);
         }
     }
     for (part, m, prefix) in [
         ("UNet", &unet, UNET_PREFIX),
         ("VAE", &vae, VAE_PREFIX),
-        ("text encoder", &text, TEXT_PREFIX),
+        ("text encoder", &text, "cond_stage_model."),
     ] {
         if m.is_empty() {
             return Err(Error::permanent(format!(
@@ -292,15 +429,18 @@ pub fn to_diffusers_layout(
 }
 
 /// The tensors of a diffusers-layout model (`unet`, `vae`, `text` by diffusers name) as one
-/// Stability-layout map: what model sites ship. For tests and conversion tools.
+/// Stability-layout map with the text encoder in `text_layout`: what model sites ship. For tests
+/// and conversion tools.
 ///
 /// # Errors
-/// `Permanent` for a UNet tensor outside the family's table.
+/// `Permanent` for a UNet tensor outside the family's table or a text-encoder tensor OpenCLIP has
+/// no name for.
 pub fn to_stability_layout(
     family: Family,
     unet: HashMap<String, Tensor>,
     vae: HashMap<String, Tensor>,
     text: HashMap<String, Tensor>,
+    text_layout: TextLayout,
 ) -> Result<HashMap<String, Tensor>> {
     let map = NameMap::for_family(family);
     let mut out = HashMap::new();
@@ -319,8 +459,17 @@ pub fn to_stability_layout(
         };
         out.insert(format!("{VAE_PREFIX}{}", map.vae_name(&name, false)), t);
     }
-    for (name, t) in text {
-        out.insert(format!("{TEXT_PREFIX}{name}"), t);
+    match text_layout {
+        TextLayout::OpenAi => {
+            for (name, t) in text {
+                out.insert(format!("{TEXT_PREFIX}{name}"), t);
+            }
+        }
+        TextLayout::OpenClip => {
+            for (name, t) in hf_to_open_clip(text)? {
+                out.insert(format!("{OPEN_CLIP_PREFIX}{name}"), t);
+            }
+        }
     }
     Ok(out)
 }
@@ -481,7 +630,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_unet_tensor_and_an_sd2_text_encoder_are_refused_by_name() {
+    fn an_unknown_unet_or_open_clip_tensor_is_refused_by_name() {
         let t = Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap();
         let e = to_diffusers_layout(
             HashMap::from([(
@@ -494,18 +643,94 @@ mod tests {
         assert!(e.to_string().contains("input_blocks.99.0.x.weight"), "{e}");
         let e = to_diffusers_layout(
             HashMap::from([(
-                format!("{OPEN_CLIP_PREFIX}transformer.resblocks.0.attn.in_proj_weight"),
+                format!("{OPEN_CLIP_PREFIX}transformer.resblocks.0.attn.c_q.weight"),
                 t.clone(),
             )]),
             Family::Sd21,
         )
         .unwrap_err();
-        assert!(e.to_string().contains("OpenCLIP"), "{e}");
+        assert!(e.to_string().contains("resblocks.0.attn.c_q.weight"), "{e}");
         let e = to_diffusers_layout(
             HashMap::from([(format!("{UNET_PREFIX}conv_in.weight"), t)]),
             Family::Sd15,
         )
         .unwrap_err();
         assert!(e.to_string().contains("conv_in.weight"), "{e}");
+    }
+
+    /// Names of a real SD 2.1 checkpoint (`v2-1_768-ema-pruned.safetensors`) and where diffusers
+    /// keeps them.
+    const SD21_TEXT: [(&str, &str); 6] = [
+        (
+            "cond_stage_model.model.positional_embedding",
+            "text_model.embeddings.position_embedding.weight",
+        ),
+        (
+            "cond_stage_model.model.transformer.resblocks.0.ln_1.weight",
+            "text_model.encoder.layers.0.layer_norm1.weight",
+        ),
+        (
+            "cond_stage_model.model.transformer.resblocks.5.mlp.c_fc.bias",
+            "text_model.encoder.layers.5.mlp.fc1.bias",
+        ),
+        (
+            "cond_stage_model.model.transformer.resblocks.22.mlp.c_proj.weight",
+            "text_model.encoder.layers.22.mlp.fc2.weight",
+        ),
+        (
+            "cond_stage_model.model.transformer.resblocks.11.attn.out_proj.bias",
+            "text_model.encoder.layers.11.self_attn.out_proj.bias",
+        ),
+        (
+            "cond_stage_model.model.ln_final.bias",
+            "text_model.final_layer_norm.bias",
+        ),
+    ];
+
+    #[test]
+    fn sd21_open_clip_names_map_and_the_fused_projection_splits() {
+        let t = Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap();
+        for (oc, hf) in SD21_TEXT {
+            let rest = oc.strip_prefix(OPEN_CLIP_PREFIX).unwrap();
+            let out = open_clip_to_hf(rest, t.clone(), Family::Sd21).unwrap();
+            assert_eq!(out.len(), 1, "{oc}");
+            assert_eq!(out[0].0, hf, "{oc}");
+        }
+        // The 24th layer, the projection and the logit scale have no place in SD 2.1.
+        for rest in [
+            "transformer.resblocks.23.ln_1.weight",
+            "text_projection",
+            "logit_scale",
+        ] {
+            assert!(
+                open_clip_to_hf(rest, t.clone(), Family::Sd21)
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        // in_proj rows are q, then k, then v.
+        let fused = Tensor::arange(0f32, 6.0, &Device::Cpu)
+            .unwrap()
+            .reshape((6, 1))
+            .unwrap();
+        let parts = open_clip_to_hf(
+            "transformer.resblocks.3.attn.in_proj_weight",
+            fused,
+            Family::Sd21,
+        )
+        .unwrap();
+        let got: Vec<(String, Vec<f32>)> = parts
+            .into_iter()
+            .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1().unwrap()))
+            .collect();
+        let l = "text_model.encoder.layers.3.self_attn";
+        assert_eq!(
+            got,
+            vec![
+                (format!("{l}.q_proj.weight"), vec![0.0, 1.0]),
+                (format!("{l}.k_proj.weight"), vec![2.0, 3.0]),
+                (format!("{l}.v_proj.weight"), vec![4.0, 5.0]),
+            ]
+        );
     }
 }

@@ -213,11 +213,16 @@ pub fn write_tiny_model(dir: &Path, unet_in_channels: usize) -> Result<ModelEntr
 pub const TINY_CHECKPOINT: &str = "tiny.safetensors";
 
 /// The model of [`write_tiny_model`] as one Stability-layout file ([`TINY_CHECKPOINT`]) beside its
-/// tokenizer in `dir` — what model sites ship — with its registry entry (`checkpoint` set).
+/// tokenizer in `dir` — what model sites ship — with its registry entry (`checkpoint` set). The
+/// text encoder is named as `text_layout` says (SD 1.x files: OpenAI CLIP; SD 2.x: OpenCLIP).
 ///
 /// # Errors
 /// When a file cannot be written.
-pub fn write_tiny_checkpoint(dir: &Path, unet_in_channels: usize) -> Result<ModelEntry> {
+pub fn write_tiny_checkpoint(
+    dir: &Path,
+    unet_in_channels: usize,
+    text_layout: crate::checkpoint::TextLayout,
+) -> Result<ModelEntry> {
     let staging = dir.join(".diffusers");
     write_tiny_model(&staging, unet_in_channels)?;
     let load = |rel: &str| candle_core::safetensors::load(staging.join(rel), &Device::Cpu);
@@ -226,6 +231,7 @@ pub fn write_tiny_checkpoint(dir: &Path, unet_in_channels: usize) -> Result<Mode
         load(layout::UNET).map_err(candle)?,
         load(layout::VAE).map_err(candle)?,
         load(layout::TEXT_ENCODER).map_err(candle)?,
+        text_layout,
     )?;
     candle_core::safetensors::save(&all, dir.join(TINY_CHECKPOINT)).map_err(candle)?;
     let tok = dir.join(layout::TOKENIZER);

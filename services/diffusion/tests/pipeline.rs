@@ -4,6 +4,7 @@ use pixelfarm_core::{
     ErrorKind, GuidanceScale, ImageInput, InitImage, JobParams, ModelName, NegativePrompt, Prompt,
     RenderControl, Renderer, Sampler, Seed, StepCount, StepProgress,
 };
+use pixelfarm_diffusion::checkpoint::TextLayout;
 use pixelfarm_diffusion::registry::layout;
 use pixelfarm_diffusion::{DiffusionEngine, ModelEntry, RegistryConfig, tiny};
 use std::collections::BTreeMap;
@@ -288,7 +289,7 @@ fn a_sha256_mismatch_is_refused_permanently_naming_the_file() {
 #[test]
 fn a_single_file_stability_checkpoint_renders_what_the_diffusers_folder_renders() {
     let dir = tempfile::tempdir().unwrap();
-    let entry = tiny::write_tiny_checkpoint(dir.path(), 4).unwrap();
+    let entry = tiny::write_tiny_checkpoint(dir.path(), 4, TextLayout::OpenAi).unwrap();
     assert!(
         !dir.path().join(layout::UNET).exists(),
         "one file, no folders"
@@ -316,9 +317,55 @@ fn a_single_file_stability_checkpoint_renders_what_the_diffusers_folder_renders(
 }
 
 #[test]
+fn an_sd2_style_checkpoint_with_an_open_clip_text_encoder_renders_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut entry = tiny::write_tiny_checkpoint(dir.path(), 4, TextLayout::OpenClip).unwrap();
+    let path = dir.path().join(tiny::TINY_CHECKPOINT);
+    let mut tensors = candle_core::safetensors::load(&path, &candle_core::Device::Cpu).unwrap();
+    let oc = |rest: &str| format!("cond_stage_model.model.{rest}");
+    assert!(
+        tensors
+            .keys()
+            .all(|n| !n.starts_with("cond_stage_model.transformer."))
+    );
+    assert_eq!(
+        tensors[&oc("transformer.resblocks.0.attn.in_proj_weight")].dims(),
+        &[96, 32],
+        "q, k, v fused"
+    );
+    // What SD 2.x files carry beyond the encoder it uses: one more layer (SD 2.x conditions on the
+    // penultimate; scaled 1000x, so mixing it up with a used layer would show), the projection and logit
+    // scale. The file must load and render the same.
+    let layer = "transformer.resblocks.";
+    let extra: Vec<(String, candle_core::Tensor)> = tensors
+        .iter()
+        .filter_map(|(n, t)| {
+            let rest = n.strip_prefix(&oc(&format!("{layer}1.")))?;
+            Some((oc(&format!("{layer}2.{rest}")), (t * 1000.0).unwrap()))
+        })
+        .collect();
+    assert!(!extra.is_empty());
+    tensors.extend(extra);
+    let junk =
+        candle_core::Tensor::ones((32, 32), candle_core::DType::F32, &candle_core::Device::Cpu)
+            .unwrap();
+    tensors.insert(oc("text_projection"), junk.clone());
+    tensors.insert(oc("logit_scale"), junk.sum_all().unwrap());
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+    entry.files.insert(
+        tiny::TINY_CHECKPOINT.to_string(),
+        pixelfarm_core::sha256_hex(&std::fs::read(&path).unwrap()),
+    );
+    let j = job("a red fox", 9, Sampler::Euler, 3, 5.0);
+    let a = engine_with(entry).render(&model(), &j).unwrap();
+    let b = engine().render(&model(), &j).unwrap();
+    assert_eq!(a.rgb, b.rgb);
+}
+
+#[test]
 fn a_checkpoint_that_does_not_fit_the_family_is_refused_naming_the_tensor() {
     let dir = tempfile::tempdir().unwrap();
-    let mut entry = tiny::write_tiny_checkpoint(dir.path(), 4).unwrap();
+    let mut entry = tiny::write_tiny_checkpoint(dir.path(), 4, TextLayout::OpenAi).unwrap();
     // A tiny checkpoint registered as SD 1.5: its UNet has blocks SD 1.5 does not.
     entry.family = pixelfarm_diffusion::Family::Sd15;
     let e = engine_with(entry)
