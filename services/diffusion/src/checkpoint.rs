@@ -50,7 +50,7 @@ fn text_layers(family: Family) -> usize {
         // OpenCLIP ViT-H has 24; SD 2.x conditions on the penultimate layer's output.
         Family::Sd21 => 23,
         Family::Tiny => crate::model::tiny_clip_config().num_hidden_layers,
-        Family::Sdxl | Family::SdxlTurbo | Family::Shapes => 0,
+        Family::Sdxl | Family::SdxlTurbo | Family::TinyXl | Family::Shapes => 0,
     }
 }
 

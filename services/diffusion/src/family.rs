@@ -1,5 +1,7 @@
 //! Model families and their defaults, in one table.
 
+use crate::clip::{Activation, ClipConfig};
+use crate::unet::TextTimeConfig;
 use candle_transformers::models::stable_diffusion::{unet_2d, vae};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -28,6 +30,9 @@ pub enum Family {
     Sd21,
     /// SDXL base 1.0 (two text encoders, micro-conditioning).
     Sdxl,
+    /// A tiny SDXL-shaped model (UNet with transformer depths and micro-conditioning, two CLIP
+    /// text encoders of widths 32 and 48, the second with a projection) for tests.
+    TinyXl,
     /// SDXL-Turbo (one to four steps, no guidance).
     SdxlTurbo,
     /// pixelfarm's own small text-to-image model of coloured shapes at 32×32 (`models/shapes`): a
@@ -62,17 +67,30 @@ pub struct FamilyDefaults {
     pub vae_downscale: u32,
     /// Tokens the text encoder reads.
     pub max_tokens: usize,
-    /// Whether this engine can render it correctly (SDXL needs micro-conditioning, see docs).
-    pub supported: bool,
+}
+
+/// SDXL's two text encoders and micro-conditioning sizes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct XlConfig {
+    /// `text_encoder`: CLIP ViT-L (penultimate state).
+    pub clip_l: ClipConfig,
+    /// `text_encoder_2`: OpenCLIP ViT-bigG (penultimate state + projected pooled state).
+    pub clip_g: ClipConfig,
+    /// The UNet's `add_embedding` input sizes.
+    pub text_time: TextTimeConfig,
+    /// An empty negative prompt conditions on zeros, not on the encoded empty text (diffusers'
+    /// `force_zeros_for_empty_prompt`, true for SDXL base).
+    pub zeros_for_empty_negative: bool,
 }
 
 impl Family {
     /// Every family.
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 7] = [
         Family::Tiny,
         Family::Sd15,
         Family::Sd21,
         Family::Sdxl,
+        Family::TinyXl,
         Family::SdxlTurbo,
         Family::Shapes,
     ];
@@ -84,6 +102,7 @@ impl Family {
             Family::Sd15 => "sd15",
             Family::Sd21 => "sd21",
             Family::Sdxl => "sdxl",
+            Family::TinyXl => "tiny-xl",
             Family::SdxlTurbo => "sdxl-turbo",
             Family::Shapes => "shapes",
         }
@@ -104,7 +123,6 @@ impl Family {
             latent_channels: 4,
             vae_downscale: 8,
             max_tokens: 77,
-            supported: true,
         };
         match self {
             Family::Tiny => FamilyDefaults {
@@ -125,7 +143,14 @@ impl Family {
                 height: 1024,
                 guidance: 5.0,
                 vae_scale: 0.13025,
-                supported: false,
+                ..sd
+            },
+            Family::TinyXl => FamilyDefaults {
+                width: 64,
+                height: 64,
+                steps: 4,
+                guidance: 5.0,
+                vae_scale: 0.13025,
                 ..sd
             },
             Family::SdxlTurbo => FamilyDefaults {
@@ -134,7 +159,6 @@ impl Family {
                 steps: 1,
                 guidance: 0.0,
                 vae_scale: 0.13025,
-                supported: false,
                 ..sd
             },
             // Pixel space: the "latents" are the RGB pixels in -1..1.
@@ -199,6 +223,13 @@ impl Family {
                 use_linear_projection: true,
                 ..base
             },
+            Family::TinyXl => unet_2d::UNet2DConditionModelConfig {
+                blocks: vec![bc(32, None, 2), bc(64, Some(2), 4), bc(64, Some(1), 4)],
+                cross_attention_dim: 32 + 48,
+                layers_per_block: 1,
+                use_linear_projection: true,
+                ..base
+            },
             Family::Sdxl | Family::SdxlTurbo => unet_2d::UNet2DConditionModelConfig {
                 blocks: vec![
                     bc(320, None, 5),
@@ -216,12 +247,12 @@ impl Family {
     pub fn vae_config(self) -> vae::AutoEncoderKLConfig {
         let block_out_channels = match self {
             // `shapes` has no VAE; this config is never used for it.
-            Family::Tiny | Family::Shapes => vec![32, 32, 64, 64],
+            Family::Tiny | Family::TinyXl | Family::Shapes => vec![32, 32, 64, 64],
             _ => vec![128, 256, 512, 512],
         };
         vae::AutoEncoderKLConfig {
             block_out_channels,
-            layers_per_block: if matches!(self, Family::Tiny | Family::Shapes) {
+            layers_per_block: if matches!(self, Family::Tiny | Family::TinyXl | Family::Shapes) {
                 1
             } else {
                 2
@@ -230,6 +261,50 @@ impl Family {
             norm_num_groups: 32,
             use_quant_conv: true,
             use_post_quant_conv: true,
+        }
+    }
+}
+
+impl Family {
+    /// The SDXL families' text encoders and micro-conditioning; `None` for the others.
+    pub fn xl(self) -> Option<XlConfig> {
+        let clip = |width, layers, heads, intermediate, activation, projection| ClipConfig {
+            vocab_size: 49408,
+            width,
+            layers,
+            heads,
+            intermediate,
+            max_positions: 77,
+            activation,
+            projection,
+        };
+        match self {
+            // stabilityai/stable-diffusion-xl-base-1.0: text_encoder{,_2}/config.json, unet/config.json.
+            Family::Sdxl | Family::SdxlTurbo => Some(XlConfig {
+                clip_l: clip(768, 12, 12, 3072, Activation::QuickGelu, None),
+                clip_g: clip(1280, 32, 20, 5120, Activation::Gelu, Some(1280)),
+                text_time: TextTimeConfig {
+                    time_embed_dim: 256,
+                    pooled_dim: 1280,
+                },
+                zeros_for_empty_negative: true,
+            }),
+            Family::TinyXl => Some(XlConfig {
+                clip_l: ClipConfig {
+                    vocab_size: 1024,
+                    ..clip(32, 2, 2, 64, Activation::QuickGelu, None)
+                },
+                clip_g: ClipConfig {
+                    vocab_size: 1024,
+                    ..clip(48, 2, 2, 96, Activation::Gelu, Some(48))
+                },
+                text_time: TextTimeConfig {
+                    time_embed_dim: 8,
+                    pooled_dim: 48,
+                },
+                zeros_for_empty_negative: true,
+            }),
+            Family::Tiny | Family::Sd15 | Family::Sd21 | Family::Shapes => None,
         }
     }
 }
@@ -259,7 +334,22 @@ mod tests {
         assert_eq!(Family::Sdxl.defaults().vae_scale, 0.13025);
         assert_eq!(Family::Sd21.defaults().prediction, Prediction::V);
         assert_eq!(Family::SdxlTurbo.defaults().steps, 1);
-        assert!(!Family::Sdxl.defaults().supported);
+        let xl = Family::Sdxl.xl().unwrap();
+        // unet/config.json: projection_class_embeddings_input_dim 2816, cross_attention_dim 2048.
+        assert_eq!(
+            xl.text_time.pooled_dim + 6 * xl.text_time.time_embed_dim,
+            2816
+        );
+        assert_eq!(
+            xl.clip_l.width + xl.clip_g.width,
+            Family::Sdxl.unet_config().cross_attention_dim
+        );
+        let tiny = Family::TinyXl.xl().unwrap();
+        assert_eq!(
+            tiny.clip_l.width + tiny.clip_g.width,
+            Family::TinyXl.unet_config().cross_attention_dim
+        );
+        assert!(Family::Sd15.xl().is_none());
         for f in Family::ALL {
             let d = f.defaults();
             assert_eq!(d.width % d.vae_downscale, 0);

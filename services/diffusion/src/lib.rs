@@ -7,13 +7,16 @@
 //! - [`sampler`]: noise schedule, sampler plans and DDIM / Euler / Euler a / DPM++ 2M Karras.
 //! - `engine`: [`DiffusionEngine`], the worker's `Renderer` (LRU of loaded models, micro-batches).
 //! - `model`: a loaded model and the txt2img pipeline (CFG, per-job noise, VAE decode).
-//! - [`checkpoint`]: single-file checkpoints in the original Stability layout (SD 1.x and the
-//!   tiny family; SD 2.x's OpenCLIP text encoder not yet).
+//! - [`unet`]: the SD UNet from candle's blocks, with SDXL's micro-conditioning.
+//! - [`clip`]: the CLIP text transformer as SDXL reads it (penultimate state, pooled projection).
+//! - [`checkpoint`]: single-file checkpoints in the original Stability layout (SD 1.x / 2.x and
+//!   the tiny family).
 //! - [`shapes_net`]: the `shapes` family's small pixel-space UNet and text encoder (trainable).
 //! - [`tiny`]: tiny random-weight models + a CLIP BPE tokenizer for tests and benchmarks.
 //! - [`rng`]: [`JobRng`], each job's own deterministic noise.
 
 pub mod checkpoint;
+pub mod clip;
 mod engine;
 pub mod family;
 mod model;
@@ -22,6 +25,7 @@ pub mod rng;
 pub mod sampler;
 pub mod shapes_net;
 pub mod tiny;
+pub mod unet;
 
 pub use engine::{DiffusionEngine, RENDERER};
 pub use family::{Family, FamilyDefaults, Prediction};

@@ -4,18 +4,21 @@
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::clip::text_model as clip_text;
-use candle_transformers::models::stable_diffusion::{clip as sd_clip, unet_2d, vae};
+use candle_transformers::models::stable_diffusion::{clip as sd_clip, vae};
 use pixelfarm_core::{Error, ErrorKind, JobParams, Result, Sampler};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 use tokenizers::Tokenizer;
 
+use crate::clip::ClipText;
+use crate::family::XlConfig;
 use crate::family::{Family, FamilyDefaults, Prediction};
 use crate::registry::{ModelEntry, layout, read_verified};
 use crate::rng::JobRng;
 use crate::sampler::{NoiseSchedule, Plan, sample};
 use crate::shapes_net::{ShapesConfig, ShapesText, ShapesUnet};
+use crate::unet::{TIME_IDS, TextTime, Unet};
 
 /// The tiny family's text encoder (the generic CLIP text model; its config is all-public).
 pub fn tiny_clip_config() -> clip_text::ClipTextConfig {
@@ -39,33 +42,79 @@ enum TextEncoder {
     Tiny(clip_text::ClipTextTransformer),
     /// The shapes family's positional word embedding.
     Shapes(ShapesText),
+    /// SDXL's two encoders.
+    Xl(Box<XlText>),
 }
 
-impl TextEncoder {
-    fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            TextEncoder::Sd(m) => m.forward(ids),
-            TextEncoder::Tiny(m) => m.forward_with_mask(ids, usize::MAX),
-            TextEncoder::Shapes(m) => m.forward(ids),
-        }
+/// SDXL's text side: CLIP ViT-L and OpenCLIP ViT-bigG with its own tokenizer.
+struct XlText {
+    cfg: XlConfig,
+    clip_l: ClipText,
+    clip_g: ClipText,
+    tokenizer_2: Tokenizer,
+    pad_2: u32,
+}
+
+/// One job's text conditioning, rows `[uncond, cond]` with guidance, `[cond]` without.
+#[derive(Clone)]
+pub(crate) struct Cond {
+    /// `(rows, tokens, dim)` for cross-attention.
+    ctx: Tensor,
+    /// SDXL only: pooled embedding and time ids of the same rows.
+    text_time: Option<TextTime>,
+}
+
+impl Cond {
+    /// Rows `r` of every part.
+    fn rows(&self, r: std::ops::Range<usize>) -> candle_core::Result<Cond> {
+        Ok(Cond {
+            ctx: self.ctx.i(r.clone())?,
+            text_time: match &self.text_time {
+                Some(tt) => Some(TextTime {
+                    pooled: tt.pooled.i(r.clone())?,
+                    time_ids: tt.time_ids.i(r)?,
+                }),
+                None => None,
+            },
+        })
+    }
+
+    /// The rows of `parts`, in order.
+    fn cat(parts: &[Cond]) -> candle_core::Result<Cond> {
+        let ctx: Vec<&Tensor> = parts.iter().map(|p| &p.ctx).collect();
+        let tts: Option<Vec<&TextTime>> = parts.iter().map(|p| p.text_time.as_ref()).collect();
+        Ok(Cond {
+            ctx: Tensor::cat(&ctx, 0)?,
+            text_time: match tts {
+                Some(tts) if !tts.is_empty() => {
+                    let pooled: Vec<&Tensor> = tts.iter().map(|t| &t.pooled).collect();
+                    let ids: Vec<&Tensor> = tts.iter().map(|t| &t.time_ids).collect();
+                    Some(TextTime {
+                        pooled: Tensor::cat(&pooled, 0)?,
+                        time_ids: Tensor::cat(&ids, 0)?,
+                    })
+                }
+                _ => None,
+            },
+        })
     }
 }
 
 /// The network that predicts noise (or v).
 enum Denoiser {
-    /// candle-transformers' Stable Diffusion UNet.
-    Sd(Box<unet_2d::UNet2DConditionModel>),
+    /// The Stable Diffusion UNet (with SDXL's micro-conditioning where the family has it).
+    Sd(Box<Unet>),
     /// The shapes family's pixel-space UNet.
     Shapes(Box<ShapesUnet>),
 }
 
 impl Denoiser {
-    fn forward(&self, x: &Tensor, t: f64, ctx: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward(&self, x: &Tensor, t: f64, cond: &Cond) -> candle_core::Result<Tensor> {
         match self {
-            Denoiser::Sd(m) => m.forward(x, t, ctx),
+            Denoiser::Sd(m) => m.forward(x, t, &cond.ctx, cond.text_time.as_ref()),
             Denoiser::Shapes(m) => {
                 let ts = Tensor::full(t as f32, x.dim(0)?, x.device())?;
-                m.forward(x, &ts, ctx)
+                m.forward(x, &ts, &cond.ctx)
             }
         }
     }
@@ -182,6 +231,13 @@ pub(crate) fn render_error(e: candle_core::Error) -> Error {
     Error::with_source(kind, "diffusion failed", e)
 }
 
+/// The id of token `t` in the tokenizer read from `file`.
+fn token_id(tokenizer: &Tokenizer, file: &str, t: &str) -> Result<u32> {
+    tokenizer
+        .token_to_id(t)
+        .ok_or_else(|| Error::permanent(format!("`{file}` has no `{t}` token")))
+}
+
 impl LoadedModel {
     /// Load `entry` from `dir`, verifying every file's sha256 first.
     ///
@@ -192,12 +248,6 @@ impl LoadedModel {
         let start = Instant::now();
         let family = entry.family;
         let defaults = family.defaults();
-        if !defaults.supported {
-            return Err(Error::permanent(format!(
-                "family `{family}` is not supported yet: candle's UNet lacks SDXL's add_embedding \
-                 micro-conditioning, so its images would be wrong; supported: tiny, sd15, sd21"
-            )));
-        }
         let dtype = if device.is_cuda() {
             DType::F16
         } else {
@@ -236,13 +286,14 @@ impl LoadedModel {
                  accepted: 4 (txt2img) or 9 (inpainting)"
             )));
         }
+        let xl = family.xl();
         let unet = Denoiser::Sd(Box::new(
-            unet_2d::UNet2DConditionModel::new(
+            Unet::new(
                 unet_vb,
                 unet_in_channels,
                 defaults.latent_channels,
-                false,
-                family.unet_config(),
+                &family.unet_config(),
+                xl.map(|x| x.text_time),
             )
             .map_err(bad_weights(unet_name))?,
         ));
@@ -250,12 +301,32 @@ impl LoadedModel {
             vae::AutoEncoderKL::new(vae_vb, 3, 3, family.vae_config())
                 .map_err(bad_weights(vae_name))?,
         );
-        let text = match family {
-            Family::Tiny => TextEncoder::Tiny(
+        let text = match (family, xl) {
+            (_, Some(cfg)) => {
+                let text_2 = tensors(layout::TEXT_ENCODER_2, dtype)?;
+                let tok_2 = read_verified(entry, dir, layout::TOKENIZER_2)?;
+                let tokenizer_2 = Tokenizer::from_bytes(&tok_2).map_err(|e| {
+                    Error::permanent(format!(
+                        "`{}` is not a tokenizer.json: {e}",
+                        layout::TOKENIZER_2
+                    ))
+                })?;
+                // OpenCLIP's tokenizer pads with `!`.
+                let pad_2 = token_id(&tokenizer_2, layout::TOKENIZER_2, "!")?;
+                TextEncoder::Xl(Box::new(XlText {
+                    cfg,
+                    clip_l: ClipText::new(text_vb, cfg.clip_l).map_err(bad_weights(text_name))?,
+                    clip_g: ClipText::new(text_2, cfg.clip_g)
+                        .map_err(bad_weights(layout::TEXT_ENCODER_2))?,
+                    tokenizer_2,
+                    pad_2,
+                }))
+            }
+            (Family::Tiny, None) => TextEncoder::Tiny(
                 clip_text::ClipTextTransformer::new(text_vb.pp("text_model"), &tiny_clip_config())
                     .map_err(bad_weights(text_name))?,
             ),
-            Family::Sd15 => TextEncoder::Sd(
+            (Family::Sd15, None) => TextEncoder::Sd(
                 sd_clip::ClipTextTransformer::new(text_vb, &sd_clip::Config::v1_5())
                     .map_err(bad_weights(text_name))?,
             ),
@@ -329,11 +400,7 @@ impl LoadedModel {
                 layout::TOKENIZER
             ))
         })?;
-        let id = |t: &str| {
-            tokenizer.token_to_id(t).ok_or_else(|| {
-                Error::permanent(format!("`{}` has no `{t}` token", layout::TOKENIZER))
-            })
-        };
+        let id = |t: &str| token_id(&tokenizer, layout::TOKENIZER, t);
         let bos = id("<|startoftext|>")?;
         let eos = id("<|endoftext|>")?;
         let pad = match family {
@@ -371,35 +438,101 @@ impl LoadedModel {
         }
     }
 
-    /// Token ids for `text`: start token, at most `max_tokens - 2` tokens, end token, padding.
-    fn token_ids(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .tokenizer
+    /// Token ids for `text` with `tokenizer`: start token, at most `max_tokens - 2` tokens, end
+    /// token, `pad`; and the end token's position.
+    fn token_ids(&self, tokenizer: &Tokenizer, pad: u32, text: &str) -> Result<(Vec<u32>, usize)> {
+        let enc = tokenizer
             .encode(text, false)
             .map_err(|e| Error::invalid(format!("prompt cannot be tokenized: {e}")))?;
         let max = self.defaults.max_tokens;
         let mut ids = Vec::with_capacity(max);
         ids.push(self.bos);
         ids.extend(enc.get_ids().iter().take(max - 2));
+        let eos_at = ids.len();
         ids.push(self.eos);
-        ids.resize(max, self.pad);
-        Ok(ids)
+        ids.resize(max, pad);
+        Ok((ids, eos_at))
     }
 
-    /// `[uncond, cond]` embeddings (or just `[cond]` without guidance), shape `(n, tokens, dim)`.
-    fn encode_text(&self, p: &JobParams) -> Result<Tensor> {
-        let mut rows = Vec::new();
-        if uses_cfg(p) {
-            rows.extend(self.token_ids(p.negative_prompt.as_str())?);
+    /// Token rows of `texts` with `tokenizer` padded with `pad`, and each row's end position.
+    fn ids(&self, tokenizer: &Tokenizer, pad: u32, texts: &[&str]) -> Result<(Tensor, Vec<usize>)> {
+        let tokens = self.defaults.max_tokens;
+        let mut rows = Vec::with_capacity(texts.len() * tokens);
+        let mut eos = Vec::with_capacity(texts.len());
+        for t in texts {
+            let (ids, at) = self.token_ids(tokenizer, pad, t)?;
+            rows.extend(ids);
+            eos.push(at);
         }
-        rows.extend(self.token_ids(p.prompt.as_str())?);
-        let n = rows.len() / self.defaults.max_tokens;
-        let ids = Tensor::from_vec(rows, (n, self.defaults.max_tokens), &self.device)
-            .map_err(render_error)?;
-        self.text
-            .forward(&ids)
-            .and_then(|t| t.to_dtype(self.dtype))
-            .map_err(render_error)
+        let ids =
+            Tensor::from_vec(rows, (texts.len(), tokens), &self.device).map_err(render_error)?;
+        Ok((ids, eos))
+    }
+
+    /// The job's text conditioning: `[uncond, cond]` rows (or just `[cond]` without guidance).
+    fn encode_text(&self, p: &JobParams) -> Result<Cond> {
+        let mut texts = Vec::new();
+        if uses_cfg(p) {
+            texts.push(p.negative_prompt.as_str());
+        }
+        texts.push(p.prompt.as_str());
+        let (ids, eos) = self.ids(&self.tokenizer, self.pad, &texts)?;
+        let plain = |ctx: candle_core::Result<Tensor>| -> Result<Cond> {
+            Ok(Cond {
+                ctx: ctx
+                    .and_then(|t| t.to_dtype(self.dtype))
+                    .map_err(render_error)?,
+                text_time: None,
+            })
+        };
+        match &self.text {
+            TextEncoder::Sd(m) => plain(m.forward(&ids)),
+            TextEncoder::Tiny(m) => plain(m.forward_with_mask(&ids, usize::MAX)),
+            TextEncoder::Shapes(m) => plain(m.forward(&ids)),
+            TextEncoder::Xl(xl) => self.encode_xl(xl, p, &texts, &ids, &eos),
+        }
+    }
+
+    /// SDXL: both encoders' penultimate states side by side for cross-attention, the second's
+    /// pooled state and the size micro-conditioning (original = target = the job's size, no crop)
+    /// for `add_embedding`; an empty negative prompt conditions on zeros where the family says so.
+    fn encode_xl(
+        &self,
+        xl: &XlText,
+        p: &JobParams,
+        texts: &[&str],
+        ids: &Tensor,
+        eos: &[usize],
+    ) -> Result<Cond> {
+        let r = render_error;
+        let (ids_2, eos_2) = self.ids(&xl.tokenizer_2, xl.pad_2, texts)?;
+        let l = xl.clip_l.forward(ids, eos).map_err(r)?;
+        let g = xl.clip_g.forward(&ids_2, &eos_2).map_err(r)?;
+        let mut ctx = Tensor::cat(&[&l.penultimate, &g.penultimate], 2).map_err(r)?;
+        let mut pooled = g.pooled.ok_or_else(|| {
+            Error::permanent(format!(
+                "`{}` has no text_projection",
+                layout::TEXT_ENCODER_2
+            ))
+        })?;
+        let n = texts.len();
+        if n == 2 && texts[0].is_empty() && xl.cfg.zeros_for_empty_negative {
+            let zero_first = |t: &Tensor| -> candle_core::Result<Tensor> {
+                Tensor::cat(&[&t.i(0..1)?.zeros_like()?, &t.i(1..2)?], 0)
+            };
+            ctx = zero_first(&ctx).map_err(r)?;
+            pooled = zero_first(&pooled).map_err(r)?;
+        }
+        let (h, w) = (p.height as f32, p.width as f32);
+        let row = [h, w, 0.0, 0.0, h, w];
+        let time_ids = Tensor::from_vec(row.repeat(n), (n, TIME_IDS), &self.device).map_err(r)?;
+        Ok(Cond {
+            ctx: ctx.to_dtype(self.dtype).map_err(r)?,
+            text_time: Some(TextTime {
+                pooled: pooled.to_dtype(self.dtype).map_err(r)?,
+                time_ids,
+            }),
+        })
     }
 
     /// Render jobs sharing one [`BatchKey`] in lockstep. With `fused`, the UNet runs once per step on
@@ -446,7 +579,7 @@ impl LoadedModel {
 
         // Text, per job (so a job's embedding never depends on its batch).
         let t0 = Instant::now();
-        let embeds: Vec<Tensor> = jobs
+        let embeds: Vec<Cond> = jobs
             .iter()
             .map(|j| self.encode_text(j))
             .collect::<Result<_>>()?;
@@ -477,20 +610,20 @@ impl LoadedModel {
          -> candle_core::Result<Tensor> {
             let k = rows.len();
             let (input, ctx) = if key.cfg {
-                let uncond: Vec<Tensor> = rows
+                let uncond: Vec<Cond> = rows
                     .clone()
-                    .map(|j| embeds[j].i(0..1))
+                    .map(|j| embeds[j].rows(0..1))
                     .collect::<candle_core::Result<_>>()?;
-                let cond: Vec<Tensor> = rows
+                let cond: Vec<Cond> = rows
                     .clone()
-                    .map(|j| embeds[j].i(1..2))
+                    .map(|j| embeds[j].rows(1..2))
                     .collect::<candle_core::Result<_>>()?;
                 (
                     Tensor::cat(&[scaled, scaled], 0)?,
-                    Tensor::cat(&[uncond, cond].concat(), 0)?,
+                    Cond::cat(&[uncond, cond].concat())?,
                 )
             } else {
-                (scaled.clone(), Tensor::cat(&embeds[rows.clone()], 0)?)
+                (scaled.clone(), Cond::cat(&embeds[rows.clone()])?)
             };
             let out = self.unet.forward(&input, t, &ctx)?.to_dtype(DType::F32)?;
             if !key.cfg {

@@ -180,6 +180,27 @@ pub mod layout {
     pub const TEXT_ENCODER: &str = "text_encoder/model.safetensors";
     /// CLIP BPE tokenizer.
     pub const TOKENIZER: &str = "tokenizer/tokenizer.json";
+    /// SDXL's second text encoder (OpenCLIP ViT-bigG, with its projection).
+    pub const TEXT_ENCODER_2: &str = "text_encoder_2/model.safetensors";
+    /// SDXL's second tokenizer (pads with `!`).
+    pub const TOKENIZER_2: &str = "tokenizer_2/tokenizer.json";
+
+    /// The files a diffusers-layout model of `family` reads.
+    pub fn files(family: crate::Family) -> Vec<&'static str> {
+        match family {
+            // Pixel space: no VAE.
+            crate::Family::Shapes => vec![UNET, TEXT_ENCODER, TOKENIZER],
+            f if f.xl().is_some() => vec![
+                UNET,
+                VAE,
+                TEXT_ENCODER,
+                TOKENIZER,
+                TEXT_ENCODER_2,
+                TOKENIZER_2,
+            ],
+            _ => vec![UNET, VAE, TEXT_ENCODER, TOKENIZER],
+        }
+    }
 }
 
 impl RegistryConfig {
@@ -273,18 +294,16 @@ impl ModelEntry {
                 )));
             }
         }
+        if self.checkpoint.is_some() && self.family.xl().is_some() {
+            return Err(Error::invalid(format!(
+                "family `{}` loads from the diffusers folder layout only (single-file SDXL \
+                 checkpoints are not converted); remove `checkpoint`",
+                self.family
+            )));
+        }
         let required: Vec<&str> = match &self.checkpoint {
             Some(ckpt) => vec![ckpt.as_str(), layout::TOKENIZER],
-            // Pixel space: no VAE.
-            None if self.family == Family::Shapes => {
-                vec![layout::UNET, layout::TEXT_ENCODER, layout::TOKENIZER]
-            }
-            None => vec![
-                layout::UNET,
-                layout::VAE,
-                layout::TEXT_ENCODER,
-                layout::TOKENIZER,
-            ],
+            None => layout::files(self.family),
         };
         for file in required {
             if !self.files.contains_key(file) {

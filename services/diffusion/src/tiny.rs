@@ -4,16 +4,18 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use candle_transformers::models::clip::text_model as clip_text;
-use candle_transformers::models::stable_diffusion::{unet_2d, vae};
+use candle_transformers::models::stable_diffusion::vae;
 use pixelfarm_core::{Error, Result};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::clip::ClipText;
 use crate::family::Family;
 use crate::model::tiny_clip_config;
 use crate::registry::{ModelEntry, Source, layout, sha256_file};
 use crate::rng::JobRng;
+use crate::unet::Unet;
 
 /// Words the tiny tokenizer knows as whole tokens (everything else falls back to bytes).
 pub const TINY_WORDS: &[&str] = &[
@@ -167,38 +169,58 @@ fn save(vm: &VarMap, path: &Path, seed: u64) -> Result<()> {
 /// # Errors
 /// `Transient` when the files cannot be written.
 pub fn write_tiny_model(dir: &Path, unet_in_channels: usize) -> Result<ModelEntry> {
+    write_tiny_family(dir, Family::Tiny, unet_in_channels)
+}
+
+/// Write a tiny random-weight SDXL-architecture model (family `tiny-xl`: UNet with transformer
+/// depths and micro-conditioning, two text encoders, two tokenizers) under `dir`.
+///
+/// # Errors
+/// `Transient` when the files cannot be written.
+pub fn write_tiny_xl_model(dir: &Path) -> Result<ModelEntry> {
+    write_tiny_family(dir, Family::TinyXl, 4)
+}
+
+fn write_tiny_family(dir: &Path, family: Family, unet_in_channels: usize) -> Result<ModelEntry> {
     let dev = Device::Cpu;
-    let family = Family::Tiny;
-
-    let vm = VarMap::new();
-    let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
-    unet_2d::UNet2DConditionModel::new(vb, unet_in_channels, 4, false, family.unet_config())
-        .map_err(candle)?;
-    save(&vm, &dir.join(layout::UNET), 1)?;
-
-    let vm = VarMap::new();
-    let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
-    vae::AutoEncoderKL::new(vb, 3, 3, family.vae_config()).map_err(candle)?;
-    save(&vm, &dir.join(layout::VAE), 2)?;
-
-    let vm = VarMap::new();
-    let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
-    clip_text::ClipTextTransformer::new(vb.pp("text_model"), &tiny_clip_config())
-        .map_err(candle)?;
-    save(&vm, &dir.join(layout::TEXT_ENCODER), 3)?;
-
-    let tok = dir.join(layout::TOKENIZER);
-    std::fs::create_dir_all(tok.parent().unwrap_or(dir)).map_err(io)?;
+    let xl = family.xl();
+    let build = |rel: &str, seed: u64, f: &dyn Fn(VarBuilder) -> candle_core::Result<()>| {
+        let vm = VarMap::new();
+        f(VarBuilder::from_varmap(&vm, DType::F32, &dev)).map_err(candle)?;
+        save(&vm, &dir.join(rel), seed)
+    };
+    build(layout::UNET, 1, &|vb| {
+        let cfg = family.unet_config();
+        Unet::new(vb, unet_in_channels, 4, &cfg, xl.map(|x| x.text_time)).map(|_| ())
+    })?;
+    build(layout::VAE, 2, &|vb| {
+        vae::AutoEncoderKL::new(vb, 3, 3, family.vae_config()).map(|_| ())
+    })?;
+    match xl {
+        Some(x) => {
+            build(layout::TEXT_ENCODER, 3, &|vb| {
+                ClipText::new(vb, x.clip_l).map(|_| ())
+            })?;
+            build(layout::TEXT_ENCODER_2, 4, &|vb| {
+                ClipText::new(vb, x.clip_g).map(|_| ())
+            })?;
+        }
+        None => build(layout::TEXT_ENCODER, 3, &|vb| {
+            clip_text::ClipTextTransformer::new(vb.pp("text_model"), &tiny_clip_config())
+                .map(|_| ())
+        })?,
+    }
     let json = serde_json::to_vec_pretty(&tiny_tokenizer_json()).map_err(io)?;
-    std::fs::write(&tok, json).map_err(io)?;
-
+    let files_of_family = layout::files(family);
+    for rel in [layout::TOKENIZER, layout::TOKENIZER_2] {
+        if files_of_family.contains(&rel) {
+            let tok = dir.join(rel);
+            std::fs::create_dir_all(tok.parent().unwrap_or(dir)).map_err(io)?;
+            std::fs::write(&tok, &json).map_err(io)?;
+        }
+    }
     let mut files = BTreeMap::new();
-    for rel in [
-        layout::UNET,
-        layout::VAE,
-        layout::TEXT_ENCODER,
-        layout::TOKENIZER,
-    ] {
+    for rel in files_of_family {
         files.insert(rel.to_string(), sha256_file(&dir.join(rel))?);
     }
     Ok(ModelEntry {

@@ -1,0 +1,370 @@
+//! The Stable Diffusion UNet, assembled from candle-transformers' blocks, with SDXL's
+//! micro-conditioning that candle's own `UNet2DConditionModel` lacks.
+//!
+//! SDXL adds to the timestep embedding an `add_embedding` of the pooled text embedding (second text
+//! encoder) and of six "time ids" — original height and width, crop top and left, target height and
+//! width — each projected sinusoidally (diffusers' `addition_embed_type = "text_time"`). candle's
+//! UNet has no such input, so with it real SDXL weights would load (their `add_embedding.*` tensors
+//! silently unread) and render wrong images. This module is candle's top level (same blocks, same
+//! weight names, same arithmetic: SD 1.x / 2.x and the tiny family render bit-identically to it) plus
+//! that embedding; its flash-attention and ControlNet-residual options, which pixelfarm does not
+//! use, are left out.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
+use candle_transformers::models::stable_diffusion::embeddings::{TimestepEmbedding, Timesteps};
+use candle_transformers::models::stable_diffusion::unet_2d::{
+    BlockConfig, UNet2DConditionModelConfig,
+};
+use candle_transformers::models::stable_diffusion::unet_2d_blocks::{
+    CrossAttnDownBlock2D, CrossAttnDownBlock2DConfig, CrossAttnUpBlock2D, CrossAttnUpBlock2DConfig,
+    DownBlock2D, DownBlock2DConfig, UNetMidBlock2DCrossAttn, UNetMidBlock2DCrossAttnConfig,
+    UpBlock2D, UpBlock2DConfig,
+};
+
+/// SDXL's extra conditioning input (diffusers' `addition_embed_type = "text_time"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextTimeConfig {
+    /// Width of each time id's sinusoidal projection (`addition_time_embed_dim`, 256 in SDXL).
+    pub time_embed_dim: usize,
+    /// Width of the pooled text embedding (1280 in SDXL).
+    pub pooled_dim: usize,
+}
+
+/// How many micro-conditioning values SDXL takes per image.
+pub const TIME_IDS: usize = 6;
+
+/// What SDXL's `add_embedding` reads, per batch row.
+#[derive(Debug, Clone)]
+pub struct TextTime {
+    /// `(n, pooled_dim)`: the second text encoder's projected end-of-text state.
+    pub pooled: Tensor,
+    /// `(n, 6)`: original height, width, crop top, crop left, target height, width.
+    pub time_ids: Tensor,
+}
+
+enum Down {
+    Basic(DownBlock2D),
+    CrossAttn(CrossAttnDownBlock2D),
+}
+
+enum Up {
+    Basic(UpBlock2D),
+    CrossAttn(CrossAttnUpBlock2D),
+}
+
+/// The UNet of every SD family.
+pub struct Unet {
+    conv_in: Conv2d,
+    time_proj: Timesteps,
+    time_embedding: TimestepEmbedding,
+    /// SDXL's micro-conditioning: the time ids' projection and the embedding of `[pooled, ids]`.
+    add: Option<(Timesteps, TimestepEmbedding)>,
+    down: Vec<Down>,
+    mid: UNetMidBlock2DCrossAttn,
+    up: Vec<Up>,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+    blocks: usize,
+}
+
+impl Unet {
+    /// Build (or load) from `vb` (diffusers names).
+    ///
+    /// # Errors
+    /// When `vb` lacks a tensor or has one of the wrong shape.
+    pub fn new(
+        vb: VarBuilder,
+        in_channels: usize,
+        out_channels: usize,
+        c: &UNet2DConditionModelConfig,
+        text_time: Option<TextTimeConfig>,
+    ) -> Result<Self> {
+        let n = c.blocks.len();
+        let b0 = c.blocks[0].out_channels;
+        let last = &c.blocks[n - 1];
+        let emb_dim = b0 * 4;
+        let pad1 = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let conv_in = candle_nn::conv2d(in_channels, b0, 3, pad1, vb.pp("conv_in"))?;
+        let time_proj = Timesteps::new(b0, c.flip_sin_to_cos, c.freq_shift);
+        let time_embedding = TimestepEmbedding::new(vb.pp("time_embedding"), b0, emb_dim)?;
+        let add = match text_time {
+            Some(tt) => Some((
+                Timesteps::new(tt.time_embed_dim, c.flip_sin_to_cos, c.freq_shift),
+                TimestepEmbedding::new(
+                    vb.pp("add_embedding"),
+                    tt.pooled_dim + TIME_IDS * tt.time_embed_dim,
+                    emb_dim,
+                )?,
+            )),
+            None => None,
+        };
+        let sliced = |head_dim: usize| match c.sliced_attention_size {
+            Some(0) => Some(head_dim / 2),
+            s => s,
+        };
+
+        let vb_down = vb.pp("down_blocks");
+        let mut down = Vec::with_capacity(n);
+        for (i, block) in c.blocks.iter().enumerate() {
+            let BlockConfig {
+                out_channels: out,
+                use_cross_attn,
+                attention_head_dim: heads,
+            } = *block;
+            let cin = if i > 0 {
+                c.blocks[i - 1].out_channels
+            } else {
+                b0
+            };
+            let cfg = DownBlock2DConfig {
+                num_layers: c.layers_per_block,
+                resnet_eps: c.norm_eps,
+                resnet_groups: c.norm_num_groups,
+                add_downsample: i < n - 1,
+                downsample_padding: c.downsample_padding,
+                ..Default::default()
+            };
+            let vb = vb_down.pp(i.to_string());
+            down.push(match use_cross_attn {
+                Some(layers) => Down::CrossAttn(CrossAttnDownBlock2D::new(
+                    vb,
+                    cin,
+                    out,
+                    Some(emb_dim),
+                    false,
+                    CrossAttnDownBlock2DConfig {
+                        downblock: cfg,
+                        attn_num_head_channels: heads,
+                        cross_attention_dim: c.cross_attention_dim,
+                        sliced_attention_size: sliced(heads),
+                        use_linear_projection: c.use_linear_projection,
+                        transformer_layers_per_block: layers,
+                    },
+                )?),
+                None => Down::Basic(DownBlock2D::new(vb, cin, out, Some(emb_dim), cfg)?),
+            });
+        }
+
+        let mid = UNetMidBlock2DCrossAttn::new(
+            vb.pp("mid_block"),
+            last.out_channels,
+            Some(emb_dim),
+            false,
+            UNetMidBlock2DCrossAttnConfig {
+                resnet_eps: c.norm_eps,
+                output_scale_factor: c.mid_block_scale_factor,
+                cross_attn_dim: c.cross_attention_dim,
+                attn_num_head_channels: last.attention_head_dim,
+                resnet_groups: Some(c.norm_num_groups),
+                use_linear_projection: c.use_linear_projection,
+                transformer_layers_per_block: last.use_cross_attn.unwrap_or(1),
+                ..Default::default()
+            },
+        )?;
+
+        let vb_up = vb.pp("up_blocks");
+        let mut up = Vec::with_capacity(n);
+        for i in 0..n {
+            let BlockConfig {
+                out_channels: out,
+                use_cross_attn,
+                attention_head_dim: heads,
+            } = c.blocks[n - 1 - i];
+            let prev = if i > 0 {
+                c.blocks[n - i].out_channels
+            } else {
+                last.out_channels
+            };
+            let cin = c.blocks[if i == n - 1 { 0 } else { n - i - 2 }].out_channels;
+            let cfg = UpBlock2DConfig {
+                num_layers: c.layers_per_block + 1,
+                resnet_eps: c.norm_eps,
+                resnet_groups: c.norm_num_groups,
+                add_upsample: i < n - 1,
+                ..Default::default()
+            };
+            let vb = vb_up.pp(i.to_string());
+            up.push(match use_cross_attn {
+                Some(layers) => Up::CrossAttn(CrossAttnUpBlock2D::new(
+                    vb,
+                    cin,
+                    prev,
+                    out,
+                    Some(emb_dim),
+                    false,
+                    CrossAttnUpBlock2DConfig {
+                        upblock: cfg,
+                        attn_num_head_channels: heads,
+                        cross_attention_dim: c.cross_attention_dim,
+                        sliced_attention_size: sliced(heads),
+                        use_linear_projection: c.use_linear_projection,
+                        transformer_layers_per_block: layers,
+                    },
+                )?),
+                None => Up::Basic(UpBlock2D::new(vb, cin, prev, out, Some(emb_dim), cfg)?),
+            });
+        }
+        let norm_out =
+            candle_nn::group_norm(c.norm_num_groups, b0, c.norm_eps, vb.pp("conv_norm_out"))?;
+        let conv_out = candle_nn::conv2d(b0, out_channels, 3, pad1, vb.pp("conv_out"))?;
+        Ok(Unet {
+            conv_in,
+            time_proj,
+            time_embedding,
+            add,
+            down,
+            mid,
+            up,
+            norm_out,
+            conv_out,
+            blocks: n,
+        })
+    }
+
+    /// Whether this UNet takes SDXL's micro-conditioning.
+    pub fn takes_text_time(&self) -> bool {
+        self.add.is_some()
+    }
+
+    /// The model output for latents `x` `(n, c, h, w)` at `timestep`, text `ctx` `(n, tokens, dim)`
+    /// and, for SDXL, `text_time`.
+    ///
+    /// # Errors
+    /// For inputs of the wrong shape, and when `text_time` is given to a UNet without
+    /// micro-conditioning or missing for one with it.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        timestep: f64,
+        ctx: &Tensor,
+        text_time: Option<&TextTime>,
+    ) -> Result<Tensor> {
+        let (n, _, h, w) = x.dims4()?;
+        let factor = 1usize << (self.blocks - 1);
+        let odd_size = h % factor != 0 || w % factor != 0;
+        let t = (Tensor::ones(n, x.dtype(), x.device())? * timestep)?;
+        let mut emb = self.time_embedding.forward(&self.time_proj.forward(&t)?)?;
+        match (&self.add, text_time) {
+            (Some((proj, embed)), Some(tt)) => {
+                let ids = proj
+                    .forward(&tt.time_ids.flatten_all()?.to_dtype(x.dtype())?)?
+                    .reshape((n, ()))?;
+                let input = Tensor::cat(&[&tt.pooled.to_dtype(x.dtype())?, &ids], 1)?;
+                emb = (emb + embed.forward(&input)?)?;
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                candle_core::bail!("this UNet needs the pooled text embedding and the time ids")
+            }
+            (None, Some(_)) => candle_core::bail!("this UNet takes no micro-conditioning"),
+        }
+
+        let x = self.conv_in.forward(x)?;
+        let mut skips = vec![x.clone()];
+        let mut x = x;
+        for block in &self.down {
+            let (out, res) = match block {
+                Down::Basic(b) => b.forward(&x, Some(&emb))?,
+                Down::CrossAttn(b) => b.forward(&x, Some(&emb), Some(ctx))?,
+            };
+            skips.extend(res);
+            x = out;
+        }
+        let mut x = self.mid.forward(&x, Some(&emb), Some(ctx))?;
+        let mut upsample_size = None;
+        for (i, block) in self.up.iter().enumerate() {
+            let resnets = match block {
+                Up::Basic(b) => b.resnets.len(),
+                Up::CrossAttn(b) => b.upblock.resnets.len(),
+            };
+            let res = skips.split_off(skips.len() - resnets);
+            if i < self.blocks - 1
+                && odd_size
+                && let Some(s) = skips.last()
+            {
+                let (_, _, sh, sw) = s.dims4()?;
+                upsample_size = Some((sh, sw));
+            }
+            x = match block {
+                Up::Basic(b) => b.forward(&x, &res, Some(&emb), upsample_size)?,
+                Up::CrossAttn(b) => b.forward(&x, &res, Some(&emb), upsample_size, Some(ctx))?,
+            };
+        }
+        let x = candle_nn::ops::silu(&self.norm_out.forward(&x)?)?;
+        self.conv_out.forward(&x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::family::Family;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+    use candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModel;
+
+    fn input(shape: (usize, usize, usize, usize), seed: u64) -> Tensor {
+        let n = shape.0 * shape.1 * shape.2 * shape.3;
+        Tensor::from_vec(crate::JobRng::new(seed).normals(n), shape, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn without_micro_conditioning_it_is_candles_unet_bit_for_bit() {
+        for family in [Family::Tiny, Family::TinyXl] {
+            let cfg = family.unet_config();
+            let vm = VarMap::new();
+            let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+            let theirs = UNet2DConditionModel::new(vb.clone(), 4, 4, false, cfg.clone()).unwrap();
+            let ours = Unet::new(vb, 4, 4, &cfg, None).unwrap();
+            let x = input((2, 4, 8, 8), 1);
+            let ctx = input((2, 77, cfg.cross_attention_dim, 1), 2)
+                .squeeze(3)
+                .unwrap();
+            for t in [999.0, 500.5, 1.0] {
+                let a = theirs.forward(&x, t, &ctx).unwrap();
+                let b = ours.forward(&x, t, &ctx, None).unwrap();
+                let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+                assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{family} at {t}");
+            }
+        }
+    }
+
+    #[test]
+    fn micro_conditioning_reaches_the_output_and_is_required() {
+        let family = Family::TinyXl;
+        let cfg = family.unet_config();
+        let tt = family.xl().unwrap().text_time;
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let unet = Unet::new(vb, 4, 4, &cfg, Some(tt)).unwrap();
+        assert!(unet.takes_text_time());
+        let x = input((1, 4, 8, 8), 1);
+        let ctx = input((1, 77, cfg.cross_attention_dim, 1), 2)
+            .squeeze(3)
+            .unwrap();
+        let pooled = input((1, tt.pooled_dim, 1, 1), 3).flatten_from(1).unwrap();
+        let ids = |h: f32| Tensor::new(&[[h, 64.0, 0.0, 0.0, 64.0, 64.0]], &Device::Cpu).unwrap();
+        let run = |pooled: &Tensor, h: f32| {
+            let tt = TextTime {
+                pooled: pooled.clone(),
+                time_ids: ids(h),
+            };
+            unet.forward(&x, 500.0, &ctx, Some(&tt)).unwrap()
+        };
+        let differs = |a: &Tensor, b: &Tensor| {
+            let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+            d.to_scalar::<f32>().unwrap() > 1e-4
+        };
+        let base = run(&pooled, 64.0);
+        assert!(differs(&base, &run(&pooled, 1024.0)), "time ids are read");
+        assert!(
+            differs(&base, &run(&pooled.zeros_like().unwrap(), 64.0)),
+            "the pooled embedding is read"
+        );
+        assert!(unet.forward(&x, 500.0, &ctx, None).is_err());
+    }
+}
