@@ -3,9 +3,13 @@
 //! the same weights and prints the ratio.
 //!
 //! ```sh
-//! bench-diffusion write DIR                                  # the tiny model (diffusers layout)
+//! bench-diffusion write DIR [--xl]                           # the tiny model (diffusers layout)
 //! bench-diffusion run DIR --size 64 --steps 20 --batch 4 --images 32
+//! bench-diffusion parity DIR --seed 5 --steps 4 --guidance 5 --prompt P --negative N
 //! ```
+//!
+//! `parity` renders one 64x64 Euler image and prints its initial noise and pixels as JSON, for
+//! `bench/xl_parity.py` to redo with diffusers' reference modules.
 //!
 //! Prints one JSON object: images/s and seconds per image of each phase (text_encode, denoise,
 //! vae_decode, png_encode). Renders through the production registry, sampler and PNG encoder.
@@ -21,7 +25,8 @@ use std::time::Instant;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench-diffusion write DIR | run DIR [--size N] [--steps N] [--batch N] [--images N]"
+        "usage: bench-diffusion write DIR [--xl] | run DIR [--size N] [--steps N] [--batch N] \
+         [--images N] | parity DIR [--seed N] [--steps N] [--guidance G] [--prompt P] [--negative N]"
     );
     std::process::exit(2)
 }
@@ -31,7 +36,12 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("write") => {
             let dir = PathBuf::from(args.get(1).unwrap_or_else(|| usage()));
-            let entry = tiny::write_tiny_model(&dir, 4).map_err(|e| anyhow::anyhow!(e.chain()))?;
+            let entry = if args.iter().any(|a| a == "--xl") {
+                tiny::write_tiny_xl_model(&dir)
+            } else {
+                tiny::write_tiny_model(&dir, 4)
+            }
+            .map_err(|e| anyhow::anyhow!(e.chain()))?;
             std::fs::write(
                 dir.join("registry-entry.yaml"),
                 serde_yaml::to_string(&entry)?,
@@ -40,6 +50,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some("run") => run(&args[1..]),
+        Some("parity") => parity(&args[1..]),
         _ => usage(),
     }
 }
@@ -54,12 +65,15 @@ fn flag(args: &[String], name: &str, default: u32) -> anyhow::Result<u32> {
     }
 }
 
-fn run(args: &[String]) -> anyhow::Result<()> {
-    let dir = PathBuf::from(args.first().unwrap_or_else(|| usage()));
-    let size = flag(args, "--size", 64)?;
-    let steps = flag(args, "--steps", 20)?;
-    let batch = flag(args, "--batch", 1)? as usize;
-    let images = flag(args, "--images", 16)? as usize;
+fn text_flag(args: &[String], name: &str, default: &str) -> String {
+    match args.iter().position(|a| a == name) {
+        Some(i) => args.get(i + 1).cloned().unwrap_or_default(),
+        None => default.to_string(),
+    }
+}
+
+/// The engine over the model `write` left in `dir`, served as `tiny`.
+fn engine_for(dir: &std::path::Path, batch: usize) -> anyhow::Result<(DiffusionEngine, ModelName)> {
     let entry = serde_yaml::from_str(&std::fs::read_to_string(dir.join("registry-entry.yaml"))?)?;
     let model = ModelName::parse("tiny")?;
     let engine = DiffusionEngine::new(RegistryConfig {
@@ -72,6 +86,44 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         models: BTreeMap::from([(model.clone(), entry)]),
     })
     .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    Ok((engine, model))
+}
+
+fn parity(args: &[String]) -> anyhow::Result<()> {
+    let dir = PathBuf::from(args.first().unwrap_or_else(|| usage()));
+    let seed = flag(args, "--seed", 5)?;
+    let (engine, model) = engine_for(&dir, 1)?;
+    let job = JobParams {
+        prompt: Prompt::parse(text_flag(args, "--prompt", "a photo of a red house"))?,
+        negative_prompt: NegativePrompt::parse(text_flag(args, "--negative", ""))?,
+        width: 64,
+        height: 64,
+        steps: StepCount::parse(flag(args, "--steps", 4)?)?,
+        guidance: GuidanceScale::parse(text_flag(args, "--guidance", "5").parse::<f64>()?)?,
+        sampler: Sampler::Euler,
+        seed: Seed::parse(u64::from(seed))?,
+        init: None,
+        output: Default::default(),
+    };
+    let img = engine
+        .render(&model, &job)
+        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    // The engine's initial noise: the job's generator, 4 latent channels at 1/8 of the size.
+    let noise = pixelfarm_diffusion::JobRng::new(u64::from(seed)).normals(4 * 8 * 8);
+    println!(
+        "{}",
+        serde_json::json!({"noise": noise, "rgb": img.rgb, "width": 64, "height": 64})
+    );
+    Ok(())
+}
+
+fn run(args: &[String]) -> anyhow::Result<()> {
+    let dir = PathBuf::from(args.first().unwrap_or_else(|| usage()));
+    let size = flag(args, "--size", 64)?;
+    let steps = flag(args, "--steps", 20)?;
+    let batch = flag(args, "--batch", 1)? as usize;
+    let images = flag(args, "--images", 16)? as usize;
+    let (engine, model) = engine_for(&dir, batch)?;
     engine
         .preload(&model)
         .map_err(|e| anyhow::anyhow!(e.chain()))?;
