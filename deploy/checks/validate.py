@@ -82,14 +82,22 @@ CHART_MUST_FAIL = {
     "pool model missing from registry": {"modelRegistry": {"models": {"sd15": {
         "family": "sd15", "source": "s3://m/sd15", "files": {"tokenizer/tokenizer.json": "0" * 64}}}},
         "workerPools": [{"name": "xl", "models": ["sdxl"]}]},
+    "sdxl registry without its second text encoder": {"modelRegistry": {"models": {"sdxl": {
+        "family": "sdxl", "source": "s3://m/sdxl", "files": {f: "0" * 64 for f in (
+            "unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+            "text_encoder/model.safetensors", "tokenizer/tokenizer.json")}}}},
+        "workerPools": [{"name": "xl", "models": ["sdxl"]}]},
 }
 # The worker's model registry (services/diffusion/src/registry.rs).
 RENDERERS = ("diffusion", "test-pattern")
 REGISTRY_KEYS = {"cache_dir", "max_loaded", "max_batch", "fused_batches", "device", "models"}
 MODEL_KEYS = {"family", "source", "checkpoint", "files"}
-FAMILIES = ("tiny", "sd15", "sd21", "sdxl", "sdxl-turbo", "shapes")
+FAMILIES = ("tiny", "tiny-xl", "sd15", "sd21", "sdxl", "sdxl-turbo", "shapes")
 LAYOUT = ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
           "text_encoder/model.safetensors", "tokenizer/tokenizer.json")
+# SDXL families read a second text encoder and tokenizer, and only from the diffusers layout.
+XL_FAMILIES = ("tiny-xl", "sdxl", "sdxl-turbo")
+XL_LAYOUT = LAYOUT + ("text_encoder_2/model.safetensors", "tokenizer_2/tokenizer.json")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -266,7 +274,10 @@ def check_registry(text: str, where: str, ck: Checker) -> dict | None:
                 ck.err(mw, f"file {f!r} must be a relative path inside the model folder")
             if not isinstance(sha, str) or not SHA256.fullmatch(sha):
                 ck.err(mw, f"files[{f}]: sha256 {sha!r} is not 64 lowercase hex digits")
-        required = (e["checkpoint"], LAYOUT[3]) if e.get("checkpoint") else LAYOUT
+        xl = e.get("family") in XL_FAMILIES
+        if xl and e.get("checkpoint"):
+            ck.err(mw, "SDXL families load from the diffusers folder layout only; remove checkpoint")
+        required = (e["checkpoint"], LAYOUT[3]) if e.get("checkpoint") else XL_LAYOUT if xl else LAYOUT
         for f in required:
             if f not in files:
                 ck.err(mw, f"files has no {f} (every file the model reads needs its sha256)")
