@@ -6,15 +6,16 @@
 //!   held-out images match in shape, colour and background. The shipped model does NOT reach them
 //!   yet (see `models/shapes/MODEL_CARD.md` for the measured table), so it is `#[ignore]`d; run it
 //!   with `cargo test -p pixelfarm-shapes --test quality_gate -- --include-ignored --nocapture`.
-//! - `shipped_model_draws_the_asked_for_colours` (active in CI): what the model does reach —
-//!   backgrounds and shape colours — plus seeds that reach the noise and a checker that rejects
-//!   wrong captions, so a broken sampler, guidance or seed path fails CI.
+//! - `shipped_model_draws_the_asked_for_colours_circles_and_triangles` (active in CI): what the
+//!   model does reach — backgrounds, shape colours, circles, triangles, and the overall rate as
+//!   measured — plus seeds that reach the noise and a checker that rejects wrong captions, so a
+//!   broken sampler, guidance or seed path fails CI.
 //! - `same_job_gives_same_bytes_and_guidance_reaches_the_pixels` (active).
 
 use pixelfarm_core::{ModelName, Renderer};
 use pixelfarm_diffusion::DiffusionEngine;
 use pixelfarm_shapes::checker::{Verdict, check};
-use pixelfarm_shapes::data::{Attributes, Color};
+use pixelfarm_shapes::data::{Attributes, Color, Shape};
 use pixelfarm_shapes::eval::{
     Accuracy, GATE_SEEDS, Graded, RenderSettings, gate_prompts, grade, job,
 };
@@ -86,7 +87,7 @@ fn shipped_model_passes_the_quality_gate() {
 }
 
 #[test]
-fn shipped_model_draws_the_asked_for_colours() {
+fn shipped_model_draws_the_asked_for_colours_circles_and_triangles() {
     let graded = gate_run();
     // What the shipped weights reach (see MODEL_CARD.md): a broken sampler or seed path gives noise
     // or flat images, which fail the background or colour check.
@@ -99,6 +100,21 @@ fn shipped_model_draws_the_asked_for_colours() {
     assert!(
         color.seen_rate() >= 0.8 && color.held_out_rate() >= 0.8,
         "background and shape colour: {color:?}"
+    );
+
+    // Circles and triangles come out as asked (measured 21/21 and 15/18; squares do not yet), and
+    // the whole check passes as often as measured: a regression in training, sampler or guidance
+    // shows here before anyone reads a contact sheet.
+    let shape_rate = |shape: Shape| {
+        let of: Vec<&Graded> = graded.iter().filter(|g| g.attrs.shape == shape).collect();
+        of.iter().filter(|g| g.verdict.matches()).count() as f64 / of.len() as f64
+    };
+    assert!(shape_rate(Shape::Circle) >= 0.9, "circles");
+    assert!(shape_rate(Shape::Triangle) >= 0.7, "triangles");
+    let all = Accuracy::of(&graded, Verdict::matches);
+    assert!(
+        all.seen_rate() >= 0.5 && all.held_out_rate() >= 0.6,
+        "shape, colour and background: {all:?}"
     );
 
     // Negative control: the same images graded against a caption with another shape colour match
