@@ -163,9 +163,4 @@ impl ClipText {
             pooled,
         })
     }
-
-    /// Hidden width.
-    pub fn width(&self) -> usize {
-        self.cfg.width
-    }
 }

@@ -231,6 +231,13 @@ pub(crate) fn render_error(e: candle_core::Error) -> Error {
     Error::with_source(kind, "diffusion failed", e)
 }
 
+/// The tokenizer `file` of `entry` (sha256 verified).
+fn load_tokenizer(entry: &ModelEntry, dir: &Path, file: &str) -> Result<Tokenizer> {
+    let bytes = read_verified(entry, dir, file)?;
+    Tokenizer::from_bytes(&bytes)
+        .map_err(|e| Error::permanent(format!("`{file}` is not a tokenizer.json: {e}")))
+}
+
 /// The id of token `t` in the tokenizer read from `file`.
 fn token_id(tokenizer: &Tokenizer, file: &str, t: &str) -> Result<u32> {
     tokenizer
@@ -304,13 +311,7 @@ impl LoadedModel {
         let text = match (family, xl) {
             (_, Some(cfg)) => {
                 let text_2 = tensors(layout::TEXT_ENCODER_2, dtype)?;
-                let tok_2 = read_verified(entry, dir, layout::TOKENIZER_2)?;
-                let tokenizer_2 = Tokenizer::from_bytes(&tok_2).map_err(|e| {
-                    Error::permanent(format!(
-                        "`{}` is not a tokenizer.json: {e}",
-                        layout::TOKENIZER_2
-                    ))
-                })?;
+                let tokenizer_2 = load_tokenizer(entry, dir, layout::TOKENIZER_2)?;
                 // OpenCLIP's tokenizer pads with `!`.
                 let pad_2 = token_id(&tokenizer_2, layout::TOKENIZER_2, "!")?;
                 TextEncoder::Xl(Box::new(XlText {
@@ -393,13 +394,7 @@ impl LoadedModel {
     ) -> Result<Self> {
         let family = entry.family;
         let defaults = family.defaults();
-        let tok_bytes = read_verified(entry, dir, layout::TOKENIZER)?;
-        let tokenizer = Tokenizer::from_bytes(&tok_bytes).map_err(|e| {
-            Error::permanent(format!(
-                "`{}` is not a tokenizer.json: {e}",
-                layout::TOKENIZER
-            ))
-        })?;
+        let tokenizer = load_tokenizer(entry, dir, layout::TOKENIZER)?;
         let id = |t: &str| token_id(&tokenizer, layout::TOKENIZER, t);
         let bos = id("<|startoftext|>")?;
         let eos = id("<|endoftext|>")?;
