@@ -21,25 +21,16 @@ from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionMode
 from tokenizers import Tokenizer
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from diffusers_bench import VAE, VAE_RENAMES, load
+from diffusers_bench import UNET, VAE, VAE_RENAMES, load
 
-# services/diffusion/src/family.rs (Family::TinyXl).
-UNET = dict(
-    sample_size=8,
-    in_channels=4,
-    out_channels=4,
+# services/diffusion/src/family.rs (Family::TinyXl): the tiny UNet with SDXL's block layout,
+# transformer depths, linear projections and micro-conditioning.
+UNET_XL = dict(
+    UNET,
     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
     up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    block_out_channels=(32, 64, 64),
-    layers_per_block=1,
     transformer_layers_per_block=(1, 2, 1),
     cross_attention_dim=32 + 48,
-    attention_head_dim=(2, 4, 4),
-    norm_num_groups=32,
-    norm_eps=1e-5,
-    flip_sin_to_cos=True,
-    freq_shift=0,
-    downsample_padding=1,
     use_linear_projection=True,
     addition_embed_type="text_time",
     addition_time_embed_dim=8,
@@ -86,7 +77,7 @@ def main():
     torch.set_grad_enabled(False)
     ours = json.loads(a.ours.read_text())
 
-    unet = load(UNet2DConditionModel(**UNET), a.dir / "unet/diffusion_pytorch_model.safetensors")
+    unet = load(UNet2DConditionModel(**UNET_XL), a.dir / "unet/diffusion_pytorch_model.safetensors")
     vae = load(AutoencoderKL(**VAE), a.dir / "vae/diffusion_pytorch_model.safetensors", VAE_RENAMES)
     tok = Tokenizer.from_file(str(a.dir / "tokenizer/tokenizer.json"))
     tok2 = Tokenizer.from_file(str(a.dir / "tokenizer_2/tokenizer.json"))
