@@ -282,9 +282,12 @@ impl ShapesUnet {
     /// For inputs of the wrong shape.
     pub fn forward(&self, x: &Tensor, t: &Tensor, ctx: &Tensor) -> Result<Tensor> {
         let n = x.dim(0)?;
-        let temb = self
-            .time2
-            .forward(&self.time1.forward(&timestep_embedding(t, 64)?)?.silu()?)?;
+        let temb = self.time2.forward(
+            &self
+                .time1
+                .forward(&timestep_embedding(t, 64)?.to_dtype(x.dtype())?)?
+                .silu()?,
+        )?;
         let text = self
             .text
             .forward(&ctx.reshape((n, MAX_TOKENS * TEXT_DIM))?)?;

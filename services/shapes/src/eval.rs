@@ -193,8 +193,10 @@ pub fn report(
     seeds: &[u64],
     all: bool,
     s: RenderSettings,
+    device: pixelfarm_diffusion::registry::DeviceChoice,
 ) -> Result<Report> {
-    let cfg = crate::shipped_registry(models)?;
+    let mut cfg = crate::shipped_registry(models)?;
+    cfg.device = device;
     let engine = pixelfarm_diffusion::DiffusionEngine::new(cfg)?;
     let model = ModelName::parse(crate::MODEL_NAME)?;
     let prompts: Vec<Attributes> = if all {

@@ -51,6 +51,11 @@ pub struct TrainConfig {
     pub arch: ShapesConfig,
     /// How the per-pixel errors are weighted.
     pub weighting: LossWeighting,
+    /// Where the networks train (`Device::Cpu`, or a CUDA device with the `cuda` feature).
+    pub device: Device,
+    /// Threads that generate the batches of the coming steps while the current one trains (at
+    /// least 1). Batches are functions of `(seed, step)`, so the count never changes the data.
+    pub data_threads: usize,
 }
 
 /// Weights of the v-prediction squared error. The default is the plain mean.
@@ -91,16 +96,15 @@ pub struct Model {
 }
 
 impl Model {
-    /// Freshly initialised networks.
+    /// Freshly initialised networks on `dev`.
     ///
     /// # Errors
     /// Only for candle errors.
-    pub fn new(arch: ShapesConfig) -> Result<Self> {
-        let dev = Device::Cpu;
+    pub fn new(arch: ShapesConfig, dev: &Device) -> Result<Self> {
         let unet_vars = VarMap::new();
         let text_vars = VarMap::new();
-        let unet = ShapesUnet::new(arch, VarBuilder::from_varmap(&unet_vars, DType::F32, &dev))?;
-        let text = ShapesText::new(VarBuilder::from_varmap(&text_vars, DType::F32, &dev))?;
+        let unet = ShapesUnet::new(arch, VarBuilder::from_varmap(&unet_vars, DType::F32, dev))?;
+        let text = ShapesText::new(VarBuilder::from_varmap(&text_vars, DType::F32, dev))?;
         Ok(Model {
             unet_vars,
             text_vars,
@@ -147,7 +151,25 @@ pub struct Batch {
     pub weight: Tensor,
 }
 
-/// The batch of step `step` of a run seeded `seed`.
+impl Batch {
+    /// The same batch on `dev`.
+    ///
+    /// # Errors
+    /// Only for candle errors.
+    pub fn to_device(&self, dev: &Device) -> Result<Batch> {
+        Ok(Batch {
+            x0: self.x0.to_device(dev)?,
+            ids: self.ids.to_device(dev)?,
+            t: self.t.to_device(dev)?,
+            alpha: self.alpha.to_device(dev)?,
+            sigma: self.sigma.to_device(dev)?,
+            noise: self.noise.to_device(dev)?,
+            weight: self.weight.to_device(dev)?,
+        })
+    }
+}
+
+/// The batch of step `step` of a run seeded `seed` (on the CPU).
 ///
 /// # Errors
 /// Only for candle errors.
@@ -259,13 +281,13 @@ pub fn save_split(tensors: &HashMap<String, Tensor>, dir: &Path) -> Result<()> {
     save_tensors(tensors, "text.", &dir.join("text_encoder.safetensors"))
 }
 
-fn load_split(dir: &Path) -> Result<HashMap<String, Tensor>> {
+fn load_split(dir: &Path, dev: &Device) -> Result<HashMap<String, Tensor>> {
     let mut out = HashMap::new();
     for (prefix, file) in [
         ("unet.", "unet.safetensors"),
         ("text.", "text_encoder.safetensors"),
     ] {
-        for (k, v) in candle_core::safetensors::load(dir.join(file), &Device::Cpu)? {
+        for (k, v) in candle_core::safetensors::load(dir.join(file), dev)? {
             out.insert(format!("{prefix}{k}"), v);
         }
     }
@@ -290,7 +312,7 @@ pub struct RunState {
 pub fn train(cfg: &TrainConfig) -> Result<RunState> {
     let ckpt = cfg.out_dir.join("checkpoint");
     std::fs::create_dir_all(&ckpt)?;
-    let model = Model::new(cfg.arch)?;
+    let model = Model::new(cfg.arch, &cfg.device)?;
     let vars = model.named_vars();
     let mut state = RunState {
         step: 0,
@@ -302,14 +324,14 @@ pub fn train(cfg: &TrainConfig) -> Result<RunState> {
         .map(|(n, v)| (n.clone(), v.as_tensor().copy().expect("copy")))
         .collect();
     if ckpt.join(STATE).exists() {
-        let weights = load_split(&ckpt.join("weights"))?;
+        let weights = load_split(&ckpt.join("weights"), &cfg.device)?;
         for (n, v) in &vars {
             let w = weights
                 .get(n)
                 .with_context(|| format!("checkpoint lacks {n}"))?;
             v.set(w)?;
         }
-        ema = load_split(&ckpt.join("ema"))?;
+        ema = load_split(&ckpt.join("ema"), &cfg.device)?;
         state = serde_json::from_slice(&std::fs::read(ckpt.join(STATE))?)?;
         println!(
             "resumed at step {} ({:.0} s trained)",
@@ -317,14 +339,13 @@ pub fn train(cfg: &TrainConfig) -> Result<RunState> {
         );
     }
     println!(
-        "shapes model: {} parameters, batch {}, lr {}, {} steps",
+        "shapes model: {} parameters, batch {}, lr {}, {} steps, on {:?}",
         model.param_count(),
         cfg.batch,
         cfg.lr,
-        cfg.steps
+        cfg.steps,
+        cfg.device
     );
-    let tok = vocab::tokenizer();
-    let sched = schedule();
     let mut opt = AdamW::new(
         vars.iter().map(|(_, v)| v.clone()).collect(),
         ParamsAdamW {
@@ -358,20 +379,13 @@ pub fn train(cfg: &TrainConfig) -> Result<RunState> {
         std::fs::remove_dir_all(&old)?;
         Ok(())
     };
+    let mut data = Prefetch::start(cfg, state.step);
     while state.step < cfg.steps {
         let t0 = Instant::now();
         let step = state.step;
         let lr = learning_rate(cfg, session_start, step);
         opt.set_learning_rate(lr);
-        let b = batch(
-            cfg.seed,
-            step,
-            cfg.batch,
-            cfg.uncond_prob,
-            &cfg.weighting,
-            &tok,
-            &sched,
-        )?;
+        let b = data.take(step)?.to_device(&cfg.device)?;
         let l = loss(&model, &b)?;
         opt.backward_step(&l)?;
         let lv = l.to_scalar::<f32>()? as f64;
@@ -395,7 +409,7 @@ pub fn train(cfg: &TrainConfig) -> Result<RunState> {
         state.seconds = base_seconds + session.elapsed().as_secs_f64();
         if state.step.is_multiple_of(25) || state.step == 1 {
             println!(
-                "step {} loss {:.4} (ema {:.4}) lr {:.2e} {:.2} s/step, {:.0} s total",
+                "step {} loss {:.4} (ema {:.4}) lr {:.2e} {:.3} s/step, {:.1} s total",
                 state.step,
                 lv,
                 state.loss_ema,
@@ -419,6 +433,54 @@ pub fn train(cfg: &TrainConfig) -> Result<RunState> {
         }
     }
     Ok(state)
+}
+
+/// Batches of the coming steps, generated on `cfg.data_threads` threads: thread `i` makes the steps
+/// `start + i`, `start + i + threads`, … and stays at most two batches ahead of the trainer.
+struct Prefetch {
+    rx: Vec<std::sync::mpsc::Receiver<(usize, Result<Batch>)>>,
+    start: usize,
+}
+
+impl Prefetch {
+    fn start(cfg: &TrainConfig, start: usize) -> Prefetch {
+        let threads = cfg.data_threads.max(1);
+        let rx = (0..threads)
+            .map(|i| {
+                let (tx, rx) = std::sync::mpsc::sync_channel(2);
+                let (seed, n, uncond, weighting, steps) = (
+                    cfg.seed,
+                    cfg.batch,
+                    cfg.uncond_prob,
+                    cfg.weighting,
+                    cfg.steps,
+                );
+                std::thread::spawn(move || {
+                    let tok = vocab::tokenizer();
+                    let sched = schedule();
+                    for step in (start + i..steps).step_by(threads) {
+                        let b = batch(seed, step, n, uncond, &weighting, &tok, &sched);
+                        // The trainer has stopped (time budget or error): stop too.
+                        if tx.send((step, b)).is_err() {
+                            break;
+                        }
+                    }
+                });
+                rx
+            })
+            .collect();
+        Prefetch { rx, start }
+    }
+
+    /// The batch of `step` (steps are taken in order).
+    fn take(&mut self, step: usize) -> Result<Batch> {
+        let threads = self.rx.len();
+        let (got, b) = self.rx[(step - self.start) % threads]
+            .recv()
+            .context("a data thread stopped")?;
+        debug_assert_eq!(got, step);
+        b
+    }
 }
 
 /// Start a run in `out_dir` from the weights of the model folder `model_dir` (as written by
@@ -447,7 +509,7 @@ pub fn import(model_dir: &Path, out_dir: &Path, state: &RunState) -> Result<()> 
             tensors.insert(format!("{prefix}{k}"), v);
         }
     }
-    let model = Model::new(ShapesConfig::SHIPPED)?;
+    let model = Model::new(ShapesConfig::SHIPPED, &Device::Cpu)?;
     for (n, v) in model.named_vars() {
         let w = tensors
             .get(&n)
@@ -471,7 +533,7 @@ pub fn import(model_dir: &Path, out_dir: &Path, state: &RunState) -> Result<()> 
 /// # Errors
 /// When there is no checkpoint.
 pub fn load_ema(out_dir: &Path) -> Result<HashMap<String, Tensor>> {
-    load_split(&out_dir.join("checkpoint").join("ema"))
+    load_split(&out_dir.join("checkpoint").join("ema"), &Device::Cpu)
 }
 
 /// Seeded standard normals, for callers that sample outside the engine.
@@ -499,6 +561,8 @@ mod tests {
             max_seconds: None,
             arch: ShapesConfig::SHIPPED,
             weighting: LossWeighting::default(),
+            device: Device::Cpu,
+            data_threads: 1,
         }
     }
 
@@ -536,6 +600,34 @@ mod tests {
         // Same data either way.
         let diff = (plain.x0 - weighted.x0).unwrap().abs().unwrap();
         assert_eq!(max(&diff), 0.0);
+    }
+
+    #[test]
+    fn prefetched_batches_are_the_steps_own_whatever_the_thread_count() {
+        let tok = crate::vocab::tokenizer();
+        let sched = schedule();
+        let c = TrainConfig {
+            batch: 2,
+            steps: 7,
+            data_threads: 3,
+            ..cfg(None)
+        };
+        let mut data = Prefetch::start(&c, 2);
+        for step in 2..7 {
+            let got = data.take(step).unwrap();
+            let want = batch(c.seed, step, 2, c.uncond_prob, &c.weighting, &tok, &sched).unwrap();
+            for (a, b) in [
+                (&got.x0, &want.x0),
+                (&got.noise, &want.noise),
+                (&got.t, &want.t),
+            ] {
+                assert_eq!(
+                    a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    "step {step}"
+                );
+            }
+        }
     }
 
     #[test]

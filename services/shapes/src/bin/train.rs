@@ -1,9 +1,11 @@
 //! `pixelfarm-train-shapes`: train, resume and export pixelfarm's shapes model (see
 //! `models/shapes/MODEL_CARD.md` for the recipe).
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use candle_core::Device;
 use clap::{Parser, Subcommand};
 use pixelfarm_core::Sampler;
+use pixelfarm_diffusion::registry::DeviceChoice;
 use pixelfarm_diffusion::shapes_net::ShapesConfig;
 use pixelfarm_shapes::eval::RenderSettings;
 use pixelfarm_shapes::train::{LossWeighting, RunState, TrainConfig, load_ema, train};
@@ -60,7 +62,17 @@ enum Cmd {
         sampler: Option<String>,
         #[arg(long, default_value = "shapes-eval.png")]
         sheet: PathBuf,
+        /// Render on `cpu` or `cuda` (a build with the `cuda` feature).
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: EvalDevice,
     },
+}
+
+/// Where `eval` renders.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum EvalDevice {
+    Cpu,
+    Cuda,
 }
 
 /// The settings of `train`; see [`TrainConfig`].
@@ -99,11 +111,36 @@ struct TrainArgs {
     /// Min-SNR-γ loss weighting (off when absent).
     #[arg(long)]
     min_snr_gamma: Option<f64>,
+    /// `cpu`, or `cuda` / `cuda:N` (a build with the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Threads generating the coming batches.
+    #[arg(long, default_value_t = 1)]
+    data_threads: usize,
 }
 
-impl From<TrainArgs> for TrainConfig {
-    fn from(a: TrainArgs) -> Self {
-        TrainConfig {
+/// The device named by `--device`.
+fn device(name: &str) -> Result<Device> {
+    let ordinal = match name.split_once(':') {
+        None if name == "cpu" => return Ok(Device::Cpu),
+        None if name == "cuda" => 0,
+        Some(("cuda", n)) => n.parse().ok().with_context(|| {
+            format!(
+                "--device `{name}`: the ordinal `{n}` is not a number; accepted: cpu, cuda, cuda:N"
+            )
+        })?,
+        _ => anyhow::bail!("--device `{name}`: accepted: cpu, cuda, cuda:N"),
+    };
+    Device::new_cuda(ordinal).with_context(|| format!("--device `{name}`"))
+}
+
+impl TryFrom<TrainArgs> for TrainConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(a: TrainArgs) -> Result<Self> {
+        Ok(TrainConfig {
+            device: device(&a.device)?,
+            data_threads: a.data_threads,
             out_dir: a.out,
             steps: a.steps,
             batch: a.batch,
@@ -121,14 +158,14 @@ impl From<TrainArgs> for TrainConfig {
                 outline: a.outline_weight,
                 min_snr_gamma: a.min_snr_gamma,
             },
-        }
+        })
     }
 }
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Train(args) => {
-            let s = train(&args.into())?;
+            let s = train(&args.try_into()?)?;
             println!(
                 "done: step {} after {:.0} s, loss ema {:.4}",
                 s.step, s.seconds, s.loss_ema
@@ -163,6 +200,7 @@ fn main() -> Result<()> {
             guidance,
             sampler,
             sheet,
+            device,
         } => {
             let mut s = RenderSettings::default();
             s.steps = steps.unwrap_or(s.steps);
@@ -175,6 +213,10 @@ fn main() -> Result<()> {
                 &(first_seed..first_seed + seeds).collect::<Vec<_>>(),
                 all,
                 s,
+                match device {
+                    EvalDevice::Cpu => DeviceChoice::Cpu,
+                    EvalDevice::Cuda => DeviceChoice::Cuda,
+                },
             )?;
             println!("{}", report.table);
             std::fs::write(&sheet, report.sheet.to_png()?)?;
