@@ -166,7 +166,7 @@ impl Family {
                 width: 32,
                 height: 32,
                 steps: 20,
-                guidance: 3.0,
+                guidance: 1.5,
                 vae_scale: 1.0,
                 prediction: Prediction::V,
                 latent_channels: 3,

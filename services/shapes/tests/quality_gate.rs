@@ -3,13 +3,14 @@
 //! the analytic checker, on fixed seen and held-out prompts × seeds.
 //!
 //! - `shipped_model_passes_the_quality_gate`: the thresholds, ≥ 90 % of seen and ≥ 70 % of
-//!   held-out images match in shape, colour and background. The shipped model does NOT reach them
-//!   yet (see `models/shapes/MODEL_CARD.md` for the measured table), so it is `#[ignore]`d; run it
-//!   with `cargo test -p pixelfarm-shapes --test quality_gate -- --include-ignored --nocapture`.
-//! - `shipped_model_draws_the_asked_for_colours_circles_and_triangles` (active in CI): what the
-//!   model does reach — backgrounds, shape colours, circles, triangles, and the overall rate as
-//!   measured — plus seeds that reach the noise and a checker that rejects wrong captions, so a
-//!   broken sampler, guidance or seed path fails CI.
+//!   held-out images match in shape, colour and background. The shipped model reaches the held-out
+//!   one but not the seen one yet (86.1 %; see `models/shapes/MODEL_CARD.md` for the measured
+//!   table), so it is `#[ignore]`d; run it with
+//!   `cargo test -p pixelfarm-shapes --test quality_gate -- --include-ignored --nocapture`.
+//! - `shipped_model_holds_its_measured_accuracy` (active in CI): what the model does reach —
+//!   backgrounds, shape colours, each shape, and the overall rate as measured, with a margin — plus
+//!   seeds that reach the noise and a checker that rejects wrong captions, so a broken sampler,
+//!   guidance or seed path fails CI.
 //! - `same_job_gives_same_bytes_and_guidance_reaches_the_pixels` (active).
 
 use pixelfarm_core::{ModelName, Renderer};
@@ -78,7 +79,7 @@ fn gate_run() -> Vec<Graded> {
 }
 
 #[test]
-#[ignore = "the shipped model does not reach the issue's 90 % / 70 % yet (measured in MODEL_CARD.md)"]
+#[ignore = "the shipped model reaches 86.1 % seen / 83.3 % held-out, short of 90 % seen (MODEL_CARD.md)"]
 fn shipped_model_passes_the_quality_gate() {
     let graded = gate_run();
     let acc = Accuracy::of(&graded, Verdict::matches);
@@ -87,7 +88,7 @@ fn shipped_model_passes_the_quality_gate() {
 }
 
 #[test]
-fn shipped_model_draws_the_asked_for_colours_circles_and_triangles() {
+fn shipped_model_holds_its_measured_accuracy() {
     let graded = gate_run();
     // What the shipped weights reach (see MODEL_CARD.md): a broken sampler or seed path gives noise
     // or flat images, which fail the background or colour check.
@@ -98,22 +99,23 @@ fn shipped_model_draws_the_asked_for_colours_circles_and_triangles() {
     );
     let color = Accuracy::of(&graded, |v| v.background_ok && v.color_ok);
     assert!(
-        color.seen_rate() >= 0.8 && color.held_out_rate() >= 0.8,
+        color.seen_rate() >= 0.9 && color.held_out_rate() >= 0.9,
         "background and shape colour: {color:?}"
     );
 
-    // Circles and triangles come out as asked (measured 21/21 and 15/18; squares do not yet), and
-    // the whole check passes as often as measured: a regression in training, sampler or guidance
-    // shows here before anyone reads a contact sheet.
+    // Each shape comes out as asked about as often as measured (circles 20/21, triangles 17/18,
+    // squares 14/21), and the whole check passes as often as measured (31/36 seen, 20/24 held-out):
+    // a regression in training, sampler or guidance shows here before anyone reads a contact sheet.
     let shape_rate = |shape: Shape| {
         let of: Vec<&Graded> = graded.iter().filter(|g| g.attrs.shape == shape).collect();
         of.iter().filter(|g| g.verdict.matches()).count() as f64 / of.len() as f64
     };
     assert!(shape_rate(Shape::Circle) >= 0.9, "circles");
-    assert!(shape_rate(Shape::Triangle) >= 0.7, "triangles");
+    assert!(shape_rate(Shape::Triangle) >= 0.85, "triangles");
+    assert!(shape_rate(Shape::Square) >= 0.6, "squares");
     let all = Accuracy::of(&graded, Verdict::matches);
     assert!(
-        all.seen_rate() >= 0.5 && all.held_out_rate() >= 0.6,
+        all.seen_rate() >= 0.8 && all.held_out_rate() >= 0.75,
         "shape, colour and background: {all:?}"
     );
 
