@@ -8,6 +8,8 @@ use pixelfarm_diffusion::checkpoint::TextLayout;
 use pixelfarm_diffusion::registry::layout;
 use pixelfarm_diffusion::{DiffusionEngine, ModelEntry, RegistryConfig, tiny};
 use std::collections::BTreeMap;
+
+mod common;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -31,15 +33,7 @@ fn model() -> ModelName {
 }
 
 fn engine_with(entry: ModelEntry) -> DiffusionEngine {
-    let cfg = RegistryConfig {
-        cache_dir: std::env::temp_dir(),
-        max_loaded: 1,
-        max_batch: 4,
-        fused_batches: false,
-        device: Default::default(),
-        models: BTreeMap::from([(model(), entry)]),
-    };
-    DiffusionEngine::new(cfg).unwrap()
+    common::engine_serving(model(), entry)
 }
 
 fn engine() -> &'static DiffusionEngine {

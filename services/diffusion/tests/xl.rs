@@ -10,20 +10,14 @@ use pixelfarm_diffusion::registry::layout;
 use pixelfarm_diffusion::{DiffusionEngine, ModelEntry, RegistryConfig, tiny};
 use std::collections::BTreeMap;
 
+mod common;
+
 fn model() -> ModelName {
     ModelName::parse("xl").unwrap()
 }
 
 fn engine_with(entry: ModelEntry) -> DiffusionEngine {
-    DiffusionEngine::new(RegistryConfig {
-        cache_dir: std::env::temp_dir(),
-        max_loaded: 1,
-        max_batch: 4,
-        fused_batches: false,
-        device: Default::default(),
-        models: BTreeMap::from([(model(), entry)]),
-    })
-    .unwrap()
+    common::engine_serving(model(), entry)
 }
 
 fn job(prompt: &str, negative: &str, seed: u64, guidance: f64) -> JobParams {
