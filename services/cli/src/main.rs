@@ -85,8 +85,19 @@ fn read(path: &PathBuf) -> anyhow::Result<String> {
         .with_context(|| format!("cannot read manifest {}", path.display()))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // SAFETY: the first statement of `main`: no other thread exists yet.
+    #[allow(unsafe_code)]
+    unsafe {
+        pixelfarm_diffusion::threads::settle();
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     pixelfarm_runtime::telemetry::init(pixelfarm_runtime::telemetry::CLI_LOG);
     let cli = Cli::parse();
     let e = |e: pixelfarm_core::Error| anyhow::anyhow!(e.chain());

@@ -12,6 +12,7 @@
 //! - [`checkpoint`]: single-file checkpoints in the original Stability layout (SD 1.x / 2.x and
 //!   the tiny family).
 //! - [`shapes_net`]: the `shapes` family's small pixel-space UNet and text encoder (trainable).
+//! - [`threads`]: settles candle's CPU thread count once per process (`RAYON_NUM_THREADS`).
 //! - [`tiny`]: tiny random-weight models + a CLIP BPE tokenizer for tests and benchmarks.
 //! - [`rng`]: [`JobRng`], each job's own deterministic noise.
 
@@ -24,6 +25,7 @@ pub mod registry;
 pub mod rng;
 pub mod sampler;
 pub mod shapes_net;
+pub mod threads;
 pub mod tiny;
 pub mod unet;
 

@@ -163,6 +163,11 @@ impl TryFrom<TrainArgs> for TrainConfig {
 }
 
 fn main() -> Result<()> {
+    // SAFETY: the first statement of `main`: no other thread exists yet.
+    #[allow(unsafe_code)]
+    unsafe {
+        pixelfarm_diffusion::threads::settle();
+    }
     match Cli::parse().cmd {
         Cmd::Train(args) => {
             let s = train(&args.try_into()?)?;

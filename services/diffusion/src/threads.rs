@@ -1,0 +1,49 @@
+//! How many threads candle's CPU kernels use, settled once per process.
+//!
+//! candle 0.11 asks for its thread count on **every** CPU matmul (`get_num_threads`), and unless
+//! `RAYON_NUM_THREADS` is set that means opening and parsing `/proc/cpuinfo` (through
+//! `num_cpus::get_physical`) each time: 49,192 opens in one training step of the `shapes` model
+//! (`strace -c`), with the kernel's cpuinfo formatting at ~15 % of the step's profile (`perf`). Setting the
+//! variable once makes that lookup a plain environment read.
+
+/// The variable candle (and rayon's global pool) read.
+pub const VAR: &str = "RAYON_NUM_THREADS";
+
+/// The thread count candle would pick by itself (physical cores), capped at what this process may
+/// run on (`available_parallelism` follows CPU affinity and cgroup quotas, e.g. a Kubernetes CPU
+/// limit, which `/proc/cpuinfo` does not).
+pub fn default_count() -> usize {
+    let allowed = std::thread::available_parallelism().map_or(1, usize::from);
+    num_cpus::get_physical().clamp(1, allowed)
+}
+
+/// Sets [`VAR`] to [`default_count`] unless the user set it already; returns the value in force.
+///
+/// # Safety
+/// It writes the process environment, so no other thread may run yet (nor read the environment
+/// concurrently): call it as the first statement of `main`, before any runtime or thread pool
+/// starts.
+#[allow(unsafe_code)]
+pub unsafe fn settle() -> String {
+    match std::env::var(VAR) {
+        Ok(v) if v.parse::<usize>().is_ok_and(|n| n > 0) => v,
+        _ => {
+            let v = default_count().to_string();
+            // SAFETY: the caller guarantees that no other thread exists yet.
+            unsafe { std::env::set_var(VAR, &v) };
+            v
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_at_least_one_and_within_what_the_process_may_use() {
+        let n = default_count();
+        assert!(n >= 1);
+        assert!(n <= std::thread::available_parallelism().map_or(1, usize::from));
+    }
+}
