@@ -1,42 +1,54 @@
 //! `bench-ops`: milliseconds of the CPU ops that dominate the SD UNet and VAE (3x3 convolution,
-//! group norm, SiLU) in candle, at the shapes of the tiny model at 64 and 256 pixels.
-//! `bench/ops_torch.py` times the same ops in PyTorch; `bench/diffusion.sh` prints both.
+//! group norm, SiLU) at the shapes of the tiny model at 64 and 256 pixels, batch 1: candle's, and
+//! pixelfarm's own convolution and group norm (`pixelfarm_diffusion::ops`, measured in the same
+//! run). `bench/ops_torch.py` times the same ops in PyTorch; `bench/diffusion.sh` prints both.
 
 use candle_core::{DType, Device, Module, Tensor};
+use pixelfarm_diffusion::ops;
 use std::time::Instant;
+
+/// Mean milliseconds of `n` runs of `f`, after one warm-up run.
+fn ms(n: u32, f: impl Fn() -> candle_core::Result<Tensor>) -> anyhow::Result<f64> {
+    f()?;
+    let t = Instant::now();
+    for _ in 0..n {
+        f()?;
+    }
+    Ok(t.elapsed().as_secs_f64() * 1e3 / f64::from(n))
+}
+
 fn main() -> anyhow::Result<()> {
+    // SAFETY: the first statement of `main`: no other thread exists yet.
+    #[allow(unsafe_code)]
+    unsafe {
+        pixelfarm_diffusion::threads::settle();
+    }
     let dev = Device::Cpu;
     for (c, hw) in [(64usize, 256usize), (32, 256), (64, 64), (32, 32)] {
         let x = Tensor::randn(0f32, 1., (1, c, hw, hw), &dev)?;
         let w = Tensor::randn(0f32, 1., (c, c, 3, 3), &dev)?;
-        let _ = x.conv2d(&w, 1, 1, 1, 1)?;
-        let t = Instant::now();
-        let n = 5;
-        for _ in 0..n {
-            let _ = x.conv2d(&w, 1, 1, 1, 1)?;
-        }
-        let conv = t.elapsed().as_secs_f64() / n as f64;
+        let groups = 32.min(c);
         let gn = candle_nn::group_norm(
-            32.min(c),
+            groups,
             c,
             1e-5,
             candle_nn::VarBuilder::zeros(DType::F32, &dev),
         )?;
-        let t = Instant::now();
-        for _ in 0..n {
-            let _ = gn.forward(&x)?;
-        }
-        let g = t.elapsed().as_secs_f64() / n as f64;
-        let t = Instant::now();
-        for _ in 0..n {
-            let _ = candle_nn::ops::silu(&x)?;
-        }
-        let s = t.elapsed().as_secs_f64() / n as f64;
+        let (gamma, beta) = (
+            Tensor::ones(c, DType::F32, &dev)?,
+            Tensor::zeros(c, DType::F32, &dev)?,
+        );
+        let n = 5;
+        let conv = ms(n, || x.conv2d(&w, 1, 1, 1, 1))?;
+        let our_conv = ms(n, || ops::conv2d(&x, &w, 1, 1))?;
+        let g = ms(n, || gn.forward(&x))?;
+        let our_g = ms(n, || ops::group_norm(&x, &gamma, &beta, groups, 1e-5))?;
+        let s = ms(n, || candle_nn::ops::silu(&x))?;
         println!(
-            "c={c} hw={hw}: conv3x3 {:.2} ms, groupnorm {:.2} ms, silu {:.2} ms",
-            conv * 1e3,
-            g * 1e3,
-            s * 1e3
+            "c={c} hw={hw}: conv3x3 {conv:.2} ms (pixelfarm {our_conv:.2} ms, {:.1}x), \
+             groupnorm {g:.2} ms (pixelfarm {our_g:.2} ms, {:.1}x), silu {s:.2} ms",
+            conv / our_conv,
+            g / our_g
         );
     }
     Ok(())

@@ -8,6 +8,7 @@
 //! - `engine`: [`DiffusionEngine`], the worker's `Renderer` (LRU of loaded models, micro-batches).
 //! - `model`: a loaded model and the txt2img pipeline (CFG, per-job noise, VAE decode).
 //! - [`unet`]: the SD UNet from candle's blocks, with SDXL's micro-conditioning.
+//! - [`ops`]: CPU conv2d and group norm with a fast backward (gemm, fused), for the `shapes` net.
 //! - [`clip`]: the CLIP text transformer as SDXL reads it (penultimate state, pooled projection).
 //! - [`checkpoint`]: single-file checkpoints in the original Stability layout (SD 1.x / 2.x and
 //!   the tiny family).
@@ -21,6 +22,7 @@ pub mod clip;
 mod engine;
 pub mod family;
 mod model;
+pub mod ops;
 pub mod registry;
 pub mod rng;
 pub mod sampler;

@@ -1,13 +1,16 @@
 //! The `shapes` family's networks: a small pixel-space conditional UNet and a positional text
-//! encoder, written only with ops that have a backward in candle (composed group norm, explicit
-//! `exp / sum` softmax), so the same code trains (`pixelfarm-shapes`) and renders (this engine).
+//! encoder, written only with ops that have a backward (convolution and group norm from [`crate::ops`],
+//! explicit `exp / sum` softmax), so the same code trains (`pixelfarm-shapes`) and renders (this
+//! engine).
 //!
 //! The "latents" of this family are the pixels themselves (3 channels in -1..1, downscale 1); the
 //! UNet folds 2×2 pixels into channels on the way in and unfolds them on the way out. It predicts
 //! `v` for the engine's `scaled_linear` schedule, like any other family.
 
 use candle_core::{D, DType, Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Embedding, GroupNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, Linear, VarBuilder};
+
+use crate::ops::{Conv2d, GroupNorm};
 
 /// Tokens the text encoder reads (start, prompt, end, padding).
 pub const MAX_TOKENS: usize = 16;
@@ -40,17 +43,11 @@ impl ShapesConfig {
 }
 
 fn group_norm(groups: usize, ch: usize, vb: VarBuilder) -> Result<GroupNorm> {
-    // candle-nn's GroupNorm is composed of differentiable ops (unlike its LayerNorm fast path).
-    candle_nn::group_norm(groups, ch, 1e-5, vb)
+    GroupNorm::new(groups, ch, 1e-5, vb)
 }
 
 fn conv(cin: usize, cout: usize, k: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        padding: k / 2,
-        stride,
-        ..Default::default()
-    };
-    candle_nn::conv2d(cin, cout, k, cfg, vb)
+    Conv2d::new(cin, cout, k, stride, vb)
 }
 
 /// Softmax over the last dimension from `exp` and `sum` (candle's fused softmax has no backward).

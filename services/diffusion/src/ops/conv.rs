@@ -1,0 +1,599 @@
+//! A 2-D convolution whose CPU forward and backward are tiled im2col + gemm:
+//!
+//! - forward, per image and tile of output rows: `out[:, tile] = W (co × c·k·k) · col (c·k·k × tile)`;
+//! - input gradient: `dcol = Wᵀ · dY[:, tile]`, scattered back (col2im) into `dX`;
+//! - weight gradient: `dW += dY[:, tile] · colᵀ`, per fixed chunk of images, chunks added in order.
+//!
+//! 1×1 convolutions with stride 1 skip the im2col: the image is the column matrix.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Module, Result, Shape, Tensor, bail};
+use candle_nn::{Conv2dConfig, VarBuilder};
+use rayon::prelude::*;
+
+use super::{GRAD_CHUNK, f32_slice, on_cpu_f32, sum_in_order};
+
+/// Floats of one im2col tile: 256 KiB, so a tile and its slice of the output stay in L2.
+const TILE_FLOATS: usize = 64 * 1024;
+
+/// Geometry of one convolution: NCHW input, `(co, c, k, k)` weight, equal padding, dilation 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Geometry {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl Geometry {
+    fn new(x: &Shape, weight: &Shape, stride: usize, pad: usize) -> Result<Geometry> {
+        let (n, c, h, w) = x.dims4()?;
+        let (co, ci, k, k2) = weight.dims4()?;
+        if ci != c || k != k2 || stride == 0 || h + 2 * pad < k || w + 2 * pad < k {
+            bail!(
+                "conv2d: input {x:?} and weight {weight:?} (stride {stride}, padding {pad}) do not fit"
+            );
+        }
+        Ok(Geometry {
+            n,
+            c,
+            h,
+            w,
+            co,
+            k,
+            stride,
+            pad,
+            ho: (h + 2 * pad - k) / stride + 1,
+            wo: (w + 2 * pad - k) / stride + 1,
+        })
+    }
+
+    /// Rows of the im2col matrix (the weight's row length).
+    fn ckk(&self) -> usize {
+        self.c * self.k * self.k
+    }
+
+    /// Output rows per tile.
+    fn tile_rows(&self) -> usize {
+        (TILE_FLOATS / (self.ckk() * self.wo)).clamp(1, self.ho)
+    }
+
+    /// `(first output row, rows)` of every tile of one image.
+    fn tiles(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let rows = self.tile_rows();
+        (0..self.ho)
+            .step_by(rows)
+            .map(move |r| (r, rows.min(self.ho - r)))
+    }
+
+    /// Whether a column index is plain input (1×1, stride 1, no padding): no im2col needed.
+    fn is_pointwise(&self) -> bool {
+        self.k == 1 && self.stride == 1 && self.pad == 0
+    }
+
+    /// The input row that kernel row `ky` of output row `oy` reads, if inside the image.
+    fn source_row(&self, oy: usize, ky: usize) -> Option<usize> {
+        (oy * self.stride + ky)
+            .checked_sub(self.pad)
+            .filter(|&iy| iy < self.h)
+    }
+
+    /// The output columns `lo..hi` whose kernel column `kx` reads inside the image; column `ox`
+    /// reads input column `ox · stride + kx − pad`.
+    fn valid_cols(&self, kx: usize) -> (usize, usize) {
+        let lo = self.pad.saturating_sub(kx).div_ceil(self.stride);
+        let hi = (self.w + self.pad)
+            .saturating_sub(kx)
+            .div_ceil(self.stride)
+            .min(self.wo);
+        (lo.min(hi), hi)
+    }
+
+    /// Fill `col` (`ckk × rows·wo`) from one image `x` (`c × h × w`) for output rows `r0..r0+rows`.
+    fn im2col(&self, x: &[f32], r0: usize, rows: usize, col: &mut [f32]) {
+        let (p, s) = (rows * self.wo, self.stride);
+        for c in 0..self.c {
+            let plane = &x[c * self.h * self.w..(c + 1) * self.h * self.w];
+            for ky in 0..self.k {
+                for kx in 0..self.k {
+                    let (lo, hi) = self.valid_cols(kx);
+                    let row = &mut col[((c * self.k + ky) * self.k + kx) * p..][..p];
+                    for (oy, out) in row.chunks_mut(self.wo).enumerate() {
+                        let Some(iy) = self.source_row(r0 + oy, ky) else {
+                            out.fill(0.0);
+                            continue;
+                        };
+                        out[..lo].fill(0.0);
+                        out[hi..].fill(0.0);
+                        if lo == hi {
+                            continue;
+                        }
+                        let first = iy * self.w + lo * s + kx - self.pad;
+                        if s == 1 {
+                            out[lo..hi].copy_from_slice(&plane[first..first + hi - lo]);
+                        } else {
+                            let src = plane[first..].iter().step_by(s);
+                            out[lo..hi].iter_mut().zip(src).for_each(|(o, &v)| *o = v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Add `col` (`ckk × rows·wo`) back into one image's gradient `dx` (`c × h × w`).
+    fn col2im_add(&self, col: &[f32], r0: usize, rows: usize, dx: &mut [f32]) {
+        let (p, s) = (rows * self.wo, self.stride);
+        for c in 0..self.c {
+            let plane = &mut dx[c * self.h * self.w..(c + 1) * self.h * self.w];
+            for ky in 0..self.k {
+                for kx in 0..self.k {
+                    let (lo, hi) = self.valid_cols(kx);
+                    let row = &col[((c * self.k + ky) * self.k + kx) * p..][..p];
+                    for (oy, out) in row.chunks(self.wo).enumerate() {
+                        let Some(iy) = self.source_row(r0 + oy, ky).filter(|_| lo < hi) else {
+                            continue;
+                        };
+                        let first = iy * self.w + lo * s + kx - self.pad;
+                        let dst = plane[first..].iter_mut().step_by(s);
+                        dst.zip(&out[lo..hi]).for_each(|(d, &v)| *d += v);
+                    }
+                }
+            }
+        }
+    }
+
+    fn in_len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+
+    fn out_len(&self) -> usize {
+        self.co * self.ho * self.wo
+    }
+}
+
+/// `dst (m × n, row stride dst_rs) = [dst +] a (m × k) · b (k × n)`, strides in elements.
+#[allow(clippy::too_many_arguments, unsafe_code)]
+fn matmul_into(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    a: &[f32],
+    (a_rs, a_cs): (usize, usize),
+    b: &[f32],
+    (b_rs, b_cs): (usize, usize),
+) {
+    let last = |rows: usize, rs: usize, cols: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(m > 0 && n > 0 && k > 0, "gemm: empty operand");
+    assert!(dst.len() > last(m, dst_rs, n, 1), "gemm: dst too short");
+    assert!(a.len() > last(m, a_rs, k, a_cs), "gemm: lhs too short");
+    assert!(b.len() > last(k, b_rs, n, b_cs), "gemm: rhs too short");
+    // SAFETY: the asserts above keep every index the strides reach inside the three slices, and
+    // `dst` is borrowed mutably, so it overlaps neither operand.
+    unsafe {
+        ::gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            ::gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Forward: `(x, weight) → y`.
+#[derive(Debug, Clone, Copy)]
+struct Conv {
+    stride: usize,
+    pad: usize,
+}
+
+impl Conv {
+    fn forward(&self, g: &Geometry, x: &[f32], wt: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; g.n * g.out_len()];
+        let plane = g.ho * g.wo;
+        out.par_chunks_mut(g.out_len())
+            .zip(x.par_chunks(g.in_len()))
+            .for_each(|(y, x)| {
+                if g.is_pointwise() {
+                    matmul_into(
+                        (g.co, plane, g.c),
+                        y,
+                        plane,
+                        false,
+                        wt,
+                        (g.c, 1),
+                        x,
+                        (plane, 1),
+                    );
+                    return;
+                }
+                let mut col = vec![0f32; g.ckk() * g.tile_rows() * g.wo];
+                for (r0, rows) in g.tiles() {
+                    let p = rows * g.wo;
+                    g.im2col(x, r0, rows, &mut col);
+                    matmul_into(
+                        (g.co, p, g.ckk()),
+                        &mut y[r0 * g.wo..],
+                        plane,
+                        false,
+                        wt,
+                        (g.ckk(), 1),
+                        &col,
+                        (p, 1),
+                    );
+                }
+            });
+        out
+    }
+}
+
+impl CustomOp2 for Conv {
+    fn name(&self) -> &'static str {
+        "pixelfarm-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geometry::new(xl.shape(), wl.shape(), self.stride, self.pad)?;
+        let y = self.forward(
+            &g,
+            f32_slice(xs, xl, "input")?,
+            f32_slice(ws, wl, "weight")?,
+        );
+        Ok((CpuStorage::F32(y), Shape::from((g.n, g.co, g.ho, g.wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let dx = dy.apply_op2_no_bwd(
+            weight,
+            &InputGrad {
+                conv: *self,
+                x: x.shape().clone(),
+            },
+        )?;
+        let dw = x.apply_op2_no_bwd(
+            &dy,
+            &WeightGrad {
+                conv: *self,
+                w: weight.shape().clone(),
+            },
+        )?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// `(dy, weight) → dx`.
+struct InputGrad {
+    conv: Conv,
+    x: Shape,
+}
+
+impl CustomOp2 for InputGrad {
+    fn name(&self) -> &'static str {
+        "pixelfarm-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dys: &CpuStorage,
+        dyl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geometry::new(&self.x, wl.shape(), self.conv.stride, self.conv.pad)?;
+        let (dy, wt) = (
+            f32_slice(dys, dyl, "gradient")?,
+            f32_slice(ws, wl, "weight")?,
+        );
+        let plane = g.ho * g.wo;
+        let mut dx = vec![0f32; g.n * g.in_len()];
+        dx.par_chunks_mut(g.in_len())
+            .zip(dy.par_chunks(g.out_len()))
+            .for_each(|(dx, dy)| {
+                if g.is_pointwise() {
+                    matmul_into(
+                        (g.c, plane, g.co),
+                        dx,
+                        plane,
+                        false,
+                        wt,
+                        (1, g.c),
+                        dy,
+                        (plane, 1),
+                    );
+                    return;
+                }
+                let mut col = vec![0f32; g.ckk() * g.tile_rows() * g.wo];
+                for (r0, rows) in g.tiles() {
+                    let p = rows * g.wo;
+                    matmul_into(
+                        (g.ckk(), p, g.co),
+                        &mut col,
+                        p,
+                        false,
+                        wt,
+                        (1, g.ckk()),
+                        &dy[r0 * g.wo..],
+                        (plane, 1),
+                    );
+                    g.col2im_add(&col, r0, rows, dx);
+                }
+            });
+        Ok((CpuStorage::F32(dx), self.x.clone()))
+    }
+}
+
+/// `(x, dy) → dweight`.
+struct WeightGrad {
+    conv: Conv,
+    w: Shape,
+}
+
+impl CustomOp2 for WeightGrad {
+    fn name(&self) -> &'static str {
+        "pixelfarm-conv2d-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        dys: &CpuStorage,
+        dyl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geometry::new(xl.shape(), &self.w, self.conv.stride, self.conv.pad)?;
+        let (x, dy) = (
+            f32_slice(xs, xl, "input")?,
+            f32_slice(dys, dyl, "gradient")?,
+        );
+        let plane = g.ho * g.wo;
+        let wlen = g.co * g.ckk();
+        let partials: Vec<Vec<f32>> = x
+            .par_chunks(GRAD_CHUNK * g.in_len())
+            .zip(dy.par_chunks(GRAD_CHUNK * g.out_len()))
+            .map(|(xs, dys)| {
+                let mut dw = vec![0f32; wlen];
+                let mut col = vec![0f32; g.ckk() * g.tile_rows() * g.wo];
+                let mut started = false;
+                for (x, dy) in xs.chunks(g.in_len()).zip(dys.chunks(g.out_len())) {
+                    if g.is_pointwise() {
+                        matmul_into(
+                            (g.co, g.c, plane),
+                            &mut dw,
+                            g.c,
+                            started,
+                            dy,
+                            (plane, 1),
+                            x,
+                            (1, plane),
+                        );
+                        started = true;
+                        continue;
+                    }
+                    for (r0, rows) in g.tiles() {
+                        let p = rows * g.wo;
+                        g.im2col(x, r0, rows, &mut col);
+                        matmul_into(
+                            (g.co, g.ckk(), p),
+                            &mut dw,
+                            g.ckk(),
+                            started,
+                            &dy[r0 * g.wo..],
+                            (plane, 1),
+                            &col,
+                            (1, p),
+                        );
+                        started = true;
+                    }
+                }
+                dw
+            })
+            .collect();
+        Ok((
+            CpuStorage::F32(sum_in_order(partials, wlen)),
+            self.w.clone(),
+        ))
+    }
+}
+
+/// `x (n, c, h, w) ⋆ weight (co, c, k, k)` with equal `padding`, `stride`, dilation 1, no groups.
+/// On a CPU in f32 through the gemm kernels above (with their backward); elsewhere candle's conv2d.
+///
+/// # Errors
+/// When the shapes do not fit.
+pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    if on_cpu_f32(&[x, weight]) {
+        x.contiguous()?.apply_op2(
+            &weight.contiguous()?,
+            Conv {
+                stride,
+                pad: padding,
+            },
+        )
+    } else {
+        x.conv2d(weight, padding, stride, 1, 1)
+    }
+}
+
+/// A convolution layer over [`conv2d`], loaded (and initialised for training) exactly like
+/// `candle_nn::conv2d`: tensors `weight` and `bias`, the same shapes and initialisation.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv2d {
+    /// A `k × k` convolution from `cin` to `cout` channels with padding `k / 2`.
+    ///
+    /// # Errors
+    /// When `vb` lacks a tensor or has one of the wrong shape.
+    pub fn new(cin: usize, cout: usize, k: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
+        let cfg = Conv2dConfig {
+            padding: k / 2,
+            stride,
+            ..Default::default()
+        };
+        let inner = candle_nn::conv2d(cin, cout, k, cfg, vb)?;
+        Ok(Conv2d {
+            weight: inner.weight().clone(),
+            bias: inner.bias().cloned(),
+            stride,
+            padding: k / 2,
+        })
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = conv2d(x, &self.weight, self.stride, self.padding)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+            None => Ok(y),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn randn(shape: (usize, usize, usize, usize), seed: u64) -> Tensor {
+        let v: Vec<f32> =
+            crate::rng::JobRng::new(seed).normals(shape.0 * shape.1 * shape.2 * shape.3);
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// Forward and both gradients against candle's own conv2d (whose backward is correct, only
+    /// slow), over the geometries the shapes UNet uses and odd ones (stride 2 on odd sizes, 1×1,
+    /// tiles of several rows).
+    #[test]
+    fn forward_and_gradients_match_candles_conv2d() {
+        for (n, c, h, w, co, k, stride) in [
+            (3, 12, 16, 16, 32, 3, 1),
+            (2, 32, 16, 16, 64, 3, 2),
+            (2, 5, 9, 7, 4, 3, 2),
+            (2, 64, 8, 8, 32, 1, 1),
+            (1, 48, 40, 40, 8, 3, 1),
+            (9, 3, 5, 5, 2, 3, 1),
+            (2, 3, 1, 1, 4, 3, 1),
+            (1, 2, 4, 4, 3, 3, 2),
+        ] {
+            let pad = k / 2;
+            let x = Var::from_tensor(&randn((n, c, h, w), 1)).unwrap();
+            let wt = Var::from_tensor(&randn((co, c, k, k), 2)).unwrap();
+            let probe = randn(
+                (
+                    n,
+                    co,
+                    (h + 2 * pad - k) / stride + 1,
+                    (w + 2 * pad - k) / stride + 1,
+                ),
+                3,
+            );
+            let ours = conv2d(&x, &wt, stride, pad).unwrap();
+            let theirs = x.conv2d(&wt, pad, stride, 1, 1).unwrap();
+            let scale = theirs
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                max_diff(&ours, &theirs) <= 1e-5 * scale,
+                "forward {n} {c} {h} {w} {co} {k} {stride}"
+            );
+            let g1 = (ours * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g2 = (theirs * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for v in [&x, &wt] {
+                let (a, b) = (g1.get(v).unwrap(), g2.get(v).unwrap());
+                let scale = b
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(
+                    max_diff(a, b) <= 1e-4 * scale,
+                    "gradient {n} {c} {h} {w} {co} {k} {stride}"
+                );
+            }
+        }
+    }
+
+    /// An image's output and weight gradient do not depend on the batch around it.
+    #[test]
+    fn an_image_is_the_same_alone_and_in_a_batch() {
+        let batch = randn((5, 8, 12, 12), 4);
+        let wt = randn((16, 8, 3, 3), 5);
+        let all = conv2d(&batch, &wt, 1, 1).unwrap();
+        let third = conv2d(&batch.narrow(0, 2, 1).unwrap(), &wt, 1, 1).unwrap();
+        assert_eq!(max_diff(&all.narrow(0, 2, 1).unwrap(), &third), 0.0);
+    }
+
+    #[test]
+    fn mismatched_shapes_are_an_error_not_a_panic() {
+        let x = randn((1, 3, 8, 8), 6);
+        assert!(conv2d(&x, &randn((4, 5, 3, 3), 7), 1, 1).is_err());
+        assert!(conv2d(&x, &randn((4, 3, 9, 9), 7), 1, 0).is_err());
+    }
+}
