@@ -46,3 +46,84 @@ fn sum_in_order(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
     }
     total
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+
+    /// Standard normal values from the job RNG, plus `mean`.
+    pub(super) fn randn(shape: &[usize], seed: u64, mean: f32) -> Tensor {
+        let v = crate::rng::JobRng::new(seed).normals(shape.iter().product());
+        let v: Vec<f32> = v.into_iter().map(|v| v + mean).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_abs(t: &Tensor) -> f32 {
+        let t = t.abs().unwrap().flatten_all().unwrap();
+        t.max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    pub(super) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        max_abs(&(a - b).unwrap())
+    }
+
+    /// Asserts that `ours` and `theirs`, the same function of `vars` computed two ways, agree within
+    /// `tol` of the larger of 1 and the reference's largest magnitude, in value and in the gradient of
+    /// a random projection with respect to every var.
+    pub(super) fn assert_same(vars: &[&Var], ours: Tensor, theirs: Tensor, tol: f32, case: &str) {
+        let close = |a: &Tensor, b: &Tensor| max_diff(a, b) <= tol * max_abs(b).max(1.0);
+        assert!(close(&ours, &theirs), "output, {case}");
+        let probe = randn(theirs.dims(), 99, 0.0);
+        let g1 = (ours * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g2 = (theirs * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (i, v) in vars.iter().enumerate() {
+            let (a, b) = (g1.get(v).unwrap(), g2.get(v).unwrap());
+            assert!(close(a, b), "gradient of input {i}, {case}");
+        }
+    }
+
+    /// Output and gradients of `f(x, p)` as raw values, computed on a rayon pool of `threads`.
+    fn run_on(
+        threads: usize,
+        x: &Tensor,
+        p: &Tensor,
+        f: fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>,
+    ) -> Vec<Vec<f32>> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let (x, p) = (Var::from_tensor(x).unwrap(), Var::from_tensor(p).unwrap());
+            let y = f(&x, &p).unwrap();
+            let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            [&y, grads.get(&x).unwrap(), grads.get(&p).unwrap()]
+                .iter()
+                .map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+                .collect()
+        })
+    }
+
+    /// The promise of this module: the thread count changes no bit of outputs or gradients
+    /// (a batch of 21 images: three chunks of parameter gradients, the last one short).
+    #[test]
+    fn outputs_and_gradients_are_the_same_bits_on_one_or_three_threads() {
+        let x = randn(&[21, 16, 10, 10], 1, 0.0);
+        let conv = |x: &Tensor, w: &Tensor| super::conv2d(x, w, 1, 1);
+        let w = randn(&[8, 16, 3, 3], 2, 0.0);
+        assert_eq!(run_on(1, &x, &w, conv), run_on(3, &x, &w, conv));
+        let norm = |x: &Tensor, g: &Tensor| super::group_norm(x, g, &g.ones_like()?, 4, 1e-5);
+        let gamma = randn(&[16], 3, 1.0);
+        assert_eq!(run_on(1, &x, &gamma, norm), run_on(3, &x, &gamma, norm));
+    }
+}
