@@ -209,42 +209,49 @@ struct Conv {
 }
 
 impl Conv {
+    /// Every (image, tile of output rows) is one task, so a single image's tiles also spread over
+    /// the threads; each task computes its tile into its own buffer with the same gemm whatever
+    /// the batch, then the tiles are copied into place.
     fn forward(&self, g: &Geometry, x: &[f32], wt: &[f32]) -> Vec<f32> {
-        let mut out = vec![0f32; g.n * g.out_len()];
         let plane = g.ho * g.wo;
-        out.par_chunks_mut(g.out_len())
-            .zip(x.par_chunks(g.in_len()))
-            .for_each(|(y, x)| {
+        let work: Vec<(usize, usize, usize)> = (0..g.n)
+            .flat_map(|i| g.tiles().map(move |(r0, rows)| (i, r0, rows)))
+            .collect();
+        let tiles: Vec<Vec<f32>> = work
+            .par_iter()
+            .map(|&(i, r0, rows)| {
+                let x = &x[i * g.in_len()..(i + 1) * g.in_len()];
+                let p = rows * g.wo;
+                let mut out = vec![0f32; g.co * p];
                 if g.is_pointwise() {
+                    let x = &x[r0 * g.wo..];
                     matmul_into(
-                        (g.co, plane, g.c),
-                        y,
-                        plane,
+                        (g.co, p, g.c),
+                        &mut out,
+                        p,
                         false,
                         wt,
                         (g.c, 1),
                         x,
                         (plane, 1),
                     );
-                    return;
-                }
-                let mut col = vec![0f32; g.ckk() * g.tile_rows() * g.wo];
-                for (r0, rows) in g.tiles() {
-                    let p = rows * g.wo;
+                } else {
+                    let mut col = vec![0f32; g.ckk() * p];
                     g.im2col(x, r0, rows, &mut col);
-                    matmul_into(
-                        (g.co, p, g.ckk()),
-                        &mut y[r0 * g.wo..],
-                        plane,
-                        false,
-                        wt,
-                        (g.ckk(), 1),
-                        &col,
-                        (p, 1),
-                    );
+                    let dims = (g.co, p, g.ckk());
+                    matmul_into(dims, &mut out, p, false, wt, (g.ckk(), 1), &col, (p, 1));
                 }
-            });
-        out
+                out
+            })
+            .collect();
+        let mut y = vec![0f32; g.n * g.out_len()];
+        for (&(i, r0, rows), out) in work.iter().zip(&tiles) {
+            let p = rows * g.wo;
+            for (o, row) in out.chunks(p).enumerate() {
+                y[i * g.out_len() + o * plane + r0 * g.wo..][..p].copy_from_slice(row);
+            }
+        }
+        y
     }
 }
 

@@ -75,15 +75,19 @@ impl CustomOp3 for Norm {
         if gamma.len() != c || beta.len() != c {
             bail!("group norm: weight and bias must have {c} values (one per channel)");
         }
+        // One task per (image, group), so a single image's groups also spread over the threads.
+        let cg = c / self.groups;
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(c * plane)
-            .zip(x.par_chunks(c * plane))
-            .for_each(|(y, x)| {
-                self.per_group(c, x, |ch, xc, mean, rstd| {
+        y.par_chunks_mut(cg * plane)
+            .zip(x.par_chunks(cg * plane))
+            .enumerate()
+            .for_each(|(i, (y, x))| {
+                let (mean, rstd) = self.stats(x);
+                let first = (i % self.groups) * cg;
+                for (ch, (y, x)) in (first..).zip(y.chunks_mut(plane).zip(x.chunks(plane))) {
                     let (a, b) = (rstd * gamma[ch], beta[ch] - mean * rstd * gamma[ch]);
-                    let yc = &mut y[ch * plane..(ch + 1) * plane];
-                    yc.iter_mut().zip(xc).for_each(|(y, &x)| *y = x * a + b);
-                });
+                    y.iter_mut().zip(x).for_each(|(y, &x)| *y = x * a + b);
+                }
             });
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }

@@ -6,8 +6,8 @@
 //! training on the project's 2-core machines spends its time there. These ops do each pass in one
 //! go (gemm for the convolution) and keep two properties the engine promises:
 //!
-//! - work is split over images (and tiles of one image), never inside a sum, so an image's result
-//!   is the same whatever batch it rides in and whatever the thread count;
+//! - work is split over images, tiles of output rows and groups of channels, never inside a sum,
+//!   so an image's result is the same whatever batch it rides in and whatever the thread count;
 //! - sums over the batch (parameter gradients) are taken per fixed chunk of images and the chunks
 //!   added in order, so gradients are reproducible bit for bit.
 //!
@@ -114,16 +114,23 @@ mod tests {
         })
     }
 
-    /// The promise of this module: the thread count changes no bit of outputs or gradients
-    /// (a batch of 21 images: three chunks of parameter gradients, the last one short).
+    /// The promise of this module: the thread count changes no bit of outputs or gradients —
+    /// for a batch of 21 images (three chunks of parameter gradients, the last one short) and for
+    /// one image whose tiles (64 channels of 48×48: several tiles) spread over the threads.
     #[test]
     fn outputs_and_gradients_are_the_same_bits_on_one_or_three_threads() {
-        let x = randn(&[21, 16, 10, 10], 1, 0.0);
         let conv = |x: &Tensor, w: &Tensor| super::conv2d(x, w, 1, 1);
-        let w = randn(&[8, 16, 3, 3], 2, 0.0);
-        assert_eq!(run_on(1, &x, &w, conv), run_on(3, &x, &w, conv));
+        let pointwise = |x: &Tensor, w: &Tensor| super::conv2d(x, w, 1, 0);
         let norm = |x: &Tensor, g: &Tensor| super::group_norm(x, g, &g.ones_like()?, 4, 1e-5);
-        let gamma = randn(&[16], 3, 1.0);
-        assert_eq!(run_on(1, &x, &gamma, norm), run_on(3, &x, &gamma, norm));
+        for shape in [[21, 16, 10, 10], [1, 64, 48, 48]] {
+            let x = randn(&shape, 1, 0.0);
+            let c = shape[1];
+            let w = randn(&[8, c, 3, 3], 2, 0.0);
+            assert_eq!(run_on(1, &x, &w, conv), run_on(3, &x, &w, conv));
+            let w = randn(&[8, c, 1, 1], 2, 0.0);
+            assert_eq!(run_on(1, &x, &w, pointwise), run_on(3, &x, &w, pointwise));
+            let gamma = randn(&[c], 3, 1.0);
+            assert_eq!(run_on(1, &x, &gamma, norm), run_on(3, &x, &gamma, norm));
+        }
     }
 }
