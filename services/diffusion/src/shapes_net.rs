@@ -46,10 +46,6 @@ fn group_norm(groups: usize, ch: usize, vb: VarBuilder) -> Result<GroupNorm> {
     GroupNorm::new(groups, ch, 1e-5, vb)
 }
 
-fn conv(cin: usize, cout: usize, k: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
-    Conv2d::new(cin, cout, k, stride, vb)
-}
-
 /// Softmax over the last dimension from `exp` and `sum` (candle's fused softmax has no backward).
 pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
     let x = x
@@ -71,14 +67,14 @@ impl ResBlock {
     fn new(cin: usize, cout: usize, c: &ShapesConfig, vb: VarBuilder) -> Result<Self> {
         Ok(ResBlock {
             norm1: group_norm(c.groups, cin, vb.pp("norm1"))?,
-            conv1: conv(cin, cout, 3, 1, vb.pp("conv1"))?,
+            conv1: Conv2d::new(cin, cout, 3, 1, vb.pp("conv1"))?,
             film: candle_nn::linear(c.emb, 2 * cout, vb.pp("film"))?,
             norm2: group_norm(c.groups, cout, vb.pp("norm2"))?,
-            conv2: conv(cout, cout, 3, 1, vb.pp("conv2"))?,
+            conv2: Conv2d::new(cout, cout, 3, 1, vb.pp("conv2"))?,
             skip: if cin == cout {
                 None
             } else {
-                Some(conv(cin, cout, 1, 1, vb.pp("skip"))?)
+                Some(Conv2d::new(cin, cout, 1, 1, vb.pp("skip"))?)
             },
         })
     }
@@ -250,20 +246,20 @@ impl ShapesUnet {
             time1: candle_nn::linear(64, cfg.emb, vb.pp("time1"))?,
             time2: candle_nn::linear(cfg.emb, cfg.emb, vb.pp("time2"))?,
             text: candle_nn::linear(MAX_TOKENS * TEXT_DIM, cfg.emb, vb.pp("text"))?,
-            conv_in: conv(12, w0, 3, 1, vb.pp("conv_in"))?,
+            conv_in: Conv2d::new(12, w0, 3, 1, vb.pp("conv_in"))?,
             down0: ResBlock::new(w0, w0, c, vb.pp("down0"))?,
-            down1_conv: conv(w0, w1, 3, 2, vb.pp("down1_conv"))?,
+            down1_conv: Conv2d::new(w0, w1, 3, 2, vb.pp("down1_conv"))?,
             down1: ResBlock::new(w1, w1, c, vb.pp("down1"))?,
-            down2_conv: conv(w1, w2, 3, 2, vb.pp("down2_conv"))?,
+            down2_conv: Conv2d::new(w1, w2, 3, 2, vb.pp("down2_conv"))?,
             mid1: ResBlock::new(w2, w2, c, vb.pp("mid1"))?,
             attn: Attention::new(w2, c, vb.pp("attn"))?,
             mid2: ResBlock::new(w2, w2, c, vb.pp("mid2"))?,
-            up1_conv: conv(w2, w1, 3, 1, vb.pp("up1_conv"))?,
+            up1_conv: Conv2d::new(w2, w1, 3, 1, vb.pp("up1_conv"))?,
             up1: ResBlock::new(2 * w1, w1, c, vb.pp("up1"))?,
-            up0_conv: conv(w1, w0, 3, 1, vb.pp("up0_conv"))?,
+            up0_conv: Conv2d::new(w1, w0, 3, 1, vb.pp("up0_conv"))?,
             up0: ResBlock::new(2 * w0, w0, c, vb.pp("up0"))?,
             norm_out: group_norm(cfg.groups, w0, vb.pp("norm_out"))?,
-            conv_out: conv(w0, 12, 3, 1, vb.pp("conv_out"))?,
+            conv_out: Conv2d::new(w0, 12, 3, 1, vb.pp("conv_out"))?,
         })
     }
 

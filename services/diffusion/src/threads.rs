@@ -3,8 +3,8 @@
 //! candle 0.11 asks for its thread count on **every** CPU matmul (`get_num_threads`), and unless
 //! `RAYON_NUM_THREADS` is set that means opening and parsing `/proc/cpuinfo` (through
 //! `num_cpus::get_physical`) each time: 49,192 opens in one training step of the `shapes` model
-//! (`strace -c`), with the kernel's cpuinfo formatting at ~15 % of the step's profile (`perf`). Setting the
-//! variable once makes that lookup a plain environment read.
+//! (`strace -c`), with the kernel's cpuinfo formatting at ~17 % of the step's profile (`perf`).
+//! Setting the variable once makes that lookup a plain environment read.
 
 /// The variable candle (and rayon's global pool) read.
 pub const VAR: &str = "RAYON_NUM_THREADS";
@@ -17,22 +17,18 @@ pub fn default_count() -> usize {
     num_cpus::get_physical().clamp(1, allowed)
 }
 
-/// Sets [`VAR`] to [`default_count`] unless the user set it already; returns the value in force.
+/// Sets [`VAR`] to [`default_count`] unless the user set it to a thread count already.
 ///
 /// # Safety
 /// It writes the process environment, so no other thread may run yet (nor read the environment
 /// concurrently): call it as the first statement of `main`, before any runtime or thread pool
 /// starts.
 #[allow(unsafe_code)]
-pub unsafe fn settle() -> String {
-    match std::env::var(VAR) {
-        Ok(v) if v.parse::<usize>().is_ok_and(|n| n > 0) => v,
-        _ => {
-            let v = default_count().to_string();
-            // SAFETY: the caller guarantees that no other thread exists yet.
-            unsafe { std::env::set_var(VAR, &v) };
-            v
-        }
+pub unsafe fn settle() {
+    let set = std::env::var(VAR).is_ok_and(|v| v.parse::<usize>().is_ok_and(|n| n > 0));
+    if !set {
+        // SAFETY: the caller guarantees that no other thread exists yet.
+        unsafe { std::env::set_var(VAR, default_count().to_string()) };
     }
 }
 

@@ -4,13 +4,13 @@
 //! - input gradient: `dcol = Wᵀ · dY[:, tile]`, scattered back (col2im) into `dX`;
 //! - weight gradient: `dW += dY[:, tile] · colᵀ`, per fixed chunk of images, chunks added in order.
 //!
-//! 1×1 convolutions with stride 1 skip the im2col: the image is the column matrix.
+//! 1×1 convolutions with stride 1 skip the im2col: the image's rows are the column matrix.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Module, Result, Shape, Tensor, bail};
 use candle_nn::{Conv2dConfig, VarBuilder};
 use rayon::prelude::*;
 
-use super::{GRAD_CHUNK, f32_slice, on_cpu_f32, sum_in_order};
+use super::{f32_slice, on_cpu_f32, sum_over_images};
 
 /// Floats of one im2col tile: 256 KiB, so a tile and its slice of the output stay in L2.
 const TILE_FLOATS: usize = 64 * 1024;
@@ -71,9 +71,35 @@ impl Geometry {
             .map(move |r| (r, rows.min(self.ho - r)))
     }
 
-    /// Whether a column index is plain input (1×1, stride 1, no padding): no im2col needed.
+    /// Whether the column matrix is the input itself (1×1, stride 1, no padding).
     fn is_pointwise(&self) -> bool {
         self.k == 1 && self.stride == 1 && self.pad == 0
+    }
+
+    /// The column matrix (`ckk × rows·wo`) of output rows `r0..r0+rows` of one image `x`, and its
+    /// row stride: the input rows themselves for a pointwise convolution, else im2col into `col`.
+    fn columns<'a>(
+        &self,
+        x: &'a [f32],
+        r0: usize,
+        rows: usize,
+        col: &'a mut [f32],
+    ) -> (&'a [f32], usize) {
+        if self.is_pointwise() {
+            (&x[r0 * self.wo..], self.ho * self.wo)
+        } else {
+            self.im2col(x, r0, rows, col);
+            (col, rows * self.wo)
+        }
+    }
+
+    /// Floats of a column buffer for the largest tile (none when pointwise).
+    fn col_len(&self) -> usize {
+        if self.is_pointwise() {
+            0
+        } else {
+            self.ckk() * self.tile_rows() * self.wo
+        }
     }
 
     /// The input row that kernel row `ky` of output row `oy` reads, if inside the image.
@@ -222,25 +248,11 @@ impl Conv {
             .map(|&(i, r0, rows)| {
                 let x = &x[i * g.in_len()..(i + 1) * g.in_len()];
                 let p = rows * g.wo;
+                let mut col = vec![0f32; g.col_len()];
+                let (col, col_rs) = g.columns(x, r0, rows, &mut col);
                 let mut out = vec![0f32; g.co * p];
-                if g.is_pointwise() {
-                    let x = &x[r0 * g.wo..];
-                    matmul_into(
-                        (g.co, p, g.c),
-                        &mut out,
-                        p,
-                        false,
-                        wt,
-                        (g.c, 1),
-                        x,
-                        (plane, 1),
-                    );
-                } else {
-                    let mut col = vec![0f32; g.ckk() * p];
-                    g.im2col(x, r0, rows, &mut col);
-                    let dims = (g.co, p, g.ckk());
-                    matmul_into(dims, &mut out, p, false, wt, (g.ckk(), 1), &col, (p, 1));
-                }
+                let dims = (g.co, p, g.ckk());
+                matmul_into(dims, &mut out, p, false, wt, (g.ckk(), 1), col, (col_rs, 1));
                 out
             })
             .collect();
@@ -330,19 +342,6 @@ impl CustomOp2 for InputGrad {
         dx.par_chunks_mut(g.in_len())
             .zip(dy.par_chunks(g.out_len()))
             .for_each(|(dx, dy)| {
-                if g.is_pointwise() {
-                    matmul_into(
-                        (g.c, plane, g.co),
-                        dx,
-                        plane,
-                        false,
-                        wt,
-                        (1, g.c),
-                        dy,
-                        (plane, 1),
-                    );
-                    return;
-                }
                 let mut col = vec![0f32; g.ckk() * g.tile_rows() * g.wo];
                 for (r0, rows) in g.tiles() {
                     let p = rows * g.wo;
@@ -388,51 +387,32 @@ impl CustomOp2 for WeightGrad {
         );
         let plane = g.ho * g.wo;
         let wlen = g.co * g.ckk();
-        let partials: Vec<Vec<f32>> = x
-            .par_chunks(GRAD_CHUNK * g.in_len())
-            .zip(dy.par_chunks(GRAD_CHUNK * g.out_len()))
-            .map(|(xs, dys)| {
-                let mut dw = vec![0f32; wlen];
-                let mut col = vec![0f32; g.ckk() * g.tile_rows() * g.wo];
-                let mut started = false;
-                for (x, dy) in xs.chunks(g.in_len()).zip(dys.chunks(g.out_len())) {
-                    if g.is_pointwise() {
-                        matmul_into(
-                            (g.co, g.c, plane),
-                            &mut dw,
-                            g.c,
-                            started,
-                            dy,
-                            (plane, 1),
-                            x,
-                            (1, plane),
-                        );
-                        started = true;
-                        continue;
-                    }
-                    for (r0, rows) in g.tiles() {
-                        let p = rows * g.wo;
-                        g.im2col(x, r0, rows, &mut col);
-                        matmul_into(
-                            (g.co, g.ckk(), p),
-                            &mut dw,
-                            g.ckk(),
-                            started,
-                            &dy[r0 * g.wo..],
-                            (plane, 1),
-                            &col,
-                            (1, p),
-                        );
-                        started = true;
-                    }
+        let dw = sum_over_images((x, g.in_len()), (dy, g.out_len()), wlen, |xs, dys| {
+            let mut dw = vec![0f32; wlen];
+            let mut col = vec![0f32; g.col_len()];
+            let mut started = false;
+            for (x, dy) in xs.chunks(g.in_len()).zip(dys.chunks(g.out_len())) {
+                for (r0, rows) in g.tiles() {
+                    let p = rows * g.wo;
+                    let (col, col_rs) = g.columns(x, r0, rows, &mut col);
+                    let dims = (g.co, g.ckk(), p);
+                    let dy = &dy[r0 * g.wo..];
+                    matmul_into(
+                        dims,
+                        &mut dw,
+                        g.ckk(),
+                        started,
+                        dy,
+                        (plane, 1),
+                        col,
+                        (1, col_rs),
+                    );
+                    started = true;
                 }
-                dw
-            })
-            .collect();
-        Ok((
-            CpuStorage::F32(sum_in_order(partials, wlen)),
-            self.w.clone(),
-        ))
+            }
+            dw
+        });
+        Ok((CpuStorage::F32(dw), self.w.clone()))
     }
 }
 

@@ -7,7 +7,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Module, Result, Shap
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use super::{GRAD_CHUNK, f32_slice, on_cpu_f32, sum_in_order};
+use super::{f32_slice, on_cpu_f32, sum_over_images};
 
 /// Groups and epsilon of one group norm.
 #[derive(Debug, Clone, Copy)]
@@ -16,16 +16,19 @@ struct Norm {
     eps: f64,
 }
 
-/// `(n, c, plane)` of an input of rank ≥ 3 whose channels split into `groups`.
-fn dims(shape: &Shape, groups: usize) -> Result<(usize, usize, usize)> {
-    let d = shape.dims();
-    if d.len() < 3 || groups == 0 || !d[1].is_multiple_of(groups) {
-        bail!("group norm: input {shape:?} does not split into {groups} groups of channels");
-    }
-    Ok((d[0], d[1], d[2..].iter().product()))
-}
-
 impl Norm {
+    /// Channels, values per channel and the values of an input of rank ≥ 3 whose channels split
+    /// into the groups.
+    fn input<'a>(&self, xs: &'a CpuStorage, xl: &Layout) -> Result<(usize, usize, &'a [f32])> {
+        let (shape, groups) = (xl.shape(), self.groups);
+        let d = shape.dims();
+        if d.len() < 3 || groups == 0 || !d[1].is_multiple_of(groups) {
+            bail!("group norm: input {shape:?} does not split into {groups} groups of channels");
+        }
+        let plane = d[2..].iter().product();
+        Ok((d[1], plane, f32_slice(xs, xl, "group norm input")?))
+    }
+
     /// Mean and `1 / sqrt(var + eps)` of one group's values.
     fn stats(&self, x: &[f32]) -> (f32, f32) {
         let m = x.len() as f64;
@@ -66,8 +69,7 @@ impl CustomOp3 for Norm {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (_, c, plane) = dims(xl.shape(), self.groups)?;
-        let x = f32_slice(xs, xl, "group norm input")?;
+        let (c, plane, x) = self.input(xs, xl)?;
         let (gamma, beta) = (
             f32_slice(gs, gl, "group norm weight")?,
             f32_slice(bs, bl, "group norm bias")?,
@@ -125,8 +127,7 @@ impl CustomOp3 for InputGrad {
         dyl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let norm = self.0;
-        let (_, c, plane) = dims(xl.shape(), norm.groups)?;
-        let x = f32_slice(xs, xl, "group norm input")?;
+        let (c, plane, x) = norm.input(xs, xl)?;
         let gamma = f32_slice(gs, gl, "group norm weight")?;
         let dy = f32_slice(dys, dyl, "group norm gradient")?;
         let per = c / norm.groups * plane;
@@ -170,34 +171,26 @@ impl CustomOp2 for ParamGrad {
         dyl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let norm = self.0;
-        let (_, c, plane) = dims(xl.shape(), norm.groups)?;
-        let x = f32_slice(xs, xl, "group norm input")?;
+        let (c, plane, x) = norm.input(xs, xl)?;
         let dy = f32_slice(dys, dyl, "group norm gradient")?;
         let image = c * plane;
-        let partials: Vec<Vec<f32>> = x
-            .par_chunks(GRAD_CHUNK * image)
-            .zip(dy.par_chunks(GRAD_CHUNK * image))
-            .map(|(xs, dys)| {
-                let mut d = vec![0f32; 2 * c];
-                for (x, dy) in xs.chunks(image).zip(dys.chunks(image)) {
-                    norm.per_group(c, x, |ch, xc, mean, rstd| {
-                        let dyc = &dy[ch * plane..(ch + 1) * plane];
-                        let (mut dg, mut db) = (0f32, 0f32);
-                        for (&x, &dy) in xc.iter().zip(dyc) {
-                            dg += dy * (x - mean) * rstd;
-                            db += dy;
-                        }
-                        d[ch] += dg;
-                        d[c + ch] += db;
-                    });
-                }
-                d
-            })
-            .collect();
-        Ok((
-            CpuStorage::F32(sum_in_order(partials, 2 * c)),
-            Shape::from((2, c)),
-        ))
+        let d = sum_over_images((x, image), (dy, image), 2 * c, |xs, dys| {
+            let mut d = vec![0f32; 2 * c];
+            for (x, dy) in xs.chunks(image).zip(dys.chunks(image)) {
+                norm.per_group(c, x, |ch, xc, mean, rstd| {
+                    let dyc = &dy[ch * plane..(ch + 1) * plane];
+                    let (mut dg, mut db) = (0f32, 0f32);
+                    for (&x, &dy) in xc.iter().zip(dyc) {
+                        dg += dy * (x - mean) * rstd;
+                        db += dy;
+                    }
+                    d[ch] += dg;
+                    d[c + ch] += db;
+                });
+            }
+            d
+        });
+        Ok((CpuStorage::F32(d), Shape::from((2, c))))
     }
 }
 

@@ -20,6 +20,7 @@ pub use conv::{Conv2d, conv2d};
 pub use group_norm::{GroupNorm, group_norm};
 
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor, bail};
+use rayon::prelude::*;
 
 /// Images per partial parameter gradient (fixed, so the summation order never depends on threads).
 const GRAD_CHUNK: usize = 8;
@@ -38,11 +39,24 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]>
     }
 }
 
-/// The sum of per-chunk partial gradients, in chunk order.
-fn sum_in_order(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+/// A parameter gradient summed over the batch reproducibly: `a` and `b` hold per-image blocks of
+/// `a_len` and `b_len` values; `partial` turns a fixed chunk of [`GRAD_CHUNK`] images (their blocks
+/// of `a` and of `b`) into `len` values, chunks run in parallel, and their results are added in
+/// chunk order.
+fn sum_over_images(
+    (a, a_len): (&[f32], usize),
+    (b, b_len): (&[f32], usize),
+    len: usize,
+    partial: impl Fn(&[f32], &[f32]) -> Vec<f32> + Sync,
+) -> Vec<f32> {
+    let partials: Vec<Vec<f32>> = a
+        .par_chunks(GRAD_CHUNK * a_len)
+        .zip(b.par_chunks(GRAD_CHUNK * b_len))
+        .map(|(a, b)| partial(a, b))
+        .collect();
     let mut total = vec![0f32; len];
     for part in partials {
-        total.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+        total.iter_mut().zip(part).for_each(|(t, v)| *t += v);
     }
     total
 }
