@@ -6,11 +6,11 @@
 //!
 //! 1×1 convolutions with stride 1 skip the im2col: the image's rows are the column matrix.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Module, Result, Shape, Tensor, bail};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Module, Result, Shape, Tensor, bail};
 use candle_nn::{Conv2dConfig, VarBuilder};
 use rayon::prelude::*;
 
-use super::{f32_slice, on_cpu_f32, sum_over_images};
+use super::{f32_slice, matmul_into, on_cpu_f32, sum_over_images};
 
 /// Floats of one im2col tile: 256 KiB, so a tile and its slice of the output stay in L2.
 const TILE_FLOATS: usize = 64 * 1024;
@@ -183,50 +183,6 @@ impl Geometry {
     }
 }
 
-/// `dst (m × n, row stride dst_rs) = [dst +] a (m × k) · b (k × n)`, strides in elements.
-#[allow(clippy::too_many_arguments, unsafe_code)]
-fn matmul_into(
-    (m, n, k): (usize, usize, usize),
-    dst: &mut [f32],
-    dst_rs: usize,
-    accumulate: bool,
-    a: &[f32],
-    (a_rs, a_cs): (usize, usize),
-    b: &[f32],
-    (b_rs, b_cs): (usize, usize),
-) {
-    let last = |rows: usize, rs: usize, cols: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
-    assert!(m > 0 && n > 0 && k > 0, "gemm: empty operand");
-    assert!(dst.len() > last(m, dst_rs, n, 1), "gemm: dst too short");
-    assert!(a.len() > last(m, a_rs, k, a_cs), "gemm: lhs too short");
-    assert!(b.len() > last(k, b_rs, n, b_cs), "gemm: rhs too short");
-    // SAFETY: the asserts above keep every index the strides reach inside the three slices, and
-    // `dst` is borrowed mutably, so it overlaps neither operand.
-    unsafe {
-        ::gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            accumulate,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            ::gemm::Parallelism::None,
-        );
-    }
-}
-
 /// Forward: `(x, weight) → y`.
 #[derive(Debug, Clone, Copy)]
 struct Conv {
@@ -237,8 +193,8 @@ struct Conv {
 impl Conv {
     /// Every (image, tile of output rows) is one task, so a single image's tiles also spread over
     /// the threads; each task computes its tile into its own buffer with the same gemm whatever
-    /// the batch, then the tiles are copied into place.
-    fn forward(&self, g: &Geometry, x: &[f32], wt: &[f32]) -> Vec<f32> {
+    /// the batch, then the tiles are copied into place, plus the bias if there is one.
+    fn forward(&self, g: &Geometry, x: &[f32], wt: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
         let plane = g.ho * g.wo;
         let work: Vec<(usize, usize, usize)> = (0..g.n)
             .flat_map(|i| g.tiles().map(move |(r0, rows)| (i, r0, rows)))
@@ -260,7 +216,11 @@ impl Conv {
         for (&(i, r0, rows), out) in work.iter().zip(&tiles) {
             let p = rows * g.wo;
             for (o, row) in out.chunks(p).enumerate() {
-                y[i * g.out_len() + o * plane + r0 * g.wo..][..p].copy_from_slice(row);
+                let dst = &mut y[i * g.out_len() + o * plane + r0 * g.wo..][..p];
+                match bias {
+                    Some(b) => dst.iter_mut().zip(row).for_each(|(d, &v)| *d = v + b[o]),
+                    None => dst.copy_from_slice(row),
+                }
             }
         }
         y
@@ -279,13 +239,7 @@ impl CustomOp2 for Conv {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = Geometry::new(xl.shape(), wl.shape(), self.stride, self.pad)?;
-        let y = self.forward(
-            &g,
-            f32_slice(xs, xl, "input")?,
-            f32_slice(ws, wl, "weight")?,
-        );
-        Ok((CpuStorage::F32(y), Shape::from((g.n, g.co, g.ho, g.wo))))
+        self.run(xs, xl, ws, wl, None)
     }
 
     fn bwd(
@@ -295,6 +249,72 @@ impl CustomOp2 for Conv {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = self.grads(x, weight, dy)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// The same convolution with a bias `(co,)` added in the same pass.
+impl CustomOp3 for Conv {
+    fn name(&self) -> &'static str {
+        "pixelfarm-conv2d-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let bias = f32_slice(bs, bl, "bias")?;
+        if bias.len() != wl.shape().dims()[0] {
+            bail!(
+                "conv2d: bias {:?} does not fit weight {:?}",
+                bl.shape(),
+                wl.shape()
+            );
+        }
+        self.run(xs, xl, ws, wl, Some(bias))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = self.grads(x, weight, dy)?;
+        Ok((Some(dx), Some(dw), Some(dy.sum((0, 2, 3))?)))
+    }
+}
+
+impl Conv {
+    /// The forward of both ops on raw storage.
+    fn run(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bias: Option<&[f32]>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geometry::new(xl.shape(), wl.shape(), self.stride, self.pad)?;
+        let y = self.forward(
+            &g,
+            f32_slice(xs, xl, "input")?,
+            f32_slice(ws, wl, "weight")?,
+            bias,
+        );
+        Ok((CpuStorage::F32(y), Shape::from((g.n, g.co, g.ho, g.wo))))
+    }
+
+    /// Input and weight gradients for the output gradient `dy`.
+    fn grads(&self, x: &Tensor, weight: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
         let dy = dy.contiguous()?;
         let dx = dy.apply_op2_no_bwd(
             weight,
@@ -310,7 +330,7 @@ impl CustomOp2 for Conv {
                 w: weight.shape().clone(),
             },
         )?;
-        Ok((Some(dx), Some(dw)))
+        Ok((dx, dw))
     }
 }
 
@@ -451,8 +471,23 @@ impl Conv2d {
     /// # Errors
     /// When `vb` lacks a tensor or has one of the wrong shape.
     pub fn new(cin: usize, cout: usize, k: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
+        Self::with_padding(cin, cout, k, stride, k / 2, vb)
+    }
+
+    /// [`Conv2d::new`] with another padding.
+    ///
+    /// # Errors
+    /// As [`Conv2d::new`].
+    pub fn with_padding(
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let cfg = Conv2dConfig {
-            padding: k / 2,
+            padding,
             stride,
             ..Default::default()
         };
@@ -461,17 +496,25 @@ impl Conv2d {
             weight: inner.weight().clone(),
             bias: inner.bias().cloned(),
             stride,
-            padding: k / 2,
+            padding,
         })
     }
 }
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = conv2d(x, &self.weight, self.stride, self.padding)?;
         match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
-            None => Ok(y),
+            Some(b) if on_cpu_f32(&[x, &self.weight, b]) => {
+                let op = Conv {
+                    stride: self.stride,
+                    pad: self.padding,
+                };
+                x.contiguous()?
+                    .apply_op3(&self.weight.contiguous()?, &b.contiguous()?, op)
+            }
+            Some(b) => conv2d(x, &self.weight, self.stride, self.padding)?
+                .broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+            None => conv2d(x, &self.weight, self.stride, self.padding),
         }
     }
 }
@@ -506,6 +549,31 @@ mod tests {
             let theirs = x.conv2d(&wt, pad, stride, 1, 1).unwrap();
             let case = format!("n {n} c {c} {h}x{w} co {co} k {k} stride {stride}");
             assert_same(&[&x, &wt], ours, theirs, 1e-5, &case);
+        }
+    }
+
+    /// The layer's bias is added in the convolution's own pass; value and all three gradients
+    /// against candle's conv2d plus a broadcast bias.
+    #[test]
+    fn the_fused_bias_matches_a_separate_add() {
+        for (stride, k) in [(1, 3), (2, 3), (1, 1)] {
+            let x = Var::from_tensor(&randn(&[3, 6, 9, 9], 11, 0.0)).unwrap();
+            let wt = Var::from_tensor(&randn(&[5, 6, k, k], 12, 0.0)).unwrap();
+            let b = Var::from_tensor(&randn(&[5], 13, 0.0)).unwrap();
+            let layer = Conv2d {
+                weight: wt.as_tensor().clone(),
+                bias: Some(b.as_tensor().clone()),
+                stride,
+                padding: k / 2,
+            };
+            let ours = layer.forward(&x).unwrap();
+            let theirs = x
+                .conv2d(&wt, k / 2, stride, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, 5, 1, 1)).unwrap())
+                .unwrap();
+            let case = format!("k {k} stride {stride}");
+            assert_same(&[&x, &wt, &b], ours, theirs, 1e-5, &case);
         }
     }
 

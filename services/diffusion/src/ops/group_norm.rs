@@ -7,13 +7,16 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Module, Result, Shap
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
+use super::math::{LANES, silu, vectorized};
 use super::{f32_slice, on_cpu_f32, sum_over_images};
 
-/// Groups and epsilon of one group norm.
+/// Groups and epsilon of one group norm, and whether SiLU follows it in the same pass (forward
+/// only: [`GroupNorm::forward_silu`] uses it where no gradient is tracked).
 #[derive(Debug, Clone, Copy)]
 struct Norm {
     groups: usize,
     eps: f64,
+    silu: bool,
 }
 
 impl Norm {
@@ -29,15 +32,12 @@ impl Norm {
         Ok((d[1], plane, f32_slice(xs, xl, "group norm input")?))
     }
 
-    /// Mean and `1 / sqrt(var + eps)` of one group's values.
+    /// Mean and `1 / sqrt(var + eps)` of one group's values (two passes, f64 sums).
+    #[inline(always)]
     fn stats(&self, x: &[f32]) -> (f32, f32) {
         let m = x.len() as f64;
-        let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / m;
-        let var = x
-            .iter()
-            .map(|&v| (f64::from(v) - mean).powi(2))
-            .sum::<f64>()
-            / m;
+        let mean = lane_sum(x, f64::from) / m;
+        let var = lane_sum(x, |v| (f64::from(v) - mean).powi(2)) / m;
         (mean as f32, (1.0 / (var + self.eps).sqrt()) as f32)
     }
 
@@ -53,6 +53,58 @@ impl Norm {
             }
         }
     }
+}
+
+/// One group's output `y` from its input `x` (`gamma` / `beta`: the group's channels).
+struct NormalizeGroup<'a> {
+    norm: &'a Norm,
+    x: &'a [f32],
+    y: &'a mut [f32],
+    gamma: &'a [f32],
+    beta: &'a [f32],
+}
+
+impl pulp::WithSimd for NormalizeGroup<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let NormalizeGroup {
+            norm,
+            x,
+            y,
+            gamma,
+            beta,
+        } = self;
+        let (mean, rstd) = norm.stats(x);
+        let plane = x.len() / gamma.len();
+        for (ch, (y, x)) in y.chunks_mut(plane).zip(x.chunks(plane)).enumerate() {
+            let (a, b) = (rstd * gamma[ch], beta[ch] - mean * rstd * gamma[ch]);
+            if norm.silu {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = silu(x * a + b);
+                }
+            } else {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = x * a + b;
+                }
+            }
+        }
+    }
+}
+
+/// `Σ f(v)` over `x` in [`LANES`] independent f64 accumulators (so the additions vectorise
+/// instead of waiting on each other), added together at the end: a fixed order for a given
+/// length, whatever the thread.
+#[inline(always)]
+fn lane_sum(x: &[f32], f: impl Fn(f32) -> f64) -> f64 {
+    let mut acc = [0f64; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        acc.iter_mut().zip(chunk).for_each(|(a, &v)| *a += f(v));
+    }
+    let tail: f64 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    acc.iter().sum::<f64>() + tail
 }
 
 impl CustomOp3 for Norm {
@@ -84,12 +136,15 @@ impl CustomOp3 for Norm {
             .zip(x.par_chunks(cg * plane))
             .enumerate()
             .for_each(|(i, (y, x))| {
-                let (mean, rstd) = self.stats(x);
                 let first = (i % self.groups) * cg;
-                for (ch, (y, x)) in (first..).zip(y.chunks_mut(plane).zip(x.chunks(plane))) {
-                    let (a, b) = (rstd * gamma[ch], beta[ch] - mean * rstd * gamma[ch]);
-                    y.iter_mut().zip(x).for_each(|(y, &x)| *y = x * a + b);
-                }
+                let (gamma, beta) = (&gamma[first..first + cg], &beta[first..first + cg]);
+                vectorized(NormalizeGroup {
+                    norm: self,
+                    x,
+                    y,
+                    gamma,
+                    beta,
+                });
             });
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
@@ -207,14 +262,42 @@ pub fn group_norm(
     eps: f64,
 ) -> Result<Tensor> {
     if on_cpu_f32(&[x, gamma, beta]) {
-        x.contiguous()?.apply_op3(
-            &gamma.contiguous()?,
-            &beta.contiguous()?,
-            Norm { groups, eps },
-        )
+        let op = Norm {
+            groups,
+            eps,
+            silu: false,
+        };
+        x.contiguous()?
+            .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)
     } else {
         let c = x.dim(1)?;
         candle_nn::GroupNorm::new(gamma.clone(), beta.clone(), c, groups, eps)?.forward(x)
+    }
+}
+
+/// `silu(group_norm(x, …))`: in one pass on a CPU in f32 when no gradient flows through any of
+/// the inputs (inference), else the two ops one after the other.
+///
+/// # Errors
+/// As [`group_norm`].
+pub fn group_norm_silu(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    groups: usize,
+    eps: f64,
+) -> Result<Tensor> {
+    let tracked = [x, gamma, beta].iter().any(|t| t.track_op());
+    if on_cpu_f32(&[x, gamma, beta]) && !tracked {
+        let op = Norm {
+            groups,
+            eps,
+            silu: true,
+        };
+        x.contiguous()?
+            .apply_op3_no_bwd(&gamma.contiguous()?, &beta.contiguous()?, &op)
+    } else {
+        candle_nn::ops::silu(&group_norm(x, gamma, beta, groups, eps)?)
     }
 }
 
@@ -244,6 +327,16 @@ impl GroupNorm {
             groups,
             eps,
         })
+    }
+}
+
+impl GroupNorm {
+    /// `silu(self.forward(x))`, fused where it can be ([`group_norm_silu`]).
+    ///
+    /// # Errors
+    /// As [`group_norm`].
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        group_norm_silu(x, &self.weight, &self.bias, self.groups, self.eps)
     }
 }
 
@@ -282,6 +375,21 @@ mod tests {
             let case = format!("{shape:?}, {groups} groups, mean {mean}");
             assert_same(&[&x, &gamma, &beta], ours, theirs, 1e-3, &case);
         }
+    }
+
+    /// The fused inference pass equals the two ops; with a gradient to track it still gives one.
+    #[test]
+    fn fused_silu_matches_norm_then_silu() {
+        let x = randn(&[2, 16, 7, 5], 21, 0.3);
+        let (gamma, beta) = (randn(&[16], 22, 1.0), randn(&[16], 23, 0.0));
+        let two = candle_nn::ops::silu(&group_norm(&x, &gamma, &beta, 4, 1e-6).unwrap()).unwrap();
+        let one = group_norm_silu(&x, &gamma, &beta, 4, 1e-6).unwrap();
+        assert!(max_diff(&one, &two) <= 1e-5);
+        let xv = Var::from_tensor(&x).unwrap();
+        let tracked = group_norm_silu(&xv, &gamma, &beta, 4, 1e-6).unwrap();
+        assert!(max_diff(&tracked, &two) <= 1e-5);
+        let grads = tracked.sum_all().unwrap().backward().unwrap();
+        assert!(grads.get(&xv).is_some());
     }
 
     #[test]

@@ -1,23 +1,32 @@
-//! CPU kernels, with their backward, for the layers that dominate the networks pixelfarm trains
-//! and renders on a CPU (the `shapes` family): convolution and group norm.
+//! CPU kernels for the layers that dominate the networks pixelfarm trains and renders on a CPU:
+//! convolution (bias fused in) and group norm (with their backward); for inference, group norm
+//! fused with SiLU, attention, and GEGLU's gate.
 //!
-//! candle 0.11's CPU backward of both is slow — the conv2d input gradient is a scalar
-//! `conv_transpose2d` loop, group norm is a chain of ~10 separate tensor ops each way — and
-//! training on the project's 2-core machines spends its time there. These ops do each pass in one
-//! go (gemm for the convolution) and keep two properties the engine promises:
+//! candle 0.11's CPU versions are slow — conv2d is im2col with NCHW copies around one large
+//! gemm and its input gradient a scalar `conv_transpose2d` loop, group norm a chain of ~10
+//! separate tensor ops each way, attention three full-size tensor ops per head, `exp` and `erf`
+//! scalar C-library calls. These ops do each pass in one go (gemm for the products; bias, SiLU and
+//! softmax fused in; `exp` / `erf` vectorised, with AVX2 where the CPU has it: `math`) and keep
+//! two properties the engine promises:
 //!
-//! - work is split over images, tiles of output rows and groups of channels, never inside a sum,
-//!   so an image's result is the same whatever batch it rides in and whatever the thread count;
+//! - work is split over images, tiles of output rows, groups of channels and blocks of queries,
+//!   never inside a sum, so an image's result is the same whatever batch it rides in and whatever
+//!   the thread count;
 //! - sums over the batch (parameter gradients) are taken per fixed chunk of images and the chunks
 //!   added in order, so gradients are reproducible bit for bit.
 //!
 //! Other devices and dtypes fall back to candle's own ops (cuDNN / candle kernels on CUDA).
 
+mod attention;
 mod conv;
+mod geglu;
 mod group_norm;
+mod math;
 
+pub use attention::attention;
 pub use conv::{Conv2d, conv2d};
-pub use group_norm::{GroupNorm, group_norm};
+pub use geglu::geglu;
+pub use group_norm::{GroupNorm, group_norm, group_norm_silu};
 
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor, bail};
 use rayon::prelude::*;
@@ -59,6 +68,50 @@ fn sum_over_images(
         total.iter_mut().zip(part).for_each(|(t, v)| *t += v);
     }
     total
+}
+
+/// `dst (m × n, row stride dst_rs) = [dst +] a (m × k) · b (k × n)`, strides in elements.
+#[allow(clippy::too_many_arguments, unsafe_code)]
+fn matmul_into(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    a: &[f32],
+    (a_rs, a_cs): (usize, usize),
+    b: &[f32],
+    (b_rs, b_cs): (usize, usize),
+) {
+    let last = |rows: usize, rs: usize, cols: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(m > 0 && n > 0 && k > 0, "gemm: empty operand");
+    assert!(dst.len() > last(m, dst_rs, n, 1), "gemm: dst too short");
+    assert!(a.len() > last(m, a_rs, k, a_cs), "gemm: lhs too short");
+    assert!(b.len() > last(k, b_rs, n, b_cs), "gemm: rhs too short");
+    // SAFETY: the asserts above keep every index the strides reach inside the three slices, and
+    // `dst` is borrowed mutably, so it overlaps neither operand.
+    unsafe {
+        ::gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            ::gemm::Parallelism::None,
+        );
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,101 @@
+//! GEGLU's gate for inference: `a · gelu(b)` for the two halves `[a, b]` of the last dimension,
+//! in one pass (candle: a slice copy, an erf per value through the C library, a product).
+
+use candle_core::{CpuStorage, CustomOp1, D, Layout, Result, Shape, Tensor, bail};
+use rayon::prelude::*;
+
+use super::math::{gelu, vectorized};
+use super::{f32_slice, on_cpu_f32};
+
+/// Rows per task.
+const ROWS: usize = 64;
+
+struct Geglu;
+
+impl CustomOp1 for Geglu {
+    fn name(&self) -> &'static str {
+        "pixelfarm-geglu"
+    }
+
+    fn cpu_fwd(&self, hs: &CpuStorage, hl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = hl.shape().dims();
+        let width = dims.last().copied().unwrap_or(0);
+        if width == 0 || width % 2 != 0 {
+            bail!(
+                "geglu: the last dimension of {:?} must be even and not 0",
+                hl.shape()
+            );
+        }
+        let h = f32_slice(hs, hl, "geglu input")?;
+        let inner = width / 2;
+        let mut out = vec![0f32; h.len() / 2];
+        out.par_chunks_mut(ROWS * inner)
+            .zip(h.par_chunks(ROWS * width))
+            .for_each(|(out, h)| vectorized(GateRows { out, h, inner }));
+        let mut shape = dims.to_vec();
+        if let Some(last) = shape.last_mut() {
+            *last = inner;
+        }
+        Ok((CpuStorage::F32(out), Shape::from(shape)))
+    }
+}
+
+/// `out` rows (`inner` values each) from `h` rows (`2 · inner`).
+struct GateRows<'a> {
+    out: &'a mut [f32],
+    h: &'a [f32],
+    inner: usize,
+}
+
+impl pulp::WithSimd for GateRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let inner = self.inner;
+        for (o, h) in self.out.chunks_mut(inner).zip(self.h.chunks(2 * inner)) {
+            let (a, b) = h.split_at(inner);
+            for j in 0..inner {
+                o[j] = a[j] * gelu(b[j]);
+            }
+        }
+    }
+}
+
+/// `a · gelu(b)` (exact GELU) where `[a, b]` are the two halves of `h`'s last dimension. In one
+/// pass on a CPU in f32 when no gradient flows through `h` (inference), else candle's ops.
+///
+/// # Errors
+/// When the last dimension is odd.
+pub fn geglu(h: &Tensor) -> Result<Tensor> {
+    if on_cpu_f32(&[h]) && !h.track_op() {
+        h.contiguous()?.apply_op1_no_bwd(&Geglu)
+    } else {
+        let width = h.dim(D::Minus1)?;
+        if width % 2 != 0 {
+            bail!("geglu: the last dimension of {:?} must be even", h.shape());
+        }
+        let inner = width / 2;
+        h.narrow(D::Minus1, 0, inner)? * h.narrow(D::Minus1, inner, inner)?.gelu_erf()?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{max_diff, randn};
+    use super::*;
+    use candle_core::Var;
+
+    #[test]
+    fn matches_candles_ops_and_keeps_gradients() {
+        let h = (randn(&[2, 131, 24], 31, 0.0) * 3.0).unwrap();
+        let ours = geglu(&h).unwrap();
+        let hv = Var::from_tensor(&h).unwrap();
+        let theirs = geglu(&hv).unwrap();
+        assert_eq!(ours.dims(), &[2, 131, 12]);
+        assert!(max_diff(&ours, &theirs) <= 1e-5);
+        let grads = theirs.sum_all().unwrap().backward().unwrap();
+        assert!(grads.get(&hv).is_some());
+        assert!(geglu(&randn(&[2, 3], 32, 0.0)).is_err());
+    }
+}
