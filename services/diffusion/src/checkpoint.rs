@@ -493,7 +493,6 @@ pub fn split(
     ckpt: &str,
     dtype: DType,
     device: &Device,
-    vae: impl FnOnce(HashMap<String, Tensor>) -> candle_core::Result<VarBuilder<'static>>,
 ) -> Result<(
     VarBuilder<'static>,
     VarBuilder<'static>,
@@ -507,11 +506,11 @@ pub fn split(
             e,
         )
     })?;
-    let [unet, vae_tensors, text] = to_diffusers_layout(tensors, entry.family)?;
-    let vae = vae(vae_tensors).map_err(|e| bad_tensor(ckpt, e))?;
+    let [unet, vae, text] = to_diffusers_layout(tensors, entry.family)?;
     Ok((
         VarBuilder::from_tensors(unet, dtype, device),
-        vae,
+        // The VAE stays f32, as from a diffusers folder.
+        VarBuilder::from_tensors(vae, DType::F32, device),
         VarBuilder::from_tensors(text, dtype, device),
     ))
 }

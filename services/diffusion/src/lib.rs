@@ -7,8 +7,9 @@
 //! - [`sampler`]: noise schedule, sampler plans and DDIM / Euler / Euler a / DPM++ 2M Karras.
 //! - `engine`: [`DiffusionEngine`], the worker's `Renderer` (LRU of loaded models, micro-batches).
 //! - `model`: a loaded model and the txt2img pipeline (CFG, per-job noise, VAE decode).
-//! - [`unet`]: the SD UNet from candle's blocks, with SDXL's micro-conditioning.
-//! - [`ops`]: CPU conv2d and group norm with a fast backward (gemm, fused), for the `shapes` net.
+//! - [`unet`]: the SD UNet, with SDXL's micro-conditioning; [`vae`]: the SD VAE; both built from
+//!   `blocks` (resnets, samplers, spatial transformer, VAE attention) on [`ops`].
+//! - [`ops`]: CPU conv2d and group norm (fused with SiLU for inference) with a fast backward.
 //! - [`clip`]: the CLIP text transformer as SDXL reads it (penultimate state, pooled projection).
 //! - [`checkpoint`]: single-file checkpoints in the original Stability layout (SD 1.x / 2.x and
 //!   the tiny family).
@@ -17,6 +18,7 @@
 //! - [`tiny`]: tiny random-weight models + a CLIP BPE tokenizer for tests and benchmarks.
 //! - [`rng`]: [`JobRng`], each job's own deterministic noise.
 
+mod blocks;
 pub mod checkpoint;
 pub mod clip;
 mod engine;
@@ -30,6 +32,7 @@ pub mod shapes_net;
 pub mod threads;
 pub mod tiny;
 pub mod unet;
+pub mod vae;
 
 pub use engine::{DiffusionEngine, RENDERER};
 pub use family::{Family, FamilyDefaults, Prediction};

@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::clip::text_model as clip_text;
-use candle_transformers::models::stable_diffusion::{clip as sd_clip, vae};
+use candle_transformers::models::stable_diffusion::clip as sd_clip;
 use pixelfarm_core::{Error, ErrorKind, JobParams, Result, Sampler};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,6 +19,7 @@ use crate::rng::JobRng;
 use crate::sampler::{NoiseSchedule, Plan, sample};
 use crate::shapes_net::{ShapesConfig, ShapesText, ShapesUnet};
 use crate::unet::{TIME_IDS, TextTime, Unet};
+use crate::vae::Vae;
 
 /// The tiny family's text encoder (the generic CLIP text model; its config is all-public).
 pub fn tiny_clip_config() -> clip_text::ClipTextConfig {
@@ -126,7 +127,7 @@ pub struct LoadedModel {
     unet: Denoiser,
     unet_in_channels: usize,
     /// `None` for pixel-space families (`shapes`): latents are pixels.
-    vae: Option<vae::AutoEncoderKL>,
+    vae: Option<Vae>,
     text: TextEncoder,
     tokenizer: Tokenizer,
     bos: u32,
@@ -175,45 +176,6 @@ fn bad_weights(file: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
             e,
         )
     }
-}
-
-/// The VAE's tensors with the encoder's log-variance forced to -1e4, so that candle's
-/// `encode(..).sample()` (which draws from the device RNG) returns exactly the mean: img2img stays
-/// deterministic. The decoder does not read `quant_conv`.
-fn vae_tensors(bytes: &[u8], device: &Device) -> candle_core::Result<VarBuilder<'static>> {
-    vae_vars(
-        candle_core::safetensors::load_buffer(bytes, device)?,
-        device,
-    )
-}
-
-/// [`vae_tensors`] of tensors already loaded.
-fn vae_vars(
-    mut ts: std::collections::HashMap<String, Tensor>,
-    device: &Device,
-) -> candle_core::Result<VarBuilder<'static>> {
-    if let (Some(w), Some(b)) = (ts.get("quant_conv.weight"), ts.get("quant_conv.bias")) {
-        let half = w.dim(0)? / 2;
-        let w = w.to_dtype(DType::F32)?;
-        let b = b.to_dtype(DType::F32)?;
-        let w = Tensor::cat(
-            &[
-                w.narrow(0, 0, half)?,
-                w.narrow(0, half, half)?.zeros_like()?,
-            ],
-            0,
-        )?;
-        let b = Tensor::cat(
-            &[
-                b.narrow(0, 0, half)?,
-                (b.narrow(0, half, half)?.zeros_like()? - 1e4)?,
-            ],
-            0,
-        )?;
-        ts.insert("quant_conv.weight".into(), w);
-        ts.insert("quant_conv.bias".into(), b);
-    }
-    Ok(VarBuilder::from_tensors(ts, DType::F32, device))
 }
 
 /// A candle error while rendering: device trouble is transient, anything else permanent.
@@ -271,13 +233,10 @@ impl LoadedModel {
             None => (
                 tensors(layout::UNET, dtype)?,
                 // The VAE stays f32: SDXL's overflows in f16, and it is cheap.
-                vae_tensors(&read_verified(entry, dir, layout::VAE)?, device)
-                    .map_err(bad_weights(layout::VAE))?,
+                tensors(layout::VAE, DType::F32)?,
                 tensors(layout::TEXT_ENCODER, dtype)?,
             ),
-            Some(ckpt) => crate::checkpoint::split(entry, dir, ckpt, dtype, device, |ts| {
-                vae_vars(ts, device)
-            })?,
+            Some(ckpt) => crate::checkpoint::split(entry, dir, ckpt, dtype, device)?,
         };
         let unet_name = entry.checkpoint.as_deref().unwrap_or(layout::UNET);
         let vae_name = entry.checkpoint.as_deref().unwrap_or(layout::VAE);
@@ -304,10 +263,8 @@ impl LoadedModel {
             )
             .map_err(bad_weights(unet_name))?,
         ));
-        let vae = Some(
-            vae::AutoEncoderKL::new(vae_vb, 3, 3, family.vae_config())
-                .map_err(bad_weights(vae_name))?,
-        );
+        let vae =
+            Some(Vae::new(vae_vb, 3, 3, &family.vae_config()).map_err(bad_weights(vae_name))?);
         let text = match (family, xl) {
             (_, Some(cfg)) => {
                 let text_2 = tensors(layout::TEXT_ENCODER_2, dtype)?;
@@ -389,7 +346,7 @@ impl LoadedModel {
         start: Instant,
         unet: Denoiser,
         unet_in_channels: usize,
-        vae: Option<vae::AutoEncoderKL>,
+        vae: Option<Vae>,
         text: TextEncoder,
     ) -> Result<Self> {
         let family = entry.family;
@@ -428,7 +385,7 @@ impl LoadedModel {
     /// for pixel-space families).
     fn encode_image(&self, img: &Tensor) -> candle_core::Result<Tensor> {
         match &self.vae {
-            Some(vae) => vae.encode(img)?.sample()? * self.defaults.vae_scale,
+            Some(vae) => vae.encode(img)? * self.defaults.vae_scale,
             None => img * self.defaults.vae_scale,
         }
     }

@@ -4,7 +4,6 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use candle_transformers::models::clip::text_model as clip_text;
-use candle_transformers::models::stable_diffusion::vae;
 use pixelfarm_core::{Error, Result};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -16,6 +15,7 @@ use crate::model::tiny_clip_config;
 use crate::registry::{ModelEntry, Source, layout, sha256_file};
 use crate::rng::JobRng;
 use crate::unet::Unet;
+use crate::vae::Vae;
 
 /// Words the tiny tokenizer knows as whole tokens (everything else falls back to bytes).
 pub const TINY_WORDS: &[&str] = &[
@@ -194,7 +194,7 @@ fn write_tiny_family(dir: &Path, family: Family, unet_in_channels: usize) -> Res
         Unet::new(vb, unet_in_channels, 4, &cfg, xl.map(|x| x.text_time)).map(|_| ())
     })?;
     build(layout::VAE, 2, &|vb| {
-        vae::AutoEncoderKL::new(vb, 3, 3, family.vae_config()).map(|_| ())
+        Vae::new(vb, 3, 3, &family.vae_config()).map(|_| ())
     })?;
     match xl {
         Some(x) => {

@@ -1,26 +1,26 @@
-//! The Stable Diffusion UNet, assembled from candle-transformers' blocks, with SDXL's
+//! The Stable Diffusion UNet on pixelfarm's blocks ([`crate::blocks`]), with SDXL's
 //! micro-conditioning that candle's own `UNet2DConditionModel` lacks.
 //!
 //! SDXL adds to the timestep embedding an `add_embedding` of the pooled text embedding (second text
 //! encoder) and of six "time ids" — original height and width, crop top and left, target height and
 //! width — each projected sinusoidally (diffusers' `addition_embed_type = "text_time"`). candle's
 //! UNet has no such input, so with it real SDXL weights would load (their `add_embedding.*` tensors
-//! silently unread) and render wrong images. This module is candle's top level (same blocks, same
-//! weight names, same arithmetic: SD 1.x / 2.x and the tiny family render bit-identically to it) plus
-//! that embedding; its flash-attention and ControlNet-residual options, which pixelfarm does not
-//! use, are left out.
+//! silently unread) and render wrong images. The top level follows candle's (same weight names, same
+//! configs: `UNet2DConditionModelConfig`); its flash-attention and ControlNet-residual options,
+//! which pixelfarm does not use, are left out.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
+use candle_nn::VarBuilder;
 use candle_transformers::models::stable_diffusion::embeddings::{TimestepEmbedding, Timesteps};
 use candle_transformers::models::stable_diffusion::unet_2d::{
     BlockConfig, UNet2DConditionModelConfig,
 };
-use candle_transformers::models::stable_diffusion::unet_2d_blocks::{
-    CrossAttnDownBlock2D, CrossAttnDownBlock2DConfig, CrossAttnUpBlock2D, CrossAttnUpBlock2DConfig,
-    DownBlock2D, DownBlock2DConfig, UNetMidBlock2DCrossAttn, UNetMidBlock2DCrossAttnConfig,
-    UpBlock2D, UpBlock2DConfig,
+
+use crate::blocks::{
+    DownBlock, LevelConfig, MidAttention, MidBlock, ResnetConfig, SpatialTransformer,
+    TransformerConfig, UpBlock,
 };
+use crate::ops::{Conv2d, GroupNorm};
 
 /// SDXL's extra conditioning input (diffusers' `addition_embed_type = "text_time"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,16 +43,6 @@ pub struct TextTime {
     pub time_ids: Tensor,
 }
 
-enum Down {
-    Basic(DownBlock2D),
-    CrossAttn(CrossAttnDownBlock2D),
-}
-
-enum Up {
-    Basic(UpBlock2D),
-    CrossAttn(CrossAttnUpBlock2D),
-}
-
 /// The UNet of every SD family.
 pub struct Unet {
     conv_in: Conv2d,
@@ -60,9 +50,9 @@ pub struct Unet {
     time_embedding: TimestepEmbedding,
     /// SDXL's micro-conditioning: the time ids' projection and the embedding of `[pooled, ids]`.
     add: Option<(Timesteps, TimestepEmbedding)>,
-    down: Vec<Down>,
-    mid: UNetMidBlock2DCrossAttn,
-    up: Vec<Up>,
+    down: Vec<DownBlock>,
+    mid: MidBlock,
+    up: Vec<UpBlock>,
     norm_out: GroupNorm,
     conv_out: Conv2d,
     blocks: usize,
@@ -84,11 +74,7 @@ impl Unet {
         let b0 = c.blocks[0].out_channels;
         let last = &c.blocks[n - 1];
         let emb_dim = b0 * 4;
-        let pad1 = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
-        let conv_in = candle_nn::conv2d(in_channels, b0, 3, pad1, vb.pp("conv_in"))?;
+        let conv_in = Conv2d::new(in_channels, b0, 3, 1, vb.pp("conv_in"))?;
         let time_proj = Timesteps::new(b0, c.flip_sin_to_cos, c.freq_shift);
         let time_embedding = TimestepEmbedding::new(vb.pp("time_embedding"), b0, emb_dim)?;
         let add = match text_time {
@@ -102,115 +88,76 @@ impl Unet {
             )),
             None => None,
         };
-        let sliced = |head_dim: usize| match c.sliced_attention_size {
-            Some(0) => Some(head_dim / 2),
-            s => s,
+        let resnet = ResnetConfig {
+            groups: c.norm_num_groups,
+            eps: c.norm_eps,
+            temb: Some(emb_dim),
+            output_scale: 1.0,
+        };
+        let transformer = TransformerConfig {
+            groups: c.norm_num_groups,
+            context_dim: c.cross_attention_dim,
+            linear_projection: c.use_linear_projection,
+        };
+        let level = |b: &BlockConfig, cin: usize, layers: usize, resample: bool| LevelConfig {
+            cin,
+            cout: b.out_channels,
+            layers,
+            attention: b.use_cross_attn.map(|depth| (b.attention_head_dim, depth)),
+            resample,
         };
 
-        let vb_down = vb.pp("down_blocks");
         let mut down = Vec::with_capacity(n);
-        for (i, block) in c.blocks.iter().enumerate() {
-            let BlockConfig {
-                out_channels: out,
-                use_cross_attn,
-                attention_head_dim: heads,
-            } = *block;
+        for (i, b) in c.blocks.iter().enumerate() {
             let cin = if i > 0 {
                 c.blocks[i - 1].out_channels
             } else {
                 b0
             };
-            let cfg = DownBlock2DConfig {
-                num_layers: c.layers_per_block,
-                resnet_eps: c.norm_eps,
-                resnet_groups: c.norm_num_groups,
-                add_downsample: i < n - 1,
-                downsample_padding: c.downsample_padding,
-                ..Default::default()
-            };
-            let vb = vb_down.pp(i.to_string());
-            down.push(match use_cross_attn {
-                Some(layers) => Down::CrossAttn(CrossAttnDownBlock2D::new(
-                    vb,
-                    cin,
-                    out,
-                    Some(emb_dim),
-                    false,
-                    CrossAttnDownBlock2DConfig {
-                        downblock: cfg,
-                        attn_num_head_channels: heads,
-                        cross_attention_dim: c.cross_attention_dim,
-                        sliced_attention_size: sliced(heads),
-                        use_linear_projection: c.use_linear_projection,
-                        transformer_layers_per_block: layers,
-                    },
-                )?),
-                None => Down::Basic(DownBlock2D::new(vb, cin, out, Some(emb_dim), cfg)?),
-            });
+            let vb = vb.pp("down_blocks").pp(i.to_string());
+            let lvl = level(b, cin, c.layers_per_block, i < n - 1);
+            down.push(DownBlock::new(
+                vb,
+                lvl,
+                resnet,
+                Some(transformer),
+                c.downsample_padding,
+            )?);
         }
 
-        let mid = UNetMidBlock2DCrossAttn::new(
+        let mid_resnet = ResnetConfig {
+            output_scale: c.mid_block_scale_factor,
+            ..resnet
+        };
+        let mid_attention = SpatialTransformer::new(
+            vb.pp("mid_block.attentions.0"),
+            last.out_channels,
+            last.attention_head_dim,
+            last.use_cross_attn.unwrap_or(1),
+            transformer,
+        )?;
+        let mid = MidBlock::new(
             vb.pp("mid_block"),
             last.out_channels,
-            Some(emb_dim),
-            false,
-            UNetMidBlock2DCrossAttnConfig {
-                resnet_eps: c.norm_eps,
-                output_scale_factor: c.mid_block_scale_factor,
-                cross_attn_dim: c.cross_attention_dim,
-                attn_num_head_channels: last.attention_head_dim,
-                resnet_groups: Some(c.norm_num_groups),
-                use_linear_projection: c.use_linear_projection,
-                transformer_layers_per_block: last.use_cross_attn.unwrap_or(1),
-                ..Default::default()
-            },
+            mid_resnet,
+            MidAttention::Spatial(mid_attention),
         )?;
 
-        let vb_up = vb.pp("up_blocks");
         let mut up = Vec::with_capacity(n);
         for i in 0..n {
-            let BlockConfig {
-                out_channels: out,
-                use_cross_attn,
-                attention_head_dim: heads,
-            } = c.blocks[n - 1 - i];
+            let b = &c.blocks[n - 1 - i];
             let prev = if i > 0 {
                 c.blocks[n - i].out_channels
             } else {
                 last.out_channels
             };
             let cin = c.blocks[if i == n - 1 { 0 } else { n - i - 2 }].out_channels;
-            let cfg = UpBlock2DConfig {
-                num_layers: c.layers_per_block + 1,
-                resnet_eps: c.norm_eps,
-                resnet_groups: c.norm_num_groups,
-                add_upsample: i < n - 1,
-                ..Default::default()
-            };
-            let vb = vb_up.pp(i.to_string());
-            up.push(match use_cross_attn {
-                Some(layers) => Up::CrossAttn(CrossAttnUpBlock2D::new(
-                    vb,
-                    cin,
-                    prev,
-                    out,
-                    Some(emb_dim),
-                    false,
-                    CrossAttnUpBlock2DConfig {
-                        upblock: cfg,
-                        attn_num_head_channels: heads,
-                        cross_attention_dim: c.cross_attention_dim,
-                        sliced_attention_size: sliced(heads),
-                        use_linear_projection: c.use_linear_projection,
-                        transformer_layers_per_block: layers,
-                    },
-                )?),
-                None => Up::Basic(UpBlock2D::new(vb, cin, prev, out, Some(emb_dim), cfg)?),
-            });
+            let vb = vb.pp("up_blocks").pp(i.to_string());
+            let lvl = level(b, cin, c.layers_per_block + 1, i < n - 1);
+            up.push(UpBlock::new(vb, lvl, prev, resnet, Some(transformer))?);
         }
-        let norm_out =
-            candle_nn::group_norm(c.norm_num_groups, b0, c.norm_eps, vb.pp("conv_norm_out"))?;
-        let conv_out = candle_nn::conv2d(b0, out_channels, 3, pad1, vb.pp("conv_out"))?;
+        let norm_out = GroupNorm::new(c.norm_num_groups, b0, c.norm_eps, vb.pp("conv_norm_out"))?;
+        let conv_out = Conv2d::new(b0, out_channels, 3, 1, vb.pp("conv_out"))?;
         Ok(Unet {
             conv_in,
             time_proj,
@@ -267,21 +214,14 @@ impl Unet {
         let mut skips = vec![x.clone()];
         let mut x = x;
         for block in &self.down {
-            let (out, res) = match block {
-                Down::Basic(b) => b.forward(&x, Some(&emb))?,
-                Down::CrossAttn(b) => b.forward(&x, Some(&emb), Some(ctx))?,
-            };
-            skips.extend(res);
+            let (out, states) = block.forward(&x, Some(&emb), Some(ctx))?;
+            skips.extend(states);
             x = out;
         }
         let mut x = self.mid.forward(&x, Some(&emb), Some(ctx))?;
         let mut upsample_size = None;
         for (i, block) in self.up.iter().enumerate() {
-            let resnets = match block {
-                Up::Basic(b) => b.resnets.len(),
-                Up::CrossAttn(b) => b.upblock.resnets.len(),
-            };
-            let res = skips.split_off(skips.len() - resnets);
+            let res = skips.split_off(skips.len() - block.skips());
             if i < self.blocks - 1
                 && odd_size
                 && let Some(s) = skips.last()
@@ -289,13 +229,9 @@ impl Unet {
                 let (_, _, sh, sw) = s.dims4()?;
                 upsample_size = Some((sh, sw));
             }
-            x = match block {
-                Up::Basic(b) => b.forward(&x, &res, Some(&emb), upsample_size)?,
-                Up::CrossAttn(b) => b.forward(&x, &res, Some(&emb), upsample_size, Some(ctx))?,
-            };
+            x = block.forward(&x, &res, Some(&emb), Some(ctx), upsample_size)?;
         }
-        let x = candle_nn::ops::silu(&self.norm_out.forward(&x)?)?;
-        self.conv_out.forward(&x)
+        self.conv_out.forward(&self.norm_out.forward_silu(&x)?)
     }
 }
 
@@ -312,14 +248,24 @@ mod tests {
         Tensor::from_vec(crate::JobRng::new(seed).normals(n), shape, &Device::Cpu).unwrap()
     }
 
+    /// The same weights through candle-transformers' UNet (the reference these blocks replace):
+    /// the outputs agree up to what differs on purpose — the exact GELU where candle uses the tanh
+    /// approximation, and the order of a few sums.
     #[test]
-    fn without_micro_conditioning_it_is_candles_unet_bit_for_bit() {
+    fn without_micro_conditioning_it_matches_candles_unet() {
         for family in [Family::Tiny, Family::TinyXl] {
             let cfg = family.unet_config();
             let vm = VarMap::new();
             let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
             let theirs = UNet2DConditionModel::new(vb.clone(), 4, 4, false, cfg.clone()).unwrap();
             let ours = Unet::new(vb, 4, 4, &cfg, None).unwrap();
+            // Random weights throughout (a fresh VarMap's norms are ones and zeros, its linears
+            // are random): make the norms random too, so that a mix-up of γ and β would show.
+            for (i, var) in vm.all_vars().iter().enumerate() {
+                let t = input((var.elem_count(), 1, 1, 1), i as u64 + 7);
+                var.set(&(t.reshape(var.shape()).unwrap() * 0.2).unwrap())
+                    .unwrap();
+            }
             let x = input((2, 4, 8, 8), 1);
             let ctx = input((2, 77, cfg.cross_attention_dim, 1), 2)
                 .squeeze(3)
@@ -327,8 +273,17 @@ mod tests {
             for t in [999.0, 500.5, 1.0] {
                 let a = theirs.forward(&x, t, &ctx).unwrap();
                 let b = ours.forward(&x, t, &ctx, None).unwrap();
+                let scale = a
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
                 let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
-                assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{family} at {t}");
+                let diff = diff.to_scalar::<f32>().unwrap();
+                // Measured: ~3e-5 of outputs ~1.3 (tanh vs erf GELU).
+                assert!(diff <= 1e-4 * scale, "{family} at {t}: {diff} of {scale}");
             }
         }
     }
