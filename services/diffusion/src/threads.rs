@@ -5,9 +5,21 @@
 //! `num_cpus::get_physical`) each time: 49,192 opens in one training step of the `shapes` model
 //! (`strace -c`), with the kernel's cpuinfo formatting at ~17 % of the step's profile (`perf`).
 //! Setting the variable once makes that lookup a plain environment read.
+//!
+//! candle 0.11 also runs its elementwise ops on a pool of its own whose workers spin 25,000 times
+//! before sleeping after every op. pixelfarm's kernels ([`crate::ops`]) run on rayon's pool, so on
+//! a small machine candle's spinning workers take the cores that rayon's need: in a 256×256 render
+//! on 2 cores a quarter of the CPU samples were spinning pool threads. [`settle`] also sets
+//! [`SPIN_VAR`] to [`SPIN_LIMIT`] unless the user set it.
 
 /// The variable candle (and rayon's global pool) read.
 pub const VAR: &str = "RAYON_NUM_THREADS";
+
+/// How many times candle's pool workers spin before they sleep (candle's default: 25,000).
+pub const SPIN_VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+
+/// pixelfarm's default for [`SPIN_VAR`]: sleep at once (measured in docs/benchmarks.md).
+pub const SPIN_LIMIT: u32 = 0;
 
 /// The thread count candle would pick by itself (physical cores), capped at what this process may
 /// run on (`available_parallelism` follows CPU affinity and cgroup quotas, e.g. a Kubernetes CPU
@@ -17,7 +29,8 @@ pub fn default_count() -> usize {
     num_cpus::get_physical().clamp(1, allowed)
 }
 
-/// Sets [`VAR`] to [`default_count`] unless the user set it to a thread count already.
+/// Sets [`VAR`] to [`default_count`] unless the user set it to a thread count already, and
+/// [`SPIN_VAR`] to [`SPIN_LIMIT`] unless the user set it to a number.
 ///
 /// # Safety
 /// It writes the process environment, so no other thread may run yet (nor read the environment
@@ -29,6 +42,10 @@ pub unsafe fn settle() {
     if !set {
         // SAFETY: the caller guarantees that no other thread exists yet.
         unsafe { std::env::set_var(VAR, default_count().to_string()) };
+    }
+    if !std::env::var(SPIN_VAR).is_ok_and(|v| v.parse::<u32>().is_ok()) {
+        // SAFETY: as above.
+        unsafe { std::env::set_var(SPIN_VAR, SPIN_LIMIT.to_string()) };
     }
 }
 
