@@ -412,12 +412,7 @@ impl DownBlock {
         transformer: Option<TransformerConfig>,
         padding: usize,
     ) -> Result<Self> {
-        let resnets = (0..level.layers)
-            .map(|i| {
-                let cin = if i == 0 { level.cin } else { level.cout };
-                Resnet::new(vb.pp("resnets").pp(i.to_string()), cin, level.cout, resnet)
-            })
-            .collect::<Result<_>>()?;
+        let resnets = plain_resnets(&vb, level, resnet)?;
         Ok(DownBlock {
             resnets,
             attentions: attentions(&vb, level, transformer)?,
@@ -453,6 +448,16 @@ impl DownBlock {
         }
         Ok((x, states))
     }
+}
+
+/// A level's resnets without skip inputs: the first from `cin` channels, the rest at `cout`.
+fn plain_resnets(vb: &VarBuilder, level: LevelConfig, resnet: ResnetConfig) -> Result<Vec<Resnet>> {
+    (0..level.layers)
+        .map(|i| {
+            let cin = if i == 0 { level.cin } else { level.cout };
+            Resnet::new(vb.pp("resnets").pp(i.to_string()), cin, level.cout, resnet)
+        })
+        .collect()
 }
 
 /// The spatial transformers of a block that has them (one per resnet), none otherwise.
@@ -525,12 +530,7 @@ impl UpBlock {
         level: LevelConfig,
         resnet: ResnetConfig,
     ) -> Result<Self> {
-        let resnets = (0..level.layers)
-            .map(|i| {
-                let cin = if i == 0 { level.cin } else { level.cout };
-                Resnet::new(vb.pp("resnets").pp(i.to_string()), cin, level.cout, resnet)
-            })
-            .collect::<Result<_>>()?;
+        let resnets = plain_resnets(&vb, level, resnet)?;
         Self::assemble(vb, level, resnets, None)
     }
 

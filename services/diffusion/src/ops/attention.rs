@@ -10,7 +10,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
 use super::math::{LANES, exp, max, vectorized};
-use super::{f32_slice, matmul_into, on_cpu_f32};
+use super::{cpu_inference, f32_slice, matmul_into};
 
 /// Query rows per block: 64 rows of scores against 1,024 keys are 256 KiB.
 const QUERY_BLOCK: usize = 64;
@@ -125,8 +125,7 @@ fn exp_shifted(row: &mut [f32]) -> f32 {
 /// # Errors
 /// When the shapes do not fit.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
-    let tracked = [q, k, v].iter().any(|t| t.track_op());
-    if on_cpu_f32(&[q, k, v]) && !tracked {
+    if cpu_inference(&[q, k, v]) {
         q.contiguous()?.apply_op3_no_bwd(
             &k.contiguous()?,
             &v.contiguous()?,

@@ -5,7 +5,7 @@ use candle_core::{CpuStorage, CustomOp1, D, Layout, Result, Shape, Tensor, bail}
 use rayon::prelude::*;
 
 use super::math::{gelu, vectorized};
-use super::{f32_slice, on_cpu_f32};
+use super::{cpu_inference, f32_slice};
 
 /// Rows per task.
 const ROWS: usize = 64;
@@ -68,7 +68,7 @@ impl pulp::WithSimd for GateRows<'_> {
 /// # Errors
 /// When the last dimension is odd.
 pub fn geglu(h: &Tensor) -> Result<Tensor> {
-    if on_cpu_f32(&[h]) && !h.track_op() {
+    if cpu_inference(&[h]) {
         h.contiguous()?.apply_op1_no_bwd(&Geglu)
     } else {
         let width = h.dim(D::Minus1)?;

@@ -8,7 +8,7 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use super::math::{LANES, silu, vectorized};
-use super::{f32_slice, on_cpu_f32, sum_over_images};
+use super::{cpu_inference, f32_slice, on_cpu_f32, sum_over_images};
 
 /// Groups and epsilon of one group norm, and whether SiLU follows it in the same pass (forward
 /// only: [`GroupNorm::forward_silu`] uses it where no gradient is tracked).
@@ -287,8 +287,7 @@ pub fn group_norm_silu(
     groups: usize,
     eps: f64,
 ) -> Result<Tensor> {
-    let tracked = [x, gamma, beta].iter().any(|t| t.track_op());
-    if on_cpu_f32(&[x, gamma, beta]) && !tracked {
+    if cpu_inference(&[x, gamma, beta]) {
         let op = Norm {
             groups,
             eps,

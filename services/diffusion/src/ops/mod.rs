@@ -40,6 +40,12 @@ fn on_cpu_f32(ts: &[&Tensor]) -> bool {
         .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
+/// Whether the fused forward-only path applies: the fast CPU path, and no gradient to track
+/// through any of the tensors (inference).
+fn cpu_inference(ts: &[&Tensor]) -> bool {
+    on_cpu_f32(ts) && !ts.iter().any(|t| t.track_op())
+}
+
 /// The f32 values of a contiguous CPU tensor.
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     match (s, l.contiguous_offsets()) {
