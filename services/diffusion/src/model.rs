@@ -318,7 +318,9 @@ impl LoadedModel {
             VarBuilder::from_buffered_safetensors(bytes, DType::F32, device)
                 .map_err(bad_weights(rel))
         };
-        let unet = ShapesUnet::new(ShapesConfig::SHIPPED, tensors(layout::UNET)?)
+        let unet_vb = tensors(layout::UNET)?;
+        let unet = ShapesConfig::of_weights(&unet_vb)
+            .and_then(|cfg| ShapesUnet::new(cfg, unet_vb))
             .map_err(bad_weights(layout::UNET))?;
         let text = ShapesText::new(tensors(layout::TEXT_ENCODER)?)
             .map_err(bad_weights(layout::TEXT_ENCODER))?;

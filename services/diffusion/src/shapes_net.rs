@@ -33,13 +33,69 @@ pub struct ShapesConfig {
 }
 
 impl ShapesConfig {
-    /// The shipped model's architecture.
-    pub const SHIPPED: ShapesConfig = ShapesConfig {
+    /// Groups of every group norm in a [`ShapesConfig::new`] architecture.
+    pub const GROUPS: usize = 8;
+    /// Attention heads in a [`ShapesConfig::new`] architecture.
+    pub const HEADS: usize = 4;
+
+    /// The trainer's default architecture (the first shipped weights').
+    pub const DEFAULT: ShapesConfig = ShapesConfig {
         widths: [32, 64, 128],
         emb: 128,
-        groups: 8,
-        heads: 4,
+        groups: Self::GROUPS,
+        heads: Self::HEADS,
     };
+
+    /// An architecture of the given widths with [`Self::GROUPS`] groups and [`Self::HEADS`] heads.
+    ///
+    /// # Errors
+    /// When a width is zero or not a multiple of the group count, or the lowest level's width is
+    /// not a multiple of the head count: the error names what is accepted.
+    pub fn new(widths: [usize; 3], emb: usize) -> std::result::Result<Self, String> {
+        if let Some(w) = widths
+            .iter()
+            .find(|&&w| w == 0 || w % Self::GROUPS != 0 || w % Self::HEADS != 0)
+        {
+            return Err(format!(
+                "width {w}: every width must be a positive multiple of {} (group norm groups) \
+                 and {} (attention heads)",
+                Self::GROUPS,
+                Self::HEADS
+            ));
+        }
+        if emb == 0 {
+            return Err("conditioning width 0: it must be positive".to_string());
+        }
+        Ok(ShapesConfig {
+            widths,
+            emb,
+            groups: Self::GROUPS,
+            heads: Self::HEADS,
+        })
+    }
+
+    /// The architecture of saved UNet weights, read from the shapes of the tensors that fix it
+    /// (the first convolution of each level and the time MLP), so a model folder needs no config
+    /// file and weights of any width load through the same registry entry.
+    ///
+    /// # Errors
+    /// When a tensor is missing or not a convolution / linear weight, or the widths are not a
+    /// valid architecture.
+    pub fn of_weights(vb: &VarBuilder) -> Result<Self> {
+        let rows = |name: &str, rank: usize| -> Result<usize> {
+            let t = vb.get_unchecked(name)?;
+            if t.rank() != rank {
+                candle_core::bail!("{name} has shape {:?}; expected rank {rank}", t.dims());
+            }
+            t.dim(0)
+        };
+        let widths = [
+            rows("conv_in.weight", 4)?,
+            rows("down1_conv.weight", 4)?,
+            rows("down2_conv.weight", 4)?,
+        ];
+        Self::new(widths, rows("time1.weight", 2)?).map_err(candle_core::Error::msg)
+    }
 }
 
 fn group_norm(groups: usize, ch: usize, vb: VarBuilder) -> Result<GroupNorm> {
@@ -316,6 +372,44 @@ mod tests {
         let y = unfold(&fold(&x).unwrap()).unwrap();
         let d = (x - y).unwrap().abs().unwrap().sum_all().unwrap();
         assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
+    }
+
+    #[test]
+    fn the_architecture_is_read_back_from_the_weights() {
+        let arch = ShapesConfig::new([16, 40, 64], 48).unwrap();
+        let vm = candle_nn::VarMap::new();
+        ShapesUnet::new(arch, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        let tensors = vm
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        assert_eq!(ShapesConfig::of_weights(&vb).unwrap(), arch);
+        let missing = ShapesConfig::of_weights(&vb.pp("nothing")).unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .starts_with("cannot find tensor nothing.conv_in.weight"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn widths_that_do_not_split_into_groups_and_heads_are_refused() {
+        assert_eq!(
+            ShapesConfig::new([32, 60, 128], 128).unwrap_err(),
+            "width 60: every width must be a positive multiple of 8 (group norm groups) and 4 \
+             (attention heads)"
+        );
+        assert!(ShapesConfig::new([0, 64, 128], 128).is_err());
+        assert!(ShapesConfig::new([32, 64, 128], 0).is_err());
+        assert_eq!(
+            ShapesConfig::new([32, 64, 128], 128).unwrap(),
+            ShapesConfig::DEFAULT
+        );
     }
 
     #[test]

@@ -178,9 +178,10 @@ pub const GATE_SEEDS: [u64; 3] = [1, 2, 3];
 
 /// An accuracy table in Markdown and a contact sheet of the graded images.
 pub struct Report {
-    /// Markdown: overall seen / held-out, then per shape, colour and size.
+    /// Markdown: overall seen / held-out, then per shape, colour and size, then every miss with
+    /// what the checker found (shape, fill of the bounding box, area).
     pub table: String,
-    /// The first 64 images with their verdicts.
+    /// 64 images with their verdicts, the misses first.
     pub sheet: crate::RgbImage,
 }
 
@@ -255,8 +256,33 @@ pub fn report(
             a.shape == sh && a.color == c
         });
     }
-    let items: Vec<(RenderedImage, String)> = graded
+    let misses: Vec<&Graded> = graded.iter().filter(|g| !g.verdict.matches()).collect();
+    if !misses.is_empty() {
+        table.push_str("\n| miss | seed | found | fill | area |\n|---|---|---|---|---|\n");
+        for g in &misses {
+            let v = &g.verdict;
+            let found = match (v.background_ok, v.shape) {
+                (false, _) => format!(
+                    "background {}",
+                    v.background.map_or("unclear", |c| c.word())
+                ),
+                (true, None) => "no region of the colour".to_string(),
+                (true, Some(sh)) => sh.word().to_string(),
+            };
+            table.push_str(&format!(
+                "| {} | {} | {found} | {:.3} | {} |\n",
+                g.attrs.caption(),
+                g.seed,
+                v.fill,
+                v.area
+            ));
+        }
+    }
+    // The misses first, so the sheet shows what went wrong.
+    let items: Vec<(RenderedImage, String)> = misses
         .iter()
+        .copied()
+        .chain(graded.iter().filter(|g| g.verdict.matches()))
         .take(64)
         .map(|g| {
             let mark = if g.verdict.matches() { "ok" } else { "miss" };

@@ -329,6 +329,14 @@ pub fn train(cfg: &TrainConfig) -> Result<RunState> {
             let w = weights
                 .get(n)
                 .with_context(|| format!("checkpoint lacks {n}"))?;
+            anyhow::ensure!(
+                w.dims() == v.dims(),
+                "checkpoint's {n} has shape {:?}, the architecture asked for ({:?}) {:?}: \
+                 resume with the widths the run started with",
+                w.dims(),
+                cfg.arch,
+                v.dims()
+            );
             v.set(w)?;
         }
         ema = load_split(&ckpt.join("ema"), &cfg.device)?;
@@ -509,14 +517,20 @@ pub fn import(model_dir: &Path, out_dir: &Path, state: &RunState) -> Result<()> 
             tensors.insert(format!("{prefix}{k}"), v);
         }
     }
-    let model = Model::new(ShapesConfig::SHIPPED, &Device::Cpu)?;
+    let unet: HashMap<String, Tensor> = tensors
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("unet.")?.to_string(), v.clone())))
+        .collect();
+    let arch = ShapesConfig::of_weights(&VarBuilder::from_tensors(unet, DType::F32, &Device::Cpu))
+        .with_context(|| format!("`{}`: the UNet's architecture", model_dir.display()))?;
+    let model = Model::new(arch, &Device::Cpu)?;
     for (n, v) in model.named_vars() {
         let w = tensors
             .get(&n)
             .with_context(|| format!("`{}` lacks {n}", model_dir.display()))?;
         anyhow::ensure!(
             w.dims() == v.dims(),
-            "`{}`: {n} has shape {:?}, the shipped architecture {:?}",
+            "`{}`: {n} has shape {:?}, its architecture ({arch:?}) {:?}",
             model_dir.display(),
             w.dims(),
             v.dims()
@@ -559,7 +573,7 @@ mod tests {
             uncond_prob: 0.1,
             checkpoint_every: 100,
             max_seconds: None,
-            arch: ShapesConfig::SHIPPED,
+            arch: ShapesConfig::DEFAULT,
             weighting: LossWeighting::default(),
             device: Device::Cpu,
             data_threads: 1,

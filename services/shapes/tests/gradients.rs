@@ -7,7 +7,7 @@ use pixelfarm_shapes::vocab;
 
 #[test]
 fn every_parameter_gets_a_nonzero_gradient() {
-    let model = Model::new(ShapesConfig::SHIPPED, &candle_core::Device::Cpu).unwrap();
+    let model = Model::new(ShapesConfig::DEFAULT, &candle_core::Device::Cpu).unwrap();
     let weighting = LossWeighting {
         outline: 4.0,
         min_snr_gamma: Some(5.0),

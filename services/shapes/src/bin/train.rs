@@ -114,6 +114,12 @@ struct TrainArgs {
     /// `cpu`, or `cuda` / `cuda:N` (a build with the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Channels of the UNet's three levels (multiples of 8); a resumed run keeps its own.
+    #[arg(long, value_delimiter = ',', default_values_t = ShapesConfig::DEFAULT.widths)]
+    widths: Vec<usize>,
+    /// Width of the UNet's time + text conditioning vector.
+    #[arg(long, default_value_t = ShapesConfig::DEFAULT.emb)]
+    emb: usize,
     /// Threads generating the coming batches.
     #[arg(long, default_value_t = 1)]
     data_threads: usize,
@@ -153,7 +159,13 @@ impl TryFrom<TrainArgs> for TrainConfig {
             uncond_prob: a.uncond_prob,
             checkpoint_every: a.checkpoint_every,
             max_seconds: a.minutes.map(|m| m * 60.0),
-            arch: ShapesConfig::SHIPPED,
+            arch: ShapesConfig::new(
+                a.widths
+                    .try_into()
+                    .map_err(|w| anyhow::anyhow!("--widths {w:?}: three widths are accepted"))?,
+                a.emb,
+            )
+            .map_err(|e| anyhow::anyhow!("--widths / --emb: {e}"))?,
             weighting: LossWeighting {
                 outline: a.outline_weight,
                 min_snr_gamma: a.min_snr_gamma,
