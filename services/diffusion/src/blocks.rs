@@ -12,9 +12,9 @@
 //! - a down or up block is one type, with or without cross-attention, instead of four.
 
 use candle_core::{D, DType, Module, Result, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
 
-use crate::ops::{self, Conv2d, GroupNorm};
+use crate::ops::{self, Conv2d, GroupNorm, Linear};
 
 /// A resnet block: `(x + conv2(silu(norm2(conv1(silu(norm1(x))) + temb)))) / scale`, with a 1×1
 /// shortcut convolution when the channel count changes.
@@ -47,7 +47,7 @@ impl Resnet {
             norm2: norm(cout, "norm2")?,
             conv2: Conv2d::new(cout, cout, 3, 1, vb.pp("conv2"))?,
             time_emb_proj: match cfg.temb {
-                Some(t) => Some(candle_nn::linear(t, cout, vb.pp("time_emb_proj"))?),
+                Some(t) => Some(Linear::load(t, cout, true, vb.pp("time_emb_proj"))?),
                 None => None,
             },
             shortcut: if cin == cout {
@@ -60,19 +60,21 @@ impl Resnet {
     }
 
     pub(crate) fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
-        let h = match (temb, &self.time_emb_proj) {
-            (Some(t), Some(proj)) => {
-                let t = proj.forward(&candle_nn::ops::silu(t)?)?;
-                h.broadcast_add(&t.unsqueeze(2)?.unsqueeze(3)?)?
-            }
-            _ => h,
+        // The time embedding's shift and the residual are added in the convolutions' own pass.
+        let shift = match (temb, &self.time_emb_proj) {
+            (Some(t), Some(proj)) => Some(proj.forward(&candle_nn::ops::silu(t)?)?),
+            _ => None,
         };
-        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
-        let y = match &self.shortcut {
-            Some(s) => (s.forward(x)? + h)?,
-            None => (x + h)?,
+        let h = self
+            .conv1
+            .forward_add(&self.norm1.forward_silu(x)?, shift.as_ref(), None)?;
+        let residual = match &self.shortcut {
+            Some(s) => s.forward(x)?,
+            None => x.clone(),
         };
+        let y = self
+            .conv2
+            .forward_add(&self.norm2.forward_silu(&h)?, None, Some(&residual))?;
         if self.output_scale == 1.0 {
             Ok(y)
         } else {
@@ -141,22 +143,23 @@ impl CrossAttention {
     fn new(vb: VarBuilder, dim: usize, context: Option<usize>, heads: usize) -> Result<Self> {
         let kv = context.unwrap_or(dim);
         Ok(CrossAttention {
-            to_q: candle_nn::linear_no_bias(dim, dim, vb.pp("to_q"))?,
-            to_k: candle_nn::linear_no_bias(kv, dim, vb.pp("to_k"))?,
-            to_v: candle_nn::linear_no_bias(kv, dim, vb.pp("to_v"))?,
-            to_out: candle_nn::linear(dim, dim, vb.pp("to_out.0"))?,
+            to_q: Linear::load(dim, dim, false, vb.pp("to_q"))?,
+            to_k: Linear::load(kv, dim, false, vb.pp("to_k"))?,
+            to_v: Linear::load(kv, dim, false, vb.pp("to_v"))?,
+            to_out: Linear::load(dim, dim, true, vb.pp("to_out.0"))?,
             heads,
             scale: 1.0 / ((dim / heads) as f64).sqrt(),
         })
     }
 
-    fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+    /// The attention's output plus `residual`, added in the output projection's pass.
+    fn forward(&self, x: &Tensor, context: Option<&Tensor>, residual: &Tensor) -> Result<Tensor> {
         let context = context.unwrap_or(x);
         let q = self.to_q.forward(x)?;
         let k = self.to_k.forward(context)?;
         let v = self.to_v.forward(context)?;
         let y = attention(&q, &k, &v, self.heads, self.scale)?;
-        self.to_out.forward(&y)
+        self.to_out.forward_add(&y, Some(residual))
     }
 }
 
@@ -196,13 +199,15 @@ impl FeedForward {
     fn new(vb: VarBuilder, dim: usize) -> Result<Self> {
         let inner = 4 * dim;
         Ok(FeedForward {
-            proj: candle_nn::linear(dim, 2 * inner, vb.pp("net.0.proj"))?,
-            out: candle_nn::linear(inner, dim, vb.pp("net.2"))?,
+            proj: Linear::load(dim, 2 * inner, true, vb.pp("net.0.proj"))?,
+            out: Linear::load(inner, dim, true, vb.pp("net.2"))?,
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.out.forward(&ops::geglu(&self.proj.forward(x)?)?)
+    /// The feed-forward's output plus `residual`, added in the output layer's pass.
+    fn forward(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.out
+            .forward_add(&ops::geglu(&self.proj.forward(x)?)?, Some(residual))
     }
 }
 
@@ -230,12 +235,11 @@ impl TransformerBlock {
     }
 
     fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let x = (self.attn1.forward(&self.norm1.forward(x)?, None)? + x)?;
-        let x = (self
+        let x = self.attn1.forward(&self.norm1.forward(x)?, None, x)?;
+        let x = self
             .attn2
-            .forward(&self.norm2.forward(&x)?, Some(context))?
-            + x)?;
-        self.ff.forward(&self.norm3.forward(&x)?)? + x
+            .forward(&self.norm2.forward(&x)?, Some(context), &x)?;
+        self.ff.forward(&self.norm3.forward(&x)?, &x)
     }
 }
 
@@ -249,7 +253,7 @@ enum Projection {
 impl Projection {
     fn new(vb: VarBuilder, cin: usize, cout: usize, linear: bool) -> Result<Self> {
         Ok(if linear {
-            Projection::Linear(candle_nn::linear(cin, cout, vb)?)
+            Projection::Linear(Linear::load(cin, cout, true, vb)?)
         } else {
             Projection::Conv(Conv2d::new(cin, cout, 1, 1, vb)?)
         })
@@ -318,11 +322,10 @@ impl SpatialTransformer {
         for block in &self.blocks {
             t = block.forward(&t, context)?;
         }
-        let y = match &self.proj_out {
-            Projection::Conv(p) => p.forward(&to_image(&t, h, w)?)?,
-            Projection::Linear(p) => to_image(&p.forward(&t)?, h, w)?,
-        };
-        y + x
+        match &self.proj_out {
+            Projection::Conv(p) => p.forward_add(&to_image(&t, h, w)?, None, Some(x)),
+            Projection::Linear(p) => to_image(&p.forward(&t)?, h, w)? + x,
+        }
     }
 }
 

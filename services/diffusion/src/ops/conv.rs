@@ -6,11 +6,14 @@
 //!
 //! 1×1 convolutions with stride 1 skip the im2col: the image's rows are the column matrix.
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Module, Result, Shape, Tensor, bail};
+use candle_core::{
+    CpuStorage, CustomOp2, CustomOp3, Device, Layout, Module, Result, Shape, Storage, StorageRef,
+    Tensor, bail,
+};
 use candle_nn::{Conv2dConfig, VarBuilder};
 use rayon::prelude::*;
 
-use super::{f32_slice, matmul_into, on_cpu_f32, sum_over_images};
+use super::{cpu_inference, f32_slice, matmul_into, on_cpu_f32, sum_over_images};
 
 /// Floats of one im2col tile: 256 KiB, so a tile and its slice of the output stay in L2.
 const TILE_FLOATS: usize = 64 * 1024;
@@ -190,39 +193,80 @@ struct Conv {
     pad: usize,
 }
 
+/// What the forward adds to each product, in this order, each addition rounded on its own as a
+/// separate tensor add would (so fusing changes no bit): a bias per channel `(co)`, a shift per
+/// image and channel `(n, co)` (a resnet's time embedding), a residual per value
+/// `(n, co, ho, wo)`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Epilogue<'a> {
+    bias: Option<&'a [f32]>,
+    shift: Option<&'a [f32]>,
+    residual: Option<&'a [f32]>,
+}
+
+/// An output buffer, shared by the tasks that each write their own block of it.
+#[derive(Clone, Copy)]
+pub(super) struct OutPtr(pub(super) *mut f32);
+// SAFETY: each user dereferences the pointer only at the elements of one task's own block.
+#[allow(unsafe_code)]
+unsafe impl Send for OutPtr {}
+#[allow(unsafe_code)]
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The element `offset` places in.
+    ///
+    /// # Safety
+    /// As `pointer::add`: `offset` must stay inside the buffer.
+    #[allow(unsafe_code)]
+    pub(super) unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: the caller keeps `offset` inside the buffer.
+        unsafe { self.0.add(offset) }
+    }
+}
+
 impl Conv {
     /// Every (image, tile of output rows) is one task, so a single image's tiles also spread over
-    /// the threads; each task computes its tile into its own buffer with the same gemm whatever
-    /// the batch, then the tiles are copied into place, plus the bias if there is one.
-    fn forward(&self, g: &Geometry, x: &[f32], wt: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    /// the threads; each task computes its tile with the same gemm whatever the batch, straight
+    /// into its place in the output, and adds the epilogue's terms to it there.
+    fn forward(&self, g: &Geometry, x: &[f32], wt: &[f32], e: Epilogue) -> Vec<f32> {
         let plane = g.ho * g.wo;
+        let mut y = vec![0f32; g.n * g.out_len()];
+        let out = OutPtr(y.as_mut_ptr());
         let work: Vec<(usize, usize, usize)> = (0..g.n)
             .flat_map(|i| g.tiles().map(move |(r0, rows)| (i, r0, rows)))
             .collect();
-        let tiles: Vec<Vec<f32>> = work
-            .par_iter()
-            .map(|&(i, r0, rows)| {
-                let x = &x[i * g.in_len()..(i + 1) * g.in_len()];
-                let p = rows * g.wo;
-                let mut col = vec![0f32; g.col_len()];
-                let (col, col_rs) = g.columns(x, r0, rows, &mut col);
-                let mut out = vec![0f32; g.co * p];
-                let dims = (g.co, p, g.ckk());
-                matmul_into(dims, &mut out, p, false, wt, (g.ckk(), 1), col, (col_rs, 1));
-                out
-            })
-            .collect();
-        let mut y = vec![0f32; g.n * g.out_len()];
-        for (&(i, r0, rows), out) in work.iter().zip(&tiles) {
+        work.par_iter().for_each(|&(i, r0, rows)| {
+            let x = &x[i * g.in_len()..(i + 1) * g.in_len()];
             let p = rows * g.wo;
-            for (o, row) in out.chunks(p).enumerate() {
-                let dst = &mut y[i * g.out_len() + o * plane + r0 * g.wo..][..p];
-                match bias {
-                    Some(b) => dst.iter_mut().zip(row).for_each(|(d, &v)| *d = v + b[o]),
-                    None => dst.copy_from_slice(row),
+            let mut col = vec![0f32; g.col_len()];
+            let (col, col_rs) = g.columns(x, r0, rows, &mut col);
+            let first = i * g.out_len() + r0 * g.wo;
+            // SAFETY: this task's tile is the `p` values from `first + o · plane` for every
+            // channel `o`: inside `y` (image `i`, rows `r0..r0 + rows`), and written by no other
+            // task, since (image, row range) pairs are disjoint; `y` is not otherwise touched
+            // until every task has returned.
+            #[allow(unsafe_code)]
+            unsafe {
+                let dims = (g.co, p, g.ckk());
+                let tile = out.at(first);
+                super::matmul_to_ptr(dims, tile, plane, false, wt, (g.ckk(), 1), col, (col_rs, 1));
+                for o in 0..g.co {
+                    let row = std::slice::from_raw_parts_mut(tile.add(o * plane), p);
+                    if let Some(b) = e.bias {
+                        row.iter_mut().for_each(|v| *v += b[o]);
+                    }
+                    if let Some(s) = e.shift {
+                        let s = s[i * g.co + o];
+                        row.iter_mut().for_each(|v| *v += s);
+                    }
+                    if let Some(r) = e.residual {
+                        let r = &r[first + o * plane..][..p];
+                        row.iter_mut().zip(r).for_each(|(v, &r)| *v += r);
+                    }
                 }
             }
-        }
+        });
         y
     }
 }
@@ -239,7 +283,7 @@ impl CustomOp2 for Conv {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        self.run(xs, xl, ws, wl, None)
+        self.run(xs, xl, ws, wl, Epilogue::default())
     }
 
     fn bwd(
@@ -277,7 +321,11 @@ impl CustomOp3 for Conv {
                 wl.shape()
             );
         }
-        self.run(xs, xl, ws, wl, Some(bias))
+        let e = Epilogue {
+            bias: Some(bias),
+            ..Epilogue::default()
+        };
+        self.run(xs, xl, ws, wl, e)
     }
 
     fn bwd(
@@ -301,14 +349,14 @@ impl Conv {
         xl: &Layout,
         ws: &CpuStorage,
         wl: &Layout,
-        bias: Option<&[f32]>,
+        e: Epilogue,
     ) -> Result<(CpuStorage, Shape)> {
         let g = Geometry::new(xl.shape(), wl.shape(), self.stride, self.pad)?;
         let y = self.forward(
             &g,
             f32_slice(xs, xl, "input")?,
             f32_slice(ws, wl, "weight")?,
-            bias,
+            e,
         );
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.co, g.ho, g.wo))))
     }
@@ -501,6 +549,91 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// `forward(x)` plus `shift` `(n, cout)`, one value per image and channel (a resnet's time
+    /// embedding), plus `residual` (the output's shape), in the convolution's own pass on a CPU
+    /// when no gradient is tracked, else as separate tensor ops; the values are the same bits
+    /// either way.
+    ///
+    /// # Errors
+    /// When the shapes do not fit.
+    pub fn forward_add(
+        &self,
+        x: &Tensor,
+        shift: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let mut inputs = vec![x, &self.weight];
+        inputs.extend(self.bias.iter().chain(shift).chain(residual));
+        if !cpu_inference(&inputs) {
+            let mut y = self.forward(x)?;
+            if let Some(s) = shift {
+                y = y.broadcast_add(&s.unsqueeze(2)?.unsqueeze(3)?)?;
+            }
+            if let Some(r) = residual {
+                y = (r + y)?;
+            }
+            return Ok(y);
+        }
+        let g = Geometry::new(x.shape(), self.weight.shape(), self.stride, self.padding)?;
+        let out = (g.n, g.co, g.ho, g.wo);
+        if let Some(s) = shift.filter(|s| s.dims() != [g.n, g.co]) {
+            bail!(
+                "conv2d: shift {:?} is not (images, channels) {:?}",
+                s.shape(),
+                (g.n, g.co)
+            );
+        }
+        if let Some(r) = residual.filter(|r| r.dims4().ok() != Some(out)) {
+            bail!(
+                "conv2d: residual {:?} is not the output's shape {out:?}",
+                r.shape()
+            );
+        }
+        let contiguous = |t: Option<&Tensor>| t.map(Tensor::contiguous).transpose();
+        let (x, weight) = (x.contiguous()?, self.weight.contiguous()?);
+        let (bias, shift, residual) = (
+            contiguous(self.bias.as_ref())?,
+            contiguous(shift)?,
+            contiguous(residual)?,
+        );
+        let (xg, wg) = (x.storage_and_layout(), weight.storage_and_layout());
+        let (bg, sg, rg) = (
+            bias.as_ref().map(Tensor::storage_and_layout),
+            shift.as_ref().map(Tensor::storage_and_layout),
+            residual.as_ref().map(Tensor::storage_and_layout),
+        );
+        let e = Epilogue {
+            bias: optional_values(&bg, "bias")?,
+            shift: optional_values(&sg, "shift")?,
+            residual: optional_values(&rg, "residual")?,
+        };
+        let op = Conv {
+            stride: self.stride,
+            pad: self.padding,
+        };
+        let x = cpu_values(&xg.0, xg.1, "input")?;
+        let y = op.forward(&g, x, cpu_values(&wg.0, wg.1, "weight")?, e);
+        Tensor::from_vec(y, out, &Device::Cpu)
+    }
+}
+
+/// [`cpu_values`] of an optional tensor's storage.
+pub(super) fn optional_values<'a>(
+    g: &'a Option<(StorageRef<'_>, &Layout)>,
+    what: &str,
+) -> Result<Option<&'a [f32]>> {
+    g.as_ref().map(|(s, l)| cpu_values(s, l, what)).transpose()
+}
+
+/// The f32 values of a contiguous tensor on the CPU.
+pub(super) fn cpu_values<'a>(s: &'a Storage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    match s {
+        Storage::Cpu(c) => f32_slice(c, l, what),
+        _ => bail!("{what} must be on the CPU"),
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match &self.bias {
@@ -575,6 +708,78 @@ mod tests {
             let case = format!("k {k} stride {stride}");
             assert_same(&[&x, &wt, &b], ours, theirs, 1e-5, &case);
         }
+    }
+
+    /// The shift and residual added in the convolution's pass give the bits of the separate adds
+    /// (and of the fallback taken when gradients are tracked), alone or in a batch, with and
+    /// without a bias, for a tiled 3×3 and a pointwise convolution.
+    #[test]
+    fn the_fused_shift_and_residual_are_the_separate_adds_bit_for_bit() {
+        for (k, bias) in [(3, true), (1, true), (3, false)] {
+            let x = randn(&[3, 6, 40, 40], 21, 0.0);
+            let layer = Conv2d {
+                weight: randn(&[5, 6, k, k], 22, 0.0),
+                bias: bias.then(|| randn(&[5], 23, 0.0)),
+                stride: 1,
+                padding: k / 2,
+            };
+            let shift = randn(&[3, 5], 24, 0.0);
+            let residual = randn(&[3, 5, 40, 40], 25, 0.0);
+            let separate = (&residual
+                + layer
+                    .forward(&x)
+                    .unwrap()
+                    .broadcast_add(&shift.reshape((3, 5, 1, 1)).unwrap())
+                    .unwrap())
+            .unwrap();
+            let fused = layer
+                .forward_add(&x, Some(&shift), Some(&residual))
+                .unwrap();
+            assert_eq!(max_diff(&fused, &separate), 0.0, "k {k} bias {bias}");
+            let tracked = Var::from_tensor(&x).unwrap();
+            let fallback = layer
+                .forward_add(&tracked, Some(&shift), Some(&residual))
+                .unwrap();
+            assert_eq!(max_diff(&fallback, &separate), 0.0, "k {k} bias {bias}");
+            let one = |t: &Tensor| t.narrow(0, 1, 1).unwrap();
+            let alone = layer
+                .forward_add(&one(&x), Some(&one(&shift)), Some(&one(&residual)))
+                .unwrap();
+            assert_eq!(max_diff(&alone, &one(&fused)), 0.0, "k {k} bias {bias}");
+            let shift_only = layer.forward_add(&x, Some(&shift), None).unwrap();
+            assert_eq!(
+                max_diff(&(&residual + shift_only).unwrap(), &fused),
+                0.0,
+                "k {k} bias {bias}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_shift_or_residual_of_the_wrong_shape_is_an_error() {
+        let x = randn(&[2, 3, 8, 8], 26, 0.0);
+        let layer = Conv2d {
+            weight: randn(&[4, 3, 3, 3], 27, 0.0),
+            bias: None,
+            stride: 1,
+            padding: 1,
+        };
+        let err = layer
+            .forward_add(&x, Some(&randn(&[2, 3], 28, 0.0)), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("conv2d: shift [2, 3] is not (images, channels) (2, 4)"),
+            "{err}"
+        );
+        let err = layer
+            .forward_add(&x, None, Some(&randn(&[2, 4, 4, 4], 29, 0.0)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("conv2d: residual [2, 4, 4, 4] is not the output's shape"),
+            "{err}"
+        );
     }
 
     /// An image's output does not depend on the batch around it.

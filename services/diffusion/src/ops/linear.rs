@@ -1,0 +1,207 @@
+//! A linear layer whose CPU inference forward is one gemm per block of an image's tokens straight
+//! into the output, with the bias and an optional residual added in the same pass. candle's
+//! `Linear` adds the bias as a separate broadcast op over the whole output, which on the SD blocks'
+//! token-heavy layers took longer than the product itself.
+
+use candle_core::{Device, Module, Result, Tensor, bail};
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
+
+use super::conv::{OutPtr, cpu_values, optional_values};
+use super::cpu_inference;
+
+/// Tokens per task: one image's tokens are split into blocks of this many rows, so the work of a
+/// token never depends on the batch around it.
+const ROWS: usize = 64;
+
+/// `x · weightᵀ + bias`, loaded exactly like `candle_nn::linear` / `linear_no_bias`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// From `weight` `(out, in)` and an optional `bias` `(out)`, as `candle_nn::Linear::new`.
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Linear { weight, bias }
+    }
+
+    /// `weight` `(d_out, d_in)` and, with `bias`, `bias` `(d_out)` from `vb`, loaded (and
+    /// initialised for training) exactly like `candle_nn::linear` / `linear_no_bias`.
+    ///
+    /// # Errors
+    /// When `vb` lacks a tensor or has one of the wrong shape.
+    pub fn load(d_in: usize, d_out: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
+        let inner = if bias {
+            candle_nn::linear(d_in, d_out, vb)?
+        } else {
+            candle_nn::linear_no_bias(d_in, d_out, vb)?
+        };
+        Ok(Linear::new(inner.weight().clone(), inner.bias().cloned()))
+    }
+
+    /// `forward(x)` plus `residual` (the output's shape), in the product's own pass on a CPU when
+    /// no gradient is tracked, else as candle's ops.
+    ///
+    /// # Errors
+    /// When the shapes do not fit.
+    pub fn forward_add(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        let mut inputs = vec![x, &self.weight];
+        inputs.extend(self.bias.iter().chain(residual));
+        if !cpu_inference(&inputs) || x.rank() < 2 {
+            let y = candle_nn::Linear::new(self.weight.clone(), self.bias.clone()).forward(x)?;
+            return match residual {
+                Some(r) => r + y,
+                None => Ok(y),
+            };
+        }
+        let (d_out, d_in) = self.weight.dims2()?;
+        let dims = x.dims();
+        if dims[dims.len() - 1] != d_in {
+            bail!(
+                "linear: input {:?} does not end in {d_in} features",
+                x.shape()
+            );
+        }
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("rank ≥ 2") = d_out;
+        if let Some(r) = residual.filter(|r| r.dims() != out_dims) {
+            bail!(
+                "linear: residual {:?} is not the output's shape {out_dims:?}",
+                r.shape()
+            );
+        }
+        let (images, tokens) = (dims[0], dims[1..dims.len() - 1].iter().product::<usize>());
+        let contiguous = |t: Option<&Tensor>| t.map(Tensor::contiguous).transpose();
+        let (x, weight) = (x.contiguous()?, self.weight.contiguous()?);
+        let (bias, residual) = (contiguous(self.bias.as_ref())?, contiguous(residual)?);
+        let (xg, wg) = (x.storage_and_layout(), weight.storage_and_layout());
+        let (bg, rg) = (
+            bias.as_ref().map(Tensor::storage_and_layout),
+            residual.as_ref().map(Tensor::storage_and_layout),
+        );
+        let (xs, ws) = (
+            cpu_values(&xg.0, xg.1, "input")?,
+            cpu_values(&wg.0, wg.1, "weight")?,
+        );
+        let (bias, residual) = (
+            optional_values(&bg, "bias")?,
+            optional_values(&rg, "residual")?,
+        );
+
+        let mut y = vec![0f32; images * tokens * d_out];
+        let out = OutPtr(y.as_mut_ptr());
+        let work: Vec<(usize, usize)> = (0..images)
+            .flat_map(|i| {
+                (0..tokens)
+                    .step_by(ROWS)
+                    .map(move |t| (i * tokens + t, (tokens - t).min(ROWS)))
+            })
+            .collect();
+        work.par_iter().for_each(|&(r0, rows)| {
+            // SAFETY: this task writes rows `r0..r0 + rows` of the `d_out`-wide output, inside `y`
+            // and written by no other task (the blocks are disjoint); `y` is not otherwise touched
+            // until every task has returned.
+            #[allow(unsafe_code)]
+            unsafe {
+                let dst = out.at(r0 * d_out);
+                let dims = (rows, d_out, d_in);
+                let xs = &xs[r0 * d_in..];
+                super::matmul_to_ptr(dims, dst, d_out, false, xs, (d_in, 1), ws, (1, d_in));
+                let block = std::slice::from_raw_parts_mut(dst, rows * d_out);
+                for (r, row) in block.chunks_mut(d_out).enumerate() {
+                    if let Some(b) = bias {
+                        row.iter_mut().zip(b).for_each(|(v, &b)| *v += b);
+                    }
+                    if let Some(res) = residual {
+                        let res = &res[(r0 + r) * d_out..][..d_out];
+                        row.iter_mut().zip(res).for_each(|(v, &r)| *v += r);
+                    }
+                }
+            }
+        });
+        Tensor::from_vec(y, out_dims, &Device::Cpu)
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_add(x, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{max_diff, randn};
+    use super::*;
+    use candle_core::Var;
+
+    fn layer(d_in: usize, d_out: usize, bias: bool) -> Linear {
+        Linear::new(
+            randn(&[d_out, d_in], 31, 0.0),
+            bias.then(|| randn(&[d_out], 32, 0.0)),
+        )
+    }
+
+    /// Against candle's `Linear` (and its own fallback, taken when gradients are tracked): several
+    /// token blocks with a short last one, with and without bias and residual, 2-D and 4-D inputs.
+    #[test]
+    fn matches_candles_linear_and_the_fallback() {
+        for (dims, bias) in [
+            (vec![3, 150, 24], true),
+            (vec![2, 70, 24], false),
+            (vec![5, 24], true),
+            (vec![2, 3, 40, 24], true),
+        ] {
+            let l = layer(24, 40, bias);
+            let x = randn(&dims, 33, 0.0);
+            let candle = candle_nn::Linear::new(l.weight.clone(), l.bias.clone());
+            let theirs = candle.forward(&x).unwrap();
+            let ours = l.forward(&x).unwrap();
+            assert!(max_diff(&ours, &theirs) < 1e-5, "{dims:?}");
+            let residual = randn(theirs.dims(), 34, 0.0);
+            let fused = l.forward_add(&x, Some(&residual)).unwrap();
+            assert_eq!(
+                max_diff(&fused, &(&residual + &ours).unwrap()),
+                0.0,
+                "{dims:?}"
+            );
+            let tracked = Var::from_tensor(&x).unwrap();
+            let fallback = l.forward_add(&tracked, Some(&residual)).unwrap();
+            assert!(max_diff(&fallback, &fused) < 1e-5, "{dims:?}");
+        }
+    }
+
+    /// An image's tokens come out the same alone and in a batch.
+    #[test]
+    fn an_image_is_the_same_alone_and_in_a_batch() {
+        let l = layer(32, 48, true);
+        let x = randn(&[4, 100, 32], 35, 0.0);
+        let all = l.forward(&x).unwrap();
+        let third = l.forward(&x.narrow(0, 2, 1).unwrap()).unwrap();
+        assert_eq!(max_diff(&all.narrow(0, 2, 1).unwrap(), &third), 0.0);
+    }
+
+    #[test]
+    fn inputs_of_the_wrong_width_or_residuals_of_the_wrong_shape_are_errors() {
+        let l = layer(24, 40, true);
+        let err = l
+            .forward(&randn(&[2, 5, 23], 36, 0.0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("linear: input [2, 5, 23] does not end in 24"),
+            "{err}"
+        );
+        let x = randn(&[2, 5, 24], 37, 0.0);
+        let err = l
+            .forward_add(&x, Some(&randn(&[2, 5, 24], 38, 0.0)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("linear: residual [2, 5, 24] is not the output's shape"),
+            "{err}"
+        );
+    }
+}
