@@ -66,6 +66,13 @@ impl Linear {
         }
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("rank ≥ 2") = d_out;
+        if let Some(b) = self.bias.as_ref().filter(|b| b.dims() != [d_out]) {
+            bail!(
+                "linear: bias {:?} does not fit weight {:?}",
+                b.shape(),
+                self.weight.shape()
+            );
+        }
         if let Some(r) = residual.filter(|r| r.dims() != out_dims) {
             bail!(
                 "linear: residual {:?} is not the output's shape {out_dims:?}",
@@ -185,6 +192,15 @@ mod tests {
 
     #[test]
     fn inputs_of_the_wrong_width_or_residuals_of_the_wrong_shape_are_errors() {
+        let bad_bias = Linear::new(randn(&[40, 24], 39, 0.0), Some(randn(&[41], 40, 0.0)));
+        let err = bad_bias
+            .forward(&randn(&[2, 5, 24], 41, 0.0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("linear: bias [41] does not fit weight [40, 24]"),
+            "{err}"
+        );
         let l = layer(24, 40, true);
         let err = l
             .forward(&randn(&[2, 5, 23], 36, 0.0))
