@@ -7,13 +7,14 @@
 //! 1×1 convolutions with stride 1 skip the im2col: the image's rows are the column matrix.
 
 use candle_core::{
-    CpuStorage, CustomOp2, CustomOp3, Device, Layout, Module, Result, Shape, Storage, StorageRef,
-    Tensor, bail,
+    CpuStorage, CustomOp2, CustomOp3, Device, Layout, Module, Result, Shape, Tensor, bail,
 };
 use candle_nn::{Conv2dConfig, VarBuilder};
 use rayon::prelude::*;
 
-use super::{cpu_inference, f32_slice, matmul_into, on_cpu_f32, sum_over_images};
+use super::{
+    OutPtr, cpu_inference, f32_slice, matmul_into, on_cpu_f32, sum_over_images, with_cpu_values,
+};
 
 /// Floats of one im2col tile: 256 KiB, so a tile and its slice of the output stay in L2.
 const TILE_FLOATS: usize = 64 * 1024;
@@ -202,27 +203,6 @@ struct Epilogue<'a> {
     bias: Option<&'a [f32]>,
     shift: Option<&'a [f32]>,
     residual: Option<&'a [f32]>,
-}
-
-/// An output buffer, shared by the tasks that each write their own block of it.
-#[derive(Clone, Copy)]
-pub(super) struct OutPtr(pub(super) *mut f32);
-// SAFETY: each user dereferences the pointer only at the elements of one task's own block.
-#[allow(unsafe_code)]
-unsafe impl Send for OutPtr {}
-#[allow(unsafe_code)]
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// The element `offset` places in.
-    ///
-    /// # Safety
-    /// As `pointer::add`: `offset` must stay inside the buffer.
-    #[allow(unsafe_code)]
-    pub(super) unsafe fn at(self, offset: usize) -> *mut f32 {
-        // SAFETY: the caller keeps `offset` inside the buffer.
-        unsafe { self.0.add(offset) }
-    }
 }
 
 impl Conv {
@@ -590,47 +570,31 @@ impl Conv2d {
                 r.shape()
             );
         }
-        let contiguous = |t: Option<&Tensor>| t.map(Tensor::contiguous).transpose();
-        let (x, weight) = (x.contiguous()?, self.weight.contiguous()?);
-        let (bias, shift, residual) = (
-            contiguous(self.bias.as_ref())?,
-            contiguous(shift)?,
-            contiguous(residual)?,
-        );
-        let (xg, wg) = (x.storage_and_layout(), weight.storage_and_layout());
-        let (bg, sg, rg) = (
-            bias.as_ref().map(Tensor::storage_and_layout),
-            shift.as_ref().map(Tensor::storage_and_layout),
-            residual.as_ref().map(Tensor::storage_and_layout),
-        );
-        let e = Epilogue {
-            bias: optional_values(&bg, "bias")?,
-            shift: optional_values(&sg, "shift")?,
-            residual: optional_values(&rg, "residual")?,
-        };
         let op = Conv {
             stride: self.stride,
             pad: self.padding,
         };
-        let x = cpu_values(&xg.0, xg.1, "input")?;
-        let y = op.forward(&g, x, cpu_values(&wg.0, wg.1, "weight")?, e);
+        let inputs = [
+            Some(x),
+            Some(&self.weight),
+            self.bias.as_ref(),
+            shift,
+            residual,
+        ];
+        let y = with_cpu_values(&inputs, |v| match *v {
+            [Some(x), Some(w), bias, shift, residual] => Ok(op.forward(
+                &g,
+                x,
+                w,
+                Epilogue {
+                    bias,
+                    shift,
+                    residual,
+                },
+            )),
+            _ => bail!("conv2d: input and weight are required"),
+        })??;
         Tensor::from_vec(y, out, &Device::Cpu)
-    }
-}
-
-/// [`cpu_values`] of an optional tensor's storage.
-pub(super) fn optional_values<'a>(
-    g: &'a Option<(StorageRef<'_>, &Layout)>,
-    what: &str,
-) -> Result<Option<&'a [f32]>> {
-    g.as_ref().map(|(s, l)| cpu_values(s, l, what)).transpose()
-}
-
-/// The f32 values of a contiguous tensor on the CPU.
-pub(super) fn cpu_values<'a>(s: &'a Storage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    match s {
-        Storage::Cpu(c) => f32_slice(c, l, what),
-        _ => bail!("{what} must be on the CPU"),
     }
 }
 

@@ -7,8 +7,7 @@ use candle_core::{Device, Module, Result, Tensor, bail};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use super::conv::{OutPtr, cpu_values, optional_values};
-use super::cpu_inference;
+use super::{OutPtr, cpu_inference, with_cpu_values};
 
 /// Tokens per task: one image's tokens are split into blocks of this many rows, so the work of a
 /// token never depends on the batch around it.
@@ -80,56 +79,64 @@ impl Linear {
             );
         }
         let (images, tokens) = (dims[0], dims[1..dims.len() - 1].iter().product::<usize>());
-        let contiguous = |t: Option<&Tensor>| t.map(Tensor::contiguous).transpose();
-        let (x, weight) = (x.contiguous()?, self.weight.contiguous()?);
-        let (bias, residual) = (contiguous(self.bias.as_ref())?, contiguous(residual)?);
-        let (xg, wg) = (x.storage_and_layout(), weight.storage_and_layout());
-        let (bg, rg) = (
-            bias.as_ref().map(Tensor::storage_and_layout),
-            residual.as_ref().map(Tensor::storage_and_layout),
-        );
-        let (xs, ws) = (
-            cpu_values(&xg.0, xg.1, "input")?,
-            cpu_values(&wg.0, wg.1, "weight")?,
-        );
-        let (bias, residual) = (
-            optional_values(&bg, "bias")?,
-            optional_values(&rg, "residual")?,
-        );
-
-        let mut y = vec![0f32; images * tokens * d_out];
-        let out = OutPtr(y.as_mut_ptr());
-        let work: Vec<(usize, usize)> = (0..images)
-            .flat_map(|i| {
-                (0..tokens)
-                    .step_by(ROWS)
-                    .map(move |t| (i * tokens + t, (tokens - t).min(ROWS)))
-            })
-            .collect();
-        work.par_iter().for_each(|&(r0, rows)| {
-            // SAFETY: this task writes rows `r0..r0 + rows` of the `d_out`-wide output, inside `y`
-            // and written by no other task (the blocks are disjoint); `y` is not otherwise touched
-            // until every task has returned.
-            #[allow(unsafe_code)]
-            unsafe {
-                let dst = out.at(r0 * d_out);
-                let dims = (rows, d_out, d_in);
-                let xs = &xs[r0 * d_in..];
-                super::matmul_to_ptr(dims, dst, d_out, false, xs, (d_in, 1), ws, (1, d_in));
-                let block = std::slice::from_raw_parts_mut(dst, rows * d_out);
-                for (r, row) in block.chunks_mut(d_out).enumerate() {
-                    if let Some(b) = bias {
-                        row.iter_mut().zip(b).for_each(|(v, &b)| *v += b);
-                    }
-                    if let Some(res) = residual {
-                        let res = &res[(r0 + r) * d_out..][..d_out];
-                        row.iter_mut().zip(res).for_each(|(v, &r)| *v += r);
-                    }
-                }
-            }
-        });
+        let inputs = [Some(x), Some(&self.weight), self.bias.as_ref(), residual];
+        let y = with_cpu_values(&inputs, |v| match *v {
+            [Some(xs), Some(ws), bias, residual] => Ok(product(
+                xs,
+                ws,
+                bias,
+                residual,
+                (images, tokens),
+                (d_in, d_out),
+            )),
+            _ => bail!("linear: input and weight are required"),
+        })??;
         Tensor::from_vec(y, out_dims, &Device::Cpu)
     }
+}
+
+/// `x · wᵀ [+ bias] [+ residual]` for `images × tokens` rows of `d_in` values, one task per block of
+/// [`ROWS`] of an image's tokens, each writing its rows of the output in place.
+fn product(
+    xs: &[f32],
+    ws: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    (images, tokens): (usize, usize),
+    (d_in, d_out): (usize, usize),
+) -> Vec<f32> {
+    let mut y = vec![0f32; images * tokens * d_out];
+    let out = OutPtr(y.as_mut_ptr());
+    let work: Vec<(usize, usize)> = (0..images)
+        .flat_map(|i| {
+            (0..tokens)
+                .step_by(ROWS)
+                .map(move |t| (i * tokens + t, (tokens - t).min(ROWS)))
+        })
+        .collect();
+    work.par_iter().for_each(|&(r0, rows)| {
+        // SAFETY: this task writes rows `r0..r0 + rows` of the `d_out`-wide output, inside `y`
+        // and written by no other task (the blocks are disjoint); `y` is not otherwise touched
+        // until every task has returned.
+        #[allow(unsafe_code)]
+        unsafe {
+            let dst = out.at(r0 * d_out);
+            let dims = (rows, d_out, d_in);
+            let xs = &xs[r0 * d_in..];
+            super::matmul_to_ptr(dims, dst, d_out, false, xs, (d_in, 1), ws, (1, d_in));
+            let block = std::slice::from_raw_parts_mut(dst, rows * d_out);
+            for (r, row) in block.chunks_mut(d_out).enumerate() {
+                if let Some(b) = bias {
+                    row.iter_mut().zip(b).for_each(|(v, &b)| *v += b);
+                }
+                if let Some(res) = residual {
+                    let res = &res[(r0 + r) * d_out..][..d_out];
+                    row.iter_mut().zip(res).for_each(|(v, &r)| *v += r);
+                }
+            }
+        }
+    });
+    y
 }
 
 impl Module for Linear {
@@ -192,32 +199,24 @@ mod tests {
 
     #[test]
     fn inputs_of_the_wrong_width_or_residuals_of_the_wrong_shape_are_errors() {
+        let starts = |r: Result<Tensor>, expected: &str| {
+            let err = r.unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{err}");
+        };
         let bad_bias = Linear::new(randn(&[40, 24], 39, 0.0), Some(randn(&[41], 40, 0.0)));
-        let err = bad_bias
-            .forward(&randn(&[2, 5, 24], 41, 0.0))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("linear: bias [41] does not fit weight [40, 24]"),
-            "{err}"
+        starts(
+            bad_bias.forward(&randn(&[2, 5, 24], 41, 0.0)),
+            "linear: bias [41] does not fit weight [40, 24]",
         );
         let l = layer(24, 40, true);
-        let err = l
-            .forward(&randn(&[2, 5, 23], 36, 0.0))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("linear: input [2, 5, 23] does not end in 24"),
-            "{err}"
+        starts(
+            l.forward(&randn(&[2, 5, 23], 36, 0.0)),
+            "linear: input [2, 5, 23] does not end in 24",
         );
         let x = randn(&[2, 5, 24], 37, 0.0);
-        let err = l
-            .forward_add(&x, Some(&randn(&[2, 5, 24], 38, 0.0)))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("linear: residual [2, 5, 24] is not the output's shape"),
-            "{err}"
+        starts(
+            l.forward_add(&x, Some(&randn(&[2, 5, 24], 38, 0.0))),
+            "linear: residual [2, 5, 24] is not the output's shape",
         );
     }
 }

@@ -30,7 +30,7 @@ pub use geglu::geglu;
 pub use group_norm::{GroupNorm, group_norm, group_norm_silu};
 pub use linear::Linear;
 
-use candle_core::{CpuStorage, DType, Layout, Result, Tensor, bail};
+use candle_core::{CpuStorage, DType, Layout, Result, Storage, Tensor, bail};
 use rayon::prelude::*;
 
 /// Images per partial parameter gradient (fixed, so the summation order never depends on threads).
@@ -53,6 +53,56 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]>
     match (s, l.contiguous_offsets()) {
         (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
         _ => bail!("{what} must be a contiguous f32 tensor"),
+    }
+}
+
+/// Calls `f` with the f32 values of `tensors` (`None` stays `None`), each made contiguous, for the
+/// forward-only paths that work on several CPU tensors outside a candle custom op (which takes at
+/// most three): the caller has checked [`cpu_inference`].
+fn with_cpu_values<R>(
+    tensors: &[Option<&Tensor>],
+    f: impl FnOnce(&[Option<&[f32]>]) -> R,
+) -> Result<R> {
+    let owned = tensors
+        .iter()
+        .map(|t| t.map(Tensor::contiguous).transpose())
+        .collect::<Result<Vec<_>>>()?;
+    let guards: Vec<_> = owned
+        .iter()
+        .map(|t| t.as_ref().map(Tensor::storage_and_layout))
+        .collect();
+    let values = guards
+        .iter()
+        .map(|g| {
+            g.as_ref()
+                .map(|(s, l)| match &**s {
+                    Storage::Cpu(c) => f32_slice(c, l, "input"),
+                    _ => bail!("input must be on the CPU"),
+                })
+                .transpose()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(f(&values))
+}
+
+/// An output buffer shared by parallel tasks that each write their own block of it.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: each user dereferences the pointer only at the elements of one task's own block.
+#[allow(unsafe_code)]
+unsafe impl Send for OutPtr {}
+#[allow(unsafe_code)]
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The element `offset` places in.
+    ///
+    /// # Safety
+    /// As `pointer::add`: `offset` must stay inside the buffer.
+    #[allow(unsafe_code)]
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: the caller keeps `offset` inside the buffer.
+        unsafe { self.0.add(offset) }
     }
 }
 
