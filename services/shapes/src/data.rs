@@ -304,6 +304,44 @@ impl Spec {
         }
         out
     }
+    /// The shape's vertices in pixels: a square's four corners, a triangle's apex and base
+    /// corners, none for a circle.
+    pub fn vertices(&self) -> Vec<(f64, f64)> {
+        let ((cx, cy), r) = (self.center, self.radius);
+        match self.attrs.shape {
+            Shape::Circle => Vec::new(),
+            Shape::Square => {
+                let h = 0.85 * r;
+                vec![
+                    (cx - h, cy - h),
+                    (cx + h, cy - h),
+                    (cx - h, cy + h),
+                    (cx + h, cy + h),
+                ]
+            }
+            Shape::Triangle => vec![(cx, cy - r), (cx - r, cy + 0.8 * r), (cx + r, cy + 0.8 * r)],
+        }
+    }
+
+    /// How close each pixel's centre lies to a vertex of the shape (row-major, `SIDE × SIDE`):
+    /// `1 − d / 2` within 2 px (`d` the distance to the nearest vertex), else 0. Corners are what
+    /// tell a square from a circle, and the few pixels they cover are where an averaging denoiser
+    /// rounds them off.
+    pub fn corners(&self) -> Vec<f64> {
+        let vertices = self.vertices();
+        let mut out = Vec::with_capacity(SIDE * SIDE);
+        for py in 0..SIDE {
+            for px in 0..SIDE {
+                let (x, y) = (px as f64 + 0.5, py as f64 + 0.5);
+                let near = vertices
+                    .iter()
+                    .map(|&(vx, vy)| 1.0 - (x - vx).hypot(y - vy) / 2.0)
+                    .fold(0.0, f64::max);
+                out.push(near);
+            }
+        }
+        out
+    }
 }
 
 /// RGB8 bytes to channel-first floats in -1..1 (what the model sees).
@@ -387,6 +425,28 @@ mod tests {
         let band = outline.iter().filter(|&&v| v > 0.0).count();
         // Four sides of ~17 px, a band ~3 px wide.
         assert!((150..=250).contains(&band), "{band}");
+    }
+
+    #[test]
+    fn corners_mark_a_squares_corners_and_not_a_circle() {
+        let at = |text: &str| Spec {
+            attrs: Attributes::parse(text).unwrap(),
+            radius: 10.0,
+            center: (16.0, 16.0),
+        };
+        let square = at("a large red square on a blue background").corners();
+        // The corners sit at 16 ± 8.5: pixel 7 (centre 7.5) is 0 px from the top-left one.
+        assert_eq!(square[7 * SIDE + 7], 1.0);
+        assert_eq!(square[24 * SIDE + 24], 1.0);
+        assert_eq!(square[16 * SIDE + 16], 0.0, "the middle");
+        assert_eq!(square[16 * SIDE + 7], 0.0, "the middle of an edge");
+        let marked = square.iter().filter(|&&v| v > 0.0).count();
+        // Four discs of radius 2 px: ~12 pixel centres each.
+        assert!((32..=64).contains(&marked), "{marked}");
+        let triangle = at("a large red triangle on a blue background").corners();
+        assert!(triangle[(6 * SIDE) + 16] > 0.7, "the apex at (16, 6)");
+        let circle = at("a large red circle on a blue background").corners();
+        assert!(circle.iter().all(|&v| v == 0.0));
     }
 
     #[test]

@@ -65,6 +65,10 @@ pub struct LossWeighting {
     /// none, `k` for `1 + k` on the outline. The shape's identity lives in a few dozen outline
     /// pixels that a plain mean drowns in the background's.
     pub outline: f64,
+    /// Extra weight near the shape's vertices ([`crate::data::Spec::corners`]): `k` for up to
+    /// `1 + k` there, on top of the outline's. What tells a square from a circle is a handful of
+    /// corner pixels, which the model rounds off.
+    pub corner: f64,
     /// Min-SNR-γ weighting (Hang et al., 2023; for v: `min(SNR, γ) / (SNR + 1)`): caps the weight
     /// of nearly clean timesteps so the mid-noise ones, where shapes form, are learned sooner.
     pub min_snr_gamma: Option<f64>,
@@ -200,15 +204,18 @@ pub fn batch(
         let t = g.rng().uniform() * (schedule.len() - 1) as f64;
         let s = schedule.sigma_at(t);
         let tw = weighting.timestep_weight(s);
+        let mut w = vec![1.0; SIDE * SIDE];
         if weighting.outline > 0.0 {
-            weights.extend(
-                spec.outline()
-                    .into_iter()
-                    .map(|o| (tw * (1.0 + weighting.outline * o)) as f32),
-            );
-        } else {
-            weights.extend(std::iter::repeat_n(tw as f32, SIDE * SIDE));
+            for (w, o) in w.iter_mut().zip(spec.outline()) {
+                *w += weighting.outline * o;
+            }
         }
+        if weighting.corner > 0.0 {
+            for (w, c) in w.iter_mut().zip(spec.corners()) {
+                *w += weighting.corner * c;
+            }
+        }
+        weights.extend(w.into_iter().map(|w| (tw * w) as f32));
         ts.push(t as f32);
         alphas.push((1.0 / (1.0 + s * s).sqrt()) as f32);
         sigmas.push((s / (1.0 + s * s).sqrt()) as f32);
@@ -585,8 +592,8 @@ mod tests {
         let plain = LossWeighting::default();
         assert_eq!(plain.timestep_weight(0.01), 1.0);
         let w = LossWeighting {
-            outline: 0.0,
             min_snr_gamma: Some(5.0),
+            ..LossWeighting::default()
         };
         // sigma 0.1: SNR 100, weight 5 / 101.
         assert!((w.timestep_weight(0.1) - 5.0 / 101.0).abs() < 1e-12);
@@ -604,13 +611,18 @@ mod tests {
         let plain = batch(3, 0, 2, 0.0, &LossWeighting::default(), &tok, &sched).unwrap();
         let w = LossWeighting {
             outline: 4.0,
-            min_snr_gamma: None,
+            ..LossWeighting::default()
         };
         let weighted = batch(3, 0, 2, 0.0, &w, &tok, &sched).unwrap();
         let max = |t: &Tensor| t.max_all().unwrap().to_scalar::<f32>().unwrap();
         let min = |t: &Tensor| t.min_all().unwrap().to_scalar::<f32>().unwrap();
         assert_eq!((min(&plain.weight), max(&plain.weight)), (1.0, 1.0));
         assert_eq!((min(&weighted.weight), max(&weighted.weight)), (1.0, 5.0));
+        // Corners add on top of the outline (seed 3's first examples have vertices: checked by
+        // the weight rising above the outline's maximum).
+        let corners = LossWeighting { corner: 4.0, ..w };
+        let both = batch(3, 0, 8, 0.0, &corners, &tok, &sched).unwrap();
+        assert!(max(&both.weight) > 5.0, "{}", max(&both.weight));
         // Same data either way.
         let diff = (plain.x0 - weighted.x0).unwrap().abs().unwrap();
         assert_eq!(max(&diff), 0.0);

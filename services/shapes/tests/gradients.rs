@@ -10,6 +10,7 @@ fn every_parameter_gets_a_nonzero_gradient() {
     let model = Model::new(ShapesConfig::DEFAULT, &candle_core::Device::Cpu).unwrap();
     let weighting = LossWeighting {
         outline: 4.0,
+        corner: 4.0,
         min_snr_gamma: Some(5.0),
     };
     let b = batch(1, 0, 4, 0.0, &weighting, &vocab::tokenizer(), &schedule()).unwrap();

@@ -108,6 +108,10 @@ struct TrainArgs {
     /// Extra loss weight of the shape's outline pixels (0: plain mean).
     #[arg(long, default_value_t = 0.0)]
     outline_weight: f64,
+    /// Extra loss weight near the shape's vertices (squares' and triangles' corners), on top of
+    /// the outline's (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    corner_weight: f64,
     /// Min-SNR-γ loss weighting (off when absent).
     #[arg(long)]
     min_snr_gamma: Option<f64>,
@@ -168,6 +172,7 @@ impl TryFrom<TrainArgs> for TrainConfig {
             .map_err(|e| anyhow::anyhow!("--widths / --emb: {e}"))?,
             weighting: LossWeighting {
                 outline: a.outline_weight,
+                corner: a.corner_weight,
                 min_snr_gamma: a.min_snr_gamma,
             },
         })
