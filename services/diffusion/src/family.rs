@@ -165,7 +165,8 @@ impl Family {
             Family::Shapes => FamilyDefaults {
                 width: 32,
                 height: 32,
-                steps: 20,
+                // With Euler ancestral (models/shapes/MODEL_CARD.md, "Defaults").
+                steps: 30,
                 guidance: 1.5,
                 vae_scale: 1.0,
                 prediction: Prediction::V,

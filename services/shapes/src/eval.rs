@@ -34,8 +34,10 @@ impl Default for RenderSettings {
     }
 }
 
-/// The sampler the example manifest and the quality gate use.
-pub const DEFAULT_SAMPLER: Sampler = Sampler::Euler;
+/// The sampler the example manifest and the quality gate use. Euler ancestral: its fresh noise at
+/// every step keeps the model's squares square where the deterministic samplers average their
+/// corners round (picked on validation seeds; models/shapes/MODEL_CARD.md, "Defaults").
+pub const DEFAULT_SAMPLER: Sampler = Sampler::EulerA;
 
 /// The job for `attrs` with `seed`.
 ///
