@@ -444,7 +444,11 @@ mod tests {
         // Four discs of radius 2 px: ~12 pixel centres each.
         assert!((32..=64).contains(&marked), "{marked}");
         let triangle = at("a large red triangle on a blue background").corners();
-        assert!(triangle[(6 * SIDE) + 16] > 0.7, "the apex at (16, 6)");
+        // The apex is at (16, 6): the four pixels around it have their centres 0.71 px away.
+        assert!(
+            (triangle[6 * SIDE + 16] - (1.0 - 0.5f64.sqrt() / 2.0)).abs() < 1e-12,
+            "the apex"
+        );
         let circle = at("a large red circle on a blue background").corners();
         assert!(circle.iter().all(|&v| v == 0.0));
     }
