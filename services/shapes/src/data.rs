@@ -215,6 +215,14 @@ pub struct Spec {
 /// Largest offset of a shape's centre from the image centre, in pixels.
 pub const MAX_JITTER: f64 = 3.0;
 
+/// A square's half side in units of the spec's radius: a little smaller than the circle's box, so
+/// both cover similar areas.
+const SQUARE_HALF: f64 = 0.85;
+
+/// Where a triangle's base lies below the centre, in units of the radius (its apex is one radius
+/// above).
+const TRIANGLE_BASE: f64 = 0.8;
+
 impl Spec {
     /// A random spec for `attrs`.
     pub fn random(attrs: Attributes, rng: &mut JobRng) -> Spec {
@@ -236,12 +244,11 @@ impl Spec {
         let r = self.radius;
         match self.attrs.shape {
             Shape::Circle => dx * dx + dy * dy <= r * r,
-            // A little smaller than the circle's box, so both cover similar areas.
-            Shape::Square => dx.abs() <= 0.85 * r && dy.abs() <= 0.85 * r,
+            Shape::Square => dx.abs() <= SQUARE_HALF * r && dy.abs() <= SQUARE_HALF * r,
             Shape::Triangle => {
-                // Apex at (0, -r), base from (-r, 0.8r) to (r, 0.8r).
+                // Apex at (0, -r), base from (-r, TRIANGLE_BASE·r) to (r, TRIANGLE_BASE·r).
                 let top = -r;
-                let base = 0.8 * r;
+                let base = TRIANGLE_BASE * r;
                 if !(top..=base).contains(&dy) {
                     return false;
                 }
@@ -304,6 +311,7 @@ impl Spec {
         }
         out
     }
+
     /// The shape's vertices in pixels: a square's four corners, a triangle's apex and base
     /// corners, none for a circle.
     pub fn vertices(&self) -> Vec<(f64, f64)> {
@@ -311,7 +319,7 @@ impl Spec {
         match self.attrs.shape {
             Shape::Circle => Vec::new(),
             Shape::Square => {
-                let h = 0.85 * r;
+                let h = SQUARE_HALF * r;
                 vec![
                     (cx - h, cy - h),
                     (cx + h, cy - h),
@@ -319,7 +327,10 @@ impl Spec {
                     (cx + h, cy + h),
                 ]
             }
-            Shape::Triangle => vec![(cx, cy - r), (cx - r, cy + 0.8 * r), (cx + r, cy + 0.8 * r)],
+            Shape::Triangle => {
+                let base = cy + TRIANGLE_BASE * r;
+                vec![(cx, cy - r), (cx - r, base), (cx + r, base)]
+            }
         }
     }
 

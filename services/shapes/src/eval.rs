@@ -34,9 +34,9 @@ impl Default for RenderSettings {
     }
 }
 
-/// The sampler the example manifest and the quality gate use. Euler ancestral: its fresh noise at
-/// every step keeps the model's squares square where the deterministic samplers average their
-/// corners round (picked on validation seeds; models/shapes/MODEL_CARD.md, "Defaults").
+/// The sampler the example manifest and the quality gate use. Euler ancestral: on validation seeds
+/// it drew more squares than the deterministic samplers, at some cost in held-out pairs
+/// (models/shapes/MODEL_CARD.md, "Defaults").
 pub const DEFAULT_SAMPLER: Sampler = Sampler::EulerA;
 
 /// The job for `attrs` with `seed`.
