@@ -4,12 +4,15 @@
 //!
 //! ```sh
 //! bench-diffusion write DIR [--xl]                           # the tiny model (diffusers layout)
-//! bench-diffusion run DIR --size 64 --steps 20 --batch 4 --images 32
+//! bench-diffusion run DIR --size 64 --steps 20 --batch 4 --images 32 [--per-job]
 //! bench-diffusion parity DIR --seed 5 --steps 4 --guidance 5 --prompt P --negative N
 //! ```
 //!
 //! `parity` renders one 64x64 Euler image and prints its initial noise and pixels as JSON, for
 //! `bench/xl_parity.py` to redo with diffusers' reference modules.
+//!
+//! A batch runs as one fused UNet call per step, as diffusers does; `--per-job` runs it as the
+//! worker's default does (`fused_batches: false`: the jobs step together, one UNet call each).
 //!
 //! Prints one JSON object: images/s and seconds per image of each phase (text_encode, denoise,
 //! vae_decode, png_encode). Renders through the production registry, sampler and PNG encoder.
@@ -26,7 +29,7 @@ use std::time::Instant;
 fn usage() -> ! {
     eprintln!(
         "usage: bench-diffusion write DIR [--xl] | run DIR [--size N] [--steps N] [--batch N] \
-         [--images N] | parity DIR [--seed N] [--steps N] [--guidance G] [--prompt P] [--negative N]"
+         [--images N] [--per-job] | parity DIR [--seed N] [--steps N] [--guidance G] [--prompt P] [--negative N]"
     );
     std::process::exit(2)
 }
@@ -78,15 +81,18 @@ fn text_flag(args: &[String], name: &str, default: &str) -> String {
 }
 
 /// The engine over the model `write` left in `dir`, served as `tiny`.
-fn engine_for(dir: &std::path::Path, batch: usize) -> anyhow::Result<(DiffusionEngine, ModelName)> {
+fn engine_for(
+    dir: &std::path::Path,
+    batch: usize,
+    fused: bool,
+) -> anyhow::Result<(DiffusionEngine, ModelName)> {
     let entry = serde_yaml::from_str(&std::fs::read_to_string(dir.join("registry-entry.yaml"))?)?;
     let model = ModelName::parse("tiny")?;
     let engine = DiffusionEngine::new(RegistryConfig {
         cache_dir: std::env::temp_dir(),
         max_loaded: 1,
         max_batch: batch,
-        // One UNet call per step for the whole batch, as diffusers does.
-        fused_batches: batch > 1,
+        fused_batches: fused,
         device: Default::default(),
         models: BTreeMap::from([(model.clone(), entry)]),
     })
@@ -97,7 +103,7 @@ fn engine_for(dir: &std::path::Path, batch: usize) -> anyhow::Result<(DiffusionE
 fn parity(args: &[String]) -> anyhow::Result<()> {
     let dir = PathBuf::from(args.first().unwrap_or_else(|| usage()));
     let seed = flag(args, "--seed", 5)?;
-    let (engine, model) = engine_for(&dir, 1)?;
+    let (engine, model) = engine_for(&dir, 1, false)?;
     let job = JobParams {
         prompt: Prompt::parse(text_flag(args, "--prompt", "a photo of a red house"))?,
         negative_prompt: NegativePrompt::parse(text_flag(args, "--negative", ""))?,
@@ -128,7 +134,8 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     let steps = flag(args, "--steps", 20)?;
     let batch = flag(args, "--batch", 1)? as usize;
     let images = flag(args, "--images", 16)? as usize;
-    let (engine, model) = engine_for(&dir, batch)?;
+    let fused = batch > 1 && !args.iter().any(|a| a == "--per-job");
+    let (engine, model) = engine_for(&dir, batch, fused)?;
     engine
         .preload(&model)
         .map_err(|e| anyhow::anyhow!(e.chain()))?;
@@ -182,7 +189,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         "{}",
         serde_json::json!({
             "engine": "pixelfarm",
-            "size": size, "steps": steps, "batch": batch, "images": images,
+            "size": size, "steps": steps, "batch": batch, "images": images, "fused": fused,
             "seconds": secs,
             "images_per_s": images as f64 / secs,
             "seconds_per_image": per_image,
