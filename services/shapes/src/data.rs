@@ -372,6 +372,8 @@ pub fn to_model_pixels(rgb: &[u8]) -> Vec<f32> {
 pub struct Generator {
     rng: JobRng,
     combos: Vec<Attributes>,
+    /// With a square share: the share, the training squares and the other combinations.
+    squares: Option<(f64, Vec<Attributes>, Vec<Attributes>)>,
 }
 
 impl Generator {
@@ -380,13 +382,34 @@ impl Generator {
         Generator {
             rng: JobRng::new(seed),
             combos: Attributes::training(),
+            squares: None,
         }
+    }
+
+    /// Draw squares with probability `share` (the others uniformly among the rest); `None` keeps
+    /// every training combination equally likely.
+    pub fn with_square_share(mut self, share: Option<f64>) -> Self {
+        self.squares = share.map(|p| {
+            let (sq, rest) = self.combos.iter().partition(|a| a.shape == Shape::Square);
+            (p, sq, rest)
+        });
+        self
     }
 
     /// The next example: spec, caption, image.
     pub fn next_example(&mut self) -> (Spec, String, Vec<u8>) {
-        let i = (self.rng.uniform() * self.combos.len() as f64) as usize;
-        let attrs = self.combos[i.min(self.combos.len() - 1)];
+        let pool = match &self.squares {
+            None => &self.combos,
+            Some((p, sq, rest)) => {
+                if self.rng.uniform() < *p {
+                    sq
+                } else {
+                    rest
+                }
+            }
+        };
+        let i = (self.rng.uniform() * pool.len() as f64) as usize;
+        let attrs = pool[i.min(pool.len() - 1)];
         let spec = Spec::random(attrs, &mut self.rng);
         let img = spec.render();
         (spec, attrs.caption(), img)
@@ -462,6 +485,28 @@ mod tests {
         );
         let circle = at("a large red circle on a blue background").corners();
         assert!(circle.iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn a_square_share_sets_how_many_squares_are_drawn() {
+        let squares = |share: Option<f64>| {
+            let mut g = Generator::new(5).with_square_share(share);
+            (0..3000)
+                .filter(|_| {
+                    let (spec, _, _) = g.next_example();
+                    assert!(!spec.attrs.held_out());
+                    spec.attrs.shape == Shape::Square
+                })
+                .count()
+        };
+        assert_eq!(squares(Some(1.0)), 3000);
+        assert_eq!(squares(Some(0.0)), 0);
+        // A binomial's standard deviation here is ~27: five of them either side.
+        let half = squares(Some(0.5));
+        assert!((1365..=1635).contains(&half), "{half}");
+        // Without a share, the training combinations' own proportion (50 of 140 are squares).
+        let plain = squares(None);
+        assert!((936..=1207).contains(&plain), "{plain}");
     }
 
     #[test]

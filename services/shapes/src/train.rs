@@ -41,8 +41,8 @@ pub struct TrainConfig {
     pub seed: u64,
     /// EMA decay of the shipped weights.
     pub ema_decay: f64,
-    /// Share of captions replaced by the empty prompt (for guidance).
-    pub uncond_prob: f64,
+    /// What the batches are made of.
+    pub mix: DataMix,
     /// Steps between checkpoints.
     pub checkpoint_every: usize,
     /// Stop after this many seconds of wall time (checkpointing first), whatever `steps` says.
@@ -56,6 +56,25 @@ pub struct TrainConfig {
     /// Threads that generate the batches of the coming steps while the current one trains (at
     /// least 1). Batches are functions of `(seed, step)`, so the count never changes the data.
     pub data_threads: usize,
+}
+
+/// What a batch is made of.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DataMix {
+    /// Share of captions replaced by the empty prompt (for guidance).
+    pub uncond_prob: f64,
+    /// Share of examples that are squares (`None`: every training combination equally often: 50
+    /// of the 140 are squares). The weak shape can be drawn more often in a fine-tune.
+    pub square_share: Option<f64>,
+}
+
+impl Default for DataMix {
+    fn default() -> Self {
+        DataMix {
+            uncond_prob: 0.1,
+            square_share: None,
+        }
+    }
 }
 
 /// Weights of the v-prediction squared error. The default is the plain mean.
@@ -181,12 +200,13 @@ pub fn batch(
     seed: u64,
     step: usize,
     n: usize,
-    uncond_prob: f64,
+    mix: &DataMix,
     weighting: &LossWeighting,
     tok: &Tokenizer,
     schedule: &NoiseSchedule,
 ) -> Result<Batch> {
-    let mut g = Generator::new(seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut g = Generator::new(seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .with_square_share(mix.square_share);
     let dev = Device::Cpu;
     let mut pixels = Vec::with_capacity(n * 3 * SIDE * SIDE);
     let mut ids = Vec::with_capacity(n * vocab_len());
@@ -195,7 +215,7 @@ pub fn batch(
     for _ in 0..n {
         let (spec, caption, img) = g.next_example();
         pixels.extend(to_model_pixels(&img));
-        let text = if g.rng().uniform() < uncond_prob {
+        let text = if g.rng().uniform() < mix.uncond_prob {
             ""
         } else {
             caption.as_str()
@@ -463,18 +483,13 @@ impl Prefetch {
         let rx = (0..threads)
             .map(|i| {
                 let (tx, rx) = std::sync::mpsc::sync_channel(2);
-                let (seed, n, uncond, weighting, steps) = (
-                    cfg.seed,
-                    cfg.batch,
-                    cfg.uncond_prob,
-                    cfg.weighting,
-                    cfg.steps,
-                );
+                let (seed, n, mix, weighting, steps) =
+                    (cfg.seed, cfg.batch, cfg.mix, cfg.weighting, cfg.steps);
                 std::thread::spawn(move || {
                     let tok = vocab::tokenizer();
                     let sched = schedule();
                     for step in (start + i..steps).step_by(threads) {
-                        let b = batch(seed, step, n, uncond, &weighting, &tok, &sched);
+                        let b = batch(seed, step, n, &mix, &weighting, &tok, &sched);
                         // The trainer has stopped (time budget or error): stop too.
                         if tx.send((step, b)).is_err() {
                             break;
@@ -577,7 +592,7 @@ mod tests {
             lr_min: 1e-5,
             seed: 0,
             ema_decay: 0.99,
-            uncond_prob: 0.1,
+            mix: DataMix::default(),
             checkpoint_every: 100,
             max_seconds: None,
             arch: ShapesConfig::DEFAULT,
@@ -608,12 +623,16 @@ mod tests {
     fn outline_weights_reach_the_batch() {
         let tok = crate::vocab::tokenizer();
         let sched = schedule();
-        let plain = batch(3, 0, 2, 0.0, &LossWeighting::default(), &tok, &sched).unwrap();
+        let plain_mix = DataMix {
+            uncond_prob: 0.0,
+            square_share: None,
+        };
+        let plain = batch(3, 0, 2, &plain_mix, &LossWeighting::default(), &tok, &sched).unwrap();
         let w = LossWeighting {
             outline: 4.0,
             ..LossWeighting::default()
         };
-        let weighted = batch(3, 0, 2, 0.0, &w, &tok, &sched).unwrap();
+        let weighted = batch(3, 0, 2, &plain_mix, &w, &tok, &sched).unwrap();
         let max = |t: &Tensor| t.max_all().unwrap().to_scalar::<f32>().unwrap();
         let min = |t: &Tensor| t.min_all().unwrap().to_scalar::<f32>().unwrap();
         assert_eq!((min(&plain.weight), max(&plain.weight)), (1.0, 1.0));
@@ -621,7 +640,7 @@ mod tests {
         // Corners add on top of the outline (seed 3's first examples have vertices: checked by
         // the weight rising above the outline's maximum).
         let corners = LossWeighting { corner: 4.0, ..w };
-        let both = batch(3, 0, 8, 0.0, &corners, &tok, &sched).unwrap();
+        let both = batch(3, 0, 8, &plain_mix, &corners, &tok, &sched).unwrap();
         assert!(max(&both.weight) > 5.0, "{}", max(&both.weight));
         // Same data either way.
         let diff = (plain.x0 - weighted.x0).unwrap().abs().unwrap();
@@ -641,7 +660,7 @@ mod tests {
         let mut data = Prefetch::start(&c, 2);
         for step in 2..7 {
             let got = data.take(step).unwrap();
-            let want = batch(c.seed, step, 2, c.uncond_prob, &c.weighting, &tok, &sched).unwrap();
+            let want = batch(c.seed, step, 2, &c.mix, &c.weighting, &tok, &sched).unwrap();
             for (a, b) in [
                 (&got.x0, &want.x0),
                 (&got.noise, &want.noise),

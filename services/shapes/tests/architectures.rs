@@ -59,7 +59,7 @@ fn a_model_of_other_widths_exports_loads_renders_and_resumes() {
         lr_min: 0.0,
         seed: 1,
         ema_decay: 0.9,
-        uncond_prob: 0.1,
+        mix: Default::default(),
         checkpoint_every: 1,
         max_seconds: None,
         arch: ShapesConfig::DEFAULT,

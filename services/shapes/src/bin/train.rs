@@ -8,7 +8,7 @@ use pixelfarm_core::Sampler;
 use pixelfarm_diffusion::registry::DeviceChoice;
 use pixelfarm_diffusion::shapes_net::ShapesConfig;
 use pixelfarm_shapes::eval::RenderSettings;
-use pixelfarm_shapes::train::{LossWeighting, RunState, TrainConfig, load_ema, train};
+use pixelfarm_shapes::train::{DataMix, LossWeighting, RunState, TrainConfig, load_ema, train};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -100,6 +100,9 @@ struct TrainArgs {
     ema_decay: f64,
     #[arg(long, default_value_t = 0.1)]
     uncond_prob: f64,
+    /// Share of examples that are squares (default: every training combination equally often).
+    #[arg(long)]
+    square_share: Option<f64>,
     #[arg(long, default_value_t = 100)]
     checkpoint_every: usize,
     /// Stop (after a checkpoint) once this many minutes have passed in this session.
@@ -148,6 +151,11 @@ impl TryFrom<TrainArgs> for TrainConfig {
     type Error = anyhow::Error;
 
     fn try_from(a: TrainArgs) -> Result<Self> {
+        if let Some(p) = a.square_share
+            && !(0.0..=1.0).contains(&p)
+        {
+            anyhow::bail!("--square-share {p}: a share from 0 to 1 is accepted");
+        }
         Ok(TrainConfig {
             device: device(&a.device)?,
             data_threads: a.data_threads,
@@ -160,7 +168,10 @@ impl TryFrom<TrainArgs> for TrainConfig {
             lr_min: a.lr_min,
             seed: a.seed,
             ema_decay: a.ema_decay,
-            uncond_prob: a.uncond_prob,
+            mix: DataMix {
+                uncond_prob: a.uncond_prob,
+                square_share: a.square_share,
+            },
             checkpoint_every: a.checkpoint_every,
             max_seconds: a.minutes.map(|m| m * 60.0),
             arch: ShapesConfig::new(
