@@ -2,7 +2,7 @@
 //! (candle's fused softmax / layer norm have no backward and would silently freeze parameters).
 
 use pixelfarm_diffusion::shapes_net::ShapesConfig;
-use pixelfarm_shapes::train::{LossWeighting, Model, batch, loss, schedule};
+use pixelfarm_shapes::train::{DataMix, LossWeighting, Model, batch, loss, schedule};
 use pixelfarm_shapes::vocab;
 
 #[test]
@@ -13,7 +13,11 @@ fn every_parameter_gets_a_nonzero_gradient() {
         corner: 4.0,
         min_snr_gamma: Some(5.0),
     };
-    let b = batch(1, 0, 4, 0.0, &weighting, &vocab::tokenizer(), &schedule()).unwrap();
+    let mix = DataMix {
+        uncond_prob: 0.0,
+        square_share: None,
+    };
+    let b = batch(1, 0, 4, &mix, &weighting, &vocab::tokenizer(), &schedule()).unwrap();
     let grads = loss(&model, &b).unwrap().backward().unwrap();
     let vars = model.named_vars();
     assert!(vars.len() > 50, "{} variables", vars.len());
