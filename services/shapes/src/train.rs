@@ -625,7 +625,7 @@ mod tests {
         let sched = schedule();
         let plain_mix = DataMix {
             uncond_prob: 0.0,
-            square_share: None,
+            ..DataMix::default()
         };
         let plain = batch(3, 0, 2, &plain_mix, &LossWeighting::default(), &tok, &sched).unwrap();
         let w = LossWeighting {

@@ -15,7 +15,7 @@ fn every_parameter_gets_a_nonzero_gradient() {
     };
     let mix = DataMix {
         uncond_prob: 0.0,
-        square_share: None,
+        ..DataMix::default()
     };
     let b = batch(1, 0, 4, &mix, &weighting, &vocab::tokenizer(), &schedule()).unwrap();
     let grads = loss(&model, &b).unwrap().backward().unwrap();
