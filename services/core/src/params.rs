@@ -214,15 +214,19 @@ pub enum Sampler {
     EulerA,
     /// DPM-Solver++(2M) with Karras sigmas.
     Dpmpp2m,
+    /// DPM-Solver++(2M) SDE with Karras sigmas: second order, with fresh noise each step from the
+    /// job's own generator (k-diffusion's `dpmpp_2m_sde`, eta 1, midpoint).
+    Dpmpp2mSde,
 }
 
 impl Sampler {
     /// Every accepted sampler, in the order shown in error messages.
-    pub const ALL: [Sampler; 4] = [
+    pub const ALL: [Sampler; 5] = [
         Sampler::Ddim,
         Sampler::Euler,
         Sampler::EulerA,
         Sampler::Dpmpp2m,
+        Sampler::Dpmpp2mSde,
     ];
 
     /// The name used in manifests.
@@ -232,6 +236,7 @@ impl Sampler {
             Sampler::Euler => "euler",
             Sampler::EulerA => "euler_a",
             Sampler::Dpmpp2m => "dpmpp_2m",
+            Sampler::Dpmpp2mSde => "dpmpp_2m_sde",
         }
     }
 
@@ -698,7 +703,10 @@ mod tests {
             assert_eq!(Sampler::parse(s.as_str()).unwrap(), s);
         }
         let e = Sampler::parse("plms").unwrap_err().to_string();
-        assert!(e.contains("ddim, euler, euler_a, dpmpp_2m"), "{e}");
+        assert!(
+            e.contains("ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_sde"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -129,7 +129,7 @@ impl Plan {
                 sigmas.push(0.0);
                 Plan { sigmas, timesteps }
             }
-            Sampler::Dpmpp2m => {
+            Sampler::Dpmpp2m | Sampler::Dpmpp2mSde => {
                 let rho = 7.0;
                 let (lo, hi) = (
                     schedule.sigma_min().powf(1.0 / rho),
@@ -172,7 +172,8 @@ impl Plan {
 /// `plan.sigma_end()`.
 ///
 /// `denoise(x, step, sigma, timestep)` returns the estimate of `x0`; `noise(like)` returns fresh
-/// standard normals shaped like `like` (only Euler ancestral asks, from each job's own generator);
+/// standard normals shaped like `like` (only the stochastic samplers ask, from each job's own
+/// generator);
 /// `on_step(step)` is called after each step and stops sampling when it returns false.
 ///
 /// # Errors
@@ -230,13 +231,31 @@ pub fn sample_with(
                     let h = t_next - t;
                     let d = match &old_denoised {
                         Some(old) if i > 0 => {
-                            let h_last = t + plan.sigmas[i - 1].ln();
-                            let r = h_last / h;
+                            let r = last_step_ratio(plan, i, h);
                             ((&denoised * (1.0 + 1.0 / (2.0 * r)))? - (old * (1.0 / (2.0 * r)))?)?
                         }
                         _ => denoised.clone(),
                     };
                     ((&x * (sigma_next / sigma))? - (d * (-h).exp_m1())?)?
+                };
+                old_denoised = Some(denoised);
+                next
+            }
+            Sampler::Dpmpp2mSde => {
+                let next = if sigma_next == 0.0 {
+                    denoised.clone()
+                } else {
+                    // k-diffusion's sample_dpmpp_2m_sde, eta 1, midpoint correction: the step
+                    // in log-sigma time h is taken half deterministically, half as fresh noise.
+                    let h = sigma.ln() - sigma_next.ln();
+                    let weight = -(-2.0 * h).exp_m1();
+                    let mut next =
+                        ((&x * (sigma_next / sigma * (-h).exp()))? + (&denoised * weight)?)?;
+                    if let Some(old) = old_denoised.as_ref().filter(|_| i > 0) {
+                        let r = last_step_ratio(plan, i, h);
+                        next = (next + ((&denoised - old)? * (0.5 * weight / r))?)?;
+                    }
+                    (next + (noise(&denoised)? * (sigma_next * weight.sqrt()))?)?
                 };
                 old_denoised = Some(denoised);
                 next
@@ -248,6 +267,11 @@ pub fn sample_with(
         }
     }
     Ok(x)
+}
+
+/// The length of step `i - 1` over that of step `i` (`h`), both in log-sigma time.
+fn last_step_ratio(plan: &Plan, i: usize, h: f64) -> f64 {
+    (plan.sigmas[i - 1].ln() - plan.sigmas[i].ln()) / h
 }
 
 /// `x + (sigma_next - sigma) * (x - x0) / sigma`.
@@ -378,6 +402,23 @@ mod tests {
         let std = (out.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
         assert!((mean - MU).abs() < 0.02, "mean {mean}, expected {MU}");
         assert!((std - S).abs() < 0.045, "std {std}, expected {S}");
+    }
+
+    fn sample_std(sampler: Sampler, steps: usize) -> f64 {
+        let (_, out, _) = run(sampler, steps, 40_000, 3);
+        let n = out.len() as f64;
+        let mean = out.iter().map(|&x| x as f64).sum::<f64>() / n;
+        (out.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt()
+    }
+
+    #[test]
+    fn dpmpp_2m_sde_reaches_the_data_spread_in_fewer_steps_than_euler_ancestral() {
+        // Measured at 20 steps: std 0.518 against Euler a's 0.405 (the data's: 0.5). A first-order
+        // noise term, or the midpoint correction dropped, loses that margin.
+        let sde = (sample_std(Sampler::Dpmpp2mSde, 20) - S).abs();
+        let euler_a = (sample_std(Sampler::EulerA, 20) - S).abs();
+        assert!(sde < 0.03, "dpmpp_2m_sde std off by {sde} at 20 steps");
+        assert!(sde * 3.0 < euler_a, "dpmpp_2m_sde {sde}, euler_a {euler_a}");
     }
 
     #[test]

@@ -123,7 +123,7 @@ fn prompt_and_guidance_change_the_image() {
 #[test]
 fn a_job_gives_the_same_image_alone_or_in_a_micro_batch() {
     let e = engine();
-    for sampler in [Sampler::EulerA, Sampler::Dpmpp2m] {
+    for sampler in [Sampler::EulerA, Sampler::Dpmpp2m, Sampler::Dpmpp2mSde] {
         let jobs = vec![
             job("a photo of a dog", 7, sampler, 3, 7.5),
             job("a green tree in the snow", 8, sampler, 3, 5.0),

@@ -19,6 +19,7 @@ pub fn a1111_parameters(params: &JobParams, model: &str, renderer: &str) -> Stri
         pixelfarm_core::Sampler::Euler => "Euler",
         pixelfarm_core::Sampler::EulerA => "Euler a",
         pixelfarm_core::Sampler::Dpmpp2m => "DPM++ 2M Karras",
+        pixelfarm_core::Sampler::Dpmpp2mSde => "DPM++ 2M SDE Karras",
     };
     let mut out = params.prompt.as_str().to_string();
     if !params.negative_prompt.as_str().is_empty() {
