@@ -30,6 +30,8 @@ pub struct ShapesConfig {
     pub groups: usize,
     /// Heads of the self-attention at the lowest level.
     pub heads: usize,
+    /// Channels of the full-resolution refinement head ([`Refiner`]); 0 for none.
+    pub refine: usize,
 }
 
 impl ShapesConfig {
@@ -44,6 +46,7 @@ impl ShapesConfig {
         emb: 128,
         groups: Self::GROUPS,
         heads: Self::HEADS,
+        refine: 0,
     };
 
     /// An architecture of the given widths with [`Self::GROUPS`] groups and [`Self::HEADS`] heads.
@@ -71,12 +74,32 @@ impl ShapesConfig {
             emb,
             groups: Self::GROUPS,
             heads: Self::HEADS,
+            refine: 0,
+        })
+    }
+
+    /// The same architecture with a refinement head of `channels` (0: none).
+    ///
+    /// # Errors
+    /// When `channels` is not a multiple of the group count.
+    pub fn with_refine(self, channels: usize) -> std::result::Result<Self, String> {
+        if !channels.is_multiple_of(Self::GROUPS) {
+            return Err(format!(
+                "refinement width {channels}: it must be 0 (none) or a multiple of {} (group \
+                 norm groups)",
+                Self::GROUPS
+            ));
+        }
+        Ok(ShapesConfig {
+            refine: channels,
+            ..self
         })
     }
 
     /// The architecture of saved UNet weights, read from the shapes of the tensors that fix it
-    /// (the first convolution of each level and the time MLP), so a model folder needs no config
-    /// file and weights of any width load through the same registry entry.
+    /// (the first convolution of each level and of the refinement head, if any, and the time MLP),
+    /// so a model folder needs no config file and weights of any width load through the same
+    /// registry entry.
     ///
     /// # Errors
     /// When a tensor is missing or not a convolution / linear weight, or the widths are not a
@@ -94,7 +117,14 @@ impl ShapesConfig {
             rows("down1_conv.weight", 4)?,
             rows("down2_conv.weight", 4)?,
         ];
-        Self::new(widths, rows("time1.weight", 2)?).map_err(candle_core::Error::msg)
+        let refine = if vb.contains_tensor(Refiner::FIRST) {
+            rows(Refiner::FIRST, 4)?
+        } else {
+            0
+        };
+        Self::new(widths, rows("time1.weight", 2)?)
+            .and_then(|c| c.with_refine(refine))
+            .map_err(candle_core::Error::msg)
     }
 }
 
@@ -201,6 +231,53 @@ impl Attention {
     }
 }
 
+/// The full-resolution refinement head. The UNet works on 2×2-folded pixels and predicts each
+/// 2×2 block from the same feature vector; the trained model's squares came out with corners
+/// softened by a pixel or two, lost at low noise (clean squares noised to sigma 0.51 and denoised
+/// stayed squares 85 times in 100, from sigma 0.27 99 times: models/shapes/MODEL_CARD.md).
+/// These few convolutions at the image's own resolution read the
+/// noisy input, the UNet's `v` and its last features (unfolded to pixels), with the same time and
+/// text conditioning, and add a correction to `v`.
+struct Refiner {
+    conv_in: Conv2d,
+    block: ResBlock,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+}
+
+impl Refiner {
+    /// Its first convolution's weight, whose presence (and rows) tell the architecture.
+    const FIRST: &str = "refine.conv_in.weight";
+
+    fn new(c: &ShapesConfig, vb: VarBuilder) -> Result<Self> {
+        let width = c.refine;
+        Ok(Refiner {
+            conv_in: Conv2d::new(6 + c.widths[0] / 4, width, 3, 1, vb.pp("conv_in"))?,
+            block: ResBlock::new(width, width, c, vb.pp("block"))?,
+            norm_out: group_norm(c.groups, width, vb.pp("norm_out"))?,
+            conv_out: Conv2d::new(width, 3, 3, 1, vb.pp("conv_out"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, v: &Tensor, features: &Tensor, emb: &Tensor) -> Result<Tensor> {
+        let h = self
+            .conv_in
+            .forward(&Tensor::cat(&[x, v, &unfold(features)?], 1)?)?;
+        let h = self.block.forward(&h, emb)?;
+        v + self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)?
+    }
+}
+
+/// What a backward through [`ShapesUnet::forward_with`] reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Every parameter.
+    All,
+    /// Only the refinement head's: the UNet's outputs enter it detached, so training a head on a
+    /// trained UNet costs the UNet's forward alone.
+    Refiner,
+}
+
 /// The text encoder: token embedding plus a learned position embedding, `(n, MAX_TOKENS, TEXT_DIM)`.
 pub struct ShapesText {
     token: Embedding,
@@ -256,6 +333,7 @@ pub struct ShapesUnet {
     up0: ResBlock,
     norm_out: GroupNorm,
     conv_out: Conv2d,
+    refine: Option<Refiner>,
 }
 
 /// `(b, c, h, w)` to `(b, 4c, h/2, w/2)`.
@@ -316,6 +394,11 @@ impl ShapesUnet {
             up0: ResBlock::new(2 * w0, w0, c, vb.pp("up0"))?,
             norm_out: group_norm(cfg.groups, w0, vb.pp("norm_out"))?,
             conv_out: Conv2d::new(w0, 12, 3, 1, vb.pp("conv_out"))?,
+            refine: if cfg.refine > 0 {
+                Some(Refiner::new(c, vb.pp("refine"))?)
+            } else {
+                None
+            },
         })
     }
 
@@ -330,6 +413,20 @@ impl ShapesUnet {
     /// # Errors
     /// For inputs of the wrong shape.
     pub fn forward(&self, x: &Tensor, t: &Tensor, ctx: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, t, ctx, Reach::All)
+    }
+
+    /// [`ShapesUnet::forward`], with a backward reaching only what `reach` says.
+    ///
+    /// # Errors
+    /// For inputs of the wrong shape.
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        ctx: &Tensor,
+        reach: Reach,
+    ) -> Result<Tensor> {
         let n = x.dim(0)?;
         let temb = self.time2.forward(
             &self
@@ -354,7 +451,15 @@ impl ShapesUnet {
         let (_, _, h0h, h0w) = h0.dims4()?;
         let h = self.up0_conv.forward(&h.upsample_nearest2d(h0h, h0w)?)?;
         let h = self.up0.forward(&Tensor::cat(&[&h, &h0], 1)?, &emb)?;
-        unfold(&self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)?)
+        let features = self.norm_out.forward(&h)?.silu()?;
+        let v = unfold(&self.conv_out.forward(&features)?)?;
+        match (&self.refine, reach) {
+            (None, _) => Ok(v),
+            (Some(r), Reach::All) => r.forward(x, &v, &features, &emb),
+            (Some(r), Reach::Refiner) => {
+                r.forward(x, &v.detach(), &features.detach(), &emb.detach())
+            }
+        }
     }
 }
 
@@ -376,18 +481,24 @@ mod tests {
 
     #[test]
     fn the_architecture_is_read_back_from_the_weights() {
+        // The weights a freshly built `arch` saves, as the engine loads them.
+        let saved = |arch: ShapesConfig| {
+            let vm = candle_nn::VarMap::new();
+            ShapesUnet::new(arch, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+            let tensors = vm
+                .data()
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+                .collect();
+            VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu)
+        };
         let arch = ShapesConfig::new([16, 40, 64], 48).unwrap();
-        let vm = candle_nn::VarMap::new();
-        ShapesUnet::new(arch, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
-        let tensors = vm
-            .data()
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect();
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        let vb = saved(arch);
         assert_eq!(ShapesConfig::of_weights(&vb).unwrap(), arch);
+        let headed = arch.with_refine(24).unwrap();
+        assert_eq!(ShapesConfig::of_weights(&saved(headed)).unwrap(), headed);
         let missing = ShapesConfig::of_weights(&vb.pp("nothing")).unwrap_err();
         assert!(
             missing
@@ -406,6 +517,14 @@ mod tests {
         );
         assert!(ShapesConfig::new([0, 64, 128], 128).is_err());
         assert!(ShapesConfig::new([32, 64, 128], 0).is_err());
+        assert_eq!(
+            ShapesConfig::DEFAULT.with_refine(20).unwrap_err(),
+            "refinement width 20: it must be 0 (none) or a multiple of 8 (group norm groups)"
+        );
+        assert_eq!(
+            ShapesConfig::DEFAULT.with_refine(0).unwrap(),
+            ShapesConfig::DEFAULT
+        );
         assert_eq!(
             ShapesConfig::new([32, 64, 128], 128).unwrap(),
             ShapesConfig::DEFAULT

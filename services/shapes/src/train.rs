@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use pixelfarm_diffusion::sampler::NoiseSchedule;
-use pixelfarm_diffusion::shapes_net::{ShapesConfig, ShapesText, ShapesUnet};
+use pixelfarm_diffusion::shapes_net::{Reach, ShapesConfig, ShapesText, ShapesUnet};
 use pixelfarm_diffusion::{Family, JobRng};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -49,6 +49,8 @@ pub struct TrainConfig {
     pub max_seconds: Option<f64>,
     /// The architecture.
     pub arch: ShapesConfig,
+    /// Which parameters train: all, or only the refinement head's (the UNet stays as it is).
+    pub reach: Reach,
     /// How the per-pixel errors are weighted.
     pub weighting: LossWeighting,
     /// Where the networks train (`Device::Cpu`, or a CUDA device with the `cuda` feature).
@@ -150,11 +152,23 @@ impl Model {
         out
     }
 
+    /// The variables a backward with `reach` trains.
+    pub fn trained_vars(&self, reach: Reach) -> Vec<(String, Var)> {
+        let mut vars = self.named_vars();
+        if reach == Reach::Refiner {
+            vars.retain(|(n, _)| n.starts_with(REFINER_PREFIX));
+        }
+        vars
+    }
+
     /// Parameter count.
     pub fn param_count(&self) -> usize {
         self.named_vars().iter().map(|(_, v)| v.elem_count()).sum()
     }
 }
+
+/// Names of the refinement head's variables start with this.
+const REFINER_PREFIX: &str = "unet.refine.";
 
 /// One training batch: clean pixels, token ids, timesteps, noise.
 pub struct Batch {
@@ -256,15 +270,18 @@ fn vocab_len() -> usize {
     pixelfarm_diffusion::shapes_net::MAX_TOKENS
 }
 
-/// The (weighted) v-prediction loss of `model` on `b`.
+/// The (weighted) v-prediction loss of `model` on `b`, its backward reaching `reach`.
 ///
 /// # Errors
 /// Only for candle errors.
-pub fn loss(model: &Model, b: &Batch) -> Result<Tensor> {
+pub fn loss(model: &Model, b: &Batch, reach: Reach) -> Result<Tensor> {
     let xt = (b.x0.broadcast_mul(&b.alpha)? + b.noise.broadcast_mul(&b.sigma)?)?;
     let v = (b.noise.broadcast_mul(&b.alpha)? - b.x0.broadcast_mul(&b.sigma)?)?;
-    let ctx = model.text.forward(&b.ids)?;
-    let pred = model.unet.forward(&xt, &b.t, &ctx)?;
+    let ctx = match reach {
+        Reach::All => model.text.forward(&b.ids)?,
+        Reach::Refiner => model.text.forward(&b.ids)?.detach(),
+    };
+    let pred = model.unet.forward_with(&xt, &b.t, &ctx, reach)?;
     Ok((pred - v)?.sqr()?.broadcast_mul(&b.weight)?.mean_all()?)
 }
 
@@ -366,6 +383,13 @@ pub fn train(cfg: &TrainConfig) -> Result<RunState> {
             );
             v.set(w)?;
         }
+        if let Some(extra) = weights.keys().find(|n| !vars.iter().any(|(m, _)| m == *n)) {
+            anyhow::bail!(
+                "checkpoint has {extra}, which the architecture asked for ({:?}) lacks: resume \
+                 with the widths the run started with",
+                cfg.arch
+            );
+        }
         ema = load_split(&ckpt.join("ema"), &cfg.device)?;
         state = serde_json::from_slice(&std::fs::read(ckpt.join(STATE))?)?;
         println!(
@@ -373,16 +397,23 @@ pub fn train(cfg: &TrainConfig) -> Result<RunState> {
             state.step, state.seconds
         );
     }
+    let trained = model.trained_vars(cfg.reach);
+    anyhow::ensure!(
+        !trained.is_empty(),
+        "only the refinement head is to train, but the architecture ({:?}) has none",
+        cfg.arch
+    );
     println!(
-        "shapes model: {} parameters, batch {}, lr {}, {} steps, on {:?}",
+        "shapes model: {} parameters ({} trained), batch {}, lr {}, {} steps, on {:?}",
         model.param_count(),
+        trained.iter().map(|(_, v)| v.elem_count()).sum::<usize>(),
         cfg.batch,
         cfg.lr,
         cfg.steps,
         cfg.device
     );
     let mut opt = AdamW::new(
-        vars.iter().map(|(_, v)| v.clone()).collect(),
+        trained.iter().map(|(_, v)| v.clone()).collect(),
         ParamsAdamW {
             lr: cfg.lr,
             weight_decay: 0.0,
@@ -421,7 +452,7 @@ pub fn train(cfg: &TrainConfig) -> Result<RunState> {
         let lr = learning_rate(cfg, session_start, step);
         opt.set_learning_rate(lr);
         let b = data.take(step)?.to_device(&cfg.device)?;
-        let l = loss(&model, &b)?;
+        let l = loss(&model, &b, cfg.reach)?;
         opt.backward_step(&l)?;
         let lv = l.to_scalar::<f32>()? as f64;
         state.loss_ema = if step == 0 || state.loss_ema == 0.0 {
@@ -433,7 +464,9 @@ pub fn train(cfg: &TrainConfig) -> Result<RunState> {
         let decay = cfg
             .ema_decay
             .min((1.0 + step as f64) / (10.0 + step as f64));
-        for (n, v) in &vars {
+        // Only the trained variables: the frozen ones' EMA is themselves, and recomputing it would
+        // round them off it.
+        for (n, v) in &trained {
             let e = &ema[n];
             // Detached: an op on a variable records its inputs for backprop, so without this each
             // step's EMA would hold the previous one alive (memory grew ~15 MB a step).
@@ -516,11 +549,14 @@ impl Prefetch {
 /// Start a run in `out_dir` from the weights of the model folder `model_dir` (as written by
 /// [`crate::export::write_model`]): they become both the trained and the EMA weights, and the run
 /// continues at `state.step` (so it sees new data). For continuing a shipped model whose training
-/// checkpoint is gone.
+/// checkpoint is gone. With `refine > 0` a model without a refinement head gets one of that width,
+/// freshly initialised but for its last convolution, which starts at zero so the model's outputs
+/// are the folder's until the head has trained.
 ///
 /// # Errors
-/// When `out_dir` already holds a checkpoint, or a file cannot be read or written.
-pub fn import(model_dir: &Path, out_dir: &Path, state: &RunState) -> Result<()> {
+/// When `out_dir` already holds a checkpoint, the folder's head differs from `refine`, or a file
+/// cannot be read or written.
+pub fn import(model_dir: &Path, out_dir: &Path, state: &RunState, refine: usize) -> Result<()> {
     let ckpt = out_dir.join("checkpoint");
     anyhow::ensure!(
         !ckpt.join(STATE).exists(),
@@ -543,10 +579,31 @@ pub fn import(model_dir: &Path, out_dir: &Path, state: &RunState) -> Result<()> 
         .iter()
         .filter_map(|(k, v)| Some((k.strip_prefix("unet.")?.to_string(), v.clone())))
         .collect();
-    let arch = ShapesConfig::of_weights(&VarBuilder::from_tensors(unet, DType::F32, &Device::Cpu))
-        .with_context(|| format!("`{}`: the UNet's architecture", model_dir.display()))?;
+    let mut arch =
+        ShapesConfig::of_weights(&VarBuilder::from_tensors(unet, DType::F32, &Device::Cpu))
+            .with_context(|| format!("`{}`: the UNet's architecture", model_dir.display()))?;
+    if refine > 0 {
+        anyhow::ensure!(
+            arch.refine == 0 || arch.refine == refine,
+            "--refine {refine}: `{}` already has a refinement head of width {}",
+            model_dir.display(),
+            arch.refine
+        );
+        arch = arch
+            .with_refine(refine)
+            .map_err(|e| anyhow::anyhow!("--refine: {e}"))?;
+    }
     let model = Model::new(arch, &Device::Cpu)?;
     for (n, v) in model.named_vars() {
+        if n.starts_with(REFINER_PREFIX) && !tensors.contains_key(&n) {
+            let fresh = if n.starts_with(&format!("{REFINER_PREFIX}conv_out.")) {
+                v.as_tensor().zeros_like()?
+            } else {
+                v.as_tensor().clone()
+            };
+            tensors.insert(n, fresh);
+            continue;
+        }
         let w = tensors
             .get(&n)
             .with_context(|| format!("`{}` lacks {n}", model_dir.display()))?;
@@ -596,6 +653,7 @@ mod tests {
             checkpoint_every: 100,
             max_seconds: None,
             arch: ShapesConfig::DEFAULT,
+            reach: Reach::All,
             weighting: LossWeighting::default(),
             device: Device::Cpu,
             data_threads: 1,

@@ -6,7 +6,7 @@ use candle_core::Device;
 use clap::{Parser, Subcommand};
 use pixelfarm_core::Sampler;
 use pixelfarm_diffusion::registry::DeviceChoice;
-use pixelfarm_diffusion::shapes_net::ShapesConfig;
+use pixelfarm_diffusion::shapes_net::{Reach, ShapesConfig};
 use pixelfarm_shapes::eval::RenderSettings;
 use pixelfarm_shapes::train::{DataMix, LossWeighting, RunState, TrainConfig, load_ema, train};
 use std::path::PathBuf;
@@ -33,6 +33,10 @@ enum Cmd {
         step: usize,
         #[arg(long)]
         minutes: f64,
+        /// Add a full-resolution refinement head of this width (a multiple of 8) to a model
+        /// without one; it starts as a no-op (0: none).
+        #[arg(long, default_value_t = 0)]
+        refine: usize,
     },
     /// Write the EMA weights of `<out>/checkpoint` as the model folder `<model_dir>` (with its
     /// `registry.yaml`).
@@ -127,6 +131,13 @@ struct TrainArgs {
     /// Width of the UNet's time + text conditioning vector.
     #[arg(long, default_value_t = ShapesConfig::DEFAULT.emb)]
     emb: usize,
+    /// Width of the full-resolution refinement head (a multiple of 8; 0: none); a resumed run
+    /// keeps its own.
+    #[arg(long, default_value_t = ShapesConfig::DEFAULT.refine)]
+    refine: usize,
+    /// Train only the refinement head; the UNet's weights stay as they are.
+    #[arg(long)]
+    only_refiner: bool,
     /// Threads generating the coming batches.
     #[arg(long, default_value_t = 1)]
     data_threads: usize,
@@ -180,7 +191,14 @@ impl TryFrom<TrainArgs> for TrainConfig {
                     .map_err(|w| anyhow::anyhow!("--widths {w:?}: three widths are accepted"))?,
                 a.emb,
             )
-            .map_err(|e| anyhow::anyhow!("--widths / --emb: {e}"))?,
+            .map_err(|e| anyhow::anyhow!("--widths / --emb: {e}"))?
+            .with_refine(a.refine)
+            .map_err(|e| anyhow::anyhow!("--refine: {e}"))?,
+            reach: if a.only_refiner {
+                Reach::Refiner
+            } else {
+                Reach::All
+            },
             weighting: LossWeighting {
                 outline: a.outline_weight,
                 corner: a.corner_weight,
@@ -209,13 +227,14 @@ fn main() -> Result<()> {
             out,
             step,
             minutes,
+            refine,
         } => {
             let state = RunState {
                 step,
                 seconds: minutes * 60.0,
                 loss_ema: 0.0,
             };
-            pixelfarm_shapes::train::import(&model_dir, &out, &state)?;
+            pixelfarm_shapes::train::import(&model_dir, &out, &state, refine)?;
             println!("{} starts at step {step}", out.display());
         }
         Cmd::Export { out, model_dir } => {
