@@ -1,7 +1,8 @@
 //! `bench-ops`: milliseconds of the CPU ops that dominate the SD UNet and VAE (3x3 convolution,
 //! group norm, SiLU) at the shapes of the tiny model at 64 and 256 pixels, batch 1: candle's, and
-//! pixelfarm's own convolution and group norm (`pixelfarm_diffusion::ops`, measured in the same
-//! run). `bench/ops_torch.py` times the same ops in PyTorch; `bench/diffusion.sh` prints both.
+//! pixelfarm's own convolution (Winograd, and the im2col path it replaced) and group norm
+//! (`pixelfarm_diffusion::ops`, measured in the same run). `bench/ops_torch.py` times the same ops
+//! in PyTorch; `bench/diffusion.sh` prints both.
 
 use candle_core::{DType, Device, Module, Tensor};
 use pixelfarm_diffusion::ops;
@@ -24,7 +25,14 @@ fn main() -> anyhow::Result<()> {
         pixelfarm_diffusion::threads::settle();
     }
     let dev = Device::Cpu;
-    for (c, hw) in [(64usize, 256usize), (32, 256), (64, 64), (32, 32)] {
+    for (c, hw) in [
+        (64usize, 256usize),
+        (32, 256),
+        (64, 64),
+        (32, 32),
+        (64, 16),
+        (64, 8),
+    ] {
         let x = Tensor::randn(0f32, 1., (1, c, hw, hw), &dev)?;
         let w = Tensor::randn(0f32, 1., (c, c, 3, 3), &dev)?;
         let groups = 32.min(c);
@@ -41,13 +49,16 @@ fn main() -> anyhow::Result<()> {
         let n = 5;
         let conv = ms(n, || x.conv2d(&w, 1, 1, 1, 1))?;
         let our_conv = ms(n, || ops::conv2d(&x, &w, 1, 1))?;
+        let im2col = ms(n, || ops::conv2d_im2col(&x, &w, 1, 1))?;
         let g = ms(n, || gn.forward(&x))?;
         let our_g = ms(n, || ops::group_norm(&x, &gamma, &beta, groups, 1e-5))?;
         let s = ms(n, || candle_nn::ops::silu(&x))?;
         println!(
-            "c={c} hw={hw}: conv3x3 {conv:.2} ms (pixelfarm {our_conv:.2} ms, {:.1}x), \
-             groupnorm {g:.2} ms (pixelfarm {our_g:.2} ms, {:.1}x), silu {s:.2} ms",
+            "c={c} hw={hw}: conv3x3 {conv:.2} ms (pixelfarm {our_conv:.2} ms, {:.1}x; im2col \
+             {im2col:.2} ms, winograd {:.2}x), groupnorm {g:.2} ms (pixelfarm {our_g:.2} ms, \
+             {:.1}x), silu {s:.2} ms",
             conv / our_conv,
+            im2col / our_conv,
             g / our_g
         );
     }

@@ -4,7 +4,8 @@
 //! - input gradient: `dcol = Wᵀ · dY[:, tile]`, scattered back (col2im) into `dX`;
 //! - weight gradient: `dW += dY[:, tile] · colᵀ`, per fixed chunk of images, chunks added in order.
 //!
-//! 1×1 convolutions with stride 1 skip the im2col: the image's rows are the column matrix.
+//! 1×1 convolutions with stride 1 skip the im2col: the image's rows are the column matrix; 3×3
+//! ones with stride 1 and padding 1 run their forward as Winograd F(2×2, 3×3) ([`super::winograd`]).
 
 use candle_core::{
     CpuStorage, CustomOp2, CustomOp3, Device, Layout, Module, Result, Shape, Tensor, bail,
@@ -21,17 +22,17 @@ const TILE_FLOATS: usize = 64 * 1024;
 
 /// Geometry of one convolution: NCHW input, `(co, c, k, k)` weight, equal padding, dilation 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Geometry {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    co: usize,
-    k: usize,
-    stride: usize,
-    pad: usize,
-    ho: usize,
-    wo: usize,
+pub(super) struct Geometry {
+    pub(super) n: usize,
+    pub(super) c: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) co: usize,
+    pub(super) k: usize,
+    pub(super) stride: usize,
+    pub(super) pad: usize,
+    pub(super) ho: usize,
+    pub(super) wo: usize,
 }
 
 impl Geometry {
@@ -178,11 +179,11 @@ impl Geometry {
         }
     }
 
-    fn in_len(&self) -> usize {
+    pub(super) fn in_len(&self) -> usize {
         self.c * self.h * self.w
     }
 
-    fn out_len(&self) -> usize {
+    pub(super) fn out_len(&self) -> usize {
         self.co * self.ho * self.wo
     }
 }
@@ -192,6 +193,18 @@ impl Geometry {
 struct Conv {
     stride: usize,
     pad: usize,
+    /// Whether the forward may take the Winograd path where it applies (else always im2col).
+    winograd: bool,
+}
+
+impl Conv {
+    fn new(stride: usize, pad: usize) -> Self {
+        Conv {
+            stride,
+            pad,
+            winograd: true,
+        }
+    }
 }
 
 /// What the forward adds to each product, in this order, each addition rounded on its own as a
@@ -199,10 +212,10 @@ struct Conv {
 /// image and channel `(n, co)` (a resnet's time embedding), a residual per value
 /// `(n, co, ho, wo)`.
 #[derive(Debug, Clone, Copy, Default)]
-struct Epilogue<'a> {
-    bias: Option<&'a [f32]>,
-    shift: Option<&'a [f32]>,
-    residual: Option<&'a [f32]>,
+pub(super) struct Epilogue<'a> {
+    pub(super) bias: Option<&'a [f32]>,
+    pub(super) shift: Option<&'a [f32]>,
+    pub(super) residual: Option<&'a [f32]>,
 }
 
 impl Conv {
@@ -210,6 +223,9 @@ impl Conv {
     /// the threads; each task computes its tile with the same gemm whatever the batch, straight
     /// into its place in the output, and adds the epilogue's terms to it there.
     fn forward(&self, g: &Geometry, x: &[f32], wt: &[f32], e: Epilogue) -> Vec<f32> {
+        if self.winograd && super::winograd::applies(g) {
+            return super::winograd::forward(g, x, wt, e);
+        }
         let plane = g.ho * g.wo;
         let mut y = vec![0f32; g.n * g.out_len()];
         let out = OutPtr(y.as_mut_ptr());
@@ -470,16 +486,27 @@ impl CustomOp2 for WeightGrad {
 /// # Errors
 /// When the shapes do not fit.
 pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    conv2d_op(x, weight, Conv::new(stride, padding))
+}
+
+/// [`conv2d`] with its forward always im2col + gemm, never Winograd: the baseline the Winograd path
+/// is measured and tested against.
+///
+/// # Errors
+/// When the shapes do not fit.
+pub fn conv2d_im2col(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    let op = Conv {
+        winograd: false,
+        ..Conv::new(stride, padding)
+    };
+    conv2d_op(x, weight, op)
+}
+
+fn conv2d_op(x: &Tensor, weight: &Tensor, op: Conv) -> Result<Tensor> {
     if on_cpu_f32(&[x, weight]) {
-        x.contiguous()?.apply_op2(
-            &weight.contiguous()?,
-            Conv {
-                stride,
-                pad: padding,
-            },
-        )
+        x.contiguous()?.apply_op2(&weight.contiguous()?, op)
     } else {
-        x.conv2d(weight, padding, stride, 1, 1)
+        x.conv2d(weight, op.pad, op.stride, 1, 1)
     }
 }
 
@@ -570,10 +597,7 @@ impl Conv2d {
                 r.shape()
             );
         }
-        let op = Conv {
-            stride: self.stride,
-            pad: self.padding,
-        };
+        let op = Conv::new(self.stride, self.padding);
         let inputs = [
             Some(x),
             Some(&self.weight),
@@ -602,10 +626,7 @@ impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match &self.bias {
             Some(b) if on_cpu_f32(&[x, &self.weight, b]) => {
-                let op = Conv {
-                    stride: self.stride,
-                    pad: self.padding,
-                };
+                let op = Conv::new(self.stride, self.padding);
                 x.contiguous()?
                     .apply_op3(&self.weight.contiguous()?, &b.contiguous()?, op)
             }
@@ -744,6 +765,46 @@ mod tests {
             err.starts_with("conv2d: residual [2, 4, 4, 4] is not the output's shape"),
             "{err}"
         );
+    }
+
+    /// The Winograd forward (images of 64×64 pixels and more) against im2col's, with every
+    /// epilogue term, on odd sizes (partial tiles) and a row wider than one block of tiles (blocks
+    /// of one tile row); an image gives the same bits alone as in its batch.
+    #[test]
+    fn winograd_matches_im2col() {
+        for (n, c, h, w, co) in [(2, 6, 65, 67, 5), (1, 64, 33, 130, 16), (3, 32, 64, 64, 8)] {
+            let x = randn(&[n, c, h, w], 31, 0.0);
+            let layer = Conv2d {
+                weight: randn(&[co, c, 3, 3], 32, 0.0),
+                bias: Some(randn(&[co], 33, 0.0)),
+                stride: 1,
+                padding: 1,
+            };
+            let shift = randn(&[n, co], 34, 0.0);
+            let residual = randn(&[n, co, h, w], 35, 0.0);
+            let winograd = layer
+                .forward_add(&x, Some(&shift), Some(&residual))
+                .unwrap();
+            let bias = layer.bias.as_ref().unwrap().reshape((1, co, 1, 1)).unwrap();
+            let im2col = (&residual
+                + conv2d_im2col(&x, &layer.weight, 1, 1)
+                    .unwrap()
+                    .broadcast_add(&bias)
+                    .unwrap()
+                    .broadcast_add(&shift.reshape((n, co, 1, 1)).unwrap())
+                    .unwrap())
+            .unwrap();
+            let case = format!("n {n} c {c} {h}x{w} co {co}");
+            let scale = im2col.abs().unwrap().max_all().unwrap();
+            let d = max_diff(&winograd, &im2col);
+            assert!(d > 0.0, "{case}: not the Winograd path");
+            assert!(d <= 1e-5 * scale.to_scalar::<f32>().unwrap(), "{case}: {d}");
+            let last = |t: &Tensor| t.narrow(0, n - 1, 1).unwrap();
+            let alone = layer
+                .forward_add(&last(&x), Some(&last(&shift)), Some(&last(&residual)))
+                .unwrap();
+            assert_eq!(max_diff(&alone, &last(&winograd)), 0.0, "{case}");
+        }
     }
 
     /// An image's output does not depend on the batch around it.

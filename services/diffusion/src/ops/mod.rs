@@ -23,9 +23,10 @@ mod geglu;
 mod group_norm;
 mod linear;
 mod math;
+mod winograd;
 
 pub use attention::attention;
-pub use conv::{Conv2d, conv2d};
+pub use conv::{Conv2d, conv2d, conv2d_im2col};
 pub use geglu::geglu;
 pub use group_norm::{GroupNorm, group_norm, group_norm_silu};
 pub use linear::Linear;
