@@ -235,9 +235,13 @@ impl Attention {
 /// 2×2 block from the same feature vector; the trained model's squares came out with corners
 /// softened by a pixel or two, lost at low noise (clean squares noised to sigma 0.51 and denoised
 /// stayed squares 85 times in 100, from sigma 0.27 99 times: models/shapes/MODEL_CARD.md).
-/// These few convolutions at the image's own resolution read the
-/// noisy input, the UNet's `v` and its last features (unfolded to pixels), with the same time and
-/// text conditioning, and add a correction to `v`.
+/// These few convolutions at the image's own resolution add a correction to `v`.
+///
+/// The head is colour-blind by construction: it sees one colour channel at a time (that channel
+/// of the noisy input and of the UNet's `v`, the same weights for red, green and blue) and the
+/// time embedding, not the text. A head that read the text or all three channels learned the
+/// training set's colour–shape pairs (blue and white shapes are never circles there) and turned
+/// the held-out blue and white circles into squares (MODEL_CARD.md).
 struct Refiner {
     conv_in: Conv2d,
     block: ResBlock,
@@ -252,19 +256,30 @@ impl Refiner {
     fn new(c: &ShapesConfig, vb: VarBuilder) -> Result<Self> {
         let width = c.refine;
         Ok(Refiner {
-            conv_in: Conv2d::new(6 + c.widths[0] / 4, width, 3, 1, vb.pp("conv_in"))?,
+            conv_in: Conv2d::new(2, width, 3, 1, vb.pp("conv_in"))?,
             block: ResBlock::new(width, width, c, vb.pp("block"))?,
             norm_out: group_norm(c.groups, width, vb.pp("norm_out"))?,
-            conv_out: Conv2d::new(width, 3, 3, 1, vb.pp("conv_out"))?,
+            conv_out: Conv2d::new(width, 1, 3, 1, vb.pp("conv_out"))?,
         })
     }
 
-    fn forward(&self, x: &Tensor, v: &Tensor, features: &Tensor, emb: &Tensor) -> Result<Tensor> {
-        let h = self
-            .conv_in
-            .forward(&Tensor::cat(&[x, v, &unfold(features)?], 1)?)?;
-        let h = self.block.forward(&h, emb)?;
-        v + self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)?
+    /// `v + correction` for the scaled input `x` and the UNet's `v` (both `(n, c, h, w)`), with
+    /// the time embedding `time` `(n, emb)`.
+    fn forward(&self, x: &Tensor, v: &Tensor, time: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        // Each colour channel an image of its own: (n·c, 2, h, w).
+        let per_channel = |t: &Tensor| t.reshape((n * c, 1, h, w));
+        let input = Tensor::cat(&[per_channel(x)?, per_channel(v)?], 1)?;
+        let e = time.dim(1)?;
+        let time = time
+            .unsqueeze(1)?
+            .broadcast_as((n, c, e))?
+            .reshape((n * c, e))?;
+        let h1 = self.block.forward(&self.conv_in.forward(&input)?, &time)?;
+        let out = self
+            .conv_out
+            .forward(&self.norm_out.forward(&h1)?.silu()?)?;
+        v + out.reshape((n, c, h, w))?
     }
 }
 
@@ -437,6 +452,7 @@ impl ShapesUnet {
         let text = self
             .text
             .forward(&ctx.reshape((n, MAX_TOKENS * TEXT_DIM))?)?;
+        let time = temb.silu()?;
         let emb = (temb + text)?.silu()?;
 
         let h0 = self
@@ -451,14 +467,11 @@ impl ShapesUnet {
         let (_, _, h0h, h0w) = h0.dims4()?;
         let h = self.up0_conv.forward(&h.upsample_nearest2d(h0h, h0w)?)?;
         let h = self.up0.forward(&Tensor::cat(&[&h, &h0], 1)?, &emb)?;
-        let features = self.norm_out.forward(&h)?.silu()?;
-        let v = unfold(&self.conv_out.forward(&features)?)?;
+        let v = unfold(&self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)?)?;
         match (&self.refine, reach) {
             (None, _) => Ok(v),
-            (Some(r), Reach::All) => r.forward(x, &v, &features, &emb),
-            (Some(r), Reach::Refiner) => {
-                r.forward(x, &v.detach(), &features.detach(), &emb.detach())
-            }
+            (Some(r), Reach::All) => r.forward(x, &v, &time),
+            (Some(r), Reach::Refiner) => r.forward(x, &v.detach(), &time.detach()),
         }
     }
 }
