@@ -18,7 +18,7 @@ use pixelfarm_diffusion::DiffusionEngine;
 use pixelfarm_shapes::checker::{Verdict, check};
 use pixelfarm_shapes::data::{Attributes, Color, Shape};
 use pixelfarm_shapes::eval::{
-    Accuracy, GATE_SEEDS, Graded, RenderSettings, gate_prompts, grade, job,
+    Accuracy, GATE_SEEDS, Graded, RenderSettings, gate_prompts, grade, job, renoise,
 };
 use pixelfarm_shapes::{MODEL_NAME, shipped_registry};
 use std::path::Path;
@@ -167,4 +167,23 @@ fn same_job_gives_same_bytes_and_guidance_reaches_the_pixels() {
         .render(&model, &job(&a, 9, unguided).unwrap())
         .unwrap();
     assert_ne!(first.rgb, other.rgb, "guidance does not change the image");
+}
+
+/// `renoise`, the low-noise diagnostic of the model card: at strength 0 the clean squares come
+/// back as they went in; from strength 0.1 (3 of 30 steps) the shipped model keeps nearly all
+/// (measured 99/100 with two placements per combination, 50/50 with one).
+#[test]
+fn renoised_clean_squares_stay_squares_at_low_noise() {
+    let (engine, model) = engine();
+    let rows = renoise(
+        &engine,
+        &model,
+        Shape::Square,
+        1,
+        &[0.0, 0.1],
+        RenderSettings::default(),
+    )
+    .unwrap();
+    assert_eq!((rows[0].matched, rows[0].total), (50, 50), "{rows:?}");
+    assert!(rows[1].matched >= 45, "{rows:?}");
 }

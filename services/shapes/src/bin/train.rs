@@ -4,9 +4,11 @@
 use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::{Parser, Subcommand};
-use pixelfarm_core::Sampler;
+use pixelfarm_core::{ModelName, Sampler};
+use pixelfarm_diffusion::DiffusionEngine;
 use pixelfarm_diffusion::registry::DeviceChoice;
 use pixelfarm_diffusion::shapes_net::{Reach, ShapesConfig};
+use pixelfarm_shapes::data::Shape;
 use pixelfarm_shapes::eval::RenderSettings;
 use pixelfarm_shapes::train::{DataMix, LossWeighting, RunState, TrainConfig, load_ema, train};
 use std::path::PathBuf;
@@ -69,6 +71,20 @@ enum Cmd {
         /// Render on `cpu` or `cuda` (a build with the `cuda` feature).
         #[arg(long, value_enum, default_value = "cpu")]
         device: EvalDevice,
+    },
+    /// Noise the generator's own clean images of every seen combination of `--shape` to each
+    /// `--strengths` (img2img) and grade what the model makes of them: the low-noise end of
+    /// sampling alone.
+    Renoise {
+        #[arg(long, default_value = "models")]
+        models: PathBuf,
+        #[arg(long, default_value = "square")]
+        shape: String,
+        /// Random placements per combination.
+        #[arg(long, default_value_t = 2)]
+        per_combination: usize,
+        #[arg(long, value_delimiter = ',', default_values_t = [0.1, 0.2, 0.3, 0.4, 0.5])]
+        strengths: Vec<f64>,
     },
 }
 
@@ -273,6 +289,42 @@ fn main() -> Result<()> {
             println!("{}", report.table);
             std::fs::write(&sheet, report.sheet.to_png()?)?;
             println!("contact sheet: {}", sheet.display());
+        }
+        Cmd::Renoise {
+            models,
+            shape,
+            per_combination,
+            strengths,
+        } => {
+            let shape = Shape::ALL
+                .into_iter()
+                .find(|s| s.word() == shape)
+                .with_context(|| {
+                    format!("--shape `{shape}`: accepted: circle, square, triangle")
+                })?;
+            if let Some(s) = strengths.iter().find(|s| !(0.0..=1.0).contains(*s)) {
+                anyhow::bail!("--strengths {s}: strengths from 0 to 1 are accepted");
+            }
+            let engine = DiffusionEngine::new(pixelfarm_shapes::shipped_registry(&models)?)?;
+            let model = ModelName::parse(pixelfarm_shapes::MODEL_NAME)?;
+            let rows = pixelfarm_shapes::eval::renoise(
+                &engine,
+                &model,
+                shape,
+                per_combination,
+                &strengths,
+                RenderSettings::default(),
+            )?;
+            println!(
+                "| strength | still a {} | mean fill |\n|---|---|---|",
+                shape.word()
+            );
+            for r in rows {
+                println!(
+                    "| {} | {}/{} | {:.3} |",
+                    r.strength, r.matched, r.total, r.mean_fill
+                );
+            }
         }
     }
     Ok(())
