@@ -3,14 +3,12 @@
 //! the analytic checker, on fixed seen and held-out prompts × seeds.
 //!
 //! - `shipped_model_passes_the_quality_gate`: the thresholds, ≥ 90 % of seen and ≥ 70 % of
-//!   held-out images match in shape, colour and background. The shipped model reaches the held-out
-//!   one but not the seen one yet (32/36, 88.9 %: one image short; see
-//!   `models/shapes/MODEL_CARD.md` for the measured table), so it is `#[ignore]`d; run it with
-//!   `cargo test -p pixelfarm-shapes --test quality_gate -- --include-ignored --nocapture`.
-//! - `shipped_model_holds_its_measured_accuracy` (active in CI): what the model does reach —
-//!   backgrounds, shape colours, each shape, and the overall rate as measured, with a margin — plus
-//!   seeds that reach the noise and a checker that rejects wrong captions, so a broken sampler,
-//!   guidance or seed path fails CI.
+//!   held-out images match in shape, colour and background (measured 36/36 and 20/24; the table is
+//!   in `models/shapes/MODEL_CARD.md`; `--nocapture` prints it).
+//! - `shipped_model_holds_its_measured_accuracy`: what the model reaches per check — backgrounds,
+//!   shape colours, each shape, as measured with a margin — plus seeds that reach the noise and a
+//!   checker that rejects wrong captions, so a broken sampler, guidance or seed path fails CI even
+//!   where the gate's totals would still pass.
 //! - `same_job_gives_same_bytes_and_guidance_reaches_the_pixels` (active).
 
 use pixelfarm_core::{ModelName, Renderer};
@@ -79,7 +77,6 @@ fn gate_run() -> Vec<Graded> {
 }
 
 #[test]
-#[ignore = "the shipped model reaches 88.9 % seen / 95.8 % held-out, short of 90 % seen (MODEL_CARD.md)"]
 fn shipped_model_passes_the_quality_gate() {
     let graded = gate_run();
     let acc = Accuracy::of(&graded, Verdict::matches);
@@ -103,21 +100,16 @@ fn shipped_model_holds_its_measured_accuracy() {
         "background and shape colour: {color:?}"
     );
 
-    // Each shape comes out as asked about as often as measured (circles 20/21, triangles 17/18,
-    // squares 14/21), and the whole check passes as often as measured (31/36 seen, 20/24 held-out):
-    // a regression in training, sampler or guidance shows here before anyone reads a contact sheet.
+    // Each shape comes out as asked about as often as measured (circles 18/21, triangles 18/18,
+    // squares 20/21): a regression in training, sampler or guidance shows here before anyone reads
+    // a contact sheet.
     let shape_rate = |shape: Shape| {
         let of: Vec<&Graded> = graded.iter().filter(|g| g.attrs.shape == shape).collect();
         of.iter().filter(|g| g.verdict.matches()).count() as f64 / of.len() as f64
     };
-    assert!(shape_rate(Shape::Circle) >= 0.9, "circles");
-    assert!(shape_rate(Shape::Triangle) >= 0.85, "triangles");
-    assert!(shape_rate(Shape::Square) >= 0.6, "squares");
-    let all = Accuracy::of(&graded, Verdict::matches);
-    assert!(
-        all.seen_rate() >= 0.8 && all.held_out_rate() >= 0.75,
-        "shape, colour and background: {all:?}"
-    );
+    assert!(shape_rate(Shape::Circle) >= 0.8, "circles");
+    assert!(shape_rate(Shape::Triangle) >= 0.9, "triangles");
+    assert!(shape_rate(Shape::Square) >= 0.85, "squares");
 
     // Negative control: the same images graded against a caption with another shape colour match
     // rarely, so the checker is not passing anything.
@@ -171,7 +163,7 @@ fn same_job_gives_same_bytes_and_guidance_reaches_the_pixels() {
 
 /// `renoise`, the low-noise diagnostic of the model card: at strength 0 the clean squares come
 /// back as they went in; from strength 0.1 (3 of 30 steps) the shipped model keeps nearly all
-/// (measured 99/100 with two placements per combination, 50/50 with one).
+/// (measured 97/100 with two placements per combination, 48/50 with one).
 #[test]
 fn renoised_clean_squares_stay_squares_at_low_noise() {
     let (engine, model) = engine();
