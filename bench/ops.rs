@@ -1,7 +1,7 @@
 //! `bench-ops`: milliseconds of the CPU ops that dominate the SD UNet and VAE (3x3 convolution,
-//! group norm, SiLU) at the shapes of the tiny model at 64 and 256 pixels, batch 1: candle's, and
-//! pixelfarm's own convolution (Winograd, and the im2col path it replaced) and group norm
-//! (`pixelfarm_diffusion::ops`, measured in the same run). `bench/ops_torch.py` times the same ops
+//! group norm, SiLU, attention) at the shapes of the tiny model at 64 and 256 pixels, batch 1:
+//! candle's, and pixelfarm's own convolution (Winograd, and the im2col path it replaced), group
+//! norm and attention (`pixelfarm_diffusion::ops`, measured in the same run). `bench/ops_torch.py` times the same ops
 //! in PyTorch; `bench/diffusion.sh` prints both.
 
 use candle_core::{DType, Device, Module, Tensor};
@@ -60,6 +60,39 @@ fn main() -> anyhow::Result<()> {
             conv / our_conv,
             im2col / our_conv,
             g / our_g
+        );
+    }
+    // Attention at the tiny UNet's shapes for one 256x256 image with guidance (2 rows): its top
+    // level's self-attention (2 heads of 16 over 32x32 tokens), cross-attention to the 77 text
+    // tokens, and the next level's self-attention (4 heads over 16x16). Inputs and output are
+    // `(rows, tokens, heads · d)`, as the projections give them; candle's path copies the heads out
+    // and back, as the SD blocks did before pixelfarm's kernel.
+    for (heads, s, t, d) in [
+        (2usize, 1024usize, 1024usize, 16usize),
+        (2, 1024, 77, 16),
+        (4, 256, 256, 16),
+    ] {
+        let q = Tensor::randn(0f32, 1., (2, s, heads * d), &dev)?;
+        let k = Tensor::randn(0f32, 1., (2, t, heads * d), &dev)?;
+        let v = Tensor::randn(0f32, 1., (2, t, heads * d), &dev)?;
+        let scale = 1.0 / (d as f64).sqrt();
+        let split = |x: &Tensor| -> candle_core::Result<Tensor> {
+            let (n, s, c) = x.dims3()?;
+            x.reshape((n, s, heads, c / heads))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let n = 10;
+        let composed = ms(n, || {
+            let scores = (split(&q)? * scale)?.matmul(&split(&k)?.t()?)?;
+            let y = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&split(&v)?)?;
+            y.transpose(1, 2)?.reshape((2, s, heads * d))
+        })?;
+        let ours = ms(n, || ops::attention(&q, &k, &v, heads, scale))?;
+        println!(
+            "attention 2 rows x {heads} heads, queries={s} keys={t} d={d}: candle {composed:.2} ms \
+             (pixelfarm {ours:.2} ms, {:.1}x)",
+            composed / ours
         );
     }
     Ok(())

@@ -166,27 +166,8 @@ impl CrossAttention {
 /// `softmax(q kᵀ · scale) v` over `heads` heads, for `(n, tokens, heads · d)` inputs and output,
 /// computed in f32.
 fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f64) -> Result<Tensor> {
-    let dtype = q.dtype();
-    let split = |t: &Tensor| -> Result<Tensor> {
-        let (n, s, c) = t.dims3()?;
-        let t = t.to_dtype(DType::F32)?;
-        if heads == 1 {
-            return Ok(t);
-        }
-        t.reshape((n, s, heads, c / heads))?
-            .transpose(1, 2)?
-            .reshape((n * heads, s, c / heads))
-    };
-    let (n, s, c) = q.dims3()?;
-    let y = ops::attention(&split(q)?, &split(k)?, &split(v)?, scale)?;
-    let y = if heads == 1 {
-        y
-    } else {
-        y.reshape((n, heads, s, c / heads))?
-            .transpose(1, 2)?
-            .reshape((n, s, c))?
-    };
-    y.to_dtype(dtype)
+    let f32 = |t: &Tensor| t.to_dtype(DType::F32);
+    ops::attention(&f32(q)?, &f32(k)?, &f32(v)?, heads, scale)?.to_dtype(q.dtype())
 }
 
 /// GEGLU feed-forward: `out(a · gelu(b))` where `[a, b] = proj(x)`.

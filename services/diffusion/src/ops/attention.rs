@@ -3,21 +3,39 @@
 //! they are still in cache, instead of one `(tokens × tokens)` matrix per head going through
 //! memory three times (scores, softmax, product) as separate tensor ops.
 //!
-//! Blocks are fixed runs of one head's query rows, so a head's result does not depend on the batch
-//! or the thread count.
+//! The kernels are pixelfarm's own, on `pulp` vectors (AVX-512 or AVX2 + FMA, chosen at run time),
+//! with the query rows along the vector lanes (see [`Block`]): the softmax's max and sum are then
+//! per lane, and keys and values are single values broadcast from where they lie. The SD UNets'
+//! heads are narrow (d = 16 in the tiny model, 40–160 in SD), where a general gemm spends as much
+//! on packing and edge tiles as on products. The heads are read from and written to the
+//! `(images, tokens, heads · d)` layout the linear projections produce, by stride, so no head is
+//! copied out or back in (those four strided copies per attention were single-threaded candle
+//! copies).
+//!
+//! Blocks are fixed runs of one image's and one head's query rows and every sum runs in a fixed
+//! order, so a head's result does not depend on the batch or the thread count.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
+use std::cell::RefCell;
 
-use super::math::{LANES, exp, max, vectorized};
-use super::{cpu_inference, f32_slice, matmul_into};
+use super::math::vectorized;
+use super::{OutPtr, cpu_inference, f32_slice};
 
 /// Query rows per block: 64 rows of scores against 1,024 keys are 256 KiB.
 const QUERY_BLOCK: usize = 64;
 
-/// `softmax(q kᵀ · scale) v` for `q` `(heads, s, d)`, `k` `(heads, t, d)`, `v` `(heads, t, dv)`.
+thread_local! {
+    /// Each pool thread's block buffers ([`Block`]), kept between blocks (and calls) so they are
+    /// neither allocated nor zeroed again: every value a real row reads is written first.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `softmax(q kᵀ · scale) v` per head, for `q` `(n, s, heads · d)`, `k` `(n, t, heads · d)` and
+/// `v` `(n, t, heads · dv)`; the output is `(n, s, heads · dv)`.
 #[derive(Debug, Clone, Copy)]
 struct Attention {
+    heads: usize,
     scale: f32,
 }
 
@@ -35,10 +53,11 @@ impl CustomOp3 for Attention {
         vs: &CpuStorage,
         vl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (heads, s, d) = ql.shape().dims3()?;
-        let (kh, t, kd) = kl.shape().dims3()?;
-        let (vh, vt, dv) = vl.shape().dims3()?;
-        if kh != heads || vh != heads || kd != d || vt != t || t == 0 || d == 0 || dv == 0 {
+        let (n, s, c) = ql.shape().dims3()?;
+        let (kn, t, kc) = kl.shape().dims3()?;
+        let (vn, vt, cv) = vl.shape().dims3()?;
+        let heads = self.heads;
+        if kn != n || vn != n || kc != c || vt != t || t == 0 || heads == 0 {
             bail!(
                 "attention: query {:?}, key {:?} and value {:?} do not fit",
                 ql.shape(),
@@ -46,98 +65,388 @@ impl CustomOp3 for Attention {
                 vl.shape()
             );
         }
+        if c == 0 || cv == 0 || c % heads != 0 || cv % heads != 0 {
+            bail!("attention: {heads} heads do not divide query width {c} and value width {cv}");
+        }
+        let (d, dv) = (c / heads, cv / heads);
         let q = f32_slice(qs, ql, "query")?;
         let k = f32_slice(ks, kl, "key")?;
         let v = f32_slice(vs, vl, "value")?;
-        let mut out = vec![0f32; heads * s * dv];
-        if s > 0 {
-            out.par_chunks_mut(s * dv).enumerate().for_each(|(h, out)| {
-                let (k, v) = (&k[h * t * d..][..t * d], &v[h * t * dv..][..t * dv]);
-                let q = &q[h * s * d..][..s * d];
-                out.par_chunks_mut(QUERY_BLOCK * dv)
-                    .enumerate()
-                    .for_each(|(b, out)| {
-                        let rows = out.len() / dv;
-                        // The scale goes on the queries (rows × d), not the scores (rows × t).
-                        let q: Vec<f32> = q[b * QUERY_BLOCK * d..][..rows * d]
-                            .iter()
-                            .map(|&v| v * self.scale)
-                            .collect();
-                        let mut scores = vec![0f32; rows * t];
-                        // scores (rows × t) = q (rows × d) · kᵀ (d × t)
-                        matmul_into((rows, t, d), &mut scores, t, false, &q, (d, 1), k, (1, d));
-                        let sums = vectorized(ExpRows(&mut scores, t));
-                        // out (rows × dv) = e^scores (rows × t) · v (t × dv), then each row over
-                        // its sum: the softmax's division on dv values a row instead of t.
-                        matmul_into((rows, dv, t), out, dv, false, &scores, (t, 1), v, (dv, 1));
-                        for (row, sum) in out.chunks_mut(dv).zip(sums) {
-                            let inv = 1.0 / sum;
-                            row.iter_mut().for_each(|v| *v *= inv);
+        let mut out = vec![0f32; n * s * cv];
+        let dst = OutPtr(out.as_mut_ptr());
+        let work: Vec<(usize, usize, usize)> = (0..n)
+            .flat_map(|i| (0..heads).map(move |h| (i, h)))
+            .flat_map(|(i, h)| (0..s).step_by(QUERY_BLOCK).map(move |q0| (i, h, q0)))
+            .collect();
+        work.par_iter().for_each(|&(i, h, q0)| {
+            let rows = (s - q0).min(QUERY_BLOCK);
+            SCRATCH.with_borrow_mut(|scratch| {
+                // This head's keys and values: `d` and `dv` values at offsets `h · d` and
+                // `h · dv` of each of this image's rows, read in place.
+                let keys = &k[i * t * c + h * d..][..(t - 1) * c + d];
+                let values = &v[i * t * cv + h * dv..][..(t - 1) * cv + dv];
+                let mut block = Block::new(scratch, rows, (t, d, dv), (keys, c), (values, cv));
+                // The queries transposed, with the scale on them (d × rows), not on the scores
+                // (t × rows).
+                for r in 0..rows {
+                    let src = &q[(i * s + q0 + r) * c + h * d..][..d];
+                    for (x, &value) in src.iter().enumerate() {
+                        block.qt[x * block.width + r] = value * self.scale;
+                    }
+                }
+                let sums = vectorized(&mut block);
+                // SAFETY: this task writes rows `q0..q0 + rows` of image `i`, columns
+                // `h · dv..(h + 1) · dv`, of the `(n, s, cv)` output: inside `out`, and a block
+                // no other task writes (the tasks' (image, head, query block) are distinct);
+                // `out` is not otherwise touched until every task has returned.
+                #[allow(unsafe_code)]
+                unsafe {
+                    let o = dst.at((i * s + q0) * cv + h * dv);
+                    for (r, sum) in sums.iter().enumerate().take(rows) {
+                        let row = std::slice::from_raw_parts_mut(o.add(r * cv), dv);
+                        // Each row over its sum: the softmax's division on dv values, not t.
+                        let inv = 1.0 / sum;
+                        for (x, o) in row.iter_mut().enumerate() {
+                            *o = block.out[x * block.width + r] * inv;
                         }
-                    });
+                    }
+                }
             });
-        }
-        Ok((CpuStorage::F32(out), Shape::from((heads, s, dv))))
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, s, cv))))
     }
 }
 
-/// [`exp_shifted`] of every row of `t` values; their sums.
-struct ExpRows<'a>(&'a mut [f32], usize);
+/// Vectors of query rows per register tile: a block's rows are padded to a multiple of this
+/// many vectors.
+const ROW_VECTORS: usize = 4;
 
-impl pulp::WithSimd for ExpRows<'_> {
+/// One block of query rows of one head, everything transposed so that the CPU's vectors run
+/// along the query rows: queries `(d, width)`, scores `(t, width)` and the unnormalised output
+/// `(dv, width)`, with `width` the rows rounded up to whole tiles. The row max and sum of the
+/// softmax are then per lane (no horizontal reductions), and keys and values are read as single
+/// values broadcast from their own layout (no packing). Padding columns hold whatever the
+/// scratch held: no real row reads them.
+struct Block<'a> {
+    qt: &'a mut [f32],
+    scores: &'a mut [f32],
+    out: &'a mut [f32],
+    /// The head's keys: `t` rows of `d` values, `stride` apart.
+    keys: (&'a [f32], usize),
+    /// The head's values: `t` rows of `dv` values, `stride` apart.
+    values: (&'a [f32], usize),
+    width: usize,
+    t: usize,
+    d: usize,
+    dv: usize,
+}
+
+impl<'a> Block<'a> {
+    /// The block's buffers, carved out of a thread's scratch (grown when too small).
+    fn new(
+        scratch: &'a mut Vec<f32>,
+        rows: usize,
+        (t, d, dv): (usize, usize, usize),
+        keys: (&'a [f32], usize),
+        values: (&'a [f32], usize),
+    ) -> Self {
+        let tile = ROW_VECTORS * MAX_LANES;
+        let width = rows.div_ceil(tile) * tile;
+        let sizes = [d * width, t * width, dv * width];
+        if scratch.len() < sizes.iter().sum() {
+            scratch.resize(sizes.iter().sum(), 0.0);
+        }
+        let (qt, rest) = scratch.split_at_mut(sizes[0]);
+        let (scores, rest) = rest.split_at_mut(sizes[1]);
+        Block {
+            qt,
+            scores,
+            out: &mut rest[..sizes[2]],
+            keys,
+            values,
+            width,
+            t,
+            d,
+            dv,
+        }
+    }
+}
+
+/// Widest vector of any CPU this runs on, in f32s (AVX-512): a block's width is a multiple of
+/// [`ROW_VECTORS`] of them.
+const MAX_LANES: usize = 16;
+
+impl pulp::WithSimd for &mut Block<'_> {
+    /// Each column's (query row's) sum of `e^(score − max)`, `width` of them.
     type Output = Vec<f32>;
 
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _: S) -> Vec<f32> {
-        let ExpRows(scores, t) = self;
-        let mut sums = Vec::with_capacity(scores.len() / t);
-        for row in scores.chunks_mut(t) {
-            sums.push(exp_shifted(row));
+    fn with_simd<S: pulp::Simd>(self, simd: S) -> Vec<f32> {
+        // Tiles of 4 keys (or value columns) × 4 row vectors on 32 vector registers (AVX-512),
+        // 2 × 4 on 16: 16 or 8 independent accumulators.
+        let wide = size_of::<S::f32s>() >= 64;
+        if wide {
+            scores_kernel::<S, 4>(simd, self);
+        } else {
+            scores_kernel::<S, 2>(simd, self);
+        }
+        let sums = softmax_kernel(simd, self);
+        if wide {
+            values_kernel::<S, 4>(simd, self);
+        } else {
+            values_kernel::<S, 2>(simd, self);
         }
         sums
     }
 }
 
-/// `row ← e^(row − max(row))`, in place; returns the new row's sum.
+/// The vectors a block's `width` columns make, and how many.
 #[inline(always)]
-fn exp_shifted(row: &mut [f32]) -> f32 {
-    let top = max(row);
-    let mut lanes = [0f32; LANES];
-    let mut chunks = row.chunks_exact_mut(LANES);
-    for c in &mut chunks {
-        for (v, acc) in c.iter_mut().zip(lanes.iter_mut()) {
-            *v = exp(*v - top);
-            *acc += *v;
-        }
-    }
-    let mut tail = 0f32;
-    for v in chunks.into_remainder() {
-        *v = exp(*v - top);
-        tail += *v;
-    }
-    lanes.iter().sum::<f32>() + tail
+fn row_vectors<S: pulp::Simd>(width: usize) -> usize {
+    let lanes = size_of::<S::f32s>() / size_of::<f32>();
+    assert!(
+        width.is_multiple_of(ROW_VECTORS * lanes),
+        "attention: block width {width} is not whole tiles"
+    );
+    width / lanes
 }
 
-/// `softmax(q kᵀ · scale) v` for `q` `(heads, s, d)`, `k` `(heads, t, d)`, `v` `(heads, t, dv)`
-/// (heads: batch × heads). In one blocked pass on a CPU in f32 when no gradient flows through the
-/// inputs (inference), else as candle tensor ops.
+/// `scores (t × width) = keys (t × d) · qt (d × width)`: tiles of `J` keys × [`ROW_VECTORS`]
+/// vectors of rows, each sum over `d` in order.
+#[inline(always)]
+fn scores_kernel<S: pulp::Simd, const J: usize>(simd: S, b: &mut Block) {
+    let rv = row_vectors::<S>(b.width);
+    let (keys, stride) = b.keys;
+    let (t, d) = (b.t, b.d);
+    assert!(
+        b.qt.len() == d * b.width
+            && b.scores.len() == t * b.width
+            && keys.len() == (t - 1) * stride + d,
+        "attention: scores kernel sizes"
+    );
+    let qt = S::as_simd_f32s(b.qt).0;
+    let scores = S::as_mut_simd_f32s(b.scores).0;
+    for g in (0..rv).step_by(ROW_VECTORS) {
+        let mut j = 0;
+        while j + J <= t {
+            scores_tile::<S, J>(simd, (qt, rv, g), (keys, stride, j, d), scores);
+            j += J;
+        }
+        while j < t {
+            scores_tile::<S, 1>(simd, (qt, rv, g), (keys, stride, j, d), scores);
+            j += 1;
+        }
+    }
+}
+
+/// Keys `j..j + J` × row vectors `g..g + ROW_VECTORS` of the scores.
+#[inline(always)]
+fn scores_tile<S: pulp::Simd, const J: usize>(
+    simd: S,
+    (qt, rv, g): (&[S::f32s], usize, usize),
+    (keys, stride, j, d): (&[f32], usize, usize, usize),
+    scores: &mut [S::f32s],
+) {
+    let mut acc = [[simd.splat_f32s(0.0); ROW_VECTORS]; J];
+    for x in 0..d {
+        // SAFETY: `x < d`, `g + ROW_VECTORS ≤ rv` and `j + J ≤ t` (the sizes the caller
+        // asserted): inside `qt` (`d × rv` vectors) and `keys` (`t` rows `stride` apart).
+        #[allow(unsafe_code)]
+        let q: [S::f32s; ROW_VECTORS] =
+            std::array::from_fn(|r| unsafe { *qt.get_unchecked(x * rv + g + r) });
+        for (jj, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: as above.
+            #[allow(unsafe_code)]
+            let key = simd.splat_f32s(unsafe { *keys.get_unchecked((j + jj) * stride + x) });
+            for (a, &q) in acc.iter_mut().zip(&q) {
+                *a = simd.mul_add_f32s(key, q, *a);
+            }
+        }
+    }
+    for (jj, acc) in acc.iter().enumerate() {
+        scores[(j + jj) * rv + g..][..ROW_VECTORS].copy_from_slice(acc);
+    }
+}
+
+/// Each score column (query row) `← e^(score − max)`, in place; returns the columns' sums.
+#[inline(always)]
+fn softmax_kernel<S: pulp::Simd>(simd: S, b: &mut Block) -> Vec<f32> {
+    let rv = row_vectors::<S>(b.width);
+    let k = ExpConsts::new(simd);
+    let scores = S::as_mut_simd_f32s(b.scores).0;
+    let mut sums = vec![0f32; b.width];
+    let sum_vectors = S::as_mut_simd_f32s(&mut sums).0;
+    for g in (0..rv).step_by(ROW_VECTORS) {
+        let mut top = [simd.splat_f32s(f32::NEG_INFINITY); ROW_VECTORS];
+        for row in scores.chunks_exact(rv) {
+            for (m, &x) in top.iter_mut().zip(&row[g..g + ROW_VECTORS]) {
+                *m = simd.max_f32s(*m, x);
+            }
+        }
+        let mut sum = [simd.splat_f32s(0.0); ROW_VECTORS];
+        for row in scores.chunks_exact_mut(rv) {
+            for ((x, s), &m) in row[g..g + ROW_VECTORS].iter_mut().zip(&mut sum).zip(&top) {
+                *x = exp_below(simd, &k, simd.sub_f32s(*x, m));
+                *s = simd.add_f32s(*s, *x);
+            }
+        }
+        sum_vectors[g..g + ROW_VECTORS].copy_from_slice(&sum);
+    }
+    sums
+}
+
+/// `out (dv × width) = valuesᵀ (dv × t) · e^scores (t × width)`: tiles of `C` value columns ×
+/// [`ROW_VECTORS`] vectors of rows, each sum over the keys in order.
+#[inline(always)]
+fn values_kernel<S: pulp::Simd, const C: usize>(simd: S, b: &mut Block) {
+    let rv = row_vectors::<S>(b.width);
+    let (values, stride) = b.values;
+    let (t, dv) = (b.t, b.dv);
+    assert!(
+        b.out.len() == dv * b.width
+            && b.scores.len() == t * b.width
+            && values.len() == (t - 1) * stride + dv,
+        "attention: values kernel sizes"
+    );
+    let p = S::as_simd_f32s(b.scores).0;
+    let out = S::as_mut_simd_f32s(b.out).0;
+    for g in (0..rv).step_by(ROW_VECTORS) {
+        let mut col = 0;
+        while col + C <= dv {
+            values_tile::<S, C>(simd, (p, rv, g, t), (values, stride, col), out);
+            col += C;
+        }
+        while col < dv {
+            values_tile::<S, 1>(simd, (p, rv, g, t), (values, stride, col), out);
+            col += 1;
+        }
+    }
+}
+
+/// Value columns `col..col + C` × row vectors `g..g + ROW_VECTORS` of the output.
+#[inline(always)]
+fn values_tile<S: pulp::Simd, const C: usize>(
+    simd: S,
+    (p, rv, g, t): (&[S::f32s], usize, usize, usize),
+    (values, stride, col): (&[f32], usize, usize),
+    out: &mut [S::f32s],
+) {
+    let mut acc = [[simd.splat_f32s(0.0); ROW_VECTORS]; C];
+    for j in 0..t {
+        // SAFETY: `j < t`, `g + ROW_VECTORS ≤ rv` and `col + C ≤ dv` (the sizes the caller
+        // asserted): inside `p` (`t × rv` vectors) and `values` (`t` rows `stride` apart).
+        #[allow(unsafe_code)]
+        let e: [S::f32s; ROW_VECTORS] =
+            std::array::from_fn(|r| unsafe { *p.get_unchecked(j * rv + g + r) });
+        for (cc, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: as above.
+            #[allow(unsafe_code)]
+            let value = simd.splat_f32s(unsafe { *values.get_unchecked(j * stride + col + cc) });
+            for (a, &e) in acc.iter_mut().zip(&e) {
+                *a = simd.mul_add_f32s(value, e, *a);
+            }
+        }
+    }
+    for (cc, acc) in acc.iter().enumerate() {
+        out[(col + cc) * rv + g..][..ROW_VECTORS].copy_from_slice(acc);
+    }
+}
+
+/// The constants of [`exp_below`], splatted once a block.
+struct ExpConsts<S: pulp::Simd> {
+    floor: S::f32s,
+    log2e: S::f32s,
+    round: S::f32s,
+    ln2_hi: S::f32s,
+    ln2_lo: S::f32s,
+    poly: [S::f32s; 7],
+    bias: S::u32s,
+    shift: S::u32s,
+}
+
+impl<S: pulp::Simd> ExpConsts<S> {
+    #[inline(always)]
+    fn new(simd: S) -> Self {
+        const POLY: [f32; 7] = [
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+            1.0,
+            1.0,
+        ];
+        ExpConsts {
+            floor: simd.splat_f32s(-87.3),
+            log2e: simd.splat_f32s(std::f32::consts::LOG2_E),
+            // Adding and subtracting 1.5 · 2^23 rounds to the nearest integer.
+            round: simd.splat_f32s(12_582_912.0),
+            // −ln 2, split so that `n · LN2_HI` is exact for the `n` that occur.
+            ln2_hi: simd.splat_f32s(-0.693_359_4),
+            ln2_lo: simd.splat_f32s(2.121_944_4e-4),
+            poly: POLY.map(|c| simd.splat_f32s(c)),
+            // `t`'s low mantissa bits hold `2^22 + n`: `n + 127` moves into the exponent.
+            bias: simd.splat_u32s(127u32.wrapping_sub(1 << 22)),
+            shift: simd.splat_u32s(23),
+        }
+    }
+}
+
+/// `e^x` for `x ≤ 0` (a score less its column's max), clamped below at `e^−87.3`.
+///
+/// The same Cody–Waite reduction and degree-6 polynomial as [`super::math::exp`], but with fused
+/// multiply-adds where the CPU has them (about a third of the instructions per value: this is
+/// the one `exp` per attention score) and only the lower clamp.
+#[inline(always)]
+fn exp_below<S: pulp::Simd>(simd: S, k: &ExpConsts<S>, x: S::f32s) -> S::f32s {
+    let x = simd.max_f32s(x, k.floor);
+    let t = simd.mul_add_f32s(x, k.log2e, k.round);
+    let n = simd.sub_f32s(t, k.round);
+    let r = simd.mul_add_f32s(n, k.ln2_lo, simd.mul_add_f32s(n, k.ln2_hi, x));
+    let mut p = k.poly[0];
+    for &c in &k.poly[1..] {
+        p = simd.mul_add_f32s(p, r, c);
+    }
+    let bits = simd.add_u32s(simd.transmute_u32s_f32s(t), k.bias);
+    let two_n = simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(bits, k.shift));
+    simd.mul_f32s(p, two_n)
+}
+
+/// `softmax(q kᵀ · scale) v` over `heads` heads, for `q` `(n, s, heads · d)`, `k` `(n, t, heads · d)`
+/// and `v` `(n, t, heads · dv)` (head `h` is columns `h · d..(h + 1) · d`), giving `(n, s, heads · dv)`.
+/// In one blocked pass on a CPU in f32 when no gradient flows through the inputs (inference), else
+/// as candle tensor ops.
 ///
 /// # Errors
 /// When the shapes do not fit.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f64) -> Result<Tensor> {
     if cpu_inference(&[q, k, v]) {
-        q.contiguous()?.apply_op3_no_bwd(
+        return q.contiguous()?.apply_op3_no_bwd(
             &k.contiguous()?,
             &v.contiguous()?,
             &Attention {
+                heads,
                 scale: scale as f32,
             },
-        )
-    } else {
-        // `softmax`, not `softmax_last_dim`: candle's fused one has no backward.
-        let scores = (q * scale)?.matmul(&k.t()?)?;
-        candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?.matmul(v)
+        );
     }
+    let (n, s, c) = q.dims3()?;
+    let cv = v.dims3()?.2;
+    if heads == 0 || c % heads != 0 || cv % heads != 0 {
+        bail!("attention: {heads} heads do not divide query width {c} and value width {cv}");
+    }
+    let split = |t: &Tensor| -> Result<Tensor> {
+        let (n, s, c) = t.dims3()?;
+        t.reshape((n, s, heads, c / heads))?
+            .transpose(1, 2)?
+            .reshape((n * heads, s, c / heads))
+    };
+    let scores = (split(q)? * scale)?.matmul(&split(k)?.t()?)?;
+    // `softmax`, not `softmax_last_dim`: candle's fused one has no backward.
+    let y = candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?.matmul(&split(v)?)?;
+    y.reshape((n, heads, s, cv / heads))?
+        .transpose(1, 2)?
+        .reshape((n, s, cv))
 }
 
 #[cfg(test)]
@@ -146,73 +455,105 @@ mod tests {
     use super::*;
     use candle_core::Var;
 
-    fn composed(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Tensor {
-        let scores = (q * scale).unwrap().matmul(&k.t().unwrap()).unwrap();
-        candle_nn::ops::softmax_last_dim(&scores)
+    /// The reference: each head copied out, candle's ops, the heads copied back.
+    fn composed(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f64) -> Tensor {
+        let split = |t: &Tensor| {
+            let (n, s, c) = t.dims3().unwrap();
+            let t = t.reshape((n, s, heads, c / heads)).unwrap();
+            t.transpose(1, 2).unwrap().contiguous().unwrap()
+        };
+        let scores = (split(q) * scale)
             .unwrap()
-            .matmul(v)
+            .matmul(&split(k).t().unwrap())
+            .unwrap();
+        let y = candle_nn::ops::softmax_last_dim(&scores)
             .unwrap()
+            .matmul(&split(v))
+            .unwrap();
+        let (n, s, _) = q.dims3().unwrap();
+        let cv = v.dims3().unwrap().2;
+        y.transpose(1, 2).unwrap().reshape((n, s, cv)).unwrap()
     }
 
-    /// Against candle's ops: several query blocks (the last one short), self- and
-    /// cross-attention, large scores (the max subtraction), one key.
+    /// Against candle's ops: several images, heads and query blocks (the last one short), self-
+    /// and cross-attention, value heads narrower than key heads, large scores (the max
+    /// subtraction), one key.
     #[test]
     fn matches_the_composed_ops() {
-        for (heads, s, t, d, dv, spread) in [
-            (3, 150, 150, 16, 16, 1.0),
-            (2, 70, 77, 8, 8, 1.0),
-            (1, 5, 1, 4, 6, 1.0),
-            (2, 64, 33, 8, 8, 30.0),
+        for (n, heads, s, t, d, dv, spread) in [
+            (2, 3, 150, 150, 16, 16, 1.0),
+            (1, 2, 70, 77, 8, 8, 1.0),
+            (2, 2, 40, 30, 8, 4, 1.0),
+            (1, 1, 5, 1, 4, 6, 1.0),
+            (2, 2, 64, 33, 8, 8, 30.0),
         ] {
-            let q = (randn(&[heads, s, d], 1, 0.0) * spread).unwrap();
-            let k = randn(&[heads, t, d], 2, 0.0);
-            let v = randn(&[heads, t, dv], 3, 0.0);
+            let q = (randn(&[n, s, heads * d], 1, 0.0) * spread).unwrap();
+            let k = randn(&[n, t, heads * d], 2, 0.0);
+            let v = randn(&[n, t, heads * dv], 3, 0.0);
             let scale = 1.0 / (d as f64).sqrt();
-            let ours = attention(&q, &k, &v, scale).unwrap();
-            let diff = max_diff(&ours, &composed(&q, &k, &v, scale));
+            let ours = attention(&q, &k, &v, heads, scale).unwrap();
+            let diff = max_diff(&ours, &composed(&q, &k, &v, heads, scale));
             assert!(diff <= 1e-5, "heads {heads} s {s} t {t}: {diff}");
         }
     }
 
-    /// A head gives the same bits alone and beside others, and gradients still flow when asked.
+    /// An image gives the same bits alone and in a batch, and gradients still flow when asked.
     #[test]
-    fn a_head_is_the_same_alone_and_gradients_fall_back() {
+    fn an_image_is_the_same_alone_and_gradients_fall_back() {
         let (q, k, v) = (
-            randn(&[4, 100, 8], 4, 0.0),
-            randn(&[4, 90, 8], 5, 0.0),
-            randn(&[4, 90, 8], 6, 0.0),
+            randn(&[4, 100, 16], 4, 0.0),
+            randn(&[4, 90, 16], 5, 0.0),
+            randn(&[4, 90, 16], 6, 0.0),
         );
-        let all = attention(&q, &k, &v, 0.3).unwrap();
+        let all = attention(&q, &k, &v, 2, 0.3).unwrap();
         let one = |t: &Tensor| t.narrow(0, 2, 1).unwrap();
-        let alone = attention(&one(&q), &one(&k), &one(&v), 0.3).unwrap();
+        let alone = attention(&one(&q), &one(&k), &one(&v), 2, 0.3).unwrap();
         assert_eq!(max_diff(&one(&all), &alone), 0.0);
         let qv = Var::from_tensor(&q).unwrap();
-        let y = attention(&qv, &k, &v, 0.3).unwrap();
+        let y = attention(&qv, &k, &v, 2, 0.3).unwrap();
         assert!(max_diff(&y, &all) <= 1e-5);
         let grads = y.sum_all().unwrap().backward().unwrap();
         assert!(grads.get(&qv).is_some());
     }
 
+    /// `exp_below` on every vector width the CPU runs, against `f32::exp` over the scores' range.
+    #[test]
+    fn the_softmax_exp_is_within_three_ulp() {
+        struct Exps<'a>(&'a mut [f32]);
+        impl pulp::WithSimd for Exps<'_> {
+            type Output = ();
+            #[inline(always)]
+            fn with_simd<S: pulp::Simd>(self, simd: S) {
+                let k = ExpConsts::new(simd);
+                let (head, tail) = S::as_mut_simd_f32s(self.0);
+                for v in head {
+                    *v = exp_below(simd, &k, *v);
+                }
+                let e = exp_below(simd, &k, simd.partial_load_f32s(tail));
+                simd.partial_store_f32s(tail, e);
+            }
+        }
+        let xs: Vec<f32> = (0..70_001).map(|i| -87.0 * i as f32 / 70_000.0).collect();
+        let mut es = xs.clone();
+        vectorized(Exps(&mut es));
+        for (&x, &e) in xs.iter().zip(&es) {
+            let ulps = (e.to_bits() as i64 - x.exp().to_bits() as i64).unsigned_abs();
+            assert!(ulps <= 3, "exp({x}): {e} is {ulps} ulp from {}", x.exp());
+        }
+        let mut below = [-1000.0f32];
+        vectorized(Exps(&mut below));
+        assert!(below[0] > 0.0 && below[0] < 1e-37);
+    }
+
     #[test]
     fn mismatched_shapes_are_an_error_not_a_panic() {
         let q = randn(&[2, 5, 4], 7, 0.0);
-        assert!(
-            attention(
-                &q,
-                &randn(&[2, 6, 3], 8, 0.0),
-                &randn(&[2, 6, 4], 9, 0.0),
-                1.0
-            )
-            .is_err()
-        );
-        assert!(
-            attention(
-                &q,
-                &randn(&[2, 6, 4], 8, 0.0),
-                &randn(&[2, 7, 4], 9, 0.0),
-                1.0
-            )
-            .is_err()
-        );
+        let (k, v) = (randn(&[2, 6, 4], 8, 0.0), randn(&[2, 6, 4], 9, 0.0));
+        let err = |r: Result<Tensor>| r.unwrap_err().to_string();
+        assert!(err(attention(&q, &randn(&[2, 6, 3], 8, 0.0), &v, 1, 1.0)).contains("do not fit"));
+        assert!(err(attention(&q, &k, &randn(&[2, 7, 4], 9, 0.0), 1, 1.0)).contains("do not fit"));
+        assert!(err(attention(&q, &k, &v, 3, 1.0)).contains("3 heads do not divide"));
+        let tracked = Var::from_tensor(&q).unwrap();
+        assert!(err(attention(&tracked, &k, &v, 3, 1.0)).contains("3 heads do not divide"));
     }
 }

@@ -1,18 +1,20 @@
-//! `exp` (and SiLU over it) as plain arithmetic that the compiler vectorises: the softmax of
-//! attention and the SiLU after every group norm take one per value, and the C library's `expf`
-//! is a scalar call (it was a fifth of a 256×256 render's time before this).
+//! `exp` (and SiLU over it) as plain arithmetic that the compiler vectorises: the SiLU after every
+//! group norm and GEGLU's erf take one per value, and the C library's `expf` is a scalar call (it
+//! was a fifth of a 256×256 render's time before this, in attention's softmax, which now has an
+//! explicit-vector version of its own with fused multiply-adds: `attention::exp_below`).
 //!
 //! Cody–Waite range reduction to `r ∈ [−ln2/2, ln2/2]` and a degree-6 Taylor polynomial: within
 //! 3 ulp of `f32::exp` over the range that matters (tested), the same bits on every x86-64 CPU
 //! (no fused multiply-add is formed, so vector and scalar code agree), saturating instead of
 //! overflowing.
 
-/// `kernel` run compiled for the best vector instructions this CPU has (AVX2 + FMA on x86-64
-/// where present; the build's baseline is SSE2), so that its loops over [`exp`] and friends take
-/// eight values at a time. The kernel's `with_simd` must be `#[inline(always)]` and call only
+/// `kernel` run compiled for the best vector instructions this CPU has (AVX-512 or AVX2 + FMA on
+/// x86-64 where present; the build's baseline is SSE2), so that its loops over [`exp`] and friends
+/// take eight values at a time. The kernel's `with_simd` must be `#[inline(always)]` and call only
 /// `#[inline(always)]` code for its loops (closures and generic library functions are not inlined
-/// into the target-feature context, and then nothing changes). No multiply-add is fused either
-/// way, so the results are the same bits on every CPU.
+/// into the target-feature context, and then nothing changes: in attention's kernels a closure
+/// made them ten times slower). [`exp`] fuses no multiply-add either way, so its results are the
+/// same bits on every CPU; kernels written on `pulp::Simd` vectors may fuse them.
 #[inline(always)]
 pub(super) fn vectorized<K: pulp::WithSimd>(kernel: K) -> K::Output {
     pulp::Arch::new().dispatch(kernel)
@@ -71,28 +73,8 @@ pub(super) fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
-/// Independent accumulators of [`max`] and of sums elsewhere, so their loops vectorise.
+/// Independent accumulators of sums elsewhere, so their loops vectorise.
 pub(super) const LANES: usize = 8;
-
-/// The largest value of `x` (−∞ for none).
-#[inline(always)]
-pub(super) fn max(x: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; LANES];
-    let mut chunks = x.chunks_exact(LANES);
-    for c in &mut chunks {
-        acc.iter_mut().zip(c).for_each(|(a, &v)| *a = larger(*a, v));
-    }
-    let rest = chunks.remainder().iter();
-    acc.iter()
-        .chain(rest)
-        .fold(f32::NEG_INFINITY, |m, &v| larger(m, v))
-}
-
-/// The larger of `a` and `b` as one select (`b` if either is NaN).
-#[inline(always)]
-fn larger(a: f32, b: f32) -> f32 {
-    if a > b { a } else { b }
-}
 
 #[cfg(test)]
 mod tests {
@@ -142,14 +124,6 @@ mod tests {
         }
         assert_eq!(gelu(-30.0), -0.0);
         assert_eq!(gelu(30.0), 30.0);
-    }
-
-    #[test]
-    fn max_sees_every_value() {
-        let x: Vec<f32> = (0..19).map(|i| (i as f32 - 9.0).powi(3)).collect();
-        assert_eq!(max(&x), 729.0);
-        assert_eq!(max(&x[..3]), -343.0);
-        assert_eq!(max(&[]), f32::NEG_INFINITY);
     }
 
     #[test]
