@@ -11,6 +11,13 @@
 //! a small machine candle's spinning workers take the cores that rayon's need: in a 256×256 render
 //! on 2 cores a quarter of the CPU samples were spinning pool threads. [`settle`] also sets
 //! [`SPIN_VAR`] to [`SPIN_LIMIT`] unless the user set it.
+//!
+//! Rendering allocates and frees the same large activation buffers (hundreds of KiB to MiB) every
+//! step. glibc's `malloc` serves blocks above its mmap threshold (128 KiB, growing only as such
+//! blocks are freed) with fresh `mmap`s, so each step paid page faults and kernel page zeroing:
+//! 8 % of a 256×256 batch-4 render's CPU samples (`perf`). [`settle`] raises the threshold to
+//! [`MMAP_THRESHOLD`] and the trim threshold to [`TRIM_THRESHOLD`], so freed buffers are reused
+//! from the heap; the cost is that a process keeps its peak heap instead of returning it.
 
 /// The variable candle (and rayon's global pool) read.
 pub const VAR: &str = "RAYON_NUM_THREADS";
@@ -21,6 +28,13 @@ pub const SPIN_VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
 /// pixelfarm's default for [`SPIN_VAR`]: sleep at once (measured in docs/benchmarks.md).
 pub const SPIN_LIMIT: u32 = 0;
 
+/// glibc's mmap threshold under pixelfarm: its maximum on 64-bit (blocks above it still get their
+/// own mapping).
+pub const MMAP_THRESHOLD: i32 = 32 << 20;
+
+/// Free heap memory glibc keeps before returning it to the system, under pixelfarm.
+pub const TRIM_THRESHOLD: i32 = 1 << 30;
+
 /// The thread count candle would pick by itself (physical cores), capped at what this process may
 /// run on (`available_parallelism` follows CPU affinity and cgroup quotas, e.g. a Kubernetes CPU
 /// limit, which `/proc/cpuinfo` does not).
@@ -29,8 +43,9 @@ pub fn default_count() -> usize {
     num_cpus::get_physical().clamp(1, allowed)
 }
 
-/// Sets [`VAR`] to [`default_count`] unless the user set it to a thread count already, and
-/// [`SPIN_VAR`] to [`SPIN_LIMIT`] unless the user set it to a number.
+/// Sets [`VAR`] to [`default_count`] unless the user set it to a thread count already,
+/// [`SPIN_VAR`] to [`SPIN_LIMIT`] unless the user set it to a number, and (with glibc) the
+/// allocator's thresholds unless the user tuned its `malloc` (`GLIBC_TUNABLES`, `MALLOC_*_`).
 ///
 /// # Safety
 /// It writes the process environment, so no other thread may run yet (nor read the environment
@@ -46,6 +61,20 @@ pub unsafe fn settle() {
     if !std::env::var(SPIN_VAR).is_ok_and(|v| v.parse::<u32>().is_ok()) {
         // SAFETY: as above.
         unsafe { std::env::set_var(SPIN_VAR, SPIN_LIMIT.to_string()) };
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let tuned = std::env::vars_os().any(|(k, v)| {
+            let (k, v) = (k.to_string_lossy(), v.to_string_lossy());
+            (k == "GLIBC_TUNABLES" && v.contains("malloc")) || k.starts_with("MALLOC_")
+        });
+        if !tuned {
+            // SAFETY: `mallopt` only sets two allocator parameters; no other thread exists yet.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+            }
+        }
     }
 }
 
