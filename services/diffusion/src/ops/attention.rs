@@ -19,7 +19,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
-use super::math::vectorized;
+use super::math::{ExpConsts, exp_below, vectorized};
 use super::{OutPtr, cpu_inference, f32_slice};
 
 /// Query rows per block: 64 rows of scores against 1,024 keys are 256 KiB.
@@ -352,66 +352,6 @@ fn values_tile<S: pulp::Simd, const C: usize>(
     }
 }
 
-/// The constants of [`exp_below`], splatted once a block.
-struct ExpConsts<S: pulp::Simd> {
-    floor: S::f32s,
-    log2e: S::f32s,
-    round: S::f32s,
-    ln2_hi: S::f32s,
-    ln2_lo: S::f32s,
-    poly: [S::f32s; 7],
-    bias: S::u32s,
-    shift: S::u32s,
-}
-
-impl<S: pulp::Simd> ExpConsts<S> {
-    #[inline(always)]
-    fn new(simd: S) -> Self {
-        const POLY: [f32; 7] = [
-            1.0 / 720.0,
-            1.0 / 120.0,
-            1.0 / 24.0,
-            1.0 / 6.0,
-            0.5,
-            1.0,
-            1.0,
-        ];
-        ExpConsts {
-            floor: simd.splat_f32s(-87.3),
-            log2e: simd.splat_f32s(std::f32::consts::LOG2_E),
-            // Adding and subtracting 1.5 · 2^23 rounds to the nearest integer.
-            round: simd.splat_f32s(12_582_912.0),
-            // −ln 2, split so that `n · LN2_HI` is exact for the `n` that occur.
-            ln2_hi: simd.splat_f32s(-0.693_359_4),
-            ln2_lo: simd.splat_f32s(2.121_944_4e-4),
-            poly: POLY.map(|c| simd.splat_f32s(c)),
-            // `t`'s low mantissa bits hold `2^22 + n`: `n + 127` moves into the exponent.
-            bias: simd.splat_u32s(127u32.wrapping_sub(1 << 22)),
-            shift: simd.splat_u32s(23),
-        }
-    }
-}
-
-/// `e^x` for `x ≤ 0` (a score less its column's max), clamped below at `e^−87.3`.
-///
-/// The same Cody–Waite reduction and degree-6 polynomial as [`super::math::exp`], but with fused
-/// multiply-adds where the CPU has them (about a third of the instructions per value: this is
-/// the one `exp` per attention score) and only the lower clamp.
-#[inline(always)]
-fn exp_below<S: pulp::Simd>(simd: S, k: &ExpConsts<S>, x: S::f32s) -> S::f32s {
-    let x = simd.max_f32s(x, k.floor);
-    let t = simd.mul_add_f32s(x, k.log2e, k.round);
-    let n = simd.sub_f32s(t, k.round);
-    let r = simd.mul_add_f32s(n, k.ln2_lo, simd.mul_add_f32s(n, k.ln2_hi, x));
-    let mut p = k.poly[0];
-    for &c in &k.poly[1..] {
-        p = simd.mul_add_f32s(p, r, c);
-    }
-    let bits = simd.add_u32s(simd.transmute_u32s_f32s(t), k.bias);
-    let two_n = simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(bits, k.shift));
-    simd.mul_f32s(p, two_n)
-}
-
 /// `softmax(q kᵀ · scale) v` over `heads` heads, for `q` `(n, s, heads · d)`, `k` `(n, t, heads · d)`
 /// and `v` `(n, t, heads · dv)` (head `h` is columns `h · d..(h + 1) · d`), giving `(n, s, heads · dv)`.
 /// In one blocked pass on a CPU in f32 when no gradient flows through the inputs (inference), else
@@ -514,35 +454,6 @@ mod tests {
         assert!(max_diff(&y, &all) <= 1e-5);
         let grads = y.sum_all().unwrap().backward().unwrap();
         assert!(grads.get(&qv).is_some());
-    }
-
-    /// `exp_below` on every vector width the CPU runs, against `f32::exp` over the scores' range.
-    #[test]
-    fn the_softmax_exp_is_within_three_ulp() {
-        struct Exps<'a>(&'a mut [f32]);
-        impl pulp::WithSimd for Exps<'_> {
-            type Output = ();
-            #[inline(always)]
-            fn with_simd<S: pulp::Simd>(self, simd: S) {
-                let k = ExpConsts::new(simd);
-                let (head, tail) = S::as_mut_simd_f32s(self.0);
-                for v in head {
-                    *v = exp_below(simd, &k, *v);
-                }
-                let e = exp_below(simd, &k, simd.partial_load_f32s(tail));
-                simd.partial_store_f32s(tail, e);
-            }
-        }
-        let xs: Vec<f32> = (0..70_001).map(|i| -87.0 * i as f32 / 70_000.0).collect();
-        let mut es = xs.clone();
-        vectorized(Exps(&mut es));
-        for (&x, &e) in xs.iter().zip(&es) {
-            let ulps = (e.to_bits() as i64 - x.exp().to_bits() as i64).unsigned_abs();
-            assert!(ulps <= 3, "exp({x}): {e} is {ulps} ulp from {}", x.exp());
-        }
-        let mut below = [-1000.0f32];
-        vectorized(Exps(&mut below));
-        assert!(below[0] > 0.0 && below[0] < 1e-37);
     }
 
     #[test]

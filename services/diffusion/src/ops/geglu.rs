@@ -4,7 +4,7 @@
 use candle_core::{CpuStorage, CustomOp1, D, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use super::math::{gelu, vectorized};
+use super::math::{ExpConsts, gelu, gelu_below, vectorized};
 use super::{cpu_inference, f32_slice};
 
 /// Rows per task.
@@ -51,12 +51,20 @@ impl pulp::WithSimd for GateRows<'_> {
     type Output = ();
 
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _: S) {
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
         let inner = self.inner;
+        let k = ExpConsts::new(simd);
         for (o, h) in self.out.chunks_mut(inner).zip(self.h.chunks(2 * inner)) {
             let (a, b) = h.split_at(inner);
-            for j in 0..inner {
-                o[j] = a[j] * gelu(b[j]);
+            let (o, o_tail) = S::as_mut_simd_f32s(o);
+            let (a, a_tail) = S::as_simd_f32s(a);
+            let (b, b_tail) = S::as_simd_f32s(b);
+            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                *o = simd.mul_f32s(a, gelu_below(simd, &k, b));
+            }
+            // The values past the last whole vector (when `inner` is not a multiple of it).
+            for ((o, &a), &b) in o_tail.iter_mut().zip(a_tail).zip(b_tail) {
+                *o = a * gelu(b);
             }
         }
     }
@@ -88,11 +96,12 @@ mod tests {
 
     #[test]
     fn matches_candles_ops_and_keeps_gradients() {
-        let h = (randn(&[2, 131, 24], 31, 0.0) * 3.0).unwrap();
+        // 2 × 40 values a row: whole vectors and a tail on every vector width.
+        let h = (randn(&[2, 131, 80], 31, 0.0) * 3.0).unwrap();
         let ours = geglu(&h).unwrap();
         let hv = Var::from_tensor(&h).unwrap();
         let theirs = geglu(&hv).unwrap();
-        assert_eq!(ours.dims(), &[2, 131, 12]);
+        assert_eq!(ours.dims(), &[2, 131, 40]);
         assert!(max_diff(&ours, &theirs) <= 1e-5);
         let grads = theirs.sum_all().unwrap().backward().unwrap();
         assert!(grads.get(&hv).is_some());
