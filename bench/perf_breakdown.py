@@ -14,6 +14,8 @@ import sys
 CATEGORIES = [
     ("attention (ops)", "ops::attention"),
     ("convolution (ops)", "ops::conv"),
+    ("Winograd convolution (ops)", "ops::winograd"),
+    ("linear layers (ops)", "ops::linear"),
     ("group norm (ops)", "ops::group_norm"),
     ("geglu (ops)", "ops::geglu"),
     ("layer norm (candle)", "layer_norm"),
