@@ -182,19 +182,25 @@ impl pulp::WithSimd for &mut Block<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) -> Vec<f32> {
+        let (t, d, dv, width) = (self.t, self.d, self.dv, self.width);
+        // scores (t × width) = keys (t × d) · qt (d × width), keys `stride` apart.
+        let (keys, k_stride) = self.keys;
+        let keys = (keys, k_stride, 1);
+        // out (dv × width) = valuesᵀ (dv × t) · e^scores (t × width), values `stride` apart.
+        let (values, v_stride) = self.values;
+        let values = (values, 1, v_stride);
         // Tiles of 4 keys (or value columns) × 4 row vectors on 32 vector registers (AVX-512),
         // 2 × 4 on 16: 16 or 8 independent accumulators.
-        let wide = size_of::<S::f32s>() >= 64;
-        if wide {
-            scores_kernel::<S, 4>(simd, self);
+        if size_of::<S::f32s>() >= 64 {
+            broadcast_product::<S, 4>(simd, self.qt, keys, (t, d), width, self.scores);
         } else {
-            scores_kernel::<S, 2>(simd, self);
+            broadcast_product::<S, 2>(simd, self.qt, keys, (t, d), width, self.scores);
         }
         let sums = softmax_kernel(simd, self);
-        if wide {
-            values_kernel::<S, 4>(simd, self);
+        if size_of::<S::f32s>() >= 64 {
+            broadcast_product::<S, 4>(simd, self.scores, values, (dv, t), width, self.out);
         } else {
-            values_kernel::<S, 2>(simd, self);
+            broadcast_product::<S, 2>(simd, self.scores, values, (dv, t), width, self.out);
         }
         sums
     }
@@ -211,60 +217,69 @@ fn row_vectors<S: pulp::Simd>(width: usize) -> usize {
     width / lanes
 }
 
-/// `scores (t × width) = keys (t × d) · qt (d × width)`: tiles of `J` keys × [`ROW_VECTORS`]
-/// vectors of rows, each sum over `d` in order.
+/// `out (n × width) = b (n × m) · a (m × width)`, where `b`'s value `(i, x)` lies at
+/// `i · bi + x · bx` and is broadcast: tiles of `T` rows of `out` (then single rows) ×
+/// [`ROW_VECTORS`] vectors of columns, each sum over `m` in order. Both of attention's products.
 #[inline(always)]
-fn scores_kernel<S: pulp::Simd, const J: usize>(simd: S, b: &mut Block) {
-    let rv = row_vectors::<S>(b.width);
-    let (keys, stride) = b.keys;
-    let (t, d) = (b.t, b.d);
+fn broadcast_product<S: pulp::Simd, const T: usize>(
+    simd: S,
+    a: &[f32],
+    (b, bi, bx): (&[f32], usize, usize),
+    (n, m): (usize, usize),
+    width: usize,
+    out: &mut [f32],
+) {
+    let rv = row_vectors::<S>(width);
     assert!(
-        b.qt.len() == d * b.width
-            && b.scores.len() == t * b.width
-            && keys.len() == (t - 1) * stride + d,
-        "attention: scores kernel sizes"
+        n > 0
+            && m > 0
+            && a.len() == m * width
+            && out.len() == n * width
+            && b.len() == (n - 1) * bi + (m - 1) * bx + 1,
+        "attention: product sizes"
     );
-    let qt = S::as_simd_f32s(b.qt).0;
-    let scores = S::as_mut_simd_f32s(b.scores).0;
+    let a = S::as_simd_f32s(a).0;
+    let out = S::as_mut_simd_f32s(out).0;
     for g in (0..rv).step_by(ROW_VECTORS) {
-        let mut j = 0;
-        while j + J <= t {
-            scores_tile::<S, J>(simd, (qt, rv, g), (keys, stride, j, d), scores);
-            j += J;
+        let mut i = 0;
+        while i + T <= n {
+            broadcast_tile::<S, T>(simd, (a, rv, g, m), (b, bi, bx, i), out);
+            i += T;
         }
-        while j < t {
-            scores_tile::<S, 1>(simd, (qt, rv, g), (keys, stride, j, d), scores);
-            j += 1;
+        while i < n {
+            broadcast_tile::<S, 1>(simd, (a, rv, g, m), (b, bi, bx, i), out);
+            i += 1;
         }
     }
 }
 
-/// Keys `j..j + J` × row vectors `g..g + ROW_VECTORS` of the scores.
+/// Rows `i..i + T` × column vectors `g..g + ROW_VECTORS` of a [`broadcast_product`].
 #[inline(always)]
-fn scores_tile<S: pulp::Simd, const J: usize>(
+fn broadcast_tile<S: pulp::Simd, const T: usize>(
     simd: S,
-    (qt, rv, g): (&[S::f32s], usize, usize),
-    (keys, stride, j, d): (&[f32], usize, usize, usize),
-    scores: &mut [S::f32s],
+    (a, rv, g, m): (&[S::f32s], usize, usize, usize),
+    (b, bi, bx, i): (&[f32], usize, usize, usize),
+    out: &mut [S::f32s],
 ) {
-    let mut acc = [[simd.splat_f32s(0.0); ROW_VECTORS]; J];
-    for x in 0..d {
-        // SAFETY: `x < d`, `g + ROW_VECTORS ≤ rv` and `j + J ≤ t` (the sizes the caller
-        // asserted): inside `qt` (`d × rv` vectors) and `keys` (`t` rows `stride` apart).
+    let mut acc = [[simd.splat_f32s(0.0); ROW_VECTORS]; T];
+    for x in 0..m {
+        // SAFETY: `x < m`, `g + ROW_VECTORS ≤ rv` and `i + T ≤ n` (the sizes
+        // `broadcast_product` asserted): inside `a` (`m × rv` vectors) and `b` (its last value
+        // is at `(n − 1) · bi + (m − 1) · bx`).
         #[allow(unsafe_code)]
-        let q: [S::f32s; ROW_VECTORS] =
-            std::array::from_fn(|r| unsafe { *qt.get_unchecked(x * rv + g + r) });
-        for (jj, acc) in acc.iter_mut().enumerate() {
+        let av: [S::f32s; ROW_VECTORS] =
+            std::array::from_fn(|r| unsafe { *a.get_unchecked(x * rv + g + r) });
+        for (ii, acc) in acc.iter_mut().enumerate() {
             // SAFETY: as above.
             #[allow(unsafe_code)]
-            let key = simd.splat_f32s(unsafe { *keys.get_unchecked((j + jj) * stride + x) });
-            for (a, &q) in acc.iter_mut().zip(&q) {
-                *a = simd.mul_add_f32s(key, q, *a);
+            let bv = simd.splat_f32s(unsafe { *b.get_unchecked((i + ii) * bi + x * bx) });
+            for (s, &av) in acc.iter_mut().zip(&av) {
+                *s = simd.mul_add_f32s(bv, av, *s);
             }
         }
     }
-    for (jj, acc) in acc.iter().enumerate() {
-        scores[(j + jj) * rv + g..][..ROW_VECTORS].copy_from_slice(acc);
+    for (ii, acc) in acc.iter().enumerate() {
+        out[(i + ii) * rv + g..][..ROW_VECTORS].copy_from_slice(acc);
     }
 }
 
@@ -293,63 +308,6 @@ fn softmax_kernel<S: pulp::Simd>(simd: S, b: &mut Block) -> Vec<f32> {
         sum_vectors[g..g + ROW_VECTORS].copy_from_slice(&sum);
     }
     sums
-}
-
-/// `out (dv × width) = valuesᵀ (dv × t) · e^scores (t × width)`: tiles of `C` value columns ×
-/// [`ROW_VECTORS`] vectors of rows, each sum over the keys in order.
-#[inline(always)]
-fn values_kernel<S: pulp::Simd, const C: usize>(simd: S, b: &mut Block) {
-    let rv = row_vectors::<S>(b.width);
-    let (values, stride) = b.values;
-    let (t, dv) = (b.t, b.dv);
-    assert!(
-        b.out.len() == dv * b.width
-            && b.scores.len() == t * b.width
-            && values.len() == (t - 1) * stride + dv,
-        "attention: values kernel sizes"
-    );
-    let p = S::as_simd_f32s(b.scores).0;
-    let out = S::as_mut_simd_f32s(b.out).0;
-    for g in (0..rv).step_by(ROW_VECTORS) {
-        let mut col = 0;
-        while col + C <= dv {
-            values_tile::<S, C>(simd, (p, rv, g, t), (values, stride, col), out);
-            col += C;
-        }
-        while col < dv {
-            values_tile::<S, 1>(simd, (p, rv, g, t), (values, stride, col), out);
-            col += 1;
-        }
-    }
-}
-
-/// Value columns `col..col + C` × row vectors `g..g + ROW_VECTORS` of the output.
-#[inline(always)]
-fn values_tile<S: pulp::Simd, const C: usize>(
-    simd: S,
-    (p, rv, g, t): (&[S::f32s], usize, usize, usize),
-    (values, stride, col): (&[f32], usize, usize),
-    out: &mut [S::f32s],
-) {
-    let mut acc = [[simd.splat_f32s(0.0); ROW_VECTORS]; C];
-    for j in 0..t {
-        // SAFETY: `j < t`, `g + ROW_VECTORS ≤ rv` and `col + C ≤ dv` (the sizes the caller
-        // asserted): inside `p` (`t × rv` vectors) and `values` (`t` rows `stride` apart).
-        #[allow(unsafe_code)]
-        let e: [S::f32s; ROW_VECTORS] =
-            std::array::from_fn(|r| unsafe { *p.get_unchecked(j * rv + g + r) });
-        for (cc, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: as above.
-            #[allow(unsafe_code)]
-            let value = simd.splat_f32s(unsafe { *values.get_unchecked(j * stride + col + cc) });
-            for (a, &e) in acc.iter_mut().zip(&e) {
-                *a = simd.mul_add_f32s(value, e, *a);
-            }
-        }
-    }
-    for (cc, acc) in acc.iter().enumerate() {
-        out[(col + cc) * rv + g..][..ROW_VECTORS].copy_from_slice(acc);
-    }
 }
 
 /// `softmax(q kᵀ · scale) v` over `heads` heads, for `q` `(n, s, heads · d)`, `k` `(n, t, heads · d)`
