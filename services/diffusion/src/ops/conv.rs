@@ -5,7 +5,8 @@
 //! - weight gradient: `dW += dY[:, tile] · colᵀ`, per fixed chunk of images, chunks added in order.
 //!
 //! 1×1 convolutions with stride 1 skip the im2col: the image's rows are the column matrix; 3×3
-//! ones with stride 1 and padding 1 run their forward as Winograd F(2×2, 3×3) ([`super::winograd`]).
+//! ones with stride 1 and padding 1 run their forward as Winograd F(2×2, 3×3) on images of 64×64
+//! pixels and more ([`super::winograd`]), as a direct convolution below that ([`super::direct`]).
 
 use candle_core::{
     CpuStorage, CustomOp2, CustomOp3, Device, Layout, Module, Result, Shape, Tensor, bail,
@@ -193,8 +194,9 @@ impl Geometry {
 struct Conv {
     stride: usize,
     pad: usize,
-    /// Whether the forward may take the Winograd path where it applies (else always im2col).
-    winograd: bool,
+    /// Whether the forward may take the Winograd or direct path where one applies (else always
+    /// im2col).
+    own_kernels: bool,
 }
 
 impl Conv {
@@ -202,7 +204,7 @@ impl Conv {
         Conv {
             stride,
             pad,
-            winograd: true,
+            own_kernels: true,
         }
     }
 }
@@ -223,8 +225,11 @@ impl Conv {
     /// the threads; each task computes its tile with the same gemm whatever the batch, straight
     /// into its place in the output, and adds the epilogue's terms to it there.
     fn forward(&self, g: &Geometry, x: &[f32], wt: &[f32], e: Epilogue) -> Vec<f32> {
-        if self.winograd && super::winograd::applies(g) {
+        if self.own_kernels && super::winograd::applies(g) {
             return super::winograd::forward(g, x, wt, e);
+        }
+        if self.own_kernels && super::direct::applies(g) {
+            return super::direct::forward(g, x, wt, e);
         }
         let plane = g.ho * g.wo;
         let mut y = vec![0f32; g.n * g.out_len()];
@@ -489,14 +494,14 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Res
     conv2d_op(x, weight, Conv::new(stride, padding))
 }
 
-/// [`conv2d`] with its forward always im2col + gemm, never Winograd: the baseline the Winograd path
-/// is measured and tested against.
+/// [`conv2d`] with its forward always im2col + gemm, never Winograd or direct: the baseline those
+/// paths are measured and tested against.
 ///
 /// # Errors
 /// When the shapes do not fit.
 pub fn conv2d_im2col(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
     let op = Conv {
-        winograd: false,
+        own_kernels: false,
         ..Conv::new(stride, padding)
     };
     conv2d_op(x, weight, op)
@@ -767,12 +772,15 @@ mod tests {
         );
     }
 
-    /// The Winograd forward (images of 64×64 pixels and more) against im2col's, with every
-    /// epilogue term, on odd sizes (partial tiles) and a row wider than one block of tiles (blocks
-    /// of one tile row); an image gives the same bits alone as in its batch.
-    #[test]
-    fn winograd_matches_im2col() {
-        for (n, c, h, w, co) in [(2, 6, 65, 67, 5), (1, 64, 33, 130, 16), (3, 32, 64, 64, 8)] {
+    /// `layer.forward_add` with every epilogue term against im2col's convolution plus the same
+    /// terms as tensor adds, within `1e-5` of the largest value, on geometries where `Conv`'s
+    /// forward takes the path `taken` names; and an image gives the same bits alone as in its
+    /// batch.
+    fn matches_im2col(cases: &[(usize, usize, usize, usize, usize)], taken: fn(&Geometry) -> bool) {
+        for &(n, c, h, w, co) in cases {
+            let case = format!("n {n} c {c} {h}x{w} co {co}");
+            let g = Geometry::new(&(n, c, h, w).into(), &(co, c, 3, 3).into(), 1, 1).unwrap();
+            assert!(taken(&g), "{case}: another path");
             let x = randn(&[n, c, h, w], 31, 0.0);
             let layer = Conv2d {
                 weight: randn(&[co, c, 3, 3], 32, 0.0),
@@ -782,7 +790,7 @@ mod tests {
             };
             let shift = randn(&[n, co], 34, 0.0);
             let residual = randn(&[n, co, h, w], 35, 0.0);
-            let winograd = layer
+            let ours = layer
                 .forward_add(&x, Some(&shift), Some(&residual))
                 .unwrap();
             let bias = layer.bias.as_ref().unwrap().reshape((1, co, 1, 1)).unwrap();
@@ -794,17 +802,42 @@ mod tests {
                     .broadcast_add(&shift.reshape((n, co, 1, 1)).unwrap())
                     .unwrap())
             .unwrap();
-            let case = format!("n {n} c {c} {h}x{w} co {co}");
             let scale = im2col.abs().unwrap().max_all().unwrap();
-            let d = max_diff(&winograd, &im2col);
-            assert!(d > 0.0, "{case}: not the Winograd path");
+            let d = max_diff(&ours, &im2col);
             assert!(d <= 1e-5 * scale.to_scalar::<f32>().unwrap(), "{case}: {d}");
             let last = |t: &Tensor| t.narrow(0, n - 1, 1).unwrap();
             let alone = layer
                 .forward_add(&last(&x), Some(&last(&shift)), Some(&last(&residual)))
                 .unwrap();
-            assert_eq!(max_diff(&alone, &last(&winograd)), 0.0, "{case}");
+            assert_eq!(max_diff(&alone, &last(&ours)), 0.0, "{case}");
         }
+    }
+
+    /// The Winograd forward (images of 64×64 pixels and more), on odd sizes (partial tiles) and a
+    /// row wider than one block of tiles (blocks of one tile row).
+    #[test]
+    fn winograd_matches_im2col() {
+        let cases = [(2, 6, 65, 67, 5), (1, 64, 33, 130, 16), (3, 32, 64, 64, 8)];
+        matches_im2col(&cases, super::super::winograd::applies);
+    }
+
+    /// The direct forward (images below 64×64): odd sizes and channel counts (a partial last
+    /// tile and channel block), a single pixel, bands of one row (a batch of one 8-row image),
+    /// the latents' shapes.
+    #[test]
+    fn direct_matches_im2col() {
+        let cases = [
+            (2, 6, 7, 9, 5),
+            (2, 4, 31, 13, 7),
+            (1, 3, 1, 1, 2),
+            (1, 64, 8, 8, 16),
+            (3, 32, 16, 16, 8),
+            (2, 96, 32, 32, 64),
+            (1, 5, 63, 40, 3),
+        ];
+        matches_im2col(&cases, |g| {
+            !super::super::winograd::applies(g) && super::super::direct::applies(g)
+        });
     }
 
     /// An image's output does not depend on the batch around it.

@@ -19,6 +19,7 @@
 
 mod attention;
 mod conv;
+mod direct;
 mod geglu;
 mod group_norm;
 mod linear;

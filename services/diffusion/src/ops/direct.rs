@@ -1,0 +1,277 @@
+//! A direct forward for 3×3, stride-1, padding-1 convolutions of images too small for Winograd
+//! ([`super::winograd`]): the UNet's latents (32² and below at 256×256) and the VAE's first
+//! layers. There im2col + gemm spends most of its time copying nine shifted images per channel and
+//! packing short matrices; this reads the input in place.
+//!
+//! Per task (image, band of output rows): the band's input rows are copied once, zero-padded, into
+//! a scratch of `c` planes of `(rows + 2) × (w + 2)`. In that layout output `(y, x)` of the band is
+//! position `p = y · (w + 2) + x`, and its kernel tap `(ky, kx)` of channel `c` is the scratch's
+//! `c · plane + p + ky · (w + 2) + kx`: the nine taps of a run of consecutive positions are nine
+//! contiguous runs, so a tile of [`CHANNELS`] output channels × `V` vectors of positions is
+//! `c · 9` steps of `V` vector loads, [`CHANNELS`] broadcast weights and `CHANNELS · V` fused
+//! multiply-adds, all on registers. (The two positions per row past the image's width are
+//! computed and dropped.)
+//!
+//! Every output is one sum in the order (channel, ky, kx) whatever its band, tile or lane, so an
+//! image gives the same bits alone and in any batch, on any thread count. The bits differ from
+//! im2col's in the last places (gemm sums in another order).
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::OutPtr;
+use super::conv::{Epilogue, Geometry};
+use super::math::vectorized;
+
+/// Output channels per tile: the weights are packed in blocks of this many (zero past `co`).
+const CHANNELS: usize = 4;
+
+thread_local! {
+    /// A task's padded input and its tile outputs, reused across calls (the latents' bands are
+    /// small and there are tens of these convolutions per denoising step).
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether the geometry is one this path computes (a 3×3 kernel, stride 1, padding 1, at least
+/// one image and channel). The caller tries Winograd first, so this takes the images below its
+/// size.
+pub(super) fn applies(g: &Geometry) -> bool {
+    g.k == 3 && g.stride == 1 && g.pad == 1 && g.n > 0 && g.c > 0
+}
+
+/// The convolution `x` (NCHW) ⊛ `wt` with `e`'s terms added, as [`super::conv`]'s forward does.
+pub(super) fn forward(g: &Geometry, x: &[f32], wt: &[f32], e: Epilogue) -> Vec<f32> {
+    let packed = pack_weights(g, wt);
+    // Enough bands for every thread to have two tasks when the batch alone does not give that.
+    let bands = (2 * rayon::current_num_threads())
+        .div_ceil(g.n)
+        .clamp(1, g.ho);
+    let band_rows = g.ho.div_ceil(bands);
+    let mut y = vec![0f32; g.n * g.out_len()];
+    let out = OutPtr(y.as_mut_ptr());
+    let work: Vec<(usize, usize)> = (0..g.n)
+        .flat_map(|image| (0..g.ho).step_by(band_rows).map(move |r0| (image, r0)))
+        .collect();
+    work.par_iter().for_each(|&(image, r0)| {
+        let band = Band {
+            g,
+            x: &x[image * g.in_len()..][..g.in_len()],
+            packed: &packed,
+            image,
+            r0,
+            rows: band_rows.min(g.ho - r0),
+            e,
+            out,
+        };
+        SCRATCH.with_borrow_mut(|scratch| vectorized(Task { band, scratch }));
+    });
+    y
+}
+
+/// `packed[block][c][tap][j]` = the weight of output channel `block · CHANNELS + j`, input channel
+/// `c` and kernel tap `tap = ky · 3 + kx` (zero for channels past `co`).
+fn pack_weights(g: &Geometry, wt: &[f32]) -> Vec<f32> {
+    let blocks = g.co.div_ceil(CHANNELS);
+    let mut packed = vec![0f32; blocks * g.c * 9 * CHANNELS];
+    for o in 0..g.co {
+        let (block, j) = (o / CHANNELS, o % CHANNELS);
+        for c in 0..g.c {
+            for tap in 0..9 {
+                packed[((block * g.c + c) * 9 + tap) * CHANNELS + j] = wt[(o * g.c + c) * 9 + tap];
+            }
+        }
+    }
+    packed
+}
+
+/// One task: output rows `r0..r0 + rows` of every channel of one image.
+#[derive(Clone, Copy)]
+struct Band<'a> {
+    g: &'a Geometry,
+    /// The image's input, `c × h × w`.
+    x: &'a [f32],
+    packed: &'a [f32],
+    image: usize,
+    r0: usize,
+    rows: usize,
+    e: Epilogue<'a>,
+    out: OutPtr,
+}
+
+struct Task<'a> {
+    band: Band<'a>,
+    scratch: &'a mut Vec<f32>,
+}
+
+impl pulp::WithSimd for Task<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        // Tiles of 4 channels × 4 vectors on 32 vector registers (AVX-512), × 3 on 16 (AVX2):
+        // 16 or 12 accumulators beside the loaded vectors and one broadcast.
+        if size_of::<S::f32s>() >= 64 {
+            band_kernel::<S, 4>(simd, self.band, self.scratch);
+        } else {
+            band_kernel::<S, 3>(simd, self.band, self.scratch);
+        }
+    }
+}
+
+/// The band's convolution with tiles of [`CHANNELS`] × `V` vectors, then its epilogue, into the
+/// output.
+#[inline(always)]
+fn band_kernel<S: pulp::Simd, const V: usize>(simd: S, b: Band, scratch: &mut Vec<f32>) {
+    let g = b.g;
+    let lanes = size_of::<S::f32s>() / size_of::<f32>();
+    let tile = V * lanes;
+    let wp = g.w + 2;
+    let used = b.rows * wp;
+    // Tile outputs per channel: the used positions rounded up to whole tiles.
+    let stride = used.div_ceil(tile) * tile;
+    let plane = (b.rows + 2) * wp;
+    // The last tile of the last channel reads up to `(c − 1) · plane + stride − 1 + 2 · wp + 2`
+    // ≤ `c · plane + tile` (as `stride < used + tile`): the padded planes and a tail past them.
+    let input_len = g.c * plane + tile + 1;
+    let need = input_len + CHANNELS * stride;
+    if scratch.len() < need {
+        scratch.resize(need, 0.0);
+    }
+    let (input, tiles) = scratch.split_at_mut(input_len);
+    let tiles = &mut tiles[..CHANNELS * stride];
+    pad_band(g, b, input, wp, plane);
+    for block in 0..g.co.div_ceil(CHANNELS) {
+        let weights = &b.packed[block * g.c * 9 * CHANNELS..][..g.c * 9 * CHANNELS];
+        for p0 in (0..used).step_by(tile) {
+            tile_kernel::<S, V>(simd, (input, plane, wp, g.c), weights, p0, (tiles, stride));
+        }
+        // SAFETY: the band writes only its image's output rows `r0..r0 + rows` (of every
+        // channel), inside the output and disjoint from every other task's; the output is not
+        // otherwise touched until every task has returned.
+        #[allow(unsafe_code)]
+        unsafe {
+            write_block(b, block, tiles, stride, wp);
+        }
+    }
+}
+
+/// The band's input rows `r0 − 1 ..= r0 + rows` of every channel into `input` as planes of
+/// `(rows + 2) × wp`, zero outside the image, and the tail past the planes zeroed.
+#[inline(always)]
+fn pad_band(g: &Geometry, b: Band, input: &mut [f32], wp: usize, plane: usize) {
+    let (planes, tail) = input.split_at_mut(g.c * plane);
+    tail.fill(0.0);
+    for (c, dst) in planes.chunks_exact_mut(plane).enumerate() {
+        for (yy, row) in dst.chunks_exact_mut(wp).enumerate() {
+            match (b.r0 + yy).checked_sub(1).filter(|&iy| iy < g.h) {
+                Some(iy) => {
+                    row[0] = 0.0;
+                    row[1..=g.w].copy_from_slice(&b.x[(c * g.h + iy) * g.w..][..g.w]);
+                    row[g.w + 1] = 0.0;
+                }
+                None => row.fill(0.0),
+            }
+        }
+    }
+}
+
+/// Positions `p0..p0 + V · lanes` of the block's [`CHANNELS`] output channels into `tiles`
+/// (channel `j` at `j · stride`): `Σ_c Σ_ky Σ_kx w[j][c][ky][kx] · input[c · plane + p + ky · wp
+/// + kx]`, in that order.
+#[inline(always)]
+fn tile_kernel<S: pulp::Simd, const V: usize>(
+    simd: S,
+    (input, plane, wp, c): (&[f32], usize, usize, usize),
+    weights: &[f32],
+    p0: usize,
+    (tiles, stride): (&mut [f32], usize),
+) {
+    let lanes = size_of::<S::f32s>() / size_of::<f32>();
+    assert!(
+        (c - 1) * plane + p0 + V * lanes + 2 * wp + 2 <= input.len()
+            && weights.len() == c * 9 * CHANNELS
+            && p0 + V * lanes <= stride
+            && tiles.len() == CHANNELS * stride,
+        "direct convolution: tile out of bounds"
+    );
+    let mut acc = [[simd.splat_f32s(0.0); V]; CHANNELS];
+    let input = input.as_ptr();
+    let weights = weights.as_ptr();
+    for ci in 0..c {
+        for ky in 0..3 {
+            for kx in 0..3 {
+                let at = ci * plane + p0 + ky * wp + kx;
+                let tap = (ci * 9 + ky * 3 + kx) * CHANNELS;
+                // SAFETY: the loads span `at .. at + V · lanes` ≤ `(c − 1) · plane + p0 + V ·
+                // lanes + 2 · wp + 2` ≤ `input.len()`, and the weights `tap .. tap + CHANNELS` ≤
+                // `c · 9 · CHANNELS` (both asserted above); unaligned reads of plain floats.
+                #[allow(unsafe_code)]
+                let v: [S::f32s; V] = std::array::from_fn(|i| unsafe {
+                    input.add(at + i * lanes).cast::<S::f32s>().read_unaligned()
+                });
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: as above.
+                    #[allow(unsafe_code)]
+                    let w = simd.splat_f32s(unsafe { *weights.add(tap + j) });
+                    for (a, &v) in acc.iter_mut().zip(&v) {
+                        *a = simd.mul_add_f32s(w, v, *a);
+                    }
+                }
+            }
+        }
+    }
+    let tiles = tiles.as_mut_ptr();
+    for (j, acc) in acc.iter().enumerate() {
+        for (i, &a) in acc.iter().enumerate() {
+            // SAFETY: `j · stride + p0 + (i + 1) · lanes ≤ CHANNELS · stride` (asserted above).
+            #[allow(unsafe_code)]
+            unsafe {
+                tiles
+                    .add(j * stride + p0 + i * lanes)
+                    .cast::<S::f32s>()
+                    .write_unaligned(a);
+            }
+        }
+    }
+}
+
+/// The block's channels' rows from `tiles` into the output, each row's bias, shift and residual
+/// added on its own in that order (as the im2col path does), the padding columns dropped.
+///
+/// # Safety
+/// `b.out` must be the whole `(n, co, ho, wo)` output, and no one else may read or write the
+/// band's rows while this runs.
+#[allow(unsafe_code)]
+#[inline(always)]
+unsafe fn write_block(b: Band, block: usize, tiles: &mut [f32], stride: usize, wp: usize) {
+    let (g, e) = (b.g, b.e);
+    for (j, channel) in tiles.chunks_exact_mut(stride).enumerate() {
+        let o = block * CHANNELS + j;
+        if o >= g.co {
+            break;
+        }
+        let bias = e.bias.map(|b| b[o]);
+        let shift = e.shift.map(|s| s[b.image * g.co + o]);
+        for (y, row) in channel.chunks_exact_mut(wp).take(b.rows).enumerate() {
+            let row = &mut row[..g.w];
+            let first = b.image * g.out_len() + (o * g.ho + b.r0 + y) * g.wo;
+            if let Some(b) = bias {
+                row.iter_mut().for_each(|v| *v += b);
+            }
+            if let Some(s) = shift {
+                row.iter_mut().for_each(|v| *v += s);
+            }
+            if let Some(res) = e.residual {
+                row.iter_mut()
+                    .zip(&res[first..][..g.wo])
+                    .for_each(|(v, &r)| *v += r);
+            }
+            // SAFETY: output row `r0 + y` of channel `o` of the band's image lies in the band's
+            // rows (the caller's promise covers them) and inside the output.
+            unsafe {
+                std::ptr::copy_nonoverlapping(row.as_ptr(), b.out.at(first), g.wo);
+            }
+        }
+    }
+}
