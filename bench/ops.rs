@@ -1,8 +1,8 @@
 //! `bench-ops`: milliseconds of the CPU ops that dominate the SD UNet and VAE (3x3 convolution,
 //! group norm, SiLU, attention) at the shapes of the tiny model at 64 and 256 pixels, batch 1:
-//! candle's, and pixelfarm's own convolution (Winograd, and the im2col path it replaced), group
-//! norm and attention (`pixelfarm_diffusion::ops`, measured in the same run). `bench/ops_torch.py` times the same ops
-//! in PyTorch; `bench/diffusion.sh` prints both.
+//! candle's, and pixelfarm's own convolution (Winograd from 64², direct below, and the im2col path
+//! they replaced), group norm and attention (`pixelfarm_diffusion::ops`, measured in the same
+//! run). `bench/ops_torch.py` times the same ops in PyTorch; `bench/diffusion.sh` prints both.
 
 use candle_core::{DType, Device, Module, Tensor};
 use pixelfarm_diffusion::ops;
@@ -46,7 +46,8 @@ fn main() -> anyhow::Result<()> {
             Tensor::ones(c, DType::F32, &dev)?,
             Tensor::zeros(c, DType::F32, &dev)?,
         );
-        let n = 5;
+        // More runs of the small shapes (sub-millisecond: 5 runs are noise), about equal time each.
+        let n = u32::try_from((5 * 256 * 256 / (hw * hw)).clamp(5, 400))?;
         let conv = ms(n, || x.conv2d(&w, 1, 1, 1, 1))?;
         let our_conv = ms(n, || ops::conv2d(&x, &w, 1, 1))?;
         let im2col = ms(n, || ops::conv2d_im2col(&x, &w, 1, 1))?;
@@ -55,7 +56,7 @@ fn main() -> anyhow::Result<()> {
         let s = ms(n, || candle_nn::ops::silu(&x))?;
         println!(
             "c={c} hw={hw}: conv3x3 {conv:.2} ms (pixelfarm {our_conv:.2} ms, {:.1}x; im2col \
-             {im2col:.2} ms, winograd {:.2}x), groupnorm {g:.2} ms (pixelfarm {our_g:.2} ms, \
+             {im2col:.2} ms, own kernel {:.2}x), groupnorm {g:.2} ms (pixelfarm {our_g:.2} ms, \
              {:.1}x), silu {s:.2} ms",
             conv / our_conv,
             im2col / our_conv,

@@ -13,8 +13,10 @@ import sys
 
 CATEGORIES = [
     ("attention (ops)", "ops::attention"),
-    ("convolution (ops)", "ops::conv"),
+    # Winograd and direct before im2col: their forwards are called from `ops::conv`'s.
     ("Winograd convolution (ops)", "ops::winograd"),
+    ("direct convolution (ops)", "ops::direct"),
+    ("im2col convolution (ops)", "ops::conv"),
     ("linear layers (ops)", "ops::linear"),
     ("group norm (ops)", "ops::group_norm"),
     ("geglu (ops)", "ops::geglu"),

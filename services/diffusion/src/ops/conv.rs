@@ -6,7 +6,7 @@
 //!
 //! 1×1 convolutions with stride 1 skip the im2col: the image's rows are the column matrix; 3×3
 //! ones with stride 1 and padding 1 run their forward as Winograd F(2×2, 3×3) on images of 64×64
-//! pixels and more ([`super::winograd`]), as a direct convolution below that ([`super::direct`]).
+//! pixels and more ([`super::winograd`]), as a direct convolution from 32×32 ([`super::direct`]).
 
 use candle_core::{
     CpuStorage, CustomOp2, CustomOp3, Device, Layout, Module, Result, Shape, Tensor, bail,
@@ -821,18 +821,17 @@ mod tests {
         matches_im2col(&cases, super::super::winograd::applies);
     }
 
-    /// The direct forward (images below 64×64): odd sizes and channel counts (a partial last
-    /// tile and channel block), a single pixel, bands of one row (a batch of one 8-row image),
-    /// the latents' shapes.
+    /// The direct forward (images from 32×32 to below 64×64): odd sizes and channel counts (a
+    /// partial last tile and channel block), one channel, the latents' shapes, runs of several
+    /// channel blocks per task (a batch of one).
     #[test]
     fn direct_matches_im2col() {
         let cases = [
-            (2, 6, 7, 9, 5),
-            (2, 4, 31, 13, 7),
-            (1, 3, 1, 1, 2),
-            (1, 64, 8, 8, 16),
-            (3, 32, 16, 16, 8),
-            (2, 96, 32, 32, 64),
+            (2, 6, 33, 37, 5),
+            (2, 4, 63, 17, 7),
+            (1, 1, 32, 32, 1),
+            (1, 64, 32, 32, 64),
+            (3, 96, 32, 32, 32),
             (1, 5, 63, 40, 3),
         ];
         matches_im2col(&cases, |g| {

@@ -1,20 +1,21 @@
-//! A direct forward for 3×3, stride-1, padding-1 convolutions of images too small for Winograd
-//! ([`super::winograd`]): the UNet's latents (32² and below at 256×256) and the VAE's first
-//! layers. There im2col + gemm spends most of its time copying nine shifted images per channel and
-//! packing short matrices; this reads the input in place.
+//! A direct forward for 3×3, stride-1, padding-1 convolutions of images from 32×32 pixels to
+//! below Winograd's size ([`super::winograd`]): the UNet's top-level latents at 256×256 and the
+//! VAE decoder's first layers. There im2col + gemm spends much of its time copying nine shifted
+//! images per channel and packing short matrices; this reads the input in place.
 //!
-//! Per task (image, band of output rows): the band's input rows are copied once, zero-padded, into
-//! a scratch of `c` planes of `(rows + 2) × (w + 2)`. In that layout output `(y, x)` of the band is
-//! position `p = y · (w + 2) + x`, and its kernel tap `(ky, kx)` of channel `c` is the scratch's
-//! `c · plane + p + ky · (w + 2) + kx`: the nine taps of a run of consecutive positions are nine
+//! Per task (image, run of output-channel blocks): the image is copied once, zero-padded, into a
+//! scratch of `c` planes of `(h + 2)` rows of `w + 1` (one zero column between rows serves as the
+//! right edge of one and the left edge of the next). In that layout output `(y, x)` is position
+//! `p = y · (w + 1) + x`, and its kernel tap `(ky, kx)` of channel `c` is the scratch's
+//! `c · plane + p + ky · (w + 1) + kx`: the nine taps of a run of consecutive positions are nine
 //! contiguous runs, so a tile of [`CHANNELS`] output channels × `V` vectors of positions is
 //! `c · 9` steps of `V` vector loads, [`CHANNELS`] broadcast weights and `CHANNELS · V` fused
-//! multiply-adds, all on registers. (The two positions per row past the image's width are
-//! computed and dropped.)
+//! multiply-adds, all on registers. (The position per row past the image's width is computed and
+//! dropped.)
 //!
-//! Every output is one sum in the order (channel, ky, kx) whatever its band, tile or lane, so an
+//! Every output is one sum in the order (channel, ky, kx) whatever its task, tile or lane, so an
 //! image gives the same bits alone and in any batch, on any thread count. The bits differ from
-//! im2col's in the last places (gemm sums in another order).
+//! im2col's in the last places where gemm sums in another order.
 
 use std::cell::RefCell;
 
@@ -33,38 +34,44 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Fewest output pixels an image must have for this path. Below, im2col + gemm is faster: its
+/// tiles waste nothing, where a tile of positions here runs past the image's end and each row
+/// has a padding position (`bench-ops`, one run of 400 calls each, on 2 AVX-512 cores, direct
+/// against im2col: 32 channels at 32² 1.27–1.41×, 64 at 16² 0.87–0.89×, 64 at 8² 0.44–0.49×).
+const MIN_PIXELS: usize = 32 * 32;
+
 /// Whether the geometry is one this path computes (a 3×3 kernel, stride 1, padding 1, at least
-/// one image and channel). The caller tries Winograd first, so this takes the images below its
-/// size.
+/// one image and channel) and is faster at. The caller tries Winograd first, so this takes the
+/// images from 32×32 pixels to below Winograd's size.
 pub(super) fn applies(g: &Geometry) -> bool {
-    g.k == 3 && g.stride == 1 && g.pad == 1 && g.n > 0 && g.c > 0
+    g.k == 3 && g.stride == 1 && g.pad == 1 && g.n > 0 && g.c > 0 && g.ho * g.wo >= MIN_PIXELS
 }
 
 /// The convolution `x` (NCHW) ⊛ `wt` with `e`'s terms added, as [`super::conv`]'s forward does.
 pub(super) fn forward(g: &Geometry, x: &[f32], wt: &[f32], e: Epilogue) -> Vec<f32> {
     let packed = pack_weights(g, wt);
-    // Enough bands for every thread to have two tasks when the batch alone does not give that.
-    let bands = (2 * rayon::current_num_threads())
+    let blocks = g.co.div_ceil(CHANNELS);
+    // Enough tasks for every thread to have two when the batch alone does not give that.
+    let parts = (2 * rayon::current_num_threads())
         .div_ceil(g.n)
-        .clamp(1, g.ho);
-    let band_rows = g.ho.div_ceil(bands);
+        .clamp(1, blocks);
+    let per_task = blocks.div_ceil(parts);
     let mut y = vec![0f32; g.n * g.out_len()];
     let out = OutPtr(y.as_mut_ptr());
     let work: Vec<(usize, usize)> = (0..g.n)
-        .flat_map(|image| (0..g.ho).step_by(band_rows).map(move |r0| (image, r0)))
+        .flat_map(|image| (0..blocks).step_by(per_task).map(move |b0| (image, b0)))
         .collect();
-    work.par_iter().for_each(|&(image, r0)| {
-        let band = Band {
+    work.par_iter().for_each(|&(image, b0)| {
+        let part = Part {
             g,
             x: &x[image * g.in_len()..][..g.in_len()],
             packed: &packed,
             image,
-            r0,
-            rows: band_rows.min(g.ho - r0),
+            blocks: b0..(b0 + per_task).min(blocks),
             e,
             out,
         };
-        SCRATCH.with_borrow_mut(|scratch| vectorized(Task { band, scratch }));
+        SCRATCH.with_borrow_mut(|scratch| vectorized(Task { part, scratch }));
     });
     y
 }
@@ -85,22 +92,21 @@ fn pack_weights(g: &Geometry, wt: &[f32]) -> Vec<f32> {
     packed
 }
 
-/// One task: output rows `r0..r0 + rows` of every channel of one image.
-#[derive(Clone, Copy)]
-struct Band<'a> {
+/// One task: the output channels of blocks `blocks` of one image.
+#[derive(Clone)]
+struct Part<'a> {
     g: &'a Geometry,
     /// The image's input, `c × h × w`.
     x: &'a [f32],
     packed: &'a [f32],
     image: usize,
-    r0: usize,
-    rows: usize,
+    blocks: std::ops::Range<usize>,
     e: Epilogue<'a>,
     out: OutPtr,
 }
 
 struct Task<'a> {
-    band: Band<'a>,
+    part: Part<'a>,
     scratch: &'a mut Vec<f32>,
 }
 
@@ -109,28 +115,41 @@ impl pulp::WithSimd for Task<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) {
-        // Tiles of 4 channels × 4 vectors on 32 vector registers (AVX-512), × 3 on 16 (AVX2):
-        // 16 or 12 accumulators beside the loaded vectors and one broadcast.
-        if size_of::<S::f32s>() >= 64 {
-            band_kernel::<S, 4>(simd, self.band, self.scratch);
+        // Tiles of 4 channels × 4 vectors on 32 vector registers (AVX-512), × 3 on 16 (AVX2) —
+        // 16 or 12 accumulators beside the loaded vectors and a broadcast — or × 2 where fewer
+        // tiles' worth of positions is padding.
+        let lanes = size_of::<S::f32s>() / size_of::<f32>();
+        let positions = self.part.g.h * (self.part.g.w + 1);
+        let large = if lanes >= 16 { 4 } else { 3 };
+        if steps(positions, lanes, 2) < steps(positions, lanes, large) {
+            part_kernel::<S, 2>(simd, self.part, self.scratch);
+        } else if lanes >= 16 {
+            part_kernel::<S, 4>(simd, self.part, self.scratch);
         } else {
-            band_kernel::<S, 3>(simd, self.band, self.scratch);
+            part_kernel::<S, 3>(simd, self.part, self.scratch);
         }
     }
 }
 
-/// The band's convolution with tiles of [`CHANNELS`] × `V` vectors, then its epilogue, into the
+/// Roughly the cycles of `positions` in tiles of `v` vectors of `lanes`: per tile and tap, `4v`
+/// multiply-adds and 4 broadcasts.
+#[inline(always)]
+fn steps(positions: usize, lanes: usize, v: usize) -> usize {
+    positions.div_ceil(v * lanes) * (4 * v + 4)
+}
+
+/// The part's convolution with tiles of [`CHANNELS`] × `V` vectors, then its epilogue, into the
 /// output.
 #[inline(always)]
-fn band_kernel<S: pulp::Simd, const V: usize>(simd: S, b: Band, scratch: &mut Vec<f32>) {
-    let g = b.g;
+fn part_kernel<S: pulp::Simd, const V: usize>(simd: S, t: Part, scratch: &mut Vec<f32>) {
+    let g = t.g;
     let lanes = size_of::<S::f32s>() / size_of::<f32>();
     let tile = V * lanes;
-    let wp = g.w + 2;
-    let used = b.rows * wp;
+    let wp = g.w + 1;
+    let used = g.h * wp;
     // Tile outputs per channel: the used positions rounded up to whole tiles.
     let stride = used.div_ceil(tile) * tile;
-    let plane = (b.rows + 2) * wp;
+    let plane = (g.h + 2) * wp;
     // The last tile of the last channel reads up to `(c − 1) · plane + stride − 1 + 2 · wp + 2`
     // ≤ `c · plane + tile` (as `stride < used + tile`): the padded planes and a tail past them.
     let input_len = g.c * plane + tile + 1;
@@ -140,38 +159,39 @@ fn band_kernel<S: pulp::Simd, const V: usize>(simd: S, b: Band, scratch: &mut Ve
     }
     let (input, tiles) = scratch.split_at_mut(input_len);
     let tiles = &mut tiles[..CHANNELS * stride];
-    pad_band(g, b, input, wp, plane);
-    for block in 0..g.co.div_ceil(CHANNELS) {
-        let weights = &b.packed[block * g.c * 9 * CHANNELS..][..g.c * 9 * CHANNELS];
+    pad_image(g, t.x, input, wp, plane);
+    for block in t.blocks.clone() {
+        let weights = &t.packed[block * g.c * 9 * CHANNELS..][..g.c * 9 * CHANNELS];
         for p0 in (0..used).step_by(tile) {
             tile_kernel::<S, V>(simd, (input, plane, wp, g.c), weights, p0, (tiles, stride));
         }
-        // SAFETY: the band writes only its image's output rows `r0..r0 + rows` (of every
-        // channel), inside the output and disjoint from every other task's; the output is not
-        // otherwise touched until every task has returned.
+        // SAFETY: the part writes only its image's channels of its blocks, inside the output and
+        // disjoint from every other task's; the output is not otherwise touched until every task
+        // has returned.
         #[allow(unsafe_code)]
         unsafe {
-            write_block(b, block, tiles, stride, wp);
+            write_block(&t, block, tiles, stride, wp);
         }
     }
 }
 
-/// The band's input rows `r0 − 1 ..= r0 + rows` of every channel into `input` as planes of
-/// `(rows + 2) × wp`, zero outside the image, and the tail past the planes zeroed.
+/// The image `x` into `input` as planes of `(h + 2)` rows of `wp = w + 1` (the first column
+/// and the first and last rows zero), and the tail past the planes zeroed.
 #[inline(always)]
-fn pad_band(g: &Geometry, b: Band, input: &mut [f32], wp: usize, plane: usize) {
+fn pad_image(g: &Geometry, x: &[f32], input: &mut [f32], wp: usize, plane: usize) {
     let (planes, tail) = input.split_at_mut(g.c * plane);
     tail.fill(0.0);
     for (c, dst) in planes.chunks_exact_mut(plane).enumerate() {
-        for (yy, row) in dst.chunks_exact_mut(wp).enumerate() {
-            match (b.r0 + yy).checked_sub(1).filter(|&iy| iy < g.h) {
-                Some(iy) => {
-                    row[0] = 0.0;
-                    row[1..=g.w].copy_from_slice(&b.x[(c * g.h + iy) * g.w..][..g.w]);
-                    row[g.w + 1] = 0.0;
-                }
-                None => row.fill(0.0),
-            }
+        let (top, rest) = dst.split_at_mut(wp);
+        let (rows, bottom) = rest.split_at_mut(g.h * wp);
+        top.fill(0.0);
+        bottom.fill(0.0);
+        for (row, src) in rows
+            .chunks_exact_mut(wp)
+            .zip(x[c * g.h * g.w..].chunks_exact(g.w))
+        {
+            row[0] = 0.0;
+            row[1..].copy_from_slice(src);
         }
     }
 }
@@ -206,10 +226,15 @@ fn tile_kernel<S: pulp::Simd, const V: usize>(
                 // SAFETY: the loads span `at .. at + V · lanes` ≤ `(c − 1) · plane + p0 + V ·
                 // lanes + 2 · wp + 2` ≤ `input.len()`, and the weights `tap .. tap + CHANNELS` ≤
                 // `c · 9 · CHANNELS` (both asserted above); unaligned reads of plain floats.
-                #[allow(unsafe_code)]
-                let v: [S::f32s; V] = std::array::from_fn(|i| unsafe {
-                    input.add(at + i * lanes).cast::<S::f32s>().read_unaligned()
-                });
+                // (A loop, not `array::from_fn`, whose closure may stay outside the
+                // target-feature context.)
+                let mut v = [simd.splat_f32s(0.0); V];
+                for (i, v) in v.iter_mut().enumerate() {
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        *v = input.add(at + i * lanes).cast::<S::f32s>().read_unaligned();
+                    }
+                }
                 for (j, acc) in acc.iter_mut().enumerate() {
                     // SAFETY: as above.
                     #[allow(unsafe_code)]
@@ -237,25 +262,25 @@ fn tile_kernel<S: pulp::Simd, const V: usize>(
 }
 
 /// The block's channels' rows from `tiles` into the output, each row's bias, shift and residual
-/// added on its own in that order (as the im2col path does), the padding columns dropped.
+/// added on its own in that order (as the im2col path does), the padding column dropped.
 ///
 /// # Safety
-/// `b.out` must be the whole `(n, co, ho, wo)` output, and no one else may read or write the
-/// band's rows while this runs.
+/// `t.out` must be the whole `(n, co, ho, wo)` output, and no one else may read or write the
+/// part's channels of its image while this runs.
 #[allow(unsafe_code)]
 #[inline(always)]
-unsafe fn write_block(b: Band, block: usize, tiles: &mut [f32], stride: usize, wp: usize) {
-    let (g, e) = (b.g, b.e);
+unsafe fn write_block(t: &Part, block: usize, tiles: &mut [f32], stride: usize, wp: usize) {
+    let (g, e) = (t.g, t.e);
     for (j, channel) in tiles.chunks_exact_mut(stride).enumerate() {
         let o = block * CHANNELS + j;
         if o >= g.co {
             break;
         }
         let bias = e.bias.map(|b| b[o]);
-        let shift = e.shift.map(|s| s[b.image * g.co + o]);
-        for (y, row) in channel.chunks_exact_mut(wp).take(b.rows).enumerate() {
-            let row = &mut row[..g.w];
-            let first = b.image * g.out_len() + (o * g.ho + b.r0 + y) * g.wo;
+        let shift = e.shift.map(|s| s[t.image * g.co + o]);
+        for (y, row) in channel.chunks_exact_mut(wp).take(g.ho).enumerate() {
+            let row = &mut row[..g.wo];
+            let first = t.image * g.out_len() + (o * g.ho + y) * g.wo;
             if let Some(b) = bias {
                 row.iter_mut().for_each(|v| *v += b);
             }
@@ -267,10 +292,10 @@ unsafe fn write_block(b: Band, block: usize, tiles: &mut [f32], stride: usize, w
                     .zip(&res[first..][..g.wo])
                     .for_each(|(v, &r)| *v += r);
             }
-            // SAFETY: output row `r0 + y` of channel `o` of the band's image lies in the band's
-            // rows (the caller's promise covers them) and inside the output.
+            // SAFETY: row `y` of channel `o` of the part's image is the part's (the caller's
+            // promise covers it) and inside the output.
             unsafe {
-                std::ptr::copy_nonoverlapping(row.as_ptr(), b.out.at(first), g.wo);
+                std::ptr::copy_nonoverlapping(row.as_ptr(), t.out.at(first), g.wo);
             }
         }
     }
