@@ -10,8 +10,8 @@
 //! `c · plane + p + ky · (w + 1) + kx`: the nine taps of a run of consecutive positions are nine
 //! contiguous runs, so a tile of [`CHANNELS`] output channels × `V` vectors of positions is
 //! `c · 9` steps of `V` vector loads, [`CHANNELS`] broadcast weights and `CHANNELS · V` fused
-//! multiply-adds, all on registers. (The position per row past the image's width is computed and
-//! dropped.)
+//! multiply-adds, all on registers; the positions after the last whole tile go in tiles of one
+//! vector. (The position per row past the image's width is computed and dropped.)
 //!
 //! Every output is one sum in the order (channel, ky, kx) whatever its task, tile or lane, so an
 //! image gives the same bits alone and in any batch, on any thread count. The bits differ from
@@ -34,10 +34,11 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Fewest output pixels an image must have for this path. Below, im2col + gemm is faster: its
-/// tiles waste nothing, where a tile of positions here runs past the image's end and each row
-/// has a padding position (`bench-ops`, one run of 400 calls each, on 2 AVX-512 cores, direct
-/// against im2col: 32 channels at 32² 1.27–1.41×, 64 at 16² 0.87–0.89×, 64 at 8² 0.44–0.49×).
+/// Fewest output pixels an image must have for this path. Below, im2col + gemm is as fast or
+/// faster (`bench-ops`, 320–400 calls a shape, on 2 AVX-512 cores, direct against im2col, three
+/// runs: 32 channels at 32² 0.99–1.42×, 64 at 16² 0.74–0.98×, 64 at 8² 0.70–0.96×): a row's
+/// padding position is 6–11 % of the work there, and the short single-vector tiles at the end
+/// of an image a larger share.
 const MIN_PIXELS: usize = 32 * 32;
 
 /// Whether the geometry is one this path computes (a 3×3 kernel, stride 1, padding 1, at least
@@ -49,6 +50,18 @@ pub(super) fn applies(g: &Geometry) -> bool {
 
 /// The convolution `x` (NCHW) ⊛ `wt` with `e`'s terms added, as [`super::conv`]'s forward does.
 pub(super) fn forward(g: &Geometry, x: &[f32], wt: &[f32], e: Epilogue) -> Vec<f32> {
+    forward_on(g, x, wt, e, |task| vectorized(task))
+}
+
+/// [`forward`] with each task's kernel run by `run` (the CPU's widest vectors, or in tests a
+/// chosen instruction set).
+fn forward_on(
+    g: &Geometry,
+    x: &[f32],
+    wt: &[f32],
+    e: Epilogue,
+    run: impl Fn(Task) + Sync,
+) -> Vec<f32> {
     let packed = pack_weights(g, wt);
     let blocks = g.co.div_ceil(CHANNELS);
     // Enough tasks for every thread to have two when the batch alone does not give that.
@@ -71,7 +84,7 @@ pub(super) fn forward(g: &Geometry, x: &[f32], wt: &[f32], e: Epilogue) -> Vec<f
             e,
             out,
         };
-        SCRATCH.with_borrow_mut(|scratch| vectorized(Task { part, scratch }));
+        SCRATCH.with_borrow_mut(|scratch| run(Task { part, scratch }));
     });
     y
 }
@@ -115,15 +128,9 @@ impl pulp::WithSimd for Task<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) {
-        // Tiles of 4 channels × 4 vectors on 32 vector registers (AVX-512), × 3 on 16 (AVX2) —
-        // 16 or 12 accumulators beside the loaded vectors and a broadcast — or × 2 where fewer
-        // tiles' worth of positions is padding.
-        let lanes = size_of::<S::f32s>() / size_of::<f32>();
-        let positions = self.part.g.h * (self.part.g.w + 1);
-        let large = if lanes >= 16 { 4 } else { 3 };
-        if steps(positions, lanes, 2) < steps(positions, lanes, large) {
-            part_kernel::<S, 2>(simd, self.part, self.scratch);
-        } else if lanes >= 16 {
+        // Tiles of 4 channels × 4 vectors on 32 vector registers (AVX-512), × 3 on 16 (AVX2):
+        // 16 or 12 accumulators beside the loaded vectors and a broadcast.
+        if size_of::<S::f32s>() >= 64 {
             part_kernel::<S, 4>(simd, self.part, self.scratch);
         } else {
             part_kernel::<S, 3>(simd, self.part, self.scratch);
@@ -131,28 +138,20 @@ impl pulp::WithSimd for Task<'_> {
     }
 }
 
-/// Roughly the cycles of `positions` in tiles of `v` vectors of `lanes`: per tile and tap, `4v`
-/// multiply-adds and 4 broadcasts.
-#[inline(always)]
-fn steps(positions: usize, lanes: usize, v: usize) -> usize {
-    positions.div_ceil(v * lanes) * (4 * v + 4)
-}
-
-/// The part's convolution with tiles of [`CHANNELS`] × `V` vectors, then its epilogue, into the
-/// output.
+/// The part's convolution with tiles of [`CHANNELS`] × `V` vectors and the positions left after
+/// the last whole one in tiles of [`CHANNELS`] × 1 vector, then its epilogue, into the output.
 #[inline(always)]
 fn part_kernel<S: pulp::Simd, const V: usize>(simd: S, t: Part, scratch: &mut Vec<f32>) {
     let g = t.g;
     let lanes = size_of::<S::f32s>() / size_of::<f32>();
-    let tile = V * lanes;
     let wp = g.w + 1;
-    let used = g.h * wp;
-    // Tile outputs per channel: the used positions rounded up to whole tiles.
-    let stride = used.div_ceil(tile) * tile;
+    // Tile outputs per channel: the used positions rounded up to whole vectors.
+    let stride = (g.h * wp).div_ceil(lanes) * lanes;
+    let whole = stride - stride % (V * lanes);
     let plane = (g.h + 2) * wp;
-    // The last tile of the last channel reads up to `(c − 1) · plane + stride − 1 + 2 · wp + 2`
-    // ≤ `c · plane + tile` (as `stride < used + tile`): the padded planes and a tail past them.
-    let input_len = g.c * plane + tile + 1;
+    // The last vector of the last channel reads up to `(c − 1) · plane + stride − 1 + 2 · wp +
+    // 2` ≤ `c · plane + lanes` (as `stride < h · wp + lanes`): the padded planes and a tail.
+    let input_len = g.c * plane + lanes + 1;
     let need = input_len + CHANNELS * stride;
     if scratch.len() < need {
         scratch.resize(need, 0.0);
@@ -160,10 +159,14 @@ fn part_kernel<S: pulp::Simd, const V: usize>(simd: S, t: Part, scratch: &mut Ve
     let (input, tiles) = scratch.split_at_mut(input_len);
     let tiles = &mut tiles[..CHANNELS * stride];
     pad_image(g, t.x, input, wp, plane);
+    let input = (&*input, plane, wp, g.c);
     for block in t.blocks.clone() {
         let weights = &t.packed[block * g.c * 9 * CHANNELS..][..g.c * 9 * CHANNELS];
-        for p0 in (0..used).step_by(tile) {
-            tile_kernel::<S, V>(simd, (input, plane, wp, g.c), weights, p0, (tiles, stride));
+        for p0 in (0..whole).step_by(V * lanes) {
+            tile_kernel::<S, V>(simd, input, weights, p0, (tiles, stride));
+        }
+        for p0 in (whole..stride).step_by(lanes) {
+            tile_kernel::<S, 1>(simd, input, weights, p0, (tiles, stride));
         }
         // SAFETY: the part writes only its image's channels of its blocks, inside the output and
         // disjoint from every other task's; the output is not otherwise touched until every task
@@ -297,6 +300,55 @@ unsafe fn write_block(t: &Part, block: usize, tiles: &mut [f32], stride: usize, 
             unsafe {
                 std::ptr::copy_nonoverlapping(row.as_ptr(), t.out.at(first), g.wo);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every output is the same chain of fused multiply-adds whatever the vector width, so the
+    /// AVX-512 tiles (4 vectors of 16), the AVX2 ones (3 of 8) and scalar code give the same
+    /// bits, on a shape with whole tiles, single-vector ones and a partial channel block.
+    #[test]
+    fn every_instruction_set_gives_the_same_bits() {
+        let g = Geometry {
+            n: 2,
+            c: 5,
+            h: 33,
+            w: 35,
+            co: 6,
+            k: 3,
+            stride: 1,
+            pad: 1,
+            ho: 33,
+            wo: 35,
+        };
+        let values = |len: usize, seed: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| ((i * 7919 + seed) % 1009) as f32 / 1009.0 - 0.5)
+                .collect()
+        };
+        let (x, wt) = (values(g.n * g.in_len(), 1), values(g.co * g.c * 9, 2));
+        let bias = values(g.co, 3);
+        let e = Epilogue {
+            bias: Some(&bias),
+            ..Epilogue::default()
+        };
+        let widest = forward(&g, &x, &wt, e);
+        let scalar = forward_on(&g, &x, &wt, e, |t| {
+            pulp::WithSimd::with_simd(t, pulp::Scalar::new())
+        });
+        assert_eq!(widest, scalar);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(v3) = pulp::x86::V3::try_new() {
+            assert_eq!(
+                widest,
+                forward_on(&g, &x, &wt, e, |t| {
+                    v3.vectorize(|| pulp::WithSimd::with_simd(t, v3))
+                })
+            );
         }
     }
 }
