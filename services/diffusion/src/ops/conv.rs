@@ -220,6 +220,31 @@ pub(super) struct Epilogue<'a> {
     pub(super) residual: Option<&'a [f32]>,
 }
 
+impl Epilogue<'_> {
+    /// Adds the terms of output channel `o` of image `image` (of `co` channels) to `values`, the
+    /// output's elements from `first` on (the residual's are at the same places). Inlined, so it
+    /// compiles for the vector instructions of the kernel that calls it.
+    #[inline(always)]
+    pub(super) fn add_to(
+        &self,
+        values: &mut [f32],
+        (image, o, co): (usize, usize, usize),
+        first: usize,
+    ) {
+        if let Some(b) = self.bias {
+            values.iter_mut().for_each(|v| *v += b[o]);
+        }
+        if let Some(s) = self.shift {
+            let s = s[image * co + o];
+            values.iter_mut().for_each(|v| *v += s);
+        }
+        if let Some(r) = self.residual {
+            let r = &r[first..][..values.len()];
+            values.iter_mut().zip(r).for_each(|(v, &r)| *v += r);
+        }
+    }
+}
+
 impl Conv {
     /// Every (image, tile of output rows) is one task, so a single image's tiles also spread over
     /// the threads; each task computes its tile with the same gemm whatever the batch, straight
@@ -254,17 +279,7 @@ impl Conv {
                 super::matmul_to_ptr(dims, tile, plane, false, wt, (g.ckk(), 1), col, (col_rs, 1));
                 for o in 0..g.co {
                     let row = std::slice::from_raw_parts_mut(tile.add(o * plane), p);
-                    if let Some(b) = e.bias {
-                        row.iter_mut().for_each(|v| *v += b[o]);
-                    }
-                    if let Some(s) = e.shift {
-                        let s = s[i * g.co + o];
-                        row.iter_mut().for_each(|v| *v += s);
-                    }
-                    if let Some(r) = e.residual {
-                        let r = &r[first + o * plane..][..p];
-                        row.iter_mut().zip(r).for_each(|(v, &r)| *v += r);
-                    }
+                    e.add_to(row, (i, o, g.co), first + o * plane);
                 }
             }
         });

@@ -106,7 +106,6 @@ fn pack_weights(g: &Geometry, wt: &[f32]) -> Vec<f32> {
 }
 
 /// One task: the output channels of blocks `blocks` of one image.
-#[derive(Clone)]
 struct Part<'a> {
     g: &'a Geometry,
     /// The image's input, `c × h × w`.
@@ -279,22 +278,10 @@ unsafe fn write_block(t: &Part, block: usize, tiles: &mut [f32], stride: usize, 
         if o >= g.co {
             break;
         }
-        let bias = e.bias.map(|b| b[o]);
-        let shift = e.shift.map(|s| s[t.image * g.co + o]);
         for (y, row) in channel.chunks_exact_mut(wp).take(g.ho).enumerate() {
             let row = &mut row[..g.wo];
             let first = t.image * g.out_len() + (o * g.ho + y) * g.wo;
-            if let Some(b) = bias {
-                row.iter_mut().for_each(|v| *v += b);
-            }
-            if let Some(s) = shift {
-                row.iter_mut().for_each(|v| *v += s);
-            }
-            if let Some(res) = e.residual {
-                row.iter_mut()
-                    .zip(&res[first..][..g.wo])
-                    .for_each(|(v, &r)| *v += r);
-            }
+            e.add_to(row, (t.image, o, g.co), first);
             // SAFETY: row `y` of channel `o` of the part's image is the part's (the caller's
             // promise covers it) and inside the output.
             unsafe {

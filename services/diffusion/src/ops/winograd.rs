@@ -215,8 +215,6 @@ unsafe fn write_output(
     let mut row = vec![0f32; 2 * tiles_x];
     for o in 0..g.co {
         let base = b.image * g.out_len() + o * plane;
-        let bias = e.bias.map(|b| b[o]);
-        let shift = e.shift.map(|s| s[b.image * g.co + o]);
         for r in 0..b.rows {
             let point = |xi: usize| &m[(xi * g.co + o) * tiles + r * tiles_x..][..tiles_x];
             for c in 0..4 {
@@ -240,17 +238,7 @@ unsafe fn write_output(
                 }
                 let first = base + oy * g.wo;
                 let row = &mut row[..g.wo];
-                if let Some(b) = bias {
-                    row.iter_mut().for_each(|v| *v += b);
-                }
-                if let Some(s) = shift {
-                    row.iter_mut().for_each(|v| *v += s);
-                }
-                if let Some(res) = e.residual {
-                    row.iter_mut()
-                        .zip(&res[first..][..g.wo])
-                        .for_each(|(v, &r)| *v += r);
-                }
+                e.add_to(row, (b.image, o, g.co), first);
                 // SAFETY: output row `oy` of channel `o` of the block's image lies in the block's
                 // rows (the caller's promise covers them) and inside the output.
                 unsafe {
