@@ -24,6 +24,11 @@ fn main() -> anyhow::Result<()> {
     unsafe {
         pixelfarm_diffusion::threads::settle();
     }
+    // On a thread of the kernels' pool, as the engine renders (`DiffusionEngine::compute`).
+    rayon::scope(|_| ops())
+}
+
+fn ops() -> anyhow::Result<()> {
     let dev = Device::Cpu;
     for (c, hw) in [
         (64usize, 256usize),
@@ -106,7 +111,7 @@ fn main() -> anyhow::Result<()> {
         let residual = Tensor::randn(0f32, 1., (2, 1024, d_out), &dev)?;
         let theirs = candle_nn::Linear::new(w.clone(), Some(b.clone()));
         let ours = ops::Linear::new(w, Some(b));
-        let n = 20;
+        let n = 200;
         let candle = ms(n, || &residual + theirs.forward(&x)?)?;
         let fused = ms(n, || ours.forward_add(&x, Some(&residual)))?;
         println!(

@@ -144,6 +144,44 @@ fn a_job_gives_the_same_image_alone_or_in_a_micro_batch() {
     }
 }
 
+/// Renders asked for from several threads at once (a worker's slots: batches and img2img) wait
+/// for one another on the CPU's kernel pool and give the bytes each gives alone.
+#[test]
+fn renders_from_several_threads_at_once_give_the_bytes_each_gives_alone() {
+    let e = engine();
+    let jobs: Vec<JobParams> = (0..3)
+        .map(|seed| job("a red boat", seed, Sampler::Euler, 3, 7.5))
+        .collect();
+    let input = ImageInput {
+        init: InitImage {
+            width: 64,
+            height: 64,
+            rgb: (0..64 * 64 * 3).map(|i| (i % 251) as u8).collect(),
+        },
+        strength: 0.6,
+        mask: None,
+    };
+    let img2img = || {
+        e.render_image(&model(), &jobs[0], &input, &RenderControl::new())
+            .unwrap()
+            .rgb
+    };
+    let alone: Vec<Vec<u8>> = jobs
+        .iter()
+        .map(|j| e.render(&model(), j).unwrap().rgb)
+        .chain([img2img()])
+        .collect();
+    let at_once: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let renders: Vec<_> = jobs
+            .iter()
+            .map(|j| s.spawn(move || e.render(&model(), j).unwrap().rgb))
+            .chain([s.spawn(img2img)])
+            .collect();
+        renders.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert!(alone == at_once);
+}
+
 #[test]
 fn fused_batches_are_equal_up_to_rounding() {
     let mut cfg = engine().config().clone();
