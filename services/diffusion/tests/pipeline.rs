@@ -144,8 +144,8 @@ fn a_job_gives_the_same_image_alone_or_in_a_micro_batch() {
     }
 }
 
-/// Renders asked for from several threads at once (a worker's slots: batches and img2img) wait
-/// for one another on the CPU's kernel pool and give the bytes each gives alone.
+/// Renders asked for from several threads at once (a worker's slots: batches and img2img) all
+/// finish, and each gives the bytes it gives alone.
 #[test]
 fn renders_from_several_threads_at_once_give_the_bytes_each_gives_alone() {
     let e = engine();
