@@ -17,19 +17,12 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
-use std::cell::RefCell;
 
 use super::math::{ExpConsts, exp_below, vectorized};
 use super::{OutPtr, cpu_inference, f32_slice};
 
 /// Query rows per block: 64 rows of scores against 1,024 keys are 256 KiB.
 const QUERY_BLOCK: usize = 64;
-
-thread_local! {
-    /// Each pool thread's block buffers ([`Block`]), kept between blocks (and calls) so they are
-    /// neither allocated nor zeroed again: every value a real row reads is written first.
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
 
 /// `softmax(q kᵀ · scale) v` per head, for `q` `(n, s, heads · d)`, `k` `(n, t, heads · d)` and
 /// `v` `(n, t, heads · dv)`; the output is `(n, s, heads · dv)`.
@@ -72,47 +65,54 @@ impl CustomOp3 for Attention {
         let q = f32_slice(qs, ql, "query")?;
         let k = f32_slice(ks, kl, "key")?;
         let v = f32_slice(vs, vl, "value")?;
-        let mut out = vec![0f32; n * s * cv];
-        let dst = OutPtr(out.as_mut_ptr());
         let work: Vec<(usize, usize, usize)> = (0..n)
             .flat_map(|i| (0..heads).map(move |h| (i, h)))
             .flat_map(|(i, h)| (0..s).step_by(QUERY_BLOCK).map(move |q0| (i, h, q0)))
             .collect();
-        work.par_iter().for_each(|&(i, h, q0)| {
-            let rows = (s - q0).min(QUERY_BLOCK);
-            SCRATCH.with_borrow_mut(|scratch| {
-                // This head's keys and values: `d` and `dv` values at offsets `h · d` and
-                // `h · dv` of each of this image's rows, read in place.
-                let keys = &k[i * t * c + h * d..][..(t - 1) * c + d];
-                let values = &v[i * t * cv + h * dv..][..(t - 1) * cv + dv];
-                let mut block = Block::new(scratch, rows, (t, d, dv), (keys, c), (values, cv));
-                // The queries transposed, with the scale on them (d × rows), not on the scores
-                // (t × rows).
-                for r in 0..rows {
-                    let src = &q[(i * s + q0 + r) * c + h * d..][..d];
-                    for (x, &value) in src.iter().enumerate() {
-                        block.qt[x * block.width + r] = value * self.scale;
-                    }
-                }
-                let sums = vectorized(&mut block);
-                // SAFETY: this task writes rows `q0..q0 + rows` of image `i`, columns
-                // `h · dv..(h + 1) · dv`, of the `(n, s, cv)` output: inside `out`, and a block
-                // no other task writes (the tasks' (image, head, query block) are distinct);
-                // `out` is not otherwise touched until every task has returned.
-                #[allow(unsafe_code)]
-                unsafe {
-                    let o = dst.at((i * s + q0) * cv + h * dv);
-                    for (r, sum) in sums.iter().enumerate().take(rows) {
-                        let row = std::slice::from_raw_parts_mut(o.add(r * cv), dv);
-                        // Each row over its sum: the softmax's division on dv values, not t.
-                        let inv = 1.0 / sum;
-                        for (x, o) in row.iter_mut().enumerate() {
-                            *o = block.out[x * block.width + r] * inv;
+        let fill = |dst: OutPtr| {
+            work.par_iter().for_each(|&(i, h, q0)| {
+                let rows = (s - q0).min(QUERY_BLOCK);
+                let sizes = Block::sizes(rows, (t, d, dv));
+                // The scratch's values are whatever earlier tasks left: every value a real row
+                // reads is written first.
+                super::with_scratch(sizes.iter().sum(), |scratch| {
+                    // This head's keys and values: `d` and `dv` values at offsets `h · d` and
+                    // `h · dv` of each of this image's rows, read in place.
+                    let keys = &k[i * t * c + h * d..][..(t - 1) * c + d];
+                    let values = &v[i * t * cv + h * dv..][..(t - 1) * cv + dv];
+                    let mut block = Block::new(scratch, sizes, (t, d, dv), (keys, c), (values, cv));
+                    // The queries transposed, with the scale on them (d × rows), not on the
+                    // scores (t × rows).
+                    for r in 0..rows {
+                        let src = &q[(i * s + q0 + r) * c + h * d..][..d];
+                        for (x, &value) in src.iter().enumerate() {
+                            block.qt[x * block.width + r] = value * self.scale;
                         }
                     }
-                }
+                    let sums = vectorized(&mut block);
+                    // SAFETY: this task writes rows `q0..q0 + rows` of image `i`, columns
+                    // `h · dv..(h + 1) · dv`, of the `(n, s, cv)` output: inside it, and a block
+                    // no other task writes (the tasks' (image, head, query block) are distinct);
+                    // the output is not otherwise touched until every task has returned.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        let o = dst.at((i * s + q0) * cv + h * dv);
+                        for (r, sum) in sums.iter().enumerate().take(rows) {
+                            let row = std::slice::from_raw_parts_mut(o.add(r * cv), dv);
+                            // Each row over its sum: the softmax's division on dv values, not t.
+                            let inv = 1.0 / sum;
+                            for (x, o) in row.iter_mut().enumerate() {
+                                *o = block.out[x * block.width + r] * inv;
+                            }
+                        }
+                    }
+                });
             });
-        });
+        };
+        // SAFETY: the tasks are every (image, head, block of query rows), and each writes all
+        // `dv` values of its head in each of its rows: together every value of the output.
+        #[allow(unsafe_code)]
+        let out = unsafe { super::filled(n * s * cv, fill) };
         Ok((CpuStorage::F32(out), Shape::from((n, s, cv))))
     }
 }
@@ -142,20 +142,22 @@ struct Block<'a> {
 }
 
 impl<'a> Block<'a> {
-    /// The block's buffers, carved out of a thread's scratch (grown when too small).
+    /// The lengths of the buffers of a block of `rows` query rows: queries, scores and output,
+    /// `width` (the rows rounded up to whole tiles) columns each.
+    fn sizes(rows: usize, (t, d, dv): (usize, usize, usize)) -> [usize; 3] {
+        let tile = ROW_VECTORS * MAX_LANES;
+        let width = rows.div_ceil(tile) * tile;
+        [d * width, t * width, dv * width]
+    }
+
+    /// The block's buffers ([`Block::sizes`]), carved out of `scratch`.
     fn new(
-        scratch: &'a mut Vec<f32>,
-        rows: usize,
+        scratch: &'a mut [f32],
+        sizes: [usize; 3],
         (t, d, dv): (usize, usize, usize),
         keys: (&'a [f32], usize),
         values: (&'a [f32], usize),
     ) -> Self {
-        let tile = ROW_VECTORS * MAX_LANES;
-        let width = rows.div_ceil(tile) * tile;
-        let sizes = [d * width, t * width, dv * width];
-        if scratch.len() < sizes.iter().sum() {
-            scratch.resize(sizes.iter().sum(), 0.0);
-        }
         let (qt, rest) = scratch.split_at_mut(sizes[0]);
         let (scores, rest) = rest.split_at_mut(sizes[1]);
         Block {
@@ -164,7 +166,7 @@ impl<'a> Block<'a> {
             out: &mut rest[..sizes[2]],
             keys,
             values,
-            width,
+            width: sizes[0] / d,
             t,
             d,
             dv,

@@ -257,33 +257,41 @@ impl Conv {
             return super::direct::forward(g, x, wt, e);
         }
         let plane = g.ho * g.wo;
-        let mut y = vec![0f32; g.n * g.out_len()];
-        let out = OutPtr(y.as_mut_ptr());
         let work: Vec<(usize, usize, usize)> = (0..g.n)
             .flat_map(|i| g.tiles().map(move |(r0, rows)| (i, r0, rows)))
             .collect();
-        work.par_iter().for_each(|&(i, r0, rows)| {
-            let x = &x[i * g.in_len()..(i + 1) * g.in_len()];
-            let p = rows * g.wo;
-            let mut col = vec![0f32; g.col_len()];
-            let (col, col_rs) = g.columns(x, r0, rows, &mut col);
-            let first = i * g.out_len() + r0 * g.wo;
-            // SAFETY: this task's tile is the `p` values from `first + o · plane` for every
-            // channel `o`: inside `y` (image `i`, rows `r0..r0 + rows`), and written by no other
-            // task, since (image, row range) pairs are disjoint; `y` is not otherwise touched
-            // until every task has returned.
-            #[allow(unsafe_code)]
-            unsafe {
-                let dims = (g.co, p, g.ckk());
-                let tile = out.at(first);
-                super::matmul_to_ptr(dims, tile, plane, false, wt, (g.ckk(), 1), col, (col_rs, 1));
-                for o in 0..g.co {
-                    let row = std::slice::from_raw_parts_mut(tile.add(o * plane), p);
-                    e.add_to(row, (i, o, g.co), first + o * plane);
-                }
-            }
-        });
-        y
+        let fill = |out: OutPtr| {
+            work.par_iter().for_each(|&(i, r0, rows)| {
+                let x = &x[i * g.in_len()..(i + 1) * g.in_len()];
+                let p = rows * g.wo;
+                let first = i * g.out_len() + r0 * g.wo;
+                super::with_scratch(g.col_len(), |col| {
+                    let (col, col_rs) = g.columns(x, r0, rows, col);
+                    // SAFETY: this task's tile is the `p` values from `first + o · plane` for
+                    // every channel `o`: inside the output (image `i`, rows `r0..r0 + rows`), and
+                    // written by no other task, since (image, row range) pairs are disjoint; the
+                    // output is not otherwise touched until every task has returned.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        let dims = (g.co, p, g.ckk());
+                        let tile = out.at(first);
+                        let (wt, wt_rs) = (wt, (g.ckk(), 1));
+                        super::matmul_to_ptr(dims, tile, plane, false, wt, wt_rs, col, (col_rs, 1));
+                        for o in 0..g.co {
+                            let row = std::slice::from_raw_parts_mut(tile.add(o * plane), p);
+                            e.add_to(row, (i, o, g.co), first + o * plane);
+                        }
+                    }
+                });
+            });
+        };
+        // SAFETY: the tiles are every output row of every image, and each task's product writes
+        // its tile of every channel whole (gemm without reading the destination) before the
+        // epilogue adds to it.
+        #[allow(unsafe_code)]
+        unsafe {
+            super::filled(g.n * g.out_len(), fill)
+        }
     }
 }
 

@@ -17,8 +17,6 @@
 //! image gives the same bits alone and in any batch, on any thread count. The bits differ from
 //! im2col's in the last places where gemm sums in another order.
 
-use std::cell::RefCell;
-
 use rayon::prelude::*;
 
 use super::OutPtr;
@@ -28,11 +26,8 @@ use super::math::vectorized;
 /// Output channels per tile: the weights are packed in blocks of this many (zero past `co`).
 const CHANNELS: usize = 4;
 
-thread_local! {
-    /// A task's padded input and its tile outputs, reused across calls (the latents' bands are
-    /// small and there are tens of these convolutions per denoising step).
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
+/// Widest vector of any CPU this runs on, in f32s (AVX-512): the scratch is sized for it.
+const MAX_LANES: usize = 16;
 
 /// Fewest output pixels an image must have for this path. Below, im2col + gemm is as fast or
 /// faster (`bench-ops`, 320–400 calls a shape, on 2 AVX-512 cores, direct against im2col, three
@@ -69,24 +64,44 @@ fn forward_on(
         .div_ceil(g.n)
         .clamp(1, blocks);
     let per_task = blocks.div_ceil(parts);
-    let mut y = vec![0f32; g.n * g.out_len()];
-    let out = OutPtr(y.as_mut_ptr());
     let work: Vec<(usize, usize)> = (0..g.n)
         .flat_map(|image| (0..blocks).step_by(per_task).map(move |b0| (image, b0)))
         .collect();
-    work.par_iter().for_each(|&(image, b0)| {
-        let part = Part {
-            g,
-            x: &x[image * g.in_len()..][..g.in_len()],
-            packed: &packed,
-            image,
-            blocks: b0..(b0 + per_task).min(blocks),
-            e,
-            out,
-        };
-        SCRATCH.with_borrow_mut(|scratch| run(Task { part, scratch }));
-    });
-    y
+    let (input_len, stride) = layout(g, MAX_LANES);
+    let fill = |out: OutPtr| {
+        work.par_iter().for_each(|&(image, b0)| {
+            let part = Part {
+                g,
+                x: &x[image * g.in_len()..][..g.in_len()],
+                packed: &packed,
+                image,
+                blocks: b0..(b0 + per_task).min(blocks),
+                e,
+                out,
+            };
+            super::with_scratch(input_len + CHANNELS * stride, |scratch| {
+                run(Task { part, scratch });
+            });
+        });
+    };
+    // SAFETY: the tasks are every output-channel block of every image, and `write_block` writes
+    // every output row of each of the block's channels.
+    #[allow(unsafe_code)]
+    unsafe {
+        super::filled(g.n * g.out_len(), fill)
+    }
+}
+
+/// The lengths of a task's padded input and of one channel's tile outputs (`stride`) when the
+/// vectors have `lanes` f32s; both grow with `lanes`, so a scratch sized for [`MAX_LANES`] holds
+/// every instruction set's.
+fn layout(g: &Geometry, lanes: usize) -> (usize, usize) {
+    let wp = g.w + 1;
+    // Tile outputs per channel: the used positions rounded up to whole vectors.
+    let stride = (g.h * wp).div_ceil(lanes) * lanes;
+    // The last vector of the last channel reads up to `(c − 1) · plane + stride − 1 + 2 · wp +
+    // 2` ≤ `c · plane + lanes` (as `stride < h · wp + lanes`): the padded planes and a tail.
+    (g.c * (g.h + 2) * wp + lanes + 1, stride)
 }
 
 /// `packed[block][c][tap][j]` = the weight of output channel `block · CHANNELS + j`, input channel
@@ -119,7 +134,8 @@ struct Part<'a> {
 
 struct Task<'a> {
     part: Part<'a>,
-    scratch: &'a mut Vec<f32>,
+    /// At least the padded input and [`CHANNELS`] channels of tile outputs ([`layout`]).
+    scratch: &'a mut [f32],
 }
 
 impl pulp::WithSimd for Task<'_> {
@@ -140,21 +156,13 @@ impl pulp::WithSimd for Task<'_> {
 /// The part's convolution with tiles of [`CHANNELS`] × `V` vectors and the positions left after
 /// the last whole one in tiles of [`CHANNELS`] × 1 vector, then its epilogue, into the output.
 #[inline(always)]
-fn part_kernel<S: pulp::Simd, const V: usize>(simd: S, t: Part, scratch: &mut Vec<f32>) {
+fn part_kernel<S: pulp::Simd, const V: usize>(simd: S, t: Part, scratch: &mut [f32]) {
     let g = t.g;
     let lanes = size_of::<S::f32s>() / size_of::<f32>();
     let wp = g.w + 1;
-    // Tile outputs per channel: the used positions rounded up to whole vectors.
-    let stride = (g.h * wp).div_ceil(lanes) * lanes;
+    let (input_len, stride) = layout(g, lanes);
     let whole = stride - stride % (V * lanes);
     let plane = (g.h + 2) * wp;
-    // The last vector of the last channel reads up to `(c − 1) · plane + stride − 1 + 2 · wp +
-    // 2` ≤ `c · plane + lanes` (as `stride < h · wp + lanes`): the padded planes and a tail.
-    let input_len = g.c * plane + lanes + 1;
-    let need = input_len + CHANNELS * stride;
-    if scratch.len() < need {
-        scratch.resize(need, 0.0);
-    }
     let (input, tiles) = scratch.split_at_mut(input_len);
     let tiles = &mut tiles[..CHANNELS * stride];
     pad_image(g, t.x, input, wp, plane);

@@ -2,7 +2,6 @@
 //! in one pass (candle: a slice copy, an erf per value through the C library, a product).
 
 use candle_core::{CpuStorage, CustomOp1, D, Layout, Result, Shape, Tensor, bail};
-use rayon::prelude::*;
 
 use super::math::{ExpConsts, gelu, gelu_below, vectorized};
 use super::{cpu_inference, f32_slice};
@@ -28,10 +27,10 @@ impl CustomOp1 for Geglu {
         }
         let h = f32_slice(hs, hl, "geglu input")?;
         let inner = width / 2;
-        let mut out = vec![0f32; h.len() / 2];
-        out.par_chunks_mut(ROWS * inner)
-            .zip(h.par_chunks(ROWS * width))
-            .for_each(|(out, h)| vectorized(GateRows { out, h, inner }));
+        let out = super::par_blocks(h.len() / 2, ROWS * inner, |i, out| {
+            let h = &h[i * ROWS * width..][..2 * out.len()];
+            vectorized(GateRows { out, h, inner });
+        });
         let mut shape = dims.to_vec();
         if let Some(last) = shape.last_mut() {
             *last = inner;

@@ -131,21 +131,17 @@ impl CustomOp3 for Norm {
         }
         // One task per (image, group), so a single image's groups also spread over the threads.
         let cg = c / self.groups;
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(cg * plane)
-            .zip(x.par_chunks(cg * plane))
-            .enumerate()
-            .for_each(|(i, (y, x))| {
-                let first = (i % self.groups) * cg;
-                let (gamma, beta) = (&gamma[first..first + cg], &beta[first..first + cg]);
-                vectorized(NormalizeGroup {
-                    norm: self,
-                    x,
-                    y,
-                    gamma,
-                    beta,
-                });
+        let y = super::par_blocks(x.len(), cg * plane, |i, y| {
+            let first = (i % self.groups) * cg;
+            let (gamma, beta) = (&gamma[first..first + cg], &beta[first..first + cg]);
+            vectorized(NormalizeGroup {
+                norm: self,
+                x: &x[i * cg * plane..][..y.len()],
+                y,
+                gamma,
+                beta,
             });
+        });
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 

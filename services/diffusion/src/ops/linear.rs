@@ -105,8 +105,6 @@ fn product(
     (images, tokens): (usize, usize),
     (d_in, d_out): (usize, usize),
 ) -> Vec<f32> {
-    let mut y = vec![0f32; images * tokens * d_out];
-    let out = OutPtr(y.as_mut_ptr());
     let work: Vec<(usize, usize)> = (0..images)
         .flat_map(|i| {
             (0..tokens)
@@ -114,29 +112,37 @@ fn product(
                 .map(move |t| (i * tokens + t, (tokens - t).min(ROWS)))
         })
         .collect();
-    work.par_iter().for_each(|&(r0, rows)| {
-        // SAFETY: this task writes rows `r0..r0 + rows` of the `d_out`-wide output, inside `y`
-        // and written by no other task (the blocks are disjoint); `y` is not otherwise touched
-        // until every task has returned.
-        #[allow(unsafe_code)]
-        unsafe {
-            let dst = out.at(r0 * d_out);
-            let dims = (rows, d_out, d_in);
-            let xs = &xs[r0 * d_in..];
-            super::matmul_to_ptr(dims, dst, d_out, false, xs, (d_in, 1), ws, (1, d_in));
-            let block = std::slice::from_raw_parts_mut(dst, rows * d_out);
-            for (r, row) in block.chunks_mut(d_out).enumerate() {
-                if let Some(b) = bias {
-                    row.iter_mut().zip(b).for_each(|(v, &b)| *v += b);
-                }
-                if let Some(res) = residual {
-                    let res = &res[(r0 + r) * d_out..][..d_out];
-                    row.iter_mut().zip(res).for_each(|(v, &r)| *v += r);
+    let fill = |out: OutPtr| {
+        work.par_iter().for_each(|&(r0, rows)| {
+            // SAFETY: this task writes rows `r0..r0 + rows` of the `d_out`-wide output, inside it
+            // and written by no other task (the blocks are disjoint); the output is not otherwise
+            // touched until every task has returned.
+            #[allow(unsafe_code)]
+            unsafe {
+                let dst = out.at(r0 * d_out);
+                let dims = (rows, d_out, d_in);
+                let xs = &xs[r0 * d_in..];
+                super::matmul_to_ptr(dims, dst, d_out, false, xs, (d_in, 1), ws, (1, d_in));
+                let block = std::slice::from_raw_parts_mut(dst, rows * d_out);
+                for (r, row) in block.chunks_mut(d_out).enumerate() {
+                    if let Some(b) = bias {
+                        row.iter_mut().zip(b).for_each(|(v, &b)| *v += b);
+                    }
+                    if let Some(res) = residual {
+                        let res = &res[(r0 + r) * d_out..][..d_out];
+                        row.iter_mut().zip(res).for_each(|(v, &r)| *v += r);
+                    }
                 }
             }
-        }
-    });
-    y
+        });
+    };
+    // SAFETY: the blocks are every image's tokens, so together every row of the output, and each
+    // task's product writes its block whole (gemm without reading the destination) before the
+    // bias and residual are added to it.
+    #[allow(unsafe_code)]
+    unsafe {
+        super::filled(images * tokens * d_out, fill)
+    }
 }
 
 impl Module for Linear {

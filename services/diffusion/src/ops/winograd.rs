@@ -90,8 +90,6 @@ fn tiling(g: &Geometry) -> (usize, usize, usize) {
 pub(super) fn forward(g: &Geometry, x: &[f32], wt: &[f32], e: Epilogue) -> Vec<f32> {
     let u = transform_weights(g, wt);
     let (tiles_x, tiles_y, rows) = tiling(g);
-    let mut y = vec![0f32; g.n * g.out_len()];
-    let out = OutPtr(y.as_mut_ptr());
     let blocks: Vec<Block> = (0..g.n)
         .flat_map(|image| {
             (0..tiles_y).step_by(rows).map(move |ty0| Block {
@@ -101,40 +99,50 @@ pub(super) fn forward(g: &Geometry, x: &[f32], wt: &[f32], e: Epilogue) -> Vec<f
             })
         })
         .collect();
-    blocks.par_iter().for_each(|b| {
-        let tiles = b.rows * tiles_x;
-        let v = transform_input(g, &x[b.image * g.in_len()..][..g.in_len()], b, tiles_x);
-        let mut m = vec![0f32; 16 * g.co * tiles];
-        for xi in 0..16 {
-            super::matmul_into(
-                (g.co, tiles, g.c),
-                &mut m[xi * g.co * tiles..],
-                tiles,
-                false,
-                &u[xi * g.co * g.c..],
-                (g.c, 1),
-                &v[xi * g.c * tiles..],
-                (tiles, 1),
-            );
-        }
-        // SAFETY: this block writes only its image's output rows `2·ty0 .. 2·(ty0 + rows)` (of
-        // every channel), inside `y` and disjoint from every other block's; `y` is not otherwise
-        // touched until every block has returned.
-        #[allow(unsafe_code)]
-        unsafe {
-            write_output(g, &m, b, tiles_x, e, out);
-        }
-    });
-    y
+    let fill = |out: OutPtr| {
+        blocks.par_iter().for_each(|b| {
+            let tiles = b.rows * tiles_x;
+            let (v_len, m_len) = (16 * g.c * tiles, 16 * g.co * tiles);
+            super::with_scratch(v_len + m_len, |scratch| {
+                let (v, m) = scratch.split_at_mut(v_len);
+                let x = &x[b.image * g.in_len()..][..g.in_len()];
+                transform_input(g, x, b, tiles_x, v);
+                for xi in 0..16 {
+                    super::matmul_into(
+                        (g.co, tiles, g.c),
+                        &mut m[xi * g.co * tiles..],
+                        tiles,
+                        false,
+                        &u[xi * g.co * g.c..],
+                        (g.c, 1),
+                        &v[xi * g.c * tiles..],
+                        (tiles, 1),
+                    );
+                }
+                // SAFETY: this block writes only its image's output rows `2·ty0 .. 2·(ty0 +
+                // rows)` (of every channel), inside the output and disjoint from every other
+                // block's; the output is not otherwise touched until every block has returned.
+                #[allow(unsafe_code)]
+                unsafe {
+                    write_output(g, m, b, tiles_x, e, out);
+                }
+            });
+        });
+    };
+    // SAFETY: the blocks are every tile row of every image, and `write_output` writes every
+    // output row of its tile rows (below `ho`) of every channel.
+    #[allow(unsafe_code)]
+    unsafe {
+        super::filled(g.n * g.out_len(), fill)
+    }
 }
 
 /// `V[ξ][c][tile]` of the block: `Bᵀ d B` of every tile's 4×4 input patch (zero outside the
 /// image) and channel, a tile row at a time: each of the patch rows split into its even and odd
 /// columns (so every term is a contiguous run over the row's tiles), transformed along x, then the
-/// four rows along y.
-fn transform_input(g: &Geometry, x: &[f32], b: &Block, tiles_x: usize) -> Vec<f32> {
+/// four rows along y. Writes every value of `v` (`16 · c · tiles`).
+fn transform_input(g: &Geometry, x: &[f32], b: &Block, tiles_x: usize, v: &mut [f32]) {
     let tiles = b.rows * tiles_x;
-    let mut v = vec![0f32; 16 * g.c * tiles];
     // Columns -1 ..= 2·tiles_x of one input row, as even (`e[k]` = column 2k − 1) and odd
     // (`o[k]` = column 2k) halves, zero outside the image.
     let (mut e, mut o) = (vec![0f32; tiles_x + 1], vec![0f32; tiles_x + 1]);
@@ -189,7 +197,6 @@ fn transform_input(g: &Geometry, x: &[f32], b: &Block, tiles_x: usize) -> Vec<f3
             }
         }
     }
-    v
 }
 
 /// `Aᵀ M A` of every tile and output channel, plus the epilogue's terms (each added on its own, in
