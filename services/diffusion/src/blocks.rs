@@ -244,13 +244,13 @@ impl Projection {
 /// `(n, c, h, w)` → `(n, h·w, c)`.
 fn to_tokens(x: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
-    x.reshape((n, c, h * w))?.transpose(1, 2)?.contiguous()
+    ops::transpose_last(&x.reshape((n, c, h * w))?)
 }
 
 /// `(n, h·w, c)` → `(n, c, h, w)`.
 fn to_image(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
     let (n, _, c) = x.dims3()?;
-    x.transpose(1, 2)?.contiguous()?.reshape((n, c, h, w))
+    ops::transpose_last(x)?.reshape((n, c, h, w))
 }
 
 /// diffusers' `Transformer2DModel`: group norm, projection in, transformer blocks attending to

@@ -24,6 +24,7 @@ mod geglu;
 mod group_norm;
 mod linear;
 mod math;
+mod transpose;
 mod winograd;
 
 pub use attention::attention;
@@ -31,6 +32,7 @@ pub use conv::{Conv2d, conv2d, conv2d_im2col};
 pub use geglu::geglu;
 pub use group_norm::{GroupNorm, group_norm, group_norm_silu};
 pub use linear::Linear;
+pub use transpose::transpose_last;
 
 use candle_core::{CpuStorage, DType, Layout, Result, Storage, Tensor, bail};
 use rayon::prelude::*;
