@@ -188,7 +188,7 @@ impl FeedForward {
     /// The feed-forward's output plus `residual`, added in the output layer's pass.
     fn forward(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         self.out
-            .forward_add(&ops::geglu(&self.proj.forward(x)?)?, Some(residual))
+            .forward_add(&self.proj.forward_geglu(x)?, Some(residual))
     }
 }
 

@@ -1,45 +1,17 @@
 //! GEGLU's gate for inference: `a · gelu(b)` for the two halves `[a, b]` of the last dimension,
-//! in one pass (candle: a slice copy, an erf per value through the C library, a product).
+//! in one pass (candle: a slice copy, an erf per value through the C library, a product). The
+//! gate runs inside the input projection's pass ([`super::Linear::forward_geglu`]) on each block
+//! of rows while the projection is in cache.
 
-use candle_core::{CpuStorage, CustomOp1, D, Layout, Result, Shape, Tensor, bail};
+use candle_core::{D, Result, Tensor, bail};
 
 use super::math::{ExpConsts, gelu, gelu_below, vectorized};
-use super::{cpu_inference, f32_slice};
 
-/// Rows per task.
-const ROWS: usize = 64;
-
-struct Geglu;
-
-impl CustomOp1 for Geglu {
-    fn name(&self) -> &'static str {
-        "pixelfarm-geglu"
-    }
-
-    fn cpu_fwd(&self, hs: &CpuStorage, hl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let dims = hl.shape().dims();
-        let width = dims.last().copied().unwrap_or(0);
-        if width == 0 || width % 2 != 0 {
-            bail!(
-                "geglu: the last dimension of {:?} must be even and not 0",
-                hl.shape()
-            );
-        }
-        let h = f32_slice(hs, hl, "geglu input")?;
-        let inner = width / 2;
-        let out = super::par_blocks(h.len() / 2, ROWS * inner, |i, out| {
-            let h = &h[i * ROWS * width..][..2 * out.len()];
-            vectorized(GateRows { out, h, inner });
-        });
-        let mut shape = dims.to_vec();
-        if let Some(last) = shape.last_mut() {
-            *last = inner;
-        }
-        Ok((CpuStorage::F32(out), Shape::from(shape)))
-    }
+/// `out` rows (`inner` values each) from `h` rows (`2 · inner`), on the CPU's widest vectors.
+pub(super) fn gate(out: &mut [f32], h: &[f32], inner: usize) {
+    vectorized(GateRows { out, h, inner });
 }
 
-/// `out` rows (`inner` values each) from `h` rows (`2 · inner`).
 struct GateRows<'a> {
     out: &'a mut [f32],
     h: &'a [f32],
@@ -69,41 +41,51 @@ impl pulp::WithSimd for GateRows<'_> {
     }
 }
 
-/// `a · gelu(b)` (exact GELU) where `[a, b]` are the two halves of `h`'s last dimension. In one
-/// pass on a CPU in f32 when no gradient flows through `h` (inference), else candle's ops.
+/// [`gate`] as candle's ops (where gradients flow, or off the CPU).
 ///
 /// # Errors
 /// When the last dimension is odd.
-pub fn geglu(h: &Tensor) -> Result<Tensor> {
-    if cpu_inference(&[h]) {
-        h.contiguous()?.apply_op1_no_bwd(&Geglu)
-    } else {
-        let width = h.dim(D::Minus1)?;
-        if width % 2 != 0 {
-            bail!("geglu: the last dimension of {:?} must be even", h.shape());
-        }
-        let inner = width / 2;
-        h.narrow(D::Minus1, 0, inner)? * h.narrow(D::Minus1, inner, inner)?.gelu_erf()?
+pub(super) fn candle(h: &Tensor) -> Result<Tensor> {
+    let width = h.dim(D::Minus1)?;
+    if width % 2 != 0 {
+        bail!("geglu: the last dimension of {:?} must be even", h.shape());
     }
+    let inner = width / 2;
+    h.narrow(D::Minus1, 0, inner)? * h.narrow(D::Minus1, inner, inner)?.gelu_erf()?
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::Linear;
     use super::super::tests::{max_diff, randn};
-    use super::*;
     use candle_core::Var;
 
+    /// The fused projection and gate against candle's ops (which the layer falls back to when
+    /// gradients are tracked): 2 × 40 values a row (whole vectors and a tail on every vector
+    /// width), several token blocks with a short last one; an odd width is an error.
     #[test]
     fn matches_candles_ops_and_keeps_gradients() {
-        // 2 × 40 values a row: whole vectors and a tail on every vector width.
-        let h = (randn(&[2, 131, 80], 31, 0.0) * 3.0).unwrap();
-        let ours = geglu(&h).unwrap();
-        let hv = Var::from_tensor(&h).unwrap();
-        let theirs = geglu(&hv).unwrap();
+        let layer = Linear::new(randn(&[80, 24], 31, 0.0), Some(randn(&[80], 32, 0.0)));
+        let x = (randn(&[2, 131, 24], 33, 0.0) * 3.0).unwrap();
+        let ours = layer.forward_geglu(&x).unwrap();
+        let xv = Var::from_tensor(&x).unwrap();
+        let theirs = layer.forward_geglu(&xv).unwrap();
         assert_eq!(ours.dims(), &[2, 131, 40]);
-        assert!(max_diff(&ours, &theirs) <= 1e-5);
+        assert!(max_diff(&ours, &theirs) <= 1e-4 * 3.0);
         let grads = theirs.sum_all().unwrap().backward().unwrap();
-        assert!(grads.get(&hv).is_some());
-        assert!(geglu(&randn(&[2, 3], 32, 0.0)).is_err());
+        assert!(grads.get(&xv).is_some());
+        let odd = Linear::new(randn(&[7, 24], 34, 0.0), None);
+        let err = odd.forward_geglu(&x).unwrap_err().to_string();
+        assert!(err.starts_with("geglu: the projection's width 7"), "{err}");
+    }
+
+    /// An image's rows come out the same alone and in a batch.
+    #[test]
+    fn an_image_is_the_same_alone_and_in_a_batch() {
+        let layer = Linear::new(randn(&[64, 16], 35, 0.0), Some(randn(&[64], 36, 0.0)));
+        let x = randn(&[3, 100, 16], 37, 0.0);
+        let all = layer.forward_geglu(&x).unwrap();
+        let second = layer.forward_geglu(&x.narrow(0, 1, 1).unwrap()).unwrap();
+        assert_eq!(max_diff(&all.narrow(0, 1, 1).unwrap(), &second), 0.0);
     }
 }

@@ -7,7 +7,7 @@ use candle_core::{Device, Module, Result, Tensor, bail};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use super::{OutPtr, cpu_inference, with_cpu_values};
+use super::{OutPtr, cpu_inference, geglu, with_cpu_values};
 
 /// Tokens per task: one image's tokens are split into blocks of this many rows, so the work of a
 /// token never depends on the batch around it.
@@ -46,14 +46,46 @@ impl Linear {
     /// # Errors
     /// When the shapes do not fit.
     pub fn forward_add(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        let candle = || {
+            let y = candle_nn::Linear::new(self.weight.clone(), self.bias.clone()).forward(x)?;
+            match residual {
+                Some(r) => r + y,
+                None => Ok(y),
+            }
+        };
+        self.run(x, residual, Finish::Add, candle)
+    }
+
+    /// GEGLU over this layer's output: `a · gelu(b)` (exact GELU) for the two halves `[a, b]` of
+    /// `forward(x)`'s last dimension. On a CPU when no gradient is tracked, each block of tokens'
+    /// product goes into the thread's scratch and only the gated half is written out, so the
+    /// full-width projection never goes through memory; else candle's ops.
+    ///
+    /// # Errors
+    /// When the shapes do not fit or the output width is odd.
+    pub fn forward_geglu(&self, x: &Tensor) -> Result<Tensor> {
+        let (d_out, _) = self.weight.dims2()?;
+        if d_out % 2 != 0 {
+            bail!(
+                "geglu: the projection's width {d_out} (weight {:?}) must be even",
+                self.weight.shape()
+            );
+        }
+        self.run(x, None, Finish::Geglu, || geglu::candle(&self.forward(x)?))
+    }
+
+    /// The product with `finish` on a CPU in inference, else `candle()`.
+    fn run(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        finish: Finish,
+        candle: impl FnOnce() -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let mut inputs = vec![x, &self.weight];
         inputs.extend(self.bias.iter().chain(residual));
         if !cpu_inference(&inputs) || x.rank() < 2 {
-            let y = candle_nn::Linear::new(self.weight.clone(), self.bias.clone()).forward(x)?;
-            return match residual {
-                Some(r) => r + y,
-                None => Ok(y),
-            };
+            return candle();
         }
         let (d_out, d_in) = self.weight.dims2()?;
         let dims = x.dims();
@@ -82,26 +114,67 @@ impl Linear {
         let inputs = [Some(x), Some(&self.weight), self.bias.as_ref(), residual];
         let y = with_cpu_values(&inputs, |v| match *v {
             [Some(xs), Some(ws), bias, residual] => Ok(product(
-                xs,
-                ws,
-                bias,
+                Operands { xs, ws, bias },
                 residual,
+                finish,
                 (images, tokens),
                 (d_in, d_out),
             )),
             _ => bail!("linear: input and weight are required"),
         })??;
+        if finish == Finish::Geglu {
+            *out_dims.last_mut().expect("rank ≥ 2") = d_out / 2;
+        }
         Tensor::from_vec(y, out_dims, &Device::Cpu)
     }
 }
 
-/// `x · wᵀ [+ bias] [+ residual]` for `images × tokens` rows of `d_in` values, one task per block of
-/// [`ROWS`] of an image's tokens, each writing its rows of the output in place.
+/// What a block's product turns into: itself plus the bias and the residual, or GEGLU's gate of
+/// it (plus the bias).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finish {
+    Add,
+    Geglu,
+}
+
+/// A product's input `(rows, d_in)`, weight `(d_out, d_in)` and bias `(d_out)`.
+#[derive(Clone, Copy)]
+struct Operands<'a> {
+    xs: &'a [f32],
+    ws: &'a [f32],
+    bias: Option<&'a [f32]>,
+}
+
+impl Operands<'_> {
+    /// Rows `r0..r0 + rows` of `x · wᵀ + bias` into `dst` (`rows × d_out`, rows `d_out` apart).
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of `rows · d_out` values that no one else reads or writes
+    /// during the call.
+    #[allow(unsafe_code)]
+    unsafe fn block(self, r0: usize, rows: usize, (d_in, d_out): (usize, usize), dst: *mut f32) {
+        // SAFETY: the caller vouches for `dst`; gemm writes every value without reading it.
+        unsafe {
+            let xs = &self.xs[r0 * d_in..];
+            let dims = (rows, d_out, d_in);
+            super::matmul_to_ptr(dims, dst, d_out, false, xs, (d_in, 1), self.ws, (1, d_in));
+            if let Some(b) = self.bias {
+                let block = std::slice::from_raw_parts_mut(dst, rows * d_out);
+                for row in block.chunks_mut(d_out) {
+                    row.iter_mut().zip(b).for_each(|(v, &b)| *v += b);
+                }
+            }
+        }
+    }
+}
+
+/// `x · wᵀ [+ bias]`, then `finish` (with `residual` for [`Finish::Add`]), for `images × tokens`
+/// rows of `d_in` values: one task per block of [`ROWS`] of an image's tokens, each writing its
+/// rows of the output in place.
 fn product(
-    xs: &[f32],
-    ws: &[f32],
-    bias: Option<&[f32]>,
+    ops: Operands,
     residual: Option<&[f32]>,
+    finish: Finish,
     (images, tokens): (usize, usize),
     (d_in, d_out): (usize, usize),
 ) -> Vec<f32> {
@@ -112,36 +185,42 @@ fn product(
                 .map(move |t| (i * tokens + t, (tokens - t).min(ROWS)))
         })
         .collect();
+    let width = match finish {
+        Finish::Add => d_out,
+        Finish::Geglu => d_out / 2,
+    };
     let fill = |out: OutPtr| {
         work.par_iter().for_each(|&(r0, rows)| {
-            // SAFETY: this task writes rows `r0..r0 + rows` of the `d_out`-wide output, inside it
+            // SAFETY: this task writes rows `r0..r0 + rows` of the `width`-wide output, inside it
             // and written by no other task (the blocks are disjoint); the output is not otherwise
-            // touched until every task has returned.
+            // touched until every task has returned. The scratch is this thread's own.
             #[allow(unsafe_code)]
             unsafe {
-                let dst = out.at(r0 * d_out);
-                let dims = (rows, d_out, d_in);
-                let xs = &xs[r0 * d_in..];
-                super::matmul_to_ptr(dims, dst, d_out, false, xs, (d_in, 1), ws, (1, d_in));
-                let block = std::slice::from_raw_parts_mut(dst, rows * d_out);
-                for (r, row) in block.chunks_mut(d_out).enumerate() {
-                    if let Some(b) = bias {
-                        row.iter_mut().zip(b).for_each(|(v, &b)| *v += b);
+                let dst = out.at(r0 * width);
+                match finish {
+                    Finish::Add => {
+                        ops.block(r0, rows, (d_in, d_out), dst);
+                        if let Some(res) = residual {
+                            let block = std::slice::from_raw_parts_mut(dst, rows * d_out);
+                            let res = &res[r0 * d_out..][..rows * d_out];
+                            block.iter_mut().zip(res).for_each(|(v, &r)| *v += r);
+                        }
                     }
-                    if let Some(res) = residual {
-                        let res = &res[(r0 + r) * d_out..][..d_out];
-                        row.iter_mut().zip(res).for_each(|(v, &r)| *v += r);
-                    }
+                    Finish::Geglu => super::with_scratch(rows * d_out, |h| {
+                        ops.block(r0, rows, (d_in, d_out), h.as_mut_ptr());
+                        let out = std::slice::from_raw_parts_mut(dst, rows * width);
+                        geglu::gate(out, h, width);
+                    }),
                 }
             }
         });
     };
-    // SAFETY: the blocks are every image's tokens, so together every row of the output, and each
+    // SAFETY: the blocks are every image's tokens, so together every row of the output; each
     // task's product writes its block whole (gemm without reading the destination) before the
-    // bias and residual are added to it.
+    // residual is added, and GEGLU's gate writes every value of its rows.
     #[allow(unsafe_code)]
     unsafe {
-        super::filled(images * tokens * d_out, fill)
+        super::filled(images * tokens * width, fill)
     }
 }
 

@@ -29,7 +29,6 @@ mod winograd;
 
 pub use attention::attention;
 pub use conv::{Conv2d, conv2d, conv2d_im2col};
-pub use geglu::geglu;
 pub use group_norm::{GroupNorm, group_norm, group_norm_silu};
 pub use linear::Linear;
 pub use transpose::transpose_last;
