@@ -125,7 +125,7 @@ impl Upsample {
     fn forward(&self, x: &Tensor, size: Option<(usize, usize)>) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let (h, w) = size.unwrap_or((2 * h, 2 * w));
-        self.conv.forward(&x.upsample_nearest2d(h, w)?)
+        self.conv.forward(&ops::upsample_nearest2d(x, h, w)?)
     }
 }
 

@@ -10,7 +10,7 @@
 use candle_core::{D, DType, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 
-use crate::ops::{Conv2d, GroupNorm};
+use crate::ops::{Conv2d, GroupNorm, upsample_nearest2d};
 
 /// Tokens the text encoder reads (start, prompt, end, padding).
 pub const MAX_TOKENS: usize = 16;
@@ -462,10 +462,10 @@ impl ShapesUnet {
         let h = self.mid1.forward(&self.down2_conv.forward(&h1)?, &emb)?;
         let h = self.mid2.forward(&self.attn.forward(&h)?, &emb)?;
         let (_, _, h1h, h1w) = h1.dims4()?;
-        let h = self.up1_conv.forward(&h.upsample_nearest2d(h1h, h1w)?)?;
+        let h = self.up1_conv.forward(&upsample_nearest2d(&h, h1h, h1w)?)?;
         let h = self.up1.forward(&Tensor::cat(&[&h, &h1], 1)?, &emb)?;
         let (_, _, h0h, h0w) = h0.dims4()?;
-        let h = self.up0_conv.forward(&h.upsample_nearest2d(h0h, h0w)?)?;
+        let h = self.up0_conv.forward(&upsample_nearest2d(&h, h0h, h0w)?)?;
         let h = self.up0.forward(&Tensor::cat(&[&h, &h0], 1)?, &emb)?;
         let v = unfold(&self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)?)?;
         match (&self.refine, reach) {

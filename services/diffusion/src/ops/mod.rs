@@ -25,6 +25,7 @@ mod group_norm;
 mod linear;
 mod math;
 mod transpose;
+mod upsample;
 mod winograd;
 
 pub use attention::attention;
@@ -32,6 +33,7 @@ pub use conv::{Conv2d, conv2d, conv2d_im2col};
 pub use group_norm::{GroupNorm, group_norm, group_norm_silu};
 pub use linear::Linear;
 pub use transpose::transpose_last;
+pub use upsample::upsample_nearest2d;
 
 use candle_core::{CpuStorage, DType, Layout, Result, Storage, Tensor, bail};
 use rayon::prelude::*;
