@@ -18,7 +18,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use super::math::{ExpConsts, exp_below, vectorized};
+use super::math::{ExpConsts, MAX_LANES, exp_below, vectorized};
 use super::{OutPtr, cpu_inference, f32_slice};
 
 /// Query rows per block: 64 rows of scores against 1,024 keys are 256 KiB.
@@ -145,6 +145,7 @@ impl<'a> Block<'a> {
     /// The lengths of the buffers of a block of `rows` query rows: queries, scores and output,
     /// `width` (the rows rounded up to whole tiles) columns each.
     fn sizes(rows: usize, (t, d, dv): (usize, usize, usize)) -> [usize; 3] {
+        // A block's width is a multiple of `ROW_VECTORS` of the widest vectors.
         let tile = ROW_VECTORS * MAX_LANES;
         let width = rows.div_ceil(tile) * tile;
         [d * width, t * width, dv * width]
@@ -173,10 +174,6 @@ impl<'a> Block<'a> {
         }
     }
 }
-
-/// Widest vector of any CPU this runs on, in f32s (AVX-512): a block's width is a multiple of
-/// [`ROW_VECTORS`] of them.
-const MAX_LANES: usize = 16;
 
 impl pulp::WithSimd for &mut Block<'_> {
     /// Each column's (query row's) sum of `e^(score − max)`, `width` of them.

@@ -21,13 +21,10 @@ use rayon::prelude::*;
 
 use super::OutPtr;
 use super::conv::{Epilogue, Geometry};
-use super::math::vectorized;
+use super::math::{MAX_LANES, vectorized};
 
 /// Output channels per tile: the weights are packed in blocks of this many (zero past `co`).
 const CHANNELS: usize = 4;
-
-/// Widest vector of any CPU this runs on, in f32s (AVX-512): the scratch is sized for it.
-const MAX_LANES: usize = 16;
 
 /// Fewest output pixels an image must have for this path. Below, im2col + gemm is as fast or
 /// faster (`bench-ops`, 320–400 calls a shape, on 2 AVX-512 cores, direct against im2col, three

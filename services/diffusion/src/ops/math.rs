@@ -9,6 +9,10 @@
 //! (no fused multiply-add is formed, so vector and scalar code agree), saturating instead of
 //! overflowing.
 
+/// The widest vector of any CPU the kernels run on, in f32s (AVX-512): buffers whose layout
+/// depends on the vector width are sized for it.
+pub(super) const MAX_LANES: usize = 16;
+
 /// `kernel` run compiled for the best vector instructions this CPU has (AVX-512 or AVX2 + FMA on
 /// x86-64 where present; the build's baseline is SSE2), so that its loops over [`exp`] and friends
 /// take eight values at a time. The kernel's `with_simd` must be `#[inline(always)]` and call only
