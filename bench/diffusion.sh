@@ -38,7 +38,12 @@ measure() {
   shift
   local s0 t0 s1 t1 line
   read -r s0 t0 < <(ticks)
-  line=$("$@" 2>/dev/null | tail -1)
+  # The engines' warnings stay out of the table; a failing run shows them and stops the script.
+  if ! line=$("$@" 2>"$dir/stderr" | tail -1); then
+    cat "$dir/stderr" >&2
+    echo "error: $* failed" >&2
+    exit 1
+  fi
   read -r s1 t1 < <(ticks)
   python3 -c 'import json, sys
 r = json.loads(sys.argv[1])
