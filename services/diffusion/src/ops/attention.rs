@@ -18,6 +18,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
+use super::broadcast;
 use super::math::{ExpConsts, MAX_LANES, exp_below, vectorized};
 use super::{OutPtr, cpu_inference, f32_slice};
 
@@ -118,8 +119,8 @@ impl CustomOp3 for Attention {
 }
 
 /// Vectors of query rows per register tile: a block's rows are padded to a multiple of this
-/// many vectors.
-const ROW_VECTORS: usize = 4;
+/// many vectors, so both products run on whole tiles only.
+const ROW_VECTORS: usize = broadcast::TILE_VECTORS;
 
 /// One block of query rows of one head, everything transposed so that the CPU's vectors run
 /// along the query rows: queries `(d, width)`, scores `(t, width)` and the unnormalised output
@@ -188,19 +189,10 @@ impl pulp::WithSimd for &mut Block<'_> {
         // out (dv × width) = valuesᵀ (dv × t) · e^scores (t × width), values `stride` apart.
         let (values, v_stride) = self.values;
         let values = (values, 1, v_stride);
-        // Tiles of 4 keys (or value columns) × 4 row vectors on 32 vector registers (AVX-512),
-        // 2 × 4 on 16: 16 or 8 independent accumulators.
-        if size_of::<S::f32s>() >= 64 {
-            broadcast_product::<S, 4>(simd, self.qt, keys, (t, d), width, self.scores);
-        } else {
-            broadcast_product::<S, 2>(simd, self.qt, keys, (t, d), width, self.scores);
-        }
+        // Tiles of keys (or value columns) × row vectors.
+        broadcast::product(simd, self.qt, keys, (t, d), width, None, self.scores);
         let sums = softmax_kernel(simd, self);
-        if size_of::<S::f32s>() >= 64 {
-            broadcast_product::<S, 4>(simd, self.scores, values, (dv, t), width, self.out);
-        } else {
-            broadcast_product::<S, 2>(simd, self.scores, values, (dv, t), width, self.out);
-        }
+        broadcast::product(simd, self.scores, values, (dv, t), width, None, self.out);
         sums
     }
 }
@@ -214,72 +206,6 @@ fn row_vectors<S: pulp::Simd>(width: usize) -> usize {
         "attention: block width {width} is not whole tiles"
     );
     width / lanes
-}
-
-/// `out (n × width) = b (n × m) · a (m × width)`, where `b`'s value `(i, x)` lies at
-/// `i · bi + x · bx` and is broadcast: tiles of `T` rows of `out` (then single rows) ×
-/// [`ROW_VECTORS`] vectors of columns, each sum over `m` in order. Both of attention's products.
-#[inline(always)]
-fn broadcast_product<S: pulp::Simd, const T: usize>(
-    simd: S,
-    a: &[f32],
-    (b, bi, bx): (&[f32], usize, usize),
-    (n, m): (usize, usize),
-    width: usize,
-    out: &mut [f32],
-) {
-    let rv = row_vectors::<S>(width);
-    assert!(
-        n > 0
-            && m > 0
-            && a.len() == m * width
-            && out.len() == n * width
-            && b.len() == (n - 1) * bi + (m - 1) * bx + 1,
-        "attention: product sizes"
-    );
-    let a = S::as_simd_f32s(a).0;
-    let out = S::as_mut_simd_f32s(out).0;
-    for g in (0..rv).step_by(ROW_VECTORS) {
-        let mut i = 0;
-        while i + T <= n {
-            broadcast_tile::<S, T>(simd, (a, rv, g, m), (b, bi, bx, i), out);
-            i += T;
-        }
-        while i < n {
-            broadcast_tile::<S, 1>(simd, (a, rv, g, m), (b, bi, bx, i), out);
-            i += 1;
-        }
-    }
-}
-
-/// Rows `i..i + T` × column vectors `g..g + ROW_VECTORS` of a [`broadcast_product`].
-#[inline(always)]
-fn broadcast_tile<S: pulp::Simd, const T: usize>(
-    simd: S,
-    (a, rv, g, m): (&[S::f32s], usize, usize, usize),
-    (b, bi, bx, i): (&[f32], usize, usize, usize),
-    out: &mut [S::f32s],
-) {
-    let mut acc = [[simd.splat_f32s(0.0); ROW_VECTORS]; T];
-    for x in 0..m {
-        // SAFETY: `x < m`, `g + ROW_VECTORS ≤ rv` and `i + T ≤ n` (the sizes
-        // `broadcast_product` asserted): inside `a` (`m × rv` vectors) and `b` (its last value
-        // is at `(n − 1) · bi + (m − 1) · bx`).
-        #[allow(unsafe_code)]
-        let av: [S::f32s; ROW_VECTORS] =
-            std::array::from_fn(|r| unsafe { *a.get_unchecked(x * rv + g + r) });
-        for (ii, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: as above.
-            #[allow(unsafe_code)]
-            let bv = simd.splat_f32s(unsafe { *b.get_unchecked((i + ii) * bi + x * bx) });
-            for (s, &av) in acc.iter_mut().zip(&av) {
-                *s = simd.mul_add_f32s(bv, av, *s);
-            }
-        }
-    }
-    for (ii, acc) in acc.iter().enumerate() {
-        out[(i + ii) * rv + g..][..ROW_VECTORS].copy_from_slice(acc);
-    }
 }
 
 /// Each score column (query row) `← e^(score − max)`, in place; returns the columns' sums.

@@ -1,13 +1,18 @@
-//! A linear layer whose CPU inference forward is one gemm per block of an image's tokens straight
-//! into the output, with the bias and an optional residual added in the same pass. candle's
-//! `Linear` adds the bias as a separate broadcast op over the whole output, which on the SD blocks'
-//! token-heavy layers took longer than the product itself.
+//! A linear layer whose CPU inference forward is one product per block of an image's tokens
+//! straight into the output, with the bias and an optional residual added in the same pass.
+//! candle's `Linear` adds the bias as a separate broadcast op over the whole output, which on the
+//! SD blocks' token-heavy layers took longer than the product itself.
+//!
+//! Layers with few input features (up to [`broadcast::NARROW`]) take the register-tiled broadcast product
+//! ([`super::broadcast`]) over the weight transposed once a call, with the bias as the sums'
+//! start; wider ones take gemm, whose packing pays off there.
 
 use candle_core::{Device, Module, Result, Tensor, bail};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use super::{OutPtr, cpu_inference, geglu, with_cpu_values};
+use super::math::{MAX_LANES, vectorized};
+use super::{OutPtr, broadcast, cpu_inference, geglu, with_cpu_values};
 
 /// Tokens per task: one image's tokens are split into blocks of this many rows, so the work of a
 /// token never depends on the batch around it.
@@ -114,7 +119,12 @@ impl Linear {
         let inputs = [Some(x), Some(&self.weight), self.bias.as_ref(), residual];
         let y = with_cpu_values(&inputs, |v| match *v {
             [Some(xs), Some(ws), bias, residual] => Ok(product(
-                Operands { xs, ws, bias },
+                Operands {
+                    xs,
+                    ws,
+                    bias,
+                    narrow: None,
+                },
                 residual,
                 finish,
                 (images, tokens),
@@ -137,12 +147,14 @@ enum Finish {
     Geglu,
 }
 
-/// A product's input `(rows, d_in)`, weight `(d_out, d_in)` and bias `(d_out)`.
+/// A product's input `(rows, d_in)`, weight `(d_out, d_in)` and bias `(d_out)`; for a narrow
+/// layer also the weight transposed, `(d_in, d_out)`, for the broadcast product.
 #[derive(Clone, Copy)]
 struct Operands<'a> {
     xs: &'a [f32],
     ws: &'a [f32],
     bias: Option<&'a [f32]>,
+    narrow: Option<&'a [f32]>,
 }
 
 impl Operands<'_> {
@@ -153,9 +165,23 @@ impl Operands<'_> {
     /// during the call.
     #[allow(unsafe_code)]
     unsafe fn block(self, r0: usize, rows: usize, (d_in, d_out): (usize, usize), dst: *mut f32) {
+        let xs = &self.xs[r0 * d_in..][..rows * d_in];
+        if let Some(wt) = self.narrow {
+            // SAFETY: the caller vouches for `dst` (`rows · d_out` values, this call's alone).
+            let out = unsafe { std::slice::from_raw_parts_mut(dst, rows * d_out) };
+            let bias = self.bias;
+            return vectorized(Narrow {
+                wt,
+                xs,
+                bias,
+                rows,
+                d_in,
+                d_out,
+                out,
+            });
+        }
         // SAFETY: the caller vouches for `dst`; gemm writes every value without reading it.
         unsafe {
-            let xs = &self.xs[r0 * d_in..];
             let dims = (rows, d_out, d_in);
             super::matmul_to_ptr(dims, dst, d_out, false, xs, (d_in, 1), self.ws, (1, d_in));
             if let Some(b) = self.bias {
@@ -165,6 +191,36 @@ impl Operands<'_> {
                 }
             }
         }
+    }
+}
+
+/// One block of a narrow layer: `out (rows × d_out) = bias + xs (rows × d_in) · wt (d_in × d_out)`.
+struct Narrow<'a> {
+    wt: &'a [f32],
+    xs: &'a [f32],
+    bias: Option<&'a [f32]>,
+    rows: usize,
+    d_in: usize,
+    d_out: usize,
+    out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for Narrow<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        let (rows, d_in) = (self.rows, self.d_in);
+        let xs = (self.xs, d_in, 1);
+        broadcast::product(
+            simd,
+            self.wt,
+            xs,
+            (rows, d_in),
+            self.d_out,
+            self.bias,
+            self.out,
+        );
     }
 }
 
@@ -188,6 +244,20 @@ fn product(
     let width = match finish {
         Finish::Add => d_out,
         Finish::Geglu => d_out / 2,
+    };
+    // Whole vectors of every width the CPU may have: the broadcast product's condition.
+    let transposed = (d_in <= broadcast::NARROW && d_out.is_multiple_of(MAX_LANES)).then(|| {
+        let mut wt = vec![0f32; d_in * d_out];
+        for (o, row) in ops.ws.chunks_exact(d_in).enumerate() {
+            for (i, &w) in row.iter().enumerate() {
+                wt[i * d_out + o] = w;
+            }
+        }
+        wt
+    });
+    let ops = Operands {
+        narrow: transposed.as_deref(),
+        ..ops
     };
     let fill = |out: OutPtr| {
         work.par_iter().for_each(|&(r0, rows)| {
@@ -244,31 +314,36 @@ mod tests {
     }
 
     /// Against candle's `Linear` (and its own fallback, taken when gradients are tracked): several
-    /// token blocks with a short last one, with and without bias and residual, 2-D and 4-D inputs.
+    /// token blocks with a short last one, with and without bias and residual, 2-D and 4-D inputs;
+    /// gemm (40 outputs, or 300 inputs) and the broadcast product (whole vectors of outputs: 16,
+    /// 48, 80 take every mix of its column groups).
     #[test]
     fn matches_candles_linear_and_the_fallback() {
-        for (dims, bias) in [
-            (vec![3, 150, 24], true),
-            (vec![2, 70, 24], false),
-            (vec![5, 24], true),
-            (vec![2, 3, 40, 24], true),
+        for (dims, bias, d_out) in [
+            (vec![3, 150, 24], true, 40),
+            (vec![3, 150, 24], true, 48),
+            (vec![2, 70, 24], false, 80),
+            (vec![5, 24], true, 16),
+            (vec![2, 3, 40, 24], true, 80),
+            (vec![2, 9, 300], true, 32),
         ] {
-            let l = layer(24, 40, bias);
+            let d_in = *dims.last().unwrap();
+            let l = layer(d_in, d_out, bias);
             let x = randn(&dims, 33, 0.0);
             let candle = candle_nn::Linear::new(l.weight.clone(), l.bias.clone());
             let theirs = candle.forward(&x).unwrap();
             let ours = l.forward(&x).unwrap();
-            assert!(max_diff(&ours, &theirs) < 1e-5, "{dims:?}");
+            assert!(max_diff(&ours, &theirs) < 1e-5, "{dims:?} → {d_out}");
             let residual = randn(theirs.dims(), 34, 0.0);
             let fused = l.forward_add(&x, Some(&residual)).unwrap();
             assert_eq!(
                 max_diff(&fused, &(&residual + &ours).unwrap()),
                 0.0,
-                "{dims:?}"
+                "{dims:?} → {d_out}"
             );
             let tracked = Var::from_tensor(&x).unwrap();
             let fallback = l.forward_add(&tracked, Some(&residual)).unwrap();
-            assert!(max_diff(&fallback, &fused) < 1e-5, "{dims:?}");
+            assert!(max_diff(&fallback, &fused) < 1e-5, "{dims:?} → {d_out}");
         }
     }
 

@@ -18,6 +18,7 @@
 //! Other devices and dtypes fall back to candle's own ops (cuDNN / candle kernels on CUDA).
 
 mod attention;
+mod broadcast;
 mod conv;
 mod direct;
 mod geglu;
