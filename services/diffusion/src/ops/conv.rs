@@ -836,11 +836,18 @@ mod tests {
         }
     }
 
-    /// The Winograd forward (images of 64×64 pixels and more), on odd sizes (partial tiles) and a
-    /// row wider than one block of tiles (blocks of one tile row).
+    /// The Winograd forward (images of 64×64 pixels and more), on odd sizes (partial tiles, and
+    /// blocks of tiles that are not whole vectors), a row wider than one block of tiles (blocks
+    /// of one tile row), with its products on the broadcast kernel and (above 256 input
+    /// channels) on gemm.
     #[test]
     fn winograd_matches_im2col() {
-        let cases = [(2, 6, 65, 67, 5), (1, 64, 33, 130, 16), (3, 32, 64, 64, 8)];
+        let cases = [
+            (2, 6, 65, 67, 5),
+            (1, 64, 33, 130, 16),
+            (3, 32, 64, 64, 8),
+            (1, 260, 64, 66, 3),
+        ];
         matches_im2col(&cases, super::super::winograd::applies);
     }
 

@@ -9,8 +9,9 @@
 
 use rayon::prelude::*;
 
-use super::OutPtr;
 use super::conv::{Epilogue, Geometry};
+use super::math::{MAX_LANES, vectorized};
+use super::{OutPtr, broadcast};
 
 /// Floats of one block's transformed input (and of its products): 16 × channels × tiles ≤ this,
 /// so both stay in L2 while the block's 16 gemms run.
@@ -99,32 +100,50 @@ pub(super) fn forward(g: &Geometry, x: &[f32], wt: &[f32], e: Epilogue) -> Vec<f
             })
         })
         .collect();
+    // With few input channels the 16 products take the broadcast kernel, over tiles padded to
+    // whole vectors (the padding columns hold whatever the scratch held and are never read back).
+    let narrow = g.c <= broadcast::NARROW;
     let fill = |out: OutPtr| {
         blocks.par_iter().for_each(|b| {
             let tiles = b.rows * tiles_x;
-            let (v_len, m_len) = (16 * g.c * tiles, 16 * g.co * tiles);
+            let width = if narrow {
+                tiles.next_multiple_of(MAX_LANES)
+            } else {
+                tiles
+            };
+            let (v_len, m_len) = (16 * g.c * width, 16 * g.co * width);
             super::with_scratch(v_len + m_len, |scratch| {
                 let (v, m) = scratch.split_at_mut(v_len);
                 let x = &x[b.image * g.in_len()..][..g.in_len()];
-                transform_input(g, x, b, tiles_x, v);
-                for xi in 0..16 {
-                    super::matmul_into(
-                        (g.co, tiles, g.c),
-                        &mut m[xi * g.co * tiles..],
-                        tiles,
-                        false,
-                        &u[xi * g.co * g.c..],
-                        (g.c, 1),
-                        &v[xi * g.c * tiles..],
-                        (tiles, 1),
-                    );
+                transform_input(g, x, b, tiles_x, width, v);
+                if narrow {
+                    vectorized(Products {
+                        g,
+                        u: &u,
+                        v,
+                        width,
+                        m: &mut *m,
+                    });
+                } else {
+                    for xi in 0..16 {
+                        super::matmul_into(
+                            (g.co, tiles, g.c),
+                            &mut m[xi * g.co * tiles..],
+                            tiles,
+                            false,
+                            &u[xi * g.co * g.c..],
+                            (g.c, 1),
+                            &v[xi * g.c * tiles..],
+                            (tiles, 1),
+                        );
+                    }
                 }
                 // SAFETY: this block writes only its image's output rows `2·ty0 .. 2·(ty0 +
                 // rows)` (of every channel), inside the output and disjoint from every other
                 // block's; the output is not otherwise touched until every block has returned.
                 #[allow(unsafe_code)]
                 unsafe {
-                    write_output(g, m, b, tiles_x, e, out);
+                    write_output(g, m, b, (tiles_x, width), e, out);
                 }
             });
         });
@@ -137,12 +156,42 @@ pub(super) fn forward(g: &Geometry, x: &[f32], wt: &[f32], e: Epilogue) -> Vec<f
     }
 }
 
+/// A block's 16 products `M[ξ] (co × width) = U[ξ] (co × c) · V[ξ] (c × width)` on the broadcast
+/// kernel, `U[ξ]`'s values broadcast.
+struct Products<'a> {
+    g: &'a Geometry,
+    u: &'a [f32],
+    v: &'a [f32],
+    width: usize,
+    m: &'a mut [f32],
+}
+
+impl pulp::WithSimd for Products<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        let (c, co, width) = (self.g.c, self.g.co, self.width);
+        let (us, vs) = (self.u.chunks_exact(co * c), self.v.chunks_exact(c * width));
+        for ((u, v), m) in us.zip(vs).zip(self.m.chunks_exact_mut(co * width)) {
+            broadcast::product(simd, v, (u, c, 1), (co, c), width, None, m);
+        }
+    }
+}
+
 /// `V[ξ][c][tile]` of the block: `Bᵀ d B` of every tile's 4×4 input patch (zero outside the
 /// image) and channel, a tile row at a time: each of the patch rows split into its even and odd
 /// columns (so every term is a contiguous run over the row's tiles), transformed along x, then the
-/// four rows along y. Writes every value of `v` (`16 · c · tiles`).
-fn transform_input(g: &Geometry, x: &[f32], b: &Block, tiles_x: usize, v: &mut [f32]) {
-    let tiles = b.rows * tiles_x;
+/// four rows along y. Writes every value of `v` (`16 · c · width`) but the padding columns past
+/// the block's tiles.
+fn transform_input(
+    g: &Geometry,
+    x: &[f32],
+    b: &Block,
+    tiles_x: usize,
+    width: usize,
+    v: &mut [f32],
+) {
     // Columns -1 ..= 2·tiles_x of one input row, as even (`e[k]` = column 2k − 1) and odd
     // (`o[k]` = column 2k) halves, zero outside the image.
     let (mut e, mut o) = (vec![0f32; tiles_x + 1], vec![0f32; tiles_x + 1]);
@@ -191,7 +240,7 @@ fn transform_input(g: &Geometry, x: &[f32], b: &Block, tiles_x: usize, v: &mut [
                     }
                 }
                 for (i, row) in cols.iter().enumerate() {
-                    let dst = (((i * 4 + j) * g.c + ci) * tiles) + r * tiles_x;
+                    let dst = (((i * 4 + j) * g.c + ci) * width) + r * tiles_x;
                     v[dst..][..tiles_x].copy_from_slice(row);
                 }
             }
@@ -211,11 +260,10 @@ unsafe fn write_output(
     g: &Geometry,
     m: &[f32],
     b: &Block,
-    tiles_x: usize,
+    (tiles_x, width): (usize, usize),
     e: Epilogue,
     out: OutPtr,
 ) {
-    let tiles = b.rows * tiles_x;
     let plane = g.ho * g.wo;
     // `s[dy][c][tx]`: column `c` of tile `tx` transformed along y, output row `dy`.
     let mut s = [(); 8].map(|_| vec![0f32; tiles_x]);
@@ -223,7 +271,7 @@ unsafe fn write_output(
     for o in 0..g.co {
         let base = b.image * g.out_len() + o * plane;
         for r in 0..b.rows {
-            let point = |xi: usize| &m[(xi * g.co + o) * tiles + r * tiles_x..][..tiles_x];
+            let point = |xi: usize| &m[(xi * g.co + o) * width + r * tiles_x..][..tiles_x];
             for c in 0..4 {
                 let (p0, p1, p2, p3) = (point(c), point(4 + c), point(8 + c), point(12 + c));
                 for tx in 0..tiles_x {
