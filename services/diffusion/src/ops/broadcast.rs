@@ -17,6 +17,32 @@ pub(super) const NARROW: usize = 256;
 /// multiple of this many vectors).
 pub(super) const TILE_VECTORS: usize = 4;
 
+/// One [`product`] as a kernel for [`super::math::vectorized`], for callers outside another
+/// vectorised kernel.
+pub(super) struct Product<'a> {
+    /// `(m × width)`.
+    pub a: &'a [f32],
+    /// `(n × m)`: the values, the strides of `i` and `x`.
+    pub b: (&'a [f32], usize, usize),
+    /// `(n, m)`.
+    pub dims: (usize, usize),
+    pub width: usize,
+    pub init: Option<&'a [f32]>,
+    /// `(n × width)`.
+    pub out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for Product<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        product(
+            simd, self.a, self.b, self.dims, self.width, self.init, self.out,
+        );
+    }
+}
+
 /// `out (n × width) = init + b (n × m) · a (m × width)`, where `b`'s value `(i, x)` lies at
 /// `i · bi + x · bx` and `init` (`width` values, zeros when `None`) starts every row's sums:
 /// register tiles of 4 rows × [`TILE_VECTORS`] vectors of columns on the 32 vector registers of
@@ -141,26 +167,6 @@ fn tile<S: pulp::Simd, const T: usize, const V: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// One product at `S`'s width.
-    struct Product<'a> {
-        a: &'a [f32],
-        b: (&'a [f32], usize, usize),
-        dims: (usize, usize),
-        width: usize,
-        init: Option<&'a [f32]>,
-        out: &'a mut [f32],
-    }
-
-    impl pulp::WithSimd for Product<'_> {
-        type Output = ();
-        #[inline(always)]
-        fn with_simd<S: pulp::Simd>(self, simd: S) {
-            product(
-                simd, self.a, self.b, self.dims, self.width, self.init, self.out,
-            );
-        }
-    }
 
     /// Against the sums written out, on every vector width this CPU has: rows that are not whole
     /// tiles, widths of 1 to 9 vectors of 16 (every mix of 4-, 2- and 1-vector column groups), a

@@ -725,11 +725,12 @@ mod tests {
 
     /// The shift and residual added in the convolution's pass give the bits of the separate adds
     /// (and of the fallback taken when gradients are tracked), alone or in a batch, with and
-    /// without a bias, for a tiled 3×3 and a pointwise convolution.
+    /// without a bias, for a tiled 3×3 (direct at 40×40, im2col at 16×16) and a pointwise
+    /// convolution.
     #[test]
     fn the_fused_shift_and_residual_are_the_separate_adds_bit_for_bit() {
-        for (k, bias) in [(3, true), (1, true), (3, false)] {
-            let x = randn(&[3, 6, 40, 40], 21, 0.0);
+        for (k, bias, hw) in [(3, true, 40), (1, true, 40), (3, false, 40), (3, true, 16)] {
+            let x = randn(&[3, 6, hw, hw], 21, 0.0);
             let layer = Conv2d {
                 weight: randn(&[5, 6, k, k], 22, 0.0),
                 bias: bias.then(|| randn(&[5], 23, 0.0)),
@@ -737,7 +738,7 @@ mod tests {
                 padding: k / 2,
             };
             let shift = randn(&[3, 5], 24, 0.0);
-            let residual = randn(&[3, 5, 40, 40], 25, 0.0);
+            let residual = randn(&[3, 5, hw, hw], 25, 0.0);
             let separate = (&residual
                 + layer
                     .forward(&x)

@@ -169,14 +169,12 @@ impl Operands<'_> {
         if let Some(wt) = self.narrow {
             // SAFETY: the caller vouches for `dst` (`rows · d_out` values, this call's alone).
             let out = unsafe { std::slice::from_raw_parts_mut(dst, rows * d_out) };
-            let bias = self.bias;
-            return vectorized(Narrow {
-                wt,
-                xs,
-                bias,
-                rows,
-                d_in,
-                d_out,
+            return vectorized(broadcast::Product {
+                a: wt,
+                b: (xs, d_in, 1),
+                dims: (rows, d_in),
+                width: d_out,
+                init: self.bias,
                 out,
             });
         }
@@ -191,36 +189,6 @@ impl Operands<'_> {
                 }
             }
         }
-    }
-}
-
-/// One block of a narrow layer: `out (rows × d_out) = bias + xs (rows × d_in) · wt (d_in × d_out)`.
-struct Narrow<'a> {
-    wt: &'a [f32],
-    xs: &'a [f32],
-    bias: Option<&'a [f32]>,
-    rows: usize,
-    d_in: usize,
-    d_out: usize,
-    out: &'a mut [f32],
-}
-
-impl pulp::WithSimd for Narrow<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, simd: S) {
-        let (rows, d_in) = (self.rows, self.d_in);
-        let xs = (self.xs, d_in, 1);
-        broadcast::product(
-            simd,
-            self.wt,
-            xs,
-            (rows, d_in),
-            self.d_out,
-            self.bias,
-            self.out,
-        );
     }
 }
 

@@ -117,13 +117,20 @@ pub(super) fn forward(g: &Geometry, x: &[f32], wt: &[f32], e: Epilogue) -> Vec<f
                 let x = &x[b.image * g.in_len()..][..g.in_len()];
                 transform_input(g, x, b, tiles_x, width, v);
                 if narrow {
-                    vectorized(Products {
-                        g,
-                        u: &u,
-                        v,
-                        width,
-                        m: &mut *m,
-                    });
+                    // M[ξ] (co × width) = U[ξ] (co × c) · V[ξ] (c × width), U's values
+                    // broadcast.
+                    let us = u.chunks_exact(g.co * g.c);
+                    let vs = v.chunks_exact(g.c * width);
+                    for ((u, v), m) in us.zip(vs).zip(m.chunks_exact_mut(g.co * width)) {
+                        vectorized(broadcast::Product {
+                            a: v,
+                            b: (u, g.c, 1),
+                            dims: (g.co, g.c),
+                            width,
+                            init: None,
+                            out: m,
+                        });
+                    }
                 } else {
                     for xi in 0..16 {
                         super::matmul_into(
@@ -153,29 +160,6 @@ pub(super) fn forward(g: &Geometry, x: &[f32], wt: &[f32], e: Epilogue) -> Vec<f
     #[allow(unsafe_code)]
     unsafe {
         super::filled(g.n * g.out_len(), fill)
-    }
-}
-
-/// A block's 16 products `M[ξ] (co × width) = U[ξ] (co × c) · V[ξ] (c × width)` on the broadcast
-/// kernel, `U[ξ]`'s values broadcast.
-struct Products<'a> {
-    g: &'a Geometry,
-    u: &'a [f32],
-    v: &'a [f32],
-    width: usize,
-    m: &'a mut [f32],
-}
-
-impl pulp::WithSimd for Products<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, simd: S) {
-        let (c, co, width) = (self.g.c, self.g.co, self.width);
-        let (us, vs) = (self.u.chunks_exact(co * c), self.v.chunks_exact(c * width));
-        for ((u, v), m) in us.zip(vs).zip(self.m.chunks_exact_mut(co * width)) {
-            broadcast::product(simd, v, (u, c, 1), (co, c), width, None, m);
-        }
     }
 }
 
