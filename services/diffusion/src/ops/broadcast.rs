@@ -1,9 +1,10 @@
-//! The register-tiled product under attention and the narrow linear layers:
-//! `out (n × width) = [init +] b (n × m) · a (m × width)`, with the CPU's vectors along `width`
-//! (read from `a`'s rows as they lie) and `b`'s values broadcast one at a time from wherever they
-//! lie (by two strides, so a transposed or strided `b` needs no copy). Narrow operands are where
-//! a general gemm spends as much on packing and edge tiles as on products: attention's heads of
-//! 16, the tiny and SD models' projections from 32–256 features.
+//! The register-tiled product under attention, the narrow linear layers and Winograd's products
+//! on few channels: `out (n × width) = [init +] b (n × m) · a (m × width)`, with the CPU's
+//! vectors along `width` (read from `a`'s rows as they lie) and `b`'s values broadcast one at a
+//! time from wherever they lie (by two strides, so a transposed or strided `b` needs no copy).
+//! Narrow operands are where a general gemm spends as much on packing and edge tiles as on
+//! products: attention's heads, the tiny model's 32–128-feature projections and 32–64-channel
+//! convolutions.
 //!
 //! Every output value is its `init` (or 0) plus the `m` products in order, one fused
 //! multiply-add after another, so a row's result does not depend on `n` or on the rows around it.
@@ -109,7 +110,8 @@ fn tiled<S: pulp::Simd, const T: usize>(
     }
 }
 
-/// Every row of column vectors `g..g + V` of a [`tiled`] product: tiles of `T` rows, then single rows.
+/// Every row of column vectors `g..g + V` of a [`tiled`] product: tiles of `T` rows, then
+/// single rows.
 #[inline(always)]
 fn columns<S: pulp::Simd, const T: usize, const V: usize>(
     simd: S,

@@ -3,9 +3,10 @@
 //! candle's `Linear` adds the bias as a separate broadcast op over the whole output, which on the
 //! SD blocks' token-heavy layers took longer than the product itself.
 //!
-//! Layers with few input features (up to [`broadcast::NARROW`]) take the register-tiled broadcast product
-//! ([`super::broadcast`]) over the weight transposed once a call, with the bias as the sums'
-//! start; wider ones take gemm, whose packing pays off there.
+//! Layers with few input features (up to [`broadcast::NARROW`]) take the register-tiled
+//! broadcast product ([`super::broadcast`]) over the weight transposed once a call (a call, not
+//! once at load: training changes the weights between calls), with the bias as the sums' start;
+//! wider ones take gemm, whose packing pays off there.
 
 use candle_core::{Device, Module, Result, Tensor, bail};
 use candle_nn::VarBuilder;
