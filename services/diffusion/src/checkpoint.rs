@@ -45,13 +45,7 @@ pub enum TextLayout {
 
 /// Layers of the family's text encoder (an OpenCLIP checkpoint's further layers are dropped).
 fn text_layers(family: Family) -> usize {
-    match family {
-        Family::Sd15 => 12,
-        // OpenCLIP ViT-H has 24; SD 2.x conditions on the penultimate layer's output.
-        Family::Sd21 => 23,
-        Family::Tiny => crate::model::tiny_clip_config().num_hidden_layers,
-        Family::Sdxl | Family::SdxlTurbo | Family::TinyXl | Family::Shapes => 0,
-    }
+    family.text_config().map_or(0, |c| c.layers)
 }
 
 /// Whole-name pairs of the OpenCLIP text encoder, `(open_clip, diffusers)`.

@@ -1,9 +1,11 @@
-//! The CLIP text transformer as SDXL reads it: the hidden state of the penultimate layer (no final
-//! norm) for cross-attention, and the final-normed state at the end-of-text token, projected, as
-//! the pooled embedding. candle's stable-diffusion CLIP exposes these only for its fixed presets
-//! and its generic CLIP only the final state with quick-GELU, so SDXL's two encoders (CLIP ViT-L,
-//! OpenCLIP ViT-bigG with GELU) and their tiny test twins run through this one module, which
-//! reads the Hugging Face `CLIPTextModel(WithProjection)` weight names.
+//! The CLIP text transformer of every SD family: the final-normed last state (SD 1.x / 2.x), and as
+//! SDXL reads it, the hidden state of the penultimate layer (no final norm) for cross-attention
+//! and the final-normed state at the end-of-text token, projected, as the pooled embedding.
+//! candle's stable-diffusion CLIP exposes these only for its fixed presets (and fails on more than
+//! one prompt at a time: its causal mask does not broadcast over heads) and its generic CLIP only
+//! the final state with quick-GELU, so all the families' encoders (CLIP ViT-L, OpenCLIP ViT-H and
+//! ViT-bigG with GELU, the tiny test twins) run through this one module, which reads the Hugging
+//! Face `CLIPTextModel(WithProjection)` weight names.
 
 use candle_core::{IndexOp, Module, Result, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
@@ -59,9 +61,11 @@ pub struct ClipText {
     projection: Option<Linear>,
 }
 
-/// What SDXL reads of one text encoder, for a batch of token rows.
+/// What the families read of one text encoder, for a batch of token rows.
 pub struct ClipOutput {
-    /// `(n, tokens, width)`: the penultimate layer's output.
+    /// `(n, tokens, width)`: the last layer's output, final-normed (SD 1.x / 2.x).
+    pub last: Tensor,
+    /// `(n, tokens, width)`: the penultimate layer's output (SDXL).
     pub penultimate: Tensor,
     /// `(n, projection)`: the projected, final-normed end-of-text state (`None` without projection).
     pub pooled: Option<Tensor>,
@@ -148,9 +152,9 @@ impl ClipText {
             Some(p) => p,
             None => candle_core::bail!("a text encoder needs at least two layers"),
         };
+        let last = self.final_norm.forward(&x)?;
         let pooled = match &self.projection {
             Some(proj) => {
-                let last = self.final_norm.forward(&x)?;
                 let rows = (0..n)
                     .map(|i| last.i((i, eos.get(i).copied().unwrap_or(t - 1))))
                     .collect::<Result<Vec<_>>>()?;
@@ -159,6 +163,7 @@ impl ClipText {
             None => None,
         };
         Ok(ClipOutput {
+            last,
             penultimate,
             pooled,
         })

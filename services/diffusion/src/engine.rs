@@ -107,6 +107,15 @@ impl DiffusionEngine {
         self.get(model).map(|(_, secs)| secs)
     }
 
+    /// `model`, loaded (and verified) now unless it is: its stages one at a time
+    /// ([`LoadedModel::text_conditioning`] …), for checks against other implementations.
+    ///
+    /// # Errors
+    /// As [`Self::preload`].
+    pub fn loaded_model(&self, model: &ModelName) -> Result<Arc<LoadedModel>> {
+        self.get(model).map(|(m, _)| m)
+    }
+
     /// The loaded model, loading it (and evicting the least recently used) when needed.
     fn get(&self, model: &ModelName) -> Result<(Arc<LoadedModel>, f64)> {
         let entry = self.config.entry(model)?;

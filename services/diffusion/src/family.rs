@@ -266,19 +266,47 @@ impl Family {
     }
 }
 
+/// A CLIP text transformer with the real models' vocabulary and positions.
+fn clip(
+    width: usize,
+    layers: usize,
+    heads: usize,
+    intermediate: usize,
+    activation: Activation,
+    projection: Option<usize>,
+) -> ClipConfig {
+    ClipConfig {
+        vocab_size: 49408,
+        width,
+        layers,
+        heads,
+        intermediate,
+        max_positions: 77,
+        activation,
+        projection,
+    }
+}
+
 impl Family {
+    /// The text encoder of the families with one (its final-normed last state conditions the
+    /// UNet); `None` for SDXL's two ([`Family::xl`]) and the shapes family's own.
+    pub fn text_config(self) -> Option<ClipConfig> {
+        match self {
+            Family::Tiny => Some(ClipConfig {
+                vocab_size: 1024,
+                ..clip(32, 2, 2, 64, Activation::QuickGelu, None)
+            }),
+            // openai/clip-vit-large-patch14's text model.
+            Family::Sd15 => Some(clip(768, 12, 12, 3072, Activation::QuickGelu, None)),
+            // OpenCLIP ViT-H: 24 layers, of which SD 2.x reads the 23rd's output (diffusers'
+            // text_encoder has 23).
+            Family::Sd21 => Some(clip(1024, 23, 16, 4096, Activation::Gelu, None)),
+            Family::Sdxl | Family::SdxlTurbo | Family::TinyXl | Family::Shapes => None,
+        }
+    }
+
     /// The SDXL families' text encoders and micro-conditioning; `None` for the others.
     pub fn xl(self) -> Option<XlConfig> {
-        let clip = |width, layers, heads, intermediate, activation, projection| ClipConfig {
-            vocab_size: 49408,
-            width,
-            layers,
-            heads,
-            intermediate,
-            max_positions: 77,
-            activation,
-            projection,
-        };
         match self {
             // stabilityai/stable-diffusion-xl-base-1.0: text_encoder{,_2}/config.json, unet/config.json.
             Family::Sdxl | Family::SdxlTurbo => Some(XlConfig {

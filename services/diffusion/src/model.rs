@@ -1,10 +1,8 @@
 //! A loaded model (UNet, VAE, text encoder, tokenizer) and the txt2img pipeline over a group of
 //! compatible jobs.
 
-use candle_core::{DType, Device, IndexOp, Module, Tensor};
+use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::clip::text_model as clip_text;
-use candle_transformers::models::stable_diffusion::clip as sd_clip;
 use pixelfarm_core::{Error, ErrorKind, JobParams, Result, Sampler};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,26 +19,9 @@ use crate::shapes_net::{ShapesConfig, ShapesText, ShapesUnet};
 use crate::unet::{TIME_IDS, TextTime, Unet};
 use crate::vae::Vae;
 
-/// The tiny family's text encoder (the generic CLIP text model; its config is all-public).
-pub fn tiny_clip_config() -> clip_text::ClipTextConfig {
-    clip_text::ClipTextConfig {
-        vocab_size: 1024,
-        embed_dim: 32,
-        activation: clip_text::Activation::QuickGelu,
-        intermediate_size: 64,
-        max_position_embeddings: 77,
-        pad_with: None,
-        num_hidden_layers: 2,
-        num_attention_heads: 2,
-        projection_dim: 32,
-    }
-}
-
 enum TextEncoder {
-    /// SD 1.x / 2.x text encoders (candle's stable_diffusion CLIP, which knows their activations).
-    Sd(sd_clip::ClipTextTransformer),
-    /// The tiny family's.
-    Tiny(clip_text::ClipTextTransformer),
+    /// SD 1.x / 2.x and the tiny family: one CLIP text transformer, its final-normed last state.
+    Clip(ClipText),
     /// The shapes family's positional word embedding.
     Shapes(ShapesText),
     /// SDXL's two encoders.
@@ -265,8 +246,8 @@ impl LoadedModel {
         ));
         let vae =
             Some(Vae::new(vae_vb, 3, 3, &family.vae_config()).map_err(bad_weights(vae_name))?);
-        let text = match (family, xl) {
-            (_, Some(cfg)) => {
+        let text = match (xl, family.text_config()) {
+            (Some(cfg), _) => {
                 let text_2 = tensors(layout::TEXT_ENCODER_2, dtype)?;
                 let tokenizer_2 = load_tokenizer(entry, dir, layout::TOKENIZER_2)?;
                 // OpenCLIP's tokenizer pads with `!`.
@@ -280,18 +261,14 @@ impl LoadedModel {
                     pad_2,
                 }))
             }
-            (Family::Tiny, None) => TextEncoder::Tiny(
-                clip_text::ClipTextTransformer::new(text_vb.pp("text_model"), &tiny_clip_config())
-                    .map_err(bad_weights(text_name))?,
-            ),
-            (Family::Sd15, None) => TextEncoder::Sd(
-                sd_clip::ClipTextTransformer::new(text_vb, &sd_clip::Config::v1_5())
-                    .map_err(bad_weights(text_name))?,
-            ),
-            _ => TextEncoder::Sd(
-                sd_clip::ClipTextTransformer::new(text_vb, &sd_clip::Config::v2_1())
-                    .map_err(bad_weights(text_name))?,
-            ),
+            (None, Some(cfg)) => {
+                TextEncoder::Clip(ClipText::new(text_vb, cfg).map_err(bad_weights(text_name))?)
+            }
+            (None, None) => {
+                return Err(Error::permanent(format!(
+                    "family {family} has no text encoder"
+                )));
+            }
         };
         Self::assemble(
             entry,
@@ -440,8 +417,7 @@ impl LoadedModel {
             })
         };
         match &self.text {
-            TextEncoder::Sd(m) => plain(m.forward(&ids)),
-            TextEncoder::Tiny(m) => plain(m.forward_with_mask(&ids, usize::MAX)),
+            TextEncoder::Clip(m) => plain(m.forward(&ids, &eos).map(|o| o.last)),
             TextEncoder::Shapes(m) => plain(m.forward(&ids)),
             TextEncoder::Xl(xl) => self.encode_xl(xl, p, &texts, &ids, &eos),
         }
@@ -537,6 +513,9 @@ impl LoadedModel {
             .iter()
             .map(|j| self.encode_text(j))
             .collect::<Result<_>>()?;
+        // A GPU runs the ops queued so far after the calls return: wait for them, so each phase's
+        // time is its own (no cost on the CPU, one wait per phase on a GPU).
+        self.device.synchronize().map_err(render_error)?;
         let text_secs = t0.elapsed().as_secs_f64();
 
         // Noise, per job from its own generator.
@@ -623,6 +602,7 @@ impl LoadedModel {
             return Err(Error::cancelled());
         }
         let latents = (x / (1.0 + plan.sigma_end().powi(2)).sqrt()).map_err(render_error)?;
+        self.device.synchronize().map_err(render_error)?;
         let denoise_secs = t0.elapsed().as_secs_f64();
 
         // VAE, per job.
@@ -701,6 +681,7 @@ impl LoadedModel {
         let cfg = uses_cfg(job);
         let t0 = Instant::now();
         let embeds = self.encode_text(job)?;
+        self.device.synchronize().map_err(render_error)?;
         let text_secs = t0.elapsed().as_secs_f64();
         let t0 = Instant::now();
         let dev = &self.device;
@@ -824,6 +805,7 @@ impl LoadedModel {
         }
         let x = blend(x, plan.sigma_end()).map_err(r)?;
         let latents = (x / (1.0 + plan.sigma_end().powi(2)).sqrt()).map_err(r)?;
+        dev.synchronize().map_err(r)?;
         let denoise_secs = t0.elapsed().as_secs_f64();
         let init_latent = (init_latent / (1.0 + plan.sigma_end().powi(2)).sqrt()).map_err(r)?;
         Ok((latents, init_latent, text_secs, denoise_secs))
@@ -843,14 +825,49 @@ impl LoadedModel {
         self.decode(&latent)
     }
 
-    /// Latents `(1, c, h, w)` to RGB8 bytes.
-    fn decode(&self, latents: &Tensor) -> Result<Vec<u8>> {
-        let img = (latents.to_dtype(DType::F32).map_err(render_error)? / self.defaults.vae_scale)
+    /// Scaled latents `(1, c, h, w)` to pixels `(1, 3, h', w')`, about -1..1 (the VAE's output,
+    /// not yet clamped), in f32.
+    ///
+    /// # Errors
+    /// What [`render_error`] makes of candle's errors.
+    pub fn decode_to_pixels(&self, latents: &Tensor) -> Result<Tensor> {
+        (latents.to_dtype(DType::F32).map_err(render_error)? / self.defaults.vae_scale)
             .and_then(|l| match &self.vae {
                 Some(vae) => vae.decode(&l),
                 None => Ok(l),
             })
-            .and_then(|img| ((img / 2.0)? + 0.5)?.clamp(0f32, 1f32))
+            .map_err(render_error)
+    }
+
+    /// The text conditioning of `p`'s prompts, rows `[negative, prompt]` with guidance and
+    /// `[prompt]` without: the cross-attention states and, for SDXL, the pooled text embedding and
+    /// the time ids. With [`Self::denoiser_output`] and [`Self::decode_to_pixels`], a render's
+    /// stages one at a time, which `bench/parity.py` checks against diffusers.
+    ///
+    /// # Errors
+    /// As a render's text stage.
+    pub fn text_conditioning(&self, p: &JobParams) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
+        let cond = self.encode_text(p)?;
+        Ok((cond.ctx, cond.text_time.map(|tt| (tt.pooled, tt.time_ids))))
+    }
+
+    /// The denoiser's prediction (noise or v, as the family's) for latents `x`, one row per row of
+    /// `p`'s [`Self::text_conditioning`], at training timestep `t`, in f32; no guidance applied.
+    ///
+    /// # Errors
+    /// What [`render_error`] makes of candle's errors.
+    pub fn denoiser_output(&self, x: &Tensor, t: f64, p: &JobParams) -> Result<Tensor> {
+        let cond = self.encode_text(p)?;
+        x.to_dtype(self.dtype)
+            .and_then(|x| self.unet.forward(&x, t, &cond))
+            .and_then(|out| out.to_dtype(DType::F32))
+            .map_err(render_error)
+    }
+
+    /// Latents `(1, c, h, w)` to RGB8 bytes.
+    fn decode(&self, latents: &Tensor) -> Result<Vec<u8>> {
+        let img = (self.decode_to_pixels(latents)? / 2.0)
+            .and_then(|img| (img + 0.5)?.clamp(0f32, 1f32))
             .and_then(|img| (img * 255.0)?.round())
             .and_then(|img| img.to_dtype(DType::U8))
             .and_then(|img| img.i(0)?.permute((1, 2, 0))?.flatten_all()?.to_vec1::<u8>())

@@ -1,17 +1,19 @@
-//! Tiny random-weight models of the SD architecture, written in the diffusers folder layout with a
-//! CLIP-style BPE `tokenizer.json`, for tests and benchmarks (nothing is downloaded).
+//! Random-weight models of the SD architectures, tiny ones and the real full-size ones, written in
+//! the diffusers folder layout with a CLIP-style BPE `tokenizer.json`, for tests and benchmarks
+//! (nothing is downloaded).
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
-use candle_transformers::models::clip::text_model as clip_text;
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder};
 use pixelfarm_core::{Error, Result};
+use rayon::prelude::*;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Mutex;
 
 use crate::clip::ClipText;
 use crate::family::Family;
-use crate::model::tiny_clip_config;
 use crate::registry::{ModelEntry, Source, layout, sha256_file};
 use crate::rng::JobRng;
 use crate::unet::Unet;
@@ -24,11 +26,11 @@ pub const TINY_WORDS: &[&str] = &[
 ];
 
 fn io(e: impl std::error::Error + Send + Sync + 'static) -> Error {
-    Error::transient("cannot write the tiny model", e)
+    Error::transient("cannot write the random-weight model", e)
 }
 
 fn candle(e: candle_core::Error) -> Error {
-    Error::transient("cannot build the tiny model", e)
+    Error::transient("cannot build the random-weight model", e)
 }
 
 /// GPT-2's byte-to-unicode table, which CLIP's byte-level BPE uses.
@@ -121,46 +123,119 @@ pub fn tiny_tokenizer_json() -> Value {
     })
 }
 
-/// Replace candle's random init (thread RNG) by values from a fixed generator, so a tiny model is
-/// the same file on every run: weights `N(0, 1/fan_in)`, non-constant vectors `N(0, 0.02^2)`,
-/// constant ones (norm scales, zero biases) kept.
-fn make_deterministic(vm: &VarMap, seed: u64) -> Result<()> {
-    let data = vm.data().lock().unwrap_or_else(|p| p.into_inner());
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    let mut rng = JobRng::new(seed);
-    for name in names {
-        let var = &data[name];
-        let values = var
-            .flatten_all()
-            .and_then(|t| t.to_vec1::<f32>())
-            .map_err(candle)?;
-        if values.iter().all(|&v| v == values[0]) {
-            continue;
+/// Hands every tensor a model's constructor asks for back as zeros and records its name, shape and
+/// init hint: the model is built once only to learn its tensors, which [`random_tensor`] then fills.
+struct ShapeRecorder<'a>(&'a Mutex<BTreeMap<String, (Shape, Init)>>);
+
+impl SimpleBackend for ShapeRecorder<'_> {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        init: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match seen.get(name) {
+            Some((known, _)) if *known != shape => {
+                return Err(candle_core::Error::Msg(format!(
+                    "`{name}` is asked for as {shape:?} and as {known:?}"
+                )));
+            }
+            Some(_) => {}
+            None => {
+                seen.insert(name.to_string(), (shape.clone(), init));
+            }
         }
-        let dims = var.dims();
-        let std = if dims.len() >= 2 {
-            1.0 / (dims[1..].iter().product::<usize>() as f32).sqrt()
-        } else {
-            0.02
-        };
-        let fresh: Vec<f32> = rng
-            .normals(values.len())
-            .into_iter()
-            .map(|v| v * std)
-            .collect();
-        let t = Tensor::from_vec(fresh, dims, var.device()).map_err(candle)?;
-        var.set(&t).map_err(candle)?;
+        // Zeroed memory that is never written: the allocator hands out untouched pages, so even
+        // SDXL's UNet costs no resident memory here.
+        Tensor::zeros(shape, dtype, dev)
     }
-    Ok(())
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        Err(candle_core::Error::Msg(format!(
+            "`{name}` is read without a shape: the random-weight writer cannot size it"
+        )))
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(name)
+    }
 }
 
-fn save(vm: &VarMap, path: &Path, seed: u64) -> Result<()> {
-    make_deterministic(vm, seed)?;
+/// FNV-1a over `name`: each tensor's values come from its own generator, so tensors are filled in
+/// parallel and a tensor's values do not depend on which other tensors the model has.
+fn name_seed(file_seed: u64, name: &str) -> u64 {
+    name.bytes().fold(
+        0xcbf2_9ce4_8422_2325 ^ file_seed.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3),
+    )
+}
+
+/// A tensor's deterministic values: constant inits (norm scales, zero biases) kept; matrices and
+/// kernels `N(0, 1/fan_in)`, which keeps activations near unit scale through a deep network; other
+/// vectors `N(0, 0.02^2)`.
+fn random_tensor(
+    name: &str,
+    shape: &Shape,
+    init: Init,
+    file_seed: u64,
+    dtype: DType,
+) -> candle_core::Result<Tensor> {
+    let n = shape.elem_count();
+    let values = match init {
+        Init::Const(v) => vec![v as f32; n],
+        _ => {
+            let dims = shape.dims();
+            let std = if dims.len() >= 2 {
+                1.0 / (dims[1..].iter().product::<usize>() as f32).sqrt()
+            } else {
+                0.02
+            };
+            let mut rng = JobRng::new(name_seed(file_seed, name));
+            let mut v = rng.normals(n);
+            v.iter_mut().for_each(|x| *x *= std);
+            v
+        }
+    };
+    Tensor::from_vec(values, shape, &Device::Cpu)?.to_dtype(dtype)
+}
+
+/// Build a model with `build` to learn its tensors, fill them with deterministic random values and
+/// write them to `path` as safetensors of `dtype`.
+fn write_random(
+    path: &Path,
+    file_seed: u64,
+    dtype: DType,
+    build: &dyn Fn(VarBuilder) -> candle_core::Result<()>,
+) -> Result<()> {
+    let seen = Mutex::new(BTreeMap::new());
+    build(VarBuilder::from_backend(
+        Box::new(ShapeRecorder(&seen)),
+        DType::F32,
+        Device::Cpu,
+    ))
+    .map_err(candle)?;
+    let seen: Vec<(String, (Shape, Init))> = seen
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .collect();
+    let tensors: HashMap<String, Tensor> = seen
+        .into_par_iter()
+        .map(|(name, (shape, init))| {
+            random_tensor(&name, &shape, init, file_seed, dtype).map(|t| (name, t))
+        })
+        .collect::<candle_core::Result<_>>()
+        .map_err(candle)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    vm.save(path).map_err(candle)
+    candle_core::safetensors::save(&tensors, path).map_err(candle)
 }
 
 /// Write a tiny random-weight model (UNet with `unet_in_channels` inputs: 4, or 9 for inpainting)
@@ -169,7 +244,7 @@ fn save(vm: &VarMap, path: &Path, seed: u64) -> Result<()> {
 /// # Errors
 /// `Transient` when the files cannot be written.
 pub fn write_tiny_model(dir: &Path, unet_in_channels: usize) -> Result<ModelEntry> {
-    write_tiny_family(dir, Family::Tiny, unet_in_channels)
+    write_random_model(dir, Family::Tiny, unet_in_channels)
 }
 
 /// Write a tiny random-weight SDXL-architecture model (family `tiny-xl`: UNet with transformer
@@ -178,16 +253,37 @@ pub fn write_tiny_model(dir: &Path, unet_in_channels: usize) -> Result<ModelEntr
 /// # Errors
 /// `Transient` when the files cannot be written.
 pub fn write_tiny_xl_model(dir: &Path) -> Result<ModelEntry> {
-    write_tiny_family(dir, Family::TinyXl, 4)
+    write_random_model(dir, Family::TinyXl, 4)
 }
 
-fn write_tiny_family(dir: &Path, family: Family, unet_in_channels: usize) -> Result<ModelEntry> {
-    let dev = Device::Cpu;
+/// Write a deterministic random-weight model of `family`'s real architecture (UNet with
+/// `unet_in_channels` inputs, VAE, text encoder(s), the tiny tokenizer, whose ids every family's
+/// vocabulary holds) in the diffusers layout under `dir`, and return its registry entry. The tiny
+/// families are written in f32; the full-size ones in f16, as diffusers' `fp16` variants ship
+/// (SD 1.5: 1.07 G parameters, 2.1 GB; SDXL: 3.47 G, 6.9 GB). Speed does not depend on the
+/// values, and parity with another implementation only needs the same file in both: this is
+/// how pixelfarm benchmarks and checks the real architectures without downloading weights.
+///
+/// # Errors
+/// `Invalid` for the `shapes` family (not an SD architecture); `Transient` when the files cannot
+/// be written.
+pub fn write_random_model(
+    dir: &Path,
+    family: Family,
+    unet_in_channels: usize,
+) -> Result<ModelEntry> {
+    let dtype = match family {
+        Family::Tiny | Family::TinyXl => DType::F32,
+        Family::Sd15 | Family::Sd21 | Family::Sdxl | Family::SdxlTurbo => DType::F16,
+        Family::Shapes => {
+            return Err(Error::invalid(
+                "family `shapes` has no random-weight writer: it is not an SD architecture",
+            ));
+        }
+    };
     let xl = family.xl();
     let build = |rel: &str, seed: u64, f: &dyn Fn(VarBuilder) -> candle_core::Result<()>| {
-        let vm = VarMap::new();
-        f(VarBuilder::from_varmap(&vm, DType::F32, &dev)).map_err(candle)?;
-        save(&vm, &dir.join(rel), seed)
+        write_random(&dir.join(rel), seed, dtype, f)
     };
     build(layout::UNET, 1, &|vb| {
         let cfg = family.unet_config();
@@ -205,10 +301,14 @@ fn write_tiny_family(dir: &Path, family: Family, unet_in_channels: usize) -> Res
                 ClipText::new(vb, x.clip_g).map(|_| ())
             })?;
         }
-        None => build(layout::TEXT_ENCODER, 3, &|vb| {
-            clip_text::ClipTextTransformer::new(vb.pp("text_model"), &tiny_clip_config())
-                .map(|_| ())
-        })?,
+        None => {
+            let cfg = family.text_config().ok_or_else(|| {
+                Error::invalid(format!("family {family} has no text encoder to write"))
+            })?;
+            build(layout::TEXT_ENCODER, 3, &|vb| {
+                ClipText::new(vb, cfg).map(|_| ())
+            })?
+        }
     }
     let json = serde_json::to_vec_pretty(&tiny_tokenizer_json()).map_err(io)?;
     let files_of_family = layout::files(family);
@@ -288,7 +388,8 @@ mod tests {
     fn tiny_tokenizer_splits_words_like_clip() {
         let json = serde_json::to_vec(&tiny_tokenizer_json()).unwrap();
         let tok = tokenizers::Tokenizer::from_bytes(&json).unwrap();
-        assert!(tok.get_vocab_size(true) <= tiny_clip_config().vocab_size);
+        let vocab = Family::Tiny.text_config().map(|c| c.vocab_size);
+        assert!(tok.get_vocab_size(true) <= vocab.unwrap());
         let enc = tok.encode("A  photo of a CAT, in snow!", true).unwrap();
         let toks = enc.get_tokens();
         assert_eq!(toks[0], "<|startoftext|>");
