@@ -238,7 +238,7 @@ fn softmax_kernel<S: pulp::Simd>(simd: S, b: &mut Block) -> Vec<f32> {
 /// `softmax(q kᵀ · scale) v` over `heads` heads, for `q` `(n, s, heads · d)`, `k` `(n, t, heads · d)`
 /// and `v` `(n, t, heads · dv)` (head `h` is columns `h · d..(h + 1) · d`), giving `(n, s, heads · dv)`.
 /// In one blocked pass on a CPU in f32 when no gradient flows through the inputs (inference), else
-/// as candle tensor ops.
+/// as candle tensor ops (with candle's fused softmax kernel when no gradient flows).
 ///
 /// # Errors
 /// When the shapes do not fit.
@@ -265,8 +265,14 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f64) -
             .reshape((n * heads, s, c / heads))
     };
     let scores = (split(q)? * scale)?.matmul(&split(k)?.t()?)?;
-    // `softmax`, not `softmax_last_dim`: candle's fused one has no backward.
-    let y = candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?.matmul(&split(v)?)?;
+    let probs = if scores.track_op() {
+        // `softmax`, not `softmax_last_dim`: candle's fused one has no backward.
+        candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?
+    } else {
+        // Inference on a GPU or in f16: one kernel instead of five passes over the scores.
+        candle_nn::ops::softmax_last_dim(&scores)?
+    };
+    let y = probs.matmul(&split(v)?)?;
     y.reshape((n, heads, s, cv / heads))?
         .transpose(1, 2)?
         .reshape((n, s, cv))
