@@ -1,15 +1,22 @@
-//! `bench-diffusion`: images per second of pixelfarm's candle engine on a tiny random-weight model of
-//! the SD architecture, with the time per phase. `bench/diffusion.sh` runs it beside diffusers on
-//! the same weights and prints the ratio.
+//! `bench-diffusion`: images per second of pixelfarm's candle engine on a random-weight model of an
+//! SD architecture, with the time per phase. `bench/diffusion.sh` runs it beside diffusers on the
+//! tiny model's weights on the CPU, `bench/gpu.sh` on the full-size SD 1.5 and SDXL on a GPU.
 //!
 //! ```sh
-//! bench-diffusion write DIR [--xl]                           # the tiny model (diffusers layout)
-//! bench-diffusion run DIR --size 64 --steps 20 --batch 4 --images 32 [--per-job]
-//! bench-diffusion parity DIR --seed 5 --steps 4 --guidance 5 --prompt P --negative N
+//! bench-diffusion write DIR [--family tiny|tiny-xl|sd15|sd21|sdxl]   # random weights, diffusers layout
+//! bench-diffusion run DIR --size 64 --steps 20 --batch 4 --images 32 [--per-job] [--device cuda]
+//!     [--warmup-steps N]
+//! bench-diffusion parity DIR --seed 5 --steps 4 --guidance 5 --prompt P --negative N [--size 64]
+//!     [--sampler euler] [--device cuda]
+//! bench-diffusion components DIR --latent 16 --out FILE --prompt P --negative N [--t 500]
 //! ```
 //!
-//! `parity` renders one 64x64 Euler image and prints its initial noise and pixels as JSON, for
-//! `bench/xl_parity.py` to redo with diffusers' reference modules.
+//! `write` prints the registry entry (every file's sha256) and leaves it in `DIR/registry-entry.yaml`.
+//! `parity` renders one image and prints its generator's draws (the initial noise, then one per
+//! step) and pixels as JSON, for `bench/xl_parity.py` (diffusers' reference modules) or
+//! `bench/diffusers_bench.py --parity` (the diffusers pipeline) to redo from the same noise.
+//! `components` writes each stage's inputs and outputs on its own (text encoders, one UNet call on
+//! fixed latents, one VAE decode) as safetensors, on the CPU in f32, for `bench/parity.py`.
 //!
 //! A batch runs as one fused UNet call per step, as diffusers does; `--per-job` runs it as the
 //! worker's default does (`fused_batches: false`: the jobs step together, one UNet call each).
@@ -17,19 +24,22 @@
 //! Prints one JSON object: images/s and seconds per image of each phase (text_encode, denoise,
 //! vae_decode, png_encode). Renders through the production registry, sampler and PNG encoder.
 
+use candle_core::{DType, Device, Tensor};
 use pixelfarm_core::{
     GuidanceScale, JobParams, ModelName, NegativePrompt, Prompt, RenderControl, Renderer, Sampler,
     Seed, StepCount,
 };
-use pixelfarm_diffusion::{DiffusionEngine, RegistryConfig, tiny};
+use pixelfarm_diffusion::{DeviceChoice, DiffusionEngine, Family, RegistryConfig, tiny};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench-diffusion write DIR [--xl] | run DIR [--size N] [--steps N] [--batch N] \
-         [--images N] [--per-job] | parity DIR [--seed N] [--steps N] [--guidance G] [--prompt P] [--negative N]"
+        "usage: bench-diffusion write DIR [--family F] | run DIR [--size N] [--steps N] [--batch N] \
+         [--images N] [--per-job] [--device cpu|cuda] [--warmup-steps N] | parity DIR [--seed N] \
+         [--steps N] [--guidance G] [--prompt P] [--negative N] [--size N] [--sampler S] \
+         [--device cpu|cuda] | components DIR [--latent N] --out FILE [--prompt P] [--negative N] [--t T]"
     );
     std::process::exit(2)
 }
@@ -44,21 +54,18 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("write") => {
             let dir = PathBuf::from(args.get(1).unwrap_or_else(|| usage()));
-            let entry = if args.iter().any(|a| a == "--xl") {
-                tiny::write_tiny_xl_model(&dir)
-            } else {
-                tiny::write_tiny_model(&dir, 4)
-            }
-            .map_err(|e| anyhow::anyhow!(e.chain()))?;
-            std::fs::write(
-                dir.join("registry-entry.yaml"),
-                serde_yaml::to_string(&entry)?,
-            )?;
-            println!("wrote {}", dir.display());
+            let family: Family = serde_yaml::from_str(&text_flag(&args, "--family", "tiny"))
+                .map_err(|e| anyhow::anyhow!("--family: {e}"))?;
+            let entry = tiny::write_random_model(&dir, family, 4)
+                .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            let yaml = serde_yaml::to_string(&entry)?;
+            std::fs::write(dir.join("registry-entry.yaml"), &yaml)?;
+            print!("{yaml}");
             Ok(())
         }
         Some("run") => run(&args[1..]),
         Some("parity") => parity(&args[1..]),
+        Some("components") => components(&args[1..]),
         _ => usage(),
     }
 }
@@ -80,20 +87,26 @@ fn text_flag(args: &[String], name: &str, default: &str) -> String {
     }
 }
 
-/// The engine over the model `write` left in `dir`, served as `tiny`.
+fn device_flag(args: &[String]) -> anyhow::Result<DeviceChoice> {
+    serde_yaml::from_str(&text_flag(args, "--device", "cpu"))
+        .map_err(|e| anyhow::anyhow!("--device: {e} (accepted: cpu, cuda)"))
+}
+
+/// The engine over the model `write` left in `dir`, served as `bench`.
 fn engine_for(
     dir: &std::path::Path,
     batch: usize,
     fused: bool,
+    device: DeviceChoice,
 ) -> anyhow::Result<(DiffusionEngine, ModelName)> {
     let entry = serde_yaml::from_str(&std::fs::read_to_string(dir.join("registry-entry.yaml"))?)?;
-    let model = ModelName::parse("tiny")?;
+    let model = ModelName::parse("bench")?;
     let engine = DiffusionEngine::new(RegistryConfig {
         cache_dir: std::env::temp_dir(),
         max_loaded: 1,
         max_batch: batch,
         fused_batches: fused,
-        device: Default::default(),
+        device,
         models: BTreeMap::from([(model.clone(), entry)]),
     })
     .map_err(|e| anyhow::anyhow!(e.chain()))?;
@@ -103,15 +116,17 @@ fn engine_for(
 fn parity(args: &[String]) -> anyhow::Result<()> {
     let dir = PathBuf::from(args.first().unwrap_or_else(|| usage()));
     let seed = flag(args, "--seed", 5)?;
-    let (engine, model) = engine_for(&dir, 1, false)?;
+    let size = flag(args, "--size", 64)?;
+    let (engine, model) = engine_for(&dir, 1, false, device_flag(args)?)?;
     let job = JobParams {
         prompt: Prompt::parse(text_flag(args, "--prompt", "a photo of a red house"))?,
         negative_prompt: NegativePrompt::parse(text_flag(args, "--negative", ""))?,
-        width: 64,
-        height: 64,
+        width: size,
+        height: size,
         steps: StepCount::parse(flag(args, "--steps", 4)?)?,
         guidance: GuidanceScale::parse(text_flag(args, "--guidance", "5").parse::<f64>()?)?,
-        sampler: Sampler::Euler,
+        sampler: serde_yaml::from_str(&text_flag(args, "--sampler", "euler"))
+            .map_err(|e| anyhow::anyhow!("--sampler: {e}"))?,
         seed: Seed::parse(u64::from(seed))?,
         init: None,
         output: Default::default(),
@@ -119,12 +134,72 @@ fn parity(args: &[String]) -> anyhow::Result<()> {
     let img = engine
         .render(&model, &job)
         .map_err(|e| anyhow::anyhow!(e.chain()))?;
-    // The engine's initial noise: the job's generator, 4 latent channels at 1/8 of the size.
-    let noise = pixelfarm_diffusion::JobRng::new(u64::from(seed)).normals(4 * 8 * 8);
+    // The job generator's draws: the initial noise (4 latent channels at 1/8 of the size), then
+    // one draw of the same size per step, which the stochastic samplers take in order.
+    let latent = (size / 8) as usize;
+    let noise = pixelfarm_diffusion::JobRng::new(u64::from(seed))
+        .normals(4 * latent * latent * (job.steps.get() as usize + 1));
     println!(
         "{}",
-        serde_json::json!({"noise": noise, "rgb": img.rgb, "width": 64, "height": 64})
+        serde_json::json!({"noise": noise, "rgb": img.rgb, "width": size, "height": size})
     );
+    Ok(())
+}
+
+fn components(args: &[String]) -> anyhow::Result<()> {
+    let dir = PathBuf::from(args.first().unwrap_or_else(|| usage()));
+    let out = PathBuf::from(text_flag(args, "--out", ""));
+    anyhow::ensure!(!out.as_os_str().is_empty(), "--out FILE is needed");
+    let latent = flag(args, "--latent", 16)? as usize;
+    let t: f64 = text_flag(args, "--t", "500").parse()?;
+    let (engine, model) = engine_for(&dir, 1, false, DeviceChoice::Cpu)?;
+    let m = engine
+        .loaded_model(&model)
+        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let job = JobParams {
+        prompt: Prompt::parse(text_flag(args, "--prompt", "a photo of a red house"))?,
+        negative_prompt: NegativePrompt::parse(text_flag(args, "--negative", "blurry"))?,
+        width: latent as u32 * 8,
+        height: latent as u32 * 8,
+        steps: StepCount::parse(1)?,
+        guidance: GuidanceScale::parse(7.5)?,
+        sampler: Sampler::Euler,
+        seed: Seed::parse(0)?,
+        init: None,
+        output: Default::default(),
+    };
+    let e = |e: pixelfarm_core::Error| anyhow::anyhow!(e.chain());
+    let (ctx, text_time) = m.text_conditioning(&job).map_err(e)?;
+    let rows = ctx.dim(0)?;
+    let normals = |seed: u64, shape: (usize, usize, usize, usize)| {
+        let n = shape.0 * shape.1 * shape.2 * shape.3;
+        Tensor::from_vec(
+            pixelfarm_diffusion::JobRng::new(seed).normals(n),
+            shape,
+            &Device::Cpu,
+        )
+    };
+    let x = normals(11, (rows, 4, latent, latent))?;
+    let unet = m.denoiser_output(&x, t, &job).map_err(e)?;
+    let z = normals(12, (1, 4, latent, latent))?;
+    let pixels = m.decode_to_pixels(&z).map_err(e)?;
+    let mut tensors = std::collections::HashMap::from([
+        ("text.ctx".to_string(), ctx.to_dtype(DType::F32)?),
+        ("unet.x".to_string(), x),
+        (
+            "unet.t".to_string(),
+            Tensor::new(&[t as f32], &Device::Cpu)?,
+        ),
+        ("unet.out".to_string(), unet),
+        ("vae.z".to_string(), z),
+        ("vae.out".to_string(), pixels),
+    ]);
+    if let Some((pooled, time_ids)) = text_time {
+        tensors.insert("text.pooled".into(), pooled.to_dtype(DType::F32)?);
+        tensors.insert("text.time_ids".into(), time_ids);
+    }
+    candle_core::safetensors::save(&tensors, &out)?;
+    println!("wrote {}", out.display());
     Ok(())
 }
 
@@ -134,12 +209,15 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     let steps = flag(args, "--steps", 20)?;
     let batch = flag(args, "--batch", 1)? as usize;
     let images = flag(args, "--images", 16)? as usize;
+    let warmup_steps = flag(args, "--warmup-steps", steps)?;
     let fused = batch > 1 && !args.iter().any(|a| a == "--per-job");
-    let (engine, model) = engine_for(&dir, batch, fused)?;
+    let device = device_flag(args)?;
+    let (engine, model) = engine_for(&dir, batch, fused, device)?;
+    let family = engine.config().entry(&model)?.family;
     engine
         .preload(&model)
         .map_err(|e| anyhow::anyhow!(e.chain()))?;
-    let job = |i: usize| -> anyhow::Result<JobParams> {
+    let job_of = |i: usize, steps: u32| -> anyhow::Result<JobParams> {
         Ok(JobParams {
             prompt: Prompt::parse(format!("a photo of a red fox number {i}"))?,
             negative_prompt: NegativePrompt::default(),
@@ -153,8 +231,12 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             output: Default::default(),
         })
     };
-    // Warm-up: one batch, not counted.
-    let warm: Vec<JobParams> = (0..batch).map(job).collect::<anyhow::Result<_>>()?;
+    let job = |i: usize| job_of(i, steps);
+    // Warm-up: one batch of the same shapes, not counted (on a GPU: kernel compilation, cuBLAS's
+    // choices, the allocator's pool).
+    let warm: Vec<JobParams> = (0..batch)
+        .map(|i| job_of(i, warmup_steps))
+        .collect::<anyhow::Result<_>>()?;
     for r in engine.render_batch(&model, &warm, &controls(warm.len())) {
         r.map_err(|e| anyhow::anyhow!(e.chain()))?;
     }
@@ -189,6 +271,8 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         "{}",
         serde_json::json!({
             "engine": "pixelfarm",
+            "family": family,
+            "device": device,
             "size": size, "steps": steps, "batch": batch, "images": images, "fused": fused,
             "seconds": secs,
             "images_per_s": images as f64 / secs,

@@ -1,12 +1,12 @@
 """SDXL parity: pixelfarm's SDXL path against diffusers' reference modules, on the tiny
-SDXL-architecture model (`bench-diffusion write DIR --xl`, loaded with strict=True so every tensor has
+SDXL-architecture model (`bench-diffusion write DIR --family tiny-xl`, loaded with strict=True so every tensor has
 its place). Same token ids, same initial noise (from `bench-diffusion parity`), Euler with linspace
 spacing, classifier-free guidance, SDXL's text embedding (both encoders' penultimate hidden states),
 pooled embedding (projected end-of-text state of the second encoder), time ids
 (original size, crop, target size) and zeroed empty negative prompt, as StableDiffusionXLPipeline
 does them. Prints the largest and mean pixel difference; exits 1 above --max-diff.
 
-    bench-diffusion write /tmp/xl --xl
+    bench-diffusion write /tmp/xl --family tiny-xl
     bench-diffusion parity /tmp/xl --seed 5 --steps 4 --guidance 5 > /tmp/xl/ours.json
     python bench/xl_parity.py /tmp/xl /tmp/xl/ours.json --steps 4 --guidance 5
 """
@@ -21,40 +21,7 @@ from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionMode
 from tokenizers import Tokenizer
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from diffusers_bench import UNET, VAE, VAE_RENAMES, load
-
-# services/diffusion/src/family.rs (Family::TinyXl): the tiny UNet with SDXL's block layout,
-# transformer depths, linear projections and micro-conditioning.
-UNET_XL = dict(
-    UNET,
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    transformer_layers_per_block=(1, 2, 1),
-    cross_attention_dim=32 + 48,
-    use_linear_projection=True,
-    addition_embed_type="text_time",
-    addition_time_embed_dim=8,
-    projection_class_embeddings_input_dim=48 + 6 * 8,
-)
-
-
-def clip_config(width, intermediate, act, projection):
-    return CLIPTextConfig(
-        vocab_size=1024,
-        hidden_size=width,
-        intermediate_size=intermediate,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=77,
-        hidden_act=act,
-        projection_dim=projection,
-    )
-
-
-def text_model(cls, config, path):
-    # transformers 5 keeps the tensors without the `text_model.` level.
-    flat = "text_model.embeddings.token_embedding.weight" not in cls(config).state_dict()
-    return load(cls(config), path, {"text_model.": ""} if flat else None)
+from diffusers_bench import FAMILIES, UNET_TINY_XL, VAE, VAE_RENAMES, load, text_model
 
 
 def ids_of(tok, text, pad):
@@ -77,17 +44,16 @@ def main():
     torch.set_grad_enabled(False)
     ours = json.loads(a.ours.read_text())
 
-    unet = load(UNet2DConditionModel(**UNET_XL), a.dir / "unet/diffusion_pytorch_model.safetensors")
+    unet = load(UNet2DConditionModel(**UNET_TINY_XL), a.dir / "unet/diffusion_pytorch_model.safetensors")
     vae = load(AutoencoderKL(**VAE), a.dir / "vae/diffusion_pytorch_model.safetensors", VAE_RENAMES)
     tok = Tokenizer.from_file(str(a.dir / "tokenizer/tokenizer.json"))
     tok2 = Tokenizer.from_file(str(a.dir / "tokenizer_2/tokenizer.json"))
     eos = tok.token_to_id("<|endoftext|>")
-    c1 = clip_config(32, 64, "quick_gelu", 32)
-    c2 = clip_config(48, 96, "gelu", 48)
-    for c in (c1, c2):
-        c.bos_token_id, c.eos_token_id = tok.token_to_id("<|startoftext|>"), eos
-    te1 = text_model(CLIPTextModel, c1, a.dir / "text_encoder/model.safetensors")
-    te2 = text_model(CLIPTextModelWithProjection, c2, a.dir / "text_encoder_2/model.safetensors")
+    _, _, _, clip1, clip2 = FAMILIES["tiny-xl"]
+    c1, c2 = (CLIPTextConfig(**c, bos_token_id=tok.token_to_id("<|startoftext|>"), eos_token_id=eos)
+              for c in (clip1, clip2))
+    te1 = text_model(CLIPTextModel, c1, a.dir / "text_encoder/model.safetensors", "cpu", None)
+    te2 = text_model(CLIPTextModelWithProjection, c2, a.dir / "text_encoder_2/model.safetensors", "cpu", None)
 
     def encode(text):
         i1 = torch.tensor([ids_of(tok, text, eos)])
@@ -118,7 +84,7 @@ def main():
         timestep_spacing="linspace" if a.steps > 1 else "trailing",
     )
     sched.set_timesteps(a.steps)
-    latents = torch.tensor(ours["noise"], dtype=torch.float32).reshape(1, 4, 8, 8)
+    latents = torch.tensor(ours["noise"][: 4 * 8 * 8], dtype=torch.float32).reshape(1, 4, 8, 8)
     latents = latents * sched.init_noise_sigma
     for t in sched.timesteps:
         x = torch.cat([latents] * 2) if cfg else latents

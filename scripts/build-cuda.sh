@@ -13,9 +13,10 @@
 #   PACKAGE=pixelfarm-worker scripts/build-cuda.sh      # the GPU worker binary
 #   PACKAGE=pixelfarm-shapes scripts/build-cuda.sh      # pixelfarm-train-shapes (GPU training)
 #   CUDA_COMPUTE_CAP=80 scripts/build-cuda.sh           # A100 (default 90: H100/H200)
+#   CUDNN=1 PACKAGE=... scripts/build-cuda.sh           # convolutions through cuDNN (feature cudnn)
 #
 # At run time the binary needs libcuda.so.1 (the driver), libcublas.so.13, libcurand.so.10 and
-# libcudart.so.13 on the loader path: a CUDA runtime image has them; PyTorch's wheels carry them
+# libcudart.so.13 (and with CUDNN=1 libcudnn.so.9) on the loader path: a CUDA runtime image has them; PyTorch's wheels carry them
 # too (scripts/train-shapes-gpu.sh finds those).
 set -euo pipefail
 
@@ -59,13 +60,23 @@ for dir in "${LIBS[@]}"; do
 done
 CUDARC_VERSION="$(awk '/^name = "cudarc"/{getline; gsub(/[^0-9.]/, ""); print}' Cargo.lock)"
 cargo fetch --locked >/dev/null
-BINDINGS="$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-"$CUDARC_VERSION"/src/driver/sys/mod.rs | head -1)"
-grep -o '^pub unsafe fn cu[A-Za-z0-9_]*(' "$BINDINGS" | sed 's/pub unsafe fn //; s/(//' | sort -u \
-  | awk '{print "void " $1 "(void) {}"}' > "$LINK/cuda_stub.c"
-cc -shared -fPIC -o "$LINK/libcuda.so" -Wl,-soname,libcuda.so.1 "$LINK/cuda_stub.c"
+CUDARC="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-"$CUDARC_VERSION" | head -1)"
+# stub LIB SONAME PREFIX BINDINGS: a library exporting every PREFIX* function of cudarc's bindings.
+stub() {
+  grep -o "^pub unsafe fn $3[A-Za-z0-9_]*(" "$4" | sed 's/pub unsafe fn //; s/(//' | sort -u \
+    | awk '{print "void " $1 "(void) {}"}' > "$LINK/$1_stub.c"
+  cc -shared -fPIC -o "$LINK/$1.so" -Wl,-soname,"$2" "$LINK/$1_stub.c"
+}
+stub libcuda libcuda.so.1 cu "$CUDARC/src/driver/sys/mod.rs"
+FEATURES=cuda
+if [ "${CUDNN:-0}" = 1 ]; then
+  # cuDNN 9 (cudarc's cudnn-09021 bindings); PyTorch's wheels carry libcudnn.so.9.
+  stub libcudnn libcudnn.so.9 cudnn "$CUDARC/src/cudnn/sys/mod.rs"
+  FEATURES=cudnn
+fi
 export LIBRARY_PATH="$LINK:${LIBRARY_PATH:-}"
 # cudarc reads the toolkit version from `nvcc --version`; if that fails, set CUDARC_CUDA_VERSION
 # yourself (see cudarc's build script for the accepted format).
 
 nvcc --version
-cargo build --release -p "${PACKAGE:-pixelfarm-diffusion}" --features cuda "$@"
+cargo build --release -p "${PACKAGE:-pixelfarm-diffusion}" --features "$FEATURES" "$@"

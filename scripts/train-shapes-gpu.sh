@@ -20,28 +20,7 @@ LR="${LR:-1.5e-3}"
 SEED="${SEED:-5}"
 DATA_THREADS="${DATA_THREADS:-$(( $(nproc) > 2 ? $(nproc) - 2 : 1 ))}"
 
-# CUDA libraries installed as Python wheels (nvidia/cu13/lib, nvidia/*/lib) and the driver's libcuda.
-if command -v python3 >/dev/null; then
-  for d in $(python3 - <<'EOF' 2>/dev/null
-import glob, os
-try:
-    import nvidia
-except ImportError:
-    raise SystemExit
-roots = list(nvidia.__path__)
-dirs = {os.path.dirname(p) for r in roots for p in glob.glob(r + "/**/lib*.so*", recursive=True)}
-print("\n".join(sorted(dirs)))
-EOF
-  ); do LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"; done
-fi
-for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu /usr/local/cuda/lib64; do
-  [ -e "$d/libcuda.so.1" ] && LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"
-done
-export LD_LIBRARY_PATH
-if ldd "$BIN" | grep "not found"; then
-  echo "missing libraries for $BIN (LD_LIBRARY_PATH=$LD_LIBRARY_PATH)" >&2
-  exit 1
-fi
+source "$(dirname "$0")/cuda-env.sh" "$BIN"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 
 mkdir -p "$OUT"
