@@ -1,7 +1,7 @@
 //! Pipeline benchmark on the real services (scripts/dev-services), with the release binaries:
 //!
 //! ```text
-//! cargo build --release --workspace --bins && target/release/bench-pipeline [JOBS_E2E] [JOBS_SUBMIT]
+//! cargo build --release --workspace --bins && target/release/bench-pipeline [JOBS_E2E] [JOBS_SUBMIT] [JOBS_GPU_LIKE]
 //! ```
 //!
 //! 1. Submit: a 100k-job manifest through the gRPC API (parse + expand + one transaction), against
@@ -9,6 +9,11 @@
 //! 2. End to end: a 20k-job batch, 64×64 test-pattern images, one scheduler and two workers, from
 //!    submit to the last job succeeded; against the object store's own ceiling measured in the same
 //!    run (each job costs two PUTs: image and provenance).
+//! 3. A GPU-like worker: one worker with one slot whose renderer takes [`GPU_LIKE_RENDER_MS`] per
+//!    image, a backlog of 300 jobs: the share of the worker's wall time spent inside the renderer,
+//!    and the pipeline's time per job around it (claim, upload, state changes), against the
+//!    renderer's own time as the baseline. One slot, so nothing of the pipeline overlaps a render:
+//!    a lower bound for a GPU worker, whose other slots upload while the device renders.
 
 use futures::StreamExt;
 use pixelfarm_core::{BlobStore, hash_api_key, parse_manifest};
@@ -117,17 +122,22 @@ fn phase_means(scrapes: &[String]) -> BTreeMap<String, f64> {
         .collect()
 }
 
-/// A stack of `workers` workers with `concurrency` slots each, no render delay, a wide window.
-async fn bench_stack(workers: usize, concurrency: usize) -> Stack {
+/// A stack of `workers` workers with `concurrency` slots each, `render_delay_ms` per render, a
+/// wide window.
+async fn bench_stack(workers: usize, concurrency: usize, render_delay_ms: u64) -> Stack {
     Stack::start(StackOptions {
         workers,
         concurrency,
-        render_delay_ms: 0,
+        render_delay_ms,
         window: 4096,
         ..Default::default()
     })
     .await
 }
+
+/// Seconds an image holds the GPU-like renderer: diffusers' SD 1.5 at 512², batch 8, on an H200
+/// (4.38 images/s, docs/benchmarks.md), rounded up.
+const GPU_LIKE_RENDER_MS: u64 = 250;
 
 #[tokio::main]
 async fn main() {
@@ -137,10 +147,11 @@ async fn main() {
         .collect();
     let e2e_jobs = args.first().copied().unwrap_or(20_000);
     let submit_jobs = args.get(1).copied().unwrap_or(100_000);
+    let gpu_like_jobs = args.get(2).copied().unwrap_or(300);
     let concurrency = 16;
 
     // --- submit ---------------------------------------------------------------------------
-    let stack = bench_stack(0, concurrency).await;
+    let stack = bench_stack(0, concurrency, 0).await;
     let client = stack.client(KEY_A).await;
     let naive_n = 10_000;
     let naive = naive_insert_seconds(&stack.db_url, &manifest_64("naive", naive_n)).await;
@@ -178,7 +189,7 @@ async fn main() {
     drop(stack);
 
     // --- end to end -----------------------------------------------------------------------
-    let mut stack = bench_stack(2, concurrency).await;
+    let mut stack = bench_stack(2, concurrency, 0).await;
     let client = stack.client(KEY_A).await;
     let ceiling = s3_put_rate(&stack, 2 * concurrency, 5.0).await;
     let t = Instant::now();
@@ -223,5 +234,41 @@ async fn main() {
     for (phase, mean) in phase_means(&scrapes) {
         println!("- {phase}: {:.4}", mean);
     }
+    stack.workers.clear();
+    drop(stack);
+
+    // --- a GPU-like worker ----------------------------------------------------------------
+    let mut stack = bench_stack(1, 1, GPU_LIKE_RENDER_MS).await;
+    let client = stack.client(KEY_A).await;
+    let t = Instant::now();
+    let out = client
+        .submit(manifest_64("gpu-like", gpu_like_jobs))
+        .await
+        .unwrap();
+    let done = wait_batch(
+        &stack,
+        &client,
+        out.batch_id,
+        Duration::from_secs(1800),
+        |v| v.done,
+    )
+    .await;
+    let wall = t.elapsed().as_secs_f64();
+    assert_eq!(done.status.counts.succeeded as usize, gpu_like_jobs);
+    let inside = gpu_like_jobs as f64 * GPU_LIKE_RENDER_MS as f64 / 1000.0;
+    println!(
+        "\n## a GPU-like worker ({gpu_like_jobs} jobs, 1 worker x 1 slot, {GPU_LIKE_RENDER_MS} ms a render)"
+    );
+    println!("| measure | value |\n|---|---|");
+    println!("| submit to last success | {wall:.2} s |");
+    println!("| baseline: the renderer's own time | {inside:.2} s |");
+    println!(
+        "| share of wall time inside the renderer | {:.1} % |",
+        100.0 * inside / wall
+    );
+    println!(
+        "| pipeline time per job around the render | {:.1} ms |",
+        1000.0 * (wall - inside) / gpu_like_jobs as f64
+    );
     stack.workers.clear();
 }
