@@ -16,6 +16,7 @@
 //!    a lower bound for a GPU worker, whose other slots upload while the device renders.
 
 use futures::StreamExt;
+use pixelfarm_api::ApiClient;
 use pixelfarm_core::{BlobStore, hash_api_key, parse_manifest};
 use pixelfarm_e2e::*;
 use std::collections::BTreeMap;
@@ -135,6 +136,29 @@ async fn bench_stack(workers: usize, concurrency: usize, render_delay_ms: u64) -
     .await
 }
 
+/// Submits `jobs` 64×64 test-pattern jobs as batch `name` and waits until all have succeeded:
+/// seconds to the submit's answer and to the last success, both from the submit's start.
+async fn run_batch(stack: &Stack, client: &ApiClient, name: &str, jobs: usize) -> (f64, f64) {
+    let t = Instant::now();
+    let out = client.submit(manifest_64(name, jobs)).await.unwrap();
+    let submitted = t.elapsed().as_secs_f64();
+    let done = wait_batch(
+        stack,
+        client,
+        out.batch_id,
+        Duration::from_secs(1800),
+        |v| v.done,
+    )
+    .await;
+    let total = t.elapsed().as_secs_f64();
+    assert_eq!(
+        done.status.counts.succeeded as usize, jobs,
+        "{:?}",
+        done.status.counts
+    );
+    (submitted, total)
+}
+
 /// Seconds an image holds the GPU-like renderer: diffusers' SD 1.5 at 512², batch 8, on an H200
 /// (4.38 images/s, docs/benchmarks.md), rounded up.
 const GPU_LIKE_RENDER_MS: u64 = 250;
@@ -192,23 +216,7 @@ async fn main() {
     let mut stack = bench_stack(2, concurrency, 0).await;
     let client = stack.client(KEY_A).await;
     let ceiling = s3_put_rate(&stack, 2 * concurrency, 5.0).await;
-    let t = Instant::now();
-    let out = client.submit(manifest_64("e2e", e2e_jobs)).await.unwrap();
-    let submitted = t.elapsed().as_secs_f64();
-    let done = wait_batch(
-        &stack,
-        &client,
-        out.batch_id,
-        Duration::from_secs(1800),
-        |v| v.done,
-    )
-    .await;
-    let total = t.elapsed().as_secs_f64();
-    assert_eq!(
-        done.status.counts.succeeded as usize, e2e_jobs,
-        "{:?}",
-        done.status.counts
-    );
+    let (submitted, total) = run_batch(&stack, &client, "e2e", e2e_jobs).await;
     let rate = e2e_jobs as f64 / total;
     let mut scrapes = Vec::new();
     for w in &stack.workers {
@@ -240,21 +248,7 @@ async fn main() {
     // --- a GPU-like worker ----------------------------------------------------------------
     let mut stack = bench_stack(1, 1, GPU_LIKE_RENDER_MS).await;
     let client = stack.client(KEY_A).await;
-    let t = Instant::now();
-    let out = client
-        .submit(manifest_64("gpu-like", gpu_like_jobs))
-        .await
-        .unwrap();
-    let done = wait_batch(
-        &stack,
-        &client,
-        out.batch_id,
-        Duration::from_secs(1800),
-        |v| v.done,
-    )
-    .await;
-    let wall = t.elapsed().as_secs_f64();
-    assert_eq!(done.status.counts.succeeded as usize, gpu_like_jobs);
+    let (_, wall) = run_batch(&stack, &client, "gpu-like", gpu_like_jobs).await;
     let inside = gpu_like_jobs as f64 * GPU_LIKE_RENDER_MS as f64 / 1000.0;
     println!(
         "\n## a GPU-like worker ({gpu_like_jobs} jobs, 1 worker x 1 slot, {GPU_LIKE_RENDER_MS} ms a render)"
