@@ -31,7 +31,7 @@ pub use failure::{Backoff, decide};
 pub use ids::{BatchId, JobId, TenantId};
 pub use image_input::{ImageInput, InitImage};
 pub use keys::{OutputKey, derive_seed, hash_api_key, sha256_hex};
-pub use manifest::{BatchSpec, JobSpec, MAX_JOBS_PER_BATCH, parse_manifest};
+pub use manifest::{BatchSpec, JobSpec, MAX_JOBS_PER_BATCH, field_error_in, parse_manifest};
 pub use params::*;
 pub use seams::*;
 pub use state::JobState;

@@ -161,6 +161,13 @@ fn strip_yaml_location(e: &serde_yaml::Error) -> String {
     }
 }
 
+/// An `Invalid` error about the field at `path` of the manifest `text`, naming its line when it is
+/// written there: ``manifest field `model` (line 2): `x` is served by no worker; accepted: …``. For
+/// checks made after parsing (the scheduler's served models).
+pub fn field_error_in(text: &str, path: &str, msg: &str) -> Error {
+    field_error(path, locate(text, path), msg)
+}
+
 fn field_error(path: &str, line: Option<usize>, msg: &str) -> Error {
     let path = if path == "." || path.is_empty() {
         "(top level)"
@@ -593,6 +600,17 @@ seeds: {base: 42, count: 2}
         let e = parse_manifest(text).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Invalid);
         e.to_string()
+    }
+
+    #[test]
+    fn later_checks_name_the_field_and_line_too() {
+        let e = field_error_in(BASIC, "model", "`sd15` is served by no worker").to_string();
+        assert_eq!(
+            e,
+            "manifest field `model` (line 2): `sd15` is served by no worker"
+        );
+        let e = field_error_in("{\"name\": \"x\"}", "model", "is missing").to_string();
+        assert_eq!(e, "manifest field `model`: is missing");
     }
 
     #[test]

@@ -247,6 +247,17 @@ pub struct BacklogRow {
     pub jobs: u64,
 }
 
+/// A model some worker announced, and how many workers serve it now (worker presence).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelPresence {
+    /// The model.
+    pub model: ModelName,
+    /// Workers whose announcement of it has not expired.
+    pub live_workers: u64,
+    /// When a worker last announced it.
+    pub last_seen_at: DateTime<Utc>,
+}
+
 /// Proof of holding the single-leader lock; dropping it releases leadership.
 #[async_trait]
 pub trait Leadership: Send {
@@ -262,6 +273,8 @@ pub trait Leadership: Send {
 ///   running, final, cancelled or unknown, and increments `attempt`;
 /// - `heartbeat`, `complete` and `fail` change the row only while the caller holds the lease
 ///   (same owner, same attempt, state running) and return whether they did;
+/// - a worker is live for a model until the `ttl` of its last `announce_worker` passes or it
+///   withdraws; a model once announced stays in `model_presence`;
 /// - time comparisons use the store's clock.
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
@@ -306,6 +319,20 @@ pub trait JobStore: Send + Sync + 'static {
     async fn backlog(&self) -> Result<Vec<BacklogRow>>;
     /// Jobs per model and final state (monotonic while rows are kept).
     async fn finished(&self) -> Result<Vec<BacklogRow>>;
+
+    /// Record that `worker` serves exactly `models` for `ttl` from now (replacing what it announced
+    /// before), and remember each of them as served. Workers call it every few seconds; rows of
+    /// workers expired for a day are pruned.
+    async fn announce_worker(
+        &self,
+        worker: &str,
+        models: &[ModelName],
+        ttl: Duration,
+    ) -> Result<()>;
+    /// `worker` serves nothing any more (a clean shutdown); its models stay known.
+    async fn withdraw_worker(&self, worker: &str) -> Result<()>;
+    /// Every model a worker ever announced, by name, with its live workers now.
+    async fn model_presence(&self) -> Result<Vec<ModelPresence>>;
 
     /// Take the lease of a job.
     async fn claim(&self, job: JobId, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>>;

@@ -16,6 +16,13 @@ use crate::row::{JobRow, failure_columns, progress_columns};
 /// Rows per INSERT statement when writing a batch's jobs (bind arrays, one round trip each).
 const INSERT_CHUNK: usize = 10_000;
 
+/// Rows of workers whose announcement expired this long ago are deleted (pod names change with
+/// every rollout); the models they served stay in `served_models`.
+pub(crate) const PRESENCE_PRUNE_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// The database every Postgres server has, where a missing database is created from.
+const MAINTENANCE_DB: &str = "postgres";
+
 /// Lock id of the single scheduler leader (`pg_try_advisory_lock`).
 const LEADER_LOCK: i64 = 0x7069_7865_6c66_6172; // "pixelfar"
 
@@ -44,6 +51,46 @@ impl PgStore {
             .await
             .map_err(db("cannot connect to postgres"))?;
         Ok(PgStore { pool })
+    }
+
+    /// Create the database `url` names when the server says it does not exist, connecting to the
+    /// `postgres` maintenance database of the same server as the same user; returns whether it
+    /// created it. A fresh server then needs only `pixelfarm-scheduler migrate`.
+    ///
+    /// # Errors
+    /// `Invalid` for a malformed URL; `Transient` when the server is unreachable; the server's
+    /// error when the user may not create databases.
+    pub async fn create_database_if_missing(url: &str) -> Result<bool> {
+        let opts = PgConnectOptions::from_str(url).map_err(|e| {
+            Error::with_source(ErrorKind::Invalid, "database.url is not a postgres url", e)
+        })?;
+        let Some(name) = opts.get_database().map(str::to_owned) else {
+            // No database in the URL: the server's default (the user's own) is used.
+            return Ok(false);
+        };
+        match PgConnection::connect_with(&opts).await {
+            Ok(conn) => {
+                let _ = conn.close().await;
+                return Ok(false);
+            }
+            // invalid_catalog_name: the database does not exist
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {}
+            Err(e) => return Err(db("cannot connect to postgres")(e)),
+        }
+        let mut admin = PgConnection::connect_with(&opts.clone().database(MAINTENANCE_DB))
+            .await
+            .map_err(db(
+                "cannot connect to the `postgres` database to create the missing database",
+            ))?;
+        let create = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        let created = match sqlx::query(&create).execute(&mut admin).await {
+            Ok(_) => true,
+            // duplicate_database: another process created it meanwhile
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => false,
+            Err(e) => return Err(db("cannot create the database")(e)),
+        };
+        let _ = admin.close().await;
+        Ok(created)
     }
 
     /// Apply the migrations in `migrations/postgres` (idempotent; sqlx takes its own lock).
@@ -387,6 +434,90 @@ impl JobStore for PgStore {
     async fn finished(&self) -> Result<Vec<BacklogRow>> {
         self.count_by_state("state IN ('succeeded', 'dead', 'cancelled')")
             .await
+    }
+
+    async fn announce_worker(
+        &self,
+        worker: &str,
+        models: &[ModelName],
+        ttl: Duration,
+    ) -> Result<()> {
+        // Sorted, so concurrent announcements lock the model rows in one order.
+        let mut names: Vec<&str> = models.iter().map(ModelName::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("cannot announce worker"))?;
+        sqlx::query(
+            "INSERT INTO served_models (model) SELECT unnest($1::text[])
+             ON CONFLICT (model) DO UPDATE SET last_seen_at = now()",
+        )
+        .bind(&names)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("cannot announce worker"))?;
+        sqlx::query(
+            "DELETE FROM worker_models
+             WHERE worker_id = $1 OR live_until < now() - make_interval(secs => $2)",
+        )
+        .bind(worker)
+        .bind(secs(PRESENCE_PRUNE_AFTER))
+        .execute(&mut *tx)
+        .await
+        .map_err(db("cannot announce worker"))?;
+        sqlx::query(
+            "INSERT INTO worker_models (worker_id, model, seen_at, live_until)
+             SELECT $1, unnest($2::text[]), now(), now() + make_interval(secs => $3)",
+        )
+        .bind(worker)
+        .bind(&names)
+        .bind(secs(ttl))
+        .execute(&mut *tx)
+        .await
+        .map_err(db("cannot announce worker"))?;
+        tx.commit().await.map_err(db("cannot announce worker"))
+    }
+
+    async fn withdraw_worker(&self, worker: &str) -> Result<()> {
+        sqlx::query("DELETE FROM worker_models WHERE worker_id = $1")
+            .bind(worker)
+            .execute(&self.pool)
+            .await
+            .map_err(db("cannot withdraw worker"))?;
+        Ok(())
+    }
+
+    async fn model_presence(&self) -> Result<Vec<ModelPresence>> {
+        let rows = sqlx::query(
+            "SELECT s.model, s.last_seen_at,
+                    count(w.worker_id) FILTER (WHERE w.live_until > now()) AS live
+             FROM served_models s LEFT JOIN worker_models w ON w.model = s.model
+             GROUP BY s.model, s.last_seen_at ORDER BY s.model",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("cannot read served models"))?;
+        rows.iter()
+            .map(|r| {
+                let model: String = r
+                    .try_get("model")
+                    .map_err(db("cannot read served models"))?;
+                Ok(ModelPresence {
+                    model: ModelName::parse(model)?,
+                    live_workers: u64::try_from(
+                        r.try_get::<i64, _>("live")
+                            .map_err(db("cannot read served models"))?,
+                    )
+                    .unwrap_or(0),
+                    last_seen_at: r
+                        .try_get("last_seen_at")
+                        .map_err(db("cannot read served models"))?,
+                })
+            })
+            .collect()
     }
 
     async fn claim(&self, job: JobId, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>> {

@@ -13,7 +13,8 @@ macro_rules! store_conformance {
         $crate::store_conformance!(@cases $make;
             tenants_and_keys, submit_and_read, idempotent_submit, tenant_isolation, claim_lifecycle,
             lease_guards, failures_retry_and_die, rescue_expired_leases, stale_queued_requeued,
-            cancel_stops_unfinished, heartbeat_records_progress, priority_then_fair_share, backlog_and_finished_counts, leadership);
+            cancel_stops_unfinished, heartbeat_records_progress, priority_then_fair_share, backlog_and_finished_counts, leadership,
+            worker_presence);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(
@@ -509,4 +510,57 @@ pub async fn backlog_and_finished_counts(s: Store) {
 pub async fn leadership(s: Store) {
     let mut lead = s.try_lead().await.unwrap().expect("first candidate leads");
     assert!(lead.still_leader().await);
+}
+
+fn live(presence: &[ModelPresence]) -> Vec<(String, u64)> {
+    presence
+        .iter()
+        .map(|p| (p.model.to_string(), p.live_workers))
+        .collect()
+}
+
+#[allow(missing_docs)]
+pub async fn worker_presence(s: Store) {
+    let m = |n: &str| ModelName::parse(n).expect("model name");
+    let pairs = |v: &[(&str, u64)]| -> Vec<(String, u64)> {
+        v.iter().map(|(n, k)| (n.to_string(), *k)).collect()
+    };
+    assert!(s.model_presence().await.expect("presence").is_empty());
+
+    s.announce_worker("w1", &[m("m2"), m("m1")], LEASE)
+        .await
+        .expect("announce");
+    s.announce_worker("w2", &[m("m1")], LEASE)
+        .await
+        .expect("announce");
+    // Announcing again is a heartbeat, not another worker.
+    s.announce_worker("w2", &[m("m1")], LEASE)
+        .await
+        .expect("announce");
+    let p = s.model_presence().await.expect("presence");
+    assert_eq!(live(&p), pairs(&[("m1", 2), ("m2", 1)]));
+
+    // A worker restarted with other models serves only those.
+    s.announce_worker("w1", &[m("m2")], LEASE)
+        .await
+        .expect("announce");
+    assert_eq!(
+        live(&s.model_presence().await.expect("presence")),
+        pairs(&[("m1", 1), ("m2", 1)])
+    );
+
+    // A withdrawn worker, or one whose announcement expired, is not live; its models stay known.
+    s.withdraw_worker("w2").await.expect("withdraw");
+    s.announce_worker("w3", &[m("m3")], Duration::ZERO)
+        .await
+        .expect("announce");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let p = s.model_presence().await.expect("presence");
+    assert_eq!(live(&p), pairs(&[("m1", 0), ("m2", 1), ("m3", 0)]));
+    assert!(
+        p.iter()
+            .all(|r| r.last_seen_at <= chrono::Utc::now() + chrono::Duration::seconds(5))
+    );
+    // Withdrawing an unknown worker is fine.
+    s.withdraw_worker("nobody").await.expect("withdraw");
 }
