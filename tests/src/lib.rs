@@ -63,6 +63,7 @@ pub fn s3_config(prefix: &str) -> S3Config {
         secret_access_key: env("PIXELFARM_TEST_S3_SECRET_KEY", "pixelfarm-secret"),
         path_style: true,
         prefix: prefix.into(),
+        ..S3Config::default()
     }
 }
 

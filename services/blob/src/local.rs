@@ -124,4 +124,18 @@ impl BlobStore for LocalBlob {
     fn location(&self) -> String {
         format!("file://{}", self.root.display())
     }
+
+    async fn ping(&self) -> Result<()> {
+        let meta = tokio::fs::metadata(&self.root)
+            .await
+            .map_err(io("cannot reach the output folder"))?;
+        if meta.is_dir() {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::Permanent,
+                format!("output folder {} is not a directory", self.root.display()),
+            ))
+        }
+    }
 }

@@ -1,18 +1,28 @@
 //! [`S3Blob`]: any S3-compatible object store through aws-sdk-s3.
 
 use async_trait::async_trait;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use pixelfarm_core::{BlobStore, Error, ErrorKind, Result};
 use serde::Deserialize;
+use std::time::Duration;
 
 use crate::validate_key;
 
+/// Seconds one S3 request attempt may take, from connecting to the last byte of the body.
+pub const DEFAULT_TIMEOUT_SECONDS: u64 = 10;
+/// Attempts per S3 call (the SDK's standard retry: exponential backoff with jitter between them).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Connecting to the store is quick or the store is gone.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Where and how to reach the bucket. Credentials left empty come from the default AWS chain
 /// (environment, profile, instance/IRSA role).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct S3Config {
     /// Bucket name.
@@ -29,6 +39,35 @@ pub struct S3Config {
     pub path_style: bool,
     /// Prepended to every key, so several deployments can share a bucket.
     pub prefix: String,
+    /// Seconds one request attempt may take before it is abandoned and retried: a store that
+    /// hangs (rather than refusing) must not hold a worker's upload forever.
+    pub timeout_seconds: u64,
+    /// Attempts per call before the error reaches the caller (a failed upload makes the job
+    /// `retryable`).
+    pub max_attempts: u32,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            bucket: String::new(),
+            endpoint: String::new(),
+            region: String::new(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            path_style: false,
+            prefix: String::new(),
+            timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+}
+
+impl S3Config {
+    /// Per-attempt bound (at least one second).
+    fn attempt_timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_seconds.max(1))
+    }
 }
 
 /// S3 blob store.
@@ -37,6 +76,8 @@ pub struct S3Blob {
     client: aws_sdk_s3::Client,
     bucket: String,
     prefix: String,
+    /// Bound on reading an object's body once its headers arrived.
+    body_timeout: Duration,
 }
 
 fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
@@ -91,6 +132,16 @@ impl S3Blob {
         if !cfg.endpoint.is_empty() {
             loader = loader.endpoint_url(cfg.endpoint.clone());
         }
+        let attempt = cfg.attempt_timeout();
+        loader = loader
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .read_timeout(attempt)
+                    .operation_attempt_timeout(attempt)
+                    .build(),
+            )
+            .retry_config(RetryConfig::standard().with_max_attempts(cfg.max_attempts.max(1)));
         let shared = loader.load().await;
         let conf = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(cfg.path_style)
@@ -98,6 +149,7 @@ impl S3Blob {
         let prefix = cfg.prefix.trim_matches('/').to_string();
         Ok(S3Blob {
             client: aws_sdk_s3::Client::from_conf(conf),
+            body_timeout: attempt,
             bucket: cfg.bucket.clone(),
             prefix: if prefix.is_empty() {
                 prefix
@@ -174,10 +226,9 @@ impl BlobStore for S3Blob {
             .send()
             .await
             .map_err(classify("cannot get object"))?;
-        let data = out
-            .body
-            .collect()
+        let data = tokio::time::timeout(self.body_timeout, out.body.collect())
             .await
+            .map_err(|e| Error::transient("cannot read object body", e))?
             .map_err(|e| Error::transient("cannot read object body", e))?;
         Ok(data.into_bytes())
     }
@@ -223,5 +274,15 @@ impl BlobStore for S3Blob {
 
     fn location(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(classify("cannot reach the bucket"))?;
+        Ok(())
     }
 }

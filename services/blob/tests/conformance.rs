@@ -15,6 +15,7 @@ pub fn test_s3_config(bucket: &str, prefix: &str) -> S3Config {
         secret_access_key: env("PIXELFARM_TEST_S3_SECRET_KEY", "pixelfarm-secret"),
         path_style: true,
         prefix: prefix.to_string(),
+        ..S3Config::default()
     }
 }
 

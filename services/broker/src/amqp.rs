@@ -11,7 +11,9 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use pixelfarm_core::*;
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 /// Names of the exchanges and queues, derived from one prefix (`pixelfarm` in production; tests
 /// use a unique prefix each so they never see each other's messages).
@@ -54,20 +56,36 @@ fn amqp_err(what: &'static str) -> impl FnOnce(lapin::Error) -> Error {
     move |e| Error::transient(what, e)
 }
 
-/// RabbitMQ broker. One connection; one confirm-mode channel for publishing; one channel per consumer.
-pub struct RabbitBroker {
+/// First pause after a failed connection attempt; each further failure doubles it up to
+/// [`RECONNECT_CAP`]. The pause is drawn uniformly from its upper half (jitter), so a fleet of
+/// workers that lost the broker together does not reconnect in lockstep.
+const RECONNECT_BASE: Duration = Duration::from_millis(200);
+/// Longest pause between connection attempts: a restarted broker is found within this.
+const RECONNECT_CAP: Duration = Duration::from_secs(5);
+/// A connection attempt that has not completed by then counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the confirms of one publish; past it the connection is presumed dead, the
+/// messages unconfirmed (the dispatcher leaves their jobs pending) and the link re-opened.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The pause before connection attempt number `failures + 1`, jittered by `unit` in `[0, 1)`.
+fn reconnect_pause(failures: u32, unit: f64) -> Duration {
+    let full = RECONNECT_BASE
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(RECONNECT_CAP);
+    full.mul_f64(0.5 + unit.clamp(0.0, 1.0) / 2.0)
+}
+
+/// One open connection with its confirm-mode publishing channel, the exchanges and the
+/// dead-letter queue declared on it, and the model queues declared so far.
+struct Link {
     conn: Connection,
     publisher: Channel,
-    topology: Topology,
     declared: Mutex<HashSet<String>>,
 }
 
-impl RabbitBroker {
-    /// Connect and declare the exchange and the dead-letter exchange/queue.
-    ///
-    /// # Errors
-    /// `Transient` when RabbitMQ is unreachable or refuses the declarations.
-    pub async fn connect(url: &str, topology: Topology) -> Result<Self> {
+impl Link {
+    async fn open(url: &str, topology: &Topology) -> Result<Link> {
         let conn = Connection::connect(url, ConnectionProperties::default())
             .await
             .map_err(amqp_err("cannot connect to rabbitmq"))?;
@@ -122,12 +140,124 @@ impl RabbitBroker {
             )
             .await
             .map_err(amqp_err("cannot bind dead-letter queue"))?;
-        Ok(RabbitBroker {
+        Ok(Link {
             conn,
             publisher,
-            topology,
             declared: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// lapin never reopens a connection or channel: once either is closed or in error, this
+    /// link is dead for good and a new one must be opened.
+    fn is_alive(&self) -> bool {
+        self.conn.status().connected() && self.publisher.status().connected()
+    }
+}
+
+/// Whether the broker is connected, and when to try again after failures.
+#[derive(Default)]
+struct LinkState {
+    link: Option<Arc<Link>>,
+    /// Connection attempts failed in a row.
+    failures: u32,
+    /// No attempt before this instant (the backoff of the last failure).
+    retry_at: Option<Instant>,
+    /// Why the last attempt failed, repeated to callers while the backoff runs.
+    last_error: String,
+    /// A link was open once: the next successful attempt is a reconnection.
+    was_connected: bool,
+}
+
+/// RabbitMQ broker. One connection, re-opened by itself when it dies (capped exponential backoff
+/// with jitter, exchanges, dead-letter queue and confirms set up again on the new one); one
+/// confirm-mode channel for publishing; one channel per consumer. A consumer whose connection
+/// died ends with an error, and [`Broker::consume`] on the new connection re-declares and
+/// re-subscribes its queues.
+pub struct RabbitBroker {
+    url: String,
+    topology: Topology,
+    state: Mutex<LinkState>,
+}
+
+impl RabbitBroker {
+    /// Connect and declare the exchange and the dead-letter exchange/queue.
+    ///
+    /// # Errors
+    /// `Transient` when RabbitMQ is unreachable or refuses the declarations.
+    pub async fn connect(url: &str, topology: Topology) -> Result<Self> {
+        let broker = RabbitBroker {
+            url: url.to_string(),
+            topology,
+            state: Mutex::new(LinkState::default()),
+        };
+        broker.link().await?;
+        Ok(broker)
+    }
+
+    /// The open link, or a new one when the last died and the backoff allows an attempt.
+    async fn link(&self) -> Result<Arc<Link>> {
+        let mut st = self.state.lock().await;
+        if let Some(l) = &st.link {
+            if l.is_alive() {
+                return Ok(l.clone());
+            }
+            tracing::warn!("rabbitmq connection lost; reconnecting");
+            st.link = None;
+        }
+        if let Some(at) = st.retry_at {
+            let now = Instant::now();
+            if now < at {
+                return Err(Error::new(
+                    ErrorKind::Transient,
+                    format!(
+                        "rabbitmq unreachable, next attempt in {} ms: {}",
+                        (at - now).as_millis(),
+                        st.last_error
+                    ),
+                ));
+            }
+        }
+        let opened = tokio::time::timeout(CONNECT_TIMEOUT, Link::open(&self.url, &self.topology))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::new(
+                    ErrorKind::Transient,
+                    "cannot connect to rabbitmq: timed out",
+                ))
+            });
+        match opened {
+            Ok(l) => {
+                let l = Arc::new(l);
+                if st.was_connected {
+                    tracing::info!(
+                        failed_attempts = st.failures,
+                        "reconnected to rabbitmq"
+                    );
+                }
+                *st = LinkState {
+                    link: Some(l.clone()),
+                    was_connected: true,
+                    ..LinkState::default()
+                };
+                Ok(l)
+            }
+            Err(e) => {
+                st.failures += 1;
+                let pause = reconnect_pause(st.failures, rand::random::<f64>());
+                st.retry_at = Some(Instant::now() + pause);
+                st.last_error = e.chain();
+                tracing::warn!(failures = st.failures, retry_in_ms = pause.as_millis() as u64, error = %st.last_error, "cannot connect to rabbitmq");
+                Err(e)
+            }
+        }
+    }
+
+    /// Forget `link` (when it is still the current one) so the next call opens a new one.
+    async fn drop_link(&self, link: &Arc<Link>) {
+        let mut st = self.state.lock().await;
+        if st.link.as_ref().is_some_and(|l| Arc::ptr_eq(l, link)) {
+            st.link = None;
+        }
     }
 
     /// Declare (idempotently) the durable queue of `model`, dead-lettering to the DLX, and return
@@ -162,23 +292,41 @@ impl RabbitBroker {
         Ok(q.message_count())
     }
 
-    async fn ensure_queue(&self, model: &str) -> Result<()> {
-        let mut declared = self.declared.lock().await;
+    async fn ensure_queue(&self, link: &Link, model: &str) -> Result<()> {
+        let mut declared = link.declared.lock().await;
         if !declared.contains(model) {
-            self.declare_queue(&self.publisher, model).await?;
+            self.declare_queue(&link.publisher, model).await?;
             declared.insert(model.to_string());
         }
         Ok(())
     }
 
+    /// Publish on the current link; a failure or a confirm timeout drops the link, so the next
+    /// call reconnects. Either every message is confirmed (`Ok`) or the call fails.
     async fn publish_bytes(&self, routing: &[(&str, Vec<u8>)]) -> Result<()> {
+        let link = self.link().await?;
+        let Ok(r) = tokio::time::timeout(CONFIRM_TIMEOUT, self.publish_on(&link, routing)).await
+        else {
+            self.drop_link(&link).await;
+            return Err(Error::new(
+                ErrorKind::Transient,
+                "publish not confirmed: timed out",
+            ));
+        };
+        if r.is_err() && !link.is_alive() {
+            self.drop_link(&link).await;
+        }
+        r
+    }
+
+    async fn publish_on(&self, link: &Link, routing: &[(&str, Vec<u8>)]) -> Result<()> {
         let mut confirms = Vec::with_capacity(routing.len());
         for (model, body) in routing {
-            self.ensure_queue(model).await?;
+            self.ensure_queue(link, model).await?;
             let props = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type("application/x-protobuf".into());
-            let c = self
+            let c = link
                 .publisher
                 .basic_publish(
                     &self.topology.exchange(),
@@ -213,6 +361,20 @@ impl RabbitBroker {
         }
         Ok(())
     }
+
+    /// Run `f` on the publishing channel of the current link, dropping the link if it died.
+    async fn on_publisher<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(Arc<Link>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let link = self.link().await?;
+        let r = f(link.clone()).await;
+        if r.is_err() && !link.is_alive() {
+            self.drop_link(&link).await;
+        }
+        r
+    }
 }
 
 #[async_trait]
@@ -226,59 +388,77 @@ impl Broker for RabbitBroker {
     }
 
     async fn consume(&self, models: &[ModelName], prefetch: u16) -> Result<Box<dyn Consumer>> {
-        let channel = self
-            .conn
-            .create_channel()
-            .await
-            .map_err(amqp_err("cannot open channel"))?;
-        // Global = false: the limit applies per consumer; with one consumer per queue on this
-        // channel, set it per channel instead so the whole worker holds at most `prefetch`.
-        channel
-            .basic_qos(prefetch.max(1), BasicQosOptions { global: true })
-            .await
-            .map_err(amqp_err("cannot set prefetch"))?;
-        let mut streams = SelectAll::new();
-        for m in models {
-            self.declare_queue(&channel, m.as_str()).await?;
-            let tag = format!("pixelfarm-{}-{}", m.as_str(), uuid::Uuid::new_v4().simple());
-            let c = channel
-                .basic_consume(
-                    &self.topology.queue(m.as_str()),
-                    &tag,
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
+        let link = self.link().await?;
+        let subscribed = async {
+            let channel = link
+                .conn
+                .create_channel()
                 .await
-                .map_err(amqp_err("cannot start consumer"))?;
-            streams.push(c);
+                .map_err(amqp_err("cannot open channel"))?;
+            // Global = false: the limit applies per consumer; with one consumer per queue on this
+            // channel, set it per channel instead so the whole worker holds at most `prefetch`.
+            channel
+                .basic_qos(prefetch.max(1), BasicQosOptions { global: true })
+                .await
+                .map_err(amqp_err("cannot set prefetch"))?;
+            let mut streams = SelectAll::new();
+            for m in models {
+                self.declare_queue(&channel, m.as_str()).await?;
+                let tag = format!("pixelfarm-{}-{}", m.as_str(), uuid::Uuid::new_v4().simple());
+                let c = channel
+                    .basic_consume(
+                        &self.topology.queue(m.as_str()),
+                        &tag,
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(amqp_err("cannot start consumer"))?;
+                streams.push(c);
+            }
+            Ok(RabbitConsumer { channel, streams })
         }
-        Ok(Box::new(RabbitConsumer { channel, streams }))
+        .await;
+        if subscribed.is_err() && !link.is_alive() {
+            self.drop_link(&link).await;
+        }
+        Ok(Box::new(subscribed?))
     }
 
     async fn depth(&self, model: &ModelName) -> Result<u64> {
-        Ok(u64::from(
-            self.declare_queue(&self.publisher, model.as_str()).await?,
-        ))
+        self.on_publisher(|l| async move {
+            Ok(u64::from(
+                self.declare_queue(&l.publisher, model.as_str()).await?,
+            ))
+        })
+        .await
     }
 
     async fn dead_letter_depth(&self) -> Result<u64> {
-        let q = self
-            .publisher
-            .queue_declare(
-                &self.topology.dead(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(amqp_err("cannot inspect dead-letter queue"))?;
-        Ok(u64::from(q.message_count()))
+        self.on_publisher(|l| async move {
+            let q = l
+                .publisher
+                .queue_declare(
+                    &self.topology.dead(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(amqp_err("cannot inspect dead-letter queue"))?;
+            Ok(u64::from(q.message_count()))
+        })
+        .await
     }
 
     async fn publish_raw(&self, model: &ModelName, body: Bytes) -> Result<()> {
         self.publish_bytes(&[(model.as_str(), body.to_vec())]).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.link().await.map(|_| ())
     }
 }
 

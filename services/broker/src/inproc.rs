@@ -78,6 +78,10 @@ impl Broker for InProcBroker {
         self.push(model.as_str(), body, false);
         Ok(())
     }
+
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 type Unsettled = Arc<Mutex<HashMap<u64, (String, Bytes)>>>;

@@ -366,6 +366,10 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Become the single leader if nobody else is.
     async fn try_lead(&self) -> Result<Option<Box<dyn Leadership>>>;
+
+    /// `Ok` when the database answers a query now; the error says why not. For readiness and
+    /// the dependency gauge.
+    async fn ping(&self) -> Result<()>;
 }
 
 /// A message delivered by a [`Consumer`], settled exactly once.
@@ -411,6 +415,9 @@ pub trait Broker: Send + Sync + 'static {
     async fn dead_letter_depth(&self) -> Result<u64>;
     /// Publish raw bytes to the queue of `model` (tests and tools: a malformed message).
     async fn publish_raw(&self, model: &ModelName, body: Bytes) -> Result<()>;
+    /// `Ok` when the broker is reachable now (a broker that lost its connection tries to reconnect
+    /// here, within its backoff); the error says why not. For readiness and the dependency gauge.
+    async fn ping(&self) -> Result<()>;
 }
 
 /// Object storage. Contract (checked by `pixelfarm_blob::testsuite`):
@@ -429,6 +436,9 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
     /// Where the objects go (`s3://bucket/prefix`, `file:///dir`), for provenance.
     fn location(&self) -> String;
+    /// `Ok` when the store answers now (the bucket or folder exists and is reachable); the error
+    /// says why not. For readiness and the dependency gauge.
+    async fn ping(&self) -> Result<()>;
 }
 
 /// What a renderer says about the model it renders a job with.

@@ -697,6 +697,14 @@ impl JobStore for PgStore {
             .map_err(db("cannot try the leader lock"))?;
         Ok(got.then(|| Box::new(PgLeader { conn: Some(conn) }) as Box<dyn Leadership>))
     }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db("cannot reach postgres"))?;
+        Ok(())
+    }
 }
 
 impl PgStore {

@@ -658,4 +658,12 @@ impl JobStore for SqliteStore {
     async fn try_lead(&self) -> Result<Option<Box<dyn Leadership>>> {
         Ok(Some(Box::new(SoleLeader)))
     }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db("cannot reach sqlite"))?;
+        Ok(())
+    }
 }

@@ -55,6 +55,9 @@ impl BlobStore for FlakyBlob {
     fn location(&self) -> String {
         self.inner.location()
     }
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
 }
 
 /// The test-pattern renderer, except for model `missing`, which it does not know.
