@@ -5,29 +5,28 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use futures::future::BoxFuture;
 use prometheus::{Encoder, Registry, TextEncoder};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Readiness check: true when the process can do its work (dependencies reachable, not draining).
-pub type ReadyCheck = Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
+use crate::health::{Health, Verdict};
 
 #[derive(Clone)]
 struct Ops {
     registry: Registry,
-    ready: ReadyCheck,
+    health: Arc<Health>,
 }
 
-/// `/metrics` (Prometheus text format), `/healthz` (the process runs), `/readyz` (`ready` says yes).
-pub fn router(registry: Registry, ready: ReadyCheck) -> Router {
+/// `/metrics` (Prometheus text format), `/healthz` (liveness) and `/readyz` (readiness) as
+/// `health` judges them (200 or 503, the body listing every check and why it fails).
+pub fn router(registry: Registry, health: Arc<Health>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(Ops { registry, ready })
+        .with_state(Ops { registry, health })
 }
 
 async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {
@@ -44,12 +43,21 @@ async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {
     }
 }
 
-async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
-    if (ops.ready)().await {
-        (StatusCode::OK, "ready")
+fn answer(v: Verdict) -> (StatusCode, String) {
+    let status = if v.ok {
+        StatusCode::OK
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, v.body)
+}
+
+async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
+    answer(ops.health.readiness())
+}
+
+async fn healthz(State(ops): State<Ops>) -> impl IntoResponse {
+    answer(ops.health.liveness())
 }
 
 /// Bind `addr` (port 0 picks a free port).

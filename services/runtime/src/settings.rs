@@ -8,6 +8,9 @@ use pixelfarm_store::{PgStore, SqliteStore};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+use crate::health::HealthConfig;
 
 /// All settings of a pixelfarm process (a scheduler reads some sections, a worker others).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -23,6 +26,43 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     /// The worker service.
     pub worker: WorkerSettings,
+    /// Dependency probes behind `/readyz`, `/healthz` and `pixelfarm_dependency_up`.
+    pub health: HealthSettings,
+}
+
+/// `health` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthSettings {
+    /// Between probes of the database, broker and blob store, in milliseconds.
+    pub interval_ms: u64,
+    /// A probe not answered within this many milliseconds counts as failed.
+    pub timeout_ms: u64,
+    /// A check failing this many seconds without a break fails `/healthz`, so Kubernetes restarts
+    /// the process. Processes reconnect by themselves; this is the backstop for a wedged one.
+    pub stall_seconds: u64,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        let d = HealthConfig::default();
+        HealthSettings {
+            interval_ms: d.interval.as_millis() as u64,
+            timeout_ms: d.timeout.as_millis() as u64,
+            stall_seconds: d.stall.as_secs(),
+        }
+    }
+}
+
+impl HealthSettings {
+    /// The probe timing (each value at least 1).
+    pub fn config(&self) -> HealthConfig {
+        HealthConfig {
+            interval: Duration::from_millis(self.interval_ms.max(1)),
+            timeout: Duration::from_millis(self.timeout_ms.max(1)),
+            stall: Duration::from_secs(self.stall_seconds.max(1)),
+        }
+    }
 }
 
 /// `database` section.

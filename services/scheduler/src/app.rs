@@ -3,6 +3,7 @@
 use anyhow::Context;
 use pixelfarm_api::{ApiMetrics, BatchApi};
 use pixelfarm_core::{BlobStore, Broker, JobStore};
+use pixelfarm_runtime::health::{Beat, Health, ping};
 use pixelfarm_runtime::{Settings, ops};
 use prometheus::Registry;
 use std::net::SocketAddr;
@@ -18,6 +19,9 @@ use crate::maintenance::Maintenance;
 
 /// How often backlog gauges and completion counters are re-read.
 const METRICS_REFRESH: Duration = Duration::from_secs(1);
+/// A leader pass longer than this is stuck (a pass publishes at most a chunk, bounded by the
+/// broker's confirm timeout, and runs a few bounded queries).
+const LEADER_PASS_STALL: Duration = Duration::from_secs(60);
 
 /// The scheduler's moving parts, for the binary and for the embedded mode.
 pub struct Core {
@@ -27,6 +31,8 @@ pub struct Core {
     pub store: Arc<dyn JobStore>,
     /// Scheduler metrics.
     pub metrics: Arc<SchedulerMetrics>,
+    /// Beats after every pass of the leader loop (a health condition of the scheduler).
+    pub leader_beat: Beat,
 }
 
 impl Core {
@@ -48,6 +54,7 @@ impl Core {
             api,
             store,
             metrics: Arc::new(SchedulerMetrics::register(registry)),
+            leader_beat: Beat::default(),
         }
     }
 
@@ -81,6 +88,7 @@ impl Core {
             maintenance,
             self.metrics.clone(),
             every,
+            self.leader_beat.clone(),
             stop.clone(),
         ));
         let (store, metrics, stop) = (self.store.clone(), self.metrics.clone(), stop.clone());
@@ -101,9 +109,10 @@ async fn leader_task(
     m: Maintenance,
     metrics: Arc<SchedulerMetrics>,
     every: Intervals,
+    beat: Beat,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    leader::run(store, d, m, metrics, every, stop).await;
+    leader::run(store, d, m, metrics, every, beat, stop).await;
     Ok(())
 }
 
@@ -153,14 +162,36 @@ pub async fn start(settings: Settings, stop: CancellationToken) -> anyhow::Resul
     let registry = Registry::new();
     let core = Core::new(&settings, store.clone(), blob, &registry);
     let mut tasks = JoinSet::new();
-    core.spawn_loops(&settings, broker, &mut tasks, &stop);
+    core.spawn_loops(&settings, broker.clone(), &mut tasks, &stop);
 
-    let ready_store = store.clone();
-    let ready: ops::ReadyCheck = Arc::new(move || {
-        let s = ready_store.clone();
-        Box::pin(async move { s.tenant_by_name("").await.is_ok() })
+    let mut health = Health::new(settings.health.config(), &registry);
+    let is_leader = core.metrics.is_leader.clone();
+    health
+        .dependency(
+            "database",
+            ping(move || {
+                let s = store.clone();
+                Box::pin(async move { s.ping().await })
+            }),
+        )
+        // Only the leader publishes; a follower needs no broker to serve the API.
+        .dependency(
+            "broker",
+            ping(move || {
+                let (b, leading) = (broker.clone(), is_leader.get() == 1);
+                Box::pin(async move { if leading { b.ping().await } else { Ok(()) } })
+            }),
+        )
+        .condition("leader loop", core.leader_beat.probe(LEADER_PASS_STALL));
+    let health = Arc::new(health);
+    tasks.spawn({
+        let (h, stop) = (health.clone(), stop.clone());
+        async move {
+            h.run(stop).await;
+            Ok(())
+        }
     });
-    let http = pixelfarm_api::http::router(core.api.clone()).merge(ops::router(registry, ready));
+    let http = pixelfarm_api::http::router(core.api.clone()).merge(ops::router(registry, health));
     let (http_listener, http_addr) = ops::bind(&settings.scheduler.http_addr).await?;
     tasks.spawn(ops_task(http_listener, http, stop.clone()));
 

@@ -1,7 +1,13 @@
 //! The leader loop: whoever holds the store's leader lock runs the dispatcher and maintenance;
 //! the others wait and try again, so a crashed leader is replaced within `RETRY`.
+//!
+//! The leader confirms the lock before every pass (a round trip on the lock's own connection):
+//! when that connection dies — a Postgres restart, a failover, a network cut — the lock is gone
+//! with it, and the leader stops acting at its next pass instead of on a timer, so two leaders
+//! never act on a stale belief for longer than one pass.
 
 use pixelfarm_core::JobStore;
+use pixelfarm_runtime::health::Beat;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -10,7 +16,7 @@ use crate::SchedulerMetrics;
 use crate::dispatcher::Dispatcher;
 use crate::maintenance::Maintenance;
 
-/// How often a follower tries to become leader, and a leader checks it still is.
+/// How often a follower tries to become leader.
 const RETRY: Duration = Duration::from_secs(2);
 
 /// Periods of the leader's loops.
@@ -22,16 +28,19 @@ pub struct Intervals {
     pub maintenance: Duration,
 }
 
-/// Run until `stop`: lead when possible, follow otherwise.
+/// Run until `stop`: lead when possible, follow otherwise. `beat` beats after every pass (and
+/// every follower attempt), so a pass stuck on a dependency shows in the health checks.
 pub async fn run(
     store: Arc<dyn JobStore>,
     dispatcher: Dispatcher,
     maintenance: Maintenance,
     metrics: Arc<SchedulerMetrics>,
     every: Intervals,
+    beat: Beat,
     stop: CancellationToken,
 ) {
     while !stop.is_cancelled() {
+        beat.beat();
         let lead = match store.try_lead().await {
             Ok(l) => l,
             Err(e) => {
@@ -44,17 +53,14 @@ pub async fn run(
         };
         tracing::info!("became leader");
         metrics.is_leader.set(1);
-        let mut next_check = tokio::time::Instant::now() + RETRY;
         let mut next_maintenance = tokio::time::Instant::now();
         loop {
-            let now = tokio::time::Instant::now();
-            if now >= next_check {
-                if !lead.still_leader().await {
-                    tracing::warn!("lost the leader lock");
-                    break;
-                }
-                next_check = now + RETRY;
+            beat.beat();
+            if !lead.still_leader().await {
+                tracing::warn!("lost the leader lock");
+                break;
             }
+            let now = tokio::time::Instant::now();
             if now >= next_maintenance {
                 if let Err(e) = maintenance.run_once().await {
                     tracing::warn!(error = %e.chain(), "maintenance pass failed");

@@ -4,6 +4,7 @@ use anyhow::Context;
 use pixelfarm_blob::{S3Blob, S3Config};
 use pixelfarm_core::{Backoff, BlobStore, Renderer};
 use pixelfarm_diffusion::{DiffusionEngine, RegistryConfig, registry::sha256_file};
+use pixelfarm_runtime::health::{Health, ping};
 use pixelfarm_runtime::{Settings, ops};
 use prometheus::Registry;
 use std::net::SocketAddr;
@@ -135,6 +136,18 @@ pub async fn start(settings: Settings, stop: CancellationToken) -> anyhow::Resul
         .connect()
         .await
         .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    // Announced before consuming, so a ready worker's models are accepted at submit and dispatched.
+    store
+        .announce_worker(&cfg.id, &cfg.models, presence_ttl(cfg.heartbeat))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot announce the worker's models: {}", e.chain()))?;
+    let presence = (
+        store.clone(),
+        cfg.id.clone(),
+        cfg.models.clone(),
+        cfg.heartbeat,
+        stop.clone(),
+    );
     let broker = settings
         .broker
         .connect()
@@ -148,18 +161,56 @@ pub async fn start(settings: Settings, stop: CancellationToken) -> anyhow::Resul
     let registry = Registry::new();
     let metrics = Arc::new(WorkerMetrics::register(&registry));
     tracing::info!(id = %cfg.id, "worker starting");
-    let worker = Arc::new(Worker::new(cfg, store, broker, blob, renderer, metrics));
+    let worker = Arc::new(Worker::new(
+        cfg,
+        store.clone(),
+        broker.clone(),
+        blob.clone(),
+        renderer,
+        metrics,
+    ));
 
     let mut tasks = JoinSet::new();
-    // The ops server outlives the drain, so probes and scrapes see it finish.
+    // The ops server and the probes outlive the drain, so probes and scrapes see it finish.
     let ops_stop = CancellationToken::new();
+    let mut health = Health::new(settings.health.config(), &registry);
+    health
+        .dependency("database", ping(move || {
+            let s = store.clone();
+            Box::pin(async move { s.ping().await })
+        }))
+        .dependency("broker", ping(move || {
+            let b = broker.clone();
+            Box::pin(async move { b.ping().await })
+        }))
+        .dependency("blob", ping(move || {
+            let b = blob.clone();
+            Box::pin(async move { b.ping().await })
+        }));
     let w = worker.clone();
-    let ready: ops::ReadyCheck = Arc::new(move || {
-        let w = w.clone();
-        Box::pin(async move { w.is_consuming() })
+    health.condition(
+        "consumer",
+        Arc::new(move || {
+            let consuming = w.is_consuming();
+            Box::pin(async move {
+                if consuming {
+                    Ok(())
+                } else {
+                    Err("not consuming from the broker".to_string())
+                }
+            })
+        }),
+    );
+    let health = Arc::new(health);
+    tasks.spawn({
+        let (h, stop) = (health.clone(), ops_stop.clone());
+        async move {
+            h.run(stop).await;
+            Ok(())
+        }
     });
     let (listener, http_addr) = ops::bind(&settings.worker.http_addr).await?;
-    let app = ops::router(registry, ready);
+    let app = ops::router(registry, health);
     let server_stop = ops_stop.clone();
     tasks.spawn(async move {
         ops::serve(listener, app, server_stop)
