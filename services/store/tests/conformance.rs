@@ -36,10 +36,38 @@ mod postgres_only {
         assert!(again.is_some(), "b leads once a is gone");
     }
 
+    /// The leader's lock lives in its session: when Postgres cuts that session (a restart, a
+    /// failover, an idle-session kill), the leader learns it at its next check, and another
+    /// scheduler can lead at once.
+    #[tokio::test]
+    async fn leadership_ends_with_its_session() {
+        use pixelfarm_core::JobStore;
+        let db = fresh_postgres_db().await;
+        let a = PgStore::connect(db.url(), 2).await.unwrap();
+        let b = PgStore::connect(db.url(), 2).await.unwrap();
+        let mut lead = a.try_lead().await.unwrap().expect("a leads");
+        assert!(lead.still_leader().await);
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks
+             WHERE locktype = 'advisory'
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_all(b.pool())
+        .await
+        .unwrap();
+        assert_eq!(killed, vec![true], "one session holds the lock");
+        assert!(!lead.still_leader().await, "a knows at once");
+        assert!(
+            b.try_lead().await.unwrap().is_some(),
+            "b leads right away"
+        );
+        assert!(!lead.still_leader().await, "a never leads again");
+    }
+
     #[tokio::test]
     async fn the_schema_refuses_illegal_transitions() {
-        let url = fresh_postgres_url().await;
-        let s = PgStore::connect(&url, 2).await.unwrap();
+        let db = fresh_postgres_db().await;
+        let s = PgStore::connect(db.url(), 2).await.unwrap();
         sqlx::query("INSERT INTO tenants (id, name) VALUES (gen_random_uuid(), 't')")
             .execute(s.pool())
             .await

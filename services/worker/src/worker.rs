@@ -15,6 +15,12 @@ use crate::job::Execution;
 
 /// Pause before consuming again after the broker connection failed.
 const RECONSUME_PAUSE: Duration = Duration::from_secs(1);
+/// Recording a job's outcome is retried for this many lease lengths before the job is left to
+/// the rescuer (the heartbeat renews the lease meanwhile whenever the database answers).
+const RECORD_PATIENCE: u32 = 2;
+/// First and longest pause between attempts to record an outcome.
+const RECORD_RETRY_FIRST: Duration = Duration::from_millis(100);
+const RECORD_RETRY_CAP: Duration = Duration::from_secs(2);
 
 /// Tunables of a worker.
 #[derive(Debug, Clone)]
@@ -273,11 +279,27 @@ impl Worker {
             r = exec.run(&mut timings) => Some(r),
             _ = lost.cancelled() => None,
         };
-        heartbeat.abort();
         // Whatever ended the execution, the render thread need not go on (a no-op when done).
         control.cancel();
+        let outcome = self
+            .record(claimed, result, &timings, &control, &lost)
+            .await;
+        heartbeat.abort();
+        outcome
+    }
+
+    /// Record how the execution ended, the heartbeat still renewing the lease meanwhile.
+    async fn record(
+        &self,
+        claimed: &ClaimedJob,
+        result: Option<Result<(Completion, String)>>,
+        timings: &BTreeMap<String, f64>,
+        control: &RenderControl,
+        lost: &CancellationToken,
+    ) -> Outcome {
+        let job = &claimed.job;
         let model = job.model.as_str();
-        for (phase, secs) in &timings {
+        for (phase, secs) in timings {
             self.metrics.phase(phase, model, *secs);
         }
         let recorded = match result {
@@ -287,10 +309,11 @@ impl Worker {
                     .device_seconds
                     .with_label_values(&[&claimed.tenant.to_string(), model, &device])
                     .inc_by(done.device_seconds);
-                match self
-                    .store
-                    .complete(job.id, &self.cfg.id, job.attempt, &done)
-                    .await
+                match retrying(self.cfg.lease * RECORD_PATIENCE, lost, || {
+                    self.store
+                        .complete(job.id, &self.cfg.id, job.attempt, &done)
+                })
+                .await
                 {
                     Ok(true) => return Outcome::Succeeded,
                     other => other,
@@ -303,10 +326,10 @@ impl Worker {
                     Failure::Retry { .. } => Outcome::Retryable,
                     Failure::Dead { .. } => Outcome::Dead,
                 };
-                match self
-                    .store
-                    .fail(job.id, &self.cfg.id, job.attempt, &failure)
-                    .await
+                match retrying(self.cfg.lease * RECORD_PATIENCE, lost, || {
+                    self.store.fail(job.id, &self.cfg.id, job.attempt, &failure)
+                })
+                .await
                 {
                     Ok(true) => return outcome,
                     other => other,
@@ -330,6 +353,33 @@ impl Worker {
         }
         self.metrics.lease_lost.inc();
         Outcome::LeaseLost
+    }
+}
+
+/// `write` (a conditional update of the job row), retried with backoff on store errors until it
+/// answers, the lease is lost, or `patience` has passed: a render that finished during a
+/// database blip is recorded when the database is back, not thrown away and rendered again.
+async fn retrying<F, Fut>(patience: Duration, lost: &CancellationToken, write: F) -> Result<bool>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + patience;
+    let mut pause = RECORD_RETRY_FIRST;
+    loop {
+        let e = match write().await {
+            Ok(b) => return Ok(b),
+            Err(e) => e,
+        };
+        if lost.is_cancelled() || Instant::now() + pause > deadline {
+            return Err(e);
+        }
+        tracing::warn!(error = %e.chain(), retry_in_ms = pause.as_millis() as u64, "cannot record the outcome yet; retrying");
+        tokio::select! {
+            _ = lost.cancelled() => return Err(e),
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(RECORD_RETRY_CAP);
     }
 }
 
@@ -367,5 +417,49 @@ async fn heartbeat(
             }
             Err(e) => tracing::warn!(%job, error = %e.chain(), "cannot renew lease; will retry"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    fn flaky(failures: u32) -> (Arc<AtomicU32>, impl Fn() -> std::future::Ready<Result<bool>>) {
+        let calls = Arc::new(AtomicU32::new(0));
+        let c = calls.clone();
+        let write = move || {
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(if n < failures {
+                Err(Error::new(ErrorKind::Transient, "database restarting"))
+            } else {
+                Ok(true)
+            })
+        };
+        (calls, write)
+    }
+
+    #[tokio::test]
+    async fn an_outcome_is_recorded_once_the_database_answers_again() {
+        let (calls, write) = flaky(3);
+        let r = retrying(Duration::from_secs(10), &CancellationToken::new(), write).await;
+        assert!(r.unwrap());
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn recording_gives_up_when_patience_or_the_lease_runs_out() {
+        let (calls, write) = flaky(u32::MAX);
+        let t = Instant::now();
+        let r = retrying(Duration::from_millis(500), &CancellationToken::new(), write).await;
+        assert_eq!(r.unwrap_err().kind(), ErrorKind::Transient);
+        assert!(t.elapsed() <= Duration::from_millis(500), "{:?}", t.elapsed());
+        assert!(calls.load(Ordering::SeqCst) >= 2);
+
+        let lost = CancellationToken::new();
+        lost.cancel();
+        let (calls, write) = flaky(u32::MAX);
+        assert!(retrying(Duration::from_secs(10), &lost, write).await.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "a lost lease stops at once");
     }
 }
