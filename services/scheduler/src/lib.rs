@@ -6,9 +6,11 @@
 //! - [`leader`]: the advisory-lock leader loop that runs the two above.
 //! - [`metrics`]: [`SchedulerMetrics`] (backlog, completions, dispatch, maintenance).
 //! - [`app`]: [`app::start`] wires settings into running servers and loops.
+//! - [`check`]: `check-config`, every settings check without connecting.
 //! - [`tenants`]: API-key generation and tenant bootstrap.
 
 pub mod app;
+pub mod check;
 pub mod dispatcher;
 pub mod leader;
 pub mod maintenance;

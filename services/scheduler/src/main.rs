@@ -1,4 +1,5 @@
-//! `pixelfarm-scheduler`: serve the API and run the leader loops; `migrate`; `tenant create`.
+//! `pixelfarm-scheduler`: serve the API and run the leader loops; `migrate`; `tenant create`;
+//! `check-config`.
 
 use clap::{Parser, Subcommand};
 use pixelfarm_runtime::{Settings, shutdown, telemetry};
@@ -19,6 +20,9 @@ enum Command {
     Serve,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Load and check the settings as `serve` does, connecting to nothing; exit non-zero naming
+    /// the bad field.
+    CheckConfig,
     /// Manage tenants.
     Tenant {
         #[command(subcommand)]
@@ -44,6 +48,12 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load().map_err(|e| anyhow::anyhow!(e.chain()))?;
     match cli.command.unwrap_or(Command::Serve) {
+        Command::CheckConfig => {
+            for line in pixelfarm_scheduler::check::settings(&settings)? {
+                println!("{line}");
+            }
+            Ok(())
+        }
         Command::Migrate => settings
             .database
             .migrate()
