@@ -41,7 +41,10 @@ LABEL org.opencontainers.image.title="pixelfarm-scheduler" \
 WORKDIR /app
 COPY --from=builder --chown=0:0 /out/pixelfarm-scheduler /usr/local/bin/pixelfarm-scheduler
 COPY --from=builder --chown=0:0 /out/pixelfarm /usr/local/bin/pixelfarm
-COPY --chown=0:0 config/ /app/config/
+# Only the documented defaults: config/local.yaml (the developer setup, with its `dev-key`
+# tenant) must never be active in a container. Deployments mount their layer next to it
+# (PIXELFARM_ENV=kubernetes); scripts/check-deploy asserts this.
+COPY --chown=0:0 config/base.yaml /app/config/base.yaml
 COPY --chown=0:0 migrations/ /app/migrations/
 ENV PIXELFARM_CONFIG_DIR=/app/config \
     RUST_LOG=info

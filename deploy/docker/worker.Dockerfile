@@ -60,7 +60,10 @@ RUN apt-get update \
     && chown -R 65532:65532 /var/cache/pixelfarm
 WORKDIR /app
 COPY --from=builder --chown=0:0 /out/pixelfarm-worker /usr/local/bin/pixelfarm-worker
-COPY --chown=0:0 config/ /app/config/
+# Only the documented defaults: config/local.yaml (the developer setup, with its `dev-key`
+# tenant) must never be active in a container. Deployments mount their layer next to it
+# (PIXELFARM_ENV=kubernetes); scripts/check-deploy asserts this.
+COPY --chown=0:0 config/base.yaml /app/config/base.yaml
 ENV PIXELFARM_CONFIG_DIR=/app/config \
     RUST_LOG=info \
     NVIDIA_VISIBLE_DEVICES=all \
