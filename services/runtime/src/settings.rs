@@ -98,14 +98,20 @@ impl DatabaseSettings {
         }
     }
 
-    /// Apply the Postgres migrations (SQLite migrates on open).
+    /// Apply the migrations, creating the Postgres database first when the server does not have
+    /// it (SQLite creates its file and migrates on open).
     ///
     /// # Errors
-    /// When the database is unreachable or a migration fails.
+    /// When the database is unreachable, cannot be created, or a migration fails.
     pub async fn migrate(&self) -> Result<()> {
         match self.url.strip_prefix("sqlite://") {
             Some(path) => SqliteStore::open(Path::new(path)).await.map(|_| ()),
-            None => PgStore::connect(&self.url, 2).await?.migrate().await,
+            None => {
+                if PgStore::create_database_if_missing(&self.url).await? {
+                    tracing::info!("created the database of database.url");
+                }
+                PgStore::connect(&self.url, 2).await?.migrate().await
+            }
         }
     }
 }
