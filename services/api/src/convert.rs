@@ -59,6 +59,7 @@ impl From<&BatchView> for v1::Batch {
             rate_per_second: v.rate_per_second,
             eta_seconds: v.eta_seconds,
             device_seconds: s.device_seconds,
+            live_workers: v.live_workers,
         }
     }
 }
@@ -83,6 +84,7 @@ impl TryFrom<v1::Batch> for BatchView {
             total: b.total,
             rate_per_second: b.rate_per_second,
             eta_seconds: b.eta_seconds,
+            live_workers: b.live_workers,
         })
     }
 }

@@ -30,6 +30,10 @@ pub struct BatchView {
     pub rate_per_second: f64,
     /// Seconds left at that rate.
     pub eta_seconds: Option<f64>,
+    /// Workers serving the batch's model now (absent when not known); 0 while jobs wait means
+    /// nothing renders them until a worker serving the model starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_workers: Option<u64>,
 }
 
 impl From<BatchStatus> for BatchView {
@@ -40,6 +44,7 @@ impl From<BatchStatus> for BatchView {
             total: status.counts.total(),
             rate_per_second: rate,
             eta_seconds: eta,
+            live_workers: None,
             status,
         }
     }
@@ -50,21 +55,27 @@ pub struct BatchApi {
     store: Arc<dyn JobStore>,
     blob: Arc<dyn BlobStore>,
     max_attempts: u32,
+    /// `scheduler.models`: accepted at submit although no worker has served them yet.
+    allowed_models: Vec<ModelName>,
     metrics: ApiMetrics,
 }
 
 impl BatchApi {
-    /// An API over `store` and `blob`; new jobs get `max_attempts` attempts.
+    /// An API over `store` and `blob`; new jobs get `max_attempts` attempts. A submit is accepted
+    /// for a model some worker ever announced (see [`JobStore::model_presence`]) or one of
+    /// `allowed_models`, and refused for any other.
     pub fn new(
         store: Arc<dyn JobStore>,
         blob: Arc<dyn BlobStore>,
         max_attempts: u32,
+        allowed_models: Vec<ModelName>,
         metrics: ApiMetrics,
     ) -> Self {
         BatchApi {
             store,
             blob,
             max_attempts,
+            allowed_models,
             metrics,
         }
     }
@@ -101,15 +112,19 @@ impl BatchApi {
     /// Parse, expand and store a manifest in one transaction.
     ///
     /// # Errors
-    /// `Invalid` naming the manifest field; store errors.
+    /// `Invalid` naming the manifest field (a model no worker serves is refused here, before a
+    /// job or a broker queue exists for it); store errors.
     pub async fn submit(&self, tenant: TenantId, manifest: String) -> Result<SubmitOutcome> {
         let t0 = Instant::now();
         // Expanding a big manifest is CPU work: keep it off the async runtime.
-        let mut spec = tokio::task::spawn_blocking(move || parse_manifest(&manifest))
-            .await
-            .map_err(|e| {
-                Error::with_source(ErrorKind::Permanent, "manifest parser crashed", e)
-            })??;
+        let (spec, manifest) = tokio::task::spawn_blocking(move || {
+            parse_manifest(&manifest).map(|spec| (spec, manifest))
+        })
+        .await
+        .map_err(|e| Error::with_source(ErrorKind::Permanent, "manifest parser crashed", e))??;
+        let mut spec = spec;
+        self.check_model(&spec.model, &manifest).await?;
+        drop(manifest);
         self.pin_inputs(&mut spec).await?;
         let out = self.store.submit(tenant, &spec, self.max_attempts).await?;
         if out.created {
@@ -123,6 +138,48 @@ impl BatchApi {
             .submit_seconds
             .observe(t0.elapsed().as_secs_f64());
         Ok(out)
+    }
+
+    /// Refuse a model that no worker ever announced and that `scheduler.models` does not list,
+    /// naming the ones accepted: its jobs could never run.
+    async fn check_model(&self, model: &ModelName, manifest: &str) -> Result<()> {
+        if self.allowed_models.contains(model) {
+            return Ok(());
+        }
+        let presence = self.store.model_presence().await?;
+        if presence.iter().any(|p| &p.model == model) {
+            return Ok(());
+        }
+        let accepted: std::collections::BTreeSet<&str> = presence
+            .iter()
+            .map(|p| p.model.as_str())
+            .chain(self.allowed_models.iter().map(ModelName::as_str))
+            .collect();
+        let accepted = if accepted.is_empty() {
+            "none yet: start a worker serving it (worker.models) or list it in scheduler.models"
+                .to_string()
+        } else {
+            format!(
+                "{} (served by workers, or listed in scheduler.models)",
+                accepted.into_iter().collect::<Vec<_>>().join(", ")
+            )
+        };
+        Err(field_error_in(
+            manifest,
+            "model",
+            &format!("`{model}` is served by no worker; accepted: {accepted}"),
+        ))
+    }
+
+    /// Live workers of `model` (0 for a model no worker announced).
+    async fn live_workers(&self, model: &ModelName) -> Result<u64> {
+        Ok(self
+            .store
+            .model_presence()
+            .await?
+            .into_iter()
+            .find(|p| &p.model == model)
+            .map_or(0, |p| p.live_workers))
     }
 
     /// Check every init image and mask of `spec` (fetched once per key: it exists, decodes, masks
@@ -205,7 +262,11 @@ impl BatchApi {
     /// # Errors
     /// `NotFound` for an unknown batch or another tenant's.
     pub async fn batch(&self, tenant: TenantId, batch: BatchId) -> Result<BatchView> {
-        Ok(self.store.batch(tenant, batch).await?.into())
+        let mut view: BatchView = self.store.batch(tenant, batch).await?.into();
+        if !view.done {
+            view.live_workers = Some(self.live_workers(&view.status.model).await?);
+        }
+        Ok(view)
     }
 
     /// A page of jobs (at most [`MAX_PAGE`]).
@@ -235,20 +296,23 @@ impl BatchApi {
         self.store.cancel(tenant, batch).await
     }
 
-    /// The batch now, then on every change, ending after the first view that is done.
+    /// The batch now, then on every change of its counts or of whether a live worker serves its
+    /// model, ending after the first view that is done.
     pub fn watch(
         self: Arc<Self>,
         tenant: TenantId,
         batch: BatchId,
     ) -> impl Stream<Item = Result<BatchView>> + Send + 'static {
         async_stream::stream! {
-            let mut last: Option<StateCounts> = None;
+            // A new view is sent when the counts change, or whether a worker serves the model.
+            let mut last: Option<(StateCounts, bool)> = None;
             loop {
                 match self.batch(tenant, batch).await {
                     Ok(view) => {
                         let done = view.done;
-                        if last.as_ref() != Some(&view.status.counts) {
-                            last = Some(view.status.counts.clone());
+                        let seen = (view.status.counts.clone(), view.live_workers == Some(0));
+                        if last.as_ref() != Some(&seen) {
+                            last = Some(seen);
                             yield Ok(view);
                         }
                         if done {

@@ -40,14 +40,7 @@ pub const TEST_PATTERN_MODEL: &str = "test-pattern";
 /// Where the shipped models are: `PIXELFARM_MODELS_DIR`, else `./models` when it exists, else the
 /// source checkout's `models/` (for `cargo run`).
 pub fn models_dir() -> PathBuf {
-    if let Ok(d) = std::env::var("PIXELFARM_MODELS_DIR") {
-        return PathBuf::from(d);
-    }
-    let local = PathBuf::from("models");
-    if local.is_dir() {
-        return local;
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
+    pixelfarm_shapes::models_dir()
 }
 
 /// The renderer for `model`: the shipped model through the production diffusion engine, or the
@@ -121,8 +114,30 @@ pub async fn run(
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
     core.spawn_loops(&settings, broker.clone(), &mut tasks, &stop);
+    let worker_cfg = pixelfarm_worker::app::config(&settings)?;
+    // The worker announces its model as a distributed one does: the dispatcher publishes only
+    // the jobs of models with a live worker.
+    store
+        .announce_worker(
+            &worker_cfg.id,
+            &worker_cfg.models,
+            pixelfarm_worker::app::presence_ttl(worker_cfg.heartbeat),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let advertise = pixelfarm_worker::app::advertise(
+        store.clone(),
+        worker_cfg.id.clone(),
+        worker_cfg.models.clone(),
+        worker_cfg.heartbeat,
+        stop.clone(),
+    );
+    tasks.spawn(async move {
+        advertise.await;
+        Ok(())
+    });
     let worker = Arc::new(Worker::new(
-        pixelfarm_worker::app::config(&settings)?,
+        worker_cfg,
         store,
         broker,
         blob,

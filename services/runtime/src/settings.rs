@@ -251,6 +251,10 @@ pub struct SchedulerSettings {
     pub stale_queued_seconds: u64,
     /// Tenants and keys to create at start.
     pub tenants: Vec<TenantBootstrap>,
+    /// Models accepted at submit although no worker has served them yet (a pool scaled to zero
+    /// or not deployed yet); their jobs wait, visibly, until a worker serves them. A model some
+    /// worker ever announced is accepted anyway; any other is refused at submit.
+    pub models: Vec<ModelName>,
 }
 
 impl Default for SchedulerSettings {
@@ -263,6 +267,7 @@ impl Default for SchedulerSettings {
             maintenance_interval_ms: 1000,
             stale_queued_seconds: 600,
             tenants: Vec::new(),
+            models: Vec::new(),
         }
     }
 }
@@ -380,6 +385,7 @@ impl Settings {
                     .separator("__")
                     .list_separator(",")
                     .with_list_parse_key("worker.models")
+                    .with_list_parse_key("scheduler.models")
                     .try_parsing(true),
             )
             .build()

@@ -48,6 +48,7 @@ impl Core {
             store.clone(),
             blob,
             settings.scheduler.max_attempts,
+            settings.scheduler.models.clone(),
             api_metrics,
         ));
         Core {

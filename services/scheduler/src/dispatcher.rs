@@ -5,18 +5,29 @@
 //! fair-share order. Postgres keeps the rest of the backlog, so a high-priority batch submitted
 //! behind a million low-priority jobs is published next, not after them.
 //!
+//! Models no live worker serves (see [`JobStore::model_presence`]) are skipped: their jobs stay
+//! `pending`, so they neither pile up as messages nobody consumes nor expire from `queued` and
+//! get published again and again, and no queue is declared for a model only a client named.
+//! They wait, visibly (`pixelfarm_model_live_workers`, the batch view's `live_workers`), until a
+//! worker serving the model announces itself.
+//!
 //! Publish first, then mark: a crash between the two leaves jobs `pending`, and they are
 //! published again (a duplicate message is dropped by the claim). Marking first could strand
 //! jobs as `queued` with no message until the stale-queue check.
 
 use pixelfarm_core::{Broker, JobId, JobState, JobStore, ModelName, Result};
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::SchedulerMetrics;
 
 /// Most jobs read and published in one round trip.
 pub const DEFAULT_CHUNK: u32 = 1000;
+
+/// How long a reading of the models with live workers is reused: passes run every few
+/// milliseconds, and workers announce themselves every few seconds.
+pub const PRESENCE_REFRESH: Duration = Duration::from_secs(1);
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +44,8 @@ pub struct Dispatcher {
     broker: Arc<dyn Broker>,
     window: u32,
     metrics: Arc<SchedulerMetrics>,
+    /// The models with live workers, and when they were read.
+    served: Mutex<Option<(Instant, HashSet<ModelName>)>>,
 }
 
 impl Dispatcher {
@@ -48,10 +61,30 @@ impl Dispatcher {
             broker,
             window: window.max(1),
             metrics,
+            served: Mutex::new(None),
         }
     }
 
-    /// One pass over every model with pending jobs.
+    /// The models some live worker serves, read at most every [`PRESENCE_REFRESH`].
+    async fn served_models(&self) -> Result<HashSet<ModelName>> {
+        if let Some((at, served)) = &*self.served.lock().expect("dispatcher lock")
+            && at.elapsed() < PRESENCE_REFRESH
+        {
+            return Ok(served.clone());
+        }
+        let served: HashSet<ModelName> = self
+            .store
+            .model_presence()
+            .await?
+            .into_iter()
+            .filter(|p| p.live_workers > 0)
+            .map(|p| p.model)
+            .collect();
+        *self.served.lock().expect("dispatcher lock") = Some((Instant::now(), served.clone()));
+        Ok(served)
+    }
+
+    /// One pass over every model with pending jobs and a live worker.
     ///
     /// # Errors
     /// Store or broker errors; nothing is marked queued unless its publish was confirmed.
@@ -66,9 +99,13 @@ impl Dispatcher {
             }
         }
         let mut out = Outcome::default();
+        if per_model.values().all(|(pending, _)| *pending == 0) {
+            return Ok(out);
+        }
+        let served = self.served_models().await?;
         for (model, (pending, queued)) in per_model {
             let room = u64::from(self.window).saturating_sub(queued);
-            if pending == 0 || room == 0 {
+            if pending == 0 || room == 0 || !served.contains(&model) {
                 continue;
             }
             let take = room.min(pending).min(u64::from(DEFAULT_CHUNK)) as u32;

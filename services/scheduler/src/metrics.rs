@@ -22,6 +22,8 @@ pub struct SchedulerMetrics {
     pub retries_promoted: IntCounter,
     /// 1 on the leader.
     pub is_leader: IntGauge,
+    /// Workers serving each model a worker ever announced; 0 with a backlog means its jobs wait.
+    pub model_live_workers: IntGaugeVec,
     /// Final-state counts last seen, per (model, outcome); the first reading is the baseline.
     seen: Mutex<Option<HashMap<(String, String), u64>>>,
     /// Models that ever had a backlog.
@@ -57,12 +59,16 @@ impl SchedulerMetrics {
             stale_queued_requeued: reg(r, IntCounter::new("pixelfarm_stale_queued_requeued_total", "Queued jobs never claimed in time (message lost), returned to pending.").expect("valid")),
             retries_promoted: reg(r, IntCounter::new("pixelfarm_retries_promoted_total", "Retryable jobs returned to pending after their backoff.").expect("valid")),
             is_leader: reg(r, IntGauge::new("pixelfarm_is_leader", "1 while this scheduler holds the leader lock.").expect("valid")),
+            model_live_workers: reg(r, IntGaugeVec::new(
+                Opts::new("pixelfarm_model_live_workers", "Workers whose announcement of serving the model has not expired, for every model a worker ever served; jobs of a model at 0 wait until one serves it."),
+                &["model"],
+            ).expect("valid")),
             seen: Mutex::new(None),
             known_models: Mutex::new(Default::default()),
         }
     }
 
-    /// Re-read backlog and completion counts from the store.
+    /// Re-read backlog and completion counts and the live workers per model from the store.
     ///
     /// # Errors
     /// Store errors.
@@ -89,6 +95,11 @@ impl SchedulerMetrics {
             }
         }
         *self.known_models.lock().expect("metrics lock") = models;
+        for p in store.model_presence().await? {
+            self.model_live_workers
+                .with_label_values(&[p.model.as_str()])
+                .set(i64::try_from(p.live_workers).unwrap_or(i64::MAX));
+        }
         let finished = store.finished().await?;
         let mut seen = self.seen.lock().expect("metrics lock");
         let first = seen.is_none();

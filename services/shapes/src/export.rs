@@ -62,6 +62,20 @@ pub fn model_entry(dir: &Path) -> pixelfarm_core::Result<ModelEntry> {
     })
 }
 
+/// Where the shipped models are: `PIXELFARM_MODELS_DIR`, else `./models` when it exists (a
+/// checkout's root, an image's `/app`), else the source checkout's `models/` (for `cargo run`
+/// from elsewhere).
+pub fn models_dir() -> std::path::PathBuf {
+    if let Ok(d) = std::env::var("PIXELFARM_MODELS_DIR") {
+        return d.into();
+    }
+    let local = std::path::PathBuf::from("models");
+    if local.is_dir() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
+}
+
 /// The registry serving the shipped model as `shapes` from `repo_models_dir/shapes` (the repository's
 /// `models/` folder), with the sha256 pinned in `models/shapes/registry.yaml`: CPU, one model
 /// loaded, batches of 4, unfused (bit-identical per job).

@@ -19,4 +19,4 @@ pub mod train;
 pub mod vocab;
 
 pub use contact::{RgbImage, contact_sheet};
-pub use export::{MODEL_NAME, shipped_registry};
+pub use export::{MODEL_NAME, models_dir, shipped_registry};

@@ -15,23 +15,32 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Worker, WorkerConfig, WorkerMetrics};
 
-/// The renderer named by `worker.renderer`; for `diffusion`, `s3://` models are downloaded into
-/// the cache first (the engine verifies every file's sha256 when it loads the model, and a
-/// mismatch fails those jobs permanently with the file named).
+/// The renderer named by `worker.renderer`. For `diffusion`, the models of the `worker.registry`
+/// file, or the shipped models (`models/`, see [`pixelfarm_shapes::models_dir`]) when it is not
+/// set; `s3://` models are downloaded into the cache first (the engine verifies every file's
+/// sha256 when it loads the model, and a mismatch fails those jobs permanently with the file named).
 ///
 /// # Errors
-/// For an unknown renderer name, a missing or invalid `diffusion` section, or an unreachable store.
+/// For an unknown renderer name, an unreadable or invalid registry, or an unreachable store.
 pub async fn renderer(settings: &Settings) -> anyhow::Result<Arc<dyn Renderer>> {
     match settings.worker.renderer.as_str() {
         "test-pattern" => Ok(Arc::new(pixelfarm_render::TestPattern::with_delay(
             Duration::from_millis(settings.worker.test_pattern_delay_ms),
         ))),
         "diffusion" => {
-            let path = settings
-                .worker
-                .registry
-                .as_ref()
-                .context("worker.renderer is `diffusion` but worker.registry (the model registry file) is not set")?;
+            let Some(path) = settings.worker.registry.as_ref() else {
+                let dir = pixelfarm_shapes::models_dir();
+                tracing::info!(dir = %dir.display(), "worker.registry is not set: serving the shipped models");
+                let cfg = pixelfarm_shapes::shipped_registry(&dir).map_err(|e| {
+                    anyhow::anyhow!(
+                        "worker.registry is not set, and the shipped models: {}",
+                        e.chain()
+                    )
+                })?;
+                return Ok(Arc::new(
+                    DiffusionEngine::new(cfg).map_err(|e| anyhow::anyhow!(e.chain()))?,
+                ));
+            };
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read worker.registry {}", path.display()))?;
             let cfg: RegistryConfig = serde_yaml::from_str(&text)
@@ -84,6 +93,46 @@ async fn fetch_models(cfg: &RegistryConfig, s3: &S3Config) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Announcement periods a worker stays live without a new announcement: a missed beat or two (a
+/// slow database) does not make its models look unserved.
+pub const PRESENCE_PERIODS: u32 = 3;
+
+/// How long one announcement of a worker that announces every `every` keeps it live.
+pub fn presence_ttl(every: Duration) -> Duration {
+    every * PRESENCE_PERIODS
+}
+
+/// Announce every `every` that worker `id` serves `models`, until `stop`; then withdraw it. The
+/// scheduler dispatches only the jobs of models with a live worker and refuses at submit a model
+/// no worker ever served (docs/models.md). A failed announcement is logged and made again at the
+/// next beat. The first announcement is the caller's, before the worker consumes.
+pub async fn advertise(
+    store: Arc<dyn pixelfarm_core::JobStore>,
+    id: String,
+    models: Vec<pixelfarm_core::ModelName>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if let Err(e) = store
+            .announce_worker(&id, &models, presence_ttl(every))
+            .await
+        {
+            tracing::warn!(error = %e.chain(), "cannot announce the worker's models");
+        }
+    }
+    match store.withdraw_worker(&id).await {
+        Ok(()) => tracing::info!("worker withdrawn: it serves no model any more"),
+        Err(e) => {
+            tracing::warn!(error = %e.chain(), "cannot withdraw the worker; its announcement expires")
+        }
+    }
+}
+
 /// The worker tunables from settings.
 ///
 /// # Errors
@@ -131,6 +180,16 @@ impl Running {
 pub async fn start(settings: Settings, stop: CancellationToken) -> anyhow::Result<Running> {
     let cfg = config(&settings)?;
     let renderer = renderer(&settings).await?;
+    // Announce only models this worker can render: jobs of the others could never finish here.
+    for m in &cfg.models {
+        renderer.identity(m).map_err(|e| {
+            anyhow::anyhow!(
+                "worker.models lists `{m}`, which worker.renderer `{}` cannot serve: {}",
+                settings.worker.renderer,
+                e.chain()
+            )
+        })?;
+    }
     let store = settings
         .database
         .connect()
@@ -224,6 +283,11 @@ pub async fn start(settings: Settings, stop: CancellationToken) -> anyhow::Resul
             .map_err(|e| anyhow::anyhow!(e.chain()));
         ops_stop.cancel();
         r
+    });
+    let (store, id, models, every, presence_stop) = presence;
+    tasks.spawn(async move {
+        advertise(store, id, models, every, presence_stop).await;
+        Ok(())
     });
     tracing::info!(%http_addr, "worker ops listening");
     Ok(Running { http_addr, tasks })

@@ -215,12 +215,13 @@ async fn harness_with(
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
     core.spawn_loops(&settings, broker.clone(), &mut tasks, &stop);
+    let models = vec![
+        ModelName::parse("test").unwrap(),
+        ModelName::parse("missing").unwrap(),
+    ];
     let cfg = WorkerConfig {
         id: "w".into(),
-        models: vec![
-            ModelName::parse("test").unwrap(),
-            ModelName::parse("missing").unwrap(),
-        ],
+        models: models.clone(),
         prefetch: 2 * concurrency as u16,
         concurrency,
         lease: Duration::from_secs(30),
@@ -245,6 +246,11 @@ async fn harness_with(
     let s = stop.clone();
     tasks.spawn(async move { worker.run(s).await.map_err(|e| anyhow::anyhow!(e.chain())) });
     let tenant = store.create_tenant("t", 1).await.unwrap();
+    // What `app::start` does before consuming: the dispatcher publishes only for live workers.
+    store
+        .announce_worker("w", &models, Duration::from_secs(3600))
+        .await
+        .unwrap();
     Harness {
         core,
         tenant,

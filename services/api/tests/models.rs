@@ -1,0 +1,80 @@
+//! Submit accepts a model some worker serves or served, or one `scheduler.models` lists; any
+//! other is refused before anything is written (docs/models.md).
+
+use pixelfarm_api::{ApiMetrics, BatchApi};
+use pixelfarm_core::{BlobStore, ErrorKind, JobStore, ModelName};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn manifest(model: &str) -> String {
+    format!(
+        "name: b\nmodel: {model}\ndefaults: {{width: 16, height: 16, steps: 2}}\nprompt: \"a {{c}}\"\nvars:\n  c: [x]\nseeds: {{base: 7, count: 2}}\n"
+    )
+}
+
+#[tokio::test]
+async fn submit_accepts_served_and_listed_models_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn JobStore> = Arc::new(
+        pixelfarm_store::SqliteStore::open(&dir.path().join("db.sqlite"))
+            .await
+            .unwrap(),
+    );
+    let blob: Arc<dyn BlobStore> = Arc::new(
+        pixelfarm_blob::LocalBlob::open(dir.path().join("blobs"))
+            .await
+            .unwrap(),
+    );
+    let listed = ModelName::parse("sdxl").unwrap();
+    let api = BatchApi::new(
+        store.clone(),
+        blob,
+        3,
+        vec![listed],
+        ApiMetrics::register(&prometheus::Registry::new()),
+    );
+    let t = store.create_tenant("t", 1).await.unwrap();
+
+    // Nothing served yet: only the listed model is accepted.
+    let e = api.submit(t, manifest("sd15")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Invalid);
+    assert_eq!(
+        e.to_string(),
+        "manifest field `model` (line 2): `sd15` is served by no worker; accepted: sdxl (served by workers, or listed in scheduler.models)"
+    );
+    let out = api.submit(t, manifest("sdxl")).await.unwrap();
+    assert_eq!(
+        api.batch(t, out.batch_id).await.unwrap().live_workers,
+        Some(0),
+        "listed, accepted, and waiting for a worker"
+    );
+
+    // A worker announces sd15: accepted, with a live worker; withdrawn, still accepted.
+    let sd15 = ModelName::parse("sd15").unwrap();
+    store
+        .announce_worker("w", std::slice::from_ref(&sd15), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let out = api.submit(t, manifest("sd15")).await.unwrap();
+    assert_eq!(
+        api.batch(t, out.batch_id).await.unwrap().live_workers,
+        Some(1)
+    );
+    store.withdraw_worker("w").await.unwrap();
+    assert_eq!(
+        api.batch(t, out.batch_id).await.unwrap().live_workers,
+        Some(0)
+    );
+    assert!(
+        api.submit(t, manifest("sd15").replace("name: b", "name: c"))
+            .await
+            .is_ok()
+    );
+
+    let e = api
+        .submit(t, manifest("sd16"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("accepted: sd15, sdxl"), "{e}");
+}
