@@ -160,6 +160,9 @@ async fn run() -> anyhow::Result<()> {
                     v.total,
                     progress::describe(&v)
                 );
+                if progress::waiting_for_worker(&v) {
+                    println!("{}", progress::no_worker_note(&v));
+                }
             }
         }
         Command::Watch { batch } => {
