@@ -232,7 +232,7 @@ pub enum Failure {
 pub struct RescueOutcome {
     /// Jobs whose lease expired, returned to `pending`.
     pub to_pending: u64,
-    /// Jobs whose lease expired on their last attempt, now `dead`.
+    /// Jobs whose lease expired for the `max_crashes`-th time, now `dead` (`crashed_worker`).
     pub to_dead: u64,
 }
 
@@ -357,8 +357,11 @@ pub trait JobStore: Send + Sync + 'static {
     async fn fail(&self, job: JobId, worker: &str, attempt: u32, failure: &Failure)
     -> Result<bool>;
 
-    /// Expired leases: back to `pending`, or `dead` when it was the last attempt.
-    async fn rescue_expired(&self, limit: u32) -> Result<RescueOutcome>;
+    /// Expired leases: back to `pending` without spending the attempt (the job's `crashes` counts
+    /// the expiry instead), or `dead` with error kind `crashed_worker` once its leases expired
+    /// `max_crashes` times — a job that crashes every worker taking it must not circulate, and the
+    /// other jobs in flight on a crashed worker must not lose attempts to it.
+    async fn rescue_expired(&self, limit: u32, max_crashes: u32) -> Result<RescueOutcome>;
     /// `retryable → pending` once the backoff elapsed.
     async fn promote_retryable(&self, limit: u32) -> Result<u64>;
     /// `queued → pending` for jobs queued longer than `older_than` (their message was lost).

@@ -243,6 +243,9 @@ pub struct SchedulerSettings {
     pub http_addr: String,
     /// Attempts per job before it is dead.
     pub max_attempts: u32,
+    /// Expired leases (its worker was killed or lost the database) after which a job is dead as
+    /// the one crashing its workers; an expiry does not spend an attempt.
+    pub max_crashes: u32,
     /// How often the leader publishes pending jobs, in milliseconds.
     pub dispatch_interval_ms: u64,
     /// How often the leader runs the rescuer, the retry promoter and the stale-queue check.
@@ -263,6 +266,7 @@ impl Default for SchedulerSettings {
             grpc_addr: "0.0.0.0:50051".into(),
             http_addr: "0.0.0.0:8080".into(),
             max_attempts: 5,
+            max_crashes: 3,
             dispatch_interval_ms: 50,
             maintenance_interval_ms: 1000,
             stale_queued_seconds: 600,

@@ -78,6 +78,7 @@ impl Core {
             self.store.clone(),
             self.metrics.clone(),
             Duration::from_secs(s.stale_queued_seconds),
+            s.max_crashes,
         );
         let every = Intervals {
             dispatch: Duration::from_millis(s.dispatch_interval_ms.max(1)),

@@ -1,6 +1,7 @@
 //! Maintenance the leader runs every interval, each task paging until it has nothing left:
-//! - **rescuer**: jobs whose lease expired (worker killed or partitioned) → `pending`, or `dead`
-//!   on their last attempt;
+//! - **rescuer**: jobs whose lease expired (worker killed, OOM-killed or partitioned) → `pending`
+//!   without spending an attempt, or `dead` (`crashed_worker`) once their leases expired
+//!   `max_crashes` times;
 //! - **retry promoter**: `retryable` jobs whose backoff elapsed → `pending`;
 //! - **stale-queue check**: `queued` jobs not claimed for `stale_queued` (their message was lost,
 //!   e.g. a broker restart without persistence) → `pending`, to be published again.
@@ -16,13 +17,16 @@ pub const DEFAULT_PAGE: u32 = 1000;
 
 /// Default for [`Maintenance::stale_queued`].
 pub const DEFAULT_STALE_QUEUED: Duration = Duration::from_secs(600);
+/// Default for [`Maintenance::max_crashes`]: a job that took down three workers is the cause, not
+/// a bystander (a bystander would have to land on three crashing workers in a row).
+pub const DEFAULT_MAX_CRASHES: u32 = 3;
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
     /// Expired leases returned to pending.
     pub rescued: u64,
-    /// Expired leases on their last attempt, now dead.
+    /// Jobs whose lease expired `max_crashes` times, now dead.
     pub rescued_dead: u64,
     /// Retryable jobs made pending.
     pub promoted: u64,
@@ -36,6 +40,8 @@ pub struct Maintenance {
     metrics: Arc<SchedulerMetrics>,
     /// Queued this long without a claim means the message was lost.
     pub stale_queued: Duration,
+    /// Lease expiries after which a job is dead as the one crashing its workers.
+    pub max_crashes: u32,
 }
 
 impl Maintenance {
@@ -44,11 +50,13 @@ impl Maintenance {
         store: Arc<dyn JobStore>,
         metrics: Arc<SchedulerMetrics>,
         stale_queued: Duration,
+        max_crashes: u32,
     ) -> Self {
         Maintenance {
             store,
             metrics,
             stale_queued,
+            max_crashes: max_crashes.max(1),
         }
     }
 
@@ -59,7 +67,10 @@ impl Maintenance {
     pub async fn run_once(&self) -> Result<Outcome> {
         let mut out = Outcome::default();
         loop {
-            let r = self.store.rescue_expired(DEFAULT_PAGE).await?;
+            let r = self
+                .store
+                .rescue_expired(DEFAULT_PAGE, self.max_crashes)
+                .await?;
             out.rescued += r.to_pending;
             out.rescued_dead += r.to_dead;
             if r.to_pending + r.to_dead < u64::from(DEFAULT_PAGE) {

@@ -626,22 +626,30 @@ impl JobStore for PgStore {
         Ok(r.rows_affected() == 1)
     }
 
-    async fn rescue_expired(&self, limit: u32) -> Result<RescueOutcome> {
+    async fn rescue_expired(&self, limit: u32, max_crashes: u32) -> Result<RescueOutcome> {
         let rows = sqlx::query(
             "WITH expired AS (
-                 SELECT id FROM jobs WHERE state = 'running' AND lease_until < now()
+                 SELECT id, crashes + 1 >= $2 AS crashing FROM jobs
+                 WHERE state = 'running' AND lease_until < now()
                  ORDER BY lease_until LIMIT $1 FOR UPDATE SKIP LOCKED)
              UPDATE jobs j SET
-                 state = CASE WHEN j.attempt >= j.max_attempts THEN 'dead'::job_state ELSE 'pending'::job_state END,
-                 finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END,
-                 error_kind = 'lease_expired',
-                 last_error = format('lease of worker %s expired during attempt %s of %s',
-                                     j.lease_owner, j.attempt, j.max_attempts),
+                 crashes = j.crashes + 1,
+                 attempt = CASE WHEN e.crashing THEN j.attempt ELSE j.attempt - 1 END,
+                 state = CASE WHEN e.crashing THEN 'dead'::job_state ELSE 'pending'::job_state END,
+                 finished_at = CASE WHEN e.crashing THEN now() END,
+                 error_kind = CASE WHEN e.crashing THEN 'crashed_worker' ELSE 'lease_expired' END,
+                 last_error = CASE WHEN e.crashing
+                     THEN format('crashed the worker: its lease expired %s times (last on worker %s)',
+                                 j.crashes + 1, j.lease_owner)
+                     ELSE format('lease of worker %s expired (the worker died or lost the database); '
+                                 'not counted as an attempt, %s of %s before the job counts as crashing workers',
+                                 j.lease_owner, j.crashes + 1, $2) END,
                  lease_owner = NULL, lease_until = NULL, queued_at = NULL
-             FROM expired WHERE j.id = expired.id
+             FROM expired e WHERE j.id = e.id
              RETURNING j.state::text AS state",
         )
         .bind(i64::from(limit))
+        .bind(i64::from(max_crashes.max(1)))
         .fetch_all(&self.pool)
         .await
         .map_err(db("cannot rescue expired leases"))?;

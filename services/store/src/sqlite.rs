@@ -598,15 +598,22 @@ impl JobStore for SqliteStore {
         Ok(r.rows_affected() == 1)
     }
 
-    async fn rescue_expired(&self, limit: u32) -> Result<RescueOutcome> {
+    async fn rescue_expired(&self, limit: u32, max_crashes: u32) -> Result<RescueOutcome> {
         let now = now_ms();
+        // SQLite evaluates every right-hand side on the old row, as Postgres does.
         let rows = sqlx::query(
             "UPDATE jobs SET
-                 state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'pending' END,
-                 finished_at = CASE WHEN attempt >= max_attempts THEN ?1 END,
-                 error_kind = 'lease_expired',
-                 last_error = 'lease of worker ' || lease_owner || ' expired during attempt '
-                              || attempt || ' of ' || max_attempts,
+                 crashes = crashes + 1,
+                 attempt = CASE WHEN crashes + 1 >= ?3 THEN attempt ELSE attempt - 1 END,
+                 state = CASE WHEN crashes + 1 >= ?3 THEN 'dead' ELSE 'pending' END,
+                 finished_at = CASE WHEN crashes + 1 >= ?3 THEN ?1 END,
+                 error_kind = CASE WHEN crashes + 1 >= ?3 THEN 'crashed_worker' ELSE 'lease_expired' END,
+                 last_error = CASE WHEN crashes + 1 >= ?3
+                     THEN 'crashed the worker: its lease expired ' || (crashes + 1)
+                          || ' times (last on worker ' || lease_owner || ')'
+                     ELSE 'lease of worker ' || lease_owner || ' expired (the worker died or lost the database); '
+                          || 'not counted as an attempt, ' || (crashes + 1) || ' of ' || ?3
+                          || ' before the job counts as crashing workers' END,
                  lease_owner = NULL, lease_until = NULL, queued_at = NULL
              WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_until < ?1
                           ORDER BY lease_until LIMIT ?2)
@@ -614,6 +621,7 @@ impl JobStore for SqliteStore {
         )
         .bind(now)
         .bind(i64::from(limit))
+        .bind(i64::from(max_crashes.max(1)))
         .fetch_all(&self.pool)
         .await
         .map_err(db("cannot rescue expired leases"))?;

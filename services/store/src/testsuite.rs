@@ -302,19 +302,46 @@ pub async fn failures_retry_and_die(s: Store) {
     assert!(d.finished_at.is_some());
 }
 
+/// An expired lease returns the job without spending its attempt; the `max_crashes`-th expiry
+/// makes it dead as the job that crashes its workers.
 #[allow(missing_docs)]
 pub async fn rescue_expired_leases(s: Store) {
+    const MAX_CRASHES: u32 = 3;
     let t = tenant(&s, "a", 1).await;
-    let out = s.submit(t, &manifest("b1", 1, 0, None), 2).await.unwrap();
+    // One attempt only: expiries must not spend it.
+    let out = s.submit(t, &manifest("b1", 1, 0, None), 1).await.unwrap();
     let id = all_jobs(&s, t, out.batch_id).await[0].id;
-    s.claim(id, "w1", Duration::ZERO).await.unwrap().unwrap();
+    for (crash, worker) in ["w1", "w2"].into_iter().enumerate() {
+        let c = s.claim(id, worker, Duration::ZERO).await.unwrap().unwrap();
+        assert_eq!(c.job.attempt, 1, "crash {crash} spent no attempt");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            s.rescue_expired(100, MAX_CRASHES).await.unwrap(),
+            RescueOutcome {
+                to_pending: 1,
+                to_dead: 0
+            }
+        );
+        let r = s.job(t, id).await.unwrap();
+        assert_eq!(
+            (r.state, r.attempt, r.error_kind.as_deref()),
+            (JobState::Pending, 0, Some("lease_expired"))
+        );
+        assert!(r.last_error.unwrap().contains(worker));
+        assert!(
+            !s.complete(id, worker, 1, &completion()).await.unwrap(),
+            "the old owner lost the lease"
+        );
+    }
+    s.claim(id, "w3", Duration::ZERO).await.unwrap().unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(
-        s.rescue_expired(100).await.unwrap(),
+        s.rescue_expired(100, MAX_CRASHES).await.unwrap(),
         RescueOutcome {
-            to_pending: 1,
-            to_dead: 0
-        }
+            to_pending: 0,
+            to_dead: 1
+        },
+        "the third expiry"
     );
     let r = s.job(t, id).await.unwrap();
     assert_eq!(
@@ -340,9 +367,9 @@ pub async fn rescue_expired_leases(s: Store) {
     // A live lease is left alone.
     let out = s.submit(t, &manifest("b2", 1, 0, None), 2).await.unwrap();
     let live = all_jobs(&s, t, out.batch_id).await[0].id;
-    s.claim(live, "w3", LEASE).await.unwrap().unwrap();
+    s.claim(live, "w4", LEASE).await.unwrap().unwrap();
     assert_eq!(
-        s.rescue_expired(100).await.unwrap(),
+        s.rescue_expired(100, MAX_CRASHES).await.unwrap(),
         RescueOutcome::default()
     );
 }
@@ -412,7 +439,7 @@ pub async fn cancel_stops_unfinished(s: Store) {
     assert_eq!(s.job(t, ids[2]).await.unwrap().state, JobState::Cancelled);
     assert_eq!(s.job(t, ids[3]).await.unwrap().state, JobState::Succeeded);
     assert_eq!(s.cancel(t, out.batch_id).await.unwrap(), 0);
-    let rescued = s.rescue_expired(10).await.unwrap();
+    let rescued = s.rescue_expired(10, 3).await.unwrap();
     assert_eq!(rescued.to_pending + rescued.to_dead, 0, "nothing to rescue");
 }
 
