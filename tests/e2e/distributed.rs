@@ -1,8 +1,8 @@
 //! The distributed stack on real Postgres, RabbitMQ and SeaweedFS.
 
-use pixelfarm_core::{BlobStore, Broker, ErrorKind, JobState, ModelName, sha256_hex};
+use pixelfarm_core::{BlobStore, Broker, ErrorKind, JobState, ModelName};
 use pixelfarm_e2e::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// A 500-job batch survives a SIGKILLed worker: every job succeeds exactly once, the bucket holds
@@ -53,43 +53,8 @@ async fn a_batch_survives_a_killed_worker() {
     );
 
     // results.jsonl names 500 images whose bytes match, and the bucket holds exactly those.
-    let dir = tempfile::tempdir().unwrap();
-    let summary = pixelfarm_cli::export::export(&client, out.batch_id, dir.path())
-        .await
-        .unwrap();
-    assert_eq!((summary.jobs, summary.images), (500, 500));
-    let mut by_key: BTreeMap<String, String> = BTreeMap::new();
-    for line in std::fs::read_to_string(dir.path().join("results.jsonl"))
-        .unwrap()
-        .lines()
-    {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        assert_eq!(v["state"], "succeeded");
-        let (key, sha) = (
-            v["object_key"].as_str().unwrap(),
-            v["sha256"].as_str().unwrap(),
-        );
-        let file = std::fs::read(dir.path().join(v["file"].as_str().unwrap())).unwrap();
-        assert_eq!(sha256_hex(&file), sha);
-        by_key.insert(key.to_string(), sha.to_string());
-    }
-    assert_eq!(by_key.len(), 500, "500 distinct content-addressed keys");
+    let by_key = verify_results(&stack, &client, out.batch_id, 500).await;
     let blob = stack.blob().await;
-    let pngs: BTreeSet<String> = blob
-        .list("images/")
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|k| k.ends_with(".png"))
-        .collect();
-    assert_eq!(
-        pngs,
-        by_key.keys().cloned().collect::<BTreeSet<_>>(),
-        "the bucket holds exactly the images of the results"
-    );
-    for (key, sha) in &by_key {
-        assert_eq!(&sha256_hex(&blob.get(key).await.unwrap()), sha, "{key}");
-    }
     // Each image has its provenance record beside it, and carries its parameters.
     let (key, _) = by_key.iter().next().unwrap();
     let prov: serde_json::Value =
@@ -114,6 +79,7 @@ async fn a_batch_survives_a_killed_worker() {
     }
     assert_eq!(moved, 500.0);
 
+    let dir = tempfile::tempdir().unwrap();
     // Every /metrics passes promtool, and every metric the dashboard and alerts use is exported.
     let mut files = Vec::new();
     for (i, p) in std::iter::once(&stack.scheduler)

@@ -4,9 +4,13 @@
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`; `scripts/test` does it).
 
+pub mod faults;
+
+use futures::StreamExt;
 use pixelfarm_api::{ApiClient, BatchView};
 use pixelfarm_blob::{S3Blob, S3Config};
-use pixelfarm_core::BatchId;
+use pixelfarm_core::{BatchId, BlobStore, sha256_hex};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -147,6 +151,8 @@ pub struct Stack {
     pub grpc_url: String,
     /// Worker processes (a killed one stays in the list).
     pub workers: Vec<Proc>,
+    /// Logs of schedulers that were killed and replaced.
+    retired: Vec<PathBuf>,
     opts: StackOptions,
 }
 
@@ -179,7 +185,8 @@ worker:
   drain_grace_seconds: 10
   test_pattern_delay_ms: {delay}
   renderer: {renderer}
-{registry}",
+{registry}health: {{interval_ms: 500, timeout_ms: 2000}}
+",
             amqp = env("PIXELFARM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
             window = opts.window,
             bucket = s3.bucket,
@@ -210,6 +217,7 @@ worker:
             scheduler,
             grpc_url: format!("http://127.0.0.1:{grpc}"),
             workers: Vec::new(),
+            retired: Vec::new(),
             opts,
         };
         wait_ready(&mut stack.scheduler).await;
@@ -354,6 +362,63 @@ pub async fn wait_batch(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// What a user checks once a batch of `jobs` is done: `pixelfarm fetch` writes `results.jsonl`
+/// naming `jobs` succeeded jobs and images whose bytes match their sha256, the keys are distinct
+/// (content-addressed), and the bucket holds exactly those images with those bytes. Returns the
+/// object key → sha256 map.
+pub async fn verify_results(
+    stack: &Stack,
+    client: &ApiClient,
+    batch: BatchId,
+    jobs: u64,
+) -> BTreeMap<String, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = pixelfarm_cli::export::export(client, batch, dir.path())
+        .await
+        .unwrap();
+    assert_eq!((summary.jobs, summary.images), (jobs, jobs));
+    let mut by_key: BTreeMap<String, String> = BTreeMap::new();
+    for line in std::fs::read_to_string(dir.path().join("results.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["state"], "succeeded");
+        let (key, sha) = (
+            v["object_key"].as_str().unwrap(),
+            v["sha256"].as_str().unwrap(),
+        );
+        let file = std::fs::read(dir.path().join(v["file"].as_str().unwrap())).unwrap();
+        assert_eq!(sha256_hex(&file), sha);
+        by_key.insert(key.to_string(), sha.to_string());
+    }
+    assert_eq!(
+        by_key.len() as u64,
+        jobs,
+        "{jobs} distinct content-addressed keys"
+    );
+    let blob = stack.blob().await;
+    let pngs: BTreeSet<String> = blob
+        .list("images/")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.ends_with(".png"))
+        .collect();
+    assert_eq!(
+        pngs,
+        by_key.keys().cloned().collect::<BTreeSet<_>>(),
+        "the bucket holds exactly the images of the results"
+    );
+    let blob = &blob;
+    futures::stream::iter(&by_key)
+        .for_each_concurrent(8, |(key, sha)| async move {
+            assert_eq!(&sha256_hex(&blob.get(key).await.unwrap()), sha, "{key}");
+        })
+        .await;
+    by_key
 }
 
 /// Run `promtool check metrics` on a scrape.
