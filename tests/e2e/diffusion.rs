@@ -12,6 +12,8 @@ async fn the_worker_renders_with_a_model_from_s3_and_refuses_tampered_weights() 
     let local = tempfile::tempdir().unwrap();
     let entry = pixelfarm_diffusion::tiny::write_tiny_model(local.path(), 4).unwrap();
     let models_prefix = format!("models-{}", uuid::Uuid::new_v4().simple());
+    // The uploaded model goes when the test ends.
+    let _models = pixelfarm_blob::testing::TestPrefix::new(s3_config(&models_prefix));
     let root = pixelfarm_blob::S3Blob::connect(&s3_config(""))
         .await
         .unwrap();

@@ -4,6 +4,7 @@
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`; `scripts/test` does it).
 
+mod cleanup;
 pub mod faults;
 
 use futures::StreamExt;
@@ -154,14 +155,22 @@ pub struct Stack {
     /// Logs of schedulers that were killed and replaced.
     retired: Vec<PathBuf>,
     opts: StackOptions,
+    /// Removes the database, broker names and objects when the stack is dropped.
+    cleanup: cleanup::StackCleanup,
 }
 
 impl Stack {
     /// Start a scheduler and `opts.workers` workers, and wait until all are ready.
     pub async fn start(opts: StackOptions) -> Stack {
         let dir = tempfile::tempdir().unwrap();
-        let db_url = pixelfarm_store::testing::fresh_postgres_url().await;
+        let db = pixelfarm_store::testing::fresh_postgres_db().await;
+        let db_url = db.url().to_string();
         let prefix = format!("e2e-{}", uuid::Uuid::new_v4().simple());
+        let amqp = env(
+            "PIXELFARM_TEST_AMQP_URL",
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+        );
+        let cleanup = cleanup::StackCleanup::new(db, &amqp, &prefix, &opts.models);
         let s3 = s3_config(&prefix);
         let (grpc, http) = (free_port(), free_port());
         let config = format!(
@@ -187,7 +196,6 @@ worker:
   renderer: {renderer}
 {registry}health: {{interval_ms: 500, timeout_ms: 2000}}
 ",
-            amqp = env("PIXELFARM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
             window = opts.window,
             bucket = s3.bucket,
             endpoint = s3.endpoint,
@@ -219,6 +227,7 @@ worker:
             workers: Vec::new(),
             retired: Vec::new(),
             opts,
+            cleanup,
         };
         wait_ready(&mut stack.scheduler).await;
         for _ in 0..stack.opts.workers {
@@ -266,6 +275,14 @@ worker:
             s.push_str(&format!("--- worker-{i} ---\n{}\n", w.tail()));
         }
         s
+    }
+}
+
+impl Drop for Stack {
+    /// Stop the processes, then remove what the stack made in the shared services.
+    fn drop(&mut self) {
+        let procs = std::iter::once(&mut self.scheduler).chain(self.workers.iter_mut());
+        self.cleanup.before_drop(procs);
     }
 }
 

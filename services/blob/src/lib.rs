@@ -4,9 +4,11 @@
 //! - [`s3`]: [`S3Blob`], any S3-compatible store (AWS, SeaweedFS, MinIO, GCS interop).
 //! - [`local`]: [`LocalBlob`], a directory (the embedded mode's output folder).
 //! - [`testsuite`]: the conformance suite both pass.
+//! - [`testing`]: [`testing::TestPrefix`] / [`testing::TestDir`], a test's objects, removed when it ends.
 
 pub mod local;
 pub mod s3;
+pub mod testing;
 pub mod testsuite;
 
 pub use local::LocalBlob;

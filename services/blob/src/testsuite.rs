@@ -5,7 +5,9 @@ use bytes::Bytes;
 use pixelfarm_core::{BlobStore, ErrorKind};
 use std::sync::Arc;
 
-/// One `#[tokio::test]` per case, each on a store made by `$make` (async, `Arc<dyn BlobStore>`).
+/// One `#[tokio::test]` per case, each on a store made by `$make` (async, giving
+/// `(Arc<dyn BlobStore>, cleanup)`; the cleanup guard, e.g. a
+/// [`TestPrefix`](crate::testing::TestPrefix), is dropped when the case ends, also when it fails).
 #[macro_export]
 macro_rules! blob_conformance {
     ($make:expr) => {
@@ -17,7 +19,8 @@ macro_rules! blob_conformance {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                $crate::testsuite::$case($make.await).await;
+                let (store, _cleanup) = $make.await;
+                $crate::testsuite::$case(store).await;
             }
         )*
     };

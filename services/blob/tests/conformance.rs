@@ -1,5 +1,6 @@
 //! Every BlobStore implementation passes the same suite; S3 is a real SeaweedFS server.
 
+use pixelfarm_blob::testing::{TestDir, TestPrefix};
 use pixelfarm_blob::{LocalBlob, S3Blob, S3Config};
 use pixelfarm_core::BlobStore;
 use std::sync::Arc;
@@ -19,7 +20,8 @@ pub fn test_s3_config(bucket: &str, prefix: &str) -> S3Config {
     }
 }
 
-async fn s3() -> Arc<dyn BlobStore> {
+/// A store under a prefix of its own, emptied when the case ends.
+async fn s3() -> (Arc<dyn BlobStore>, TestPrefix) {
     let cfg = test_s3_config(
         "pixelfarm-conformance",
         &format!("t-{}", uuid::Uuid::new_v4().simple()),
@@ -32,13 +34,13 @@ async fn s3() -> Arc<dyn BlobStore> {
             e.chain()
         )
     });
-    Arc::new(s)
+    (Arc::new(s), TestPrefix::new(cfg))
 }
 
-async fn local() -> Arc<dyn BlobStore> {
-    let dir =
-        std::env::temp_dir().join(format!("pixelfarm-blob-{}", uuid::Uuid::new_v4().simple()));
-    Arc::new(LocalBlob::open(dir).await.unwrap())
+/// A folder of its own, removed when the case ends.
+async fn local() -> (Arc<dyn BlobStore>, TestDir) {
+    let dir = TestDir::new();
+    (Arc::new(LocalBlob::open(&dir.0).await.unwrap()), dir)
 }
 
 mod s3 {

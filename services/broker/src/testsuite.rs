@@ -7,7 +7,10 @@ use pixelfarm_core::*;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// One `#[tokio::test]` per case, each on a broker made by `$make` (async, `Arc<dyn Broker>`).
+/// One `#[tokio::test]` per case, each on a broker made by `$make` (async, giving
+/// `(Arc<dyn Broker>, cleanup)`; the cleanup guard, e.g. a
+/// [`TestTopology`](crate::testing::TestTopology) of the case's names, is dropped when the case
+/// ends, also when it fails).
 #[macro_export]
 macro_rules! broker_conformance {
     ($make:expr) => {
@@ -20,7 +23,8 @@ macro_rules! broker_conformance {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                $crate::testsuite::$case($make.await).await;
+                let (broker, _cleanup) = $make.await;
+                $crate::testsuite::$case(broker).await;
             }
         )*
     };
@@ -36,6 +40,9 @@ fn msg(model: &str) -> JobMessage {
         priority: Priority::parse(1).unwrap(),
     }
 }
+
+/// Every model name the cases use: a RabbitMQ case's cleanup deletes these queues.
+pub const MODELS: &[&str] = &["m1", "m2", "m3"];
 
 fn models(names: &[&str]) -> Vec<ModelName> {
     names

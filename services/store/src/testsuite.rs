@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Expand to one `#[tokio::test]` per case, each on a store made by `$make` (an async expression
-/// giving `Arc<dyn JobStore>`).
+/// giving a [`TestStore`](crate::testing::TestStore), which removes the store when the case
+/// ends, also when it fails).
 #[macro_export]
 macro_rules! store_conformance {
     ($make:expr) => {
@@ -20,7 +21,8 @@ macro_rules! store_conformance {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                $crate::testsuite::$case($make.await).await;
+                let fresh: $crate::testing::TestStore = $make.await;
+                $crate::testsuite::$case(fresh.store.clone()).await;
             }
         )*
     };

@@ -10,14 +10,15 @@ mod sqlite {
 
 mod postgres_only {
     use pixelfarm_store::PgStore;
-    use pixelfarm_store::testing::fresh_postgres_url;
+    use pixelfarm_store::testing::fresh_postgres_db;
 
     #[tokio::test]
     async fn one_leader_at_a_time() {
         use pixelfarm_core::JobStore;
-        let url = fresh_postgres_url().await;
-        let a = PgStore::connect(&url, 2).await.unwrap();
-        let b = PgStore::connect(&url, 2).await.unwrap();
+        let db = fresh_postgres_db().await;
+        let url = db.url();
+        let a = PgStore::connect(url, 2).await.unwrap();
+        let b = PgStore::connect(url, 2).await.unwrap();
         let lead = a.try_lead().await.unwrap().expect("a leads");
         assert!(
             b.try_lead().await.unwrap().is_none(),
