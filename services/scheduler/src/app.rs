@@ -73,7 +73,8 @@ impl Core {
             broker,
             settings.broker.window_per_model,
             self.metrics.clone(),
-        );
+        )
+        .publishing_unserved(&s.models);
         let maintenance = Maintenance::new(
             self.store.clone(),
             self.metrics.clone(),

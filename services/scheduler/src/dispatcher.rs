@@ -5,11 +5,12 @@
 //! fair-share order. Postgres keeps the rest of the backlog, so a high-priority batch submitted
 //! behind a million low-priority jobs is published next, not after them.
 //!
-//! Models no live worker serves (see [`JobStore::model_presence`]) are skipped: their jobs stay
-//! `pending`, so they neither pile up as messages nobody consumes nor expire from `queued` and
-//! get published again and again, and no queue is declared for a model only a client named.
-//! They wait, visibly (`pixelfarm_model_live_workers`, the batch view's `live_workers`), until a
-//! worker serving the model announces itself.
+//! Models no live worker serves (see [`JobStore::model_presence`]) are skipped unless
+//! `scheduler.models` lists them: their jobs stay `pending`, so they neither pile up as messages
+//! nobody consumes nor expire from `queued` and get published again and again, and no queue is
+//! declared for a model only a client named. They wait, visibly (`pixelfarm_model_live_workers`,
+//! the batch view's `live_workers`), until a worker serving the model announces itself. Listed
+//! models are published anyway: a pool scaled to zero wakes up on its queue's length.
 //!
 //! Publish first, then mark: a crash between the two leaves jobs `pending`, and they are
 //! published again (a duplicate message is dropped by the claim). Marking first could strand
@@ -46,6 +47,8 @@ pub struct Dispatcher {
     metrics: Arc<SchedulerMetrics>,
     /// The models with live workers, and when they were read.
     served: Mutex<Option<(Instant, HashSet<ModelName>)>>,
+    /// `scheduler.models`: published with no live worker too.
+    listed: HashSet<ModelName>,
 }
 
 impl Dispatcher {
@@ -62,7 +65,15 @@ impl Dispatcher {
             window: window.max(1),
             metrics,
             served: Mutex::new(None),
+            listed: HashSet::new(),
         }
+    }
+
+    /// Also publish the jobs of `models` while no live worker serves them (`scheduler.models`:
+    /// pools that scale from zero on their queue's length).
+    pub fn publishing_unserved(mut self, models: &[ModelName]) -> Self {
+        self.listed = models.iter().cloned().collect();
+        self
     }
 
     /// The models some live worker serves, read at most every [`PRESENCE_REFRESH`].
@@ -84,7 +95,7 @@ impl Dispatcher {
         Ok(served)
     }
 
-    /// One pass over every model with pending jobs and a live worker.
+    /// One pass over every model with pending jobs and a live worker (or listed).
     ///
     /// # Errors
     /// Store or broker errors; nothing is marked queued unless its publish was confirmed.
@@ -105,7 +116,10 @@ impl Dispatcher {
         let served = self.served_models().await?;
         for (model, (pending, queued)) in per_model {
             let room = u64::from(self.window).saturating_sub(queued);
-            if pending == 0 || room == 0 || !served.contains(&model) {
+            if pending == 0
+                || room == 0
+                || !(served.contains(&model) || self.listed.contains(&model))
+            {
                 continue;
             }
             let take = room.min(pending).min(u64::from(DEFAULT_CHUNK)) as u32;
