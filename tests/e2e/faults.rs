@@ -129,14 +129,7 @@ async fn a_batch_survives_every_infrastructure_fault() {
     .await;
 
     let mut measured = Vec::new();
-    for fault in [
-        "worker SIGKILL",
-        "scheduler SIGKILL",
-        "rabbitmq stop/start",
-        "postgres restart",
-        "seaweedfs frozen 6 s",
-        "seaweedfs refusing 4 s",
-    ] {
+    for fault in FAULTS {
         let before = progress.rate_now(BASELINE).await;
         assert!(
             before > 0.0 && progress.latest() < JOBS as i64 * 9 / 10,
@@ -144,34 +137,7 @@ async fn a_batch_survives_every_infrastructure_fault() {
             progress.latest()
         );
         let t = Instant::now();
-        match fault {
-            "worker SIGKILL" => {
-                stack.workers[0].signal("KILL");
-                let _ = stack.workers[0].child.wait().await;
-                stack.add_worker().await;
-            }
-            "scheduler SIGKILL" => stack.restart_scheduler().await,
-            "rabbitmq stop/start" => {
-                let down = tokio::task::spawn_blocking(stop_rabbitmq).await.unwrap();
-                // Readiness tells the truth meanwhile.
-                assert_not_ready(&stack.workers[1], "broker").await;
-                tokio::task::spawn_blocking(|| down.now()).await.unwrap();
-            }
-            "postgres restart" => tokio::task::spawn_blocking(restart_postgres).await.unwrap(),
-            "seaweedfs frozen 6 s" => {
-                let frozen = freeze_seaweedfs();
-                assert_not_ready(&stack.workers[1], "blob").await;
-                tokio::time::sleep(Duration::from_secs(6).saturating_sub(t.elapsed())).await;
-                frozen.now();
-            }
-            "seaweedfs refusing 4 s" => {
-                let down = tokio::task::spawn_blocking(kill_seaweedfs).await.unwrap();
-                assert_not_ready(&stack.workers[1], "blob").await;
-                tokio::time::sleep(Duration::from_secs(4).saturating_sub(t.elapsed())).await;
-                tokio::task::spawn_blocking(|| down.now()).await.unwrap();
-            }
-            other => unreachable!("{other}"),
-        }
+        inject(&mut stack, fault).await;
         let ended = Instant::now();
         let recovery_s = progress.recovery(ended, before, fault, &stack).await;
         let m = Measured {
@@ -211,7 +177,9 @@ async fn a_batch_survives_every_infrastructure_fault() {
     // Every process is alive and ready again, and no log has a panic.
     for p in std::iter::once(&mut stack.scheduler).chain(stack.workers.iter_mut().skip(1)) {
         assert!(p.child.try_wait().unwrap().is_none(), "{}", p.tail());
-        let r = reqwest::get(format!("http://{}/readyz", p.http)).await.unwrap();
+        let r = reqwest::get(format!("http://{}/readyz", p.http))
+            .await
+            .unwrap();
         assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     }
     for (name, log) in stack.all_logs() {
@@ -241,9 +209,7 @@ impl Measured {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_reconnects_after_a_restart() {
     use pixelfarm_broker::{RabbitBroker, Topology};
-    use pixelfarm_core::{
-        BatchId, Broker, ErrorKind, JobId, JobMessage, ModelName, Priority,
-    };
+    use pixelfarm_core::{BatchId, Broker, ErrorKind, JobId, JobMessage, ModelName, Priority};
     let url = std::env::var("PIXELFARM_TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let prefix = format!("pixelfarm-test-{}", uuid::Uuid::new_v4().simple());
@@ -271,12 +237,18 @@ async fn the_broker_reconnects_after_a_restart() {
     let t = Instant::now();
     let e = broker.publish(&[msg()]).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Transient, "{}", e.chain());
-    assert!(t.elapsed() < Duration::from_secs(15), "publish failed promptly");
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "publish failed promptly"
+    );
     assert!(broker.ping().await.is_err());
     let ended = tokio::time::timeout(Duration::from_secs(30), consumer.next())
         .await
         .expect("the consumer of a dead connection ends");
-    assert!(!matches!(ended, Some(Ok(_))), "no delivery from a dead connection");
+    assert!(
+        !matches!(ended, Some(Ok(_))),
+        "no delivery from a dead connection"
+    );
     drop(consumer);
     tokio::task::spawn_blocking(|| down.now()).await.unwrap();
 
@@ -295,7 +267,10 @@ async fn the_broker_reconnects_after_a_restart() {
             }
         }
     }
-    println!("broker: publishing again {:.1} s after RabbitMQ was back", back.elapsed().as_secs_f64());
+    println!(
+        "broker: publishing again {:.1} s after RabbitMQ was back",
+        back.elapsed().as_secs_f64()
+    );
     let mut consumer = broker
         .consume(std::slice::from_ref(&model), 4)
         .await
@@ -313,7 +288,165 @@ async fn the_broker_reconnects_after_a_restart() {
     got.sort();
     let mut want = vec![kept.job_id, fresh.job_id];
     want.sort();
-    assert_eq!(got, want, "the unsettled message came back and the new one arrived");
+    assert_eq!(
+        got, want,
+        "the unsettled message came back and the new one arrived"
+    );
+}
+
+/// The soak variant, not in CI: `PIXELFARM_SOAK_JOBS` jobs (default 100,000) with the next fault
+/// every `PIXELFARM_SOAK_EVERY_S` seconds (default 30), cycling through all of them, and the
+/// resident memory of every process sampled every 5 s. Prints the scheduler's and the largest
+/// worker's RSS at the start, middle and end of the batch (a restarted process starts afresh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "soak, minutes: cargo nextest run -p pixelfarm-e2e --test faults --run-ignored only --no-capture"]
+async fn soak() {
+    let var = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let jobs = (var("PIXELFARM_SOAK_JOBS", 100_000) as usize / 5).max(1) * 5;
+    let every = Duration::from_secs(var("PIXELFARM_SOAK_EVERY_S", 30));
+    let mut stack = Stack::start(StackOptions {
+        workers: 3,
+        concurrency: 4,
+        render_delay_ms: 0,
+        lease_seconds: 3,
+        window: 512,
+        ..Default::default()
+    })
+    .await;
+    let client = stack.client(KEY_A).await;
+    let out = client.submit(manifest("soak", jobs, None)).await.unwrap();
+    let (progress, sampler) = Progress::start(stack.db_url.clone());
+    let started = Instant::now();
+    // (share of the batch done, scheduler RSS MiB, largest worker RSS MiB)
+    let mut rss: Vec<(f64, f64, f64)> = Vec::new();
+    let (mut next_fault, mut next_sample, mut applied) = (started + every, started, 0);
+    while progress.latest() < jobs as i64 {
+        let now = Instant::now();
+        if now >= next_sample {
+            let worker_max = stack.workers.iter().filter_map(rss_mib).fold(0.0, f64::max);
+            let done = progress.latest() as f64 / jobs as f64;
+            rss.push((done, rss_mib(&stack.scheduler).unwrap_or(0.0), worker_max));
+            next_sample = now + Duration::from_secs(5);
+        }
+        if now >= next_fault {
+            let fault = FAULTS[applied % FAULTS.len()];
+            eprintln!(
+                "{:>5.0} s: {fault} ({} jobs done)",
+                started.elapsed().as_secs_f64(),
+                progress.latest()
+            );
+            inject(&mut stack, fault).await;
+            applied += 1;
+            next_fault = Instant::now() + every;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3600),
+            "soak not done within an hour\n{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let done = wait_batch(
+        &stack,
+        &client,
+        out.batch_id,
+        Duration::from_secs(300),
+        |v| v.done,
+    )
+    .await;
+    sampler.abort();
+    let c = &done.status.counts;
+    assert_eq!(
+        (c.succeeded, c.total()),
+        (jobs as u64, jobs as u64),
+        "{c:?}"
+    );
+    let at = |share: f64| {
+        rss.iter()
+            .min_by(|a, b| (a.0 - share).abs().total_cmp(&(b.0 - share).abs()))
+            .copied()
+            .unwrap_or_default()
+    };
+    println!(
+        "{jobs} jobs in {:.0} s with {applied} faults (one every {} s)",
+        started.elapsed().as_secs_f64(),
+        every.as_secs()
+    );
+    println!("| point | batch done | scheduler RSS (MiB) | largest worker RSS (MiB) |");
+    println!("|---|---|---|---|");
+    for (name, share) in [("start", 0.0), ("middle", 0.5), ("end", 1.0)] {
+        let (d, s, w) = at(share);
+        println!("| {name} | {:.0} % | {s:.1} | {w:.1} |", d * 100.0);
+    }
+}
+
+/// Resident memory of a running process, in MiB.
+fn rss_mib(p: &Proc) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id()?)).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Every fault, in the order the suite applies them.
+const FAULTS: [&str; 6] = [
+    "worker SIGKILL",
+    "scheduler SIGKILL",
+    "rabbitmq stop/start",
+    "postgres restart",
+    "seaweedfs frozen 6 s",
+    "seaweedfs refusing 4 s",
+];
+
+/// Apply `fault` to the stack and end it (the killed process replaced, the service restored),
+/// checking that the newest worker's `/readyz` names the failing dependency meanwhile.
+async fn inject(stack: &mut Stack, fault: &str) {
+    let t = Instant::now();
+    let watched = stack.workers.len() - 1;
+    match fault {
+        "worker SIGKILL" => {
+            let victim = stack
+                .workers
+                .iter_mut()
+                .position(|w| w.child.try_wait().unwrap().is_none())
+                .expect("a live worker");
+            stack.workers[victim].signal("KILL");
+            let _ = stack.workers[victim].child.wait().await;
+            stack.add_worker().await;
+        }
+        "scheduler SIGKILL" => stack.restart_scheduler().await,
+        "rabbitmq stop/start" => {
+            let down = tokio::task::spawn_blocking(stop_rabbitmq).await.unwrap();
+            // Readiness tells the truth meanwhile.
+            assert_not_ready(&stack.workers[watched], "broker").await;
+            tokio::task::spawn_blocking(|| down.now()).await.unwrap();
+        }
+        "postgres restart" => tokio::task::spawn_blocking(restart_postgres).await.unwrap(),
+        "seaweedfs frozen 6 s" => {
+            let frozen = freeze_seaweedfs();
+            assert_not_ready(&stack.workers[watched], "blob").await;
+            tokio::time::sleep(Duration::from_secs(6).saturating_sub(t.elapsed())).await;
+            frozen.now();
+        }
+        "seaweedfs refusing 4 s" => {
+            let down = tokio::task::spawn_blocking(kill_seaweedfs).await.unwrap();
+            assert_not_ready(&stack.workers[watched], "blob").await;
+            tokio::time::sleep(Duration::from_secs(4).saturating_sub(t.elapsed())).await;
+            tokio::task::spawn_blocking(|| down.now()).await.unwrap();
+        }
+        other => unreachable!("{other}"),
+    }
 }
 
 /// `/readyz` of `p` turns 503 naming `check` within a few probe periods.

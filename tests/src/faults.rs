@@ -173,7 +173,13 @@ impl Stack {
         std::fs::rename(&self.scheduler.log, &log).unwrap();
         self.retired.push(log);
         let http = self.scheduler.http;
-        self.scheduler = spawn(self.dir.path(), "pixelfarm-scheduler", "scheduler", &[], http);
+        self.scheduler = spawn(
+            self.dir.path(),
+            "pixelfarm-scheduler",
+            "scheduler",
+            &[],
+            http,
+        );
         wait_ready(&mut self.scheduler).await;
     }
 

@@ -229,10 +229,7 @@ impl RabbitBroker {
             Ok(l) => {
                 let l = Arc::new(l);
                 if st.was_connected {
-                    tracing::info!(
-                        failed_attempts = st.failures,
-                        "reconnected to rabbitmq"
-                    );
+                    tracing::info!(failed_attempts = st.failures, "reconnected to rabbitmq");
                 }
                 *st = LinkState {
                     link: Some(l.clone()),

@@ -1,8 +1,8 @@
 //! Write a batch's images and `results.jsonl` to a folder.
 
 use async_trait::async_trait;
-use futures::{StreamExt, TryStreamExt};
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use pixelfarm_api::{ApiClient, BatchApi};
 use pixelfarm_core::*;
 use serde::Serialize;

@@ -312,7 +312,11 @@ mod tests {
         h.probe_all().await;
         let r = h.readiness();
         assert!(!r.ok);
-        assert!(r.body.contains("database: failing for 0s: refused"), "{}", r.body);
+        assert!(
+            r.body.contains("database: failing for 0s: refused"),
+            "{}",
+            r.body
+        );
         assert!(h.liveness().ok, "a fresh failure keeps the process live");
         let gauge = registry.gather();
         assert_eq!(gauge[0].get_metric()[0].get_gauge().get_value(), 0.0);
@@ -343,7 +347,11 @@ mod tests {
         );
         h.probe_all().await;
         let r = h.readiness();
-        assert!(!r.ok && r.body.contains("no answer within 50 ms"), "{}", r.body);
+        assert!(
+            !r.ok && r.body.contains("no answer within 50 ms"),
+            "{}",
+            r.body
+        );
     }
 
     #[tokio::test]
@@ -357,6 +365,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(150)).await;
         h.probe_all().await;
         let r = h.readiness();
-        assert!(!r.ok && r.body.contains("leader loop: failing"), "{}", r.body);
+        assert!(
+            !r.ok && r.body.contains("leader loop: failing"),
+            "{}",
+            r.body
+        );
     }
 }

@@ -58,10 +58,7 @@ mod postgres_only {
         .unwrap();
         assert_eq!(killed, vec![true], "one session holds the lock");
         assert!(!lead.still_leader().await, "a knows at once");
-        assert!(
-            b.try_lead().await.unwrap().is_some(),
-            "b leads right away"
-        );
+        assert!(b.try_lead().await.unwrap().is_some(), "b leads right away");
         assert!(!lead.still_leader().await, "a never leads again");
     }
 

@@ -234,18 +234,27 @@ pub async fn start(settings: Settings, stop: CancellationToken) -> anyhow::Resul
     let ops_stop = CancellationToken::new();
     let mut health = Health::new(settings.health.config(), &registry);
     health
-        .dependency("database", ping(move || {
-            let s = store.clone();
-            Box::pin(async move { s.ping().await })
-        }))
-        .dependency("broker", ping(move || {
-            let b = broker.clone();
-            Box::pin(async move { b.ping().await })
-        }))
-        .dependency("blob", ping(move || {
-            let b = blob.clone();
-            Box::pin(async move { b.ping().await })
-        }));
+        .dependency(
+            "database",
+            ping(move || {
+                let s = store.clone();
+                Box::pin(async move { s.ping().await })
+            }),
+        )
+        .dependency(
+            "broker",
+            ping(move || {
+                let b = broker.clone();
+                Box::pin(async move { b.ping().await })
+            }),
+        )
+        .dependency(
+            "blob",
+            ping(move || {
+                let b = blob.clone();
+                Box::pin(async move { b.ping().await })
+            }),
+        );
     let w = worker.clone();
     health.condition(
         "consumer",

@@ -425,7 +425,12 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicU32;
 
-    fn flaky(failures: u32) -> (Arc<AtomicU32>, impl Fn() -> std::future::Ready<Result<bool>>) {
+    fn flaky(
+        failures: u32,
+    ) -> (
+        Arc<AtomicU32>,
+        impl Fn() -> std::future::Ready<Result<bool>>,
+    ) {
         let calls = Arc::new(AtomicU32::new(0));
         let c = calls.clone();
         let write = move || {
@@ -453,13 +458,25 @@ mod tests {
         let t = Instant::now();
         let r = retrying(Duration::from_millis(500), &CancellationToken::new(), write).await;
         assert_eq!(r.unwrap_err().kind(), ErrorKind::Transient);
-        assert!(t.elapsed() <= Duration::from_millis(500), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() <= Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
         assert!(calls.load(Ordering::SeqCst) >= 2);
 
         let lost = CancellationToken::new();
         lost.cancel();
         let (calls, write) = flaky(u32::MAX);
-        assert!(retrying(Duration::from_secs(10), &lost, write).await.is_err());
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "a lost lease stops at once");
+        assert!(
+            retrying(Duration::from_secs(10), &lost, write)
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "a lost lease stops at once"
+        );
     }
 }
