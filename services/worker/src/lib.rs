@@ -7,10 +7,12 @@
 //! - [`batcher`]: micro-batching of concurrent renders ([`batcher::Batcher`]).
 //! - [`job`]: one job's execution and its provenance record.
 //! - [`metrics`]: the worker's counters ([`WorkerMetrics`]).
+//! - [`check`]: `check-config`, every settings check without connecting or loading weights.
 //! - [`app`]: [`app::start`] wires settings into a running worker with its ops server.
 
 pub mod app;
 pub mod batcher;
+pub mod check;
 pub mod job;
 pub mod metrics;
 pub mod worker;

@@ -1,4 +1,6 @@
-//! `pixelfarm-worker`: render jobs for the configured models until SIGTERM, then drain.
+//! `pixelfarm-worker`: render jobs for the configured models until SIGTERM, then drain;
+//! `pixelfarm-worker check-config`: load and check the settings as a start does, connecting to
+//! nothing, and exit non-zero naming the bad field.
 
 use pixelfarm_runtime::{Settings, shutdown, telemetry};
 
@@ -8,10 +10,23 @@ fn main() -> anyhow::Result<()> {
     unsafe {
         pixelfarm_diffusion::threads::settle();
     }
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        Some("check-config") => return check_config(),
+        Some(other) => anyhow::bail!("unknown command `{other}`; accepted: check-config, or none"),
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(run())
+}
+
+fn check_config() -> anyhow::Result<()> {
+    let settings = Settings::load().map_err(|e| anyhow::anyhow!(e.chain()))?;
+    for line in pixelfarm_worker::check::settings(&settings)? {
+        println!("{line}");
+    }
+    Ok(())
 }
 
 async fn run() -> anyhow::Result<()> {

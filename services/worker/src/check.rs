@@ -1,0 +1,156 @@
+//! `pixelfarm-worker check-config`: every check of the settings the worker relies on, connecting
+//! to nothing and loading no weights: the shared sections, the worker tunables
+//! ([`crate::app::config`]), the renderer name and, for `diffusion`, the model registry file
+//! (parsed and validated exactly as at start, without downloading its `s3://` models). CI runs
+//! it on each shipped configuration (scripts/check-deploy).
+
+use anyhow::Context;
+use pixelfarm_diffusion::RegistryConfig;
+use pixelfarm_runtime::{Settings, check};
+
+/// The renderers `worker.renderer` accepts.
+pub const RENDERERS: &[&str] = &["diffusion", "test-pattern"];
+
+/// The model registry of the `diffusion` renderer, parsed and validated as
+/// [`crate::app::renderer`] does -- the `worker.registry` file, or the shipped models when it is
+/// not set -- and where it came from; `None` for `test-pattern`.
+///
+/// # Errors
+/// An unknown renderer, an unreadable file, unknown keys or invalid entries (the file and the
+/// entry named).
+pub fn registry(settings: &Settings) -> anyhow::Result<Option<(RegistryConfig, String)>> {
+    match settings.worker.renderer.as_str() {
+        "test-pattern" => Ok(None),
+        "diffusion" => {
+            let Some(path) = settings.worker.registry.as_ref() else {
+                let dir = pixelfarm_shapes::models_dir();
+                let cfg = pixelfarm_shapes::shipped_registry(&dir).map_err(|e| {
+                    anyhow::anyhow!(
+                        "worker.registry: is not set, and the shipped models: {}",
+                        e.chain()
+                    )
+                })?;
+                return Ok(Some((
+                    cfg,
+                    format!("the shipped models in {} (unset)", dir.display()),
+                )));
+            };
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("worker.registry: cannot read {}", path.display()))?;
+            let cfg: RegistryConfig = serde_yaml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("model registry {}: {e}", path.display()))?;
+            cfg.validate()
+                .map_err(|e| anyhow::anyhow!("model registry {}: {}", path.display(), e.chain()))?;
+            Ok(Some((cfg, path.display().to_string())))
+        }
+        other => anyhow::bail!(
+            "worker.renderer: is `{other}`; accepted: {}",
+            RENDERERS.join(", ")
+        ),
+    }
+}
+
+/// Check `settings` as the worker reads them; on success, the report to print (no secrets) with
+/// `warning:` lines for what starts but cannot serve (a model missing from the registry).
+///
+/// # Errors
+/// The first bad field, named, with what is accepted.
+pub fn settings(settings: &Settings) -> anyhow::Result<Vec<String>> {
+    let err = |e: pixelfarm_core::Error| anyhow::anyhow!(e.chain());
+    check::common(settings).map_err(err)?;
+    let w = &settings.worker;
+    check::listen_addr("worker.http_addr", &w.http_addr).map_err(err)?;
+    let cfg = crate::app::config(settings)?;
+    let registry = registry(settings)?;
+    let models: Vec<&str> = cfg.models.iter().map(|m| m.as_str()).collect();
+    let mut report = check::describe(settings);
+    report.push(format!(
+        "worker: id `{}`, models {}, renderer {}, concurrency {}, prefetch {}, lease {} s, heartbeat {} s",
+        cfg.id,
+        models.join(","),
+        w.renderer,
+        cfg.concurrency,
+        cfg.prefetch,
+        w.lease_seconds,
+        w.heartbeat_seconds
+    ));
+    if let Some((reg, source)) = &registry {
+        let listed: Vec<&str> = reg.models.keys().map(|m| m.as_str()).collect();
+        report.push(format!(
+            "worker.registry: {source} lists {} model(s) [{}]",
+            listed.len(),
+            listed.join(", ")
+        ));
+        for m in models.iter().filter(|m| !listed.contains(m)) {
+            report.push(format!(
+                "warning: worker.models serves `{m}`, which the registry does not list: its jobs fail"
+            ));
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_pass() {
+        settings(&Settings::default()).unwrap();
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let mut s = Settings::default();
+        s.worker.renderer = "dall-e".into();
+        let e = settings(&s).unwrap_err().to_string();
+        assert!(e.starts_with("worker.renderer: is `dall-e`"), "{e}");
+
+        s.worker.renderer = "diffusion".into();
+        s.worker.registry = Some("/nonexistent/registry.yaml".into());
+        let e = settings(&s).unwrap_err().to_string();
+        assert!(e.starts_with("worker.registry: cannot read"), "{e}");
+
+        let mut s = Settings::default();
+        s.worker.heartbeat_seconds = s.worker.lease_seconds;
+        let e = format!("{:#}", settings(&s).unwrap_err());
+        assert!(e.contains("worker.heartbeat_seconds"), "{e}");
+    }
+
+    #[test]
+    fn diffusion_without_a_registry_file_serves_the_shipped_models() {
+        let mut s = Settings::default();
+        s.worker.renderer = "diffusion".into();
+        s.worker.models = vec!["shapes".into()];
+        let r = settings(&s).unwrap();
+        assert!(
+            r.iter()
+                .any(|l| l.contains("the shipped models") && l.contains("[shapes]")),
+            "{r:?}"
+        );
+        assert!(!r.iter().any(|l| l.starts_with("warning:")), "{r:?}");
+    }
+
+    #[test]
+    fn registry_is_validated_and_models_compared() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.yaml");
+        let mut s = Settings::default();
+        s.worker.renderer = "diffusion".into();
+        s.worker.registry = Some(path.clone());
+        s.worker.models = vec!["shapes".into(), "sd15".into()];
+        std::fs::write(&path, "models: {}\nmax_batch: 0\n").unwrap();
+        let e = settings(&s).unwrap_err().to_string();
+        assert!(e.contains("max_batch is 0"), "{e}");
+        std::fs::write(&path, "models: {}\nbogus: 1\n").unwrap();
+        let e = settings(&s).unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+        std::fs::write(&path, "models: {}\n").unwrap();
+        let r = settings(&s).unwrap();
+        assert!(
+            r.iter()
+                .any(|l| l.starts_with("warning:") && l.contains("`sd15`")),
+            "{r:?}"
+        );
+    }
+}
