@@ -3,16 +3,16 @@
 //! # Layout
 //! - [`settings`]: [`Settings`], loaded in layers: `config/base.yaml` → `config/{PIXELFARM_ENV}.yaml`
 //!   → `PIXELFARM__SECTION__KEY` environment variables; each section builds its own client.
+//! - [`check`]: start-up checks of the shared settings sections, needing no network (`check-config`).
 //! - [`health`]: [`health::Health`], dependency probes and loop watchdogs behind readiness,
 //!   liveness and `pixelfarm_dependency_up`.
-//! - [`check`]: start-up checks of the shared settings sections, needing no network (`check-config`).
 //! - [`ops`]: the ops HTTP router (`/metrics`, `/healthz`, `/readyz`) and serving helpers.
 //! - [`shutdown`]: one cancellation token fired by SIGTERM / Ctrl-C.
 //! - [`telemetry`]: tracing setup.
 //! - [`tasks`]: [`tasks::wait_all`], a process's tasks to their first failure.
 
-pub mod health;
 pub mod check;
+pub mod health;
 pub mod ops;
 pub mod settings;
 pub mod shutdown;

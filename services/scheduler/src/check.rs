@@ -33,10 +33,7 @@ pub fn settings(settings: &Settings) -> anyhow::Result<Vec<String>> {
             "{field}.name: tenant `{}` is listed twice",
             t.name
         );
-        anyhow::ensure!(
-            t.weight >= 1,
-            "{field}.weight: is 0; accepted: 1 or more"
-        );
+        anyhow::ensure!(t.weight >= 1, "{field}.weight: is 0; accepted: 1 or more");
         for (j, k) in t.api_keys.iter().enumerate() {
             anyhow::ensure!(
                 !k.trim().is_empty(),
