@@ -45,6 +45,17 @@ fn readme_quick_start() -> Vec<String> {
         .collect()
 }
 
+/// The server's maintenance database (`PIXELFARM_TEST_DATABASE_URL`, as for every test).
+fn admin_url() -> String {
+    std::env::var("PIXELFARM_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| pixelfarm_store::testing::DEFAULT_ADMIN_URL.into())
+}
+
+fn amqp_url() -> String {
+    std::env::var("PIXELFARM_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
 /// One process of the quick start: run from the repository root with the shipped settings, and
 /// only `extra` on top of a clean environment.
 fn command(binary: &str, extra: &[(String, String)]) -> Command {
@@ -109,36 +120,30 @@ async fn serve(binary: &str, env: &[(String, String)], http: u16, log: &Path) ->
     }
 }
 
-/// Drops the quick start's database and objects, even when the test fails.
-struct Cleanup {
-    db: String,
-    prefix: String,
-}
+/// Drops the database `migrate` created, even when the test fails (the broker names and the
+/// objects have guards of their own).
+struct DropDatabase(String);
 
-impl Drop for Cleanup {
+impl Drop for DropDatabase {
     fn drop(&mut self) {
-        let (db, prefix) = (self.db.clone(), self.prefix.clone());
-        // A runtime of its own: Drop may run while the test's runtime unwinds.
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Runtime::new().unwrap().block_on(async {
-                if let Ok(pool) =
-                    sqlx::PgPool::connect(pixelfarm_store::testing::DEFAULT_ADMIN_URL).await
-                {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-                        .execute(&pool)
-                        .await;
-                }
-                let mut s3 = s3_config(&prefix);
-                s3.bucket = "pixelfarm".into();
-                if let Ok(blob) = pixelfarm_blob::S3Blob::connect(&s3).await {
-                    use pixelfarm_core::BlobStore;
-                    for key in blob.list("").await.unwrap_or_default() {
-                        let _ = blob.delete(&key).await;
-                    }
-                }
-            })
-        })
-        .join();
+        if pixelfarm_store::testing::keep() {
+            eprintln!("PIXELFARM_TEST_KEEP: keeping database {}", self.0);
+            return;
+        }
+        let db = self.0.clone();
+        let dropped = pixelfarm_store::testing::block_on_own_runtime(async move {
+            let pool = sqlx::PgPool::connect(&admin_url())
+                .await
+                .map_err(|e| e.to_string())?;
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                .execute(&pool)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        });
+        if let Err(e) = dropped {
+            eprintln!("cannot drop database {}: {e}", self.0);
+        }
     }
 }
 
@@ -161,15 +166,18 @@ async fn the_readme_quick_start_works_as_written() {
     let uid = uuid::Uuid::new_v4().simple().to_string();
     let db = format!("{}qs_{uid}", pixelfarm_store::testing::TEST_DB_PREFIX);
     let prefix = format!("e2e-qs-{uid}");
-    let _cleanup = Cleanup {
-        db: db.clone(),
-        prefix: prefix.clone(),
-    };
+    // Dropped after the processes (declared before them), so nothing re-declares behind them.
+    let _database = DropDatabase(db.clone());
+    let _names = pixelfarm_broker::testing::TestTopology::new(&amqp_url(), &prefix, &["shapes"]);
+    let _objects = pixelfarm_blob::testing::TestPrefix::new(pixelfarm_blob::S3Config {
+        bucket: "pixelfarm".into(),
+        ..s3_config(&prefix)
+    });
     let (grpc, http, worker_http) = (free_port(), free_port(), free_port());
     let env: Vec<(String, String)> = [
         (
             "PIXELFARM__DATABASE__URL",
-            format!("postgres://postgres@127.0.0.1:5432/{db}"),
+            format!("{}/{db}", admin_url().rsplit_once('/').unwrap().0),
         ),
         (
             "PIXELFARM__SCHEDULER__GRPC_ADDR",

@@ -140,9 +140,7 @@ async fn run() -> anyhow::Result<()> {
             println!("{}{note}", out.batch_id);
             eprintln!("{} jobs", out.jobs);
             if wait {
-                let v = progress::follow(client.watch(out.batch_id).await.map_err(e)?)
-                    .await
-                    .map_err(e)?;
+                let v = follow(&client, out.batch_id).await.map_err(e)?;
                 eprintln!("done: {}", progress::describe(&v));
             }
         }
@@ -166,9 +164,7 @@ async fn run() -> anyhow::Result<()> {
             }
         }
         Command::Watch { batch } => {
-            let v = progress::follow(client.watch(batch).await.map_err(e)?)
-                .await
-                .map_err(e)?;
+            let v = follow(&client, batch).await.map_err(e)?;
             println!("done: {}", progress::describe(&v));
         }
         Command::Cancel { batch } => {
@@ -187,3 +183,32 @@ async fn run() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Watch `batch` until it is done, drawing progress. A transient failure (the scheduler or its
+/// database restarting) is said on stderr and the watch starts again after [`REWATCH`], so a wait
+/// outlives a restart; any other failure ends it.
+async fn follow(
+    client: &ApiClient,
+    batch: BatchId,
+) -> pixelfarm_core::Result<pixelfarm_api::BatchView> {
+    loop {
+        let followed = match client.watch(batch).await {
+            Ok(views) => progress::follow(views).await,
+            Err(err) => Err(err),
+        };
+        match followed {
+            Err(err) if err.kind() == pixelfarm_core::ErrorKind::Transient => {
+                eprintln!(
+                    "watch interrupted ({}); watching again in {}s",
+                    err.chain(),
+                    REWATCH.as_secs()
+                );
+                tokio::time::sleep(REWATCH).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Pause before watching again after a transient failure.
+const REWATCH: std::time::Duration = std::time::Duration::from_secs(2);
