@@ -23,36 +23,18 @@ use crate::{Worker, WorkerConfig, WorkerMetrics};
 /// # Errors
 /// For an unknown renderer name, an unreadable or invalid registry, or an unreachable store.
 pub async fn renderer(settings: &Settings) -> anyhow::Result<Arc<dyn Renderer>> {
-    match settings.worker.renderer.as_str() {
-        "test-pattern" => Ok(Arc::new(pixelfarm_render::TestPattern::with_delay(
+    // The same choice and validation as `check-config` makes.
+    match crate::check::registry(settings)? {
+        None => Ok(Arc::new(pixelfarm_render::TestPattern::with_delay(
             Duration::from_millis(settings.worker.test_pattern_delay_ms),
         ))),
-        "diffusion" => {
-            let Some(path) = settings.worker.registry.as_ref() else {
-                let dir = pixelfarm_shapes::models_dir();
-                tracing::info!(dir = %dir.display(), "worker.registry is not set: serving the shipped models");
-                let cfg = pixelfarm_shapes::shipped_registry(&dir).map_err(|e| {
-                    anyhow::anyhow!(
-                        "worker.registry is not set, and the shipped models: {}",
-                        e.chain()
-                    )
-                })?;
-                return Ok(Arc::new(
-                    DiffusionEngine::new(cfg).map_err(|e| anyhow::anyhow!(e.chain()))?,
-                ));
-            };
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read worker.registry {}", path.display()))?;
-            let cfg: RegistryConfig = serde_yaml::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("model registry {}: {e}", path.display()))?;
-            cfg.validate()
-                .map_err(|e| anyhow::anyhow!("model registry {}: {}", path.display(), e.chain()))?;
+        Some((cfg, source)) => {
+            tracing::info!(%source, models = cfg.models.len(), "model registry");
             fetch_models(&cfg, &settings.blob.s3).await?;
             Ok(Arc::new(
                 DiffusionEngine::new(cfg).map_err(|e| anyhow::anyhow!(e.chain()))?,
             ))
         }
-        other => anyhow::bail!("worker.renderer is `{other}`; accepted: diffusion, test-pattern"),
     }
 }
 
