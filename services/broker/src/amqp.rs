@@ -249,11 +249,19 @@ impl RabbitBroker {
         }
     }
 
-    /// Forget `link` (when it is still the current one) so the next call opens a new one.
+    /// Forget `link` (when it is still the current one) so the next call opens a new one. A link
+    /// given up while its connection still looks open (a confirm timeout) is closed, so the
+    /// broker hands its unsettled messages to someone else and no socket is left behind.
     async fn drop_link(&self, link: &Arc<Link>) {
         let mut st = self.state.lock().await;
         if st.link.as_ref().is_some_and(|l| Arc::ptr_eq(l, link)) {
             st.link = None;
+        }
+        if link.conn.status().connected() {
+            let link = link.clone();
+            tokio::spawn(async move {
+                let _ = link.conn.close(200, "pixelfarm: link given up").await;
+            });
         }
     }
 

@@ -18,6 +18,9 @@ use crate::maintenance::Maintenance;
 
 /// How often a follower tries to become leader.
 const RETRY: Duration = Duration::from_secs(2);
+/// Pause after a failed dispatch pass (broker or database away): the broker reconnects within
+/// its own backoff, and a pass every dispatch interval would only repeat the same warning.
+const FAILED_PASS_PAUSE: Duration = Duration::from_millis(500);
 
 /// Periods of the leader's loops.
 #[derive(Debug, Clone, Copy)]
@@ -67,15 +70,16 @@ pub async fn run(
                 }
                 next_maintenance = now + every.maintenance;
             }
-            let more = match dispatcher.run_once().await {
-                Ok(o) => o.more,
+            let pause = match dispatcher.run_once().await {
+                Ok(o) if o.more => None,
+                Ok(_) => Some(every.dispatch),
                 Err(e) => {
                     tracing::warn!(error = %e.chain(), "dispatch pass failed");
-                    false
+                    Some(every.dispatch.max(FAILED_PASS_PAUSE))
                 }
             };
-            if !more {
-                tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(every.dispatch) => {} }
+            if let Some(pause) = pause {
+                tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(pause) => {} }
             }
             if stop.is_cancelled() {
                 break;
