@@ -213,6 +213,8 @@ async fn the_broker_reconnects_after_a_restart() {
     let url = std::env::var("PIXELFARM_TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let prefix = format!("pixelfarm-test-{}", uuid::Uuid::new_v4().simple());
+    // Declared before the broker, so dropped after it: its names go when the test ends.
+    let _names = pixelfarm_broker::testing::TestTopology::new(&url, &prefix, &["reconnect"]);
     let broker = RabbitBroker::connect(&url, Topology::new(prefix.clone()))
         .await
         .unwrap();
