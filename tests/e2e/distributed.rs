@@ -371,3 +371,100 @@ async fn sigterm_drains_the_jobs_in_hand() {
     );
     assert!(v.status.counts.succeeded >= 1);
 }
+
+/// Crash isolation: a job whose worker dies under it three times (the test kills whichever worker
+/// holds it, as an OOM kill would) ends `dead` as `crashed_worker`, and the jobs that were in
+/// flight beside it when the first worker died spend no attempt: they succeed on their first.
+/// The replacement workers take one job at a time, so the later crashes are the poison job's
+/// alone (jobs in flight beside a job at every one of its crashes share its count:
+/// docs/failure-modes.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_that_keeps_crashing_its_worker_dies_alone() {
+    let mut stack = Stack::start(StackOptions {
+        workers: 1,
+        concurrency: 4,
+        render_delay_ms: 1500,
+        lease_seconds: 3,
+        ..Default::default()
+    })
+    .await;
+    let client = stack.client(KEY_A).await;
+    let out = client.submit(manifest("poison", 10, None)).await.unwrap();
+    let (jobs, _) = client.jobs(out.batch_id, None, 10).await.unwrap();
+    let poison = jobs[0].id;
+    let db = sqlx::PgPool::connect(&stack.db_url).await.unwrap();
+    let mut killed = Vec::new();
+    for crash in 1..=3 {
+        // Wait until the poison job renders on a live worker, then kill that worker.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let owner: String = loop {
+            let row: Option<(String, Option<String>)> =
+                sqlx::query_as("SELECT state::text, lease_owner FROM jobs WHERE id = $1")
+                    .bind(poison.as_uuid())
+                    .fetch_optional(&db)
+                    .await
+                    .unwrap();
+            if let Some((state, Some(owner))) = row
+                && state == "running"
+                && !killed.contains(&owner)
+            {
+                break owner;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "crash {crash}: the poison job never ran\n{}",
+                stack.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let victim: usize = owner
+            .strip_prefix("worker-")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("worker ids are worker-N: {owner}"));
+        stack.workers[victim].signal("KILL");
+        let _ = stack.workers[victim].child.wait().await;
+        killed.push(owner);
+        stack
+            .add_worker_with(&[
+                ("PIXELFARM__WORKER__CONCURRENCY", "1"),
+                ("PIXELFARM__WORKER__PREFETCH", "1"),
+            ])
+            .await;
+    }
+    let done = wait_batch(
+        &stack,
+        &client,
+        out.batch_id,
+        Duration::from_secs(120),
+        |v| v.done,
+    )
+    .await;
+    let c = &done.status.counts;
+    assert_eq!((c.succeeded, c.dead), (9, 1), "{c:?}\n{}", stack.logs());
+    let (jobs, _) = client.jobs(out.batch_id, None, 10).await.unwrap();
+    let mut bystanders_rescued = 0;
+    for j in &jobs {
+        if j.id == poison {
+            assert_eq!(j.state, JobState::Dead);
+            assert_eq!(j.error_kind.as_deref(), Some("crashed_worker"), "{j:?}");
+            assert!(
+                j.last_error
+                    .as_deref()
+                    .unwrap()
+                    .starts_with("crashed the worker: its lease expired 3 times"),
+                "{j:?}"
+            );
+        } else {
+            assert_eq!(
+                (j.state, j.attempt),
+                (JobState::Succeeded, 1),
+                "a bystander spent no attempt: {j:?}"
+            );
+            bystanders_rescued += usize::from(j.error_kind.as_deref() == Some("lease_expired"));
+        }
+    }
+    assert!(
+        bystanders_rescued >= 1,
+        "some jobs were in flight beside the poison job when its workers died"
+    );
+}
