@@ -373,11 +373,10 @@ async fn sigterm_drains_the_jobs_in_hand() {
 }
 
 /// Crash isolation: a job whose worker dies under it three times (the test kills whichever worker
-/// holds it, as an OOM kill would) ends `dead` as `crashed_worker`, and the jobs that were in
-/// flight beside it when the first worker died spend no attempt: they succeed on their first.
-/// The replacement workers take one job at a time, so the later crashes are the poison job's
-/// alone (jobs in flight beside a job at every one of its crashes share its count:
-/// docs/failure-modes.md).
+/// renders it, as an OOM kill would) ends `dead` as `crashed_worker`, and the jobs that were in
+/// flight beside it spend no attempt: they succeed on their first. After the first crash every
+/// job that was in flight is a suspect and renders alone, so the later crashes are the poison
+/// job's only, although the four suspects come back to the next worker together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_that_keeps_crashing_its_worker_dies_alone() {
     let mut stack = Stack::start(StackOptions {
@@ -424,12 +423,7 @@ async fn a_job_that_keeps_crashing_its_worker_dies_alone() {
         stack.workers[victim].signal("KILL");
         let _ = stack.workers[victim].child.wait().await;
         killed.push(owner);
-        stack
-            .add_worker_with(&[
-                ("PIXELFARM__WORKER__CONCURRENCY", "1"),
-                ("PIXELFARM__WORKER__PREFETCH", "1"),
-            ])
-            .await;
+        stack.add_worker().await;
     }
     let done = wait_batch(
         &stack,

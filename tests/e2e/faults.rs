@@ -224,6 +224,7 @@ async fn the_broker_reconnects_after_a_restart() {
         batch_id: BatchId::generate(),
         model: model.clone(),
         priority: Priority::parse(1).unwrap(),
+        crashes: 0,
     };
     let kept = msg();
     broker.publish(std::slice::from_ref(&kept)).await.unwrap();

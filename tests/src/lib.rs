@@ -238,26 +238,18 @@ worker:
 
     /// Start one more worker and wait until it consumes.
     pub async fn add_worker(&mut self) -> usize {
-        self.add_worker_with(&[]).await
-    }
-
-    /// Start one more worker with extra settings (`PIXELFARM__…` variables) and wait until it
-    /// consumes.
-    pub async fn add_worker_with(&mut self, settings: &[(&str, &str)]) -> usize {
         let n = self.workers.len();
         let port = free_port();
         let id = format!("worker-{n}");
         let addr = format!("127.0.0.1:{port}");
-        let mut env = vec![
-            ("PIXELFARM__WORKER__ID", id.as_str()),
-            ("PIXELFARM__WORKER__HTTP_ADDR", addr.as_str()),
-        ];
-        env.extend_from_slice(settings);
         let w = spawn(
             self.dir.path(),
             "pixelfarm-worker",
             &id,
-            &env,
+            &[
+                ("PIXELFARM__WORKER__ID", id.as_str()),
+                ("PIXELFARM__WORKER__HTTP_ADDR", addr.as_str()),
+            ],
             addr.parse().unwrap(),
         );
         let mut w = w;

@@ -38,6 +38,7 @@ fn msg(model: &str) -> JobMessage {
         batch_id: BatchId::generate(),
         model: ModelName::parse(model).unwrap(),
         priority: Priority::parse(1).unwrap(),
+        crashes: 0,
     }
 }
 

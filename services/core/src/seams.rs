@@ -27,6 +27,10 @@ pub struct JobMessage {
     pub model: ModelName,
     /// Copied from the batch, so a broker with priorities could use it.
     pub priority: Priority,
+    /// Times the job's lease expired when it was published: a job that was in flight when a
+    /// worker died is a suspect, and a worker renders it alone, so a crash it causes again is
+    /// counted against it and not against the jobs beside it.
+    pub crashes: u32,
 }
 
 /// Result of a submit.

@@ -19,6 +19,7 @@ pub fn encode_job_message(m: &JobMessage) -> Vec<u8> {
         batch_id: m.batch_id.to_string(),
         model: m.model.as_str().to_string(),
         priority: u32::from(m.priority.get()),
+        crashes: m.crashes,
     }
     .encode_to_vec()
 }
@@ -37,6 +38,7 @@ pub fn decode_job_message(bytes: &[u8]) -> Result<JobMessage> {
         model: ModelName::parse(m.model)
             .map_err(|e| Error::invalid(format!("job message model {e}")))?,
         priority: Priority::parse(u8::try_from(m.priority).unwrap_or(u8::MAX))?,
+        crashes: m.crashes,
     })
 }
 
@@ -52,6 +54,7 @@ mod tests {
             batch_id: BatchId::generate(),
             model: ModelName::parse("sd15").unwrap(),
             priority: Priority::parse(4).unwrap(),
+            crashes: 2,
         };
         assert_eq!(decode_job_message(&encode_job_message(&m)).unwrap(), m);
         for junk in [&b"\xff\xff\xff"[..], b"", b"{\"job_id\":1}"] {

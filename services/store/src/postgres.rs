@@ -383,12 +383,12 @@ impl JobStore for PgStore {
         // with weight w ranks at n / w); then age. Each tenant contributes at most `limit` rows,
         // read from the partial index, so the cost does not grow with the backlog.
         let rows = sqlx::query(
-            "SELECT c.id, c.batch_id, c.priority
+            "SELECT c.id, c.batch_id, c.priority, c.crashes
              FROM tenants t
              CROSS JOIN LATERAL (
-                 SELECT j.id, j.batch_id, j.priority,
+                 SELECT j.id, j.batch_id, j.priority, j.crashes,
                         row_number() OVER (PARTITION BY j.priority ORDER BY j.id) AS rn
-                 FROM (SELECT id, batch_id, priority FROM jobs
+                 FROM (SELECT id, batch_id, priority, crashes FROM jobs
                        WHERE state = 'pending' AND model = $1 AND tenant_id = t.id
                        ORDER BY priority DESC, id LIMIT $2) j
              ) c
@@ -409,6 +409,7 @@ impl JobStore for PgStore {
                     priority: Priority::parse(
                         u8::try_from(r.get::<i16, _>("priority")).unwrap_or(0),
                     )?,
+                    crashes: u32::try_from(r.get::<i32, _>("crashes")).unwrap_or(0),
                 })
             })
             .collect()

@@ -351,8 +351,8 @@ impl JobStore for SqliteStore {
     async fn dispatchable(&self, model: &ModelName, limit: u32) -> Result<Vec<JobMessage>> {
         // Same order as Postgres: priority, then n-th job of a tenant at n / weight, then age.
         let rows = sqlx::query(
-            "SELECT j.id, j.batch_id, j.priority FROM (
-                 SELECT id, batch_id, priority, tenant_id,
+            "SELECT j.id, j.batch_id, j.priority, j.crashes FROM (
+                 SELECT id, batch_id, priority, tenant_id, crashes,
                         row_number() OVER (PARTITION BY tenant_id, priority ORDER BY id) AS rn
                  FROM jobs WHERE state = 'pending' AND model = ?1) j
              JOIN tenants t ON t.id = j.tenant_id
@@ -373,6 +373,7 @@ impl JobStore for SqliteStore {
                     priority: Priority::parse(
                         u8::try_from(r.get::<i64, _>("priority")).unwrap_or(0),
                     )?,
+                    crashes: u32::try_from(r.get::<i64, _>("crashes")).unwrap_or(0),
                 })
             })
             .collect()

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{RwLock, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -54,6 +54,10 @@ pub struct Worker {
     renderer: Arc<dyn Renderer>,
     metrics: Arc<WorkerMetrics>,
     consuming: AtomicBool,
+    /// Turns to render: every job takes it shared before its claim; a job that was in flight when
+    /// a worker died (a suspect) takes it exclusively, so it is claimed and rendered with nothing
+    /// else in flight here, and a crash it causes again is counted against it alone.
+    turns: RwLock<()>,
 }
 
 /// How a job ended, for metrics.
@@ -97,6 +101,7 @@ impl Worker {
             renderer,
             metrics,
             consuming: AtomicBool::new(false),
+            turns: RwLock::new(()),
         }
     }
 
@@ -210,6 +215,15 @@ impl Worker {
             }
         };
         let model = msg.model.as_str().to_string();
+        // Waiting here holds the message but no claim: if the worker dies meanwhile, the message
+        // is redelivered and no lease expires for this job.
+        let (_shared, _alone) = if msg.crashes > 0 {
+            let turn = self.turns.write().await;
+            tracing::info!(job = %msg.job_id, crashes = msg.crashes, "rendering alone: this job was in flight when a worker died");
+            (None, Some(turn))
+        } else {
+            (Some(self.turns.read().await), None)
+        };
         let t = Instant::now();
         let claimed = match self
             .store
