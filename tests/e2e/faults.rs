@@ -7,6 +7,8 @@
 //! the rate is back to half of that, and asserts a generous bound on it; the figures are printed
 //! (`--no-capture`) for docs/failure-modes.md.
 
+use pixelfarm_api::ApiClient;
+use pixelfarm_core::BatchId;
 use pixelfarm_e2e::faults::{freeze_seaweedfs, kill_seaweedfs, restart_postgres, stop_rabbitmq};
 use pixelfarm_e2e::*;
 use std::sync::{Arc, Mutex};
@@ -157,21 +159,8 @@ async fn a_batch_survives_every_infrastructure_fault() {
         }
     }
 
-    let done = wait_batch(
-        &stack,
-        &client,
-        out.batch_id,
-        Duration::from_secs(300),
-        |v| v.done,
-    )
-    .await;
+    all_succeed(&stack, &client, out.batch_id, JOBS).await;
     sampler.abort();
-    let c = &done.status.counts;
-    assert_eq!(
-        (c.succeeded, c.total()),
-        (JOBS as u64, JOBS as u64),
-        "every job succeeded, none in another state: {c:?}"
-    );
     verify_results(&stack, &client, out.batch_id, JOBS as u64).await;
 
     // Every process is alive and ready again, and no log has a panic.
@@ -354,21 +343,8 @@ async fn soak() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let done = wait_batch(
-        &stack,
-        &client,
-        out.batch_id,
-        Duration::from_secs(300),
-        |v| v.done,
-    )
-    .await;
+    all_succeed(&stack, &client, out.batch_id, jobs).await;
     sampler.abort();
-    let c = &done.status.counts;
-    assert_eq!(
-        (c.succeeded, c.total()),
-        (jobs as u64, jobs as u64),
-        "{c:?}"
-    );
     let at = |share: f64| {
         rss.iter()
             .min_by(|a, b| (a.0 - share).abs().total_cmp(&(b.0 - share).abs()))
@@ -386,6 +362,18 @@ async fn soak() {
         let (d, s, w) = at(share);
         println!("| {name} | {:.0} % | {s:.1} | {w:.1} |", d * 100.0);
     }
+}
+
+/// Wait (up to 5 minutes) until the batch is done, and check that all its `jobs` succeeded and
+/// none is in another state.
+async fn all_succeed(stack: &Stack, client: &ApiClient, batch: BatchId, jobs: usize) {
+    let done = wait_batch(stack, client, batch, Duration::from_secs(300), |v| v.done).await;
+    let c = &done.status.counts;
+    assert_eq!(
+        (c.succeeded, c.total()),
+        (jobs as u64, jobs as u64),
+        "every job succeeded, none in another state: {c:?}"
+    );
 }
 
 /// Resident memory of a running process, in MiB.

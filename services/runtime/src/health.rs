@@ -13,11 +13,13 @@
 //! gone for good) and a restart is the next thing to try. Liveness never flaps on a blip.
 
 use futures::future::BoxFuture;
+use pixelfarm_core::{BlobStore, Broker, JobStore};
 use prometheus::{IntGaugeVec, Opts, Registry};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// A probe: `Ok` when the checked thing works now, else why not (shown in `/readyz`).
@@ -177,6 +179,19 @@ impl Health {
         }
     }
 
+    /// Probe every [`HealthConfig::interval`] on `tasks` until `stop`.
+    pub fn spawn(
+        self: &Arc<Self>,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        stop: CancellationToken,
+    ) {
+        let me = self.clone();
+        tasks.spawn(async move {
+            me.run(stop).await;
+            Ok(())
+        });
+    }
+
     /// Probe every [`HealthConfig::interval`] until `stop`.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         loop {
@@ -276,6 +291,30 @@ where
     Arc::new(move || {
         let fut = f();
         Box::pin(async move { fut.await.map_err(|e| e.chain()) })
+    })
+}
+
+/// The database's probe.
+pub fn store_probe(store: Arc<dyn JobStore>) -> Probe {
+    ping(move || {
+        let s = store.clone();
+        Box::pin(async move { s.ping().await })
+    })
+}
+
+/// The broker's probe.
+pub fn broker_probe(broker: Arc<dyn Broker>) -> Probe {
+    ping(move || {
+        let b = broker.clone();
+        Box::pin(async move { b.ping().await })
+    })
+}
+
+/// The blob store's probe.
+pub fn blob_probe(blob: Arc<dyn BlobStore>) -> Probe {
+    ping(move || {
+        let b = blob.clone();
+        Box::pin(async move { b.ping().await })
     })
 }
 

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use pixelfarm_api::{ApiMetrics, BatchApi};
 use pixelfarm_core::{BlobStore, Broker, JobStore};
-use pixelfarm_runtime::health::{Beat, Health, ping};
+use pixelfarm_runtime::health::{Beat, Health, ping, store_probe};
 use pixelfarm_runtime::{Settings, ops};
 use prometheus::Registry;
 use std::net::SocketAddr;
@@ -170,13 +170,7 @@ pub async fn start(settings: Settings, stop: CancellationToken) -> anyhow::Resul
     let mut health = Health::new(settings.health.config(), &registry);
     let is_leader = core.metrics.is_leader.clone();
     health
-        .dependency(
-            "database",
-            ping(move || {
-                let s = store.clone();
-                Box::pin(async move { s.ping().await })
-            }),
-        )
+        .dependency("database", store_probe(store))
         // Only the leader publishes; a follower needs no broker to serve the API.
         .dependency(
             "broker",
@@ -187,13 +181,7 @@ pub async fn start(settings: Settings, stop: CancellationToken) -> anyhow::Resul
         )
         .condition("leader loop", core.leader_beat.probe(LEADER_PASS_STALL));
     let health = Arc::new(health);
-    tasks.spawn({
-        let (h, stop) = (health.clone(), stop.clone());
-        async move {
-            h.run(stop).await;
-            Ok(())
-        }
-    });
+    health.spawn(&mut tasks, stop.clone());
     let http = pixelfarm_api::http::router(core.api.clone()).merge(ops::router(registry, health));
     let (http_listener, http_addr) = ops::bind(&settings.scheduler.http_addr).await?;
     tasks.spawn(ops_task(http_listener, http, stop.clone()));

@@ -4,7 +4,7 @@ use anyhow::Context;
 use pixelfarm_blob::{S3Blob, S3Config};
 use pixelfarm_core::{Backoff, BlobStore, Renderer};
 use pixelfarm_diffusion::{DiffusionEngine, RegistryConfig, registry::sha256_file};
-use pixelfarm_runtime::health::{Health, ping};
+use pixelfarm_runtime::health::{Health, blob_probe, broker_probe, store_probe};
 use pixelfarm_runtime::{Settings, ops};
 use prometheus::Registry;
 use std::net::SocketAddr;
@@ -216,27 +216,9 @@ pub async fn start(settings: Settings, stop: CancellationToken) -> anyhow::Resul
     let ops_stop = CancellationToken::new();
     let mut health = Health::new(settings.health.config(), &registry);
     health
-        .dependency(
-            "database",
-            ping(move || {
-                let s = store.clone();
-                Box::pin(async move { s.ping().await })
-            }),
-        )
-        .dependency(
-            "broker",
-            ping(move || {
-                let b = broker.clone();
-                Box::pin(async move { b.ping().await })
-            }),
-        )
-        .dependency(
-            "blob",
-            ping(move || {
-                let b = blob.clone();
-                Box::pin(async move { b.ping().await })
-            }),
-        );
+        .dependency("database", store_probe(store))
+        .dependency("broker", broker_probe(broker))
+        .dependency("blob", blob_probe(blob));
     let w = worker.clone();
     health.condition(
         "consumer",
@@ -252,13 +234,7 @@ pub async fn start(settings: Settings, stop: CancellationToken) -> anyhow::Resul
         }),
     );
     let health = Arc::new(health);
-    tasks.spawn({
-        let (h, stop) = (health.clone(), ops_stop.clone());
-        async move {
-            h.run(stop).await;
-            Ok(())
-        }
-    });
+    health.spawn(&mut tasks, ops_stop.clone());
     let (listener, http_addr) = ops::bind(&settings.worker.http_addr).await?;
     let app = ops::router(registry, health);
     let server_stop = ops_stop.clone();
