@@ -110,8 +110,14 @@ const FETCH_CONCURRENCY: usize = 8;
 /// again, so an interrupted fetch resumes. `results.jsonl` is written to a temporary file and
 /// renamed, so it is never half-written.
 ///
+/// Every object key is checked with [`pixelfarm_blob::validate_key`] before anything is
+/// written for it: a key the blob store would refuse (absolute, `..`, empty segments, characters
+/// outside `A-Z a-z 0-9 . _ -`) comes from a broken or malicious server and could write outside
+/// `dir`, so the export stops there.
+///
 /// # Errors
-/// API errors, I/O errors, or `Permanent` when an image's bytes do not match the recorded sha256.
+/// API errors, I/O errors, `Permanent` when an image's bytes do not match the recorded sha256 or
+/// when the server answers an object key that would leave `dir`.
 pub async fn export(source: &dyn ResultSource, batch: BatchId, dir: &Path) -> Result<Summary> {
     let io = |what: &'static str| {
         move |e: std::io::Error| Error::with_source(ErrorKind::Permanent, what, e)
@@ -130,6 +136,7 @@ pub async fn export(source: &dyn ResultSource, batch: BatchId, dir: &Path) -> Re
             .map(|j| async move {
                 match (&j.object_key, &j.sha256) {
                     (Some(key), Some(sha)) if j.state == JobState::Succeeded => {
+                        check_key(j.id, key)?;
                         fetch_image(source, j.id, &dir.join(key), sha).await?;
                         Ok(Some(key.as_str()))
                     }
@@ -177,6 +184,15 @@ pub async fn export(source: &dyn ResultSource, batch: BatchId, dir: &Path) -> Re
     Ok(summary)
 }
 
+/// Refuse an object key that could name a path outside the output folder.
+fn check_key(job: JobId, key: &str) -> Result<()> {
+    pixelfarm_blob::validate_key(key).map_err(|_| {
+        Error::permanent(format!(
+            "the server answered object key {key:?} for job {job}, which is not a relative path inside the output folder; nothing was written for it"
+        ))
+    })
+}
+
 async fn fetch_image(
     source: &dyn ResultSource,
     job: JobId,
@@ -199,4 +215,113 @@ async fn fetch_image(
     let tmp = parent.join(format!(".{job}.tmp"));
     std::fs::write(&tmp, &bytes).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that answers one page of succeeded jobs with the given object keys, and the same
+    /// image bytes (with the right sha256) for each.
+    struct Fake {
+        keys: Vec<String>,
+    }
+
+    const PNG: &[u8] = b"not really a png";
+
+    fn record(batch: BatchId, key: &str) -> JobRecord {
+        let spec =
+            parse_manifest("name: n\nmodel: m\nprompt: p\nseeds: [1]\n").expect("manifest parses");
+        JobRecord {
+            id: JobId::generate(),
+            batch_id: batch,
+            key: "k".into(),
+            model: spec.model.clone(),
+            params: spec.jobs[0].params.clone(),
+            state: JobState::Succeeded,
+            attempt: 1,
+            max_attempts: 3,
+            object_key: Some(key.to_string()),
+            sha256: Some(sha256_hex(PNG)),
+            last_error: None,
+            error_kind: None,
+            timings: BTreeMap::new(),
+            progress: None,
+            created_at: chrono::Utc::now(),
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    #[async_trait]
+    impl ResultSource for Fake {
+        async fn page(
+            &self,
+            batch: BatchId,
+            _after: Option<JobId>,
+        ) -> Result<(Vec<JobRecord>, Option<JobId>)> {
+            Ok((self.keys.iter().map(|k| record(batch, k)).collect(), None))
+        }
+
+        async fn image(&self, _job: JobId) -> Result<Bytes> {
+            Ok(Bytes::from_static(PNG))
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_that_leave_the_folder_are_refused() {
+        let base = tempfile::tempdir().unwrap();
+        let out = base.path().join("out");
+        let absolute = base.path().join("abs.png").to_string_lossy().into_owned();
+        for key in [
+            "../escaped.png",
+            "images/../../escaped.png",
+            absolute.as_str(),
+            "images/a\nb.png",
+            "",
+        ] {
+            let fake = Fake {
+                keys: vec!["images/ok.png".into(), key.into()],
+            };
+            let err = export(&fake, BatchId::generate(), &out)
+                .await
+                .expect_err(key);
+            assert_eq!(err.kind(), ErrorKind::Permanent, "{key:?}");
+            let msg = err.chain();
+            assert!(
+                msg.contains("not a relative path inside the output folder"),
+                "{msg}"
+            );
+            assert!(
+                !msg.contains('\n'),
+                "the key is quoted, not printed raw: {msg}"
+            );
+            assert!(!base.path().join("escaped.png").exists(), "{key:?}");
+            assert!(!base.path().join("abs.png").exists(), "{key:?}");
+            assert!(!out.join("results.jsonl").exists(), "{key:?}");
+        }
+        // Only what is inside the folder was written.
+        let mut outside: Vec<_> = std::fs::read_dir(base.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        outside.sort();
+        assert_eq!(outside, ["out"]);
+    }
+
+    #[tokio::test]
+    async fn good_keys_are_written_inside_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Fake {
+            keys: vec!["images/ab/x.png".into()],
+        };
+        let s = export(&fake, BatchId::generate(), dir.path())
+            .await
+            .unwrap();
+        assert_eq!((s.jobs, s.images), (1, 1));
+        assert_eq!(
+            std::fs::read(dir.path().join("images/ab/x.png")).unwrap(),
+            PNG
+        );
+    }
 }
