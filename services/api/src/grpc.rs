@@ -101,20 +101,12 @@ impl BatchService for GrpcApi {
         } else {
             Some(r.after.parse().map_err(status)?)
         };
-        let jobs = self.observe("list", self.0.jobs(t, batch, after, r.limit).await)?;
-        let limit = if r.limit == 0 {
-            1000
-        } else {
-            r.limit.min(crate::service::MAX_PAGE)
-        };
-        let next_after = if jobs.len() as u32 == limit {
-            jobs.last().map(|j| j.id.to_string()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        // proto3 cannot tell 0 from unset: 0 asks for the default page.
+        let limit = (r.limit != 0).then_some(r.limit);
+        let page = self.observe("list", self.0.page(t, batch, after, limit).await)?;
         Ok(Response::new(v1::ListJobsResponse {
-            jobs: jobs.iter().map(crate::convert::job_to_proto).collect(),
-            next_after,
+            jobs: page.jobs.iter().map(crate::convert::job_to_proto).collect(),
+            next_after: page.next.map(|n| n.to_string()).unwrap_or_default(),
         }))
     }
 

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | POST | `/v1/batches` | manifest (YAML or JSON) → `SubmitOutcome` (201 new, 200 existing) |
 //! | GET | `/v1/batches/{id}` | → `BatchView` |
-//! | GET | `/v1/batches/{id}/jobs?after=&limit=` | → `{jobs, next_after}` |
+//! | GET | `/v1/batches/{id}/jobs?after=&limit=` | → `{jobs, next_after}` (limit 1..=10000, default 1000; `next_after` set while jobs follow) |
 //! | POST | `/v1/batches/{id}/cancel` | → `{cancelled}` |
 //! | GET | `/v1/batches/{id}/watch` | → `text/event-stream` of `batch` events (`BatchView`) |
 //! | GET | `/v1/jobs/{id}/image` | → `image/png`, `image/jpeg` or `image/webp` |
@@ -117,15 +117,11 @@ async fn jobs(
         .filter(|a| !a.is_empty())
         .map(|a| a.parse())
         .transpose()?;
-    let limit = p.limit.unwrap_or(1000);
-    let jobs = observed(&api, "list", api.jobs(t, id.parse()?, after, limit).await)?;
-    let full = jobs.len() as u32 == limit.clamp(1, crate::service::MAX_PAGE);
-    let next_after = if full {
-        jobs.last().map(|j| j.id.to_string())
-    } else {
-        None
-    };
-    Ok(axum::Json(json!({"jobs": jobs, "next_after": next_after})).into_response())
+    let page = observed(&api, "list", api.page(t, id.parse()?, after, p.limit).await)?;
+    Ok(
+        axum::Json(json!({"jobs": page.jobs, "next_after": page.next.map(|n| n.to_string())}))
+            .into_response(),
+    )
 }
 
 async fn cancel(

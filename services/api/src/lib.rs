@@ -18,4 +18,4 @@ pub mod service;
 
 pub use client::ApiClient;
 pub use metrics::ApiMetrics;
-pub use service::{BatchApi, BatchView};
+pub use service::{BatchApi, BatchView, JobPage};

@@ -13,6 +13,32 @@ use crate::ApiMetrics;
 /// Largest page of jobs one call returns.
 pub const MAX_PAGE: u32 = 10_000;
 
+/// Jobs per page when the caller names no limit.
+pub const DEFAULT_PAGE: u32 = 1000;
+
+/// One page of a batch's jobs.
+#[derive(Debug, Clone)]
+pub struct JobPage {
+    /// The jobs, in id order.
+    pub jobs: Vec<JobRecord>,
+    /// The `after` of the next page; `None` only when no job follows.
+    pub next: Option<JobId>,
+}
+
+/// The page size for `limit`: [`DEFAULT_PAGE`] when absent.
+///
+/// # Errors
+/// `Invalid` naming the accepted range for 0 or more than [`MAX_PAGE`].
+pub fn page_limit(limit: Option<u32>) -> Result<u32> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(n) => Err(Error::invalid(format!(
+            "`limit` {n} is out of range; accepted: 1 to {MAX_PAGE} (default {DEFAULT_PAGE})"
+        ))),
+    }
+}
+
 /// How often a watch re-reads the batch.
 const WATCH_POLL: Duration = Duration::from_millis(250);
 
@@ -269,10 +295,35 @@ impl BatchApi {
         Ok(view)
     }
 
-    /// A page of jobs (at most [`MAX_PAGE`]).
+    /// A page of jobs after `after`, in id order, with the cursor of the next page whenever more
+    /// jobs follow. `limit` is `1..=`[`MAX_PAGE`], [`DEFAULT_PAGE`] when absent.
     ///
     /// # Errors
-    /// `NotFound` for an unknown batch or another tenant's.
+    /// `Invalid` for a limit out of range; `NotFound` for an unknown batch or another tenant's.
+    pub async fn page(
+        &self,
+        tenant: TenantId,
+        batch: BatchId,
+        after: Option<JobId>,
+        limit: Option<u32>,
+    ) -> Result<JobPage> {
+        let limit = page_limit(limit)?;
+        // One row more than asked says whether another page follows, so a page that ends exactly
+        // at the last job has no cursor and every other full page has one.
+        let mut jobs = self.store.jobs(tenant, batch, after, limit + 1).await?;
+        let next = if jobs.len() > limit as usize {
+            jobs.truncate(limit as usize);
+            jobs.last().map(|j| j.id)
+        } else {
+            None
+        };
+        Ok(JobPage { jobs, next })
+    }
+
+    /// The jobs of [`BatchApi::page`] without the cursor.
+    ///
+    /// # Errors
+    /// As [`BatchApi::page`].
     pub async fn jobs(
         &self,
         tenant: TenantId,
@@ -280,12 +331,7 @@ impl BatchApi {
         after: Option<JobId>,
         limit: u32,
     ) -> Result<Vec<JobRecord>> {
-        let limit = if limit == 0 {
-            1000
-        } else {
-            limit.min(MAX_PAGE)
-        };
-        self.store.jobs(tenant, batch, after, limit).await
+        Ok(self.page(tenant, batch, after, Some(limit)).await?.jobs)
     }
 
     /// Cancel the jobs that have not started.

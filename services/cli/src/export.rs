@@ -57,11 +57,8 @@ impl ResultSource for Local {
         batch: BatchId,
         after: Option<JobId>,
     ) -> Result<(Vec<JobRecord>, Option<JobId>)> {
-        let jobs = self.api.jobs(self.tenant, batch, after, PAGE).await?;
-        let next = (jobs.len() as u32 == PAGE)
-            .then(|| jobs.last().map(|j| j.id))
-            .flatten();
-        Ok((jobs, next))
+        let page = self.api.page(self.tenant, batch, after, Some(PAGE)).await?;
+        Ok((page.jobs, page.next))
     }
 
     async fn image(&self, job: JobId) -> Result<Bytes> {
