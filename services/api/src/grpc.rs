@@ -36,7 +36,8 @@ impl GrpcApi {
     }
 }
 
-/// Error kind → gRPC status code; the message is the error chain.
+/// Error kind → gRPC status code, with the message [`crate::errors::public_message`] gives (the
+/// same as over HTTP) and the request id in the `x-request-id` metadata.
 pub fn status(e: Error) -> Status {
     let code = match e.kind() {
         ErrorKind::NotFound => tonic::Code::NotFound,
@@ -46,7 +47,13 @@ pub fn status(e: Error) -> Status {
         ErrorKind::Transient => tonic::Code::Unavailable,
         ErrorKind::Permanent => tonic::Code::Internal,
     };
-    Status::new(code, e.chain())
+    let request_id = crate::errors::request_id();
+    let message = crate::errors::public_message(&e, &request_id, "grpc");
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    if let Ok(v) = request_id.parse() {
+        metadata.insert("x-request-id", v);
+    }
+    Status::with_metadata(code, message, metadata)
 }
 
 /// gRPC status → error kind (client side).

@@ -9,11 +9,15 @@
 //! | GET | `/v1/batches/{id}/watch` | → `text/event-stream` of `batch` events (`BatchView`) |
 //! | GET | `/v1/jobs/{id}/image` | → `image/png`, `image/jpeg` or `image/webp` |
 //!
-//! Every route needs `Authorization: Bearer <key>`. Errors are `{"error": {"kind", "message"}}`.
+//! Every route needs `Authorization: Bearer <key>`. Every error, the router's own included (unknown
+//! route, wrong method, body over the limit, a malformed query), is
+//! `{"error": {"code", "message", "request_id"}}` with the request id also in `x-request-id`
+//! (codes in docs/security.md; what the message may say in [`crate::errors`]).
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -34,14 +38,18 @@ pub fn router(api: Arc<BatchApi>) -> Router {
         .route("/v1/batches/{id}/cancel", post(cancel))
         .route("/v1/batches/{id}/watch", get(watch))
         .route("/v1/jobs/{id}/image", get(image))
+        .fallback(unknown_route)
+        .layer(middleware::from_fn(json_errors))
         .with_state(api)
 }
 
+/// A failed call: its [`Error`] rides in the response's extensions to [`json_errors`], which
+/// knows the request id.
 struct ApiError(Error);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let code = match self.0.kind() {
+        let status = match self.0.kind() {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::Invalid => StatusCode::BAD_REQUEST,
@@ -49,8 +57,82 @@ impl IntoResponse for ApiError {
             ErrorKind::Transient => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Permanent => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let body = json!({"error": {"kind": self.0.kind().as_str(), "message": self.0.chain()}});
-        (code, axum::Json(body)).into_response()
+        let mut res = status.into_response();
+        res.extensions_mut().insert(Arc::new(self.0));
+        res
+    }
+}
+
+/// The `error` object of every error answer.
+fn error_body(code: &str, message: &str, request_id: &str) -> serde_json::Value {
+    json!({"error": {"code": code, "message": message, "request_id": request_id}})
+}
+
+async fn unknown_route() -> StatusCode {
+    StatusCode::NOT_FOUND
+}
+
+/// Give every request an id (`x-request-id`) and turn every error answer into the JSON error
+/// shape: an [`ApiError`]'s through [`crate::errors::public_message`], the router's own
+/// (unknown route, wrong method, body limit, extractor rejections) by status.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let request_id = crate::errors::request_id();
+    let call = format!("http {} {}", req.method(), req.uri().path());
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let res = next.run(req).await;
+    let status = res.status();
+    let mut res = if !status.is_client_error() && !status.is_server_error() {
+        res
+    } else if let Some(e) = res.extensions().get::<Arc<Error>>().cloned() {
+        let message = crate::errors::public_message(&e, &request_id, &call);
+        let body = error_body(crate::errors::code(e.kind()), &message, &request_id);
+        (status, axum::Json(body)).into_response()
+    } else {
+        let (code, mut message) = router_error(status, &method, &path, res).await;
+        if status.is_server_error() {
+            tracing::error!(request_id, call, %status, "request failed in the router");
+            message = format!("internal error (request id {request_id})");
+        }
+        (status, axum::Json(error_body(code, &message, &request_id))).into_response()
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    res
+}
+
+/// Code and message of an error the router answered by itself.
+async fn router_error(
+    status: StatusCode,
+    method: &Method,
+    path: &str,
+    res: Response,
+) -> (&'static str, String) {
+    match status {
+        StatusCode::NOT_FOUND => ("not_found", format!("no route {method} {path}")),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            format!("method {method} is not allowed on {path}"),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload_too_large",
+            "the request body is larger than the scheduler accepts".to_string(),
+        ),
+        s if s.is_client_error() => {
+            // axum's rejections (query, path, body) describe the client's request in plain text.
+            let text = axum::body::to_bytes(res.into_body(), 4096)
+                .await
+                .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+                .unwrap_or_default();
+            let text = if text.is_empty() {
+                s.canonical_reason().unwrap_or("bad request").to_lowercase()
+            } else {
+                text
+            };
+            ("invalid_argument", text)
+        }
+        _ => ("internal", String::new()),
     }
 }
 
@@ -148,7 +230,14 @@ async fn watch(
                 .event("batch")
                 .json_data(&v)
                 .unwrap_or_else(|_| Event::default().event("error")),
-            Err(e) => Event::default().event("error").data(e.chain()),
+            Err(e) => {
+                let id = crate::errors::request_id();
+                let message = crate::errors::public_message(&e, &id, "http watch");
+                Event::default()
+                    .event("error")
+                    .json_data(error_body(crate::errors::code(e.kind()), &message, &id))
+                    .unwrap_or_else(|_| Event::default().event("error"))
+            }
         })
     });
     Ok(Sse::new(events)

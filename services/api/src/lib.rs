@@ -5,12 +5,14 @@
 //!   cancel, image) over a [`pixelfarm_core::JobStore`] and a [`pixelfarm_core::BlobStore`].
 //! - [`grpc`]: the tonic `BatchService` over [`BatchApi`].
 //! - [`http`]: the axum HTTP/JSON + SSE routes over [`BatchApi`].
+//! - [`errors`]: what a client is told when a call fails (code, message, request id).
 //! - [`convert`]: domain ↔ protobuf records.
 //! - [`client`]: [`ApiClient`], the gRPC client the CLI uses.
 //! - [`metrics`]: the API's counters ([`ApiMetrics`]).
 
 pub mod client;
 pub mod convert;
+pub mod errors;
 pub mod grpc;
 pub mod http;
 pub mod metrics;

@@ -257,8 +257,7 @@ impl BatchApi {
     async fn check_input(&self, field: &str, key: &str) -> Result<(String, u32, u32)> {
         let bytes = self.blob.get(key).await.map_err(|e| match e.kind() {
             ErrorKind::NotFound | ErrorKind::Invalid => Error::invalid(format!(
-                "manifest field `{field}`: `{key}` is not an object of the blob store {}; upload it first",
-                self.blob.location()
+                "manifest field `{field}`: `{key}` is not an object of the blob store; upload it first"
             )),
             _ => e,
         })?;
