@@ -139,12 +139,15 @@ impl BatchApi {
     ///
     /// # Errors
     /// `Invalid` naming the manifest field (a model no worker serves is refused here, before a
-    /// job or a broker queue exists for it); store errors.
+    /// job or a broker queue exists for it; text the policy refuses, [`text::check_batch`]);
+    /// store errors.
     pub async fn submit(&self, tenant: TenantId, manifest: String) -> Result<SubmitOutcome> {
         let t0 = Instant::now();
         // Expanding a big manifest is CPU work: keep it off the async runtime.
         let (spec, manifest) = tokio::task::spawn_blocking(move || {
-            parse_manifest(&manifest).map(|spec| (spec, manifest))
+            parse_manifest(&manifest)
+                .and_then(|spec| text::check_batch(&manifest, &spec).map(|()| spec))
+                .map(|spec| (spec, manifest))
         })
         .await
         .map_err(|e| Error::with_source(ErrorKind::Permanent, "manifest parser crashed", e))??;

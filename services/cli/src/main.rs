@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use pixelfarm_api::ApiClient;
 use pixelfarm_cli::{embedded, export, progress};
 use pixelfarm_core::BatchId;
+use pixelfarm_core::text::printable;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -100,7 +101,8 @@ fn main() -> anyhow::Result<()> {
 async fn run() -> anyhow::Result<()> {
     pixelfarm_runtime::telemetry::init(pixelfarm_runtime::telemetry::CLI_LOG);
     let cli = Cli::parse();
-    let e = |e: pixelfarm_core::Error| anyhow::anyhow!(e.chain());
+    // What a server says is printed escaped: it may quote a client's text or be malicious.
+    let e = |e: pixelfarm_core::Error| anyhow::anyhow!(printable(&e.chain()).into_owned());
     if let Command::Run {
         manifest,
         out,
@@ -153,7 +155,7 @@ async fn run() -> anyhow::Result<()> {
                 println!(
                     "{} `{}` ({}): {state}, {} jobs: {}",
                     v.status.id,
-                    v.status.name,
+                    printable(&v.status.name),
                     v.status.model,
                     v.total,
                     progress::describe(&v)
@@ -200,7 +202,7 @@ async fn follow(
             Err(err) if err.kind() == pixelfarm_core::ErrorKind::Transient => {
                 eprintln!(
                     "watch interrupted ({}); watching again in {}s",
-                    err.chain(),
+                    printable(&err.chain()),
                     REWATCH.as_secs()
                 );
                 tokio::time::sleep(REWATCH).await;

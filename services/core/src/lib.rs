@@ -12,6 +12,8 @@
 //! - [`state`]: the [`JobState`] machine.
 //! - [`failure`]: retry vs dead-letter ([`decide`], [`Backoff`]).
 //! - [`control`]: a running render's progress and cancellation ([`RenderControl`]).
+//! - [`text`]: the policy for prompts, names and tags ([`text::check`]) and how such text is
+//!   escaped for one-line formats and terminals.
 //! - [`seams`]: [`JobStore`], [`Broker`], [`BlobStore`], [`Renderer`] and the records they exchange.
 
 pub mod control;
@@ -24,6 +26,7 @@ pub mod manifest;
 pub mod params;
 pub mod seams;
 pub mod state;
+pub mod text;
 
 pub use control::{RenderControl, StepProgress};
 pub use error::{Error, ErrorKind, Result};

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
 
+use crate::text::TextKind;
 use crate::{Error, Result};
 
 macro_rules! deserialize_via_parse {
@@ -26,14 +27,20 @@ impl Prompt {
     pub const MAX_CHARS: usize = 2000;
 
     /// # Errors
-    /// `Invalid` when empty (after trimming) or longer than [`Prompt::MAX_CHARS`].
+    /// `Invalid` when empty (after trimming), longer than [`Prompt::MAX_CHARS`], or holding a
+    /// character the text policy refuses ([`crate::text::check`], [`TextKind::Prose`]).
     pub fn parse(s: impl Into<String>) -> Result<Self> {
         let s: String = s.into();
         if s.trim().is_empty() {
             return Err(Error::invalid("must be a non-empty string"));
         }
-        Self::check_len(&s)?;
+        Self::check_text(&s)?;
         Ok(Prompt(s))
+    }
+
+    fn check_text(s: &str) -> Result<()> {
+        Self::check_len(s)?;
+        crate::text::check(s, TextKind::Prose)
     }
 
     fn check_len(s: &str) -> Result<()> {
@@ -61,10 +68,11 @@ pub struct NegativePrompt(String);
 
 impl NegativePrompt {
     /// # Errors
-    /// `Invalid` when longer than [`Prompt::MAX_CHARS`].
+    /// `Invalid` when longer than [`Prompt::MAX_CHARS`] or holding a character the text policy
+    /// refuses.
     pub fn parse(s: impl Into<String>) -> Result<Self> {
         let s: String = s.into();
-        Prompt::check_len(&s)?;
+        Prompt::check_text(&s)?;
         Ok(NegativePrompt(s))
     }
 

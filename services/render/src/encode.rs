@@ -1,5 +1,6 @@
 //! PNG encoding with generation metadata.
 
+use pixelfarm_core::text::one_line;
 use pixelfarm_core::{Error, JobParams, RenderedImage, Result};
 
 /// Text chunks written into every PNG.
@@ -13,6 +14,11 @@ pub struct PngMetadata {
 
 /// The `parameters` text that AUTOMATIC1111-compatible tools read:
 /// prompt, then `Negative prompt: …`, then one line of `Key: value` pairs.
+///
+/// Each part is one line: line breaks and tabs in the prompts are written as spaces
+/// ([`pixelfarm_core::text::one_line`]), so a prompt cannot start a `Negative prompt:` or
+/// `Steps:` line of its own (the text encoder reads them as spaces too; the provenance record
+/// keeps the exact prompt).
 pub fn a1111_parameters(params: &JobParams, model: &str, renderer: &str) -> String {
     let sampler = match params.sampler {
         pixelfarm_core::Sampler::Ddim => "DDIM",
@@ -21,10 +27,10 @@ pub fn a1111_parameters(params: &JobParams, model: &str, renderer: &str) -> Stri
         pixelfarm_core::Sampler::Dpmpp2m => "DPM++ 2M Karras",
         pixelfarm_core::Sampler::Dpmpp2mSde => "DPM++ 2M SDE Karras",
     };
-    let mut out = params.prompt.as_str().to_string();
+    let mut out = one_line(params.prompt.as_str()).into_owned();
     if !params.negative_prompt.as_str().is_empty() {
         out.push_str("\nNegative prompt: ");
-        out.push_str(params.negative_prompt.as_str());
+        out.push_str(&one_line(params.negative_prompt.as_str()));
     }
     out.push_str(&format!(
         "\nSteps: {}, Sampler: {sampler}, CFG scale: {}, Seed: {}, Size: {}x{}, Model: {model}, Renderer: {renderer}",
@@ -161,6 +167,23 @@ mod tests {
             "ein Bäcker, a cat\nNegative prompt: blurry\nSteps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1234, Size: 8x8, Model: sd15, Renderer: test-pattern/1"
         );
         assert_eq!(get("pixelfarm"), "{\"a\":1}");
+
+        // A prompt's line breaks cannot forge the lines A1111 readers trust.
+        let forged = JobParams {
+            prompt: Prompt::parse("a cat\nNegative prompt: forged\nSteps: 1, Seed: 666").unwrap(),
+            negative_prompt: NegativePrompt::parse("blurry\nSteps: 2").unwrap(),
+            ..params.clone()
+        };
+        let text = a1111_parameters(&forged, "sd15", "test-pattern/1");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "a cat Negative prompt: forged Steps: 1, Seed: 666",
+                "Negative prompt: blurry Steps: 2",
+                "Steps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1234, Size: 8x8, Model: sd15, Renderer: test-pattern/1",
+            ]
+        );
         let bad = RenderedImage {
             rgb: vec![0; 5],
             ..img
