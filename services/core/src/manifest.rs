@@ -8,8 +8,30 @@ use crate::keys::derive_seed;
 use crate::params::*;
 use crate::{Error, Result};
 
-/// Most jobs one batch may expand to.
+/// Most jobs one batch may expand to: the store writes a batch in one transaction.
 pub const MAX_JOBS_PER_BATCH: u64 = 1_000_000;
+
+/// Largest manifest text accepted, in bytes: every other budget below is priced from it, and it
+/// matches the HTTP body limit so the gRPC path (whose own limit is larger) is held to the same.
+pub const MAX_MANIFEST_BYTES: usize = 2 << 20;
+
+/// Deepest nesting of YAML/JSON mappings and lists: a real manifest needs 5 (`jobs[].init.image`);
+/// the YAML parser's work grows with the square of the depth (`docs/security.md`, "Budgets").
+pub const MAX_NESTING_DEPTH: usize = 16;
+
+/// Most memory one batch's expanded jobs may take (jobs × bytes per job: prompt, negative prompt,
+/// key and the job's fixed fields), computed from the manifest before expanding it; bounds the
+/// scheduler's memory per submit (a million jobs of 500 bytes fit).
+pub const MAX_EXPANDED_BYTES: u64 = 512 << 20;
+
+/// Most tags on one batch: tags are re-sent with every GET and watch event of the batch.
+pub const MAX_TAGS: usize = 64;
+
+/// Longest tag key, in bytes.
+pub const MAX_TAG_KEY_BYTES: usize = 64;
+
+/// Longest tag value, in bytes.
+pub const MAX_TAG_VALUE_BYTES: usize = 256;
 
 /// A parsed, expanded, valid batch: what the store writes in one transaction.
 #[derive(Debug, Clone)]
@@ -117,8 +139,29 @@ struct RawManifest {
 /// # Errors
 /// `Invalid`, with a message of the form ``manifest field `defaults.width` (line 5): is 65; accepted: …``.
 /// Nothing is written by this function, so a bad manifest leaves nothing behind.
+///
+/// Every budget is checked before the work it bounds: the text's size ([`MAX_MANIFEST_BYTES`]),
+/// then (YAML) anchors, aliases and nesting depth ([`MAX_NESTING_DEPTH`]) on the parser's event
+/// stream before anything is built from it, then tags, the longest expanded prompt, the job
+/// count and the expanded size ([`MAX_EXPANDED_BYTES`]) from the sizes of the parts.
 pub fn parse_manifest(text: &str) -> Result<BatchSpec> {
-    let raw: RawManifest = if text.trim_start().starts_with('{') {
+    if text.len() > MAX_MANIFEST_BYTES {
+        return Err(field_error(
+            "",
+            None,
+            &format!(
+                "the manifest is {} bytes; accepted: at most {MAX_MANIFEST_BYTES} bytes (split the batch)",
+                text.len()
+            ),
+        ));
+    }
+    let is_json = text.trim_start().starts_with('{');
+    // JSON has no aliases, and serde_json stops at 128 levels before doing more work.
+    let scan = if is_json { Ok(()) } else { scan_yaml(text) };
+    if let Err(Scan::Refused(e)) = scan {
+        return Err(e);
+    }
+    let raw: RawManifest = if is_json {
         let mut de = serde_json::Deserializer::from_str(text);
         serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let inner = e.inner();
@@ -137,7 +180,132 @@ pub fn parse_manifest(text: &str) -> Result<BatchSpec> {
             field_error(&path, line, &strip_yaml_location(inner))
         })?
     };
+    if let Err(Scan::Unreadable(e)) = scan {
+        // The budget scan could not read what serde_yaml did: refuse rather than trust it.
+        return Err(e);
+    }
     expand(raw, text)
+}
+
+/// Why the YAML budget scan stopped.
+enum Scan {
+    /// A budget is exceeded (an anchor, an alias, too deep): refuse before deserializing.
+    Refused(Error),
+    /// The scanner found a syntax error: serde_yaml reports it with its own message, which
+    /// names the field; this error is used only if serde_yaml accepts the text.
+    Unreadable(Error),
+}
+
+/// Walk the YAML event stream once, refusing anchors (`&a`), aliases (`*a`) and nesting deeper
+/// than [`MAX_NESTING_DEPTH`], naming the field and line. The parser is pulled one event at a
+/// time and dropped at the first refusal, so a hostile text costs at most one pass over the
+/// part read. Aliases are refused rather than counted: serde_yaml copies the aliased node for
+/// every alias, so a 2 MiB manifest could otherwise expand to gigabytes. A `*` or `&` inside a
+/// scalar (`"a * b"`, `x & y`) is text, not an alias, and is accepted.
+fn scan_yaml(text: &str) -> std::result::Result<(), Scan> {
+    use yaml_rust2::parser::{Event, Parser};
+
+    /// Where the next node of an open collection goes.
+    enum Frame {
+        /// In a mapping: its current key (once read), and whether the next node is a key.
+        Map { key: String, at_key: bool },
+        /// In a list: the index of the next item.
+        Seq { index: usize },
+    }
+    fn path(frames: &[Frame]) -> String {
+        let mut p = String::new();
+        for f in frames {
+            match f {
+                Frame::Map { key, at_key: false } => {
+                    if !p.is_empty() {
+                        p.push('.');
+                    }
+                    p.push_str(key);
+                }
+                Frame::Map { at_key: true, .. } => {}
+                Frame::Seq { index } => p.push_str(&format!("[{index}]")),
+            }
+        }
+        p
+    }
+    /// A node of the top frame is complete: the next one is the next key or item.
+    fn advance(frames: &mut [Frame]) {
+        match frames.last_mut() {
+            Some(Frame::Map { at_key, .. }) => *at_key = !*at_key,
+            Some(Frame::Seq { index }) => *index += 1,
+            None => {}
+        }
+    }
+    const NO_ANCHORS: &str =
+        "YAML anchors and aliases are not accepted (each alias is a copy); write the value out";
+
+    let mut parser = Parser::new_from_str(text);
+    let mut frames: Vec<Frame> = Vec::new();
+    loop {
+        let (event, mark) = match parser.next_token() {
+            Ok(e) => e,
+            Err(e) => {
+                return Err(Scan::Unreadable(field_error(
+                    "",
+                    Some(e.marker().line()),
+                    &format!("is not YAML this scheduler reads: {}", e.info()),
+                )));
+            }
+        };
+        let line = Some(mark.line());
+        let refuse =
+            |frames: &[Frame], msg: &str| Scan::Refused(field_error(&path(frames), line, msg));
+        match event {
+            Event::StreamEnd => return Ok(()),
+            Event::Alias(_) => {
+                return Err(refuse(
+                    &frames,
+                    &format!("is an alias (`*name`); {NO_ANCHORS}"),
+                ));
+            }
+            Event::Scalar(value, _, anchor, _) => {
+                if anchor > 0 {
+                    return Err(refuse(
+                        &frames,
+                        &format!("has an anchor (`&name`); {NO_ANCHORS}"),
+                    ));
+                }
+                if let Some(Frame::Map { key, at_key: true }) = frames.last_mut() {
+                    *key = value;
+                }
+                advance(&mut frames);
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if anchor > 0 {
+                    return Err(refuse(
+                        &frames,
+                        &format!("has an anchor (`&name`); {NO_ANCHORS}"),
+                    ));
+                }
+                if frames.len() >= MAX_NESTING_DEPTH {
+                    return Err(refuse(
+                        &frames,
+                        &format!(
+                            "nests deeper than {MAX_NESTING_DEPTH} levels; accepted: at most {MAX_NESTING_DEPTH} levels of mappings and lists"
+                        ),
+                    ));
+                }
+                frames.push(if matches!(event, Event::MappingStart(..)) {
+                    Frame::Map {
+                        key: String::new(),
+                        at_key: true,
+                    }
+                } else {
+                    Frame::Seq { index: 0 }
+                });
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                frames.pop();
+                advance(&mut frames);
+            }
+            _ => {}
+        }
+    }
 }
 
 fn strip_json_location(e: &serde_json::Error) -> String {
@@ -269,8 +437,18 @@ fn check_output(text: &str, path: &str, output: &OutputSpec) -> Result<()> {
         .map_err(|(field, msg)| cross_error(text, &format!("{path}.{field}"), msg))
 }
 
-/// Placeholders `{name}` in a template, in order of appearance.
-fn placeholders(template: &str) -> std::result::Result<Vec<&str>, String> {
+/// A part of a prompt template: literal text or a placeholder, by name (`{name}`) as written,
+/// by index into the sorted variable names once resolved.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Piece<'a, V = &'a str> {
+    /// Literal text.
+    Text(&'a str),
+    /// A placeholder.
+    Var(V),
+}
+
+/// A template split into text and `{name}` placeholders, in order of appearance.
+fn split_template(template: &str) -> std::result::Result<Vec<Piece<'_>>, String> {
     let mut out = Vec::new();
     let mut rest = template;
     while let Some(open) = rest.find('{') {
@@ -282,10 +460,82 @@ fn placeholders(template: &str) -> std::result::Result<Vec<&str>, String> {
                 "placeholder `{{{name}}}` is not a name of letters, digits and `_`"
             ));
         }
-        out.push(name);
+        if open > 0 {
+            out.push(Piece::Text(&rest[..open]));
+        }
+        out.push(Piece::Var(name));
         rest = &after[close + 1..];
     }
+    if !rest.is_empty() {
+        out.push(Piece::Text(rest));
+    }
     Ok(out)
+}
+
+/// Memory one job takes besides its text: the job's fixed fields and the collections' slots.
+const JOB_OVERHEAD_BYTES: u64 = std::mem::size_of::<JobSpec>() as u64 + 64;
+
+/// The expanded-size budget check: `what` (e.g. `1000 jobs`) takes `bytes`.
+fn check_expanded(text: &str, field: &str, jobs: u64, bytes: u128) -> Result<()> {
+    if bytes > u128::from(MAX_EXPANDED_BYTES) {
+        return Err(cross_error(
+            text,
+            field,
+            format!(
+                "the batch expands to {jobs} jobs taking {bytes} bytes (prompt, negative prompt, key and fields of each job); accepted: at most {MAX_EXPANDED_BYTES} bytes per batch (the expanded-size budget); split the batch or shorten the prompts"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Tags within [`MAX_TAGS`], [`MAX_TAG_KEY_BYTES`] and [`MAX_TAG_VALUE_BYTES`].
+fn check_tags(text: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+    if tags.len() > MAX_TAGS {
+        return Err(cross_error(
+            text,
+            "tags",
+            format!("has {} tags; accepted: at most {MAX_TAGS}", tags.len()),
+        ));
+    }
+    for (k, v) in tags {
+        if k.is_empty() || k.len() > MAX_TAG_KEY_BYTES {
+            return Err(cross_error(
+                text,
+                "tags",
+                format!(
+                    "has a key of {} bytes; accepted: keys of 1 to {MAX_TAG_KEY_BYTES} bytes",
+                    k.len()
+                ),
+            ));
+        }
+        if v.len() > MAX_TAG_VALUE_BYTES {
+            let short: String = k.chars().take(40).collect();
+            return Err(cross_error(
+                text,
+                &format!("tags.{short}"),
+                format!(
+                    "is {} bytes; accepted: at most {MAX_TAG_VALUE_BYTES} bytes",
+                    v.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Bytes one explicit job takes once built: its key (derived from the prompt when not given)
+/// twice, as in the template case.
+fn explicit_job_bytes(j: &RawJob, d: &Defaults) -> u128 {
+    let prompt = j.prompt.as_str().len() as u128;
+    let key = j.key.as_ref().map_or(prompt + 24, |k| k.len() as u128);
+    let negative = j
+        .negative_prompt
+        .as_ref()
+        .unwrap_or(&d.negative_prompt)
+        .as_str()
+        .len() as u128;
+    prompt + 2 * key + negative + u128::from(JOB_OVERHEAD_BYTES)
 }
 
 fn expand(raw: RawManifest, text: &str) -> Result<BatchSpec> {
@@ -303,6 +553,7 @@ fn expand(raw: RawManifest, text: &str) -> Result<BatchSpec> {
             "must be 1 to 200 characters",
         ));
     }
+    check_tags(text, &raw.tags)?;
     let d = Defaults::from_raw(raw.defaults);
     check_output(text, "defaults.output", &d.output)?;
     let sizes: Vec<(u32, u32)> = match &raw.sizes {
@@ -322,20 +573,26 @@ fn expand(raw: RawManifest, text: &str) -> Result<BatchSpec> {
 
     match &raw.prompt {
         Some(template) => {
-            let names = placeholders(template).map_err(|m| cross_error(text, "prompt", m))?;
-            for n in &names {
-                if !raw.vars.contains_key(*n) {
-                    return Err(cross_error(
-                        text,
-                        "prompt",
-                        format!(
-                            "placeholder `{{{n}}}` has no entry in `vars`; accepted: one of the names under `vars`"
-                        ),
-                    ));
-                }
+            let pieces = split_template(template).map_err(|m| cross_error(text, "prompt", m))?;
+            let var_names: Vec<&String> = raw.vars.keys().collect();
+            let mut parts: Vec<Piece<usize>> = Vec::with_capacity(pieces.len());
+            for piece in &pieces {
+                parts.push(match *piece {
+                    Piece::Text(t) => Piece::Text(t),
+                    Piece::Var(n) => match var_names.iter().position(|v| v.as_str() == n) {
+                        Some(i) => Piece::Var(i),
+                        None => {
+                            return Err(cross_error(
+                                text,
+                                "prompt",
+                                format!("placeholder `{{{n}}}` has no entry in `vars`; accepted: one of the names under `vars`"),
+                            ));
+                        }
+                    },
+                });
             }
-            for (name, values) in &raw.vars {
-                if !names.contains(&name.as_str()) {
+            for (i, (name, values)) in raw.vars.iter().enumerate() {
+                if !parts.contains(&Piece::Var(i)) {
                     return Err(cross_error(
                         text,
                         &format!("vars.{name}"),
@@ -371,12 +628,37 @@ fn expand(raw: RawManifest, text: &str) -> Result<BatchSpec> {
                 }
                 RawSeeds::Derived { count, .. } => u64::from(*count),
             };
-            let total = raw
+            // Placeholders are replaced in one pass (a value's own `{x}` stays text), so the
+            // longest prompt is the template's text plus each placeholder's longest value:
+            // checked here, before any prompt is built.
+            let chars = |s: &str| s.chars().count() as u64;
+            let longest: u64 = parts
+                .iter()
+                .map(|p| match p {
+                    Piece::Text(t) => chars(t),
+                    Piece::Var(i) => raw.vars[var_names[*i]]
+                        .iter()
+                        .map(|v| chars(v))
+                        .max()
+                        .unwrap_or(0),
+                })
+                .sum();
+            if longest > Prompt::MAX_CHARS as u64 {
+                return Err(cross_error(
+                    text,
+                    "prompt",
+                    format!(
+                        "expands to a prompt that is {longest} characters long (each variable at its longest value); at most {} are accepted",
+                        Prompt::MAX_CHARS
+                    ),
+                ));
+            }
+            let variants = raw
                 .vars
                 .values()
-                .try_fold(per_variant * sizes.len() as u64, |acc, v| {
-                    acc.checked_mul(v.len() as u64)
-                })
+                .try_fold(1u64, |acc, v| acc.checked_mul(v.len() as u64));
+            let total = variants
+                .and_then(|v| v.checked_mul(per_variant * sizes.len() as u64))
                 .filter(|t| *t + raw.jobs.len() as u64 <= MAX_JOBS_PER_BATCH)
                 .ok_or_else(|| {
                     cross_error(
@@ -385,16 +667,56 @@ fn expand(raw: RawManifest, text: &str) -> Result<BatchSpec> {
                         format!("expand to more than {MAX_JOBS_PER_BATCH} jobs; split the batch"),
                     )
                 })?;
+            let variants = u128::from(variants.expect("checked above"));
+            // Exact bytes of every variant's prompt and key: each value of a variable appears
+            // in variants / (its variable's count) variants.
+            let mut prompt_bytes = variants
+                * parts
+                    .iter()
+                    .filter_map(|p| match p {
+                        Piece::Text(t) => Some(t),
+                        Piece::Var(_) => None,
+                    })
+                    .map(|t| t.len() as u128)
+                    .sum::<u128>();
+            let mut key_bytes = 0u128;
+            for (i, name) in var_names.iter().enumerate() {
+                let values = &raw.vars[*name];
+                let share = variants / values.len() as u128;
+                let sum: u128 = values.iter().map(|v| v.len() as u128).sum();
+                let uses = parts.iter().filter(|p| **p == Piece::Var(i)).count() as u128;
+                prompt_bytes += uses * share * sum;
+                key_bytes += share * (sum + values.len() as u128 * (name.len() as u128 + 2));
+            }
+            // Each job: its variant's prompt, its key twice (the job's and the duplicate
+            // check's) with `@WxH#i`, the negative prompt and the fields.
+            let per_variant_jobs = u128::from(per_variant * sizes.len() as u64);
+            let bytes = per_variant_jobs * (prompt_bytes + 2 * key_bytes)
+                + u128::from(total)
+                    * (2 * 20
+                        + d.negative_prompt.as_str().len() as u128
+                        + u128::from(JOB_OVERHEAD_BYTES));
+            let explicit: u128 = raw.jobs.iter().map(|j| explicit_job_bytes(j, &d)).sum();
+            check_expanded(
+                text,
+                "prompt",
+                total + raw.jobs.len() as u64,
+                bytes + explicit,
+            )?;
             jobs.reserve(total as usize + raw.jobs.len());
 
-            let var_names: Vec<&String> = raw.vars.keys().collect();
             let mut choice = vec![0usize; var_names.len()];
             loop {
-                let mut prompt = template.clone();
+                let mut prompt = String::new();
+                for p in &parts {
+                    match p {
+                        Piece::Text(t) => prompt.push_str(t),
+                        Piece::Var(i) => prompt.push_str(&raw.vars[var_names[*i]][choice[*i]]),
+                    }
+                }
                 let mut variant = String::new();
                 for (i, name) in var_names.iter().enumerate() {
                     let value = &raw.vars[*name][choice[i]];
-                    prompt = prompt.replace(&format!("{{{name}}}"), value);
                     if !variant.is_empty() {
                         variant.push(',');
                     }
@@ -463,6 +785,8 @@ fn expand(raw: RawManifest, text: &str) -> Result<BatchSpec> {
                     "is given but there is no `prompt` template to use it",
                 ));
             }
+            let bytes = raw.jobs.iter().map(|j| explicit_job_bytes(j, &d)).sum();
+            check_expanded(text, "jobs", raw.jobs.len() as u64, bytes)?;
         }
     }
 
@@ -751,6 +1075,156 @@ seeds: {base: 42, count: 2}
             "name: n\nmodel: m\nprompt: \"{{a}} {{b}}\"\nvars:\n  a: {list}\n  b: {list}\nseeds: {{base: 1, count: 2}}\n"
         );
         assert!(err(&text).contains("more than 1000000 jobs"));
+    }
+
+    #[test]
+    fn anchors_and_aliases_are_refused_naming_the_field_and_line() {
+        let e =
+            err("name: n\nmodel: m\nseeds: [1]\nprompt: \"{p}\"\nvars:\n  p: [&a xxx, *a, *a]\n");
+        assert!(
+            e.contains("`vars.p[0]` (line 6)")
+                && e.contains("anchor")
+                && e.contains("not accepted"),
+            "{e}"
+        );
+        let e = err("name: n\nmodel: m\nprompt: p\nseeds: [1]\ntags:\n  a: &v x\n  b: *v\n");
+        assert!(
+            e.contains("`tags.a` (line 6)") && e.contains("anchor"),
+            "{e}"
+        );
+        let e = err("name: n\nmodel: m\ndefaults: &d {steps: 3}\njobs: [{prompt: a}]\n");
+        assert!(
+            e.contains("`defaults` (line 3)") && e.contains("anchor"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_star_or_ampersand_inside_text_is_not_an_alias() {
+        let b = parse_manifest(
+            "name: \"*stars* & co\"\nmodel: m\ntags: {t: \"&x\", u: a*b}\njobs:\n  - prompt: a * b & c\n  - prompt: '*bold* &amp'\n  - {prompt: \"x *y &z\", key: \"*k\"}\n",
+        )
+        .unwrap();
+        assert_eq!(b.name, "*stars* & co");
+        assert_eq!(b.jobs[0].params.prompt.as_str(), "a * b & c");
+        assert_eq!(b.jobs[1].params.prompt.as_str(), "*bold* &amp");
+        assert_eq!(b.jobs[2].key, "*k");
+        assert_eq!(b.tags["u"], "a*b");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let mut block = "name: n\nmodel: m\ntags:\n".to_string();
+        for i in 0..40 {
+            block.push_str(&format!("{}k:\n", " ".repeat(i + 1)));
+        }
+        let e = err(&block);
+        assert!(
+            e.contains("`tags.k.k.k") && e.contains("deeper than 16"),
+            "{e}"
+        );
+        let flow = format!(
+            "name: n\nmodel: m\ntags: {}{}\n",
+            "[".repeat(20),
+            "]".repeat(20)
+        );
+        let e = err(&flow);
+        assert!(
+            e.contains("`tags") && e.contains("(line 3)") && e.contains("deeper than 16"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_value_placeholder_stays_text_and_long_expansions_are_refused_before_building() {
+        // One pass: `{b}` inside a value of `a` is not replaced again.
+        let b = parse_manifest(
+            "name: n\nmodel: m\nprompt: \"{a} {b}\"\nseeds: [1]\nvars:\n  a: [\"x{b}\"]\n  b: [y]\n",
+        )
+        .unwrap();
+        assert_eq!(b.jobs[0].params.prompt.as_str(), "x{b} y");
+        // Each value made of the next placeholder: refused from the parts' sizes.
+        let text = format!(
+            "name: n\nmodel: m\nprompt: \"{{a}}{{b}}{{c}}\"\nseeds: [1]\nvars:\n  a: [\"{}\"]\n  b: [\"{}\"]\n  c: [\"{}\", short]\n",
+            "{b}".repeat(300),
+            "{c}".repeat(300),
+            "z".repeat(1200)
+        );
+        let e = err(&text);
+        assert!(
+            e.contains("`prompt` (line 3)")
+                && e.contains("3000 characters long")
+                && e.contains("at most 2000"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_expanded_size_budget_is_checked_before_expanding() {
+        let vals = |p: &str| {
+            (0..100)
+                .map(|i| format!("{p}{i:02}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let text = format!(
+            "name: n\nmodel: m\ndefaults: {{negative_prompt: \"{}\"}}\nprompt: \"{{a}} {{b}} {}\"\nseeds: {{base: 1, count: 100}}\nvars:\n  a: [{}]\n  b: [{}]\n",
+            "n".repeat(2000),
+            "p".repeat(1990),
+            vals("a"),
+            vals("b")
+        );
+        let e = err(&text);
+        assert!(
+            e.contains("`prompt` (line 4)")
+                && e.contains("1000000 jobs taking")
+                && e.contains(&format!("at most {MAX_EXPANDED_BYTES} bytes per batch"))
+                && e.contains("expanded-size budget"),
+            "{e}"
+        );
+        // The same shape with short prompts fits.
+        let small = text
+            .replace(&"n".repeat(2000), "n")
+            .replace(&"p".repeat(1990), "p");
+        assert_eq!(parse_manifest(&small).unwrap().jobs.len(), 1_000_000);
+    }
+
+    #[test]
+    fn tags_are_bounded() {
+        let many: String = (0..65).map(|i| format!("  t{i}: x\n")).collect();
+        let e = err(&format!(
+            "name: n\nmodel: m\nprompt: p\nseeds: [1]\ntags:\n{many}"
+        ));
+        assert!(
+            e.contains("`tags` (line 5)") && e.contains("65 tags; accepted: at most 64"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "name: n\nmodel: m\nprompt: p\nseeds: [1]\ntags:\n  big: {}\n",
+            "v".repeat(257)
+        ));
+        assert!(
+            e.contains("`tags.big` (line 6)") && e.contains("257 bytes; accepted: at most 256"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "name: n\nmodel: m\nprompt: p\nseeds: [1]\ntags: {{{}: v}}\n",
+            "k".repeat(65)
+        ));
+        assert!(e.contains("`tags`") && e.contains("1 to 64 bytes"), "{e}");
+    }
+
+    #[test]
+    fn an_oversized_manifest_is_refused_before_parsing() {
+        let text = format!(
+            "name: n\nmodel: m\nprompt: p\nseeds: [1]\n#{}\n",
+            " ".repeat(MAX_MANIFEST_BYTES)
+        );
+        let e = err(&text);
+        assert!(
+            e.contains(&format!("at most {MAX_MANIFEST_BYTES} bytes")),
+            "{e}"
+        );
     }
 
     #[test]
