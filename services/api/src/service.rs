@@ -42,6 +42,15 @@ pub fn page_limit(limit: Option<u32>) -> Result<u32> {
 /// How often a watch re-reads the batch.
 const WATCH_POLL: Duration = Duration::from_millis(250);
 
+/// Submits parsed and expanded at once: each may hold up to `MAX_EXPANDED_BYTES` of jobs until
+/// the store has written them, so two bound the scheduler's submit memory to about 1 GiB and
+/// leave the blocking pool's other threads to image decoding.
+pub const MAX_CONCURRENT_SUBMITS: usize = 2;
+
+/// How long a submit waits for one of those slots before it is refused as `Transient` (HTTP 503,
+/// gRPC UNAVAILABLE; clients retry): a short burst queues, a flood is turned away.
+pub const SUBMIT_QUEUE_WAIT: Duration = Duration::from_secs(10);
+
 /// A batch plus what clients derive from it: done, rate, ETA.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BatchView {
@@ -84,6 +93,8 @@ pub struct BatchApi {
     /// `scheduler.models`: accepted at submit although no worker has served them yet.
     allowed_models: Vec<ModelName>,
     metrics: ApiMetrics,
+    /// [`MAX_CONCURRENT_SUBMITS`] permits, each held from parsing to the stored batch.
+    submits: Arc<tokio::sync::Semaphore>,
 }
 
 impl BatchApi {
@@ -103,6 +114,7 @@ impl BatchApi {
             max_attempts,
             allowed_models,
             metrics,
+            submits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SUBMITS)),
         }
     }
 
@@ -140,17 +152,34 @@ impl BatchApi {
     /// # Errors
     /// `Invalid` naming the manifest field (a model no worker serves is refused here, before a
     /// job or a broker queue exists for it; text the policy refuses, [`text::check_batch`]);
-    /// store errors.
+    /// `Transient` when [`MAX_CONCURRENT_SUBMITS`] submits stayed in progress for
+    /// [`SUBMIT_QUEUE_WAIT`]; store errors.
     pub async fn submit(&self, tenant: TenantId, manifest: String) -> Result<SubmitOutcome> {
         let t0 = Instant::now();
+        // A slot before any work: parsing and expanding are what the slots bound. The parse
+        // holds it too, so a client that hangs up does not free it while its parse still runs.
+        let slot = tokio::time::timeout(SUBMIT_QUEUE_WAIT, self.submits.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Transient,
+                    format!(
+                        "the scheduler is busy: {MAX_CONCURRENT_SUBMITS} submits stayed in progress for {} s; accepted: retry later",
+                        SUBMIT_QUEUE_WAIT.as_secs()
+                    ),
+                )
+            })?
+            .map_err(|e| Error::with_source(ErrorKind::Permanent, "submit slots closed", e))?;
         // Expanding a big manifest is CPU work: keep it off the async runtime.
-        let (spec, manifest) = tokio::task::spawn_blocking(move || {
-            parse_manifest(&manifest)
+        let (parsed, _slot) = tokio::task::spawn_blocking(move || {
+            let parsed = parse_manifest(&manifest)
                 .and_then(|spec| text::check_batch(&manifest, &spec).map(|()| spec))
-                .map(|spec| (spec, manifest))
+                .map(|spec| (spec, manifest));
+            (parsed, slot)
         })
         .await
-        .map_err(|e| Error::with_source(ErrorKind::Permanent, "manifest parser crashed", e))??;
+        .map_err(|e| Error::with_source(ErrorKind::Permanent, "manifest parser crashed", e))?;
+        let (spec, manifest) = parsed?;
         let mut spec = spec;
         self.check_model(&spec.model, &manifest).await?;
         drop(manifest);
