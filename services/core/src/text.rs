@@ -75,7 +75,7 @@ fn describe(c: char) -> &'static str {
 /// `s` with every line break and tab as one space: for one-line formats such as the A1111
 /// `parameters` text, where a line break would start a line the reader trusts.
 pub fn one_line(s: &str) -> Cow<'_, str> {
-    if s.chars().any(|c| is_refused(c)) {
+    if s.chars().any(is_refused) {
         Cow::Owned(
             s.chars()
                 .map(|c| if is_refused(c) { ' ' } else { c })
@@ -90,7 +90,7 @@ pub fn one_line(s: &str) -> Cow<'_, str> {
 /// written as `\u{…}`, so text stored before this policy, or sent by a broken server, can
 /// neither move the cursor nor reorder a line.
 pub fn printable(s: &str) -> Cow<'_, str> {
-    if s.chars().any(|c| is_refused(c)) {
+    if s.chars().any(is_refused) {
         let mut out = String::with_capacity(s.len() + 8);
         for c in s.chars() {
             if is_refused(c) {
