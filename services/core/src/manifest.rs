@@ -19,6 +19,13 @@ pub const MAX_MANIFEST_BYTES: usize = 2 << 20;
 /// the YAML parser's work grows with the square of the depth (`docs/security.md`, "Budgets").
 pub const MAX_NESTING_DEPTH: usize = 16;
 
+/// Most `[`/`{` a YAML manifest may leave open at once, counted on the raw text before the YAML
+/// parser sees it: both YAML parsers look ahead over a whole flow collection with work that
+/// grows with its depth (100 000 nested `[` cost 78 s), so the text is refused before they run.
+/// Far above [`MAX_NESTING_DEPTH`], which the parser's events enforce exactly, so that brackets
+/// in prompts are not mistaken for nesting.
+pub const MAX_OPEN_BRACKETS: usize = 256;
+
 /// Most memory one batch's expanded jobs may take (jobs × bytes per job: prompt, negative prompt,
 /// key and the job's fixed fields), computed from the manifest before expanding it; bounds the
 /// scheduler's memory per submit (a million jobs of 500 bytes fit).
@@ -157,7 +164,11 @@ pub fn parse_manifest(text: &str) -> Result<BatchSpec> {
     }
     let is_json = text.trim_start().starts_with('{');
     // JSON has no aliases, and serde_json stops at 128 levels before doing more work.
-    let scan = if is_json { Ok(()) } else { scan_yaml(text) };
+    let scan = if is_json {
+        Ok(())
+    } else {
+        open_brackets(text).and_then(|()| scan_yaml(text))
+    };
     if let Err(Scan::Refused(e)) = scan {
         return Err(e);
     }
@@ -194,6 +205,72 @@ enum Scan {
     /// The scanner found a syntax error: serde_yaml reports it with its own message, which
     /// names the field; this error is used only if serde_yaml accepts the text.
     Unreadable(Error),
+}
+
+/// Refuse a YAML text that leaves more than [`MAX_OPEN_BRACKETS`] `[`/`{` open at once, in one
+/// linear pass over the characters, before a YAML parser runs. An upper bound of the flow
+/// nesting: every `[` and `{` counts as an opening, wherever it is (a quoted string, a comment,
+/// a prompt); a `]` or `}` inside what looks like a quoted string or a comment closes only an
+/// opening of that same string or comment, so text can make the count too high (a refusal) but
+/// closing brackets hidden in text cannot lower it below the real nesting.
+fn open_brackets(text: &str) -> std::result::Result<(), Scan> {
+    let (mut open, mut line) = (0usize, 1usize);
+    // The quote being read (`#` for a comment), and the openings counted inside it.
+    let mut inside: Option<char> = None;
+    let mut local = 0usize;
+    // The character before the current one; `\n` at the start.
+    let mut prev = '\n';
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\n' {
+            line += 1;
+        }
+        match (inside, c) {
+            (_, '[' | '{') => {
+                open += 1;
+                if inside.is_some() {
+                    local += 1;
+                }
+            }
+            (Some(_), ']' | '}') => {
+                if local > 0 {
+                    local -= 1;
+                    open -= 1;
+                }
+            }
+            (None, ']' | '}') => open = open.saturating_sub(1),
+            (Some('"'), '\\') => {
+                chars.next();
+            }
+            (Some('\''), '\'') if chars.peek() == Some(&'\'') => {
+                chars.next();
+            }
+            (Some('#'), '\n') => inside = None,
+            (Some('#'), _) => {}
+            (Some(q), _) if c == q => inside = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') if prev.is_whitespace() || "[{,:?-".contains(prev) => {
+                inside = Some(c);
+                local = 0;
+            }
+            (None, '#') if prev.is_whitespace() => {
+                inside = Some('#');
+                local = 0;
+            }
+            (None, _) => {}
+        }
+        if open > MAX_OPEN_BRACKETS {
+            return Err(Scan::Refused(field_error(
+                "",
+                Some(line),
+                &format!(
+                    "nests more than {MAX_OPEN_BRACKETS} `[`/`{{` deep; accepted: at most {MAX_NESTING_DEPTH} levels of mappings and lists"
+                ),
+            )));
+        }
+        prev = c;
+    }
+    Ok(())
 }
 
 /// Walk the YAML event stream once, refusing anchors (`&a`), aliases (`*a`) and nesting deeper
@@ -1133,6 +1210,33 @@ seeds: {base: 42, count: 2}
             e.contains("`tags") && e.contains("(line 3)") && e.contains("deeper than 16"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_refused_before_the_yaml_parser_runs() {
+        let deep = |n: usize| {
+            format!(
+                "name: n\nmodel: m\nprompt: p\nseeds: [1]\ntags: {}{}\n",
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        let t0 = std::time::Instant::now();
+        let e = err(&deep(100_000));
+        assert!(e.contains("(line 5)") && e.contains("more than 256"), "{e}");
+        assert!(t0.elapsed().as_secs() < 5, "took {:?}", t0.elapsed());
+        // Closing brackets inside quoted strings or comments do not hide openings.
+        let hidden = format!(
+            "name: n\nmodel: m\nprompt: p\nseeds: [1]\ntags: {}\n",
+            "[\"]]\", 'it''s ]]', # x # ]]\n".repeat(300)
+        );
+        assert!(err(&hidden).contains("more than 256"));
+        // Balanced brackets in prompts are text, however many.
+        let prompts: String = (0..400)
+            .map(|i| format!("  - prompt: \"[[a]] {{b}} {i}\"\n  - prompt: x [c] {i}\n"))
+            .collect();
+        let b = parse_manifest(&format!("name: n\nmodel: m\njobs:\n{prompts}")).unwrap();
+        assert_eq!(b.jobs.len(), 800);
     }
 
     #[test]
