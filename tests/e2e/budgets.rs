@@ -1,0 +1,157 @@
+//! Hostile manifests against the real scheduler, over HTTP and gRPC: each is refused before the
+//! work it would cause (docs/security.md, "Budgets"), names the budget, and stores nothing. The
+//! scheduler's peak RSS (VmHWM) after each is printed (`--no-capture`), not asserted.
+
+use pixelfarm_e2e::*;
+use pixelfarm_proto::v1;
+use pixelfarm_proto::v1::batch_service_client::BatchServiceClient;
+
+fn hostile() -> Vec<(&'static str, String, &'static str)> {
+    let head = "name: hostile\nmodel: test\ndefaults: {width: 16, height: 16, steps: 2}\n";
+    let vals = |p: &str| {
+        (0..100)
+            .map(|i| format!("{p}{i:02}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    vec![
+        (
+            "alias bomb",
+            format!(
+                "{head}prompt: \"{{p}}\"\nseeds: [1]\nvars:\n  p: [&a \"{}\"{}]\n",
+                "x".repeat(1000),
+                ", *a".repeat(100_000)
+            ),
+            "has an anchor",
+        ),
+        (
+            "nested templates",
+            format!(
+                "{head}prompt: \"{{a}}{{b}}{{c}}\"\nseeds: [1]\nvars:\n  a: [\"{}\"]\n  b: [\"{}\"]\n  c: [\"{}\"]\n",
+                "{b}".repeat(300),
+                "{c}".repeat(300),
+                "y".repeat(300)
+            ),
+            "expands to a prompt that is 2100 characters long",
+        ),
+        (
+            "million maximal jobs",
+            format!(
+                "name: hostile\nmodel: test\ndefaults: {{width: 16, height: 16, steps: 2, negative_prompt: \"{}\"}}\nprompt: \"{{a}} {{b}} {}\"\nseeds: {{base: 1, count: 100}}\nvars:\n  a: [{}]\n  b: [{}]\n",
+                "n".repeat(2000),
+                "p".repeat(1990),
+                vals("a"),
+                vals("b")
+            ),
+            "expanded-size budget",
+        ),
+        (
+            "tags through aliases",
+            format!(
+                "{head}prompt: p\nseeds: [1]\ntags:\n  t0: &v \"{}\"\n{}",
+                "t".repeat(10_000),
+                (1..5000)
+                    .map(|i| format!("  t{i}: *v\n"))
+                    .collect::<String>()
+            ),
+            "has an anchor",
+        ),
+        (
+            "many tags",
+            format!(
+                "{head}prompt: p\nseeds: [1]\ntags:\n{}",
+                (0..5000)
+                    .map(|i| format!("  t{i}: v\n"))
+                    .collect::<String>()
+            ),
+            "has 5000 tags; accepted: at most 64",
+        ),
+        (
+            "deep flow nesting",
+            format!(
+                "{head}prompt: p\nseeds: [1]\ntags: {}{}\n",
+                "[".repeat(100_000),
+                "]".repeat(100_000)
+            ),
+            "nests more than 256",
+        ),
+        (
+            "deep block nesting",
+            format!(
+                "{head}prompt: p\nseeds: [1]\ntags:\n{}",
+                (0..600)
+                    .map(|i| format!("{}k:\n", " ".repeat(i + 1)))
+                    .collect::<String>()
+            ),
+            "nests deeper than 16 levels",
+        ),
+    ]
+}
+
+/// Peak resident memory of a process, in MiB.
+fn vm_hwm_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        / 1024
+}
+
+async fn stored(db: &sqlx::PgPool) -> (i64, i64) {
+    let n = |q: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(q).fetch_one(db).await.unwrap()
+    };
+    (
+        n("SELECT count(*) FROM batches").await,
+        n("SELECT count(*) FROM jobs").await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_manifests_are_refused_before_the_work_and_store_nothing() {
+    let stack = Stack::start(StackOptions {
+        workers: 1,
+        ..Default::default()
+    })
+    .await;
+    let pid = stack.scheduler.child.id().expect("the scheduler runs");
+    let db = sqlx::PgPool::connect(&stack.db_url).await.unwrap();
+    let http = format!("http://{}", stack.scheduler.http);
+    let client = reqwest::Client::new();
+    let mut grpc = BatchServiceClient::connect(stack.grpc_url.clone())
+        .await
+        .unwrap()
+        .max_encoding_message_size(4 << 20);
+    eprintln!("scheduler peak RSS at start: {} MiB", vm_hwm_mib(pid));
+    for (name, body, expected) in hostile() {
+        let t0 = std::time::Instant::now();
+        let r = client
+            .post(format!("{http}/v1/batches"))
+            .bearer_auth(KEY_A)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        assert_eq!(status, 400, "{name}: {text}");
+        assert!(text.contains(expected), "{name}: {text}");
+        let http_secs = t0.elapsed().as_secs_f64();
+        let mut req = tonic::Request::new(v1::SubmitBatchRequest {
+            manifest: body.clone(),
+        });
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {KEY_A}").parse().unwrap());
+        let s = grpc.submit_batch(req).await.unwrap_err();
+        assert_eq!(s.code(), tonic::Code::InvalidArgument, "{name}: {s:?}");
+        assert!(s.message().contains(expected), "{name}: {}", s.message());
+        assert_eq!(stored(&db).await, (0, 0), "{name}: nothing stored");
+        eprintln!(
+            "{name}: {} KiB, HTTP {status} in {http_secs:.2} s, scheduler peak RSS {} MiB",
+            body.len() / 1024,
+            vm_hwm_mib(pid)
+        );
+    }
+}
