@@ -32,13 +32,18 @@ impl GrpcApi {
 
     fn observe<T>(&self, method: &str, r: pixelfarm_core::Result<T>) -> Result<T, Status> {
         self.0.metrics().observe("grpc", method, &r);
-        r.map_err(status)
+        r.map_err(|e| status_of(e, &format!("grpc {method}")))
     }
 }
 
 /// Error kind → gRPC status code, with the message [`crate::errors::public_message`] gives (the
 /// same as over HTTP) and the request id in the `x-request-id` metadata.
 pub fn status(e: Error) -> Status {
+    status_of(e, "grpc")
+}
+
+/// [`status`] for a failure of `call` (transport and method, named in the log).
+fn status_of(e: Error, call: &str) -> Status {
     let code = match e.kind() {
         ErrorKind::NotFound => tonic::Code::NotFound,
         ErrorKind::Conflict => tonic::Code::AlreadyExists,
@@ -48,7 +53,7 @@ pub fn status(e: Error) -> Status {
         ErrorKind::Permanent => tonic::Code::Internal,
     };
     let request_id = crate::errors::request_id();
-    let message = crate::errors::public_message(&e, &request_id, "grpc");
+    let message = crate::errors::public_message(&e, &request_id, call);
     let mut metadata = tonic::metadata::MetadataMap::new();
     if let Ok(v) = request_id.parse() {
         metadata.insert("x-request-id", v);
