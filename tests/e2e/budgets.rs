@@ -155,3 +155,51 @@ async fn hostile_manifests_are_refused_before_the_work_and_store_nothing() {
         );
     }
 }
+
+/// The figures of docs/security.md's "Budgets" table on the real scheduler: each hostile
+/// manifest on a fresh scheduler process (peak RSS is per process), answer, time and VmHWM,
+/// without asserting what a build does with it. Measures another build with
+/// `PIXELFARM_E2E_BIN_DIR=<its target/debug>`:
+///
+/// ```sh
+/// cargo nextest run -p pixelfarm-e2e --test budgets --run-ignored only --no-capture
+/// ```
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement; run by hand"]
+async fn measure_the_scheduler_under_hostile_manifests() {
+    let mut stack = Stack::start(StackOptions {
+        workers: 1,
+        ..Default::default()
+    })
+    .await;
+    let http = format!("http://{}", stack.scheduler.http);
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap();
+    for (name, body, _) in hostile() {
+        stack.restart_scheduler().await;
+        let pid = stack.scheduler.child.id().expect("the scheduler runs");
+        let start = vm_hwm_mib(pid);
+        let t0 = std::time::Instant::now();
+        let answer = match client
+            .post(format!("{http}/v1/batches"))
+            .bearer_auth(KEY_A)
+            .body(body.clone())
+            .send()
+            .await
+        {
+            Ok(r) => r.status().as_u16().to_string(),
+            Err(e) if e.is_timeout() => "no answer in 60 s".to_string(),
+            Err(e) => format!("failed: {e}"),
+        };
+        let alive = stack.scheduler.child.try_wait().ok().flatten().is_none();
+        eprintln!(
+            "MEASURE\t{name}\t{} KiB\t{answer}\t{:.2} s\tpeak RSS {} MiB (start {start} MiB){}",
+            body.len() / 1024,
+            t0.elapsed().as_secs_f64(),
+            vm_hwm_mib(pid),
+            if alive { "" } else { "\tscheduler died" }
+        );
+    }
+}

@@ -25,11 +25,15 @@ pub const KEY_B: &str = "e2e-key-b";
 /// Bucket the stacks share (each under its own prefix).
 pub const BUCKET: &str = "pixelfarm-e2e";
 
-/// A built binary of this workspace.
+/// A built binary of this workspace; from `PIXELFARM_E2E_BIN_DIR` when set (to measure another
+/// build, e.g. an older commit's).
 ///
 /// # Panics
 /// When it has not been built.
 pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("PIXELFARM_E2E_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
     // Tests run from target/<profile>/deps, bench binaries from target/<profile>.
     let exe = std::env::current_exe().expect("own exe path");
     let dir = exe.parent().expect("exe has a folder");
