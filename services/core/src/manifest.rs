@@ -1332,6 +1332,20 @@ seeds: {base: 42, count: 2}
     }
 
     #[test]
+    fn every_example_manifest_passes_the_budgets() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml" || e == "json") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if let Err(e) = parse_manifest(&text) {
+                    panic!("{}: {e}", path.display());
+                }
+            }
+        }
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         for t in [
             "",
