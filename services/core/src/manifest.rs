@@ -15,8 +15,8 @@ pub const MAX_JOBS_PER_BATCH: u64 = 1_000_000;
 /// matches the HTTP body limit so the gRPC path (whose own limit is larger) is held to the same.
 pub const MAX_MANIFEST_BYTES: usize = 2 << 20;
 
-/// Deepest nesting of YAML/JSON mappings and lists: a real manifest needs 5 (`jobs[].init.image`);
-/// the YAML parser's work grows with the square of the depth (`docs/security.md`, "Budgets").
+/// Deepest nesting of YAML mappings and lists: a real manifest needs 5 (`jobs[].init.image`).
+/// JSON is held to serde_json's own 128 levels, which cost nothing more.
 pub const MAX_NESTING_DEPTH: usize = 16;
 
 /// Most `[`/`{` a YAML manifest may leave open at once, counted on the raw text before the YAML
@@ -148,8 +148,8 @@ struct RawManifest {
 /// Nothing is written by this function, so a bad manifest leaves nothing behind.
 ///
 /// Every budget is checked before the work it bounds: the text's size ([`MAX_MANIFEST_BYTES`]),
-/// then (YAML) anchors, aliases and nesting depth ([`MAX_NESTING_DEPTH`]) on the parser's event
-/// stream before anything is built from it, then tags, the longest expanded prompt, the job
+/// then (YAML) the open brackets on the raw text ([`MAX_OPEN_BRACKETS`]), anchors, aliases and
+/// nesting depth ([`MAX_NESTING_DEPTH`]) on the parser's event stream before anything is built, then tags, the longest expanded prompt, the job
 /// count and the expanded size ([`MAX_EXPANDED_BYTES`]) from the sizes of the parts.
 pub fn parse_manifest(text: &str) -> Result<BatchSpec> {
     if text.len() > MAX_MANIFEST_BYTES {
