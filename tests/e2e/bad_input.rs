@@ -88,7 +88,12 @@ async fn bad_requests_get_a_stable_code_and_store_nothing() {
     let prefix = stack.prefix.clone();
     let db = sqlx::PgPool::connect(&stack.db_url).await.unwrap();
     let http = format!("http://{}", stack.scheduler.http);
-    let client = reqwest::Client::new();
+    // No connection reuse: after the 413 the server closes a connection whose body it did not
+    // read, and a pooled client could send the next request on it (IncompleteMessage).
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let submit = |body: String| {
         client
             .post(format!("{http}/v1/batches"))
