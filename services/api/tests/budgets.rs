@@ -1,9 +1,9 @@
 //! Hostile manifests through the API's submit: each is refused as `Invalid` with an error that
 //! names the field and what is accepted, and nothing reaches the store.
 
-use pixelfarm_api::{ApiMetrics, BatchApi};
-use pixelfarm_core::{BlobStore, ErrorKind, JobStore, ModelName};
-use std::sync::Arc;
+mod common;
+
+use pixelfarm_core::{ErrorKind, ModelName};
 
 fn hostile() -> Vec<(&'static str, String, &'static str)> {
     let head = "name: hostile\nmodel: m\n";
@@ -90,26 +90,14 @@ fn hostile() -> Vec<(&'static str, String, &'static str)> {
 
 #[tokio::test]
 async fn hostile_manifests_are_refused_and_store_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn JobStore> = Arc::new(
-        pixelfarm_store::SqliteStore::open(&dir.path().join("db.sqlite"))
-            .await
-            .unwrap(),
-    );
-    let blob: Arc<dyn BlobStore> = Arc::new(
-        pixelfarm_blob::LocalBlob::open(dir.path().join("blobs"))
-            .await
-            .unwrap(),
-    );
     let m = ModelName::parse("m").unwrap();
-    let api = BatchApi::new(
-        store.clone(),
-        blob,
-        3,
-        vec![m.clone()],
-        ApiMetrics::register(&prometheus::Registry::new()),
-    );
-    let t = store.create_tenant("t", 1).await.unwrap();
+    let common::Api {
+        api,
+        store,
+        tenant: t,
+        dir: _dir,
+        ..
+    } = common::api(&["m"]).await;
     for (name, text, expected) in hostile() {
         let Err(e) = api.submit(t, text).await else {
             panic!("{name}: accepted");

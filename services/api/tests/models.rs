@@ -1,9 +1,9 @@
 //! Submit accepts a model some worker serves or served, or one `scheduler.models` lists; any
 //! other is refused before anything is written (docs/models.md).
 
-use pixelfarm_api::{ApiMetrics, BatchApi};
-use pixelfarm_core::{BlobStore, ErrorKind, JobStore, ModelName};
-use std::sync::Arc;
+mod common;
+
+use pixelfarm_core::{ErrorKind, ModelName};
 use std::time::Duration;
 
 fn manifest(model: &str) -> String {
@@ -14,26 +14,13 @@ fn manifest(model: &str) -> String {
 
 #[tokio::test]
 async fn submit_accepts_served_and_listed_models_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn JobStore> = Arc::new(
-        pixelfarm_store::SqliteStore::open(&dir.path().join("db.sqlite"))
-            .await
-            .unwrap(),
-    );
-    let blob: Arc<dyn BlobStore> = Arc::new(
-        pixelfarm_blob::LocalBlob::open(dir.path().join("blobs"))
-            .await
-            .unwrap(),
-    );
-    let listed = ModelName::parse("sdxl").unwrap();
-    let api = BatchApi::new(
-        store.clone(),
-        blob,
-        3,
-        vec![listed],
-        ApiMetrics::register(&prometheus::Registry::new()),
-    );
-    let t = store.create_tenant("t", 1).await.unwrap();
+    let common::Api {
+        api,
+        store,
+        tenant: t,
+        dir: _dir,
+        ..
+    } = common::api(&["sdxl"]).await;
 
     // Nothing served yet: only the listed model is accepted.
     let e = api.submit(t, manifest("sd15")).await.unwrap_err();

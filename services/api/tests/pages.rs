@@ -1,32 +1,20 @@
 //! Listing a batch's jobs: every page but the last carries a cursor, the last none, and a limit
 //! outside `1..=MAX_PAGE` is refused rather than replaced.
 
+mod common;
+
 use pixelfarm_api::service::{DEFAULT_PAGE, MAX_PAGE};
-use pixelfarm_api::{ApiMetrics, BatchApi};
-use pixelfarm_core::{BlobStore, ErrorKind, JobStore, ModelName};
-use std::sync::Arc;
+
+use pixelfarm_core::ErrorKind;
 
 #[tokio::test]
 async fn pages_have_a_cursor_while_jobs_follow() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn JobStore> = Arc::new(
-        pixelfarm_store::SqliteStore::open(&dir.path().join("db.sqlite"))
-            .await
-            .unwrap(),
-    );
-    let blob: Arc<dyn BlobStore> = Arc::new(
-        pixelfarm_blob::LocalBlob::open(dir.path().join("blobs"))
-            .await
-            .unwrap(),
-    );
-    let api = BatchApi::new(
-        store.clone(),
-        blob,
-        3,
-        vec![ModelName::parse("m").unwrap()],
-        ApiMetrics::register(&prometheus::Registry::new()),
-    );
-    let t = store.create_tenant("t", 1).await.unwrap();
+    let common::Api {
+        api,
+        tenant: t,
+        dir: _dir,
+        ..
+    } = common::api(&["m"]).await;
     let out = api
         .submit(
             t,

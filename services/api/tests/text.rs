@@ -1,31 +1,18 @@
 //! The text policy holds in the embedded mode's store (SQLite) as in Postgres: refused at parse,
 //! naming the field, nothing stored (docs/security.md, "Text").
 
-use pixelfarm_api::{ApiMetrics, BatchApi};
-use pixelfarm_core::{BlobStore, ErrorKind, JobStore, ModelName};
-use std::sync::Arc;
+mod common;
+
+use pixelfarm_core::ErrorKind;
 
 #[tokio::test]
 async fn sqlite_refuses_what_postgres_refuses() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn JobStore> = Arc::new(
-        pixelfarm_store::SqliteStore::open(&dir.path().join("db.sqlite"))
-            .await
-            .unwrap(),
-    );
-    let blob: Arc<dyn BlobStore> = Arc::new(
-        pixelfarm_blob::LocalBlob::open(dir.path().join("blobs"))
-            .await
-            .unwrap(),
-    );
-    let api = BatchApi::new(
-        store.clone(),
-        blob,
-        3,
-        vec![ModelName::parse("m").unwrap()],
-        ApiMetrics::register(&prometheus::Registry::new()),
-    );
-    let t = store.create_tenant("t", 1).await.unwrap();
+    let common::Api {
+        api,
+        tenant: t,
+        dir: _dir,
+        ..
+    } = common::api(&["m"]).await;
     let m = |name: &str, prompt: &str| {
         format!(
             "name: \"{name}\"\nmodel: m\ndefaults: {{width: 16, height: 16, steps: 2}}\nprompt: \"{prompt}\"\nseeds: [1]\n"
