@@ -367,8 +367,8 @@ impl RabbitBroker {
         Ok(())
     }
 
-    /// Run `f` on the publishing channel of the current link, dropping the link if it died.
-    async fn on_publisher<T, F, Fut>(&self, f: F) -> Result<T>
+    /// Run `f` on the current link, dropping the link if it died meanwhile.
+    async fn on_link<T, F, Fut>(&self, f: F) -> Result<T>
     where
         F: FnOnce(Arc<Link>) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
@@ -393,45 +393,42 @@ impl Broker for RabbitBroker {
     }
 
     async fn consume(&self, models: &[ModelName], prefetch: u16) -> Result<Box<dyn Consumer>> {
-        let link = self.link().await?;
-        let subscribed = async {
-            let channel = link
-                .conn
-                .create_channel()
-                .await
-                .map_err(amqp_err("cannot open channel"))?;
-            // Global = false: the limit applies per consumer; with one consumer per queue on this
-            // channel, set it per channel instead so the whole worker holds at most `prefetch`.
-            channel
-                .basic_qos(prefetch.max(1), BasicQosOptions { global: true })
-                .await
-                .map_err(amqp_err("cannot set prefetch"))?;
-            let mut streams = SelectAll::new();
-            for m in models {
-                self.declare_queue(&channel, m.as_str()).await?;
-                let tag = format!("pixelfarm-{}-{}", m.as_str(), uuid::Uuid::new_v4().simple());
-                let c = channel
-                    .basic_consume(
-                        &self.topology.queue(m.as_str()),
-                        &tag,
-                        BasicConsumeOptions::default(),
-                        FieldTable::default(),
-                    )
+        let subscribed = self
+            .on_link(|link| async move {
+                let channel = link
+                    .conn
+                    .create_channel()
                     .await
-                    .map_err(amqp_err("cannot start consumer"))?;
-                streams.push(c);
-            }
-            Ok(RabbitConsumer { channel, streams })
-        }
-        .await;
-        if subscribed.is_err() && !link.is_alive() {
-            self.drop_link(&link).await;
-        }
-        Ok(Box::new(subscribed?))
+                    .map_err(amqp_err("cannot open channel"))?;
+                // Global = false: the limit applies per consumer; with one consumer per queue on this
+                // channel, set it per channel instead so the whole worker holds at most `prefetch`.
+                channel
+                    .basic_qos(prefetch.max(1), BasicQosOptions { global: true })
+                    .await
+                    .map_err(amqp_err("cannot set prefetch"))?;
+                let mut streams = SelectAll::new();
+                for m in models {
+                    self.declare_queue(&channel, m.as_str()).await?;
+                    let tag = format!("pixelfarm-{}-{}", m.as_str(), uuid::Uuid::new_v4().simple());
+                    let c = channel
+                        .basic_consume(
+                            &self.topology.queue(m.as_str()),
+                            &tag,
+                            BasicConsumeOptions::default(),
+                            FieldTable::default(),
+                        )
+                        .await
+                        .map_err(amqp_err("cannot start consumer"))?;
+                    streams.push(c);
+                }
+                Ok(RabbitConsumer { channel, streams })
+            })
+            .await?;
+        Ok(Box::new(subscribed))
     }
 
     async fn depth(&self, model: &ModelName) -> Result<u64> {
-        self.on_publisher(|l| async move {
+        self.on_link(|l| async move {
             Ok(u64::from(
                 self.declare_queue(&l.publisher, model.as_str()).await?,
             ))
@@ -440,7 +437,7 @@ impl Broker for RabbitBroker {
     }
 
     async fn dead_letter_depth(&self) -> Result<u64> {
-        self.on_publisher(|l| async move {
+        self.on_link(|l| async move {
             let q = l
                 .publisher
                 .queue_declare(
