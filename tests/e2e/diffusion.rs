@@ -1,7 +1,7 @@
 //! The candle engine inside the real worker: a tiny random-weight model of the SD architecture,
 //! stored in S3 (SeaweedFS), downloaded into the worker's cache, verified and rendered.
 
-use pixelfarm_core::{BlobStore, JobState};
+use pixelfarm_core::{BlobStore, JobState, sha256_hex};
 use pixelfarm_e2e::*;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -119,6 +119,61 @@ async fn the_worker_renders_with_a_model_from_s3_and_refuses_tampered_weights() 
         .map(|j| (j.key.clone(), j.sha256.clone().unwrap()))
         .collect();
     assert_eq!(shas, shas2);
+
+    // Another tenant rendering the same parameters gets the same pixels under keys of its own:
+    // neither tenant's images or provenance records are overwritten or readable by the other,
+    // and each recorded sha256 is that of the object under the recorded key.
+    let b = stack.client(KEY_B).await;
+    let other = b.submit(manifest("tiny", "tiny")).await.unwrap();
+    wait_batch(&stack, &b, other.batch_id, Duration::from_secs(300), |v| {
+        v.done
+    })
+    .await;
+    let (jobs_b, _) = b.jobs(other.batch_id, None, 100).await.unwrap();
+    let blob = stack.blob().await;
+    let keys_a: BTreeMap<&str, &str> = jobs
+        .iter()
+        .map(|j| (j.key.as_str(), j.object_key.as_deref().unwrap()))
+        .collect();
+    for j in &jobs_b {
+        let key = j.object_key.as_deref().unwrap();
+        assert_eq!(
+            shas[&j.key],
+            *j.sha256.as_ref().unwrap(),
+            "same pixels, same bytes"
+        );
+        // `images/<tenant>/<ab>/<hash>.png`: the same hash under each tenant's own segment.
+        let (ka, kb) = (
+            keys_a[j.key.as_str()].split('/').collect::<Vec<_>>(),
+            key.split('/').collect::<Vec<_>>(),
+        );
+        assert_ne!(ka[1], kb[1], "tenants never share an object: {key}");
+        assert_eq!(
+            ka[2..],
+            kb[2..],
+            "the hash covers the content, not the tenant"
+        );
+        let prov: serde_json::Value =
+            serde_json::from_slice(&blob.get(&key.replace(".png", ".json")).await.unwrap())
+                .unwrap();
+        assert_eq!(prov["batch_id"], other.batch_id.to_string(), "{key}");
+        assert!(b.image(j.id).await.is_ok());
+    }
+    for j in &jobs {
+        let key = j.object_key.as_deref().unwrap();
+        assert_eq!(
+            &sha256_hex(&blob.get(key).await.unwrap()),
+            j.sha256.as_ref().unwrap()
+        );
+        let prov: serde_json::Value =
+            serde_json::from_slice(&blob.get(&key.replace(".png", ".json")).await.unwrap())
+                .unwrap();
+        assert_ne!(prov["batch_id"], other.batch_id.to_string(), "{key}");
+    }
+    assert!(
+        b.image(jobs[0].id).await.is_err(),
+        "another tenant's job has no image for b"
+    );
 
     // Weights whose sha256 does not match the registry are refused: the jobs die, naming the file.
     let bad = a.submit(manifest("tampered", "tampered")).await.unwrap();

@@ -1,9 +1,9 @@
 //! Seeds derived per job and content-addressed output keys.
 
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::params::{ImageFormat, JobParams, Seed};
+use crate::TenantId;
+use crate::params::{ImageFormat, Seed};
 
 /// The seed of the `index`-th image of the variant `variant_key` in a batch whose base seed is `base`.
 ///
@@ -33,72 +33,62 @@ pub fn hash_api_key(key: &str) -> String {
 }
 
 /// Where a rendered image and its provenance record live in the blob store.
+///
+/// The key is scoped to the tenant and hashes everything the encoded file carries besides its
+/// pixels, so one key always names the same bytes: two tenants rendering the same parameters
+/// write to different keys (no tenant can overwrite, read back or learn about another's image),
+/// and a CPU and a GPU worker, or two releases, write to different keys too (the device and the
+/// code version are embedded in the image, so they are in the hash).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputKey {
+    tenant: TenantId,
     hex: String,
     format: ImageFormat,
 }
 
-#[derive(Serialize)]
-struct Canonical<'a> {
-    version: u32,
-    model_identity: &'a str,
-    params: &'a JobParams,
-}
-
 impl OutputKey {
-    /// Hash of the model identity (its weights' sha256 or the renderer's version) and the canonical
-    /// JSON of the parameters (which include the seed). Same inputs, same key: a retry overwrites the
-    /// object instead of adding one.
-    pub fn for_job(model_identity: &str, params: &JobParams) -> Self {
-        let canonical = serde_json::to_vec(&Canonical {
-            version: 1,
-            model_identity,
-            params,
-        })
-        .expect("job params always serialize");
+    /// The key of an image of `tenant` in `format` whose embedded description is `embedded`:
+    /// the canonical JSON written into the file (model, model identity with its device, every
+    /// parameter with the seed, code version). Same inputs, same key: a retry overwrites the
+    /// object with the same bytes instead of adding one.
+    pub fn new(tenant: TenantId, embedded: &str, format: ImageFormat) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"pixelfarm-output/v2\0");
+        h.update(format.extension().as_bytes());
+        h.update(b"\0");
+        h.update(embedded.as_bytes());
         OutputKey {
-            hex: hex::encode(Sha256::digest(&canonical)),
-            format: params.output.format,
+            tenant,
+            hex: hex::encode(h.finalize()),
+            format,
         }
     }
 
-    /// `images/ab/<sha256>.png` (`.jpg`, `.webp` for those formats).
+    /// `images/<tenant>/ab/<sha256>.png` (`.jpg`, `.webp` for those formats).
     pub fn image(&self) -> String {
         format!(
-            "images/{}/{}.{}",
+            "images/{}/{}/{}.{}",
+            self.tenant,
             &self.hex[..2],
             self.hex,
             self.format.extension()
         )
     }
 
-    /// `images/ab/<sha256>.json`, beside the image.
+    /// `images/<tenant>/ab/<sha256>.json`, beside the image.
     pub fn provenance(&self) -> String {
-        format!("images/{}/{}.json", &self.hex[..2], self.hex)
+        format!(
+            "images/{}/{}/{}.json",
+            self.tenant,
+            &self.hex[..2],
+            self.hex
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::params::*;
-
-    fn params(seed: u64) -> JobParams {
-        JobParams {
-            prompt: Prompt::parse("a red circle").unwrap(),
-            negative_prompt: NegativePrompt::default(),
-            width: 64,
-            height: 64,
-            steps: StepCount::parse(10).unwrap(),
-            guidance: GuidanceScale::parse(7.5).unwrap(),
-            sampler: Sampler::Euler,
-            seed: Seed::parse(seed).unwrap(),
-            init: None,
-            output: Default::default(),
-        }
-    }
-
     #[test]
     fn seeds_are_stable_and_distinct() {
         assert_eq!(derive_seed(1, "a", 0), derive_seed(1, "a", 0));
@@ -113,17 +103,20 @@ mod tests {
     }
 
     #[test]
-    fn output_key_depends_on_model_and_every_param() {
-        let k = OutputKey::for_job("m1", &params(1));
-        assert_eq!(k, OutputKey::for_job("m1", &params(1)));
-        assert_ne!(k, OutputKey::for_job("m2", &params(1)));
-        assert_ne!(k, OutputKey::for_job("m1", &params(2)));
-        assert!(k.image().starts_with("images/") && k.image().ends_with(".png"));
+    fn output_keys_are_per_tenant_and_cover_what_the_file_embeds() {
+        let (a, b) = (TenantId::generate(), TenantId::generate());
+        let k = OutputKey::new(a, "{\"seed\":1}", ImageFormat::Png);
+        assert_eq!(k, OutputKey::new(a, "{\"seed\":1}", ImageFormat::Png));
+        assert_ne!(
+            k.image(),
+            OutputKey::new(b, "{\"seed\":1}", ImageFormat::Png).image()
+        );
+        assert_ne!(k, OutputKey::new(a, "{\"seed\":2}", ImageFormat::Png));
+        let prefix = format!("images/{a}/");
+        assert!(k.image().starts_with(&prefix) && k.image().ends_with(".png"));
         assert_eq!(k.image().replace(".png", ".json"), k.provenance());
-        let mut jpeg = params(1);
-        jpeg.output.format = ImageFormat::Jpeg;
-        let j = OutputKey::for_job("m1", &jpeg);
-        assert_ne!(j, k);
+        let j = OutputKey::new(a, "{\"seed\":1}", ImageFormat::Jpeg);
+        assert_ne!(j.image().replace(".jpg", ".png"), k.image());
         assert!(j.image().ends_with(".jpg"), "{}", j.image());
     }
 }

@@ -12,8 +12,9 @@ use std::time::Instant;
 
 use crate::batcher::Batcher;
 
-/// What pixelfarm writes into every PNG: only what decides the pixels, so the same job gives the
-/// same bytes on every run and every worker.
+/// What pixelfarm writes into every image besides its pixels: only what decides the pixels,
+/// nothing about the run (worker, batch, time). Its JSON is what the [`OutputKey`] hashes, so a
+/// key names one content: the device and the code version are in both.
 #[derive(Serialize)]
 struct PngProvenance<'a> {
     schema: &'static str,
@@ -175,11 +176,12 @@ impl Execution<'_> {
             code_version: CODE_VERSION,
         })
         .expect("provenance serializes");
+        let output = job.params.output;
+        let key = OutputKey::new(self.claimed.tenant, &png_prov, output.format);
         let meta = PngMetadata {
             parameters: a1111_parameters(&job.params, model.as_str(), &identity.renderer),
             provenance_json: png_prov,
         };
-        let output = job.params.output;
         let encoded = blocking(move || {
             let image = postprocess(image, &output)?;
             encode(&image, &output, &meta)
@@ -189,7 +191,6 @@ impl Execution<'_> {
         timings.insert("encode".into(), t.elapsed().as_secs_f64());
 
         let t = Instant::now();
-        let key = OutputKey::for_job(&identity.id, &job.params);
         self.blob
             .put(
                 &key.image(),
