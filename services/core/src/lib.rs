@@ -8,7 +8,8 @@
 //! - [`params`]: newtypes for every job parameter ([`Prompt`], [`Seed`], [`ImageSize`] …).
 //! - [`manifest`]: [`parse_manifest`] → [`BatchSpec`].
 //! - [`image_input`]: img2img / inpainting input pixels ([`ImageInput`]), validated and resized.
-//! - [`keys`]: [`derive_seed`] and content-addressed [`OutputKey`]s.
+//! - [`keys`]: [`derive_seed`] and per-tenant content-addressed [`OutputKey`]s.
+//! - [`limits`]: what a model accepts ([`ModelLimits`]).
 //! - [`state`]: the [`JobState`] machine.
 //! - [`failure`]: retry vs dead-letter ([`decide`], [`Backoff`]).
 //! - [`control`]: a running render's progress and cancellation ([`RenderControl`]).
@@ -22,6 +23,7 @@ pub mod failure;
 pub mod ids;
 pub mod image_input;
 pub mod keys;
+pub mod limits;
 pub mod manifest;
 pub mod params;
 pub mod seams;
@@ -34,6 +36,7 @@ pub use failure::{Backoff, decide};
 pub use ids::{BatchId, JobId, TenantId};
 pub use image_input::{ImageInput, InitImage};
 pub use keys::{OutputKey, derive_seed, hash_api_key, sha256_hex};
+pub use limits::ModelLimits;
 pub use manifest::{BatchSpec, JobSpec, MAX_JOBS_PER_BATCH, field_error_in, parse_manifest};
 pub use params::*;
 pub use seams::*;

@@ -507,6 +507,12 @@ pub trait Renderer: Send + Sync + 'static {
         )))
     }
 
+    /// The bounds of the jobs `model` renders, checked by the worker before the render starts;
+    /// `None` (the default) for a renderer whose every job is cheap.
+    fn limits(&self, _model: &ModelName) -> Option<crate::ModelLimits> {
+        None
+    }
+
     /// The most jobs worth rendering in one [`Renderer::render_batch`] call; 1 (the default) means
     /// batching gains nothing and the worker calls it with one job at a time, concurrently.
     fn max_batch(&self) -> usize {

@@ -2,8 +2,8 @@
 
 use candle_core::Device;
 use pixelfarm_core::{
-    Error, ErrorKind, JobParams, ModelIdentity, ModelName, RenderControl, RenderedImage, Renderer,
-    Result,
+    Error, ErrorKind, JobParams, ModelIdentity, ModelLimits, ModelName, RenderControl,
+    RenderedImage, Renderer, Result,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -136,7 +136,8 @@ impl DiffusionEngine {
         Ok((m, start.elapsed().as_secs_f64()))
     }
 
-    /// [`Renderer::render_batch`]: groups the jobs by [`BatchKey`] (at most `max_batch` each) and
+    /// [`Renderer::render_batch`]: groups the jobs by [`BatchKey`] (at most the model's
+    /// `max_batch` each) and
     /// renders group by group, reporting each group's steps to its jobs' controls; a group stops
     /// between steps once all of its jobs are cancelled.
     fn render_groups(
@@ -149,13 +150,18 @@ impl DiffusionEngine {
             Ok(x) => x,
             Err(e) => return jobs.iter().map(|_| Err(copy_error(&e))).collect(),
         };
-        // Group compatible jobs, keeping the first appearance order, at most max_batch per group.
+        // Group compatible jobs, keeping the first appearance order, at most the model's
+        // max_batch per group.
+        let max_batch = self
+            .config
+            .limits(model)
+            .map_or(self.config.max_batch, |l| l.max_batch);
         let mut groups: Vec<(BatchKey, Vec<usize>)> = Vec::new();
         for (i, job) in jobs.iter().enumerate() {
             let key = BatchKey::of(job);
             match groups
                 .iter_mut()
-                .find(|(k, idx)| *k == key && idx.len() < self.config.max_batch)
+                .find(|(k, idx)| *k == key && idx.len() < max_batch)
             {
                 Some((_, idx)) => idx.push(i),
                 None => groups.push((key, vec![i])),
@@ -299,6 +305,10 @@ impl Renderer for DiffusionEngine {
         self.render_groups(model, std::slice::from_ref(params), &[])
             .pop()
             .unwrap_or_else(|| Err(Error::permanent("job was not rendered")))
+    }
+
+    fn limits(&self, model: &ModelName) -> Option<ModelLimits> {
+        self.config.limits(model).ok()
     }
 
     fn max_batch(&self) -> usize {

@@ -38,5 +38,5 @@ pub use engine::{DiffusionEngine, RENDERER};
 pub use family::{Family, FamilyDefaults, Prediction};
 pub use model::LoadedModel;
 pub use pixelfarm_core::{ImageInput, InitImage};
-pub use registry::{DeviceChoice, ModelEntry, RegistryConfig, RemoteFile, Source};
+pub use registry::{DeviceChoice, LimitsConfig, ModelEntry, RegistryConfig, RemoteFile, Source};
 pub use rng::JobRng;

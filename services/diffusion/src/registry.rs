@@ -1,7 +1,7 @@
 //! The model registry: which models a worker serves, where their weights are, and the sha256 of
 //! every file, checked before a byte of it is used.
 
-use pixelfarm_core::{Error, ErrorKind, ModelName, Result};
+use pixelfarm_core::{Error, ErrorKind, ModelLimits, ModelName, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -90,7 +90,47 @@ pub struct ModelEntry {
     pub checkpoint: Option<String>,
     /// Every file the model reads, relative to the source, with its sha256 (lowercase hex).
     pub files: BTreeMap<String, String>,
+    /// Bounds of its jobs; each absent one has its default ([`RegistryConfig::limits`]).
+    #[serde(default, skip_serializing_if = "LimitsConfig::is_empty")]
+    pub limits: LimitsConfig,
 }
+
+/// A model's `limits` as written in the registry: each field absent takes its default.
+///
+/// ```yaml
+/// limits: {max_width: 1024, max_height: 1024, max_steps: 60, max_batch: 2, max_output_side: 2048}
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Widest render; default twice the family's native width (at most 4096).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_width: Option<u32>,
+    /// Tallest render; default twice the family's native height (at most 4096).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_height: Option<u32>,
+    /// Most denoising steps; default [`DEFAULT_MAX_STEPS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<u32>,
+    /// Most jobs of this model in one UNet batch; default the registry's `max_batch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_batch: Option<usize>,
+    /// Longest side of the delivered image (`output.resize`); default
+    /// [`DEFAULT_MAX_OUTPUT_SIDE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_side: Option<u32>,
+}
+
+impl LimitsConfig {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Default of a model's `limits.max_steps` (AUTOMATIC1111's largest).
+pub const DEFAULT_MAX_STEPS: u32 = 150;
+/// Default of a model's `limits.max_output_side`.
+pub const DEFAULT_MAX_OUTPUT_SIDE: u32 = 4096;
 
 /// Where a model's files are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,6 +265,23 @@ impl RegistryConfig {
         Ok(())
     }
 
+    /// The limits of `model`: its `limits`, each absent one at its default.
+    ///
+    /// # Errors
+    /// `Permanent` for an unknown model.
+    pub fn limits(&self, model: &ModelName) -> Result<ModelLimits> {
+        let entry = self.entry(model)?;
+        let (l, native) = (entry.limits, entry.family.defaults());
+        let side = |n: u32| (2 * n).min(pixelfarm_core::ImageSize::MAX_SIDE);
+        Ok(ModelLimits {
+            max_width: l.max_width.unwrap_or(side(native.width)),
+            max_height: l.max_height.unwrap_or(side(native.height)),
+            max_steps: l.max_steps.unwrap_or(DEFAULT_MAX_STEPS),
+            max_output_side: l.max_output_side.unwrap_or(DEFAULT_MAX_OUTPUT_SIDE),
+            max_batch: l.max_batch.unwrap_or(self.max_batch),
+        })
+    }
+
     /// The entry of `model`.
     ///
     /// # Errors
@@ -294,6 +351,22 @@ impl ModelEntry {
                     "sha256 of `{path}` is `{sha}`; accepted: 64 lowercase hex digits"
                 )));
             }
+        }
+        let l = self.limits;
+        for (field, v) in [
+            ("max_width", l.max_width),
+            ("max_height", l.max_height),
+            ("max_steps", l.max_steps),
+            ("max_output_side", l.max_output_side),
+        ] {
+            if v == Some(0) {
+                return Err(Error::invalid(format!(
+                    "limits.{field} is 0; accepted: 1 or more"
+                )));
+            }
+        }
+        if l.max_batch == Some(0) {
+            return Err(Error::invalid("limits.max_batch is 0; accepted: 1 or more"));
         }
         if self.checkpoint.is_some() && self.family.xl().is_some() {
             return Err(Error::invalid(format!(
@@ -426,6 +499,50 @@ models:
     }
 
     #[test]
+    fn limits_default_from_the_family_and_the_registry() {
+        let cfg: RegistryConfig = serde_yaml::from_str(YAML).unwrap();
+        let l = cfg.limits(&name("sd15")).unwrap();
+        assert_eq!((l.max_width, l.max_height), (1024, 1024), "twice 512");
+        assert_eq!(l.max_steps, DEFAULT_MAX_STEPS);
+        assert_eq!(l.max_output_side, DEFAULT_MAX_OUTPUT_SIDE);
+        assert_eq!(l.max_batch, DEFAULT_MAX_BATCH);
+
+        let set = YAML.replacen(
+            "    family: sd15\n",
+            "    family: sd15\n    limits: {max_width: 768, max_steps: 40, max_batch: 1}\n",
+            1,
+        );
+        let cfg: RegistryConfig = serde_yaml::from_str(&set).unwrap();
+        cfg.validate().unwrap();
+        let l = cfg.limits(&name("sd15")).unwrap();
+        assert_eq!(
+            (l.max_width, l.max_height, l.max_steps, l.max_batch),
+            (768, 1024, 40, 1)
+        );
+
+        let zero = YAML.replacen(
+            "    family: sd15\n",
+            "    family: sd15\n    limits: {max_steps: 0}\n",
+            1,
+        );
+        let e = serde_yaml::from_str::<RegistryConfig>(&zero)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("model `sd15`") && e.contains("limits.max_steps is 0"),
+            "{e}"
+        );
+        let unknown = YAML.replacen(
+            "    family: sd15\n",
+            "    family: sd15\n    limits: {max_pixels: 1}\n",
+            1,
+        );
+        assert!(serde_yaml::from_str::<RegistryConfig>(&unknown).is_err());
+    }
+
+    #[test]
     fn weights_id_changes_with_any_file_hash() {
         let cfg: RegistryConfig = serde_yaml::from_str(YAML).unwrap();
         let mut e = cfg.entry(&name("sd15")).unwrap().clone();
@@ -472,6 +589,7 @@ models:
             source: Source::File(dir.path().to_path_buf()),
             checkpoint: None,
             files: BTreeMap::from([(layout::TOKENIZER.to_string(), good.clone())]),
+            limits: LimitsConfig::default(),
         };
         assert_eq!(
             read_verified(&entry, dir.path(), layout::TOKENIZER).unwrap(),

@@ -328,6 +328,7 @@ pub fn write_random_model(
         source: Source::File(dir.to_path_buf()),
         checkpoint: None,
         files,
+        limits: Default::default(),
     })
 }
 
@@ -369,6 +370,7 @@ pub fn write_tiny_checkpoint(
         source: Source::File(dir.to_path_buf()),
         checkpoint: Some(TINY_CHECKPOINT.to_string()),
         files,
+        limits: Default::default(),
     })
 }
 

@@ -309,6 +309,10 @@ pub struct WorkerSettings {
     /// idle worker waits for the others claimed with it before its batch starts. Later batches
     /// form while the device works, without waiting.
     pub batch_linger_ms: u64,
+    /// The longest one job's render may take; past it the render stops and the job dies with
+    /// error kind `invalid` (a job that slow would take a worker from every other job on each
+    /// retry). Bound what a job may ask for with the registry's per-model `limits`.
+    pub render_timeout_seconds: u64,
 }
 
 impl Default for WorkerSettings {
@@ -326,6 +330,7 @@ impl Default for WorkerSettings {
             registry: None,
             test_pattern_delay_ms: 0,
             batch_linger_ms: 10,
+            render_timeout_seconds: 600,
         }
     }
 }

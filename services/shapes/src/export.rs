@@ -59,6 +59,7 @@ pub fn model_entry(dir: &Path) -> pixelfarm_core::Result<ModelEntry> {
         source: Source::File(dir.to_path_buf()),
         checkpoint: None,
         files,
+        limits: Default::default(),
     })
 }
 

@@ -125,6 +125,10 @@ pub fn config(settings: &Settings) -> anyhow::Result<WorkerConfig> {
         w.heartbeat_seconds < w.lease_seconds,
         "worker.heartbeat_seconds must be below worker.lease_seconds"
     );
+    anyhow::ensure!(
+        w.render_timeout_seconds > 0,
+        "worker.render_timeout_seconds: is 0; accepted: 1 or more"
+    );
     Ok(WorkerConfig {
         id: w.worker_id(),
         models: w.model_names().map_err(|e| anyhow::anyhow!(e.chain()))?,
@@ -135,6 +139,7 @@ pub fn config(settings: &Settings) -> anyhow::Result<WorkerConfig> {
         drain_grace: Duration::from_secs(w.drain_grace_seconds),
         backoff: Backoff::default(),
         batch_linger: Duration::from_millis(w.batch_linger_ms),
+        render_timeout: Duration::from_secs(w.render_timeout_seconds),
     })
 }
 

@@ -4,12 +4,15 @@
 //! batch the next one gathers, so no timer decides the batch size: the load does. Renderers whose
 //! batch size is 1 (the test pattern) are called directly, concurrently, as before.
 //!
-//! A batch in which the renderer reports a transient failure (out of device memory, a device
-//! error) halves the batch size for the rest of the process, so the retries of those jobs — and
-//! everything after them — run in smaller batches.
+//! Each model's batch size starts at its `max_batch` (the registry's per-model limit, else the
+//! renderer's). A batch in which the renderer reports a transient failure (out of device memory,
+//! a device error) halves it, so the retries of those jobs — and what follows — run in smaller
+//! batches; [`RECOVER_AFTER`] full batches in a row without one double it again, up to the max, so
+//! one passing shortage (another process on the GPU, a fragmented allocator) does not cost the
+//! worker its throughput for the rest of its life.
 
 use pixelfarm_core::*;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -110,6 +113,49 @@ impl Batcher {
     }
 }
 
+/// Full batches in a row without a transient failure after which a shrunk batch size doubles.
+pub const RECOVER_AFTER: u32 = 16;
+
+/// One model's batch size now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cap {
+    max: usize,
+    now: usize,
+    /// Full batches (of `now` jobs) since `now` last changed, none failing transiently.
+    clean: u32,
+}
+
+impl Cap {
+    fn new(max: usize) -> Self {
+        Cap {
+            max,
+            now: max,
+            clean: 0,
+        }
+    }
+
+    /// Account for a batch of `n` jobs; the new size when it changed.
+    fn after(&mut self, n: usize, transient: bool) -> Option<usize> {
+        if transient {
+            self.clean = 0;
+            if n > 1 && self.now > 1 {
+                self.now = (n / 2).max(1);
+                return Some(self.now);
+            }
+            return None;
+        }
+        if self.now < self.max && n >= self.now {
+            self.clean += 1;
+            if self.clean >= RECOVER_AFTER {
+                self.clean = 0;
+                self.now = (self.now * 2).min(self.max);
+                return Some(self.now);
+            }
+        }
+        None
+    }
+}
+
 fn no_result() -> Error {
     Error::new(
         ErrorKind::Transient,
@@ -124,7 +170,7 @@ async fn batch_loop(
     linger: Duration,
     metrics: Arc<WorkerMetrics>,
 ) {
-    let mut cap = max;
+    let mut caps: HashMap<ModelName, Cap> = HashMap::new();
     let mut waiting: VecDeque<Request> = VecDeque::new();
     loop {
         if waiting.is_empty() {
@@ -144,6 +190,14 @@ async fn batch_loop(
         let Some(first) = waiting.pop_front() else {
             continue;
         };
+        let cap = caps.entry(first.model.clone()).or_insert_with(|| {
+            Cap::new(
+                renderer
+                    .limits(&first.model)
+                    .map_or(max, |l| l.max_batch.max(1)),
+            )
+        });
+        let cap = cap.now;
         let mut batch = vec![first];
         let mut rest = VecDeque::with_capacity(waiting.len());
         for r in waiting.drain(..) {
@@ -171,13 +225,20 @@ async fn batch_loop(
         let transient = results
             .iter()
             .any(|r| r.as_ref().is_err_and(|e| e.kind() == ErrorKind::Transient));
-        if transient && n > 1 && cap > 1 {
-            cap = (n / 2).max(1);
-            tracing::warn!(
+        let cap = caps.get_mut(&batch[0].model).expect("inserted above");
+        match cap.after(n, transient) {
+            Some(now) if transient => tracing::warn!(
+                model = %batch[0].model,
                 batch = n,
-                new_max = cap,
-                "transient failure in a batch; batching fewer jobs from now on"
-            );
+                new_max = now,
+                "transient failure in a batch; batching fewer jobs until {RECOVER_AFTER} full batches pass"
+            ),
+            Some(now) => tracing::info!(
+                model = %batch[0].model,
+                new_max = now,
+                "{RECOVER_AFTER} full batches without a transient failure; batching more jobs again"
+            ),
+            None => {}
         }
         let mut results = results.into_iter();
         for req in batch {
@@ -186,5 +247,40 @@ async fn batch_loop(
                 .reply
                 .send(results.next().unwrap_or_else(|| Err(no_result())));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transient_failure_halves_the_size_and_clean_full_batches_restore_it() {
+        let mut cap = Cap::new(8);
+        assert_eq!(cap.after(8, false), None, "at its max: nothing to recover");
+        assert_eq!(cap.after(8, true), Some(4));
+        assert_eq!(cap.after(4, true), Some(2));
+        // Smaller batches than the size say nothing about whether it fits again.
+        for _ in 0..RECOVER_AFTER * 2 {
+            assert_eq!(cap.after(1, false), None);
+        }
+        for _ in 1..RECOVER_AFTER {
+            assert_eq!(cap.after(2, false), None);
+        }
+        assert_eq!(cap.after(2, false), Some(4));
+        // A failure meanwhile starts the count again.
+        for _ in 1..RECOVER_AFTER {
+            cap.after(4, false);
+        }
+        assert_eq!(
+            cap.after(1, true),
+            None,
+            "a lone job's failure shrinks nothing"
+        );
+        for _ in 1..RECOVER_AFTER {
+            assert_eq!(cap.after(4, false), None);
+        }
+        assert_eq!(cap.after(4, false), Some(8));
+        assert_eq!(cap, Cap::new(8));
     }
 }

@@ -77,6 +77,8 @@ pub struct Execution<'a> {
     pub blob: Arc<dyn BlobStore>,
     /// Shared with the render thread: its progress, and the stop once the job is cancelled.
     pub control: RenderControl,
+    /// The longest the render may take (`worker.render_timeout_seconds`).
+    pub render_timeout: std::time::Duration,
 }
 
 /// Run a blocking closure on the blocking pool; a panic there is a `Transient` error.
@@ -151,16 +153,33 @@ impl Execution<'_> {
         let job = &self.claimed.job;
         let model = job.model.clone();
         let identity = self.batcher.renderer().identity(&model)?;
+        if let Some(limits) = self.batcher.renderer().limits(&model) {
+            limits.check(&model, &job.params)?;
+        }
 
         let t = Instant::now();
         let input = match &job.params.init {
             Some(init) => Some(self.input(init).await?),
             None => None,
         };
-        let image = self
+        let render = self
             .batcher
-            .render(&model, &job.params, input, &self.control)
-            .await?;
+            .render(&model, &job.params, input, &self.control);
+        let image = match tokio::time::timeout(self.render_timeout, render).await {
+            Ok(image) => image?,
+            Err(_) => {
+                // The render thread stops at its next step; the job is not retried: it would
+                // take as long on any worker.
+                self.control.cancel();
+                return Err(Error::invalid(format!(
+                    "the render took longer than worker.render_timeout_seconds ({} s) and was stopped at step {}; accepted: jobs that render within it (fewer steps or pixels)",
+                    self.render_timeout.as_secs_f64(),
+                    self.control
+                        .progress()
+                        .map_or_else(|| "0".to_string(), |p| format!("{} of {}", p.done, p.total)),
+                )));
+            }
+        };
         let render_secs = t.elapsed().as_secs_f64();
         timings.insert("render".into(), render_secs);
         for (k, v) in &image.phases {

@@ -43,6 +43,8 @@ pub struct WorkerConfig {
     pub backoff: Backoff,
     /// How long a render waits for company before an idle batching renderer starts a batch.
     pub batch_linger: Duration,
+    /// The longest a job's render may take.
+    pub render_timeout: Duration,
 }
 
 /// A worker over the seams.
@@ -288,6 +290,7 @@ impl Worker {
             batcher,
             blob: self.blob.clone(),
             control: control.clone(),
+            render_timeout: self.cfg.render_timeout,
         };
         let result = tokio::select! {
             r = exec.run(&mut timings) => Some(r),

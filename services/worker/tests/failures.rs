@@ -135,16 +135,20 @@ impl Renderer for BatchingRenderer {
 }
 
 /// A renderer that takes each job's steps at 20 ms a step, reporting them and stopping between
-/// steps once cancelled; it counts the steps it took.
+/// steps once cancelled; it counts the steps it took. Its models have `limits` when set.
 #[derive(Default)]
 struct SteppingRenderer {
     steps_taken: AtomicU32,
     stopped: std::sync::atomic::AtomicBool,
+    limits: Option<ModelLimits>,
 }
 
 impl Renderer for SteppingRenderer {
     fn identity(&self, model: &ModelName) -> Result<ModelIdentity> {
         pixelfarm_render::TestPattern::default().identity(model)
+    }
+    fn limits(&self, _: &ModelName) -> Option<ModelLimits> {
+        self.limits
     }
     fn render(&self, model: &ModelName, params: &JobParams) -> Result<RenderedImage> {
         pixelfarm_render::TestPattern::default().render(model, params)
@@ -192,6 +196,23 @@ async fn harness_with(
     renderer: Arc<dyn Renderer>,
     concurrency: usize,
 ) -> Harness {
+    harness_timed(
+        failing_puts,
+        max_attempts,
+        renderer,
+        concurrency,
+        Duration::from_secs(60),
+    )
+    .await
+}
+
+async fn harness_timed(
+    failing_puts: u32,
+    max_attempts: u32,
+    renderer: Arc<dyn Renderer>,
+    concurrency: usize,
+    render_timeout: Duration,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn JobStore> = Arc::new(
         pixelfarm_store::SqliteStore::open(&dir.path().join("db.sqlite"))
@@ -234,6 +255,7 @@ async fn harness_with(
         },
         // Generous, so that the jobs claimed together surely meet in the first batch.
         batch_linger: Duration::from_millis(200),
+        render_timeout,
     };
     let worker = Arc::new(Worker::new(
         cfg,
@@ -503,4 +525,64 @@ async fn a_running_job_reports_progress_and_cancel_stops_it_between_steps() {
         (JobState::Cancelled, None)
     );
     h.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_over_its_models_limits_dies_before_rendering() {
+    let renderer = Arc::new(SteppingRenderer {
+        limits: Some(ModelLimits {
+            max_width: 64,
+            max_height: 64,
+            max_steps: 5,
+            max_output_side: 64,
+            max_batch: 1,
+        }),
+        ..Default::default()
+    });
+    let mut h = harness_with(0, 3, renderer.clone(), 1).await;
+    let jobs = h
+        .run_manifest("name: b\nmodel: test\ndefaults: {width: 16, height: 16, steps: 6}\nprompt: p\nseeds: [1]\n".into())
+        .await;
+    let j = &jobs[0];
+    assert_eq!((j.state, j.attempt), (JobState::Dead, 1), "{j:?}");
+    assert_eq!(j.error_kind.as_deref(), Some("invalid"));
+    let err = j.last_error.as_deref().unwrap();
+    assert!(
+        err.contains("`steps` is 6") && err.contains("at most 5"),
+        "{err}"
+    );
+    assert_eq!(
+        renderer.steps_taken.load(Ordering::SeqCst),
+        0,
+        "never rendered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_render_past_the_timeout_stops_and_its_job_dies_without_retries() {
+    let renderer = Arc::new(SteppingRenderer::default());
+    let mut h = harness_timed(0, 3, renderer.clone(), 1, Duration::from_millis(300)).await;
+    // 200 steps of 20 ms: 4 s, far past the 300 ms timeout.
+    let jobs = h
+        .run_manifest("name: b\nmodel: test\ndefaults: {width: 16, height: 16, steps: 200}\nprompt: p\nseeds: [1]\n".into())
+        .await;
+    let j = &jobs[0];
+    assert_eq!((j.state, j.attempt), (JobState::Dead, 1), "{j:?}");
+    let err = j.last_error.as_deref().unwrap();
+    assert!(
+        err.contains("worker.render_timeout_seconds") && err.contains("of 200"),
+        "{err}"
+    );
+    // The render thread stops at its next step.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !renderer.stopped.load(Ordering::SeqCst) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the render did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let taken = renderer.steps_taken.load(Ordering::SeqCst);
+    assert!(taken < 200, "stopped after {taken} of 200 steps");
+    assert_eq!(j.object_key, None);
 }

@@ -1,0 +1,108 @@
+//! What a model accepts: the bounds of a job, checked before its render starts.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, JobParams, ModelName, Result};
+
+/// Bounds of the jobs one model renders (the worker registry's `limits`, defaults from the
+/// model's family). Each bounds the memory or the time one job may take from the jobs beside it
+/// on its worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelLimits {
+    /// Widest render in pixels.
+    pub max_width: u32,
+    /// Tallest render in pixels.
+    pub max_height: u32,
+    /// Most denoising steps.
+    pub max_steps: u32,
+    /// Longest side of the delivered image (`output.resize`): the post-processing holds it as
+    /// floats (an 8192² sharpened output took about 2 GB).
+    pub max_output_side: u32,
+    /// Most jobs of this model in one renderer call (the worker's micro-batch).
+    pub max_batch: usize,
+}
+
+impl ModelLimits {
+    /// Whether `params` are within the limits of `model`.
+    ///
+    /// # Errors
+    /// `Invalid` naming the first parameter over its limit, the limit and where it is set.
+    pub fn check(&self, model: &ModelName, params: &JobParams) -> Result<()> {
+        let over = |field: &str, value: u32, max: u32| {
+            Error::invalid(format!(
+                "`{field}` is {value}; accepted for model `{model}`: at most {max} (the worker registry's `limits`)"
+            ))
+        };
+        if params.width > self.max_width {
+            return Err(over("width", params.width, self.max_width));
+        }
+        if params.height > self.max_height {
+            return Err(over("height", params.height, self.max_height));
+        }
+        if params.steps.get() > self.max_steps {
+            return Err(over("steps", params.steps.get(), self.max_steps));
+        }
+        if let Some(r) = params.output.resize {
+            let side = r.width.get().max(r.height.get());
+            if side > self.max_output_side {
+                return Err(over("output.resize", side, self.max_output_side));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::*;
+
+    #[test]
+    fn each_bound_is_named_when_exceeded() {
+        let limits = ModelLimits {
+            max_width: 512,
+            max_height: 256,
+            max_steps: 50,
+            max_output_side: 1024,
+            max_batch: 4,
+        };
+        let model = ModelName::parse("sd15").unwrap();
+        let base = JobParams {
+            prompt: Prompt::parse("a red circle").unwrap(),
+            negative_prompt: NegativePrompt::default(),
+            width: 512,
+            height: 256,
+            steps: StepCount::parse(50).unwrap(),
+            guidance: GuidanceScale::parse(7.5).unwrap(),
+            sampler: Sampler::Euler,
+            seed: Seed::parse(1).unwrap(),
+            init: None,
+            output: OutputSpec {
+                resize: Some(Resize {
+                    width: OutputSide::parse(1024).unwrap(),
+                    height: OutputSide::parse(16).unwrap(),
+                    fit: Fit::Cover,
+                }),
+                ..Default::default()
+            },
+        };
+        limits.check(&model, &base).unwrap();
+        type Change = fn(&mut JobParams);
+        let cases: [(&str, Change); 4] = [
+            ("`width` is 520", |p| p.width = 520),
+            ("`height` is 264", |p| p.height = 264),
+            ("`steps` is 51", |p| p.steps = StepCount::parse(51).unwrap()),
+            ("`output.resize` is 1025", |p| {
+                p.output.resize.as_mut().unwrap().height = OutputSide::parse(1025).unwrap()
+            }),
+        ];
+        for (want, change) in cases {
+            let mut p = base.clone();
+            change(&mut p);
+            let e = limits.check(&model, &p).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::Invalid);
+            assert!(e.to_string().contains(want), "{e}");
+            assert!(e.to_string().contains("model `sd15`"), "{e}");
+        }
+    }
+}
