@@ -72,6 +72,19 @@ async fn the_worker_renders_with_a_model_from_s3_and_refuses_tampered_weights() 
         )
     };
 
+    // The worker set its models' limits when it started: a job over them (the tiny family's
+    // default, twice its native 64 pixels) is refused at submit, naming the job and the limit.
+    let e = a
+        .submit(manifest("too-wide", "tiny").replace("width: 64", "width: 256"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`width` is 256; accepted for model `tiny`: at most 128")
+            && e.contains("3 more jobs"),
+        "{e}"
+    );
+
     let out = a.submit(manifest("tiny", "tiny")).await.unwrap();
     let v = wait_batch(&stack, &a, out.batch_id, Duration::from_secs(300), |v| {
         v.done

@@ -85,6 +85,28 @@ impl From<BatchStatus> for BatchView {
     }
 }
 
+/// Refuse a batch with a job over its model's limits, naming the first such job, the parameter
+/// and the limit, and how many jobs are over: no worker of the model would render them.
+fn within_limits(spec: &BatchSpec, limits: &ModelLimits) -> Result<()> {
+    let mut over = spec
+        .jobs
+        .iter()
+        .filter_map(|j| limits.check(&spec.model, &j.params).err().map(|e| (j, e)));
+    let Some((job, e)) = over.next() else {
+        return Ok(());
+    };
+    let more = over.count();
+    let more = if more == 0 {
+        String::new()
+    } else {
+        format!(" ({more} more jobs are over the limits too)")
+    };
+    Err(Error::invalid(format!(
+        "manifest job `{}`: {e}{more}",
+        job.key
+    )))
+}
+
 /// The API's one implementation.
 pub struct BatchApi {
     store: Arc<dyn JobStore>,
@@ -181,7 +203,9 @@ impl BatchApi {
         .map_err(|e| Error::with_source(ErrorKind::Permanent, "manifest parser crashed", e))?;
         let (spec, manifest) = parsed?;
         let mut spec = spec;
-        self.check_model(&spec.model, &manifest).await?;
+        if let Some(limits) = self.check_model(&spec.model, &manifest).await? {
+            within_limits(&spec, &limits)?;
+        }
         drop(manifest);
         self.pin_inputs(&mut spec).await?;
         let out = self.store.submit(tenant, &spec, self.max_attempts).await?;
@@ -199,14 +223,15 @@ impl BatchApi {
     }
 
     /// Refuse a model that no worker ever announced and that `scheduler.models` does not list,
-    /// naming the ones accepted: its jobs could never run.
-    async fn check_model(&self, model: &ModelName, manifest: &str) -> Result<()> {
-        if self.allowed_models.contains(model) {
-            return Ok(());
-        }
+    /// naming the ones accepted: its jobs could never run. The model's limits, when a worker set
+    /// some.
+    async fn check_model(&self, model: &ModelName, manifest: &str) -> Result<Option<ModelLimits>> {
         let presence = self.store.model_presence().await?;
-        if presence.iter().any(|p| &p.model == model) {
-            return Ok(());
+        if let Some(p) = presence.iter().find(|p| &p.model == model) {
+            return Ok(p.limits);
+        }
+        if self.allowed_models.contains(model) {
+            return Ok(None);
         }
         let accepted: std::collections::BTreeSet<&str> = presence
             .iter()

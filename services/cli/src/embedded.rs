@@ -117,12 +117,7 @@ pub async fn run(
     let worker_cfg = pixelfarm_worker::app::config(&settings)?;
     // The worker announces its model as a distributed one does: the dispatcher publishes only
     // the jobs of models with a live worker.
-    store
-        .announce_worker(
-            &worker_cfg.id,
-            &worker_cfg.models,
-            pixelfarm_worker::app::presence_ttl(worker_cfg.heartbeat),
-        )
+    pixelfarm_worker::app::announce(store.as_ref(), &worker_cfg, renderer.as_ref())
         .await
         .map_err(|e| anyhow::anyhow!(e.chain()))?;
     let advertise = pixelfarm_worker::app::advertise(

@@ -260,6 +260,10 @@ pub struct ModelPresence {
     pub live_workers: u64,
     /// When a worker last announced it.
     pub last_seen_at: DateTime<Utc>,
+    /// What its jobs may ask for, as the latest started worker serving it said; `None` when no
+    /// worker set limits (its renderer has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<crate::ModelLimits>,
 }
 
 /// Proof of holding the single-leader lock; dropping it releases leadership.
@@ -333,6 +337,9 @@ pub trait JobStore: Send + Sync + 'static {
         models: &[ModelName],
         ttl: Duration,
     ) -> Result<()>;
+    /// Record the limits of models a worker serves (at its start: the latest started worker's
+    /// limits are the model's), remembering each model as served.
+    async fn set_model_limits(&self, limits: &[(ModelName, crate::ModelLimits)]) -> Result<()>;
     /// `worker` serves nothing any more (a clean shutdown); its models stay known.
     async fn withdraw_worker(&self, worker: &str) -> Result<()>;
     /// Every model a worker ever announced, by name, with its live workers now.

@@ -482,6 +482,26 @@ impl JobStore for PgStore {
         tx.commit().await.map_err(db("cannot announce worker"))
     }
 
+    async fn set_model_limits(&self, limits: &[(ModelName, ModelLimits)]) -> Result<()> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("cannot record model limits"))?;
+        for (model, l) in limits {
+            sqlx::query(
+                "INSERT INTO served_models (model, limits) VALUES ($1, $2)
+                 ON CONFLICT (model) DO UPDATE SET limits = EXCLUDED.limits",
+            )
+            .bind(model.as_str())
+            .bind(sqlx::types::Json(l))
+            .execute(&mut *tx)
+            .await
+            .map_err(db("cannot record model limits"))?;
+        }
+        tx.commit().await.map_err(db("cannot record model limits"))
+    }
+
     async fn withdraw_worker(&self, worker: &str) -> Result<()> {
         sqlx::query("DELETE FROM worker_models WHERE worker_id = $1")
             .bind(worker)
@@ -493,10 +513,10 @@ impl JobStore for PgStore {
 
     async fn model_presence(&self) -> Result<Vec<ModelPresence>> {
         let rows = sqlx::query(
-            "SELECT s.model, s.last_seen_at,
+            "SELECT s.model, s.last_seen_at, s.limits,
                     count(w.worker_id) FILTER (WHERE w.live_until > now()) AS live
              FROM served_models s LEFT JOIN worker_models w ON w.model = s.model
-             GROUP BY s.model, s.last_seen_at ORDER BY s.model",
+             GROUP BY s.model, s.last_seen_at, s.limits ORDER BY s.model",
         )
         .fetch_all(&self.pool)
         .await
@@ -516,6 +536,10 @@ impl JobStore for PgStore {
                     last_seen_at: r
                         .try_get("last_seen_at")
                         .map_err(db("cannot read served models"))?,
+                    limits: r
+                        .try_get::<Option<sqlx::types::Json<ModelLimits>>, _>("limits")
+                        .map_err(db("cannot read served models"))?
+                        .map(|j| j.0),
                 })
             })
             .collect()

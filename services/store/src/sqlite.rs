@@ -450,6 +450,29 @@ impl JobStore for SqliteStore {
         tx.commit().await.map_err(db("cannot announce worker"))
     }
 
+    async fn set_model_limits(&self, limits: &[(ModelName, ModelLimits)]) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("cannot record model limits"))?;
+        for (model, l) in limits {
+            sqlx::query(
+                "INSERT INTO served_models (model, first_seen_at, last_seen_at, limits)
+                 VALUES (?1, ?2, ?2, ?3)
+                 ON CONFLICT (model) DO UPDATE SET limits = excluded.limits",
+            )
+            .bind(model.as_str())
+            .bind(now)
+            .bind(sqlx::types::Json(l))
+            .execute(&mut *tx)
+            .await
+            .map_err(db("cannot record model limits"))?;
+        }
+        tx.commit().await.map_err(db("cannot record model limits"))
+    }
+
     async fn withdraw_worker(&self, worker: &str) -> Result<()> {
         sqlx::query("DELETE FROM worker_models WHERE worker_id = ?1")
             .bind(worker)
@@ -461,10 +484,10 @@ impl JobStore for SqliteStore {
 
     async fn model_presence(&self) -> Result<Vec<ModelPresence>> {
         let rows = sqlx::query(
-            "SELECT s.model, s.last_seen_at,
+            "SELECT s.model, s.last_seen_at, s.limits,
                     count(w.worker_id) FILTER (WHERE w.live_until > ?1) AS live
              FROM served_models s LEFT JOIN worker_models w ON w.model = s.model
-             GROUP BY s.model, s.last_seen_at ORDER BY s.model",
+             GROUP BY s.model, s.last_seen_at, s.limits ORDER BY s.model",
         )
         .bind(now_ms())
         .fetch_all(&self.pool)
@@ -484,6 +507,10 @@ impl JobStore for SqliteStore {
                             .map_err(db("cannot read served models"))?,
                     )
                     .unwrap_or_default(),
+                    limits: r
+                        .try_get::<Option<sqlx::types::Json<ModelLimits>>, _>("limits")
+                        .map_err(db("cannot read served models"))?
+                        .map(|j| j.0),
                 })
             })
             .collect()

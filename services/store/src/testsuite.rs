@@ -584,4 +584,39 @@ pub async fn worker_presence(s: Store) {
     );
     // Withdrawing an unknown worker is fine.
     s.withdraw_worker("nobody").await.expect("withdraw");
+
+    // Limits: none until a worker sets them; the latest setting wins; a model set before any
+    // announcement is known (and not live).
+    assert!(p.iter().all(|r| r.limits.is_none()), "{p:?}");
+    let limits = |steps| ModelLimits {
+        max_width: 1024,
+        max_height: 768,
+        max_steps: steps,
+        max_output_side: 4096,
+        max_batch: 4,
+    };
+    s.set_model_limits(&[(m("m1"), limits(50)), (m("m4"), limits(20))])
+        .await
+        .expect("set limits");
+    s.set_model_limits(&[(m("m1"), limits(60))])
+        .await
+        .expect("set limits");
+    let p = s.model_presence().await.expect("presence");
+    let of = |n: &str| p.iter().find(|r| r.model.as_str() == n).expect(n).limits;
+    assert_eq!(of("m1"), Some(limits(60)));
+    assert_eq!(of("m4"), Some(limits(20)));
+    assert_eq!(of("m2"), None);
+    assert_eq!(
+        live(&p),
+        pairs(&[("m1", 0), ("m2", 1), ("m3", 0), ("m4", 0)])
+    );
+    // An announcement keeps the limits.
+    s.announce_worker("w1", &[m("m1")], LEASE)
+        .await
+        .expect("announce");
+    let p = s.model_presence().await.expect("presence");
+    assert_eq!(
+        p.iter().find(|r| r.model.as_str() == "m1").unwrap().limits,
+        Some(limits(60))
+    );
 }

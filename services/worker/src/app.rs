@@ -87,7 +87,7 @@ pub fn presence_ttl(every: Duration) -> Duration {
 /// Announce every `every` that worker `id` serves `models`, until `stop`; then withdraw it. The
 /// scheduler dispatches only the jobs of models with a live worker and refuses at submit a model
 /// no worker ever served (docs/models.md). A failed announcement is logged and made again at the
-/// next beat. The first announcement is the caller's, before the worker consumes.
+/// next beat. The first announcement is the caller's ([`announce`]), before the worker consumes.
 pub async fn advertise(
     store: Arc<dyn pixelfarm_core::JobStore>,
     id: String,
@@ -160,6 +160,28 @@ impl Running {
     }
 }
 
+/// The first announcement of a worker, before it consumes: its models, and the limits its
+/// renderer sets on them, which submit then checks every job against (so a job no worker of
+/// its model would render is refused at once, not dead later).
+///
+/// # Errors
+/// The store's.
+pub async fn announce(
+    store: &dyn pixelfarm_core::JobStore,
+    cfg: &WorkerConfig,
+    renderer: &dyn pixelfarm_core::Renderer,
+) -> pixelfarm_core::Result<()> {
+    store
+        .announce_worker(&cfg.id, &cfg.models, presence_ttl(cfg.heartbeat))
+        .await?;
+    let limits: Vec<_> = cfg
+        .models
+        .iter()
+        .filter_map(|m| renderer.limits(m).map(|l| (m.clone(), l)))
+        .collect();
+    store.set_model_limits(&limits).await
+}
+
 /// Connect, and run the worker and its ops server until `stop` (then drain).
 ///
 /// # Errors
@@ -183,8 +205,7 @@ pub async fn start(settings: Settings, stop: CancellationToken) -> anyhow::Resul
         .await
         .map_err(|e| anyhow::anyhow!(e.chain()))?;
     // Announced before consuming, so a ready worker's models are accepted at submit and dispatched.
-    store
-        .announce_worker(&cfg.id, &cfg.models, presence_ttl(cfg.heartbeat))
+    announce(store.as_ref(), &cfg, renderer.as_ref())
         .await
         .map_err(|e| anyhow::anyhow!("cannot announce the worker's models: {}", e.chain()))?;
     let presence = (
