@@ -143,6 +143,21 @@ struct SteppingRenderer {
     limits: Option<ModelLimits>,
 }
 
+impl SteppingRenderer {
+    /// Wait until the render stopped (by `deadline`) and check it did before its `total` steps.
+    async fn stopped_early(&self, total: u32, deadline: tokio::time::Instant) {
+        while !self.stopped.load(Ordering::SeqCst) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the render did not stop"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let taken = self.steps_taken.load(Ordering::SeqCst);
+        assert!(taken < total, "stopped after {taken} of {total} steps");
+    }
+}
+
 impl Renderer for SteppingRenderer {
     fn identity(&self, model: &ModelName) -> Result<ModelIdentity> {
         pixelfarm_render::TestPattern::default().identity(model)
@@ -500,15 +515,7 @@ async fn a_running_job_reports_progress_and_cancel_stops_it_between_steps() {
     };
     assert_eq!(seen.total, 200);
     assert_eq!(h.core.api.cancel(h.tenant, out.batch_id).await.unwrap(), 1);
-    while !renderer.stopped.load(Ordering::SeqCst) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the render did not stop"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let taken = renderer.steps_taken.load(Ordering::SeqCst);
-    assert!(taken < 200, "stopped after {taken} of 200 steps");
+    renderer.stopped_early(200, deadline).await;
     // The worker records nothing over the cancellation.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let view = h.core.api.batch(h.tenant, out.batch_id).await.unwrap();
@@ -575,14 +582,6 @@ async fn a_render_past_the_timeout_stops_and_its_job_dies_without_retries() {
     );
     // The render thread stops at its next step.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !renderer.stopped.load(Ordering::SeqCst) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the render did not stop"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let taken = renderer.steps_taken.load(Ordering::SeqCst);
-    assert!(taken < 200, "stopped after {taken} of 200 steps");
+    renderer.stopped_early(200, deadline).await;
     assert_eq!(j.object_key, None);
 }
