@@ -24,6 +24,19 @@ struct FlakyBlob {
 
 const CHANGING: &str = "inputs/changing/";
 
+impl FlakyBlob {
+    /// `bytes` of `key`, changed if `key` is under [`CHANGING`] and was read before.
+    fn maybe_changed(&self, key: &str, bytes: Bytes) -> Bytes {
+        let seen_before = !self.read.lock().unwrap().insert(key.to_string());
+        if key.starts_with(CHANGING) && seen_before {
+            let mut changed = bytes.to_vec();
+            changed.push(0);
+            return changed.into();
+        }
+        bytes
+    }
+}
+
 #[async_trait]
 impl BlobStore for FlakyBlob {
     async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<()> {
@@ -38,13 +51,11 @@ impl BlobStore for FlakyBlob {
     }
     async fn get(&self, key: &str) -> Result<Bytes> {
         let bytes = self.inner.get(key).await?;
-        let seen_before = !self.read.lock().unwrap().insert(key.to_string());
-        if key.starts_with(CHANGING) && seen_before {
-            let mut changed = bytes.to_vec();
-            changed.push(0);
-            return Ok(changed.into());
-        }
-        Ok(bytes)
+        Ok(self.maybe_changed(key, bytes))
+    }
+    async fn get_limited(&self, key: &str, max_bytes: u64) -> Result<Bytes> {
+        let bytes = self.inner.get_limited(key, max_bytes).await?;
+        Ok(self.maybe_changed(key, bytes))
     }
     async fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key).await
