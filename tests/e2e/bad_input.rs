@@ -420,6 +420,32 @@ async fn inputs_are_checked_before_they_are_stored_and_named_only_by_their_tenan
     assert_eq!(blob.get(&a_key).await.unwrap(), secret, "stored as sent");
     let unnamed = a.upload(None, secret.clone().into()).await.unwrap();
     assert_eq!(unnamed.key, format!("{a_prefix}{sha}.png"));
+    // And with the CLI, which prints the key to put in a manifest.
+    let dir = tempfile::tempdir().unwrap();
+    let cli = |file: &str, bytes: &[u8]| {
+        let path = dir.path().join(file);
+        std::fs::write(&path, bytes).unwrap();
+        std::process::Command::new(bin("pixelfarm"))
+            .arg("upload")
+            .arg(&path)
+            .args(["--name", "from-cli"])
+            .env("PIXELFARM_API_URL", &stack.grpc_url)
+            .env("PIXELFARM_API_KEY", KEY_A)
+            .output()
+            .unwrap()
+    };
+    let out = cli("photo.png", &secret);
+    assert!(out.status.success(), "{out:?}");
+    let cli_key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(cli_key, format!("{a_prefix}from-cli.png"));
+    assert_eq!(blob.get(&cli_key).await.unwrap(), secret);
+    let out = cli("bomb.png", &png_declaring(13_000, 13_000));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the upload is a PNG of 13000x13000 pixels (from its header)"),
+        "{err}"
+    );
     let b_prefix = b
         .upload(Some("mine"), png(8, 8, |_, _| [1; 3]).into())
         .await
@@ -523,7 +549,7 @@ async fn inputs_are_checked_before_they_are_stored_and_named_only_by_their_tenan
     );
     let mut objects = blob.list(&a_prefix).await.unwrap();
     objects.sort();
-    let mut expected = vec![a_key.clone(), unnamed.key.clone()];
+    let mut expected = vec![a_key.clone(), unnamed.key.clone(), cli_key];
     expected.sort();
     assert_eq!(objects, expected, "no refused upload stored anything");
 
