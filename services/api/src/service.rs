@@ -250,7 +250,7 @@ impl BatchApi {
                 Error::new(
                     ErrorKind::Transient,
                     format!(
-                        "the scheduler is busy: {MAX_CONCURRENT_SUBMITS} submits stayed in progress for {} s; accepted: retry later",
+                        "the scheduler is busy: {MAX_CONCURRENT_SUBMITS} submits or uploads stayed in progress for {} s; accepted: retry later",
                         SUBMIT_QUEUE_WAIT.as_secs()
                     ),
                 )
