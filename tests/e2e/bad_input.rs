@@ -420,6 +420,19 @@ async fn inputs_are_checked_before_they_are_stored_and_named_only_by_their_tenan
     assert_eq!(blob.get(&a_key).await.unwrap(), secret, "stored as sent");
     let unnamed = a.upload(None, secret.clone().into()).await.unwrap();
     assert_eq!(unnamed.key, format!("{a_prefix}{sha}.png"));
+    let r = client
+        .post(format!("{http}/v1/inputs"))
+        .bearer_auth(KEY_A)
+        .body(secret.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["key"].as_str(),
+        Some(unnamed.key.as_str()),
+        "the same bytes, the same key over HTTP"
+    );
     // And with the CLI, which prints the key to put in a manifest.
     let dir = tempfile::tempdir().unwrap();
     let cli = |file: &str, bytes: &[u8]| {
