@@ -3,6 +3,7 @@
 
 use pixelfarm_core::{BlobStore, JobState, sha256_hex};
 use pixelfarm_e2e::*;
+use pixelfarm_render::testing::png;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Duration;
@@ -207,58 +208,36 @@ async fn the_worker_renders_with_a_model_from_s3_and_refuses_tampered_weights() 
         "{err}"
     );
 
-    img2img_and_inpainting_start_from_pinned_images_in_the_blob_store(&stack, &a).await;
+    img2img_and_inpainting_start_from_uploaded_images(&stack, &a).await;
 }
 
-/// An RGB image as PNG bytes.
-fn png(w: u32, h: u32, pixel: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {
-    let mut rgb = Vec::new();
-    for y in 0..h {
-        for x in 0..w {
-            rgb.extend(pixel(x, y));
-        }
-    }
-    let image = pixelfarm_core::RenderedImage {
-        width: w,
-        height: h,
-        rgb,
-        phases: Default::default(),
-    };
-    let meta = pixelfarm_render::PngMetadata {
-        parameters: String::new(),
-        provenance_json: String::new(),
-    };
-    pixelfarm_render::output::encode(&image, &Default::default(), &meta).unwrap()
-}
-
-async fn img2img_and_inpainting_start_from_pinned_images_in_the_blob_store(
+async fn img2img_and_inpainting_start_from_uploaded_images(
     stack: &Stack,
     a: &pixelfarm_api::ApiClient,
 ) {
     let blob = stack.blob().await;
     let init = png(48, 48, |x, y| [(x * 5) as u8, (y * 5) as u8, 128]);
-    let put = |key: &'static str, bytes: Vec<u8>| {
-        let blob = &blob;
-        async move { blob.put(key, bytes.into(), "image/png").await.unwrap() }
+    let upload = |name: &'static str, bytes: Vec<u8>| async move {
+        a.upload(Some(name), bytes.into()).await.unwrap().key
     };
-    put("inputs/init.png", init.clone()).await;
-    put(
-        "inputs/mask.png",
+    let init_key = upload("init", init.clone()).await;
+    let mask_key = upload(
+        "mask",
         png(48, 48, |x, _| if x < 24 { [0; 3] } else { [255; 3] }),
     )
     .await;
-    put("inputs/small-mask.png", png(16, 16, |_, _| [255; 3])).await;
+    let small_mask_key = upload("small-mask", png(16, 16, |_, _| [255; 3])).await;
     let manifest = |img2img_init: &str| {
         format!(
             "name: from-images\nmodel: tiny\ndefaults: {{width: 64, height: 64, steps: 4, guidance: 3.0, sampler: euler}}\njobs:
   - {{key: img2img, prompt: a fox, seed: 1, init: {img2img_init}}}
-  - {{key: inpaint, prompt: a fox, seed: 1, init: {{image: {{key: inputs/init.png}}, mask: {{key: inputs/mask.png}}, strength: 1.0}}}}
+  - {{key: inpaint, prompt: a fox, seed: 1, init: {{image: {{key: {init_key}}}, mask: {{key: {mask_key}}}, strength: 1.0}}}}
   - {{key: txt2img, prompt: a fox, seed: 1}}
 "
         )
     };
-    let good = "{image: {key: inputs/init.png}, strength: 0.5}";
-    let out = a.submit(manifest(good)).await.unwrap();
+    let good = format!("{{image: {{key: {init_key}}}, strength: 0.5}}");
+    let out = a.submit(manifest(&good)).await.unwrap();
     let v = wait_batch(stack, a, out.batch_id, Duration::from_secs(300), |v| v.done).await;
     assert_eq!(
         v.status.counts.succeeded,
@@ -295,7 +274,7 @@ async fn img2img_and_inpainting_start_from_pinned_images_in_the_blob_store(
         "{e}"
     );
     let e = refused(format!(
-        "{{image: {{key: inputs/init.png, sha256: \"{}\"}}, strength: 0.5}}",
+        "{{image: {{key: {init_key}, sha256: \"{}\"}}, strength: 0.5}}",
         "0".repeat(64)
     ))
     .await;
@@ -303,12 +282,12 @@ async fn img2img_and_inpainting_start_from_pinned_images_in_the_blob_store(
         e.contains("`init.image.sha256`") && e.contains("pins"),
         "{e}"
     );
-    let e = refused(
-        "{image: {key: inputs/init.png}, mask: {key: inputs/small-mask.png}, strength: 0.5}".into(),
-    )
+    let e = refused(format!(
+        "{{image: {{key: {init_key}}}, mask: {{key: {small_mask_key}}}, strength: 0.5}}"
+    ))
     .await;
     assert!(e.contains("`init.mask`") && e.contains("48x48"), "{e}");
-    let e = refused("{image: {key: inputs/init.png}, strength: 1.5}".into()).await;
+    let e = refused(format!("{{image: {{key: {init_key}}}, strength: 1.5}}")).await;
     assert!(
         e.contains("init.strength") && e.contains("0 (keep the image) to 1"),
         "{e}"

@@ -316,7 +316,7 @@ async fn the_shipped_model_gives_the_same_bytes_distributed_and_embedded() {
         .map(|j| (j.key, j.sha256.unwrap()))
         .collect();
     let local = tempfile::tempdir().unwrap();
-    pixelfarm_cli::embedded::run(shapes, local.path(), 2, false)
+    pixelfarm_cli::embedded::run(shapes, &repo().join("examples"), local.path(), 2, false)
         .await
         .unwrap();
     let embedded: BTreeMap<String, String> =

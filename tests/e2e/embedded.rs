@@ -45,7 +45,20 @@ fn run_renders_the_example_batch_into_a_folder_and_resumes() {
 /// `pixelfarm run` on `manifest`, written into a fresh folder: the folder (kept alive), the output
 /// folder and how the process ended.
 fn run_manifest(manifest: &str) -> (tempfile::TempDir, std::path::PathBuf, std::process::Output) {
+    run_manifest_with(manifest, &[])
+}
+
+/// [`run_manifest`] with `files` (path relative to the manifest's folder, bytes) beside it.
+fn run_manifest_with(
+    manifest: &str,
+    files: &[(&str, &[u8])],
+) -> (tempfile::TempDir, std::path::PathBuf, std::process::Output) {
     let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
     let path = dir.path().join("manifest.yaml");
     std::fs::write(&path, manifest).unwrap();
     let out = dir.path().join("out");
@@ -115,4 +128,49 @@ fn output_settings_give_the_asked_for_formats_and_sizes() {
     seen.sort();
     assert_eq!(seen, ["banner", "plain", "web"]);
     assert!(out.join("contact-sheet.png").is_file());
+}
+
+#[test]
+fn init_images_are_files_beside_the_manifest_uploaded_into_the_output_folder() {
+    let init =
+        pixelfarm_render::testing::png(
+            32,
+            32,
+            |x, _| if x < 16 { [250, 20, 20] } else { [255; 3] },
+        );
+    let manifest = |path: &str| {
+        format!(
+            "name: from-file\nmodel: shapes\ndefaults: {{width: 32, height: 32, steps: 4, sampler: euler}}\njobs:
+  - {{key: kept, prompt: a large red circle on a white background, seed: 1, init: {{image: {{key: {path}}}, strength: 0.3}}}}
+"
+        )
+    };
+    let (_dir, out, r) = run_manifest_with(
+        &manifest("photos/start.png"),
+        &[("photos/start.png", &init)],
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let results = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(results.lines().next().unwrap()).unwrap();
+    let image = &v["params"]["init"]["image"];
+    let key = image["key"].as_str().unwrap();
+    assert_eq!(image["sha256"].as_str(), Some(sha256_hex(&init).as_str()));
+    assert!(
+        key.starts_with("inputs/") && key.ends_with(&format!("/{}.png", sha256_hex(&init))),
+        "{key}"
+    );
+    assert_eq!(
+        std::fs::read(out.join(key)).unwrap(),
+        init,
+        "uploaded into the output folder"
+    );
+
+    let (_dir, out, r) = run_manifest_with(&manifest("photos/nope.png"), &[]);
+    assert!(!r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("manifest field `init`: input `photos/nope.png` is not a file"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing written");
 }

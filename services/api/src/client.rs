@@ -11,6 +11,9 @@ use tonic::transport::Channel;
 use crate::BatchView;
 use crate::grpc::from_status;
 
+/// Bytes per `UploadInputRequest`: well within the server's 4 MiB message limit.
+pub const UPLOAD_CHUNK: usize = 1 << 20;
+
 /// A connected API client.
 #[derive(Clone)]
 pub struct ApiClient {
@@ -153,6 +156,34 @@ impl ApiClient {
             .map_err(|s| from_status(&s))?;
         Ok(r.into_inner()
             .map(|m| m.map_err(|s| from_status(&s)).and_then(BatchView::try_from)))
+    }
+
+    /// Upload an init image or mask as `name` (its sha256 when `None`), in chunks of
+    /// [`UPLOAD_CHUNK`] bytes; answers the key to name in a manifest.
+    ///
+    /// # Errors
+    /// `Invalid` naming what is wrong with the name or the bytes; transport errors.
+    pub async fn upload(&self, name: Option<&str>, bytes: Bytes) -> Result<crate::UploadedInput> {
+        let name = name.unwrap_or_default().to_string();
+        // At least one message, so the name arrives even with no bytes.
+        let mut chunks: Vec<v1::UploadInputRequest> = bytes
+            .chunks(UPLOAD_CHUNK)
+            .map(|c| v1::UploadInputRequest {
+                name: String::new(),
+                data: c.to_vec(),
+            })
+            .collect();
+        if chunks.is_empty() {
+            chunks.push(v1::UploadInputRequest::default());
+        }
+        chunks[0].name = name;
+        let r = self
+            .inner
+            .clone()
+            .upload_input(self.req(futures::stream::iter(chunks)))
+            .await
+            .map_err(|s| from_status(&s))?;
+        crate::convert::uploaded_from_proto(r.into_inner())
     }
 
     /// The PNG of a succeeded job.

@@ -143,3 +143,35 @@ pub fn job_from_proto(j: v1::Job) -> Result<JobRecord> {
         }),
     })
 }
+
+/// An upload's outcome as protobuf.
+pub fn uploaded_to_proto(u: &crate::UploadedInput) -> v1::UploadedInput {
+    v1::UploadedInput {
+        key: u.key.clone(),
+        sha256: u.sha256.clone(),
+        format: serde_json::to_value(u.format)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        width: u.width,
+        height: u.height,
+        bytes: u.bytes,
+    }
+}
+
+/// An upload's outcome from protobuf.
+///
+/// # Errors
+/// `Invalid` for a format the client does not know.
+pub fn uploaded_from_proto(u: v1::UploadedInput) -> Result<crate::UploadedInput> {
+    let format = serde_json::from_value(serde_json::Value::String(u.format.clone()))
+        .map_err(|_| Error::invalid(format!("image format `{}` is not known", u.format)))?;
+    Ok(crate::UploadedInput {
+        key: u.key,
+        sha256: u.sha256,
+        format,
+        width: u.width,
+        height: u.height,
+        bytes: u.bytes,
+    })
+}

@@ -1,7 +1,8 @@
 //! The tonic `BatchService` over [`BatchApi`].
 
+use bytes::BytesMut;
 use futures::{Stream, StreamExt};
-use pixelfarm_core::{Error, ErrorKind, JobId, TenantId};
+use pixelfarm_core::{Error, ErrorKind, JobId, MAX_INPUT_BYTES, TenantId};
 use pixelfarm_proto::v1;
 use pixelfarm_proto::v1::batch_service_server::{BatchService, BatchServiceServer};
 use std::pin::Pin;
@@ -164,5 +165,35 @@ impl BatchService for GrpcApi {
             .map(|c| Ok(v1::ImageChunk { data: c.to_vec() }))
             .collect();
         Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
+    async fn upload_input(
+        &self,
+        req: Request<tonic::Streaming<v1::UploadInputRequest>>,
+    ) -> Result<Response<v1::UploadedInput>, Status> {
+        let t = self.tenant(&req).await?;
+        let mut stream = req.into_inner();
+        let upload =
+            async {
+                let mut name = None;
+                let mut buf = BytesMut::new();
+                let mut first = true;
+                // Counted as the chunks arrive: the upload is refused at the limit, not after it.
+                while let Some(msg) = stream.message().await.map_err(|s| {
+                    Error::invalid(format!("the upload stream failed: {}", s.message()))
+                })? {
+                    if first {
+                        name = Some(msg.name).filter(|n| !n.is_empty());
+                        first = false;
+                    }
+                    if (buf.len() + msg.data.len()) as u64 > MAX_INPUT_BYTES {
+                        return Err(Error::invalid(crate::service::upload_too_large(None)));
+                    }
+                    buf.extend_from_slice(&msg.data);
+                }
+                self.0.upload(t, name.as_deref(), buf.freeze()).await
+            };
+        let out = self.observe("upload", upload.await)?;
+        Ok(Response::new(crate::convert::uploaded_to_proto(&out)))
     }
 }

@@ -8,6 +8,8 @@
 //! | POST | `/v1/batches/{id}/cancel` | → `{cancelled}` |
 //! | GET | `/v1/batches/{id}/watch` | → `text/event-stream` of `batch` events (`BatchView`) |
 //! | GET | `/v1/jobs/{id}/image` | → `image/png`, `image/jpeg` or `image/webp` |
+//! | PUT | `/v1/inputs/{name}` | image bytes (≤ `MAX_INPUT_BYTES`) → `UploadedInput` (201), stored as `inputs/<tenant>/<name>.<ext>` |
+//! | POST | `/v1/inputs` | image bytes → `UploadedInput` (201), named by its sha256 |
 //!
 //! Every route needs `Authorization: Bearer <key>`. Every error, the router's own included (unknown
 //! route, wrong method, body over the limit, a malformed query), is
@@ -15,14 +17,15 @@
 //! (codes in docs/security.md; what the message may say in [`crate::errors`]).
 
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
+use bytes::Bytes;
 use futures::StreamExt;
-use pixelfarm_core::{Error, ErrorKind, ImageFormat, JobId, TenantId};
+use pixelfarm_core::{Error, ErrorKind, ImageFormat, JobId, MAX_INPUT_BYTES, TenantId};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -38,6 +41,14 @@ pub fn router(api: Arc<BatchApi>) -> Router {
         .route("/v1/batches/{id}/cancel", post(cancel))
         .route("/v1/batches/{id}/watch", get(watch))
         .route("/v1/jobs/{id}/image", get(image))
+        .route(
+            "/v1/inputs",
+            post(upload_unnamed).layer(DefaultBodyLimit::max(MAX_INPUT_BYTES as usize)),
+        )
+        .route(
+            "/v1/inputs/{name}",
+            put(upload_named).layer(DefaultBodyLimit::max(MAX_INPUT_BYTES as usize)),
+        )
         .fallback(unknown_route)
         .layer(middleware::from_fn(json_errors))
         .with_state(api)
@@ -115,6 +126,9 @@ async fn router_error(
             "method_not_allowed",
             format!("method {method} is not allowed on {path}"),
         ),
+        StatusCode::PAYLOAD_TOO_LARGE if path.starts_with("/v1/inputs") => {
+            ("payload_too_large", crate::service::upload_too_large(None))
+        }
         StatusCode::PAYLOAD_TOO_LARGE => (
             "payload_too_large",
             "the request body is larger than the scheduler accepts".to_string(),
@@ -254,4 +268,32 @@ async fn image(
     let bytes = observed(&api, "image", api.image(t, id.parse()?).await)?;
     let format = ImageFormat::sniff(&bytes).unwrap_or_default();
     Ok(([(header::CONTENT_TYPE, format.content_type())], bytes).into_response())
+}
+
+async fn upload(
+    api: &BatchApi,
+    headers: &HeaderMap,
+    name: Option<&str>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let t = tenant(api, headers).await?;
+    let out = observed(api, "upload", api.upload(t, name, body).await)?;
+    Ok((StatusCode::CREATED, axum::Json(out)).into_response())
+}
+
+async fn upload_named(
+    State(api): State<Arc<BatchApi>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    upload(&api, &headers, Some(&name), body).await
+}
+
+async fn upload_unnamed(
+    State(api): State<Arc<BatchApi>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    upload(&api, &headers, None, body).await
 }

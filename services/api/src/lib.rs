@@ -1,8 +1,8 @@
 //! The batch API, written once and served twice.
 //!
 //! # Layout
-//! - [`service`]: [`BatchApi`], the tenant-scoped implementation (submit, get, list, watch,
-//!   cancel, image) over a [`pixelfarm_core::JobStore`] and a [`pixelfarm_core::BlobStore`].
+//! - [`service`]: [`BatchApi`], the tenant-scoped implementation (submit, upload, get, list,
+//!   watch, cancel, image) over a [`pixelfarm_core::JobStore`] and a [`pixelfarm_core::BlobStore`].
 //! - [`grpc`]: the tonic `BatchService` over [`BatchApi`].
 //! - [`http`]: the axum HTTP/JSON + SSE routes over [`BatchApi`].
 //! - [`errors`]: what a client is told when a call fails (code, message, request id).
@@ -20,4 +20,4 @@ pub mod service;
 
 pub use client::ApiClient;
 pub use metrics::ApiMetrics;
-pub use service::{BatchApi, BatchView, JobPage};
+pub use service::{BatchApi, BatchView, JobPage, UploadedInput};

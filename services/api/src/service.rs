@@ -5,6 +5,7 @@ use chrono::Utc;
 use futures::Stream;
 use pixelfarm_core::*;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,12 +45,43 @@ const WATCH_POLL: Duration = Duration::from_millis(250);
 
 /// Submits parsed and expanded at once: each may hold up to `MAX_EXPANDED_BYTES` of jobs until
 /// the store has written them, so two bound the scheduler's submit memory to about 1 GiB and
-/// leave the blocking pool's other threads to image decoding.
+/// leave the blocking pool's other threads to image decoding. Uploads share these slots: each
+/// holds its bytes ([`MAX_INPUT_BYTES`]) and one decode
+/// ([`pixelfarm_render::input::MAX_DECODE_ALLOC`]).
 pub const MAX_CONCURRENT_SUBMITS: usize = 2;
 
-/// How long a submit waits for one of those slots before it is refused as `Transient` (HTTP 503,
-/// gRPC UNAVAILABLE; clients retry): a short burst queues, a flood is turned away.
+/// How long a submit or an upload waits for one of those slots before it is refused as
+/// `Transient` (HTTP 503, gRPC UNAVAILABLE; clients retry): a short burst queues, a flood is
+/// turned away.
 pub const SUBMIT_QUEUE_WAIT: Duration = Duration::from_secs(10);
+
+/// The refusal of an upload over [`MAX_INPUT_BYTES`] (`size` when known: a transport that stops
+/// reading at the limit does not know it).
+pub(crate) fn upload_too_large(size: Option<u64>) -> String {
+    let is = size.map_or_else(
+        || format!("larger than {MAX_INPUT_BYTES}"),
+        |n| n.to_string(),
+    );
+    format!("the upload is {is} bytes; accepted: at most {MAX_INPUT_BYTES} bytes")
+}
+
+/// What an upload stored: the key to name in a manifest (`init.image.key`, `init.mask.key`) and
+/// what the scheduler read from the bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadedInput {
+    /// `inputs/<tenant-id>/<name>.<ext>`.
+    pub key: String,
+    /// sha256 (lowercase hex) of the bytes, as pinned at submit.
+    pub sha256: String,
+    /// The encoding, sniffed from the bytes.
+    pub format: ImageFormat,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Size of the object.
+    pub bytes: u64,
+}
 
 /// A batch plus what clients derive from it: done, rate, ETA.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -177,21 +209,26 @@ impl BatchApi {
     /// `Transient` when [`MAX_CONCURRENT_SUBMITS`] submits stayed in progress for
     /// [`SUBMIT_QUEUE_WAIT`]; store errors.
     pub async fn submit(&self, tenant: TenantId, manifest: String) -> Result<SubmitOutcome> {
+        self.submit_renaming_inputs(tenant, manifest, &HashMap::new())
+            .await
+    }
+
+    /// [`BatchApi::submit`], with the input keys of the manifest found in `renamed` replaced by
+    /// their value first: the embedded mode's manifests name local files, which it uploads
+    /// ([`BatchApi::upload`]) before submitting. Every input is then checked as in `submit`.
+    ///
+    /// # Errors
+    /// As [`BatchApi::submit`].
+    pub async fn submit_renaming_inputs(
+        &self,
+        tenant: TenantId,
+        manifest: String,
+        renamed: &HashMap<String, String>,
+    ) -> Result<SubmitOutcome> {
         let t0 = Instant::now();
         // A slot before any work: parsing and expanding are what the slots bound. The parse
         // holds it too, so a client that hangs up does not free it while its parse still runs.
-        let slot = tokio::time::timeout(SUBMIT_QUEUE_WAIT, self.submits.clone().acquire_owned())
-            .await
-            .map_err(|_| {
-                Error::new(
-                    ErrorKind::Transient,
-                    format!(
-                        "the scheduler is busy: {MAX_CONCURRENT_SUBMITS} submits stayed in progress for {} s; accepted: retry later",
-                        SUBMIT_QUEUE_WAIT.as_secs()
-                    ),
-                )
-            })?
-            .map_err(|e| Error::with_source(ErrorKind::Permanent, "submit slots closed", e))?;
+        let slot = self.slot().await?;
         // Expanding a big manifest is CPU work: keep it off the async runtime.
         let (parsed, _slot) = tokio::task::spawn_blocking(move || {
             let parsed = parse_manifest(&manifest)
@@ -207,7 +244,14 @@ impl BatchApi {
             within_limits(&spec, &limits)?;
         }
         drop(manifest);
-        self.pin_inputs(&mut spec).await?;
+        for init in spec.jobs.iter_mut().filter_map(|j| j.params.init.as_mut()) {
+            for img in init.images_mut() {
+                if let Some(key) = renamed.get(&img.key) {
+                    img.key.clone_from(key);
+                }
+            }
+        }
+        self.pin_inputs(tenant, &mut spec).await?;
         let out = self.store.submit(tenant, &spec, self.max_attempts).await?;
         if out.created {
             self.metrics.batches_submitted.inc();
@@ -220,6 +264,66 @@ impl BatchApi {
             .submit_seconds
             .observe(t0.elapsed().as_secs_f64());
         Ok(out)
+    }
+
+    /// One of the [`MAX_CONCURRENT_SUBMITS`] slots, waiting at most [`SUBMIT_QUEUE_WAIT`].
+    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        tokio::time::timeout(SUBMIT_QUEUE_WAIT, self.submits.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Transient,
+                    format!(
+                        "the scheduler is busy: {MAX_CONCURRENT_SUBMITS} submits or uploads stayed in progress for {} s; accepted: retry later",
+                        SUBMIT_QUEUE_WAIT.as_secs()
+                    ),
+                )
+            })?
+            .map_err(|e| Error::with_source(ErrorKind::Permanent, "submit slots closed", e))
+    }
+
+    /// Check an init image or mask and store it under the tenant's prefix
+    /// ([`input_prefix`]) as `name` (its sha256 when `None`), replacing an earlier upload of that
+    /// name. The bytes are checked before anything is stored: at most [`MAX_INPUT_BYTES`], a PNG,
+    /// JPEG or WebP whose header says at most [`ImageSize::MAX_SIDE`] pixels a side, and pixels
+    /// that decode under the decoder's limits. A refused upload stores nothing.
+    ///
+    /// # Errors
+    /// `Invalid` naming the name or what the bytes are and what is accepted; `Transient` as
+    /// [`BatchApi::submit`] when the slots stay busy; store errors.
+    pub async fn upload(
+        &self,
+        tenant: TenantId,
+        name: Option<&str>,
+        bytes: Bytes,
+    ) -> Result<UploadedInput> {
+        let name = name.map(InputName::parse).transpose()?;
+        let size = bytes.len() as u64;
+        if size > MAX_INPUT_BYTES {
+            return Err(Error::invalid(upload_too_large(Some(size))));
+        }
+        let _slot = self.slot().await?;
+        let (info, bytes) = tokio::task::spawn_blocking(move || {
+            pixelfarm_render::input::decode_input(&bytes).map(|(info, _)| (info, bytes))
+        })
+        .await
+        .map_err(|e| Error::with_source(ErrorKind::Permanent, "image decoder crashed", e))?
+        .map_err(|e| Error::invalid(format!("the upload {e}")))?;
+        let sha256 = sha256_hex(&bytes);
+        let key = name
+            .unwrap_or_else(|| InputName::from_sha256(&sha256))
+            .key(tenant, info.format);
+        self.blob
+            .put(&key, bytes, info.format.content_type())
+            .await?;
+        Ok(UploadedInput {
+            key,
+            sha256,
+            format: info.format,
+            width: info.width,
+            height: info.height,
+            bytes: size,
+        })
     }
 
     /// Refuse a model that no worker ever announced and that `scheduler.models` does not list,
@@ -265,12 +369,13 @@ impl BatchApi {
             .map_or(0, |p| p.live_workers))
     }
 
-    /// Check every init image and mask of `spec` (fetched once per key: it exists, decodes, masks
-    /// match their image's size) and pin its sha256 on every job that uses it, so output keys and
-    /// provenance name the exact pixels. A sha256 given in the manifest must match.
-    async fn pin_inputs(&self, spec: &mut BatchSpec) -> Result<()> {
+    /// Check every init image and mask of `spec` (fetched once per key: it is one of `tenant`'s
+    /// uploads, decodes, masks match their image's size) and pin its sha256 on every job that
+    /// uses it, so output keys and provenance name the exact pixels. A sha256 given in the
+    /// manifest must match.
+    async fn pin_inputs(&self, tenant: TenantId, spec: &mut BatchSpec) -> Result<()> {
         // key -> (sha256, width, height)
-        let mut seen: std::collections::HashMap<String, (String, u32, u32)> = Default::default();
+        let mut seen: HashMap<String, (String, u32, u32)> = Default::default();
         for job in &mut spec.jobs {
             let Some(init) = &mut job.params.init else {
                 continue;
@@ -282,7 +387,7 @@ impl BatchApi {
             ] {
                 let Some(img) = img else { continue };
                 if !seen.contains_key(&img.key) {
-                    let checked = self.check_input(field, &img.key).await?;
+                    let checked = self.check_input(tenant, field, &img.key).await?;
                     seen.insert(img.key.clone(), checked);
                 }
                 let (sha, w, h) = &seen[&img.key];
@@ -310,33 +415,45 @@ impl BatchApi {
         Ok(())
     }
 
-    /// sha256 and size of the input image `key`, which must exist and decode.
-    async fn check_input(&self, field: &str, key: &str) -> Result<(String, u32, u32)> {
-        let bytes = self.blob.get(key).await.map_err(|e| match e.kind() {
-            ErrorKind::NotFound | ErrorKind::Invalid => Error::invalid(format!(
-                "manifest field `{field}`: `{key}` is not an object of the blob store; upload it first"
-            )),
-            _ => e,
-        })?;
-        let sha = sha256_hex(&bytes);
-        let decoded =
-            tokio::task::spawn_blocking(move || pixelfarm_render::output::decode_rgb(&bytes))
-                .await
-                .map_err(|e| Error::with_source(ErrorKind::Permanent, "image decoder crashed", e))?
-                .map_err(|e| {
-                    Error::invalid(format!(
-                        "manifest field `{field}`: `{key}` {}; accepted: PNG, JPEG or WebP",
-                        e.chain()
-                    ))
-                })?;
-        let max = ImageSize::MAX_SIDE;
-        if decoded.width > max || decoded.height > max {
-            return Err(Error::invalid(format!(
-                "manifest field `{field}`: `{key}` is {}x{}; accepted: at most {max} pixels a side",
-                decoded.width, decoded.height
-            )));
+    /// sha256 and size of the input image `key`, which must be one of `tenant`'s uploads and
+    /// decode within the limits ([`pixelfarm_render::input`]).
+    ///
+    /// A key outside `tenant`'s prefix gets the very error of a missing one, before the store is
+    /// asked: the answer says nothing about another tenant's objects.
+    async fn check_input(
+        &self,
+        tenant: TenantId,
+        field: &str,
+        key: &str,
+    ) -> Result<(String, u32, u32)> {
+        let shown = text::printable(key);
+        let missing = || {
+            Error::invalid(format!(
+                "manifest field `{field}`: `{shown}` is not one of your inputs; accepted: a key that an upload answered (`pixelfarm upload FILE`, PUT /v1/inputs/{{name}}), which starts with `{}`",
+                input_prefix(tenant)
+            ))
+        };
+        if !is_tenant_input(tenant, key) {
+            return Err(missing());
         }
-        Ok((sha, decoded.width, decoded.height))
+        let bytes = self
+            .blob
+            .get_limited(key, MAX_INPUT_BYTES)
+            .await
+            .map_err(|e| match e.kind() {
+                ErrorKind::NotFound => missing(),
+                // The key is well-formed (checked above): the object is over the limit.
+                ErrorKind::Invalid => Error::invalid(format!("manifest field `{field}`: {e}")),
+                _ => e,
+            })?;
+        let sha = sha256_hex(&bytes);
+        let info = tokio::task::spawn_blocking(move || {
+            pixelfarm_render::input::decode_input(&bytes).map(|(info, _)| info)
+        })
+        .await
+        .map_err(|e| Error::with_source(ErrorKind::Permanent, "image decoder crashed", e))?
+        .map_err(|e| Error::invalid(format!("manifest field `{field}`: `{shown}` {e}")))?;
+        Ok((sha, info.width, info.height))
     }
 
     /// A batch with its progress.

@@ -40,6 +40,17 @@ pub fn validate_key(key: &str) -> Result<()> {
     }
 }
 
+/// The `get_limited` refusal of an object over `max_bytes` (`size` when the store told it).
+pub(crate) fn too_large(key: &str, size: Option<u64>, max_bytes: u64) -> Error {
+    let is = size.map_or_else(
+        || format!("is larger than {max_bytes} bytes"),
+        |n| format!("is {n} bytes"),
+    );
+    Error::invalid(format!(
+        "object `{key}` {is}; accepted: at most {max_bytes} bytes"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -5,7 +5,9 @@ use bytes::Bytes;
 use pixelfarm_core::{BlobStore, Error, ErrorKind, Result};
 use std::path::{Path, PathBuf};
 
-use crate::validate_key;
+use tokio::io::AsyncReadExt;
+
+use crate::{too_large, validate_key};
 
 /// A directory of objects; a key is a relative path. Writes go to a temporary file in the same
 /// directory and are renamed into place, so a reader never sees a partial object.
@@ -75,6 +77,35 @@ impl BlobStore for LocalBlob {
             }
             Err(e) => Err(io("cannot read object")(e)),
         }
+    }
+
+    async fn get_limited(&self, key: &str, max_bytes: u64) -> Result<Bytes> {
+        validate_key(key)?;
+        let file = match tokio::fs::File::open(self.root.join(key)).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::not_found(format!("object {key} not found")));
+            }
+            Err(e) => return Err(io("cannot read object")(e)),
+        };
+        let size = file
+            .metadata()
+            .await
+            .map_err(io("cannot read object"))?
+            .len();
+        if size > max_bytes {
+            return Err(too_large(key, Some(size), max_bytes));
+        }
+        // One byte past the limit tells a file that grew since from one that did not.
+        let mut buf = Vec::with_capacity(size as usize);
+        file.take(max_bytes + 1)
+            .read_to_end(&mut buf)
+            .await
+            .map_err(io("cannot read object"))?;
+        if buf.len() as u64 > max_bytes {
+            return Err(too_large(key, None, max_bytes));
+        }
+        Ok(Bytes::from(buf))
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

@@ -11,7 +11,7 @@ use pixelfarm_core::{BlobStore, Error, ErrorKind, Result};
 use serde::Deserialize;
 use std::time::Duration;
 
-use crate::validate_key;
+use crate::{too_large, validate_key};
 
 /// Seconds one S3 request attempt may take, from connecting to the last byte of the body.
 pub const DEFAULT_TIMEOUT_SECONDS: u64 = 10;
@@ -231,6 +231,42 @@ impl BlobStore for S3Blob {
             .map_err(|e| Error::transient("cannot read object body", e))?
             .map_err(|e| Error::transient("cannot read object body", e))?;
         Ok(data.into_bytes())
+    }
+
+    async fn get_limited(&self, key: &str, max_bytes: u64) -> Result<Bytes> {
+        validate_key(key)?;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+            .map_err(classify("cannot get object"))?;
+        // The size from the response's headers refuses a large object before its body is read
+        // (dropping the response closes the connection); the capped read below holds for a store
+        // that sends no length or more bytes than it announced.
+        let announced = out.content_length().and_then(|n| u64::try_from(n).ok());
+        if let Some(n) = announced
+            && n > max_bytes
+        {
+            return Err(too_large(key, Some(n), max_bytes));
+        }
+        let mut body = out.body;
+        let read = async {
+            let mut buf = bytes::BytesMut::with_capacity(announced.unwrap_or(0) as usize);
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| Error::transient("cannot read object body", e))?;
+                if (buf.len() + chunk.len()) as u64 > max_bytes {
+                    return Err(too_large(key, None, max_bytes));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(buf.freeze())
+        };
+        tokio::time::timeout(self.body_timeout, read)
+            .await
+            .map_err(|e| Error::transient("cannot read object body", e))?
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

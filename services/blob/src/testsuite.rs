@@ -13,7 +13,8 @@ macro_rules! blob_conformance {
     ($make:expr) => {
         $crate::blob_conformance!(@cases $make;
             put_get_round_trip, overwrite_replaces, missing_get_is_not_found, delete_is_idempotent,
-            list_by_prefix_sorted, bad_keys_refused, large_object, concurrent_puts_same_key);
+            list_by_prefix_sorted, bad_keys_refused, large_object, concurrent_puts_same_key,
+            get_limited_reads_up_to_the_limit, get_limited_refuses_larger_objects);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(
@@ -122,4 +123,51 @@ pub async fn concurrent_puts_same_key(s: S) {
     r2.unwrap();
     let got = s.get("race/k").await.unwrap();
     assert!(got == a || got == b);
+}
+
+#[allow(missing_docs)]
+pub async fn get_limited_reads_up_to_the_limit(s: S) {
+    let data: Vec<u8> = (0..(3 << 20)).map(|i: u32| (i % 253) as u8).collect();
+    s.put("in/exact", Bytes::from(data.clone()), "image/png")
+        .await
+        .unwrap();
+    let n = data.len() as u64;
+    assert!(
+        s.get_limited("in/exact", n).await.unwrap() == data,
+        "at the limit"
+    );
+    assert!(s.get_limited("in/exact", n * 2).await.unwrap() == data);
+    s.put("in/empty", Bytes::new(), "image/png").await.unwrap();
+    assert!(s.get_limited("in/empty", 0).await.unwrap().is_empty());
+    assert_eq!(
+        s.get_limited("in/missing", n).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        s.get_limited("../in/exact", n).await.unwrap_err().kind(),
+        ErrorKind::Invalid
+    );
+}
+
+#[allow(missing_docs)]
+pub async fn get_limited_refuses_larger_objects(s: S) {
+    let data = vec![7u8; (12 << 20) + 1];
+    s.put("in/big", Bytes::from(data), "image/png")
+        .await
+        .unwrap();
+    for max in [0, 1, 12 << 20] {
+        let e = s.get_limited("in/big", max).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Invalid, "{max}: {e}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "object `in/big` is {} bytes; accepted: at most {max} bytes",
+                (12 << 20) + 1
+            )
+        );
+    }
+    assert_eq!(
+        s.get_limited("in/big", (12 << 20) + 1).await.unwrap().len(),
+        (12 << 20) + 1
+    );
 }

@@ -3,11 +3,13 @@
 //! store. Same code paths as the distributed stack; only the seams differ.
 
 use anyhow::Context;
+use bytes::Bytes;
 use pixelfarm_api::BatchView;
 use pixelfarm_blob::LocalBlob;
 use pixelfarm_broker::InProcBroker;
 use pixelfarm_core::{
-    BatchId, BlobStore, Broker, JobState, JobStore, ModelName, Renderer, parse_manifest,
+    BatchId, BatchSpec, BlobStore, Broker, JobState, JobStore, MAX_INPUT_BYTES, ModelName,
+    Renderer, parse_manifest,
 };
 use pixelfarm_diffusion::DiffusionEngine;
 use pixelfarm_runtime::Settings;
@@ -15,6 +17,7 @@ use pixelfarm_scheduler::app::Core;
 use pixelfarm_store::SqliteStore;
 use pixelfarm_worker::{Worker, WorkerMetrics};
 use prometheus::Registry;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::task::JoinSet;
@@ -68,20 +71,24 @@ pub fn renderer_for(model: &ModelName) -> anyhow::Result<Arc<dyn Renderer>> {
 }
 
 /// Render `manifest` into `out` with `workers` concurrent jobs, and write `contact-sheet.png`.
+/// Init images and masks name local files, relative to `base` (the manifest's folder); each is
+/// uploaded into `out` as the distributed stack's upload API would, then the manifest names it.
 ///
 /// # Errors
-/// A bad manifest or an unknown model (before anything is written), or I/O and rendering failures.
+/// A bad manifest, an unknown model or a missing input file (before anything is written), or I/O
+/// and rendering failures.
 pub async fn run(
     manifest: String,
+    base: &Path,
     out: &Path,
     workers: usize,
     progress: bool,
 ) -> anyhow::Result<RunReport> {
     // Refuse a bad manifest or a model we cannot serve before creating anything.
-    let model = parse_manifest(&manifest)
-        .map_err(|e| anyhow::anyhow!(e.chain()))?
-        .model;
+    let spec = parse_manifest(&manifest).map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let model = spec.model.clone();
     let renderer = renderer_for(&model)?;
+    let inputs = read_inputs(&spec, base)?;
 
     let mut settings = Settings::default();
     settings.scheduler.dispatch_interval_ms = 10;
@@ -148,9 +155,18 @@ pub async fn run(
     });
 
     let result = async {
+        let mut renamed = HashMap::new();
+        for (path, bytes) in inputs {
+            let up = core
+                .api
+                .upload(tenant, None, bytes)
+                .await
+                .map_err(|e| anyhow::anyhow!("input {path}: {}", e.chain()))?;
+            renamed.insert(path, up.key);
+        }
         let submitted = core
             .api
-            .submit(tenant, manifest)
+            .submit_renaming_inputs(tenant, manifest, &renamed)
             .await
             .map_err(|e| anyhow::anyhow!(e.chain()))?;
         let views = core.api.clone().watch(tenant, submitted.batch_id);
@@ -176,6 +192,38 @@ pub async fn run(
         r.context("embedded task panicked")??;
     }
     result
+}
+
+/// The bytes of every distinct local file the manifest's init images and masks name, relative
+/// to `base`, keyed by the manifest's text for it.
+fn read_inputs(spec: &BatchSpec, base: &Path) -> anyhow::Result<BTreeMap<String, Bytes>> {
+    let mut inputs = BTreeMap::new();
+    for init in spec.jobs.iter().filter_map(|j| j.params.init.as_ref()) {
+        for img in init.images() {
+            if inputs.contains_key(&img.key) {
+                continue;
+            }
+            let path = base.join(&img.key);
+            let meta = std::fs::metadata(&path).with_context(|| {
+                format!(
+                    "manifest field `init`: input `{}` is not a file ({}); accepted: a path relative to the manifest's folder",
+                    img.key,
+                    path.display()
+                )
+            })?;
+            // The limit before reading: the upload refuses bigger files anyway.
+            anyhow::ensure!(
+                meta.len() <= MAX_INPUT_BYTES,
+                "manifest field `init`: input `{}` is {} bytes; accepted: at most {MAX_INPUT_BYTES} bytes",
+                img.key,
+                meta.len()
+            );
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            inputs.insert(img.key.clone(), Bytes::from(bytes));
+        }
+    }
+    Ok(inputs)
 }
 
 /// Name of the grid of every image, captioned with its prompt.

@@ -71,6 +71,15 @@ enum Command {
         /// Batch id.
         batch: BatchId,
     },
+    /// Upload an init image or mask (PNG, JPEG or WebP); prints the key to name in a manifest
+    /// (`init.image.key`, `init.mask.key`).
+    Upload {
+        /// The image file.
+        file: PathBuf,
+        /// Name to store it under (A-Z a-z 0-9 . _ -); default: the sha256 of its bytes.
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Download a batch's images and write results.jsonl.
     Fetch {
         /// Batch id.
@@ -109,7 +118,8 @@ async fn run() -> anyhow::Result<()> {
         workers,
     } = &cli.command
     {
-        let r = embedded::run(read(manifest)?, out, *workers, true).await?;
+        let base = manifest.parent().unwrap_or(std::path::Path::new(""));
+        let r = embedded::run(read(manifest)?, base, out, *workers, true).await?;
         println!(
             "batch {} done: {}",
             r.batch.status.id,
@@ -172,6 +182,25 @@ async fn run() -> anyhow::Result<()> {
         Command::Cancel { batch } => {
             let n = client.cancel(batch).await.map_err(e)?;
             println!("cancelled {n} jobs");
+        }
+        Command::Upload { file, name } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let up = client
+                .upload(name.as_deref(), bytes.into())
+                .await
+                .map_err(e)?;
+            println!("{}", up.key);
+            eprintln!(
+                "{}x{} {}, {} bytes, sha256 {}",
+                up.width,
+                up.height,
+                serde_json::to_value(up.format)?
+                    .as_str()
+                    .unwrap_or_default(),
+                up.bytes,
+                up.sha256
+            );
         }
         Command::Fetch { batch, out } => {
             let s = export::export(&client, batch, &out).await.map_err(e)?;

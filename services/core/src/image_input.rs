@@ -1,6 +1,78 @@
-//! Input images for img2img and inpainting: validated, then resized to the job size.
+//! Input images for img2img and inpainting: where a tenant's uploads live, how big they may be,
+//! and their pixels, validated, then resized to the job size.
 
-use crate::{Error, Result};
+use crate::{Error, ImageFormat, Result, TenantId};
+
+/// Largest input object (init image or mask), in bytes: an upload, the scheduler's check at
+/// submit and the worker's fetch each read at most this much of an object
+/// ([`crate::BlobStore::get_limited`]). A 4096² photo is well under it as PNG, JPEG or WebP.
+pub const MAX_INPUT_BYTES: u64 = 32 << 20;
+
+/// Root of every tenant's uploaded inputs.
+const INPUTS_ROOT: &str = "inputs";
+
+/// Where `tenant`'s uploaded inputs live: `inputs/<tenant-id>/`. Only uploads write there, and a
+/// manifest may name only keys under its own tenant's prefix ([`is_tenant_input`]).
+pub fn input_prefix(tenant: TenantId) -> String {
+    format!("{INPUTS_ROOT}/{tenant}/")
+}
+
+/// Whether `key` is one of `tenant`'s inputs: `inputs/<tenant-id>/<name>` with `name` one
+/// [`InputName`]-shaped segment plus its extension.
+pub fn is_tenant_input(tenant: TenantId, key: &str) -> bool {
+    key.strip_prefix(&input_prefix(tenant))
+        .is_some_and(InputName::accepts)
+}
+
+/// The name an input is uploaded under, without its extension (the format sniffed from the bytes
+/// gives that): 1 to [`InputName::MAX_LEN`] characters of `A-Z a-z 0-9 . _ -`, not starting with
+/// `.`. A name ending in an image extension (`.png`, `.jpg`, `.jpeg`, `.webp`) has it removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputName(String);
+
+impl InputName {
+    /// Longest name accepted.
+    pub const MAX_LEN: usize = 128;
+
+    /// Parse an upload's name.
+    ///
+    /// # Errors
+    /// `Invalid` naming what is accepted.
+    pub fn parse(name: &str) -> Result<Self> {
+        let lower = name.to_ascii_lowercase();
+        let stem = [".png", ".jpg", ".jpeg", ".webp"]
+            .iter()
+            .find_map(|ext| lower.strip_suffix(ext).map(|s| &name[..s.len()]))
+            .unwrap_or(name);
+        if stem.len() <= Self::MAX_LEN && Self::accepts(stem) {
+            Ok(InputName(stem.to_string()))
+        } else {
+            Err(Error::invalid(format!(
+                "input name `{}` is not accepted; accepted: 1 to {} characters of A-Z a-z 0-9 . _ -, not starting with `.`",
+                crate::text::printable(name),
+                Self::MAX_LEN
+            )))
+        }
+    }
+
+    /// The name of an upload that names none: the sha256 of its bytes.
+    pub fn from_sha256(sha256: &str) -> Self {
+        InputName(sha256.to_string())
+    }
+
+    /// A key segment an upload can have written: a name plus its extension (at most 5 bytes).
+    fn accepts(s: &str) -> bool {
+        (1..=Self::MAX_LEN + 5).contains(&s.len())
+            && !s.starts_with('.')
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    }
+
+    /// The key of this input of `tenant` in `format`: `inputs/<tenant-id>/<name>.<ext>`.
+    pub fn key(&self, tenant: TenantId, format: ImageFormat) -> String {
+        format!("{}{}.{}", input_prefix(tenant), self.0, format.extension())
+    }
+}
 
 /// An init image, RGB8 row-major (decoding PNG/JPEG from S3 or the manifest is the caller's).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +191,29 @@ mod tests {
             },
             strength: 0.5,
             mask: None,
+        }
+    }
+
+    #[test]
+    fn input_names_and_keys_stay_under_the_tenant_prefix() {
+        let (a, b) = (TenantId::generate(), TenantId::generate());
+        let n = InputName::parse("Product_1.PNG").unwrap();
+        let key = n.key(a, ImageFormat::Jpeg);
+        assert_eq!(key, format!("inputs/{a}/Product_1.jpg"));
+        assert!(is_tenant_input(a, &key));
+        assert!(!is_tenant_input(b, &key), "another tenant's key");
+        for bad in ["", ".hidden", "a/b", "../x", "a b", "é", &"x".repeat(129)] {
+            assert!(InputName::parse(bad).is_err(), "{bad:?}");
+        }
+        for foreign in [
+            format!("inputs/{a}/"),
+            format!("inputs/{a}/sub/x.png"),
+            format!("inputs/{a}/../{b}/x.png"),
+            format!("inputs/{a}x.png"),
+            "inputs/x.png".to_string(),
+            "images/ab/x.png".to_string(),
+        ] {
+            assert!(!is_tenant_input(a, &foreign), "{foreign}");
         }
     }
 

@@ -7,7 +7,8 @@
 //! - [`ids`]: [`TenantId`], [`BatchId`], [`JobId`].
 //! - [`params`]: newtypes for every job parameter ([`Prompt`], [`Seed`], [`ImageSize`] …).
 //! - [`manifest`]: [`parse_manifest`] → [`BatchSpec`].
-//! - [`image_input`]: img2img / inpainting input pixels ([`ImageInput`]), validated and resized.
+//! - [`image_input`]: img2img / inpainting inputs: each tenant's upload prefix ([`input_prefix`]),
+//!   their size limit ([`MAX_INPUT_BYTES`]) and pixels ([`ImageInput`]), validated and resized.
 //! - [`keys`]: [`derive_seed`] and per-tenant content-addressed [`OutputKey`]s.
 //! - [`limits`]: what a model accepts ([`ModelLimits`]).
 //! - [`state`]: the [`JobState`] machine.
@@ -34,7 +35,9 @@ pub use control::{RenderControl, StepProgress};
 pub use error::{Error, ErrorKind, Result};
 pub use failure::{Backoff, decide};
 pub use ids::{BatchId, JobId, TenantId};
-pub use image_input::{ImageInput, InitImage};
+pub use image_input::{
+    ImageInput, InitImage, InputName, MAX_INPUT_BYTES, input_prefix, is_tenant_input,
+};
 pub use keys::{OutputKey, derive_seed, hash_api_key, sha256_hex};
 pub use limits::ModelLimits;
 pub use manifest::{BatchSpec, JobSpec, MAX_JOBS_PER_BATCH, field_error_in, parse_manifest};

@@ -404,14 +404,15 @@ impl Strength {
 }
 deserialize_via_parse!(Strength, f64);
 
-/// A job that starts from an image: img2img, or inpainting with a mask. The images are objects in
-/// the job's blob store (PNG, JPEG or WebP). Their sha256 is pinned when the batch is submitted
+/// A job that starts from an image: img2img, or inpainting with a mask. The images are uploads of
+/// the batch's tenant (PNG, JPEG or WebP, under its prefix `inputs/<tenant-id>/`). Their sha256 is pinned when the batch is submitted
 /// (give it to assert what you expect), so the output key and the audit trail name the exact
 /// pixels, and a worker refuses an object that changed since.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BlobImage {
-    /// Object key in the blob store, e.g. `inputs/product.png`.
+    /// Object key of an upload of the batch's tenant, `inputs/<tenant-id>/product.png` (the key
+    /// the upload answered); in the embedded mode, a file path relative to the manifest.
     pub key: String,
     /// sha256 (lowercase hex) of the object; filled at submit.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -437,6 +437,8 @@ pub trait Broker: Send + Sync + 'static {
 /// Object storage. Contract (checked by `pixelfarm_blob::testsuite`):
 /// - `put` is atomic: a reader sees the old bytes or the new bytes, never a part;
 /// - `get` of a missing key is `NotFound`; `delete` of a missing key is `Ok`;
+/// - `get_limited` returns what `get` would for an object of at most `max_bytes`, and `Invalid`
+///   for a larger one without reading more than `max_bytes + 1` bytes of it;
 /// - `list` returns every key under the prefix, sorted.
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
@@ -444,6 +446,15 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<()>;
     /// The bytes under `key`.
     async fn get(&self, key: &str) -> Result<Bytes>;
+    /// The bytes under `key` when the object holds at most `max_bytes`. For objects whose bytes
+    /// come from outside (inputs): the size is checked before the body is read, and the read
+    /// stops past the limit (an object that grows meanwhile), so memory stays bounded whatever
+    /// the object is.
+    ///
+    /// # Errors
+    /// `NotFound` for a missing key; `Invalid` for an object larger than `max_bytes`, saying so
+    /// (and `Invalid` for a malformed key, as `get`); store errors.
+    async fn get_limited(&self, key: &str, max_bytes: u64) -> Result<Bytes>;
     /// Remove `key`.
     async fn delete(&self, key: &str) -> Result<()>;
     /// Keys under `prefix`, sorted.

@@ -3,7 +3,8 @@
 use bytes::Bytes;
 use chrono::Utc;
 use pixelfarm_core::*;
-use pixelfarm_render::output::{decode_rgb, encode, postprocess};
+use pixelfarm_render::input::decode_input;
+use pixelfarm_render::output::{encode, postprocess};
 use pixelfarm_render::{PngMetadata, a1111_parameters};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -119,14 +120,28 @@ impl Execution<'_> {
         })
     }
 
+    /// One input, read only from the job's own tenant's prefix (the scheduler checked that at
+    /// submit; this holds even for a job row written some other way), at most
+    /// [`MAX_INPUT_BYTES`] of it, and decoded under the decoder's limits.
     async fn fetch(&self, image: &BlobImage, what: &str) -> Result<RenderedImage> {
         let key = &image.key;
-        let bytes = self.blob.get(key).await.map_err(|e| match e.kind() {
-            ErrorKind::NotFound => {
-                Error::permanent(format!("{what} `{key}` is no longer in the blob store"))
-            }
-            _ => e,
-        })?;
+        if !is_tenant_input(self.claimed.tenant, key) {
+            return Err(Error::permanent(format!(
+                "{what} `{key}` is not an input of the job's tenant"
+            )));
+        }
+        let bytes = self
+            .blob
+            .get_limited(key, MAX_INPUT_BYTES)
+            .await
+            .map_err(|e| match e.kind() {
+                ErrorKind::NotFound => {
+                    Error::permanent(format!("{what} `{key}` is no longer in the blob store"))
+                }
+                // Over the limit: it never gets smaller on retry.
+                ErrorKind::Invalid => Error::permanent(format!("{what}: {e}")),
+                _ => e,
+            })?;
         if let Some(pinned) = &image.sha256 {
             let got = sha256_hex(&bytes);
             if got != *pinned {
@@ -138,9 +153,9 @@ impl Execution<'_> {
         let what = what.to_string();
         let key = key.clone();
         blocking(move || {
-            decode_rgb(&bytes).map_err(|e| {
-                Error::permanent(format!("{what} `{key}` does not decode: {}", e.chain()))
-            })
+            decode_input(&bytes)
+                .map(|(_, pixels)| pixels)
+                .map_err(|e| Error::permanent(format!("{what} `{key}` {e}")))
         })
         .await
     }

@@ -15,14 +15,28 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// A real local blob store whose first `fail` puts fail with a transient error (S3 down), and whose
-/// objects under [`CHANGING`] read back other bytes after their first read (replaced after submit).
+/// objects named [`CHANGING`] read back other bytes after their first read (replaced after submit).
 struct FlakyBlob {
     inner: pixelfarm_blob::LocalBlob,
     fail: AtomicU32,
     read: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
-const CHANGING: &str = "inputs/changing/";
+/// The file name of inputs that change after their first read.
+const CHANGING: &str = "changing.png";
+
+impl FlakyBlob {
+    /// `bytes` of `key`, changed if `key` is [`CHANGING`] and was read before.
+    fn maybe_changed(&self, key: &str, bytes: Bytes) -> Bytes {
+        let seen_before = !self.read.lock().unwrap().insert(key.to_string());
+        if key.ends_with(&format!("/{CHANGING}")) && seen_before {
+            let mut changed = bytes.to_vec();
+            changed.push(0);
+            return changed.into();
+        }
+        bytes
+    }
+}
 
 #[async_trait]
 impl BlobStore for FlakyBlob {
@@ -38,13 +52,11 @@ impl BlobStore for FlakyBlob {
     }
     async fn get(&self, key: &str) -> Result<Bytes> {
         let bytes = self.inner.get(key).await?;
-        let seen_before = !self.read.lock().unwrap().insert(key.to_string());
-        if key.starts_with(CHANGING) && seen_before {
-            let mut changed = bytes.to_vec();
-            changed.push(0);
-            return Ok(changed.into());
-        }
-        Ok(bytes)
+        Ok(self.maybe_changed(key, bytes))
+    }
+    async fn get_limited(&self, key: &str, max_bytes: u64) -> Result<Bytes> {
+        let bytes = self.inner.get_limited(key, max_bytes).await?;
+        Ok(self.maybe_changed(key, bytes))
     }
     async fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key).await
@@ -193,6 +205,7 @@ impl Renderer for SteppingRenderer {
 
 struct Harness {
     core: Core,
+    store: Arc<dyn JobStore>,
     tenant: TenantId,
     stop: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
@@ -290,6 +303,7 @@ async fn harness_timed(
         .unwrap();
     Harness {
         core,
+        store,
         tenant,
         stop,
         tasks,
@@ -316,14 +330,14 @@ impl Harness {
     /// Submit `m`, wait for the batch, stop the worker; the job records.
     async fn run_manifest(&mut self, m: String) -> Vec<JobRecord> {
         let out = self.core.api.submit(self.tenant, m).await.unwrap();
+        self.finish(out.batch_id).await
+    }
+
+    /// Wait for `batch`, stop the worker; the job records.
+    async fn finish(&mut self, batch: BatchId) -> Vec<JobRecord> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let v = self
-                .core
-                .api
-                .batch(self.tenant, out.batch_id)
-                .await
-                .unwrap();
+            let v = self.core.api.batch(self.tenant, batch).await.unwrap();
             if v.done {
                 break;
             }
@@ -337,7 +351,7 @@ impl Harness {
         let jobs = self
             .core
             .api
-            .jobs(self.tenant, out.batch_id, None, 1000)
+            .jobs(self.tenant, batch, None, 1000)
             .await
             .unwrap();
         self.stop.cancel();
@@ -460,9 +474,8 @@ async fn a_batch_out_of_device_memory_is_retried_in_smaller_batches() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_init_image_replaced_after_submit_is_refused_permanently() {
-    let mut h = harness(0, 3).await;
+/// An 8x8 grey PNG.
+fn small_png() -> Bytes {
     let image = RenderedImage {
         width: 8,
         height: 8,
@@ -473,21 +486,65 @@ async fn an_init_image_replaced_after_submit_is_refused_permanently() {
         parameters: String::new(),
         provenance_json: String::new(),
     };
-    let png = pixelfarm_render::output::encode(&image, &OutputSpec::default(), &meta).unwrap();
-    let key = format!("{CHANGING}init.png");
-    h.blob.put(&key, png.into(), "image/png").await.unwrap();
+    pixelfarm_render::output::encode(&image, &OutputSpec::default(), &meta)
+        .unwrap()
+        .into()
+}
+
+/// A one-job manifest starting from the input `key`.
+fn img2img(key: &str) -> String {
+    format!(
+        "name: b\nmodel: test\ndefaults: {{width: 16, height: 16}}\njobs:\n  - {{prompt: p, seed: 1, init: {{image: {{key: {key}}}, strength: 0.5}}}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_init_image_replaced_after_submit_is_refused_permanently() {
+    let mut h = harness(0, 3).await;
+    let up = h
+        .core
+        .api
+        .upload(h.tenant, Some(CHANGING), small_png())
+        .await
+        .unwrap();
     // Submit reads (and pins) the image; the worker's read sees other bytes.
-    let jobs = h
-        .run_manifest(format!(
-            "name: b\nmodel: test\ndefaults: {{width: 16, height: 16}}\njobs:\n  - {{prompt: p, seed: 1, init: {{image: {{key: {key}}}, strength: 0.5}}}}\n"
-        ))
-        .await;
+    let jobs = h.run_manifest(img2img(&up.key)).await;
     let j = &jobs[0];
     assert_eq!((j.state, j.attempt), (JobState::Dead, 1), "{j:?}");
     let err = j.last_error.as_deref().unwrap();
     assert!(
-        err.contains("changed since the batch was submitted") && err.contains(&key),
+        err.contains("changed since the batch was submitted") && err.contains(&up.key),
         "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_reads_no_input_outside_the_jobs_tenant() {
+    let mut h = harness(0, 3).await;
+    let other = h.store.create_tenant("other", 1).await.unwrap();
+    let theirs = h
+        .core
+        .api
+        .upload(other, Some("theirs"), small_png())
+        .await
+        .unwrap();
+    // A job row naming another tenant's input, written past the API's check (as a bug or a
+    // hand-edited row would): the worker refuses to read it.
+    let spec = parse_manifest(&img2img(&theirs.key)).unwrap();
+    let out = h.store.submit(h.tenant, &spec, 3).await.unwrap();
+    let jobs = h.finish(out.batch_id).await;
+    let j = &jobs[0];
+    assert_eq!((j.state, j.attempt), (JobState::Dead, 1), "{j:?}");
+    assert_eq!(
+        j.last_error.as_deref(),
+        Some(
+            format!(
+                "init image `{}` is not an input of the job's tenant",
+                theirs.key
+            )
+            .as_str()
+        ),
+        "{j:?}"
     );
 }
 
