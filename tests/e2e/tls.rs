@@ -120,9 +120,14 @@ async fn the_cli_over_tls_and_a_rotation_without_restart() {
     assert_eq!(status, 200);
     assert!(body.contains("pixelfarm_"), "{body:.200}");
 
-    // Plain text to either port gets no answer.
-    let plain = reqwest::get(format!("http://{http}/readyz")).await;
-    assert!(plain.is_err(), "plain HTTP answered: {plain:?}");
+    // Plain text to either port is refused: plain HTTP is told to use https://, and the gRPC
+    // client fails on that answer (tonic connects lazily: at the first call).
+    let plain = reqwest::get(format!("http://{http}/readyz")).await.unwrap();
+    assert_eq!(plain.status(), 400);
+    assert_eq!(
+        plain.text().await.unwrap(),
+        "this port serves TLS: use https://\n"
+    );
     let err = refused(
         &cli(
             &format!("http://{grpc}"),
@@ -131,8 +136,6 @@ async fn the_cli_over_tls_and_a_rotation_without_restart() {
         )
         .await,
     );
-    // tonic connects lazily: the first call fails when the server answers the HTTP/2 preface
-    // with a TLS alert (as `h2 protocol error` or `operation was canceled`, by timing).
     assert!(err.starts_with("Error: "), "{err}");
 
     // A client that does not trust the CA is refused, and told why and what to do.

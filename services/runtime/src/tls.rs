@@ -21,6 +21,7 @@ use rustls::{ServerConfig, version};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
@@ -204,8 +205,8 @@ fn certified(
 
 /// A TCP listener whose connections come out with their TLS handshake done. Handshakes run
 /// concurrently (each bounded by [`HANDSHAKE_TIMEOUT`]), so a slow or silent client delays only
-/// itself; a failed one (plain HTTP, an untrusted certificate on the client's side) is logged at
-/// debug and dropped.
+/// itself; a failed one (an untrusted certificate on the client's side) is logged at debug and
+/// dropped, and a client speaking plain text gets a `400` saying the port serves TLS.
 pub struct TlsListener {
     tcp: TcpListener,
     acceptor: TlsAcceptor,
@@ -244,13 +245,9 @@ impl axum::serve::Listener for TlsListener {
                 (tcp, peer) = axum::serve::Listener::accept(&mut self.tcp) => {
                     let acceptor = self.acceptor.clone();
                     self.handshakes.spawn(async move {
-                        let _ = tcp.set_nodelay(true);
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                            Ok(Ok(tls)) => Some((tls, peer)),
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "tls handshake failed");
-                                None
-                            }
+                        let shake = handshake(acceptor, tcp, peer);
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, shake).await {
+                            Ok(done) => done,
                             Err(_) => {
                                 tracing::debug!(%peer, "tls handshake timed out");
                                 None
@@ -269,6 +266,36 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.tcp.local_addr()
+    }
+}
+
+/// What a client speaking plain text to a TLS port gets before the connection closes: an
+/// HTTP/1.1 answer, so `curl http://…` says what is wrong (a gRPC client still fails on it).
+const PLAIN_TEXT_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\n\
+    connection: close\r\ncontent-length: 35\r\n\r\nthis port serves TLS: use https://\n";
+
+/// The TLS handshake of one connection; `None` (logged at debug) when it fails.
+async fn handshake(
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> Option<(TlsStream<TcpStream>, SocketAddr)> {
+    let _ = tcp.set_nodelay(true);
+    // A TLS client opens with a handshake record (content type 22); anything else is plain text.
+    let mut first = [0u8; 1];
+    if matches!(tcp.peek(&mut first).await, Ok(1) if first[0] != 22) {
+        tracing::debug!(%peer, "plain text on a tls port");
+        let mut tcp = tcp;
+        let _ = tcp.write_all(PLAIN_TEXT_ANSWER).await;
+        let _ = tcp.shutdown().await;
+        return None;
+    }
+    match acceptor.accept(tcp).await {
+        Ok(tls) => Some((tls, peer)),
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "tls handshake failed");
+            None
+        }
     }
 }
 
