@@ -67,6 +67,9 @@ CHART_EXPECT = {
     "monitoring-on-values.yaml": {"ServiceMonitor": 1, "PodMonitor": 1, "PrometheusRule": 1,
                                   "NetworkPolicy": 2, "ScaledObject": 1,
                                   "absent": ["TriggerAuthentication"]},
+    # check_tls checks the TLS wiring of the scheduler's pods and ServiceMonitor.
+    "tls-values.yaml": {"Deployment": 2, "ServiceMonitor": 1, "scheduler_tls": True,
+                        "absent": ["PodMonitor"]},
 }
 # Values that must make the chart refuse to render.
 CHART_MUST_FAIL = {
@@ -76,6 +79,7 @@ CHART_MUST_FAIL = {
     "minReplicas > maxReplicas": {"workerPools": [{"name": "a", "models": ["m"],
                                                    "autoscaling": {"minReplicas": 5, "maxReplicas": 2}}]},
     "unknown keda trigger": {"keda": {"trigger": "sqs"}},
+    "scheduler tls without its Secret": {"scheduler": {"tls": {"enabled": True}}},
     "unknown renderer": {"workerDefaults": {"renderer": "dall-e"}},
     "registry sha256 not 64 hex": {"modelRegistry": {"models": {"sd15": {
         "family": "sd15", "source": "s3://m/sd15", "files": {"unet/diffusion_pytorch_model.safetensors": "abc123"}}}}},
@@ -184,6 +188,8 @@ def check_workload(d: dict, where: str, ck: Checker) -> None:
             cfg = next((m for m in mounts.values() if m["mountPath"].startswith("/app/config/")), None)
             if not cfg or "configMap" not in volumes.get(cfg["name"], {}):
                 ck.err(cw, "config layer must be mounted from a ConfigMap under /app/config/")
+        if component == "scheduler":
+            check_tls(c, mounts, volumes, cw, ck)
         if component == "worker":
             if not (env.get("PIXELFARM__WORKER__MODELS") or {}).get("value"):
                 ck.err(cw, "PIXELFARM__WORKER__MODELS must list the pool's models")
@@ -204,6 +210,29 @@ def check_workload(d: dict, where: str, ck: Checker) -> None:
                 src = registry_source(c, volumes)
                 if isinstance(src, str):
                     ck.err(cw, src)
+
+
+def check_tls(c: dict, mounts: dict, volumes: dict, cw: str, ck: Checker) -> None:
+    """A scheduler serving TLS (PIXELFARM__SCHEDULER__TLS__*_FILE) reads both files from one
+    Secret mounted as a folder (a subPath mount never sees a renewal), and its probes use
+    HTTPS; one in plain TCP has no HTTPS probe."""
+    env = env_map(c)
+    files = [(env.get(k) or {}).get("value") for k in
+             ("PIXELFARM__SCHEDULER__TLS__CERT_FILE", "PIXELFARM__SCHEDULER__TLS__KEY_FILE")]
+    tls = any(files)
+    for probe in ("readinessProbe", "livenessProbe"):
+        scheme = ((c.get(probe) or {}).get("httpGet") or {}).get("scheme", "HTTP")
+        if (scheme == "HTTPS") != tls:
+            ck.err(cw, f"{probe} scheme {scheme} on a scheduler {'serving' if tls else 'without'} TLS")
+    if not tls:
+        return
+    if not all(files):
+        ck.err(cw, "PIXELFARM__SCHEDULER__TLS__CERT_FILE and __KEY_FILE must both be set")
+        return
+    dirs = {str(Path(f).parent) for f in files}
+    m = mounts.get(dirs.pop()) if len(dirs) == 1 else None
+    if m is None or m.get("subPath") or "secret" not in volumes.get(m["name"], {}):
+        ck.err(cw, f"the TLS files {files} must be in one folder mounted from a Secret (no subPath)")
 
 
 def registry_source(c: dict, volumes: dict) -> tuple[str, str] | str:
@@ -471,6 +500,20 @@ def write_docs(docs: list[dict], outdir: Path) -> tuple[list[Path], int]:
     return builtin, len(docs) - len(builtin)
 
 
+def check_monitors(docs: list[dict], where: str, ck: Checker) -> None:
+    """A ServiceMonitor of a scheduler serving TLS scrapes over HTTPS."""
+    tls = any(env_map(c).get("PIXELFARM__SCHEDULER__TLS__CERT_FILE")
+              for d in docs if pod_spec(d) is not None for c in pod_spec(d).get("containers") or [])
+    for d in docs:
+        if d["kind"] != "ServiceMonitor":
+            continue
+        for e in d["spec"].get("endpoints", []):
+            if (e.get("scheme") == "https") != tls or (tls and not e.get("tlsConfig")):
+                ck.err(where, f"{ident(d)}: scheme {e.get('scheme', 'http')} "
+                              f"(tlsConfig {'set' if e.get('tlsConfig') else 'unset'}) for a scheduler "
+                              f"{'serving' if tls else 'without'} TLS")
+
+
 def cmd_chart(a: argparse.Namespace, ck: Checker) -> list[Path]:
     import helm_python  # type: ignore
 
@@ -504,6 +547,7 @@ def cmd_chart(a: argparse.Namespace, ck: Checker) -> list[Path]:
                 ck.err(where, f"{ident(d)}: namespace must be the release namespace")
         n_before = len(ck.errors)
         check_set(docs, where, ck, hooks=True)
+        check_monitors(docs, where, ck)
         found = ck.errors[n_before:]
         for want in (CHART_EXPECT.get(vf.name) or {}).get("findings", []):
             hits = [e for e in found if want in e]
@@ -522,8 +566,12 @@ def cmd_chart(a: argparse.Namespace, ck: Checker) -> list[Path]:
         if exp is None:
             ck.err(where, "no expectations for this ci values file in deploy/checks/validate.py CHART_EXPECT")
         else:
+            if exp.get("scheduler_tls") and not any(
+                    env_map(c).get("PIXELFARM__SCHEDULER__TLS__CERT_FILE")
+                    for d in docs if pod_spec(d) is not None for c in pod_spec(d).get("containers") or []):
+                ck.err(where, "expected a scheduler serving TLS, rendered none")
             for kind, n in exp.items():
-                if kind == "findings":
+                if kind in ("findings", "scheduler_tls"):
                     continue
                 if kind == "absent":
                     for k in n:

@@ -6,9 +6,10 @@
 
 mod cleanup;
 pub mod faults;
+pub mod tls;
 
 use futures::StreamExt;
-use pixelfarm_api::{ApiClient, BatchView};
+use pixelfarm_api::{ApiClient, BatchView, CaCertificates};
 use pixelfarm_blob::{S3Blob, S3Config};
 use pixelfarm_core::{BatchId, BlobStore, sha256_hex};
 use std::collections::{BTreeMap, BTreeSet};
@@ -136,6 +137,9 @@ pub struct StackOptions {
     pub models: Vec<String>,
     /// `worker.registry`: the diffusion model registry file.
     pub registry: Option<PathBuf>,
+    /// `scheduler.tls`: both listeners serve TLS with these files; the stack's clients and its
+    /// readiness checks trust their CA.
+    pub tls: Option<tls::ServerFiles>,
 }
 
 impl Default for StackOptions {
@@ -149,6 +153,7 @@ impl Default for StackOptions {
             renderer: "test-pattern".into(),
             models: vec!["test".into(), "shapes".into()],
             registry: None,
+            tls: None,
         }
     }
 }
@@ -195,7 +200,7 @@ blob: {{kind: s3, bucket: {bucket}, endpoint: \"{endpoint}\", region: us-east-1,
 scheduler:
   grpc_addr: 127.0.0.1:{grpc}
   http_addr: 127.0.0.1:{http}
-  dispatch_interval_ms: 20
+{tls}  dispatch_interval_ms: 20
   maintenance_interval_ms: 300
   tenants:
     - {{name: a, api_keys: [{KEY_A}]}}
@@ -223,6 +228,7 @@ worker:
             renderer = opts.renderer,
             models = opts.models.join(", "),
             registry = opts.registry.as_ref().map(|p| format!("  registry: \"{}\"\n", p.display())).unwrap_or_default(),
+            tls = opts.tls.as_ref().map(|t| format!("  tls: {{cert_file: \"{}\", key_file: \"{}\"}}\n", t.cert_file.display(), t.key_file.display())).unwrap_or_default(),
         );
         std::fs::create_dir_all(dir.path().join("config")).unwrap();
         std::fs::write(dir.path().join("config/base.yaml"), config).unwrap();
@@ -238,13 +244,17 @@ worker:
             db_url,
             prefix,
             scheduler,
-            grpc_url: format!("http://127.0.0.1:{grpc}"),
+            grpc_url: format!(
+                "{}://127.0.0.1:{grpc}",
+                if opts.tls.is_some() { "https" } else { "http" }
+            ),
             workers: Vec::new(),
             retired: Vec::new(),
             opts,
             cleanup,
         };
-        wait_ready(&mut stack.scheduler).await;
+        let ca = stack.opts.tls.as_ref().map(|t| t.ca_file.clone());
+        wait_ready_over(&mut stack.scheduler, ca.as_deref()).await;
         for _ in 0..stack.opts.workers {
             stack.add_worker().await;
         }
@@ -275,7 +285,13 @@ worker:
 
     /// A client of tenant `key`.
     pub async fn client(&self, key: &str) -> ApiClient {
-        ApiClient::connect(&self.grpc_url, key).await.unwrap()
+        let ca = self.opts.tls.as_ref().map(|t| {
+            let pem = std::fs::read(&t.ca_file).unwrap();
+            CaCertificates::from_pem("the test CA", &pem).unwrap()
+        });
+        ApiClient::connect_with_ca(&self.grpc_url, key, ca.as_ref())
+            .await
+            .unwrap()
     }
 
     /// The stack's view of the bucket.
@@ -330,13 +346,24 @@ fn spawn(
 }
 
 async fn wait_ready(p: &mut Proc) {
-    let url = format!("http://{}/readyz", p.http);
+    wait_ready_over(p, None).await
+}
+
+/// Wait until `p`'s `/readyz` answers 200, over HTTPS trusting `ca` when given.
+async fn wait_ready_over(p: &mut Proc, ca: Option<&Path>) {
+    let scheme = if ca.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}/readyz", p.http);
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        if reqwest::get(&url)
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
+        let ready = match ca {
+            Some(ca) => tls::https_get(p.http, ca, "/readyz")
+                .await
+                .is_ok_and(|(status, _)| status == 200),
+            None => reqwest::get(&url)
+                .await
+                .is_ok_and(|r| r.status().is_success()),
+        };
+        if ready {
             return;
         }
         if let Ok(Some(status)) = p.child.try_wait() {

@@ -171,3 +171,21 @@ others. Call with (dict "root" $ "pool" POOL); returns YAML.
 {{- $_ := set $reg "models" $sel -}}
 {{- toYaml $reg -}}
 {{- end -}}
+
+{{/*
+Where the scheduler's TLS Secret is mounted (scheduler.tls).
+*/}}
+{{- define "pixelfarm.tlsDir" -}}
+/etc/pixelfarm/tls
+{{- end }}
+
+{{/*
+A probe of the scheduler: scheme HTTPS when its ports serve TLS.
+*/}}
+{{- define "pixelfarm.schedulerProbe" -}}
+{{- $probe := deepCopy .probe }}
+{{- if and .root.Values.scheduler.tls.enabled $probe.httpGet }}
+{{- $_ := set $probe.httpGet "scheme" "HTTPS" }}
+{{- end }}
+{{- toYaml $probe }}
+{{- end }}

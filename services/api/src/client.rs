@@ -5,8 +5,10 @@ use futures::{Stream, StreamExt};
 use pixelfarm_core::{BatchId, Error, ErrorKind, JobId, JobRecord, Result, SubmitOutcome};
 use pixelfarm_proto::v1;
 use pixelfarm_proto::v1::batch_service_client::BatchServiceClient;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use tonic::metadata::MetadataValue;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 use crate::BatchView;
 use crate::grpc::from_status;
@@ -22,24 +24,56 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
-    /// Connect to `url` (`http://host:50051`) with API key `key`.
+    /// Connect to `url` (`http://host:50051`, or `https://…` trusting the system's root
+    /// certificates) with API key `key`.
     ///
     /// # Errors
-    /// `Transient` when the scheduler is unreachable, `Invalid` for a bad URL or key.
+    /// As [`ApiClient::connect_with_ca`].
     pub async fn connect(url: &str, key: &str) -> Result<Self> {
+        Self::connect_with_ca(url, key, None).await
+    }
+
+    /// Connect to `url` with API key `key`. An `https://` URL is verified against `ca` when
+    /// given, else against the system's root certificates; an `http://` URL is plain TCP.
+    ///
+    /// # Errors
+    /// `Invalid` for a bad URL or key; `Permanent` when the scheduler's certificate cannot be
+    /// verified (the message names the URL and the reason); `Transient` when the scheduler is
+    /// unreachable.
+    pub async fn connect_with_ca(
+        url: &str,
+        key: &str,
+        ca: Option<&CaCertificates>,
+    ) -> Result<Self> {
         let auth = MetadataValue::try_from(format!("Bearer {key}"))
             .map_err(|_| Error::invalid("the api key has characters not allowed in a header"))?;
-        let endpoint = Channel::from_shared(url.to_string()).map_err(|e| {
+        let mut endpoint = Channel::from_shared(url.to_string()).map_err(|e| {
             Error::with_source(
                 ErrorKind::Invalid,
                 format!("api url `{url}` is not valid"),
                 e,
             )
         })?;
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| Error::transient(format!("cannot reach the scheduler at {url}"), e))?;
+        let https = endpoint.uri().scheme_str() == Some("https");
+        if https {
+            endpoint = endpoint
+                .tls_config(tls_config(ca))
+                .map_err(|e| Error::with_source(ErrorKind::Invalid, format!("tls for {url}"), e))?;
+        }
+        let channel = endpoint.connect().await.map_err(|e| {
+            let trusted = match ca {
+                Some(ca) => ca.origin.as_str(),
+                None => "the system's root certificates",
+            };
+            match tls_failure(&e) {
+                // The reason is the whole story; tonic's wrappers around it only repeat it.
+                Some(why) if https => Error::new(
+                    ErrorKind::Permanent,
+                    format!("cannot verify the scheduler at {url} (trusting {trusted}): {why}"),
+                ),
+                _ => Error::transient(format!("cannot reach the scheduler at {url}"), e),
+            }
+        })?;
         Ok(ApiClient {
             inner: BatchServiceClient::new(channel).max_decoding_message_size(64 << 20),
             auth,
@@ -206,4 +240,63 @@ impl ApiClient {
         }
         Ok(buf.freeze())
     }
+}
+
+/// Certificates an `https://` client trusts instead of the system's roots (a private CA's).
+#[derive(Clone, Debug)]
+pub struct CaCertificates {
+    pem: Certificate,
+    /// Where they came from, as messages name it (`--ca-file ca.crt`).
+    origin: String,
+}
+
+impl CaCertificates {
+    /// The PEM certificates in `pem`; `origin` names where they came from in messages.
+    ///
+    /// # Errors
+    /// `Invalid` naming `origin` when `pem` holds no PEM certificate or a broken one.
+    pub fn from_pem(origin: &str, pem: &[u8]) -> Result<Self> {
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::invalid(format!("{origin}: {e}")))?;
+        if certs.is_empty() {
+            return Err(Error::invalid(format!(
+                "{origin}: holds no PEM CERTIFICATE block; accepted: one or more PEM certificates"
+            )));
+        }
+        Ok(CaCertificates {
+            pem: Certificate::from_pem(pem),
+            origin: origin.to_string(),
+        })
+    }
+}
+
+/// TLS of an `https://` channel: `ca`'s certificates as the only roots, or the system's.
+fn tls_config(ca: Option<&CaCertificates>) -> ClientTlsConfig {
+    // tonic builds its rustls config on the process's default provider; the build links two
+    // (aws-lc-rs for S3 and this, ring for RabbitMQ), so one must be named. A provider already
+    // installed stays.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    match ca {
+        Some(ca) => ClientTlsConfig::new().ca_certificate(ca.pem.clone()),
+        None => ClientTlsConfig::new().with_native_roots(),
+    }
+}
+
+/// The TLS error under a failed connect (an untrusted or expired certificate, a name that does
+/// not match), if that is why it failed. rustls errors reach tonic inside `io::Error`s, whose
+/// `source()` skips the error they wrap.
+fn tls_failure<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        let wrapped = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        if let Some(t) = e.downcast_ref::<rustls::Error>().or(wrapped) {
+            return Some(t);
+        }
+        cur = e.source();
+    }
+    None
 }

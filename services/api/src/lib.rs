@@ -7,7 +7,7 @@
 //! - [`http`]: the axum HTTP/JSON + SSE routes over [`BatchApi`].
 //! - [`errors`]: what a client is told when a call fails (code, message, request id).
 //! - [`convert`]: domain ↔ protobuf records.
-//! - [`client`]: [`ApiClient`], the gRPC client the CLI uses.
+//! - [`client`]: [`ApiClient`], the gRPC client the CLI uses (plain or TLS, [`CaCertificates`]).
 //! - [`metrics`]: the API's counters ([`ApiMetrics`]).
 
 pub mod client;
@@ -18,6 +18,6 @@ pub mod http;
 pub mod metrics;
 pub mod service;
 
-pub use client::ApiClient;
+pub use client::{ApiClient, CaCertificates};
 pub use metrics::ApiMetrics;
 pub use service::{BatchApi, BatchView, JobPage, UploadedInput};

@@ -2,16 +2,17 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pixelfarm_api::ApiClient;
+use pixelfarm_api::{ApiClient, CaCertificates};
 use pixelfarm_cli::{embedded, export, progress};
-use pixelfarm_core::BatchId;
 use pixelfarm_core::text::printable;
+use pixelfarm_core::{BatchId, ErrorKind};
 use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(version, about = "pixelfarm: batch image generation")]
 struct Cli {
-    /// Scheduler gRPC address.
+    /// Scheduler gRPC address: http://HOST:PORT, or https://HOST:PORT for a scheduler serving
+    /// TLS (verified against the system's root certificates, or --ca-file).
     #[arg(
         long,
         global = true,
@@ -28,6 +29,10 @@ struct Cli {
         default_value = ""
     )]
     api_key: String,
+    /// PEM certificate(s) of the CA that signed the scheduler's certificate (a private CA such
+    /// as cert-manager's), trusted instead of the system's root certificates for https://.
+    #[arg(long, global = true, env = "PIXELFARM_CA_FILE")]
+    ca_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -137,9 +142,24 @@ async fn run() -> anyhow::Result<()> {
         !cli.api_key.is_empty(),
         "no api key: pass --api-key or set PIXELFARM_API_KEY"
     );
-    let client = ApiClient::connect(&cli.api_url, &cli.api_key)
+    let ca = match &cli.ca_file {
+        Some(path) => {
+            let origin = format!("--ca-file {}", path.display());
+            let pem = std::fs::read(path).with_context(|| format!("cannot read {origin}"))?;
+            Some(CaCertificates::from_pem(&origin, &pem).map_err(e)?)
+        }
+        None => None,
+    };
+    let client = ApiClient::connect_with_ca(&cli.api_url, &cli.api_key, ca.as_ref())
         .await
-        .map_err(e)?;
+        .map_err(|err| match err.kind() {
+            ErrorKind::Permanent if ca.is_none() => anyhow::anyhow!(
+                "{}; for a scheduler whose certificate a private CA signed, pass the CA's \
+                 certificate with --ca-file (or PIXELFARM_CA_FILE)",
+                printable(&err.chain())
+            ),
+            _ => e(err),
+        })?;
     match cli.command {
         Command::Run { .. } => unreachable!("handled above"),
         Command::Submit { manifest, wait } => {

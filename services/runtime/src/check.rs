@@ -8,7 +8,7 @@
 use pixelfarm_core::{Error, Result};
 
 use crate::Settings;
-use crate::settings::{BlobKind, BlobSettings, BrokerSettings, DatabaseSettings};
+use crate::settings::{BlobKind, BlobSettings, BrokerSettings, DatabaseSettings, TlsSettings};
 
 /// The sections every process reads: `database`, `broker` and `blob`.
 ///
@@ -207,6 +207,27 @@ pub fn listen_addr(field: &str, addr: &str) -> Result<()> {
     Ok(())
 }
 
+/// A `tls` section named `field` (`scheduler.tls`): both files or neither. The files themselves
+/// are read at start (on Kubernetes they come from a Secret that `check-config` does not see).
+///
+/// # Errors
+/// `Invalid` naming the file that is missing from the pair.
+pub fn tls(field: &str, s: &TlsSettings) -> Result<()> {
+    let accepted = "accepted: both cert_file and key_file (PEM), or neither for plain TCP";
+    match (
+        s.cert_file.as_os_str().is_empty(),
+        s.key_file.as_os_str().is_empty(),
+    ) {
+        (false, true) => Err(Error::invalid(format!(
+            "{field}.key_file: is empty while {field}.cert_file is set; {accepted}"
+        ))),
+        (true, false) => Err(Error::invalid(format!(
+            "{field}.cert_file: is empty while {field}.key_file is set; {accepted}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +269,17 @@ mod tests {
         assert!(err(common(&s)).contains("blob.access_key_id"));
 
         assert!(err(listen_addr("worker.http_addr", "9091")).contains("worker.http_addr"));
+
+        let mut t = TlsSettings {
+            cert_file: "tls.crt".into(),
+            ..Default::default()
+        };
+        assert!(err(tls("scheduler.tls", &t)).starts_with("scheduler.tls.key_file: is empty"));
+        (t.cert_file, t.key_file) = ("".into(), "tls.key".into());
+        assert!(err(tls("scheduler.tls", &t)).starts_with("scheduler.tls.cert_file: is empty"));
+        t.cert_file = "tls.crt".into();
+        tls("scheduler.tls", &t).unwrap();
+        tls("scheduler.tls", &TlsSettings::default()).unwrap();
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! - [`health`]: [`health::Health`], dependency probes and loop watchdogs behind readiness,
 //!   liveness and `pixelfarm_dependency_up`.
 //! - [`ops`]: the ops HTTP router (`/metrics`, `/healthz`, `/readyz`) and serving helpers.
+//! - [`tls`]: [`tls::ServerTls`], a listener's certificate from PEM files, re-read while serving,
+//!   and [`tls::TlsListener`], connections handed out after their handshake.
 //! - [`shutdown`]: one cancellation token fired by SIGTERM / Ctrl-C.
 //! - [`telemetry`]: tracing setup.
 //! - [`tasks`]: [`tasks::wait_all`], a process's tasks to their first failure.
@@ -18,5 +20,6 @@ pub mod settings;
 pub mod shutdown;
 pub mod tasks;
 pub mod telemetry;
+pub mod tls;
 
 pub use settings::Settings;

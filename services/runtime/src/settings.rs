@@ -258,6 +258,26 @@ pub struct SchedulerSettings {
     /// or not deployed yet); their jobs wait, visibly, until a worker serves them. A model some
     /// worker ever announced is accepted anyway; any other is refused at submit.
     pub models: Vec<ModelName>,
+    /// TLS of the gRPC and HTTP listeners; both files unset: plain TCP.
+    pub tls: TlsSettings,
+}
+
+/// `scheduler.tls` section: the certificate a listener presents, from PEM files that are read at
+/// start and re-read while serving (a rotated certificate is served without a restart).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain, the server's certificate first (cert-manager's `tls.crt`).
+    pub cert_file: PathBuf,
+    /// PEM private key of that certificate: PKCS#8, PKCS#1 (RSA) or SEC1 (EC) (`tls.key`).
+    pub key_file: PathBuf,
+}
+
+impl TlsSettings {
+    /// Whether TLS is asked for (a certificate file is named; `check-config` insists on both).
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.as_os_str().is_empty() || !self.key_file.as_os_str().is_empty()
+    }
 }
 
 impl Default for SchedulerSettings {
@@ -272,6 +292,7 @@ impl Default for SchedulerSettings {
             stale_queued_seconds: 600,
             tenants: Vec::new(),
             models: Vec::new(),
+            tls: TlsSettings::default(),
         }
     }
 }

@@ -4,13 +4,16 @@ use anyhow::Context;
 use pixelfarm_api::{ApiMetrics, BatchApi};
 use pixelfarm_core::{BlobStore, Broker, JobStore};
 use pixelfarm_runtime::health::{Beat, Health, ping, store_probe};
+use pixelfarm_runtime::tls::{ALPN_GRPC, ALPN_HTTP1, ServerTls, TlsListener};
 use pixelfarm_runtime::{Settings, ops};
 use prometheus::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::{Connected, TcpIncoming};
 
 use crate::SchedulerMetrics;
 use crate::dispatcher::Dispatcher;
@@ -141,8 +144,16 @@ impl Running {
 /// Connect, bootstrap tenants, and start servers and loops until `stop`.
 ///
 /// # Errors
-/// When a dependency is unreachable or an address cannot be bound.
+/// When a dependency is unreachable, an address cannot be bound or the TLS files cannot be
+/// served.
 pub async fn start(settings: Settings, stop: CancellationToken) -> anyhow::Result<Running> {
+    // The certificate first: a bad file stops the start before anything connects.
+    let tls = if settings.scheduler.tls.enabled() {
+        let tls = ServerTls::load("scheduler.tls", &settings.scheduler.tls);
+        Some(tls.map_err(|e| anyhow::anyhow!(e.chain()))?)
+    } else {
+        None
+    };
     let store = settings
         .database
         .connect()
@@ -183,22 +194,34 @@ pub async fn start(settings: Settings, stop: CancellationToken) -> anyhow::Resul
     let health = Arc::new(health);
     health.spawn(&mut tasks, stop.clone());
     let http = pixelfarm_api::http::router(core.api.clone()).merge(ops::router(registry, health));
-    let (http_listener, http_addr) = ops::bind(&settings.scheduler.http_addr).await?;
-    tasks.spawn(ops_task(http_listener, http, stop.clone()));
-
-    let (grpc_listener, grpc_addr) = ops::bind(&settings.scheduler.grpc_addr).await?;
     let grpc = pixelfarm_api::grpc::GrpcApi(core.api.clone()).into_server();
-    let grpc_stop = stop.clone();
-    tasks.spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(grpc)
-            .serve_with_incoming_shutdown(tokio_stream_incoming(grpc_listener), async move {
-                grpc_stop.cancelled().await
-            })
-            .await
-            .context("grpc server failed")
-    });
-    tracing::info!(%grpc_addr, %http_addr, "scheduler listening");
+    let (http_listener, http_addr) = ops::bind(&settings.scheduler.http_addr).await?;
+    let (grpc_listener, grpc_addr) = ops::bind(&settings.scheduler.grpc_addr).await?;
+    let grpc = tonic::transport::Server::builder().add_service(grpc);
+    let tls_on = tls.is_some();
+    match tls {
+        Some(tls) => {
+            let acceptor = |alpn| tls.acceptor(alpn).map_err(|e| anyhow::anyhow!(e.chain()));
+            let http_tls = TlsListener::new(http_listener, acceptor(ALPN_HTTP1)?);
+            let grpc_tls = TlsListener::new(grpc_listener, acceptor(ALPN_GRPC)?);
+            tasks.spawn(pixelfarm_runtime::tls::serve_http(
+                http_tls,
+                http,
+                stop.clone(),
+            ));
+            tasks.spawn(grpc_task(grpc, grpc_tls.into_stream(), stop.clone()));
+            tls.spawn_reload(&mut tasks, stop.clone());
+        }
+        None => {
+            tasks.spawn(ops_task(http_listener, http, stop.clone()));
+            tasks.spawn(grpc_task(
+                grpc,
+                TcpIncoming::from(grpc_listener),
+                stop.clone(),
+            ));
+        }
+    }
+    tracing::info!(%grpc_addr, %http_addr, tls = tls_on, "scheduler listening");
     Ok(Running {
         grpc_addr,
         http_addr,
@@ -214,6 +237,16 @@ async fn ops_task(
     ops::serve(l, app, stop).await.context("http server failed")
 }
 
-fn tokio_stream_incoming(l: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(l)
+async fn grpc_task<IO>(
+    server: tonic::transport::server::Router,
+    incoming: impl futures::Stream<Item = std::io::Result<IO>>,
+    stop: CancellationToken,
+) -> anyhow::Result<()>
+where
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+{
+    server
+        .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await })
+        .await
+        .context("grpc server failed")
 }

@@ -15,6 +15,7 @@ pub fn settings(settings: &Settings) -> anyhow::Result<Vec<String>> {
     let s = &settings.scheduler;
     check::listen_addr("scheduler.grpc_addr", &s.grpc_addr).map_err(err)?;
     check::listen_addr("scheduler.http_addr", &s.http_addr).map_err(err)?;
+    check::tls("scheduler.tls", &s.tls).map_err(err)?;
     // The jobs table refuses max_attempts < 1 (attempts_bounded).
     anyhow::ensure!(
         s.max_attempts >= 1,
@@ -46,8 +47,17 @@ pub fn settings(settings: &Settings) -> anyhow::Result<Vec<String>> {
         }
     }
     let mut report = check::describe(settings);
+    let transport = if s.tls.enabled() {
+        format!(
+            "TLS from {} and {}",
+            s.tls.cert_file.display(),
+            s.tls.key_file.display()
+        )
+    } else {
+        "plain TCP".to_string()
+    };
     report.push(format!(
-        "scheduler: grpc {}, http {}, max_attempts {}",
+        "scheduler: grpc {}, http {} ({transport}), max_attempts {}",
         s.grpc_addr, s.http_addr, s.max_attempts
     ));
     report.push(format!(
@@ -84,6 +94,18 @@ mod tests {
         s.scheduler.http_addr = "8080".into();
         let e = settings(&s).unwrap_err().to_string();
         assert!(e.starts_with("scheduler.http_addr"), "{e}");
+
+        let mut s = Settings::default();
+        s.scheduler.tls.key_file = "/tls/tls.key".into();
+        let e = settings(&s).unwrap_err().to_string();
+        assert!(e.starts_with("scheduler.tls.cert_file"), "{e}");
+        s.scheduler.tls.cert_file = "/tls/tls.crt".into();
+        let r = settings(&s).unwrap();
+        assert!(
+            r.iter()
+                .any(|l| l.contains("(TLS from /tls/tls.crt and /tls/tls.key)")),
+            "{r:?}"
+        );
 
         let mut s = Settings::default();
         let t = TenantBootstrap {
