@@ -545,6 +545,26 @@ async fn inputs_are_checked_before_they_are_stored_and_named_only_by_their_tenan
         (status, code.as_str(), message.as_str()),
         (413, "payload_too_large", too_big.as_str())
     );
+    // The key is checked before the body is read: curl, waiting for `100 Continue` before it
+    // sends a body, gets the 401 having sent none of it.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &big).unwrap();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_upload}",
+        ])
+        .args(["-X", "PUT", "-H", "authorization: Bearer not-a-key"])
+        .args(["-H", "expect: 100-continue", "--expect100-timeout", "30"])
+        .arg("--data-binary")
+        .arg(format!("@{}", file.path().display()))
+        .arg(format!("{http}/v1/inputs/big"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "401 0", "{out:?}");
     let e = a.upload(Some("big"), big.into()).await.unwrap_err();
     assert_eq!((e.kind(), e.to_string()), (ErrorKind::Invalid, too_big));
     // A bad name is refused before the bytes are looked at.

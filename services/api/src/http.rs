@@ -17,13 +17,13 @@
 //! (codes in docs/security.md; what the message may say in [`crate::errors`]).
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use bytes::Bytes;
 use futures::StreamExt;
 use pixelfarm_core::{Error, ErrorKind, ImageFormat, JobId, MAX_INPUT_BYTES, TenantId};
 use serde::Deserialize;
@@ -41,14 +41,8 @@ pub fn router(api: Arc<BatchApi>) -> Router {
         .route("/v1/batches/{id}/cancel", post(cancel))
         .route("/v1/batches/{id}/watch", get(watch))
         .route("/v1/jobs/{id}/image", get(image))
-        .route(
-            "/v1/inputs",
-            post(upload_unnamed).layer(DefaultBodyLimit::max(MAX_INPUT_BYTES as usize)),
-        )
-        .route(
-            "/v1/inputs/{name}",
-            put(upload_named).layer(DefaultBodyLimit::max(MAX_INPUT_BYTES as usize)),
-        )
+        .route("/v1/inputs", post(upload_unnamed))
+        .route("/v1/inputs/{name}", put(upload_named))
         .fallback(unknown_route)
         .layer(middleware::from_fn(json_errors))
         .with_state(api)
@@ -270,13 +264,19 @@ async fn image(
     Ok(([(header::CONTENT_TYPE, format.content_type())], bytes).into_response())
 }
 
+/// Authenticate, then read the body: a client without a valid key never makes the scheduler
+/// read (up to [`MAX_INPUT_BYTES`] of) what it sends.
 async fn upload(
     api: &BatchApi,
     headers: &HeaderMap,
     name: Option<&str>,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
     let t = tenant(api, headers).await?;
+    let Ok(body) = axum::body::to_bytes(body, MAX_INPUT_BYTES as usize).await else {
+        // Over the limit (or the client went away): `json_errors` words the 413.
+        return Ok(StatusCode::PAYLOAD_TOO_LARGE.into_response());
+    };
     let out = observed(api, "upload", api.upload(t, name, body).await)?;
     Ok((StatusCode::CREATED, axum::Json(out)).into_response())
 }
@@ -285,7 +285,7 @@ async fn upload_named(
     State(api): State<Arc<BatchApi>>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
     upload(&api, &headers, Some(&name), body).await
 }
@@ -293,7 +293,7 @@ async fn upload_named(
 async fn upload_unnamed(
     State(api): State<Arc<BatchApi>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
     upload(&api, &headers, None, body).await
 }
