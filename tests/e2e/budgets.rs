@@ -2,91 +2,10 @@
 //! work it would cause (docs/security.md, "Budgets"), names the budget, and stores nothing. The
 //! scheduler's peak RSS (VmHWM) after each is printed (`--no-capture`), not asserted.
 
+use pixelfarm_core::hostile::{Hostile, manifests};
 use pixelfarm_e2e::*;
 use pixelfarm_proto::v1;
 use pixelfarm_proto::v1::batch_service_client::BatchServiceClient;
-
-fn hostile() -> Vec<(&'static str, String, &'static str)> {
-    let head = "name: hostile\nmodel: test\ndefaults: {width: 16, height: 16, steps: 2}\n";
-    let vals = |p: &str| {
-        (0..100)
-            .map(|i| format!("{p}{i:02}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    vec![
-        (
-            "alias bomb",
-            format!(
-                "{head}prompt: \"{{p}}\"\nseeds: [1]\nvars:\n  p: [&a \"{}\"{}]\n",
-                "x".repeat(1000),
-                ", *a".repeat(100_000)
-            ),
-            "has an anchor",
-        ),
-        (
-            "nested templates",
-            format!(
-                "{head}prompt: \"{{a}}{{b}}{{c}}\"\nseeds: [1]\nvars:\n  a: [\"{}\"]\n  b: [\"{}\"]\n  c: [\"{}\"]\n",
-                "{b}".repeat(300),
-                "{c}".repeat(300),
-                "y".repeat(300)
-            ),
-            "expands to a prompt that is 2100 characters long",
-        ),
-        (
-            "million maximal jobs",
-            format!(
-                "name: hostile\nmodel: test\ndefaults: {{width: 16, height: 16, steps: 2, negative_prompt: \"{}\"}}\nprompt: \"{{a}} {{b}} {}\"\nseeds: {{base: 1, count: 100}}\nvars:\n  a: [{}]\n  b: [{}]\n",
-                "n".repeat(2000),
-                "p".repeat(1990),
-                vals("a"),
-                vals("b")
-            ),
-            "expanded-size budget",
-        ),
-        (
-            "tags through aliases",
-            format!(
-                "{head}prompt: p\nseeds: [1]\ntags:\n  t0: &v \"{}\"\n{}",
-                "t".repeat(10_000),
-                (1..5000)
-                    .map(|i| format!("  t{i}: *v\n"))
-                    .collect::<String>()
-            ),
-            "has an anchor",
-        ),
-        (
-            "many tags",
-            format!(
-                "{head}prompt: p\nseeds: [1]\ntags:\n{}",
-                (0..5000)
-                    .map(|i| format!("  t{i}: v\n"))
-                    .collect::<String>()
-            ),
-            "has 5000 tags; accepted: at most 64",
-        ),
-        (
-            "deep flow nesting",
-            format!(
-                "{head}prompt: p\nseeds: [1]\ntags: {}{}\n",
-                "[".repeat(100_000),
-                "]".repeat(100_000)
-            ),
-            "nests more than 256",
-        ),
-        (
-            "deep block nesting",
-            format!(
-                "{head}prompt: p\nseeds: [1]\ntags:\n{}",
-                (0..600)
-                    .map(|i| format!("{}k:\n", " ".repeat(i + 1)))
-                    .collect::<String>()
-            ),
-            "nests deeper than 16 levels",
-        ),
-    ]
-}
 
 async fn stored(db: &sqlx::PgPool) -> (i64, i64) {
     let n = |q: &'static str| async move {
@@ -114,7 +33,12 @@ async fn hostile_manifests_are_refused_before_the_work_and_store_nothing() {
         .unwrap()
         .max_encoding_message_size(4 << 20);
     eprintln!("scheduler peak RSS at start: {} MiB", vm_hwm_mib(pid));
-    for (name, body, expected) in hostile() {
+    for Hostile {
+        name,
+        manifest: body,
+        refusal: expected,
+    } in manifests("test")
+    {
         let t0 = std::time::Instant::now();
         let r = client
             .post(format!("{http}/v1/batches"))
@@ -166,7 +90,12 @@ async fn measure_the_scheduler_under_hostile_manifests() {
         .timeout(std::time::Duration::from_secs(60))
         .build()
         .unwrap();
-    for (name, body, _) in hostile() {
+    for Hostile {
+        name,
+        manifest: body,
+        ..
+    } in manifests("test")
+    {
         stack.restart_scheduler().await;
         let pid = stack.scheduler.child.id().expect("the scheduler runs");
         let start = vm_hwm_mib(pid);

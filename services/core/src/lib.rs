@@ -13,6 +13,7 @@
 //! - [`limits`]: what a model accepts ([`ModelLimits`]).
 //! - [`state`]: the [`JobState`] machine.
 //! - [`failure`]: retry vs dead-letter ([`decide`], [`Backoff`]).
+//! - [`hostile`]: the attack classes the manifest budgets refuse, as manifests (tests, measurements).
 //! - [`control`]: a running render's progress and cancellation ([`RenderControl`]).
 //! - [`text`]: the policy for prompts, names and tags ([`text::check`]) and how such text is
 //!   escaped for one-line formats and terminals.
@@ -21,6 +22,7 @@
 pub mod control;
 pub mod error;
 pub mod failure;
+pub mod hostile;
 pub mod ids;
 pub mod image_input;
 pub mod keys;
