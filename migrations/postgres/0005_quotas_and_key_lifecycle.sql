@@ -1,0 +1,28 @@
+-- Per-tenant quotas and the API key lifecycle (docs/security.md, "Quotas and rate limits" and
+-- "API keys"). A NULL limit is unlimited. The scheduler enforces max_queued_jobs, max_jobs_per_day
+-- and max_priority in the submit's transaction; max_watches and submits_per_minute are counted in
+-- each scheduler replica's memory.
+ALTER TABLE tenants
+    ADD COLUMN max_queued_jobs    bigint   CHECK (max_queued_jobs >= 0),
+    ADD COLUMN max_jobs_per_day   bigint   CHECK (max_jobs_per_day >= 0),
+    ADD COLUMN max_watches        integer  CHECK (max_watches >= 0),
+    ADD COLUMN submits_per_minute integer  CHECK (submits_per_minute >= 0),
+    ADD COLUMN max_priority       smallint CHECK (max_priority BETWEEN 0 AND 9);
+
+-- A key is valid until revoked_at or expires_at. `prefix` is the non-secret name listings show
+-- and `revoke` takes; keys registered before it existed are named by their hash. Keys the config
+-- lists are marked from_config, and revoked at start once the config stops listing them.
+ALTER TABLE api_keys
+    ADD COLUMN prefix        text,
+    ADD COLUMN last_used_at  timestamptz,
+    ADD COLUMN expires_at    timestamptz,
+    ADD COLUMN revoked_at    timestamptz,
+    ADD COLUMN from_config   boolean NOT NULL DEFAULT false;
+UPDATE api_keys SET prefix = 'sha256:' || left(key_sha256, 8);
+ALTER TABLE api_keys ALTER COLUMN prefix SET NOT NULL;
+CREATE INDEX api_keys_tenant ON api_keys (tenant_id, created_at);
+
+-- The quota counts: a tenant's unfinished jobs, and the jobs of its batches of the last day.
+CREATE INDEX jobs_tenant_open ON jobs (tenant_id)
+    WHERE state IN ('pending', 'queued', 'running', 'retryable');
+CREATE INDEX batches_tenant_created ON batches (tenant_id, created_at);
