@@ -5,10 +5,12 @@ use chrono::Utc;
 use futures::Stream;
 use pixelfarm_core::*;
 use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::ApiMetrics;
+use crate::limits::{FailedAuth, SubmitRate, WatchSlot, Watches};
 
 /// Largest page of jobs one call returns.
 pub const MAX_PAGE: u32 = 10_000;
@@ -95,6 +97,12 @@ pub struct BatchApi {
     metrics: ApiMetrics,
     /// [`MAX_CONCURRENT_SUBMITS`] permits, each held from parsing to the stored batch.
     submits: Arc<tokio::sync::Semaphore>,
+    /// Failed authentications per client address (refused before the key lookup once spent).
+    failed_auth: FailedAuth,
+    /// Submits per tenant and minute (`submits_per_minute`).
+    submit_rate: SubmitRate,
+    /// Watches open per tenant (`max_watches`).
+    watches: Watches,
 }
 
 impl BatchApi {
@@ -115,6 +123,9 @@ impl BatchApi {
             allowed_models,
             metrics,
             submits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SUBMITS)),
+            failed_auth: FailedAuth::default(),
+            submit_rate: SubmitRate::default(),
+            watches: Watches::default(),
         }
     }
 
@@ -123,10 +134,10 @@ impl BatchApi {
         &self.metrics
     }
 
-    /// The tenant of an `Authorization: Bearer <key>` value.
+    /// The tenant of an `Authorization: Bearer <key>` value (a key neither revoked nor expired).
     ///
     /// # Errors
-    /// `Unauthenticated` for a missing, malformed or unknown key.
+    /// `Unauthenticated` for a missing, malformed, unknown, revoked or expired key.
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<TenantId> {
         let key = authorization
             .and_then(|v| {
@@ -144,18 +155,76 @@ impl BatchApi {
         self.store
             .tenant_by_key(&hash_api_key(key))
             .await?
-            .ok_or_else(|| Error::new(ErrorKind::Unauthenticated, "unknown api key"))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Unauthenticated,
+                    "unknown, revoked or expired api key",
+                )
+            })
+    }
+
+    /// Refuse a client address that failed to authenticate too often (see
+    /// [`crate::limits::FAILED_AUTH_BURST`]); the transports call it before anything else.
+    ///
+    /// # Errors
+    /// `RateLimited`.
+    pub fn admit_peer(&self, peer: IpAddr) -> Result<()> {
+        self.failed_auth.check(peer).inspect_err(|_| {
+            self.metrics
+                .auth_failures
+                .with_label_values(&["rate_limited"])
+                .inc();
+        })
+    }
+
+    /// Count a failed authentication of `peer` (its request was answered `unauthenticated`).
+    pub fn auth_failed(&self, peer: Option<IpAddr>) {
+        self.metrics
+            .auth_failures
+            .with_label_values(&["unauthenticated"])
+            .inc();
+        if let Some(peer) = peer {
+            self.failed_auth.failed(peer);
+        }
+    }
+
+    /// [`BatchApi::authenticate`] for a client at `peer`: refused before the key lookup when the
+    /// address spent its failed authentications, and a failure counted against it.
+    ///
+    /// # Errors
+    /// `RateLimited`, or as [`BatchApi::authenticate`].
+    pub async fn authenticate_from(
+        &self,
+        peer: Option<IpAddr>,
+        authorization: Option<&str>,
+    ) -> Result<TenantId> {
+        if let Some(p) = peer {
+            self.admit_peer(p)?;
+        }
+        self.authenticate(authorization).await.inspect_err(|e| {
+            if e.kind() == ErrorKind::Unauthenticated {
+                self.auth_failed(peer);
+            }
+        })
     }
 
     /// Parse, expand and store a manifest in one transaction.
     ///
     /// # Errors
+    /// `RateLimited` over the tenant's `submits_per_minute` (counted before any parsing);
     /// `Invalid` naming the manifest field (a model no worker serves is refused here, before a
     /// job or a broker queue exists for it; text the policy refuses, [`text::check_batch`]);
-    /// `Transient` when [`MAX_CONCURRENT_SUBMITS`] submits stayed in progress for
-    /// [`SUBMIT_QUEUE_WAIT`]; store errors.
+    /// `QuotaExceeded` over the tenant's `max_priority`, `max_queued_jobs` or `max_jobs_per_day`
+    /// (checked by the store as it writes the batch); `Transient` when
+    /// [`MAX_CONCURRENT_SUBMITS`] submits stayed in progress for [`SUBMIT_QUEUE_WAIT`]; store
+    /// errors.
     pub async fn submit(&self, tenant: TenantId, manifest: String) -> Result<SubmitOutcome> {
         let t0 = Instant::now();
+        let owner = self.store.tenant(tenant).await?;
+        let refused = |e: &Error| self.metrics.refused(&owner.name, e);
+        self.submit_rate
+            .admit(tenant, owner.quota.submits_per_minute)
+            .inspect_err(refused)?;
         // A slot before any work: parsing and expanding are what the slots bound. The parse
         // holds it too, so a client that hangs up does not free it while its parse still runs.
         let slot = tokio::time::timeout(SUBMIT_QUEUE_WAIT, self.submits.clone().acquire_owned())
@@ -184,7 +253,11 @@ impl BatchApi {
         self.check_model(&spec.model, &manifest).await?;
         drop(manifest);
         self.pin_inputs(&mut spec).await?;
-        let out = self.store.submit(tenant, &spec, self.max_attempts).await?;
+        let out = self
+            .store
+            .submit(tenant, &spec, self.max_attempts)
+            .await
+            .inspect_err(refused)?;
         if out.created {
             self.metrics.batches_submitted.inc();
             self.metrics
@@ -374,17 +447,48 @@ impl BatchApi {
     }
 
     /// The batch now, then on every change of its counts or of whether a live worker serves its
-    /// model, ending after the first view that is done.
-    pub fn watch(
+    /// model, ending after the first view that is done. The watch holds one of the tenant's
+    /// `max_watches` places on this replica until the stream is dropped.
+    ///
+    /// # Errors
+    /// `QuotaExceeded` when the tenant has `max_watches` open; `NotFound` for an unknown batch
+    /// or another tenant's.
+    pub async fn watch(
         self: Arc<Self>,
         tenant: TenantId,
         batch: BatchId,
+    ) -> Result<impl Stream<Item = Result<BatchView>> + Send + 'static> {
+        let owner = self.store.tenant(tenant).await?;
+        let gauge = self
+            .metrics
+            .tenant_watches
+            .with_label_values(&[owner.name.as_str()]);
+        let slot = self
+            .watches
+            .open(tenant, owner.quota.max_watches, gauge)
+            .inspect_err(|e| self.metrics.refused(&owner.name, e))?;
+        let first = self.batch(tenant, batch).await?;
+        Ok(self.follow(tenant, batch, first, slot))
+    }
+
+    fn follow(
+        self: Arc<Self>,
+        tenant: TenantId,
+        batch: BatchId,
+        first: BatchView,
+        slot: WatchSlot,
     ) -> impl Stream<Item = Result<BatchView>> + Send + 'static {
         async_stream::stream! {
+            let _slot = slot;
             // A new view is sent when the counts change, or whether a worker serves the model.
             let mut last: Option<(StateCounts, bool)> = None;
+            let mut next = Some(Ok(first));
             loop {
-                match self.batch(tenant, batch).await {
+                let current = match next.take() {
+                    Some(first) => first,
+                    None => self.batch(tenant, batch).await,
+                };
+                match current {
                     Ok(view) => {
                         let done = view.done;
                         let seen = (view.status.counts.clone(), view.live_workers == Some(0));
