@@ -6,7 +6,7 @@
 mod common;
 
 use futures::StreamExt;
-use pixelfarm_core::{ErrorKind, JobStore, Limit, NewApiKey, Quota};
+use pixelfarm_core::{ErrorKind, Limit, NewApiKey, Quota};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -51,10 +51,13 @@ async fn watches_hold_a_place_until_dropped() {
     );
     drop(first);
     assert_eq!(m.tenant_watches.with_label_values(&["t"]).get(), 0);
-    api.clone()
-        .watch(t, b)
-        .await
-        .expect("the dropped watch freed its place");
+    let mut again = Box::pin(
+        api.clone()
+            .watch(t, b)
+            .await
+            .expect("the dropped watch freed its place"),
+    );
+    assert_eq!(again.next().await.unwrap().unwrap().total, 5);
 }
 
 #[tokio::test]

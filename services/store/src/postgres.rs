@@ -430,7 +430,7 @@ impl JobStore for PgStore {
             });
         }
         let usage = if quota.counts_usage() {
-            usage_of(&mut *tx, tenant).await?
+            usage_of(&mut tx, tenant).await?
         } else {
             Usage::default()
         };

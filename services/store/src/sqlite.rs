@@ -414,7 +414,7 @@ impl JobStore for SqliteStore {
             });
         }
         let usage = if quota.counts_usage() {
-            usage_of(&mut *tx, tenant).await?
+            usage_of(&mut tx, tenant).await?
         } else {
             Usage::default()
         };
