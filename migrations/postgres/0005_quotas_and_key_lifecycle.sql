@@ -10,16 +10,16 @@ ALTER TABLE tenants
     ADD COLUMN max_priority       smallint CHECK (max_priority BETWEEN 0 AND 9);
 
 -- A key is valid until revoked_at or expires_at. `prefix` is the non-secret name listings show
--- and `revoke` takes; keys registered before it existed are named by their hash. Keys the config
--- lists are marked from_config, and revoked at start once the config stops listing them.
+-- and `revoke` takes; it is NULL for keys registered by an older scheduler (before this migration,
+-- or by an old replica during a rolling update), which are named 'sha256:' and 8 digits of their
+-- hash instead. Keys the config lists are marked from_config, and revoked at start once the config
+-- stops listing them.
 ALTER TABLE api_keys
     ADD COLUMN prefix        text,
     ADD COLUMN last_used_at  timestamptz,
     ADD COLUMN expires_at    timestamptz,
     ADD COLUMN revoked_at    timestamptz,
     ADD COLUMN from_config   boolean NOT NULL DEFAULT false;
-UPDATE api_keys SET prefix = 'sha256:' || left(key_sha256, 8);
-ALTER TABLE api_keys ALTER COLUMN prefix SET NOT NULL;
 CREATE INDEX api_keys_tenant ON api_keys (tenant_id, created_at);
 
 -- The quota counts: a tenant's unfinished jobs, and the jobs of its batches of the last day.

@@ -5,12 +5,11 @@ ALTER TABLE tenants ADD COLUMN max_watches INTEGER CHECK (max_watches >= 0);
 ALTER TABLE tenants ADD COLUMN submits_per_minute INTEGER CHECK (submits_per_minute >= 0);
 ALTER TABLE tenants ADD COLUMN max_priority INTEGER CHECK (max_priority BETWEEN 0 AND 9);
 
-ALTER TABLE api_keys ADD COLUMN prefix TEXT NOT NULL DEFAULT '';
+ALTER TABLE api_keys ADD COLUMN prefix TEXT;
 ALTER TABLE api_keys ADD COLUMN last_used_at INTEGER;
 ALTER TABLE api_keys ADD COLUMN expires_at INTEGER;
 ALTER TABLE api_keys ADD COLUMN revoked_at INTEGER;
 ALTER TABLE api_keys ADD COLUMN from_config INTEGER NOT NULL DEFAULT 0 CHECK (from_config IN (0, 1));
-UPDATE api_keys SET prefix = 'sha256:' || substr(key_sha256, 1, 8);
 CREATE INDEX api_keys_tenant ON api_keys (tenant_id, created_at);
 
 CREATE INDEX jobs_tenant_open ON jobs (tenant_id)

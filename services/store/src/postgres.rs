@@ -137,6 +137,10 @@ fn record(r: &PgRow) -> Result<JobRecord> {
     job_row(r).map_err(db("cannot read job row"))?.into_record()
 }
 
+/// The name of a key in listings and `revoke`: its prefix, or for a key registered without one
+/// (by an older scheduler) `sha256:` and 8 digits of its hash, as `core::key_prefix` names such keys.
+const KEY_PREFIX: &str = "coalesce(prefix, 'sha256:' || left(key_sha256, 8))";
+
 const TENANT_COLUMNS: &str = "id, name, weight, max_queued_jobs, max_jobs_per_day, max_watches, \
     submits_per_minute, max_priority";
 
@@ -351,10 +355,10 @@ impl JobStore for PgStore {
     }
 
     async fn api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKeyInfo>> {
-        let rows = sqlx::query(
-            "SELECT prefix, created_at, last_used_at, expires_at, revoked_at, from_config
-             FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, prefix",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_PREFIX} AS prefix, created_at, last_used_at, expires_at, revoked_at, from_config
+             FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, prefix"
+        ))
         .bind(tenant.as_uuid())
         .fetch_all(&self.pool)
         .await
@@ -373,10 +377,10 @@ impl JobStore for PgStore {
     }
 
     async fn revoke_api_keys(&self, tenant: TenantId, prefix: &str) -> Result<u64> {
-        Ok(sqlx::query(
+        Ok(sqlx::query(&format!(
             "UPDATE api_keys SET revoked_at = now()
-             WHERE tenant_id = $1 AND prefix = $2 AND revoked_at IS NULL",
-        )
+             WHERE tenant_id = $1 AND {KEY_PREFIX} = $2 AND revoked_at IS NULL"
+        ))
         .bind(tenant.as_uuid())
         .bind(prefix)
         .execute(&self.pool)

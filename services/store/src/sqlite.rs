@@ -21,6 +21,10 @@ use crate::row::{JobRow, failure_columns, progress_columns};
 const JOB_COLUMNS: &str = "id, batch_id, key, model, params, state, attempt, max_attempts, \
     object_key, sha256, last_error, error_kind, timings, created_at, started_at, finished_at, steps_done, steps_total";
 
+/// The name of a key in listings and `revoke`: its prefix, or for a key registered without one
+/// (by an older scheduler) `sha256:` and 8 digits of its hash, as `core::key_prefix` names such keys.
+const KEY_PREFIX: &str = "coalesce(prefix, 'sha256:' || substr(key_sha256, 1, 8))";
+
 const TENANT_COLUMNS: &str = "id, name, weight, max_queued_jobs, max_jobs_per_day, max_watches, \
     submits_per_minute, max_priority";
 
@@ -330,10 +334,10 @@ impl JobStore for SqliteStore {
     }
 
     async fn api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKeyInfo>> {
-        let rows = sqlx::query(
-            "SELECT prefix, created_at, last_used_at, expires_at, revoked_at, from_config
-             FROM api_keys WHERE tenant_id = ?1 ORDER BY created_at, prefix",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_PREFIX} AS prefix, created_at, last_used_at, expires_at, revoked_at, from_config
+             FROM api_keys WHERE tenant_id = ?1 ORDER BY created_at, prefix"
+        ))
         .bind(tenant.to_string())
         .fetch_all(&self.pool)
         .await
@@ -352,10 +356,10 @@ impl JobStore for SqliteStore {
     }
 
     async fn revoke_api_keys(&self, tenant: TenantId, prefix: &str) -> Result<u64> {
-        Ok(sqlx::query(
+        Ok(sqlx::query(&format!(
             "UPDATE api_keys SET revoked_at = ?3
-             WHERE tenant_id = ?1 AND prefix = ?2 AND revoked_at IS NULL",
-        )
+             WHERE tenant_id = ?1 AND {KEY_PREFIX} = ?2 AND revoked_at IS NULL"
+        ))
         .bind(tenant.to_string())
         .bind(prefix)
         .bind(now_ms())
