@@ -13,13 +13,17 @@ ALTER TABLE tenants
 -- and `revoke` takes; it is NULL for keys registered by an older scheduler (before this migration,
 -- or by an old replica during a rolling update), which are named 'sha256:' and 8 digits of their
 -- hash instead. Keys the config lists are marked from_config, and revoked at start once the config
--- stops listing them.
+-- stops listing them (revoked_by 'config': listing them again restores them, so a scheduler started
+-- on the wrong config does not lose them for good); a key the operator revoked ('operator') stays
+-- revoked.
 ALTER TABLE api_keys
     ADD COLUMN prefix        text,
     ADD COLUMN last_used_at  timestamptz,
     ADD COLUMN expires_at    timestamptz,
     ADD COLUMN revoked_at    timestamptz,
-    ADD COLUMN from_config   boolean NOT NULL DEFAULT false;
+    ADD COLUMN revoked_by    text CHECK (revoked_by IN ('operator', 'config')),
+    ADD COLUMN from_config   boolean NOT NULL DEFAULT false,
+    ADD CONSTRAINT revoked_by_whom CHECK ((revoked_at IS NULL) = (revoked_by IS NULL));
 CREATE INDEX api_keys_tenant ON api_keys (tenant_id, created_at);
 
 -- The quota counts: a tenant's unfinished jobs, and the jobs of its batches of the last day.

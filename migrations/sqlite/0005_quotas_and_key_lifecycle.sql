@@ -9,6 +9,7 @@ ALTER TABLE api_keys ADD COLUMN prefix TEXT;
 ALTER TABLE api_keys ADD COLUMN last_used_at INTEGER;
 ALTER TABLE api_keys ADD COLUMN expires_at INTEGER;
 ALTER TABLE api_keys ADD COLUMN revoked_at INTEGER;
+ALTER TABLE api_keys ADD COLUMN revoked_by TEXT CHECK (revoked_by IN ('operator', 'config'));
 ALTER TABLE api_keys ADD COLUMN from_config INTEGER NOT NULL DEFAULT 0 CHECK (from_config IN (0, 1));
 CREATE INDEX api_keys_tenant ON api_keys (tenant_id, created_at);
 

@@ -626,6 +626,17 @@ async fn revoked_expired_and_removed_keys_are_refused() {
     );
     assert_eq!(probe(cli_key_b.trim().into()).await.unwrap().status(), 404);
     assert_eq!(probe(KEY_A.into()).await.unwrap().status(), 404);
+    // Listed again: the config's revocation ends with it (an operator's would not).
+    std::fs::write(&config, &text).unwrap();
+    stack.restart_scheduler().await;
+    assert_eq!(probe(KEY_B.into()).await.unwrap().status(), 404);
+    std::fs::write(
+        &config,
+        text.replace(&format!("api_keys: [{KEY_B}]"), "api_keys: []"),
+    )
+    .unwrap();
+    stack.restart_scheduler().await;
+    assert_eq!(probe(KEY_B.into()).await.unwrap().status(), 401);
 
     // A flood of wrong keys: after the burst (20, one spent on KEY_B above), refused before any
     // lookup, over both transports.

@@ -279,7 +279,9 @@ pub trait Leadership: Send {
 ///   in the transaction that writes the batch with the tenant's row locked, so two submits of a
 ///   tenant cannot both pass on the same room;
 /// - an API key is valid from `add_api_key` until it is revoked or its `expires_at` passes;
-///   registering a key again changes nothing (a revoked key stays revoked);
+///   registering a key again changes nothing (a revoked key stays revoked), except that a config
+///   key revoked by `revoke_config_keys_except` is restored when registered again as a config key
+///   of the same tenant;
 /// - `claim` is one conditional update from `pending`/`queued`; it returns `None` for a job that is
 ///   running, final, cancelled or unknown, and increments `attempt`;
 /// - `heartbeat`, `complete` and `fail` change the row only while the caller holds the lease
@@ -313,7 +315,8 @@ pub trait JobStore: Send + Sync + 'static {
     /// Revoke the tenant's keys with this prefix not yet revoked; returns how many.
     async fn revoke_api_keys(&self, tenant: TenantId, prefix: &str) -> Result<u64>;
     /// Revoke every key registered `from_config` whose sha256 is not in `keep` (the keys the
-    /// config lists now); returns how many.
+    /// config lists now); returns how many. Unlike [`JobStore::revoke_api_keys`], this revocation
+    /// ends when the config lists the key again.
     async fn revoke_config_keys_except(&self, keep: &[String]) -> Result<u64>;
 
     /// Write a batch and its jobs (state `pending`) in one transaction.

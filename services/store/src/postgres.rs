@@ -319,7 +319,10 @@ impl JobStore for PgStore {
     async fn add_api_key(&self, tenant: TenantId, key: &NewApiKey) -> Result<()> {
         sqlx::query(
             "INSERT INTO api_keys (key_sha256, tenant_id, prefix, expires_at, from_config)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (key_sha256) DO UPDATE SET revoked_at = NULL, revoked_by = NULL
+             WHERE api_keys.revoked_by = 'config' AND EXCLUDED.from_config
+               AND api_keys.tenant_id = EXCLUDED.tenant_id",
         )
         .bind(&key.key_sha256)
         .bind(tenant.as_uuid())
@@ -378,7 +381,7 @@ impl JobStore for PgStore {
 
     async fn revoke_api_keys(&self, tenant: TenantId, prefix: &str) -> Result<u64> {
         Ok(sqlx::query(&format!(
-            "UPDATE api_keys SET revoked_at = now()
+            "UPDATE api_keys SET revoked_at = now(), revoked_by = 'operator'
              WHERE tenant_id = $1 AND {KEY_PREFIX} = $2 AND revoked_at IS NULL"
         ))
         .bind(tenant.as_uuid())
@@ -391,7 +394,7 @@ impl JobStore for PgStore {
 
     async fn revoke_config_keys_except(&self, keep: &[String]) -> Result<u64> {
         Ok(sqlx::query(
-            "UPDATE api_keys SET revoked_at = now()
+            "UPDATE api_keys SET revoked_at = now(), revoked_by = 'config'
              WHERE from_config AND revoked_at IS NULL AND NOT (key_sha256 = ANY($1))",
         )
         .bind(keep)

@@ -295,8 +295,11 @@ impl JobStore for SqliteStore {
 
     async fn add_api_key(&self, tenant: TenantId, key: &NewApiKey) -> Result<()> {
         sqlx::query(
-            "INSERT OR IGNORE INTO api_keys (key_sha256, tenant_id, created_at, prefix, expires_at, from_config)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO api_keys (key_sha256, tenant_id, created_at, prefix, expires_at, from_config)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (key_sha256) DO UPDATE SET revoked_at = NULL, revoked_by = NULL
+             WHERE revoked_by = 'config' AND excluded.from_config = 1
+               AND tenant_id = excluded.tenant_id",
         )
         .bind(&key.key_sha256)
         .bind(tenant.to_string())
@@ -357,7 +360,7 @@ impl JobStore for SqliteStore {
 
     async fn revoke_api_keys(&self, tenant: TenantId, prefix: &str) -> Result<u64> {
         Ok(sqlx::query(&format!(
-            "UPDATE api_keys SET revoked_at = ?3
+            "UPDATE api_keys SET revoked_at = ?3, revoked_by = 'operator'
              WHERE tenant_id = ?1 AND {KEY_PREFIX} = ?2 AND revoked_at IS NULL"
         ))
         .bind(tenant.to_string())
@@ -372,7 +375,7 @@ impl JobStore for SqliteStore {
     async fn revoke_config_keys_except(&self, keep: &[String]) -> Result<u64> {
         let keep = serde_json::to_string(keep).expect("strings serialize");
         Ok(sqlx::query(
-            "UPDATE api_keys SET revoked_at = ?2
+            "UPDATE api_keys SET revoked_at = ?2, revoked_by = 'config'
              WHERE from_config = 1 AND revoked_at IS NULL
                AND key_sha256 NOT IN (SELECT value FROM json_each(?1))",
         )

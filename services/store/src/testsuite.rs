@@ -315,6 +315,15 @@ pub async fn key_lifecycle(s: Store) {
     );
     assert_eq!(s.tenant_by_key(&kept.key_sha256).await.unwrap(), Some(a));
     assert_eq!(s.tenant_by_key(&dropped.key_sha256).await.unwrap(), None);
+    // Listed again (a scheduler had started on the wrong config): restored, but only for its
+    // own tenant; a config key the operator revoked stays revoked.
+    s.add_api_key(a, &dropped).await.unwrap();
+    assert_eq!(s.tenant_by_key(&dropped.key_sha256).await.unwrap(), None);
+    s.add_api_key(b, &dropped).await.unwrap();
+    assert_eq!(s.tenant_by_key(&dropped.key_sha256).await.unwrap(), Some(b));
+    assert_eq!(s.revoke_api_keys(a, &kept.prefix).await.unwrap(), 1);
+    s.add_api_key(a, &kept).await.unwrap();
+    assert_eq!(s.tenant_by_key(&kept.key_sha256).await.unwrap(), None);
     assert_eq!(
         s.tenant_by_key(&later.key_sha256).await.unwrap(),
         Some(a),
