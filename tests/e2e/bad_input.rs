@@ -700,6 +700,8 @@ async fn measure_priority_starvation_and_watches() {
         ..Default::default()
     })
     .await;
+    // `MEASURE_MAX_WATCHES=none` measures the shared watch polls without the cap.
+    let cap = std::env::var("MEASURE_MAX_WATCHES").unwrap_or_else(|_| "10".into());
     let quotas = stack
         .scheduler_cli(&[
             "tenant",
@@ -708,7 +710,7 @@ async fn measure_priority_starvation_and_watches() {
             "--max-priority",
             "0",
             "--max-watches",
-            "10",
+            &cap,
         ])
         .await
         .is_ok();
@@ -768,6 +770,21 @@ async fn measure_priority_starvation_and_watches() {
         ms.sort_by(f64::total_cmp);
         (ms[ms.len() / 2], ms[ms.len() - 1])
     };
+    // Transactions committed in the stack's database in 5 s (the leader's loops run too).
+    let db = sqlx::PgPool::connect(&stack.db_url).await.unwrap();
+    let commits_per_second = || async {
+        let q = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()";
+        let read = || async {
+            sqlx::query_scalar::<_, i64>(q)
+                .fetch_one(&db)
+                .await
+                .unwrap()
+        };
+        let before = read().await;
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        (read().await - before) / 5
+    };
+    let quiet_commits = commits_per_second().await;
     let mut quiet = Vec::new();
     for _ in 0..20 {
         quiet.push(get_b().await);
@@ -789,10 +806,12 @@ async fn measure_priority_starvation_and_watches() {
     for _ in 0..20 {
         loaded.push(get_b().await);
     }
+    let loaded_commits = commits_per_second().await;
     let ((q50, qmax), (l50, lmax)) = (latency(quiet), latency(loaded));
     let pid = stack.scheduler.child.id().unwrap();
+    let cap = if quotas { cap } else { "unsupported".into() };
     println!(
-        "MEASURE watches quotas={quotas} 50 watch requests of a: {statuses:?}; b's GET: median {q50:.1} ms (max {qmax:.1}) without, median {l50:.1} ms (max {lmax:.1}) with them; scheduler VmHWM {} MiB",
+        "MEASURE watches quotas={quotas} max_watches={cap} 50 watch requests of a: {statuses:?}; b's GET: median {q50:.1} ms (max {qmax:.1}) without, median {l50:.1} ms (max {lmax:.1}) with them; database commits/s {quiet_commits} without, {loaded_commits} with them; scheduler VmHWM {} MiB",
         peak_rss_mib(pid)
     );
     drop(watches);

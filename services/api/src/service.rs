@@ -5,12 +5,13 @@ use chrono::Utc;
 use futures::Stream;
 use pixelfarm_core::*;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::ApiMetrics;
-use crate::limits::{FailedAuth, SubmitRate, WatchSlot, Watches};
+use crate::limits::{FailedAuth, SubmitRate, Watches};
 
 /// Largest page of jobs one call returns.
 pub const MAX_PAGE: u32 = 10_000;
@@ -41,7 +42,7 @@ pub fn page_limit(limit: Option<u32>) -> Result<u32> {
     }
 }
 
-/// How often a watch re-reads the batch.
+/// How often a watched batch is re-read (once, however many watches follow it).
 const WATCH_POLL: Duration = Duration::from_millis(250);
 
 /// Submits parsed and expanded at once: each may hold up to `MAX_EXPANDED_BYTES` of jobs until
@@ -87,6 +88,34 @@ impl From<BatchStatus> for BatchView {
     }
 }
 
+/// What a batch's watch poll last read: a view, or a failure's kind and message (the error
+/// itself is not `Clone`; its chain is logged by the poll).
+#[derive(Debug, Clone)]
+enum Seen {
+    View(Box<BatchView>),
+    Failed(ErrorKind, String),
+}
+
+impl Seen {
+    /// Whether the watches are told nothing more: the batch is done, or the error is fatal.
+    fn is_final(&self) -> bool {
+        match self {
+            Seen::View(v) => v.done,
+            Seen::Failed(kind, _) => *kind != ErrorKind::Transient,
+        }
+    }
+
+    /// Whether `next` is news to the watches: other counts, a change of whether a live worker
+    /// serves the model, or a failure (each one is sent).
+    fn differs(&self, next: &Seen) -> bool {
+        let key = |v: &BatchView| (v.status.counts.clone(), v.live_workers == Some(0));
+        match (self, next) {
+            (Seen::View(a), Seen::View(b)) => key(a.as_ref()) != key(b.as_ref()),
+            _ => true,
+        }
+    }
+}
+
 /// The API's one implementation.
 pub struct BatchApi {
     store: Arc<dyn JobStore>,
@@ -103,6 +132,8 @@ pub struct BatchApi {
     submit_rate: SubmitRate,
     /// Watches open per tenant (`max_watches`).
     watches: Watches,
+    /// The poll of each watched batch, shared by its watches.
+    polls: std::sync::Mutex<HashMap<(TenantId, BatchId), tokio::sync::watch::Receiver<Seen>>>,
 }
 
 impl BatchApi {
@@ -126,6 +157,7 @@ impl BatchApi {
             failed_auth: FailedAuth::default(),
             submit_rate: SubmitRate::default(),
             watches: Watches::default(),
+            polls: Default::default(),
         }
     }
 
@@ -468,48 +500,95 @@ impl BatchApi {
             .open(tenant, owner.quota.max_watches, gauge)
             .inspect_err(|e| self.metrics.refused(&owner.name, e))?;
         let first = self.batch(tenant, batch).await?;
-        Ok(self.follow(tenant, batch, first, slot))
-    }
-
-    fn follow(
-        self: Arc<Self>,
-        tenant: TenantId,
-        batch: BatchId,
-        first: BatchView,
-        slot: WatchSlot,
-    ) -> impl Stream<Item = Result<BatchView>> + Send + 'static {
-        async_stream::stream! {
+        let mut seen = self.clone().poll(tenant, batch, first);
+        Ok(async_stream::stream! {
             let _slot = slot;
-            // A new view is sent when the counts change, or whether a worker serves the model.
-            let mut last: Option<(StateCounts, bool)> = None;
-            let mut next = Some(Ok(first));
             loop {
-                let current = match next.take() {
-                    Some(first) => first,
-                    None => self.batch(tenant, batch).await,
-                };
-                match current {
-                    Ok(view) => {
+                let now = seen.borrow_and_update().clone();
+                match now {
+                    Seen::View(view) => {
                         let done = view.done;
-                        let seen = (view.status.counts.clone(), view.live_workers == Some(0));
-                        if last.as_ref() != Some(&seen) {
-                            last = Some(seen);
-                            yield Ok(view);
-                        }
+                        yield Ok(*view);
                         if done {
                             break;
                         }
                     }
-                    Err(e) => {
-                        let fatal = e.kind() != ErrorKind::Transient;
-                        yield Err(e);
-                        if fatal {
+                    Seen::Failed(kind, message) => {
+                        yield Err(Error::new(kind, message));
+                        if kind != ErrorKind::Transient {
                             break;
                         }
                     }
                 }
-                tokio::time::sleep(WATCH_POLL).await;
+                // The poll ended (done, a fatal error): its last value was the one above.
+                if seen.changed().await.is_err() {
+                    break;
+                }
             }
+        })
+    }
+
+    /// The poll of `batch`: the running one when another watch follows the batch, else a new
+    /// one starting from `first`. One poll reads the batch every [`WATCH_POLL`] however many
+    /// watches follow it, and ends when the batch is done, on a fatal error, or when its last
+    /// watch is dropped.
+    fn poll(
+        self: Arc<Self>,
+        tenant: TenantId,
+        batch: BatchId,
+        first: BatchView,
+    ) -> tokio::sync::watch::Receiver<Seen> {
+        let mut polls = self.polls.lock().expect("polls lock");
+        if let Some(rx) = polls.get(&(tenant, batch))
+            && rx.has_changed().is_ok()
+        {
+            return rx.clone();
+        }
+        let (tx, rx) = tokio::sync::watch::channel(Seen::View(Box::new(first)));
+        polls.insert((tenant, batch), rx.clone());
+        drop(polls);
+        tokio::spawn(self.run_poll(tenant, batch, tx));
+        rx
+    }
+
+    async fn run_poll(
+        self: Arc<Self>,
+        tenant: TenantId,
+        batch: BatchId,
+        tx: tokio::sync::watch::Sender<Seen>,
+    ) {
+        loop {
+            if tx.borrow().is_final() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(WATCH_POLL) => {}
+                _ = tx.closed() => break,
+            }
+            let next = match self.batch(tenant, batch).await {
+                Ok(view) => Seen::View(Box::new(view)),
+                Err(e) => {
+                    // The watches get the kind and message; the chain is logged here, once.
+                    tracing::warn!(%batch, error = %e.chain(), "watch poll failed");
+                    Seen::Failed(e.kind(), e.to_string())
+                }
+            };
+            tx.send_if_modified(|last| {
+                let changed = last.differs(&next);
+                if changed {
+                    *last = next;
+                }
+                changed
+            });
+        }
+        drop(tx);
+        let mut polls = self.polls.lock().expect("polls lock");
+        // Only this poll's entry: a new poll of the batch may have replaced it.
+        if polls
+            .get(&(tenant, batch))
+            .is_some_and(|rx| rx.has_changed().is_err())
+        {
+            polls.remove(&(tenant, batch));
         }
     }
 

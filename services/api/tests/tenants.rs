@@ -148,3 +148,32 @@ async fn revoked_keys_and_failing_addresses_are_refused() {
         "other addresses are not refused"
     );
 }
+
+#[tokio::test]
+async fn watches_of_one_batch_share_its_poll_and_all_see_each_change() {
+    let common::Api {
+        api,
+        tenant: t,
+        dir: _dir,
+        ..
+    } = common::api(&["m"]).await;
+    let api = Arc::new(api);
+    let b = api.submit(t, MANIFEST.into()).await.unwrap().batch_id;
+    let mut watches = Vec::new();
+    for _ in 0..3 {
+        let mut w = Box::pin(api.clone().watch(t, b).await.unwrap());
+        let first = w.next().await.unwrap().unwrap();
+        assert_eq!((first.status.counts.pending, first.done), (5, false));
+        watches.push(w);
+    }
+    assert_eq!(api.cancel(t, b).await.unwrap(), 5);
+    for mut w in watches {
+        let last = w.next().await.unwrap().unwrap();
+        assert_eq!((last.status.counts.cancelled, last.done), (5, true));
+        assert!(w.next().await.is_none(), "a watch ends after the done view");
+    }
+    // The poll ended with the batch: a new watch starts another and sees the final view.
+    let mut late = Box::pin(api.clone().watch(t, b).await.unwrap());
+    assert!(late.next().await.unwrap().unwrap().done);
+    assert!(late.next().await.is_none());
+}
