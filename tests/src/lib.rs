@@ -317,6 +317,37 @@ impl Drop for Stack {
     }
 }
 
+impl Stack {
+    /// Run `pixelfarm-scheduler ARGS` on this stack's settings (as an operator runs `tenant …`
+    /// beside the scheduler): its standard output, or its standard error when it failed.
+    pub async fn scheduler_cli(&self, args: &[&str]) -> Result<String, String> {
+        let out = command(self.dir.path(), "pixelfarm-scheduler")
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "pixelfarm-scheduler {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+}
+
+/// A command running `binary` on the settings in `dir/config`, environment `e2e`.
+fn command(dir: &Path, binary: &str) -> Command {
+    let mut cmd = Command::new(bin(binary));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PIXELFARM_CONFIG_DIR", dir.join("config"))
+        .env("PIXELFARM_ENV", "e2e")
+        .env("RUST_LOG", "info,sqlx=warn,lapin=warn,aws=warn,h2=warn");
+    cmd
+}
+
 fn spawn(
     dir: &Path,
     binary: &str,
@@ -326,13 +357,8 @@ fn spawn(
 ) -> Proc {
     let log = dir.join(format!("{name}.log"));
     let file = std::fs::File::create(&log).unwrap();
-    let mut cmd = Command::new(bin(binary));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("PIXELFARM_CONFIG_DIR", dir.join("config"))
-        .env("PIXELFARM_ENV", "e2e")
-        .env("RUST_LOG", "info,sqlx=warn,lapin=warn,aws=warn,h2=warn")
-        .stdout(Stdio::null())
+    let mut cmd = command(dir, binary);
+    cmd.stdout(Stdio::null())
         .stderr(Stdio::from(file))
         .kill_on_drop(true);
     for (k, v) in extra_env {

@@ -28,7 +28,8 @@ impl GrpcApi {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        self.0.authenticate(auth).await.map_err(status)
+        let peer = req.remote_addr().map(|a| a.ip());
+        self.0.authenticate_from(peer, auth).await.map_err(status)
     }
 
     fn observe<T>(&self, method: &str, r: pixelfarm_core::Result<T>) -> Result<T, Status> {
@@ -50,6 +51,7 @@ fn status_of(e: Error, call: &str) -> Status {
         ErrorKind::Conflict => tonic::Code::AlreadyExists,
         ErrorKind::Invalid => tonic::Code::InvalidArgument,
         ErrorKind::Unauthenticated => tonic::Code::Unauthenticated,
+        ErrorKind::QuotaExceeded | ErrorKind::RateLimited => tonic::Code::ResourceExhausted,
         ErrorKind::Transient => tonic::Code::Unavailable,
         ErrorKind::Permanent => tonic::Code::Internal,
     };
@@ -69,6 +71,8 @@ pub fn from_status(s: &Status) -> Error {
         tonic::Code::AlreadyExists => ErrorKind::Conflict,
         tonic::Code::InvalidArgument => ErrorKind::Invalid,
         tonic::Code::Unauthenticated => ErrorKind::Unauthenticated,
+        // The server's two kinds share the code; the message says which limit.
+        tonic::Code::ResourceExhausted => ErrorKind::QuotaExceeded,
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => ErrorKind::Transient,
         _ => ErrorKind::Permanent,
     };
@@ -131,13 +135,9 @@ impl BatchService for GrpcApi {
     ) -> Result<Response<Self::WatchBatchStream>, Status> {
         let t = self.tenant(&req).await?;
         let id = req.into_inner().batch_id.parse().map_err(status)?;
-        // Fail fast (NOT_FOUND) before opening the stream.
-        self.observe("watch", self.0.batch(t, id).await)?;
-        let s = self
-            .0
-            .clone()
-            .watch(t, id)
-            .map(|r| r.map(|v| v1::Batch::from(&v)).map_err(status));
+        // Fail fast (NOT_FOUND, RESOURCE_EXHAUSTED) before opening the stream.
+        let views = self.observe("watch", self.0.clone().watch(t, id).await)?;
+        let s = views.map(|r| r.map(|v| v1::Batch::from(&v)).map_err(status));
         Ok(Response::new(Box::pin(s)))
     }
 

@@ -11,14 +11,15 @@
 //! | PUT | `/v1/inputs/{name}` | image bytes (≤ `MAX_INPUT_BYTES`) → `UploadedInput` (201), stored as `inputs/<tenant>/<name>.<ext>` |
 //! | POST | `/v1/inputs` | image bytes → `UploadedInput` (201), named by its sha256 |
 //!
-//! Every route needs `Authorization: Bearer <key>`. Every error, the router's own included (unknown
+//! Every route needs `Authorization: Bearer <key>`; an address whose requests failed to
+//! authenticate too often is answered `429 rate_limited` before any work. Every error, the router's own included (unknown
 //! route, wrong method, body over the limit, a malformed query), is
 //! `{"error": {"code", "message", "request_id"}}` with the request id also in `x-request-id`
 //! (codes in docs/security.md; what the message may say in [`crate::errors`]).
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -28,6 +29,7 @@ use futures::StreamExt;
 use pixelfarm_core::{Error, ErrorKind, ImageFormat, JobId, MAX_INPUT_BYTES, TenantId};
 use serde::Deserialize;
 use serde_json::json;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::BatchApi;
@@ -44,6 +46,10 @@ pub fn router(api: Arc<BatchApi>) -> Router {
         .route("/v1/inputs", post(upload_unnamed))
         .route("/v1/inputs/{name}", put(upload_named))
         .fallback(unknown_route)
+        .layer(middleware::from_fn_with_state(
+            api.clone(),
+            failed_auth_guard,
+        ))
         .layer(middleware::from_fn(json_errors))
         .with_state(api)
 }
@@ -59,6 +65,7 @@ impl IntoResponse for ApiError {
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::Invalid => StatusCode::BAD_REQUEST,
             ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorKind::QuotaExceeded | ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Transient => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Permanent => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -66,6 +73,26 @@ impl IntoResponse for ApiError {
         res.extensions_mut().insert(Arc::new(self.0));
         res
     }
+}
+
+/// Refuse a client address that failed to authenticate too often before its request does any
+/// work, and count each `401` against its address. The address is the TCP peer's
+/// ([`ConnectInfo`], set by a server started with connect info; without it nothing is limited).
+async fn failed_auth_guard(State(api): State<Arc<BatchApi>>, req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(p) = peer
+        && let Err(e) = api.admit_peer(p)
+    {
+        return ApiError(e).into_response();
+    }
+    let res = next.run(req).await;
+    if res.status() == StatusCode::UNAUTHORIZED {
+        api.auth_failed(peer);
+    }
+    res
 }
 
 /// The `error` object of every error answer.
@@ -231,8 +258,8 @@ async fn watch(
 ) -> ApiResult<Response> {
     let t = tenant(&api, &headers).await?;
     let id = id.parse()?;
-    observed(&api, "watch", api.batch(t, id).await)?;
-    let events = api.clone().watch(t, id).map(|r| {
+    let views = observed(&api, "watch", api.clone().watch(t, id).await)?;
+    let events = views.map(|r| {
         Ok::<_, std::convert::Infallible>(match r {
             Ok(v) => Event::default()
                 .event("batch")

@@ -5,6 +5,8 @@
 //!   watch, cancel, image) over a [`pixelfarm_core::JobStore`] and a [`pixelfarm_core::BlobStore`].
 //! - [`grpc`]: the tonic `BatchService` over [`BatchApi`].
 //! - [`http`]: the axum HTTP/JSON + SSE routes over [`BatchApi`].
+//! - [`limits`]: what a replica counts in memory: failed authentications per address, submits
+//!   per tenant and minute, open watches per tenant.
 //! - [`errors`]: what a client is told when a call fails (code, message, request id).
 //! - [`convert`]: domain ↔ protobuf records.
 //! - [`client`]: [`ApiClient`], the gRPC client the CLI uses (plain or TLS, [`CaCertificates`]).
@@ -15,6 +17,7 @@ pub mod convert;
 pub mod errors;
 pub mod grpc;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod service;
 

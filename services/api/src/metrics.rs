@@ -1,6 +1,8 @@
 //! API metrics.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 /// Counters and histograms of the API.
 #[derive(Clone)]
@@ -13,6 +15,14 @@ pub struct ApiMetrics {
     pub submit_seconds: Histogram,
     /// Requests by API (grpc/http), method and outcome code.
     pub requests: IntCounterVec,
+    /// Requests refused by a tenant's quota, by tenant name and the quota field (`reason`).
+    /// Tenants are made by the operator, so the label stays bounded.
+    pub tenant_refusals: IntCounterVec,
+    /// Watch streams open on this replica, by tenant name.
+    pub tenant_watches: IntGaugeVec,
+    /// Failed authentications, by outcome: `unauthenticated` (a lookup found no valid key) or
+    /// `rate_limited` (refused before any lookup, the address having failed too often).
+    pub auth_failures: IntCounterVec,
 }
 
 impl ApiMetrics {
@@ -51,6 +61,30 @@ impl ApiMetrics {
                 &["api", "method", "code"],
             )
             .expect("valid metric"),
+            tenant_refusals: IntCounterVec::new(
+                Opts::new(
+                    "pixelfarm_tenant_refusals_total",
+                    "Requests refused by a tenant quota, by tenant and quota field.",
+                ),
+                &["tenant", "reason"],
+            )
+            .expect("valid metric"),
+            tenant_watches: IntGaugeVec::new(
+                Opts::new(
+                    "pixelfarm_tenant_watches",
+                    "Watch streams open on this scheduler, by tenant.",
+                ),
+                &["tenant"],
+            )
+            .expect("valid metric"),
+            auth_failures: IntCounterVec::new(
+                Opts::new(
+                    "pixelfarm_auth_failures_total",
+                    "Failed authentications: unauthenticated (no valid key) or rate_limited (refused before the lookup).",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
         };
         r.register(Box::new(m.jobs_submitted.clone()))
             .expect("register");
@@ -59,7 +93,22 @@ impl ApiMetrics {
         r.register(Box::new(m.submit_seconds.clone()))
             .expect("register");
         r.register(Box::new(m.requests.clone())).expect("register");
+        r.register(Box::new(m.tenant_refusals.clone()))
+            .expect("register");
+        r.register(Box::new(m.tenant_watches.clone()))
+            .expect("register");
+        r.register(Box::new(m.auth_failures.clone()))
+            .expect("register");
         m
+    }
+
+    /// Count `e` in [`ApiMetrics::tenant_refusals`] when a tenant quota refused it.
+    pub fn refused(&self, tenant: &str, e: &pixelfarm_core::Error) {
+        if let Some(limit) = pixelfarm_core::Limit::of(e) {
+            self.tenant_refusals
+                .with_label_values(&[tenant, limit.as_str()])
+                .inc();
+        }
     }
 
     /// Count one request with its outcome.

@@ -6,10 +6,12 @@ use futures::Stream;
 use pixelfarm_core::*;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::ApiMetrics;
+use crate::limits::{FailedAuth, SubmitRate, Watches};
 
 /// Largest page of jobs one call returns.
 pub const MAX_PAGE: u32 = 10_000;
@@ -40,7 +42,7 @@ pub fn page_limit(limit: Option<u32>) -> Result<u32> {
     }
 }
 
-/// How often a watch re-reads the batch.
+/// How often a watched batch is re-read (once, however many watches follow it).
 const WATCH_POLL: Duration = Duration::from_millis(250);
 
 /// Submits parsed and expanded at once: each may hold up to `MAX_EXPANDED_BYTES` of jobs until
@@ -139,6 +141,34 @@ fn within_limits(spec: &BatchSpec, limits: &ModelLimits) -> Result<()> {
     )))
 }
 
+/// What a batch's watch poll last read: a view, or a failure's kind and message (the error
+/// itself is not `Clone`; its chain is logged by the poll).
+#[derive(Debug, Clone)]
+enum Seen {
+    View(Box<BatchView>),
+    Failed(ErrorKind, String),
+}
+
+impl Seen {
+    /// Whether the watches are told nothing more: the batch is done, or the error is fatal.
+    fn is_final(&self) -> bool {
+        match self {
+            Seen::View(v) => v.done,
+            Seen::Failed(kind, _) => *kind != ErrorKind::Transient,
+        }
+    }
+
+    /// Whether `next` is news to the watches: other counts, a change of whether a live worker
+    /// serves the model, or a failure (each one is sent).
+    fn differs(&self, next: &Seen) -> bool {
+        let key = |v: &BatchView| (v.status.counts.clone(), v.live_workers == Some(0));
+        match (self, next) {
+            (Seen::View(a), Seen::View(b)) => key(a.as_ref()) != key(b.as_ref()),
+            _ => true,
+        }
+    }
+}
+
 /// The API's one implementation.
 pub struct BatchApi {
     store: Arc<dyn JobStore>,
@@ -149,6 +179,14 @@ pub struct BatchApi {
     metrics: ApiMetrics,
     /// [`MAX_CONCURRENT_SUBMITS`] permits, each held from parsing to the stored batch.
     submits: Arc<tokio::sync::Semaphore>,
+    /// Failed authentications per client address (refused before the key lookup once spent).
+    failed_auth: FailedAuth,
+    /// Submits per tenant and minute (`submits_per_minute`).
+    submit_rate: SubmitRate,
+    /// Watches open per tenant (`max_watches`).
+    watches: Watches,
+    /// The poll of each watched batch, shared by its watches.
+    polls: std::sync::Mutex<HashMap<(TenantId, BatchId), tokio::sync::watch::Receiver<Seen>>>,
 }
 
 impl BatchApi {
@@ -169,6 +207,10 @@ impl BatchApi {
             allowed_models,
             metrics,
             submits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SUBMITS)),
+            failed_auth: FailedAuth::default(),
+            submit_rate: SubmitRate::default(),
+            watches: Watches::default(),
+            polls: Default::default(),
         }
     }
 
@@ -177,10 +219,10 @@ impl BatchApi {
         &self.metrics
     }
 
-    /// The tenant of an `Authorization: Bearer <key>` value.
+    /// The tenant of an `Authorization: Bearer <key>` value (a key neither revoked nor expired).
     ///
     /// # Errors
-    /// `Unauthenticated` for a missing, malformed or unknown key.
+    /// `Unauthenticated` for a missing, malformed, unknown, revoked or expired key.
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<TenantId> {
         let key = authorization
             .and_then(|v| {
@@ -198,16 +240,69 @@ impl BatchApi {
         self.store
             .tenant_by_key(&hash_api_key(key))
             .await?
-            .ok_or_else(|| Error::new(ErrorKind::Unauthenticated, "unknown api key"))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Unauthenticated,
+                    "unknown, revoked or expired api key",
+                )
+            })
+    }
+
+    /// Refuse a client address that failed to authenticate too often (see
+    /// [`crate::limits::FAILED_AUTH_BURST`]); the transports call it before anything else.
+    ///
+    /// # Errors
+    /// `RateLimited`.
+    pub fn admit_peer(&self, peer: IpAddr) -> Result<()> {
+        self.failed_auth.check(peer).inspect_err(|_| {
+            self.metrics
+                .auth_failures
+                .with_label_values(&["rate_limited"])
+                .inc();
+        })
+    }
+
+    /// Count a failed authentication of `peer` (its request was answered `unauthenticated`).
+    pub fn auth_failed(&self, peer: Option<IpAddr>) {
+        self.metrics
+            .auth_failures
+            .with_label_values(&["unauthenticated"])
+            .inc();
+        if let Some(peer) = peer {
+            self.failed_auth.failed(peer);
+        }
+    }
+
+    /// [`BatchApi::authenticate`] for a client at `peer`: refused before the key lookup when the
+    /// address spent its failed authentications, and a failure counted against it.
+    ///
+    /// # Errors
+    /// `RateLimited`, or as [`BatchApi::authenticate`].
+    pub async fn authenticate_from(
+        &self,
+        peer: Option<IpAddr>,
+        authorization: Option<&str>,
+    ) -> Result<TenantId> {
+        if let Some(p) = peer {
+            self.admit_peer(p)?;
+        }
+        self.authenticate(authorization).await.inspect_err(|e| {
+            if e.kind() == ErrorKind::Unauthenticated {
+                self.auth_failed(peer);
+            }
+        })
     }
 
     /// Parse, expand and store a manifest in one transaction.
     ///
     /// # Errors
+    /// `RateLimited` over the tenant's `submits_per_minute` (counted before any parsing);
     /// `Invalid` naming the manifest field (a model no worker serves is refused here, before a
     /// job or a broker queue exists for it; text the policy refuses, [`text::check_batch`]);
-    /// `Transient` when [`MAX_CONCURRENT_SUBMITS`] submits stayed in progress for
-    /// [`SUBMIT_QUEUE_WAIT`]; store errors.
+    /// `QuotaExceeded` over the tenant's `max_priority`, `max_queued_jobs` or `max_jobs_per_day`
+    /// (checked by the store as it writes the batch); `Transient` when
+    /// [`MAX_CONCURRENT_SUBMITS`] submits stayed in progress for [`SUBMIT_QUEUE_WAIT`]; store
+    /// errors.
     pub async fn submit(&self, tenant: TenantId, manifest: String) -> Result<SubmitOutcome> {
         self.submit_renaming_inputs(tenant, manifest, &HashMap::new())
             .await
@@ -226,6 +321,11 @@ impl BatchApi {
         renamed: &HashMap<String, String>,
     ) -> Result<SubmitOutcome> {
         let t0 = Instant::now();
+        let owner = self.store.tenant(tenant).await?;
+        let refused = |e: &Error| self.metrics.refused(&owner.name, e);
+        self.submit_rate
+            .admit(tenant, owner.quota.submits_per_minute)
+            .inspect_err(refused)?;
         // A slot before any work: parsing and expanding are what the slots bound. The parse
         // holds it too, so a client that hangs up does not free it while its parse still runs.
         let slot = self.slot().await?;
@@ -252,7 +352,11 @@ impl BatchApi {
             }
         }
         self.pin_inputs(tenant, &mut spec).await?;
-        let out = self.store.submit(tenant, &spec, self.max_attempts).await?;
+        let out = self
+            .store
+            .submit(tenant, &spec, self.max_attempts)
+            .await
+            .inspect_err(refused)?;
         if out.created {
             self.metrics.batches_submitted.inc();
             self.metrics
@@ -516,38 +620,116 @@ impl BatchApi {
     }
 
     /// The batch now, then on every change of its counts or of whether a live worker serves its
-    /// model, ending after the first view that is done.
-    pub fn watch(
+    /// model, ending after the first view that is done. The watch holds one of the tenant's
+    /// `max_watches` places on this replica until the stream is dropped.
+    ///
+    /// # Errors
+    /// `QuotaExceeded` when the tenant has `max_watches` open; `NotFound` for an unknown batch
+    /// or another tenant's.
+    pub async fn watch(
         self: Arc<Self>,
         tenant: TenantId,
         batch: BatchId,
-    ) -> impl Stream<Item = Result<BatchView>> + Send + 'static {
-        async_stream::stream! {
-            // A new view is sent when the counts change, or whether a worker serves the model.
-            let mut last: Option<(StateCounts, bool)> = None;
+    ) -> Result<impl Stream<Item = Result<BatchView>> + Send + 'static> {
+        let owner = self.store.tenant(tenant).await?;
+        let gauge = self
+            .metrics
+            .tenant_watches
+            .with_label_values(&[owner.name.as_str()]);
+        let slot = self
+            .watches
+            .open(tenant, owner.quota.max_watches, gauge)
+            .inspect_err(|e| self.metrics.refused(&owner.name, e))?;
+        let first = self.batch(tenant, batch).await?;
+        let mut seen = self.clone().poll(tenant, batch, first);
+        Ok(async_stream::stream! {
+            let _slot = slot;
             loop {
-                match self.batch(tenant, batch).await {
-                    Ok(view) => {
+                let now = seen.borrow_and_update().clone();
+                match now {
+                    Seen::View(view) => {
                         let done = view.done;
-                        let seen = (view.status.counts.clone(), view.live_workers == Some(0));
-                        if last.as_ref() != Some(&seen) {
-                            last = Some(seen);
-                            yield Ok(view);
-                        }
+                        yield Ok(*view);
                         if done {
                             break;
                         }
                     }
-                    Err(e) => {
-                        let fatal = e.kind() != ErrorKind::Transient;
-                        yield Err(e);
-                        if fatal {
+                    Seen::Failed(kind, message) => {
+                        yield Err(Error::new(kind, message));
+                        if kind != ErrorKind::Transient {
                             break;
                         }
                     }
                 }
-                tokio::time::sleep(WATCH_POLL).await;
+                // The poll ended (done, a fatal error): its last value was the one above.
+                if seen.changed().await.is_err() {
+                    break;
+                }
             }
+        })
+    }
+
+    /// The poll of `batch`: the running one when another watch follows the batch, else a new
+    /// one starting from `first`. One poll reads the batch every [`WATCH_POLL`] however many
+    /// watches follow it, and ends when the batch is done, on a fatal error, or when its last
+    /// watch is dropped.
+    fn poll(
+        self: Arc<Self>,
+        tenant: TenantId,
+        batch: BatchId,
+        first: BatchView,
+    ) -> tokio::sync::watch::Receiver<Seen> {
+        let mut polls = self.polls.lock().expect("polls lock");
+        if let Some(rx) = polls.get(&(tenant, batch))
+            && rx.has_changed().is_ok()
+        {
+            return rx.clone();
+        }
+        let (tx, rx) = tokio::sync::watch::channel(Seen::View(Box::new(first)));
+        polls.insert((tenant, batch), rx.clone());
+        drop(polls);
+        tokio::spawn(self.run_poll(tenant, batch, tx));
+        rx
+    }
+
+    async fn run_poll(
+        self: Arc<Self>,
+        tenant: TenantId,
+        batch: BatchId,
+        tx: tokio::sync::watch::Sender<Seen>,
+    ) {
+        loop {
+            if tx.borrow().is_final() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(WATCH_POLL) => {}
+                _ = tx.closed() => break,
+            }
+            let next = match self.batch(tenant, batch).await {
+                Ok(view) => Seen::View(Box::new(view)),
+                Err(e) => {
+                    // The watches get the kind and message; the chain is logged here, once.
+                    tracing::warn!(%batch, error = %e.chain(), "watch poll failed");
+                    Seen::Failed(e.kind(), e.to_string())
+                }
+            };
+            tx.send_if_modified(|last| {
+                let changed = last.differs(&next);
+                if changed {
+                    *last = next;
+                }
+                changed
+            });
+        }
+        drop(tx);
+        let mut polls = self.polls.lock().expect("polls lock");
+        // Only this poll's entry: a new poll of the batch may have replaced it.
+        if polls
+            .get(&(tenant, batch))
+            .is_some_and(|rx| rx.has_changed().is_err())
+        {
+            polls.remove(&(tenant, batch));
         }
     }
 

@@ -112,7 +112,7 @@ pub async fn run(
             .await
             .map_err(|e| anyhow::anyhow!(e.chain()))?,
     );
-    let tenant = pixelfarm_scheduler::tenants::ensure(store.as_ref(), "local", 1, &[])
+    let tenant = pixelfarm_scheduler::tenants::ensure(store.as_ref(), "local", 1)
         .await
         .map_err(|e| anyhow::anyhow!(e.chain()))?;
 
@@ -169,7 +169,12 @@ pub async fn run(
             .submit_renaming_inputs(tenant, manifest, &renamed)
             .await
             .map_err(|e| anyhow::anyhow!(e.chain()))?;
-        let views = core.api.clone().watch(tenant, submitted.batch_id);
+        let views = core
+            .api
+            .clone()
+            .watch(tenant, submitted.batch_id)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.chain()))?;
         let batch = if progress {
             crate::progress::follow(views).await
         } else {

@@ -15,6 +15,11 @@ pub enum ErrorKind {
     Invalid,
     /// No or an unknown API key.
     Unauthenticated,
+    /// The request would pass a limit the operator set for the tenant ([`crate::Quota`]).
+    QuotaExceeded,
+    /// Too many requests in a short time (a tenant's submits, or failed authentications from one
+    /// address); the same request later may succeed.
+    RateLimited,
     /// A dependency is unreachable or overloaded; retrying later may succeed.
     Transient,
     /// The work can never succeed (unknown model, bad weights); do not retry.
@@ -29,6 +34,8 @@ impl ErrorKind {
             ErrorKind::Conflict => "conflict",
             ErrorKind::Invalid => "invalid",
             ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::QuotaExceeded => "quota_exceeded",
+            ErrorKind::RateLimited => "rate_limited",
             ErrorKind::Transient => "transient",
             ErrorKind::Permanent => "permanent",
         }

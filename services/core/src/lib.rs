@@ -15,6 +15,7 @@
 //! - [`failure`]: retry vs dead-letter ([`decide`], [`Backoff`]).
 //! - [`hostile`]: the attack classes the manifest budgets refuse, as manifests (tests, measurements).
 //! - [`control`]: a running render's progress and cancellation ([`RenderControl`]).
+//! - [`tenant`]: per-tenant [`Quota`] and [`Usage`], API key records ([`NewApiKey`]).
 //! - [`text`]: the policy for prompts, names and tags ([`text::check`]) and how such text is
 //!   escaped for one-line formats and terminals.
 //! - [`seams`]: [`JobStore`], [`Broker`], [`BlobStore`], [`Renderer`] and the records they exchange.
@@ -31,6 +32,7 @@ pub mod manifest;
 pub mod params;
 pub mod seams;
 pub mod state;
+pub mod tenant;
 pub mod text;
 
 pub use control::{RenderControl, StepProgress};
@@ -46,3 +48,4 @@ pub use manifest::{BatchSpec, JobSpec, MAX_JOBS_PER_BATCH, field_error_in, parse
 pub use params::*;
 pub use seams::*;
 pub use state::JobState;
+pub use tenant::{ApiKeyInfo, Limit, NewApiKey, Quota, TenantInfo, Usage, key_prefix};

@@ -14,6 +14,7 @@ use crate::ids::{BatchId, JobId, TenantId};
 use crate::manifest::BatchSpec;
 use crate::params::{JobParams, ModelName, Priority};
 use crate::state::JobState;
+use crate::tenant::{ApiKeyInfo, NewApiKey, Quota, TenantInfo, Usage};
 use crate::{ErrorKind, Result};
 
 /// What travels on the broker: just enough to route and claim; the row holds the rest.
@@ -277,6 +278,14 @@ pub trait Leadership: Send {
 /// - every query that takes a tenant is scoped to it: another tenant's batch is `NotFound`;
 /// - `submit` writes the batch and all its jobs in one transaction, or nothing;
 ///   the same `(tenant, idempotency_key)` returns the existing batch with `created = false`;
+/// - `submit` refuses a new batch over the tenant's `max_priority`, `max_queued_jobs` or
+///   `max_jobs_per_day` ([`Quota`]) with `QuotaExceeded` naming the limit and the usage, counted
+///   in the transaction that writes the batch with the tenant's row locked, so two submits of a
+///   tenant cannot both pass on the same room;
+/// - an API key is valid from `add_api_key` until it is revoked or its `expires_at` passes;
+///   registering a key again changes nothing (a revoked key stays revoked), except that a config
+///   key revoked by `revoke_config_keys_except` is restored when registered again as a config key
+///   of the same tenant;
 /// - `claim` is one conditional update from `pending`/`queued`; it returns `None` for a job that is
 ///   running, final, cancelled or unknown, and increments `attempt`;
 /// - `heartbeat`, `complete` and `fail` change the row only while the caller holds the lease
@@ -290,10 +299,29 @@ pub trait JobStore: Send + Sync + 'static {
     async fn create_tenant(&self, name: &str, weight: u32) -> Result<TenantId>;
     /// The tenant called `name`, if any.
     async fn tenant_by_name(&self, name: &str) -> Result<Option<TenantId>>;
-    /// Register an API key by its sha256 (hex). The key itself is never stored.
-    async fn add_api_key(&self, tenant: TenantId, key_sha256: &str) -> Result<()>;
-    /// The tenant owning the API key with this sha256.
+    /// A tenant's name, weight and quota; `NotFound` for an unknown id.
+    async fn tenant(&self, tenant: TenantId) -> Result<TenantInfo>;
+    /// Replace a tenant's quota; `NotFound` for an unknown id.
+    async fn set_quota(&self, tenant: TenantId, quota: &Quota) -> Result<()>;
+    /// What the tenant uses of the limits the store counts.
+    async fn usage(&self, tenant: TenantId) -> Result<Usage>;
+    /// [`JobStore::usage`] of every tenant, by name (for the per-tenant gauges).
+    async fn usage_by_tenant(&self) -> Result<Vec<(String, Usage)>>;
+
+    /// Register an API key by its sha256 (hex) and prefix. The key itself is never stored.
+    async fn add_api_key(&self, tenant: TenantId, key: &NewApiKey) -> Result<()>;
+    /// The tenant owning the API key with this sha256, while the key is neither revoked nor
+    /// expired. Records the use in `last_used_at` when the recorded one is a minute old or more
+    /// (one write per key and minute at most).
     async fn tenant_by_key(&self, key_sha256: &str) -> Result<Option<TenantId>>;
+    /// The tenant's keys, oldest first.
+    async fn api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKeyInfo>>;
+    /// Revoke the tenant's keys with this prefix not yet revoked; returns how many.
+    async fn revoke_api_keys(&self, tenant: TenantId, prefix: &str) -> Result<u64>;
+    /// Revoke every key registered `from_config` whose sha256 is not in `keep` (the keys the
+    /// config lists now); returns how many. Unlike [`JobStore::revoke_api_keys`], this revocation
+    /// ends when the config lists the key again.
+    async fn revoke_config_keys_except(&self, keep: &[String]) -> Result<u64>;
 
     /// Write a batch and its jobs (state `pending`) in one transaction.
     async fn submit(

@@ -224,7 +224,8 @@ pub struct TenantBootstrap {
     /// Fair-share weight.
     #[serde(default = "one")]
     pub weight: u32,
-    /// API keys (plain; only their sha256 is stored).
+    /// API keys (plain; only their sha256 is stored). A key this list stops naming is revoked
+    /// when the scheduler next starts, until it is listed again.
     #[serde(default)]
     pub api_keys: Vec<String>,
 }

@@ -7,7 +7,7 @@
 //! - [`metrics`]: [`SchedulerMetrics`] (backlog, completions, dispatch, maintenance).
 //! - [`app`]: [`app::start`] wires settings into running servers and loops.
 //! - [`check`]: `check-config`, every settings check without connecting.
-//! - [`tenants`]: API-key generation and tenant bootstrap.
+//! - [`tenants`]: tenant bootstrap, quotas and the API key lifecycle (`tenant …` commands).
 
 pub mod app;
 pub mod check;

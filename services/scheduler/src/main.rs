@@ -1,5 +1,5 @@
-//! `pixelfarm-scheduler`: serve the API and run the leader loops; `migrate`; `tenant create`;
-//! `check-config`.
+//! `pixelfarm-scheduler`: serve the API and run the leader loops; `migrate`; `tenant …` (tenants,
+//! quotas, API keys); `check-config`.
 
 use clap::{Parser, Subcommand};
 use pixelfarm_runtime::{Settings, shutdown, telemetry};
@@ -23,22 +23,10 @@ enum Command {
     /// Load and check the settings as `serve` does, connecting to nothing; exit non-zero naming
     /// the bad field.
     CheckConfig,
-    /// Manage tenants.
+    /// Manage tenants, their quotas and API keys.
     Tenant {
         #[command(subcommand)]
-        command: TenantCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum TenantCommand {
-    /// Create a tenant (or reuse it) and print a new API key for it.
-    Create {
-        /// Tenant name.
-        name: String,
-        /// Fair-share weight relative to other tenants.
-        #[arg(long, default_value_t = 1)]
-        weight: u32,
+        command: pixelfarm_scheduler::tenants::TenantCommand,
     },
 }
 
@@ -59,24 +47,18 @@ async fn main() -> anyhow::Result<()> {
             .migrate()
             .await
             .map_err(|e| anyhow::anyhow!(e.chain())),
-        Command::Tenant {
-            command: TenantCommand::Create { name, weight },
-        } => {
+        Command::Tenant { command } => {
             let store = settings
                 .database
                 .connect()
                 .await
                 .map_err(|e| anyhow::anyhow!(e.chain()))?;
-            let key = pixelfarm_scheduler::tenants::new_api_key();
-            pixelfarm_scheduler::tenants::ensure(
-                store.as_ref(),
-                &name,
-                weight,
-                std::slice::from_ref(&key),
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!(e.chain()))?;
-            println!("{key}");
+            let lines = pixelfarm_scheduler::tenants::run(store.as_ref(), command)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            for line in lines {
+                println!("{line}");
+            }
             Ok(())
         }
         Command::Serve => {

@@ -1,4 +1,4 @@
-//! Scheduler metrics. Completions and backlog are read from the job rows, so they stay right
+//! Scheduler metrics. Completions, backlog and tenant usage are read from the job rows, so they stay right
 //! when a worker is killed before it could report anything.
 
 use pixelfarm_core::{JobState, JobStore, Result};
@@ -24,6 +24,10 @@ pub struct SchedulerMetrics {
     pub is_leader: IntGauge,
     /// Workers serving each model a worker ever announced; 0 with a backlog means its jobs wait.
     pub model_live_workers: IntGaugeVec,
+    /// Jobs not finished per tenant (its `max_queued_jobs` usage).
+    pub tenant_queued_jobs: IntGaugeVec,
+    /// Jobs submitted in the last 24 hours per tenant (its `max_jobs_per_day` usage).
+    pub tenant_jobs_last_day: IntGaugeVec,
     /// Final-state counts last seen, per (model, outcome); the first reading is the baseline.
     seen: Mutex<Option<HashMap<(String, String), u64>>>,
     /// Models that ever had a backlog.
@@ -63,12 +67,21 @@ impl SchedulerMetrics {
                 Opts::new("pixelfarm_model_live_workers", "Workers whose announcement of serving the model has not expired, for every model a worker ever served; jobs of a model at 0 wait until one serves it."),
                 &["model"],
             ).expect("valid")),
+            tenant_queued_jobs: reg(r, IntGaugeVec::new(
+                Opts::new("pixelfarm_tenant_queued_jobs", "Jobs not in a final state, per tenant (usage of its max_queued_jobs quota)."),
+                &["tenant"],
+            ).expect("valid")),
+            tenant_jobs_last_day: reg(r, IntGaugeVec::new(
+                Opts::new("pixelfarm_tenant_jobs_last_day", "Jobs submitted in the last 24 hours, per tenant (usage of its max_jobs_per_day quota)."),
+                &["tenant"],
+            ).expect("valid")),
             seen: Mutex::new(None),
             known_models: Mutex::new(Default::default()),
         }
     }
 
-    /// Re-read backlog and completion counts and the live workers per model from the store.
+    /// Re-read backlog and completion counts, the live workers per model and each tenant's
+    /// usage from the store.
     ///
     /// # Errors
     /// Store errors.
@@ -99,6 +112,15 @@ impl SchedulerMetrics {
             self.model_live_workers
                 .with_label_values(&[p.model.as_str()])
                 .set(i64::try_from(p.live_workers).unwrap_or(i64::MAX));
+        }
+        for (tenant, usage) in store.usage_by_tenant().await? {
+            let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            self.tenant_queued_jobs
+                .with_label_values(&[tenant.as_str()])
+                .set(gauge(usage.queued_jobs));
+            self.tenant_jobs_last_day
+                .with_label_values(&[tenant.as_str()])
+                .set(gauge(usage.jobs_last_day));
         }
         let finished = store.finished().await?;
         let mut seen = self.seen.lock().expect("metrics lock");

@@ -137,6 +137,70 @@ fn record(r: &PgRow) -> Result<JobRecord> {
     job_row(r).map_err(db("cannot read job row"))?.into_record()
 }
 
+/// The name of a key in listings and `revoke`: its prefix, or for a key registered without one
+/// (by an older scheduler) `sha256:` and 8 digits of its hash, as `core::key_prefix` names such keys.
+const KEY_PREFIX: &str = "coalesce(prefix, 'sha256:' || left(key_sha256, 8))";
+
+const TENANT_COLUMNS: &str = "id, name, weight, max_queued_jobs, max_jobs_per_day, max_watches, \
+    submits_per_minute, max_priority";
+
+fn tenant_info(r: &PgRow) -> Result<TenantInfo> {
+    let read = || -> std::result::Result<_, sqlx::Error> {
+        Ok((
+            r.try_get::<Uuid, _>("id")?,
+            r.try_get::<String, _>("name")?,
+            r.try_get::<i32, _>("weight")?,
+            r.try_get::<Option<i64>, _>("max_queued_jobs")?,
+            r.try_get::<Option<i64>, _>("max_jobs_per_day")?,
+            r.try_get::<Option<i32>, _>("max_watches")?,
+            r.try_get::<Option<i32>, _>("submits_per_minute")?,
+            r.try_get::<Option<i16>, _>("max_priority")?,
+        ))
+    };
+    let (id, name, weight, queued, day, watches, rate, prio) =
+        read().map_err(db("cannot read tenant row"))?;
+    Ok(TenantInfo {
+        id: TenantId::from_uuid(id),
+        name,
+        weight: weight.max(0) as u32,
+        quota: Quota {
+            max_queued_jobs: queued.map(|v| v.max(0) as u64),
+            max_jobs_per_day: day.map(|v| v.max(0) as u64),
+            max_watches: watches.map(|v| v.max(0) as u32),
+            submits_per_minute: rate.map(|v| v.max(0) as u32),
+            max_priority: prio
+                .map(|p| Priority::parse(u8::try_from(p).unwrap_or(0)))
+                .transpose()?,
+        },
+    })
+}
+
+/// [`JobStore::usage`] on one connection (the submit's transaction, or a pooled one).
+async fn usage_of(conn: &mut PgConnection, tenant: TenantId) -> Result<Usage> {
+    let row = sqlx::query(
+        "SELECT (SELECT count(*) FROM jobs WHERE tenant_id = $1
+                   AND state IN ('pending', 'queued', 'running', 'retryable')) AS queued,
+                (SELECT coalesce(sum(job_count), 0)::bigint FROM batches WHERE tenant_id = $1
+                   AND created_at > now() - interval '1 day') AS day",
+    )
+    .bind(tenant.as_uuid())
+    .fetch_one(conn)
+    .await
+    .map_err(db("cannot read usage"))?;
+    Ok(Usage {
+        queued_jobs: row.get::<i64, _>("queued") as u64,
+        jobs_last_day: row.get::<i64, _>("day") as u64,
+    })
+}
+
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn clamp_i32<T: TryInto<i32>>(v: T) -> i32 {
+    v.try_into().unwrap_or(i32::MAX)
+}
+
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -184,12 +248,87 @@ impl JobStore for PgStore {
         Ok(id.map(TenantId::from_uuid))
     }
 
-    async fn add_api_key(&self, tenant: TenantId, key_sha256: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO api_keys (key_sha256, tenant_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(key_sha256)
+    async fn tenant(&self, tenant: TenantId) -> Result<TenantInfo> {
+        let row = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"
+        ))
         .bind(tenant.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("cannot read tenant"))?
+        .ok_or_else(|| Error::not_found(format!("tenant {tenant} not found")))?;
+        tenant_info(&row)
+    }
+
+    async fn set_quota(&self, tenant: TenantId, quota: &Quota) -> Result<()> {
+        let n = sqlx::query(
+            "UPDATE tenants SET max_queued_jobs = $2, max_jobs_per_day = $3, max_watches = $4,
+                    submits_per_minute = $5, max_priority = $6
+             WHERE id = $1",
+        )
+        .bind(tenant.as_uuid())
+        .bind(quota.max_queued_jobs.map(clamp_i64))
+        .bind(quota.max_jobs_per_day.map(clamp_i64))
+        .bind(quota.max_watches.map(clamp_i32))
+        .bind(quota.submits_per_minute.map(clamp_i32))
+        .bind(quota.max_priority.map(|p| i16::from(p.get())))
+        .execute(&self.pool)
+        .await
+        .map_err(db("cannot set quota"))?
+        .rows_affected();
+        if n == 0 {
+            return Err(Error::not_found(format!("tenant {tenant} not found")));
+        }
+        Ok(())
+    }
+
+    async fn usage(&self, tenant: TenantId) -> Result<Usage> {
+        usage_of(
+            &mut *self.pool.acquire().await.map_err(db("cannot read usage"))?,
+            tenant,
+        )
+        .await
+    }
+
+    async fn usage_by_tenant(&self) -> Result<Vec<(String, Usage)>> {
+        let rows = sqlx::query(
+            "SELECT t.name,
+                    (SELECT count(*) FROM jobs j WHERE j.tenant_id = t.id
+                       AND j.state IN ('pending', 'queued', 'running', 'retryable')) AS queued,
+                    (SELECT coalesce(sum(b.job_count), 0)::bigint FROM batches b WHERE b.tenant_id = t.id
+                       AND b.created_at > now() - interval '1 day') AS day
+             FROM tenants t ORDER BY t.name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("cannot read usage"))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get("name"),
+                    Usage {
+                        queued_jobs: r.get::<i64, _>("queued") as u64,
+                        jobs_last_day: r.get::<i64, _>("day") as u64,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    async fn add_api_key(&self, tenant: TenantId, key: &NewApiKey) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (key_sha256, tenant_id, prefix, expires_at, from_config)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (key_sha256) DO UPDATE SET revoked_at = NULL, revoked_by = NULL
+             WHERE api_keys.revoked_by = 'config' AND EXCLUDED.from_config
+               AND api_keys.tenant_id = EXCLUDED.tenant_id",
+        )
+        .bind(&key.key_sha256)
+        .bind(tenant.as_uuid())
+        .bind(&key.prefix)
+        .bind(key.expires_at)
+        .bind(key.from_config)
         .execute(&self.pool)
         .await
         .map_err(db("cannot add api key"))?;
@@ -197,13 +336,72 @@ impl JobStore for PgStore {
     }
 
     async fn tenant_by_key(&self, key_sha256: &str) -> Result<Option<TenantId>> {
-        let id: Option<Uuid> =
-            sqlx::query_scalar("SELECT tenant_id FROM api_keys WHERE key_sha256 = $1")
+        let row = sqlx::query(
+            "SELECT tenant_id,
+                    (last_used_at IS NULL OR last_used_at < now() - interval '1 minute') AS stale
+             FROM api_keys
+             WHERE key_sha256 = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
+        )
+        .bind(key_sha256)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("cannot look up api key"))?;
+        let Some(row) = row else { return Ok(None) };
+        if row.get::<bool, _>("stale") {
+            sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE key_sha256 = $1")
                 .bind(key_sha256)
-                .fetch_optional(&self.pool)
+                .execute(&self.pool)
                 .await
-                .map_err(db("cannot look up api key"))?;
-        Ok(id.map(TenantId::from_uuid))
+                .map_err(db("cannot record api key use"))?;
+        }
+        Ok(Some(TenantId::from_uuid(row.get("tenant_id"))))
+    }
+
+    async fn api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKeyInfo>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_PREFIX} AS prefix, created_at, last_used_at, expires_at, revoked_at, from_config
+             FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, prefix"
+        ))
+        .bind(tenant.as_uuid())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("cannot list api keys"))?;
+        Ok(rows
+            .iter()
+            .map(|r| ApiKeyInfo {
+                prefix: r.get("prefix"),
+                created_at: r.get("created_at"),
+                last_used_at: r.get("last_used_at"),
+                expires_at: r.get("expires_at"),
+                revoked_at: r.get("revoked_at"),
+                from_config: r.get("from_config"),
+            })
+            .collect())
+    }
+
+    async fn revoke_api_keys(&self, tenant: TenantId, prefix: &str) -> Result<u64> {
+        Ok(sqlx::query(&format!(
+            "UPDATE api_keys SET revoked_at = now(), revoked_by = 'operator'
+             WHERE tenant_id = $1 AND {KEY_PREFIX} = $2 AND revoked_at IS NULL"
+        ))
+        .bind(tenant.as_uuid())
+        .bind(prefix)
+        .execute(&self.pool)
+        .await
+        .map_err(db("cannot revoke api keys"))?
+        .rows_affected())
+    }
+
+    async fn revoke_config_keys_except(&self, keep: &[String]) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE api_keys SET revoked_at = now(), revoked_by = 'config'
+             WHERE from_config AND revoked_at IS NULL AND NOT (key_sha256 = ANY($1))",
+        )
+        .bind(keep)
+        .execute(&self.pool)
+        .await
+        .map_err(db("cannot revoke api keys"))?
+        .rows_affected())
     }
 
     async fn submit(
@@ -213,6 +411,37 @@ impl JobStore for PgStore {
         max_attempts: u32,
     ) -> Result<SubmitOutcome> {
         let mut tx = self.pool.begin().await.map_err(db("cannot begin submit"))?;
+        // The tenant's row locked until commit: its submits count and write one at a time.
+        let row = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(tenant.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db("cannot lock tenant"))?
+        .ok_or_else(|| Error::not_found(format!("tenant {tenant} not found")))?;
+        let quota = tenant_info(&row)?.quota;
+        if let Some(existing) = sqlx::query(
+            "SELECT id, job_count FROM batches WHERE tenant_id = $1 AND idempotency_key = $2",
+        )
+        .bind(tenant.as_uuid())
+        .bind(&batch.idempotency_key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db("cannot read existing batch"))?
+        {
+            return Ok(SubmitOutcome {
+                batch_id: BatchId::from_uuid(existing.get("id")),
+                created: false,
+                jobs: existing.get::<i32, _>("job_count") as u64,
+            });
+        }
+        let usage = if quota.counts_usage() {
+            usage_of(&mut tx, tenant).await?
+        } else {
+            Usage::default()
+        };
+        quota.admit(batch, usage)?;
         let id = BatchId::generate();
         let tags = serde_json::to_value(&batch.tags).expect("string map serializes");
         let inserted: Option<Uuid> = sqlx::query_scalar(
@@ -234,19 +463,11 @@ impl JobStore for PgStore {
         .await
         .map_err(db("cannot insert batch"))?;
         if inserted.is_none() {
-            let row = sqlx::query(
-                "SELECT id, job_count FROM batches WHERE tenant_id = $1 AND idempotency_key = $2",
-            )
-            .bind(tenant.as_uuid())
-            .bind(&batch.idempotency_key)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db("cannot read existing batch"))?;
-            return Ok(SubmitOutcome {
-                batch_id: BatchId::from_uuid(row.get("id")),
-                created: false,
-                jobs: row.get::<i32, _>("job_count") as u64,
-            });
+            // Unreachable while the tenant's row is locked: the key was looked up above.
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "a batch with this idempotency key was stored meanwhile; submit again",
+            ));
         }
         for chunk in batch.jobs.chunks(INSERT_CHUNK) {
             let ids: Vec<Uuid> = chunk.iter().map(|_| JobId::generate().as_uuid()).collect();

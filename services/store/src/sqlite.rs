@@ -21,6 +21,74 @@ use crate::row::{JobRow, failure_columns, progress_columns};
 const JOB_COLUMNS: &str = "id, batch_id, key, model, params, state, attempt, max_attempts, \
     object_key, sha256, last_error, error_kind, timings, created_at, started_at, finished_at, steps_done, steps_total";
 
+/// The name of a key in listings and `revoke`: its prefix, or for a key registered without one
+/// (by an older scheduler) `sha256:` and 8 digits of its hash, as `core::key_prefix` names such keys.
+const KEY_PREFIX: &str = "coalesce(prefix, 'sha256:' || substr(key_sha256, 1, 8))";
+
+const TENANT_COLUMNS: &str = "id, name, weight, max_queued_jobs, max_jobs_per_day, max_watches, \
+    submits_per_minute, max_priority";
+
+/// The quotas' day, in milliseconds.
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// A key's `last_used_at` is rewritten once it is this old (one write per key and minute).
+const LAST_USED_EVERY_MS: i64 = 60_000;
+
+fn tenant_info(r: &SqliteRow) -> Result<TenantInfo> {
+    let read = || -> std::result::Result<_, sqlx::Error> {
+        Ok((
+            uuid(r, "id")?,
+            r.try_get::<String, _>("name")?,
+            r.try_get::<i64, _>("weight")?,
+            r.try_get::<Option<i64>, _>("max_queued_jobs")?,
+            r.try_get::<Option<i64>, _>("max_jobs_per_day")?,
+            r.try_get::<Option<i64>, _>("max_watches")?,
+            r.try_get::<Option<i64>, _>("submits_per_minute")?,
+            r.try_get::<Option<i64>, _>("max_priority")?,
+        ))
+    };
+    let (id, name, weight, queued, day, watches, rate, prio) =
+        read().map_err(db("cannot read tenant row"))?;
+    let small = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
+    Ok(TenantInfo {
+        id: TenantId::from_uuid(id),
+        name,
+        weight: small(weight),
+        quota: Quota {
+            max_queued_jobs: queued.map(|v| v.max(0) as u64),
+            max_jobs_per_day: day.map(|v| v.max(0) as u64),
+            max_watches: watches.map(small),
+            submits_per_minute: rate.map(small),
+            max_priority: prio
+                .map(|p| Priority::parse(u8::try_from(p).unwrap_or(0)))
+                .transpose()?,
+        },
+    })
+}
+
+/// [`JobStore::usage`] on one connection (the submit's transaction, or a pooled one).
+async fn usage_of(conn: &mut sqlx::SqliteConnection, tenant: TenantId) -> Result<Usage> {
+    let row = sqlx::query(
+        "SELECT (SELECT count(*) FROM jobs WHERE tenant_id = ?1
+                   AND state IN ('pending', 'queued', 'running', 'retryable')) AS queued,
+                (SELECT coalesce(sum(job_count), 0) FROM batches WHERE tenant_id = ?1
+                   AND created_at > ?2) AS day",
+    )
+    .bind(tenant.to_string())
+    .bind(now_ms() - DAY_MS)
+    .fetch_one(conn)
+    .await
+    .map_err(db("cannot read usage"))?;
+    Ok(Usage {
+        queued_jobs: row.get::<i64, _>("queued") as u64,
+        jobs_last_day: row.get::<i64, _>("day") as u64,
+    })
+}
+
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 /// SQLite job store.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
@@ -156,25 +224,167 @@ impl JobStore for SqliteStore {
         id.map(|s| s.parse()).transpose()
     }
 
-    async fn add_api_key(&self, tenant: TenantId, key_sha256: &str) -> Result<()> {
-        sqlx::query("INSERT OR IGNORE INTO api_keys (key_sha256, tenant_id, created_at) VALUES (?1, ?2, ?3)")
-            .bind(key_sha256)
-            .bind(tenant.to_string())
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await
-            .map_err(db("cannot add api key"))?;
+    async fn tenant(&self, tenant: TenantId) -> Result<TenantInfo> {
+        let row = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"
+        ))
+        .bind(tenant.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("cannot read tenant"))?
+        .ok_or_else(|| Error::not_found(format!("tenant {tenant} not found")))?;
+        tenant_info(&row)
+    }
+
+    async fn set_quota(&self, tenant: TenantId, quota: &Quota) -> Result<()> {
+        let n = sqlx::query(
+            "UPDATE tenants SET max_queued_jobs = ?2, max_jobs_per_day = ?3, max_watches = ?4,
+                    submits_per_minute = ?5, max_priority = ?6
+             WHERE id = ?1",
+        )
+        .bind(tenant.to_string())
+        .bind(quota.max_queued_jobs.map(clamp_i64))
+        .bind(quota.max_jobs_per_day.map(clamp_i64))
+        .bind(quota.max_watches.map(i64::from))
+        .bind(quota.submits_per_minute.map(i64::from))
+        .bind(quota.max_priority.map(|p| i64::from(p.get())))
+        .execute(&self.pool)
+        .await
+        .map_err(db("cannot set quota"))?
+        .rows_affected();
+        if n == 0 {
+            return Err(Error::not_found(format!("tenant {tenant} not found")));
+        }
+        Ok(())
+    }
+
+    async fn usage(&self, tenant: TenantId) -> Result<Usage> {
+        usage_of(
+            &mut *self.pool.acquire().await.map_err(db("cannot read usage"))?,
+            tenant,
+        )
+        .await
+    }
+
+    async fn usage_by_tenant(&self) -> Result<Vec<(String, Usage)>> {
+        let rows = sqlx::query(
+            "SELECT t.name,
+                    (SELECT count(*) FROM jobs j WHERE j.tenant_id = t.id
+                       AND j.state IN ('pending', 'queued', 'running', 'retryable')) AS queued,
+                    (SELECT coalesce(sum(b.job_count), 0) FROM batches b WHERE b.tenant_id = t.id
+                       AND b.created_at > ?1) AS day
+             FROM tenants t ORDER BY t.name",
+        )
+        .bind(now_ms() - DAY_MS)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("cannot read usage"))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get("name"),
+                    Usage {
+                        queued_jobs: r.get::<i64, _>("queued") as u64,
+                        jobs_last_day: r.get::<i64, _>("day") as u64,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    async fn add_api_key(&self, tenant: TenantId, key: &NewApiKey) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (key_sha256, tenant_id, created_at, prefix, expires_at, from_config)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (key_sha256) DO UPDATE SET revoked_at = NULL, revoked_by = NULL
+             WHERE revoked_by = 'config' AND excluded.from_config = 1
+               AND tenant_id = excluded.tenant_id",
+        )
+        .bind(&key.key_sha256)
+        .bind(tenant.to_string())
+        .bind(now_ms())
+        .bind(&key.prefix)
+        .bind(key.expires_at.map(|t| t.timestamp_millis()))
+        .bind(key.from_config)
+        .execute(&self.pool)
+        .await
+        .map_err(db("cannot add api key"))?;
         Ok(())
     }
 
     async fn tenant_by_key(&self, key_sha256: &str) -> Result<Option<TenantId>> {
-        let id: Option<String> =
-            sqlx::query_scalar("SELECT tenant_id FROM api_keys WHERE key_sha256 = ?1")
+        let now = now_ms();
+        let row = sqlx::query(
+            "SELECT tenant_id, coalesce(last_used_at, 0) AS last_used_at FROM api_keys
+             WHERE key_sha256 = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
+        )
+        .bind(key_sha256)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("cannot look up api key"))?;
+        let Some(row) = row else { return Ok(None) };
+        if row.get::<i64, _>("last_used_at") < now - LAST_USED_EVERY_MS {
+            sqlx::query("UPDATE api_keys SET last_used_at = ?2 WHERE key_sha256 = ?1")
                 .bind(key_sha256)
-                .fetch_optional(&self.pool)
+                .bind(now)
+                .execute(&self.pool)
                 .await
-                .map_err(db("cannot look up api key"))?;
-        id.map(|s| s.parse()).transpose()
+                .map_err(db("cannot record api key use"))?;
+        }
+        row.get::<String, _>("tenant_id").parse().map(Some)
+    }
+
+    async fn api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKeyInfo>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_PREFIX} AS prefix, created_at, last_used_at, expires_at, revoked_at, from_config
+             FROM api_keys WHERE tenant_id = ?1 ORDER BY created_at, prefix"
+        ))
+        .bind(tenant.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("cannot list api keys"))?;
+        Ok(rows
+            .iter()
+            .map(|r| ApiKeyInfo {
+                prefix: r.get("prefix"),
+                created_at: time(r.get("created_at")).unwrap_or_default(),
+                last_used_at: time(r.get("last_used_at")),
+                expires_at: time(r.get("expires_at")),
+                revoked_at: time(r.get("revoked_at")),
+                from_config: r.get("from_config"),
+            })
+            .collect())
+    }
+
+    async fn revoke_api_keys(&self, tenant: TenantId, prefix: &str) -> Result<u64> {
+        Ok(sqlx::query(&format!(
+            "UPDATE api_keys SET revoked_at = ?3, revoked_by = 'operator'
+             WHERE tenant_id = ?1 AND {KEY_PREFIX} = ?2 AND revoked_at IS NULL"
+        ))
+        .bind(tenant.to_string())
+        .bind(prefix)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(db("cannot revoke api keys"))?
+        .rows_affected())
+    }
+
+    async fn revoke_config_keys_except(&self, keep: &[String]) -> Result<u64> {
+        let keep = serde_json::to_string(keep).expect("strings serialize");
+        Ok(sqlx::query(
+            "UPDATE api_keys SET revoked_at = ?2, revoked_by = 'config'
+             WHERE from_config = 1 AND revoked_at IS NULL
+               AND key_sha256 NOT IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(keep)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(db("cannot revoke api keys"))?
+        .rows_affected())
     }
 
     async fn submit(
@@ -184,6 +394,38 @@ impl JobStore for SqliteStore {
         max_attempts: u32,
     ) -> Result<SubmitOutcome> {
         let mut tx = self.pool.begin().await.map_err(db("cannot begin submit"))?;
+        // A write first: the transaction holds the database's write lock from here, so the
+        // counts below stay true until commit (as the row lock does on Postgres).
+        let row = sqlx::query(&format!(
+            "UPDATE tenants SET name = name WHERE id = ?1 RETURNING {TENANT_COLUMNS}"
+        ))
+        .bind(tenant.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db("cannot lock tenant"))?
+        .ok_or_else(|| Error::not_found(format!("tenant {tenant} not found")))?;
+        let quota = tenant_info(&row)?.quota;
+        if let Some(existing) = sqlx::query(
+            "SELECT id, job_count FROM batches WHERE tenant_id = ?1 AND idempotency_key = ?2",
+        )
+        .bind(tenant.to_string())
+        .bind(&batch.idempotency_key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db("cannot read existing batch"))?
+        {
+            return Ok(SubmitOutcome {
+                batch_id: existing.get::<String, _>("id").parse()?,
+                created: false,
+                jobs: existing.get::<i64, _>("job_count") as u64,
+            });
+        }
+        let usage = if quota.counts_usage() {
+            usage_of(&mut tx, tenant).await?
+        } else {
+            Usage::default()
+        };
+        quota.admit(batch, usage)?;
         let id = BatchId::generate();
         let now = now_ms();
         let tags = serde_json::to_string(&batch.tags).expect("string map serializes");
@@ -206,19 +448,11 @@ impl JobStore for SqliteStore {
         .await
         .map_err(db("cannot insert batch"))?;
         if inserted.rows_affected() == 0 {
-            let row = sqlx::query(
-                "SELECT id, job_count FROM batches WHERE tenant_id = ?1 AND idempotency_key = ?2",
-            )
-            .bind(tenant.to_string())
-            .bind(&batch.idempotency_key)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db("cannot read existing batch"))?;
-            return Ok(SubmitOutcome {
-                batch_id: row.get::<String, _>("id").parse()?,
-                created: false,
-                jobs: row.get::<i64, _>("job_count") as u64,
-            });
+            // Unreachable while this transaction holds the write lock: the key was looked up above.
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "a batch with this idempotency key was stored meanwhile; submit again",
+            ));
         }
         for j in &batch.jobs {
             sqlx::query(

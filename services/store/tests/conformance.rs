@@ -100,4 +100,29 @@ mod postgres_only {
             .unwrap_err();
         assert!(e.to_string().contains("lease_iff_running"), "{e}");
     }
+
+    /// A key registered by a scheduler older than migration 0005 (or an old replica during a
+    /// rolling update) has no prefix: it is listed and revoked by `sha256:` and its hash's first
+    /// 8 digits.
+    #[tokio::test]
+    async fn keys_of_older_schedulers_are_named_by_their_hash() {
+        use pixelfarm_core::{JobStore, hash_api_key};
+        let db = fresh_postgres_db().await;
+        let s = PgStore::connect(db.url(), 2).await.unwrap();
+        let t = s.create_tenant("a", 1).await.unwrap();
+        let h = hash_api_key("from-an-old-scheduler");
+        sqlx::query("INSERT INTO api_keys (key_sha256, tenant_id) VALUES ($1, $2)")
+            .bind(&h)
+            .bind(t.as_uuid())
+            .execute(s.pool())
+            .await
+            .unwrap();
+        let name = format!("sha256:{}", &h[..8]);
+        let listed = s.api_keys(t).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].prefix, name);
+        assert_eq!(s.tenant_by_key(&h).await.unwrap(), Some(t));
+        assert_eq!(s.revoke_api_keys(t, &name).await.unwrap(), 1);
+        assert_eq!(s.tenant_by_key(&h).await.unwrap(), None);
+    }
 }
