@@ -197,4 +197,16 @@ async fn the_cli_over_tls_and_a_rotation_without_restart() {
         "{}",
         stack.logs()
     );
+
+    // Failed authentications are limited per address over TLS too (last: the address is then
+    // refused for a while). Requests without a key fail; after the burst they get 429.
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        let (status, _) = tls::https_get(http, ca_file, &format!("/v1/batches/{batch}"))
+            .await
+            .unwrap();
+        statuses.push(status);
+    }
+    assert!(statuses[..20].iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
 }

@@ -11,6 +11,9 @@
 //! rustls with the aws-lc-rs provider: the one the S3 client already links.
 
 use anyhow::Context;
+use axum::extract::ConnectInfo;
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
 use pixelfarm_core::{Error, ErrorKind, Result};
 use rustls::crypto::{CryptoProvider, aws_lc_rs};
 use rustls::pki_types::pem::PemObject;
@@ -269,6 +272,17 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
+/// The peer of a TLS connection (axum derives `ConnectInfo<SocketAddr>` for TCP listeners
+/// only).
+#[derive(Debug, Clone, Copy)]
+struct TlsPeer(SocketAddr);
+
+impl Connected<IncomingStream<'_, TlsListener>> for TlsPeer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        TlsPeer(*stream.remote_addr())
+    }
+}
+
 /// What a client speaking plain text to a TLS port gets before the connection closes: an
 /// HTTP/1.1 answer, so `curl http://…` says what is wrong (a gRPC client still fails on it).
 const PLAIN_TEXT_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\n\
@@ -309,10 +323,25 @@ pub async fn serve_http(
     app: axum::Router,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-        .context("https server failed")
+    // With the peer's address as `ConnectInfo<SocketAddr>`, as over plain TCP (`ops::serve`):
+    // the API limits failed authentications per address.
+    let app = app.layer(axum::middleware::map_request(
+        |mut req: axum::extract::Request| async move {
+            if let Some(&ConnectInfo(TlsPeer(peer))) =
+                req.extensions().get::<ConnectInfo<TlsPeer>>()
+            {
+                req.extensions_mut().insert(ConnectInfo(peer));
+            }
+            req
+        },
+    ));
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<TlsPeer>(),
+    )
+    .with_graceful_shutdown(async move { stop.cancelled().await })
+    .await
+    .context("https server failed")
 }
 
 #[cfg(test)]
