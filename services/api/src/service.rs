@@ -52,7 +52,7 @@ pub const MAX_CONCURRENT_SUBMITS: usize = 2;
 pub const SUBMIT_QUEUE_WAIT: Duration = Duration::from_secs(10);
 
 /// A batch plus what clients derive from it: done, rate, ETA.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchView {
     /// The stored batch and its counts.
     #[serde(flatten)]
