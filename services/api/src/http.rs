@@ -356,7 +356,8 @@ async fn batch(
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct Page {
-    /// The `next_after` of the previous page; the first page when absent or empty.
+    /// The `next_after` of the previous page (a job id); the first page when absent or empty.
+    #[param(format = Uuid)]
     after: Option<String>,
     /// Jobs on the page: 1 to 10000, 1000 when absent.
     #[param(minimum = 1, maximum = 10000)]
