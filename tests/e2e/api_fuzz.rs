@@ -35,6 +35,7 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
         .arg("--report-dir")
         .arg(&report)
         .args(["--report", "junit"])
+        .current_dir(stack.dir.path())
         .kill_on_drop(true)
         .output()
         .await
