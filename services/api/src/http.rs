@@ -308,7 +308,7 @@ fn observed<T>(api: &BatchApi, method: &str, r: pixelfarm_core::Result<T>) -> Ap
     path = "/v1/batches",
     operation_id = "submit",
     request_body(
-        description = "a manifest (docs/manifest.md), YAML or JSON (JSON when it starts with `{`), at most 2 MiB",
+        description = "a manifest (the README's Concepts section), YAML or JSON (JSON when it starts with `{`), at most 2 MiB",
         content(
             (String = "application/yaml"),
             (serde_json::Value = "application/json")
