@@ -21,25 +21,43 @@ fuzz_target!(|data: &[u8]| {
     let checked = text::check_batch(manifest, &spec);
 
     assert!(manifest.len() <= MAX_MANIFEST_BYTES);
-    assert!(!spec.name.trim().is_empty() && spec.name.len() <= 200, "name {:?}", spec.name);
+    assert!(
+        !spec.name.trim().is_empty() && spec.name.len() <= 200,
+        "name {:?}",
+        spec.name
+    );
     assert!(!spec.jobs.is_empty(), "a batch without jobs was accepted");
     assert!(spec.jobs.len() as u64 <= MAX_JOBS_PER_BATCH);
     assert!(spec.tags.len() <= MAX_TAGS);
     for (k, v) in &spec.tags {
-        assert!(!k.is_empty() && k.len() <= MAX_TAG_KEY_BYTES, "tag key {k:?}");
+        assert!(
+            !k.is_empty() && k.len() <= MAX_TAG_KEY_BYTES,
+            "tag key {k:?}"
+        );
         assert!(v.len() <= MAX_TAG_VALUE_BYTES, "tag value {v:?}");
     }
     let mut keys = HashSet::new();
     let mut expanded = 0u64;
     for job in &spec.jobs {
         let prompt = job.params.prompt.as_str();
-        assert!(prompt.chars().count() <= Prompt::MAX_CHARS, "prompt {prompt:?}");
+        assert!(
+            prompt.chars().count() <= Prompt::MAX_CHARS,
+            "prompt {prompt:?}"
+        );
         assert!(ImageSize::new(job.params.width, job.params.height).is_ok());
-        assert!(keys.insert(job.key.as_str()), "duplicate job key {:?}", job.key);
-        expanded += (prompt.len() + job.params.negative_prompt.as_str().len() + job.key.len()) as u64;
+        assert!(
+            keys.insert(job.key.as_str()),
+            "duplicate job key {:?}",
+            job.key
+        );
+        expanded +=
+            (prompt.len() + job.params.negative_prompt.as_str().len() + job.key.len()) as u64;
     }
     assert!(expanded <= MAX_EXPANDED_BYTES);
     if checked.is_ok() {
-        assert!(!manifest.contains('\0'), "a manifest holding NUL passed the text policy");
+        assert!(
+            !manifest.contains('\0'),
+            "a manifest holding NUL passed the text policy"
+        );
     }
 });
