@@ -10,12 +10,18 @@
 //! | GET | `/v1/jobs/{id}/image` | → `image/png`, `image/jpeg` or `image/webp` |
 //! | PUT | `/v1/inputs/{name}` | image bytes (≤ `MAX_INPUT_BYTES`) → `UploadedInput` (201), stored as `inputs/<tenant>/<name>.<ext>` |
 //! | POST | `/v1/inputs` | image bytes → `UploadedInput` (201), named by its sha256 |
+//! | GET | `/v1/openapi.json` | → this API's OpenAPI document ([`openapi`]) |
 //!
-//! Every route needs `Authorization: Bearer <key>`; an address whose requests failed to
-//! authenticate too often is answered `429 rate_limited` before any work. Every error, the router's own included (unknown
+//! Every route but `/v1/openapi.json` needs `Authorization: Bearer <key>`; an address whose
+//! requests failed to authenticate too often is answered `429 rate_limited` before any work.
+//! Every error, the router's own included (unknown
 //! route, wrong method, body over the limit, a malformed query), is
 //! `{"error": {"code", "message", "request_id"}}` with the request id also in `x-request-id`
 //! (codes in docs/security.md; what the message may say in [`crate::errors`]).
+//!
+//! The OpenAPI document is built from the same table as the router ([`routes`]): each route is
+//! one `.routes(routes!(handler))` line there and a `#[utoipa::path]` on its handler; the error
+//! answers every operation lists are [`ERRORS`]. `docs/openapi.json` is a checked-in copy.
 
 use axum::Router;
 use axum::body::Body;
@@ -24,27 +30,26 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use futures::StreamExt;
-use pixelfarm_core::{Error, ErrorKind, ImageFormat, JobId, MAX_INPUT_BYTES, TenantId};
-use serde::Deserialize;
-use serde_json::json;
+use pixelfarm_core::{
+    BatchId, Error, ErrorKind, ImageFormat, JobId, JobRecord, MAX_INPUT_BYTES, SubmitOutcome,
+    TenantId,
+};
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, ResponseBuilder};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::BatchApi;
+use crate::{BatchApi, BatchView, UploadedInput};
 
 /// The API routes (merge them with the ops routes on one port).
 pub fn router(api: Arc<BatchApi>) -> Router {
-    Router::new()
-        .route("/v1/batches", post(submit))
-        .route("/v1/batches/{id}", get(batch))
-        .route("/v1/batches/{id}/jobs", get(jobs))
-        .route("/v1/batches/{id}/cancel", post(cancel))
-        .route("/v1/batches/{id}/watch", get(watch))
-        .route("/v1/jobs/{id}/image", get(image))
-        .route("/v1/inputs", post(upload_unnamed))
-        .route("/v1/inputs/{name}", put(upload_named))
+    let (routes, _) = routes().split_for_parts();
+    routes
         .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(
             api.clone(),
@@ -52,6 +57,128 @@ pub fn router(api: Arc<BatchApi>) -> Router {
         ))
         .layer(middleware::from_fn(json_errors))
         .with_state(api)
+}
+
+/// Every route with its OpenAPI operation, the one table [`router`] and [`openapi`] are built
+/// from: a route is added here, one line, with a `#[utoipa::path]` on its handler.
+fn routes() -> OpenApiRouter<Arc<BatchApi>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(submit))
+        .routes(routes!(batch))
+        .routes(routes!(jobs))
+        .routes(routes!(cancel))
+        .routes(routes!(watch))
+        .routes(routes!(image))
+        .routes(routes!(upload_unnamed))
+        .routes(routes!(upload_named))
+        .routes(routes!(openapi_json))
+}
+
+/// The error answers of every operation that lists none of its own: status, and when. Each has
+/// the [`ErrorBody`] shape, with its code in `error.code` (docs/security.md).
+pub const ERRORS: &[(StatusCode, &str)] = &[
+    (
+        StatusCode::BAD_REQUEST,
+        "`invalid_argument`: a bad manifest, id, query parameter or body; the message names the field and what is accepted",
+    ),
+    (
+        StatusCode::UNAUTHORIZED,
+        "`unauthenticated`: no or an unknown API key",
+    ),
+    (
+        StatusCode::NOT_FOUND,
+        "`not_found`: an unknown batch or job, or another tenant's",
+    ),
+    (
+        StatusCode::CONFLICT,
+        "`conflict`: the request conflicts with the stored state",
+    ),
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "`payload_too_large`: a body over the request limit",
+    ),
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        "`quota_exceeded`: over one of the tenant's quotas (the message names it, its limit and the usage); `rate_limited`: too many submits a minute, or too many failed authentications from this address",
+    ),
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "`internal`: a bug or a broken dependency; the message quotes the request id",
+    ),
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "`unavailable`: a dependency is down or the scheduler is busy; retry later",
+    ),
+];
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "pixelfarm scheduler HTTP API",
+        description = "Batches of image-generation jobs: submit a manifest, follow it, fetch the images. Every error answer is an `ErrorBody` with a stable `error.code` (docs/security.md)."
+    ),
+    security(("api_key" = [])),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+/// This API's OpenAPI 3.1 document, built from [`routes`] (`docs/openapi.json` is a copy).
+pub fn openapi() -> Document {
+    let (_, mut doc) = routes().split_for_parts();
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in ops.into_iter().flatten() {
+            let lists_errors = op.responses.responses.keys().any(|s| !s.starts_with('2'));
+            if lists_errors {
+                continue;
+            }
+            for (status, when) in ERRORS {
+                let response = ResponseBuilder::new()
+                    .description(*when)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build();
+                op.responses
+                    .responses
+                    .insert(status.as_u16().to_string(), response.into());
+            }
+        }
+    }
+    doc
+}
+
+/// [`openapi`], built once.
+static OPENAPI: LazyLock<Document> = LazyLock::new(openapi);
+
+/// This API's OpenAPI document (no API key needed).
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    operation_id = "openapi",
+    security(()),
+    responses(
+        (status = 200, description = "the OpenAPI 3.1 document of this API", content_type = "application/json", body = serde_json::Value),
+        (status = 500, description = "`internal`", body = ErrorBody)
+    )
+)]
+async fn openapi_json() -> Response {
+    axum::Json(&*OPENAPI).into_response()
 }
 
 /// A failed call: its [`Error`] rides in the response's extensions to [`json_errors`], which
@@ -95,9 +222,35 @@ async fn failed_auth_guard(State(api): State<Arc<BatchApi>>, req: Request, next:
     res
 }
 
-/// The `error` object of every error answer.
-fn error_body(code: &str, message: &str, request_id: &str) -> serde_json::Value {
-    json!({"error": {"code": code, "message": message, "request_id": request_id}})
+/// The body of every error answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The `error` object of an [`ErrorBody`].
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable code: `invalid_argument`, `unauthenticated`, `not_found`, `method_not_allowed`,
+    /// `conflict`, `payload_too_large`, `quota_exceeded`, `rate_limited`, `unavailable` or
+    /// `internal` (docs/security.md).
+    pub code: String,
+    /// For the client: the field and what is accepted, or a fixed text with the request id for
+    /// the server's own failures.
+    pub message: String,
+    /// This request's id, also in the `x-request-id` header and in the scheduler's log.
+    pub request_id: String,
+}
+
+fn error_body(code: &str, message: &str, request_id: &str) -> ErrorBody {
+    ErrorBody {
+        error: ErrorDetail {
+            code: code.to_string(),
+            message: message.to_string(),
+            request_id: request_id.to_string(),
+        },
+    }
 }
 
 async fn unknown_route() -> StatusCode {
@@ -191,6 +344,23 @@ fn observed<T>(api: &BatchApi, method: &str, r: pixelfarm_core::Result<T>) -> Ap
     Ok(r?)
 }
 
+/// Submit a batch: parse and expand the manifest, store the batch and its jobs.
+#[utoipa::path(
+    post,
+    path = "/v1/batches",
+    operation_id = "submit",
+    request_body(
+        description = "a manifest (the README's Concepts section), YAML or JSON (JSON when it starts with `{`), at most 2 MiB",
+        content(
+            (String = "application/yaml"),
+            (serde_json::Value = "application/json")
+        )
+    ),
+    responses(
+        (status = 201, description = "a new batch", body = SubmitOutcome),
+        (status = 200, description = "the batch already submitted with this `idempotency_key`", body = SubmitOutcome)
+    )
+)]
 async fn submit(
     State(api): State<Arc<BatchApi>>,
     headers: HeaderMap,
@@ -206,6 +376,14 @@ async fn submit(
     Ok((code, axum::Json(out)).into_response())
 }
 
+/// A batch with its progress.
+#[utoipa::path(
+    get,
+    path = "/v1/batches/{id}",
+    operation_id = "get_batch",
+    params(("id" = BatchId, Path, description = "the batch")),
+    responses((status = 200, description = "the batch", body = BatchView))
+)]
 async fn batch(
     State(api): State<Arc<BatchApi>>,
     headers: HeaderMap,
@@ -216,12 +394,42 @@ async fn batch(
     Ok(axum::Json(view).into_response())
 }
 
-#[derive(Deserialize)]
+/// The query of a page of jobs.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Page {
+    /// The `next_after` of the previous page (a job id); the first page when absent or empty.
+    #[param(format = Uuid)]
     after: Option<String>,
+    /// Jobs on the page: 1 to 10000, 1000 when absent.
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<u32>,
 }
 
+/// One page of a batch's jobs.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct JobsPage {
+    /// The jobs, in id order.
+    pub jobs: Vec<JobRecord>,
+    /// The `after` of the next page; absent (null) on the last page.
+    pub next_after: Option<JobId>,
+}
+
+/// What a cancel did.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Cancelled {
+    /// Jobs cancelled by this call.
+    pub cancelled: u64,
+}
+
+/// A page of a batch's jobs, in id order.
+#[utoipa::path(
+    get,
+    path = "/v1/batches/{id}/jobs",
+    operation_id = "list_jobs",
+    params(("id" = BatchId, Path, description = "the batch"), Page),
+    responses((status = 200, description = "a page of jobs; `next_after` is set while more follow", body = JobsPage))
+)]
 async fn jobs(
     State(api): State<Arc<BatchApi>>,
     headers: HeaderMap,
@@ -235,12 +443,21 @@ async fn jobs(
         .map(|a| a.parse())
         .transpose()?;
     let page = observed(&api, "list", api.page(t, id.parse()?, after, p.limit).await)?;
-    Ok(
-        axum::Json(json!({"jobs": page.jobs, "next_after": page.next.map(|n| n.to_string())}))
-            .into_response(),
-    )
+    Ok(axum::Json(JobsPage {
+        jobs: page.jobs,
+        next_after: page.next,
+    })
+    .into_response())
 }
 
+/// Cancel the batch's jobs that have not started.
+#[utoipa::path(
+    post,
+    path = "/v1/batches/{id}/cancel",
+    operation_id = "cancel",
+    params(("id" = BatchId, Path, description = "the batch")),
+    responses((status = 200, description = "the jobs cancelled", body = Cancelled))
+)]
 async fn cancel(
     State(api): State<Arc<BatchApi>>,
     headers: HeaderMap,
@@ -248,9 +465,22 @@ async fn cancel(
 ) -> ApiResult<Response> {
     let t = tenant(&api, &headers).await?;
     let n = observed(&api, "cancel", api.cancel(t, id.parse()?).await)?;
-    Ok(axum::Json(json!({"cancelled": n})).into_response())
+    Ok(axum::Json(Cancelled { cancelled: n }).into_response())
 }
 
+/// The batch now and on every change, as server-sent events, until it is done.
+#[utoipa::path(
+    get,
+    path = "/v1/batches/{id}/watch",
+    operation_id = "watch",
+    params(("id" = BatchId, Path, description = "the batch")),
+    responses((
+        status = 200,
+        description = "`text/event-stream`: `batch` events whose data is a `BatchView`, `error` events whose data is an `ErrorBody`",
+        content_type = "text/event-stream",
+        body = String
+    ))
+)]
 async fn watch(
     State(api): State<Arc<BatchApi>>,
     headers: HeaderMap,
@@ -280,6 +510,22 @@ async fn watch(
         .into_response())
 }
 
+/// The image of a succeeded job.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/image",
+    operation_id = "image",
+    params(("id" = JobId, Path, description = "the job")),
+    responses((
+        status = 200,
+        description = "the image, in the job's output format",
+        content(
+            (String = "image/png"),
+            (String = "image/jpeg"),
+            (String = "image/webp")
+        )
+    ))
+)]
 async fn image(
     State(api): State<Arc<BatchApi>>,
     headers: HeaderMap,
@@ -290,6 +536,10 @@ async fn image(
     let format = ImageFormat::sniff(&bytes).unwrap_or_default();
     Ok(([(header::CONTENT_TYPE, format.content_type())], bytes).into_response())
 }
+
+/// The body of an upload: the image's bytes.
+const UPLOAD_BODY: &str =
+    "the image (PNG, JPEG or WebP), at most 32 MiB (`MAX_INPUT_BYTES`), at most 4096 pixels a side";
 
 /// Authenticate, then read the body: a client without a valid key never makes the scheduler
 /// read (up to [`MAX_INPUT_BYTES`] of) what it sends.
@@ -308,6 +558,14 @@ async fn upload(
     Ok((StatusCode::CREATED, axum::Json(out)).into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/inputs/{name}",
+    operation_id = "upload_input",
+    params(("name" = String, Path, description = "the input's name: letters, digits, `.`, `_` and `-`, not starting with `.`")),
+    request_body(description = UPLOAD_BODY, content((Vec<u8> = "application/octet-stream"))),
+    responses((status = 201, description = "stored as `inputs/<tenant>/<name>.<ext>`", body = UploadedInput))
+)]
 async fn upload_named(
     State(api): State<Arc<BatchApi>>,
     headers: HeaderMap,
@@ -317,6 +575,13 @@ async fn upload_named(
     upload(&api, &headers, Some(&name), body).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/inputs",
+    operation_id = "upload_input_by_hash",
+    request_body(description = UPLOAD_BODY, content((Vec<u8> = "application/octet-stream"))),
+    responses((status = 201, description = "stored as `inputs/<tenant>/<sha256>.<ext>`", body = UploadedInput))
+)]
 async fn upload_unnamed(
     State(api): State<Arc<BatchApi>>,
     headers: HeaderMap,

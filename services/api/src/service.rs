@@ -69,7 +69,7 @@ pub(crate) fn upload_too_large(size: Option<u64>) -> String {
 
 /// What an upload stored: the key to name in a manifest (`init.image.key`, `init.mask.key`) and
 /// what the scheduler read from the bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UploadedInput {
     /// `inputs/<tenant-id>/<name>.<ext>`.
     pub key: String,
@@ -86,7 +86,7 @@ pub struct UploadedInput {
 }
 
 /// A batch plus what clients derive from it: done, rate, ETA.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchView {
     /// The stored batch and its counts.
     #[serde(flatten)]

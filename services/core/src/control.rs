@@ -4,9 +4,10 @@
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use utoipa::ToSchema;
 
 /// Denoising steps done of a running attempt, as last reported by its worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StepProgress {
     /// Steps finished.
     pub done: u32,

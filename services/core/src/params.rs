@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
+use utoipa::ToSchema;
 
 use crate::text::TextKind;
 use crate::{Error, Result};
@@ -18,7 +19,7 @@ macro_rules! deserialize_via_parse {
 }
 
 /// A non-empty prompt of at most [`Prompt::MAX_CHARS`] characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(transparent)]
 pub struct Prompt(String);
 
@@ -62,7 +63,7 @@ impl Prompt {
 deserialize_via_parse!(Prompt, String);
 
 /// A negative prompt: like [`Prompt`] but may be empty.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(transparent)]
 pub struct NegativePrompt(String);
 
@@ -84,7 +85,7 @@ impl NegativePrompt {
 deserialize_via_parse!(NegativePrompt, String);
 
 /// A generation seed. Limited to 53 bits so it survives JSON numbers in every client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
 #[serde(transparent)]
 pub struct Seed(u64);
 
@@ -160,7 +161,7 @@ impl fmt::Display for ImageSize {
 }
 
 /// Number of denoising steps, 1 to 200.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(transparent)]
 pub struct StepCount(u32);
 
@@ -188,7 +189,7 @@ impl StepCount {
 deserialize_via_parse!(StepCount, u32);
 
 /// Classifier-free guidance scale, finite, 0 to 50 (0 and 1 mean no guidance).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
 #[serde(transparent)]
 pub struct GuidanceScale(f64);
 
@@ -274,6 +275,18 @@ impl<'de> Deserialize<'de> for Sampler {
     }
 }
 
+/// In the API's JSON schema: one of the names of [`Sampler::ALL`], as serialized.
+impl utoipa::PartialSchema for Sampler {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .enum_values(Some(Sampler::ALL.map(Sampler::as_str)))
+            .into()
+    }
+}
+
+impl ToSchema for Sampler {}
+
 impl fmt::Display for Sampler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -281,7 +294,7 @@ impl fmt::Display for Sampler {
 }
 
 /// A model name as routed on the broker: `[a-z0-9][a-z0-9._-]{0,63}`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
 #[serde(transparent)]
 pub struct ModelName(String);
 
@@ -319,7 +332,9 @@ impl fmt::Display for ModelName {
 }
 
 /// Batch priority, 0 (lowest) to 9; higher is dispatched first.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema,
+)]
 #[serde(transparent)]
 pub struct Priority(u8);
 
@@ -343,7 +358,7 @@ impl Priority {
 deserialize_via_parse!(Priority, u8);
 
 /// Everything that decides a job's pixels (with the model identity and the renderer).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobParams {
     /// The expanded prompt.
     pub prompt: Prompt,
@@ -381,7 +396,7 @@ impl JobParams {
 }
 
 /// img2img strength: finite, 0 (keep the image) to 1 (repaint everything).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
 #[serde(transparent)]
 pub struct Strength(f64);
 
@@ -408,7 +423,7 @@ deserialize_via_parse!(Strength, f64);
 /// the batch's tenant (PNG, JPEG or WebP, under its prefix `inputs/<tenant-id>/`). Their sha256 is pinned when the batch is submitted
 /// (give it to assert what you expect), so the output key and the audit trail name the exact
 /// pixels, and a worker refuses an object that changed since.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlobImage {
     /// Object key of an upload of the batch's tenant, `inputs/<tenant-id>/product.png` (the key
@@ -420,7 +435,7 @@ pub struct BlobImage {
 }
 
 /// img2img / inpainting settings of a job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InitSpec {
     /// The image to start from (resized to the job's size).
@@ -445,7 +460,7 @@ impl InitSpec {
 }
 
 /// Encoded file format of a job's image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ImageFormat {
     /// PNG with the generation parameters and provenance in text chunks (default).
@@ -491,7 +506,7 @@ impl ImageFormat {
 }
 
 /// JPEG / WebP quality, 1 to 100.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(transparent)]
 pub struct Quality(u8);
 
@@ -514,7 +529,7 @@ deserialize_via_parse!(Quality, u32);
 
 /// A post-processing strength: finite, 0 to 4 (colour factors: 1 leaves the image unchanged;
 /// sharpen: 0 does).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
 #[serde(transparent)]
 pub struct Level(f64);
 
@@ -547,7 +562,7 @@ deserialize_via_parse!(Level, f64);
 
 /// A side of the delivered image: any whole number of pixels from 1 to 8192 (not tied to the
 /// model's multiple of 8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(transparent)]
 pub struct OutputSide(u32);
 
@@ -575,7 +590,7 @@ impl OutputSide {
 deserialize_via_parse!(OutputSide, u32);
 
 /// How the rendered image becomes the delivered size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Fit {
     /// Scale to cover the target, then crop the centre (keeps the aspect ratio; default).
@@ -586,7 +601,7 @@ pub enum Fit {
 }
 
 /// The exact size delivered, reached from the rendered size by Lanczos resampling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Resize {
     /// Delivered width.
@@ -601,7 +616,7 @@ pub struct Resize {
 /// What happens to the rendered pixels before they are stored: resize/crop, colour, sharpen
 /// (in that order), then encoding. The default — the rendered pixels as PNG — serializes to
 /// nothing, so jobs without an `output` keep the output keys they always had.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
     /// File format.

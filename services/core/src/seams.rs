@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use utoipa::ToSchema;
 
 use crate::control::{RenderControl, StepProgress};
 use crate::error::Error;
@@ -35,7 +36,7 @@ pub struct JobMessage {
 }
 
 /// Result of a submit.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SubmitOutcome {
     /// The batch (new, or the one with the same idempotency key).
     pub batch_id: BatchId,
@@ -46,7 +47,7 @@ pub struct SubmitOutcome {
 }
 
 /// Jobs per state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StateCounts {
     #[allow(missing_docs)]
     pub pending: u64,
@@ -96,7 +97,7 @@ impl StateCounts {
 }
 
 /// A batch as its owner sees it; progress is derived from the job rows.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BatchStatus {
     #[allow(missing_docs)]
     pub id: BatchId,
@@ -148,7 +149,7 @@ impl BatchStatus {
 }
 
 /// A job row as its owner sees it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobRecord {
     #[allow(missing_docs)]
     pub id: JobId,
