@@ -63,16 +63,6 @@ async fn http_error(r: reqwest::Response, prefix: &str) -> (u16, String, String)
     )
 }
 
-async fn stored(db: &sqlx::PgPool) -> (i64, i64) {
-    let n = |q: &'static str| async move {
-        sqlx::query_scalar::<_, i64>(q).fetch_one(db).await.unwrap()
-    };
-    (
-        n("SELECT count(*) FROM batches").await,
-        n("SELECT count(*) FROM jobs").await,
-    )
-}
-
 /// A manifest of model `test` with `extra` appended (YAML).
 fn yaml(extra: &str) -> String {
     format!("model: test\ndefaults: {{width: 16, height: 16, steps: 2}}\nseeds: [1]\n{extra}")
@@ -88,12 +78,7 @@ async fn bad_requests_get_a_stable_code_and_store_nothing() {
     let prefix = stack.prefix.clone();
     let db = sqlx::PgPool::connect(&stack.db_url).await.unwrap();
     let http = format!("http://{}", stack.scheduler.http);
-    // No connection reuse: after the 413 the server closes a connection whose body it did not
-    // read, and a pooled client could send the next request on it (IncompleteMessage).
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
+    let client = unpooled_client();
     let submit = |body: String| {
         client
             .post(format!("{http}/v1/batches"))
@@ -382,11 +367,7 @@ async fn inputs_are_checked_before_they_are_stored_and_named_only_by_their_tenan
     let prefix = stack.prefix.clone();
     let db = sqlx::PgPool::connect(&stack.db_url).await.unwrap();
     let http = format!("http://{}", stack.scheduler.http);
-    // No connection reuse: the 413 closes a connection whose body the server did not read.
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
+    let client = unpooled_client();
     let blob = stack.blob().await;
     let (a, b) = (stack.client(KEY_A).await, stack.client(KEY_B).await);
     let put = |path: &str, key: &str, body: Vec<u8>| {

@@ -7,16 +7,6 @@ use pixelfarm_e2e::*;
 use pixelfarm_proto::v1;
 use pixelfarm_proto::v1::batch_service_client::BatchServiceClient;
 
-async fn stored(db: &sqlx::PgPool) -> (i64, i64) {
-    let n = |q: &'static str| async move {
-        sqlx::query_scalar::<_, i64>(q).fetch_one(db).await.unwrap()
-    };
-    (
-        n("SELECT count(*) FROM batches").await,
-        n("SELECT count(*) FROM jobs").await,
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_manifests_are_refused_before_the_work_and_store_nothing() {
     let stack = Stack::start(StackOptions {

@@ -61,6 +61,27 @@ pub fn vm_hwm_mib(pid: u32) -> u64 {
         / 1024
 }
 
+/// How many batches and jobs the database `db` holds (a refused request must store none).
+pub async fn stored(db: &sqlx::PgPool) -> (i64, i64) {
+    let n = |q: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(q).fetch_one(db).await.unwrap()
+    };
+    (
+        n("SELECT count(*) FROM batches").await,
+        n("SELECT count(*) FROM jobs").await,
+    )
+}
+
+/// An HTTP client without connection reuse: after a 413 the server closes a connection whose
+/// body it did not read, and a pooled client could send its next request on it
+/// (`IncompleteMessage`).
+pub fn unpooled_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("a client without a pool")
+}
+
 /// A free local port.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

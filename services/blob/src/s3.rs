@@ -198,6 +198,21 @@ impl S3Blob {
     fn full(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
+
+    /// The object's response, its body not read yet.
+    async fn get_object(
+        &self,
+        key: &str,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput> {
+        validate_key(key)?;
+        self.client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+            .map_err(classify("cannot get object"))
+    }
 }
 
 #[async_trait]
@@ -217,15 +232,7 @@ impl BlobStore for S3Blob {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
-        validate_key(key)?;
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full(key))
-            .send()
-            .await
-            .map_err(classify("cannot get object"))?;
+        let out = self.get_object(key).await?;
         let data = tokio::time::timeout(self.body_timeout, out.body.collect())
             .await
             .map_err(|e| Error::transient("cannot read object body", e))?
@@ -234,15 +241,7 @@ impl BlobStore for S3Blob {
     }
 
     async fn get_limited(&self, key: &str, max_bytes: u64) -> Result<Bytes> {
-        validate_key(key)?;
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full(key))
-            .send()
-            .await
-            .map_err(classify("cannot get object"))?;
+        let out = self.get_object(key).await?;
         // The size from the response's headers refuses a large object before its body is read
         // (dropping the response closes the connection); the capped read below holds for a store
         // that sends no length or more bytes than it announced.
