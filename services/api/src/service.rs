@@ -119,6 +119,20 @@ impl From<BatchStatus> for BatchView {
     }
 }
 
+/// The sha256 of an input's `bytes` and what its header says, once they decode under the input
+/// limits (`render::input::decode_input`), both worked out on a blocking thread (up to
+/// [`MAX_INPUT_BYTES`] of hashing and decoding). The outer error is a crashed decoder; the inner
+/// one, what is wrong with the bytes.
+async fn inspect_input(
+    bytes: Bytes,
+) -> Result<Result<(String, pixelfarm_render::input::InputInfo)>> {
+    tokio::task::spawn_blocking(move || {
+        pixelfarm_render::input::decode_input(&bytes).map(|(info, _)| (sha256_hex(&bytes), info))
+    })
+    .await
+    .map_err(|e| Error::with_source(ErrorKind::Permanent, "image decoder crashed", e))
+}
+
 /// Refuse a batch with a job over its model's limits, naming the first such job, the parameter
 /// and the limit, and how many jobs are over: no worker of the model would render them.
 fn within_limits(spec: &BatchSpec, limits: &ModelLimits) -> Result<()> {
@@ -407,13 +421,9 @@ impl BatchApi {
             return Err(Error::invalid(upload_too_large(Some(size))));
         }
         let _slot = self.slot().await?;
-        let (info, bytes) = tokio::task::spawn_blocking(move || {
-            pixelfarm_render::input::decode_input(&bytes).map(|(info, _)| (info, bytes))
-        })
-        .await
-        .map_err(|e| Error::with_source(ErrorKind::Permanent, "image decoder crashed", e))?
-        .map_err(|e| Error::invalid(format!("the upload {e}")))?;
-        let sha256 = sha256_hex(&bytes);
+        let (sha256, info) = inspect_input(bytes.clone())
+            .await?
+            .map_err(|e| Error::invalid(format!("the upload {e}")))?;
         let key = name
             .unwrap_or_else(|| InputName::from_sha256(&sha256))
             .key(tenant, info.format);
@@ -550,13 +560,9 @@ impl BatchApi {
                 ErrorKind::Invalid => Error::invalid(format!("manifest field `{field}`: {e}")),
                 _ => e,
             })?;
-        let sha = sha256_hex(&bytes);
-        let info = tokio::task::spawn_blocking(move || {
-            pixelfarm_render::input::decode_input(&bytes).map(|(info, _)| info)
-        })
-        .await
-        .map_err(|e| Error::with_source(ErrorKind::Permanent, "image decoder crashed", e))?
-        .map_err(|e| Error::invalid(format!("manifest field `{field}`: `{shown}` {e}")))?;
+        let (sha, info) = inspect_input(bytes)
+            .await?
+            .map_err(|e| Error::invalid(format!("manifest field `{field}`: `{shown}` {e}")))?;
         Ok((sha, info.width, info.height))
     }
 

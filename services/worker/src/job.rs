@@ -142,17 +142,17 @@ impl Execution<'_> {
                 ErrorKind::Invalid => Error::permanent(format!("{what}: {e}")),
                 _ => e,
             })?;
-        if let Some(pinned) = &image.sha256 {
-            let got = sha256_hex(&bytes);
-            if got != *pinned {
-                return Err(Error::permanent(format!(
-                    "{what} `{key}` changed since the batch was submitted: sha256 {got}, pinned {pinned}"
-                )));
-            }
-        }
-        let what = what.to_string();
-        let key = key.clone();
+        let (what, key, pinned) = (what.to_string(), key.clone(), image.sha256.clone());
+        // Hashing and decoding up to MAX_INPUT_BYTES: off the async runtime.
         blocking(move || {
+            if let Some(pinned) = pinned {
+                let got = sha256_hex(&bytes);
+                if got != pinned {
+                    return Err(Error::permanent(format!(
+                        "{what} `{key}` changed since the batch was submitted: sha256 {got}, pinned {pinned}"
+                    )));
+                }
+            }
             decode_input(&bytes)
                 .map(|(_, pixels)| pixels)
                 .map_err(|e| Error::permanent(format!("{what} `{key}` {e}")))
