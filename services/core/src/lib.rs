@@ -9,6 +9,7 @@
 //! - [`manifest`]: [`parse_manifest`] → [`BatchSpec`].
 //! - [`image_input`]: img2img / inpainting inputs: each tenant's upload prefix ([`input_prefix`]),
 //!   their size limit ([`MAX_INPUT_BYTES`]) and pixels ([`ImageInput`]), validated and resized.
+//! - [`batch`]: which jobs may share one denoiser call ([`BatchKey`], [`batch::groups`]).
 //! - [`keys`]: [`derive_seed`] and per-tenant content-addressed [`OutputKey`]s.
 //! - [`limits`]: what a model accepts ([`ModelLimits`]).
 //! - [`state`]: the [`JobState`] machine.
@@ -20,6 +21,7 @@
 //!   escaped for one-line formats and terminals.
 //! - [`seams`]: [`JobStore`], [`Broker`], [`BlobStore`], [`Renderer`] and the records they exchange.
 
+pub mod batch;
 pub mod control;
 pub mod error;
 pub mod failure;
@@ -35,12 +37,14 @@ pub mod state;
 pub mod tenant;
 pub mod text;
 
+pub use batch::BatchKey;
 pub use control::{RenderControl, StepProgress};
 pub use error::{Error, ErrorKind, Result};
 pub use failure::{Backoff, decide};
 pub use ids::{BatchId, JobId, TenantId};
 pub use image_input::{
-    ImageInput, InitImage, InputName, MAX_INPUT_BYTES, input_prefix, is_tenant_input,
+    ImageInput, InitImage, InputName, MASK_REPAINT_ABOVE, MAX_INPUT_BYTES, input_prefix,
+    is_tenant_input,
 };
 pub use keys::{OutputKey, derive_seed, hash_api_key, sha256_hex};
 pub use limits::ModelLimits;

@@ -188,7 +188,7 @@ impl StepCount {
 }
 deserialize_via_parse!(StepCount, u32);
 
-/// Classifier-free guidance scale, finite, 0 to 50 (0 and 1 mean no guidance).
+/// Classifier-free guidance scale, finite, 0 to 50 (no guidance at 1 or less: [`Self::guides`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
 #[serde(transparent)]
 pub struct GuidanceScale(f64);
@@ -208,6 +208,12 @@ impl GuidanceScale {
     /// The scale.
     pub fn get(self) -> f64 {
         self.0
+    }
+
+    /// Whether guidance applies: above 1. At 1 the guided prediction is the conditional one, so
+    /// the unconditional pass would be wasted; below 1 counts as no guidance too.
+    pub fn guides(self) -> bool {
+        self.0 > 1.0
     }
 }
 deserialize_via_parse!(GuidanceScale, f64);

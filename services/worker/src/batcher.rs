@@ -1,6 +1,6 @@
 //! Micro-batching: a worker's executions hand their renders to one [`Batcher`], which calls the
-//! renderer one batch at a time with the compatible requests waiting at that moment (same model,
-//! size, sampler and steps; at most the renderer's batch size). While the device works on one
+//! renderer one batch at a time with the compatible requests waiting at that moment (same model
+//! and [`BatchKey`], the rule the engine groups by too; at most the renderer's batch size). While the device works on one
 //! batch the next one gathers, so no timer decides the batch size: the load does. Renderers whose
 //! batch size is 1 (the test pattern) are called directly, concurrently, as before.
 //!
@@ -29,15 +29,32 @@ struct Request {
 }
 
 impl Request {
-    /// Whether `self` can share a renderer call with `other`.
-    fn fits(&self, other: &Request) -> bool {
-        let (a, b) = (&self.params, &other.params);
-        self.model == other.model
-            && a.width == b.width
-            && a.height == b.height
-            && a.sampler == b.sampler
-            && a.steps == b.steps
+    fn key(&self) -> (&ModelName, BatchKey) {
+        (&self.model, BatchKey::of(&self.params))
     }
+}
+
+/// The next batch out of `waiting`: its first request and every later one with the same model and
+/// [`BatchKey`], at most `cap`, in arrival order; the others stay, in their order.
+fn next_batch<T>(
+    waiting: &mut VecDeque<T>,
+    cap: usize,
+    key: impl Fn(&T) -> (&ModelName, BatchKey),
+) -> Vec<T> {
+    let Some(first) = waiting.pop_front() else {
+        return Vec::new();
+    };
+    let mut batch = vec![first];
+    let mut rest = VecDeque::with_capacity(waiting.len());
+    for r in waiting.drain(..) {
+        if batch.len() < cap && key(&r) == key(&batch[0]) {
+            batch.push(r);
+        } else {
+            rest.push_back(r);
+        }
+    }
+    *waiting = rest;
+    batch
 }
 
 /// Groups the renders of concurrent executions into renderer batches.
@@ -187,7 +204,7 @@ async fn batch_loop(
         }
         // Executions that gave up (lease lost, shutdown) need no pixels.
         waiting.retain(|r| !r.reply.is_closed());
-        let Some(first) = waiting.pop_front() else {
+        let Some(first) = waiting.front() else {
             continue;
         };
         let cap = caps.entry(first.model.clone()).or_insert_with(|| {
@@ -197,17 +214,7 @@ async fn batch_loop(
                     .map_or(max, |l| l.max_batch.max(1)),
             )
         });
-        let cap = cap.now;
-        let mut batch = vec![first];
-        let mut rest = VecDeque::with_capacity(waiting.len());
-        for r in waiting.drain(..) {
-            if batch.len() < cap && r.fits(&batch[0]) {
-                batch.push(r);
-            } else {
-                rest.push_back(r);
-            }
-        }
-        waiting = rest;
+        let batch = next_batch(&mut waiting, cap.now, Request::key);
 
         let n = batch.len();
         metrics.batch_size.observe(n as f64);
@@ -282,5 +289,57 @@ mod tests {
         }
         assert_eq!(cap.after(4, false), Some(8));
         assert_eq!(cap, Cap::new(8));
+    }
+
+    /// A job of `model` whose size, steps, sampler and guidance are picked by `pick` from a few
+    /// values each, so that random lists hold many equal and many different keys.
+    fn job(pick: &mut impl FnMut(usize) -> usize) -> (ModelName, JobParams) {
+        let model = ModelName::parse(["a", "b"][pick(2)]).unwrap();
+        let params = JobParams {
+            prompt: Prompt::parse("p").unwrap(),
+            negative_prompt: NegativePrompt::default(),
+            width: [64, 128][pick(2)],
+            height: 64,
+            steps: StepCount::parse([10, 20][pick(2)]).unwrap(),
+            guidance: GuidanceScale::parse([1.0, 4.0, 7.5][pick(3)]).unwrap(),
+            sampler: Sampler::ALL[pick(2)],
+            seed: Seed::parse(pick(1000) as u64).unwrap(),
+            init: None,
+            output: Default::default(),
+        };
+        (model, params)
+    }
+
+    #[test]
+    fn the_engine_never_splits_a_batch_and_the_batcher_never_separates_what_the_engine_fuses() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut pick = move |n: usize| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            ((state >> 33) % n as u64) as usize
+        };
+        fn key(r: &(ModelName, JobParams)) -> (&ModelName, BatchKey) {
+            (&r.0, BatchKey::of(&r.1))
+        }
+        for _ in 0..500 {
+            let cap = 1 + pick(5);
+            let mut waiting: VecDeque<_> = (0..pick(12)).map(|_| job(&mut pick)).collect();
+            while !waiting.is_empty() {
+                let batch = next_batch(&mut waiting, cap, key);
+                let params: Vec<JobParams> = batch.iter().map(|r| r.1.clone()).collect();
+                let all: Vec<usize> = (0..batch.len()).collect();
+                assert_eq!(
+                    pixelfarm_core::batch::groups(&params, cap),
+                    vec![all],
+                    "the engine renders the worker's batch as one group"
+                );
+                let left_behind = waiting.iter().any(|r| key(r) == key(&batch[0]));
+                assert!(
+                    !left_behind || batch.len() == cap,
+                    "a job the engine would fuse waits only when the batch is full"
+                );
+            }
+        }
     }
 }
