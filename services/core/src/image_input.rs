@@ -8,6 +8,10 @@ use crate::{Error, ImageFormat, Result, TenantId};
 /// ([`crate::BlobStore::get_limited`]). A 4096² photo is well under it as PNG, JPEG or WebP.
 pub const MAX_INPUT_BYTES: u64 = 32 << 20;
 
+/// A mask byte above this repaints its pixel, at or below it keeps the pixel: white repaints and
+/// black keeps, split at the midpoint, as A1111 and diffusers read masks.
+pub const MASK_REPAINT_ABOVE: u8 = 127;
+
 /// Root of every tenant's uploaded inputs.
 const INPUTS_ROOT: &str = "inputs";
 
@@ -93,7 +97,8 @@ pub struct ImageInput {
     /// How much of the schedule to run: 0 keeps the image (after a VAE round trip), 1 repaints
     /// everything.
     pub strength: f64,
-    /// Inpainting mask at the init image's size, one byte per pixel: > 127 is repainted, the rest
+    /// Inpainting mask at the init image's size, one byte per pixel: above [`MASK_REPAINT_ABOVE`]
+    /// is repainted, the rest
     /// kept. `None` for plain img2img.
     pub mask: Option<Vec<u8>>,
 }

@@ -8,7 +8,7 @@ use pixelfarm_core::{
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::model::{BatchKey, LoadedModel};
+use crate::model::LoadedModel;
 use crate::registry::{DeviceChoice, RegistryConfig};
 use pixelfarm_core::ImageInput;
 
@@ -63,9 +63,8 @@ impl DiffusionEngine {
     /// Called from any other thread, every parallel loop of the kernels (hundreds per UNet step)
     /// is handed to the pool and the caller sleeps until a pool thread wakes it: two futex wakes
     /// and context switches per op, with the pool's threads going to sleep in between. From a
-    /// pool thread the loop starts where it is. Measured on a 2-core host (docs/benchmarks.md,
-    /// "Renders run on a thread of the kernels' pool"): 256×256 renders 1.03 → 1.14 images/s at
-    /// batch 1, 1.18 → 1.35 at batch 4.
+    /// pool thread the loop starts where it is (the gain: docs/benchmarks.md, "Renders run on a
+    /// thread of the kernels' pool").
     ///
     /// One render at a time because they share the same cores (two at once finish no sooner),
     /// and because a pool thread waiting inside one render's loop may pick up work queued on the
@@ -136,9 +135,9 @@ impl DiffusionEngine {
         Ok((m, start.elapsed().as_secs_f64()))
     }
 
-    /// [`Renderer::render_batch`]: groups the jobs by [`BatchKey`] (at most the model's
-    /// `max_batch` each) and
-    /// renders group by group, reporting each group's steps to its jobs' controls; a group stops
+    /// [`Renderer::render_batch`]: groups the jobs by [`pixelfarm_core::BatchKey`] (at most the
+    /// model's `max_batch` each, [`pixelfarm_core::batch::groups`]) and renders group by group,
+    /// reporting each group's steps to its jobs' controls; a group stops
     /// between steps once all of its jobs are cancelled.
     fn render_groups(
         &self,
@@ -150,25 +149,13 @@ impl DiffusionEngine {
             Ok(x) => x,
             Err(e) => return jobs.iter().map(|_| Err(copy_error(&e))).collect(),
         };
-        // Group compatible jobs, keeping the first appearance order, at most the model's
-        // max_batch per group.
         let max_batch = self
             .config
             .limits(model)
             .map_or(self.config.max_batch, |l| l.max_batch);
-        let mut groups: Vec<(BatchKey, Vec<usize>)> = Vec::new();
-        for (i, job) in jobs.iter().enumerate() {
-            let key = BatchKey::of(job);
-            match groups
-                .iter_mut()
-                .find(|(k, idx)| *k == key && idx.len() < max_batch)
-            {
-                Some((_, idx)) => idx.push(i),
-                None => groups.push((key, vec![i])),
-            }
-        }
+        let groups = pixelfarm_core::batch::groups(jobs, max_batch);
         let mut results: Vec<Option<Result<RenderedImage>>> = jobs.iter().map(|_| None).collect();
-        for (_, idx) in groups {
+        for idx in groups {
             let group: Vec<&JobParams> = idx.iter().map(|&i| &jobs[i]).collect();
             let group_controls: Vec<&RenderControl> =
                 idx.iter().filter_map(|&i| controls.get(i)).collect();
@@ -263,7 +250,7 @@ impl DiffusionEngine {
         let flat = |t: candle_core::Tensor| {
             t.flatten_all()
                 .and_then(|t| t.to_vec1::<f32>())
-                .map_err(crate::model::render_error)
+                .map_err(crate::failure::render_error)
         };
         Ok((flat(out)?, flat(init)?))
     }

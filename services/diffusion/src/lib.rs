@@ -1,12 +1,18 @@
 //! pixelfarm's diffusion engine on candle: the model registry, the Stable Diffusion families and
-//! the samplers (issue 3).
+//! the samplers.
 //!
 //! # Layout
 //! - [`family`]: [`Family`] and its defaults and architectures, in one table.
 //! - [`registry`]: [`RegistryConfig`] (from the worker's YAML), sources, sha256 verification.
 //! - [`sampler`]: noise schedule, sampler plans and DDIM / Euler / Euler a / DPM++ 2M Karras.
-//! - `engine`: [`DiffusionEngine`], the worker's `Renderer` (LRU of loaded models, micro-batches).
-//! - `model`: a loaded model and the txt2img pipeline (CFG, per-job noise, VAE decode).
+//! - `engine`: [`DiffusionEngine`], the worker's `Renderer` (LRU of loaded models, micro-batches
+//!   grouped by `pixelfarm_core::BatchKey`).
+//! - `model`: [`LoadedModel`], a model's renders: txt2img over a group, img2img and inpainting,
+//!   and its stages one at a time for parity checks. It is built by `load` (registry files into
+//!   networks), conditions with `condition` (tokenizers, text encoders, SDXL's micro-conditioning)
+//!   and denoises with `denoise`, the one loop every render goes through (guidance, prediction
+//!   type, per-job noise, inpainting's kept area, cancellation).
+//! - `failure`: candle's errors classified by variant (device trouble is transient).
 //! - [`unet`]: the SD UNet, with SDXL's micro-conditioning; [`vae`]: the SD VAE; both built from
 //!   `blocks` (resnets, samplers, spatial transformer, VAE attention) on [`ops`].
 //! - [`ops`]: CPU conv2d and group norm (fused with SiLU for inference) with a fast backward.
@@ -21,8 +27,12 @@
 mod blocks;
 pub mod checkpoint;
 pub mod clip;
+mod condition;
+mod denoise;
 mod engine;
+mod failure;
 pub mod family;
+mod load;
 mod model;
 pub mod ops;
 pub mod registry;
