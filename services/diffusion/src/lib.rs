@@ -8,13 +8,11 @@
 //! - `engine`: [`DiffusionEngine`], the worker's `Renderer` (LRU of loaded models, micro-batches).
 //! - `model`: a loaded model and the txt2img pipeline (CFG, per-job noise, VAE decode).
 //! - [`unet`]: the SD UNet, with SDXL's micro-conditioning; [`vae`]: the SD VAE; both built from
-//!   `blocks` (resnets, samplers, spatial transformer, VAE attention) on [`ops`].
-//! - [`ops`]: CPU conv2d and group norm (fused with SiLU for inference) with a fast backward.
+//!   `blocks` (resnets, samplers, spatial transformer, VAE attention) on `pixelfarm_kernels`.
 //! - [`clip`]: the CLIP text transformer as SDXL reads it (penultimate state, pooled projection).
 //! - [`checkpoint`]: single-file checkpoints in the original Stability layout (SD 1.x / 2.x and
 //!   the tiny family).
 //! - [`shapes_net`]: the `shapes` family's small pixel-space UNet and text encoder (trainable).
-//! - [`threads`]: settles candle's CPU thread count once per process (`RAYON_NUM_THREADS`).
 //! - [`tiny`]: tiny random-weight models + a CLIP BPE tokenizer for tests and benchmarks.
 //! - [`rng`]: [`JobRng`], each job's own deterministic noise.
 
@@ -24,12 +22,10 @@ pub mod clip;
 mod engine;
 pub mod family;
 mod model;
-pub mod ops;
 pub mod registry;
 pub mod rng;
 pub mod sampler;
 pub mod shapes_net;
-pub mod threads;
 pub mod tiny;
 pub mod unet;
 pub mod vae;
