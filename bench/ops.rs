@@ -1,11 +1,11 @@
 //! `bench-ops`: milliseconds of the CPU ops that dominate the SD UNet and VAE (3x3 convolution,
 //! group norm, SiLU, attention) at the shapes of the tiny model at 64 and 256 pixels, batch 1:
 //! candle's, and pixelfarm's own convolution (Winograd from 64², direct below, and the im2col path
-//! they replaced), group norm and attention (`pixelfarm_diffusion::ops`, measured in the same
+//! they replaced), group norm and attention (`pixelfarm_kernels`, measured in the same
 //! run). `bench/ops_torch.py` times the same ops in PyTorch; `bench/diffusion.sh` prints both.
 
 use candle_core::{DType, Device, Module, Tensor};
-use pixelfarm_diffusion::ops;
+use pixelfarm_kernels::{attention, conv2d, conv2d_im2col, group_norm};
 use std::time::Instant;
 
 /// Mean milliseconds of `n` runs of `f`, after one warm-up run.
@@ -22,7 +22,7 @@ fn main() -> anyhow::Result<()> {
     // SAFETY: the first statement of `main`: no other thread exists yet.
     #[allow(unsafe_code)]
     unsafe {
-        pixelfarm_diffusion::threads::settle();
+        pixelfarm_kernels::threads::settle();
     }
     // On a thread of the kernels' pool, as the engine renders (`DiffusionEngine::compute`).
     rayon::scope(|_| ops())
@@ -54,10 +54,10 @@ fn ops() -> anyhow::Result<()> {
         // More runs of the small shapes (sub-millisecond: 5 runs are noise), about equal time each.
         let n = u32::try_from((5 * 256 * 256 / (hw * hw)).clamp(5, 400))?;
         let conv = ms(n, || x.conv2d(&w, 1, 1, 1, 1))?;
-        let our_conv = ms(n, || ops::conv2d(&x, &w, 1, 1))?;
-        let im2col = ms(n, || ops::conv2d_im2col(&x, &w, 1, 1))?;
+        let our_conv = ms(n, || conv2d(&x, &w, 1, 1))?;
+        let im2col = ms(n, || conv2d_im2col(&x, &w, 1, 1))?;
         let g = ms(n, || gn.forward(&x))?;
-        let our_g = ms(n, || ops::group_norm(&x, &gamma, &beta, groups, 1e-5))?;
+        let our_g = ms(n, || group_norm(&x, &gamma, &beta, groups, 1e-5))?;
         let s = ms(n, || candle_nn::ops::silu(&x))?;
         println!(
             "c={c} hw={hw}: conv3x3 {conv:.2} ms (pixelfarm {our_conv:.2} ms, {:.1}x; im2col \
@@ -94,7 +94,7 @@ fn ops() -> anyhow::Result<()> {
             let y = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&split(&v)?)?;
             y.transpose(1, 2)?.reshape((2, s, heads * d))
         })?;
-        let ours = ms(n, || ops::attention(&q, &k, &v, heads, scale))?;
+        let ours = ms(n, || attention(&q, &k, &v, heads, scale))?;
         println!(
             "attention 2 rows x {heads} heads, queries={s} keys={t} d={d}: candle {composed:.2} ms \
              (pixelfarm {ours:.2} ms, {:.1}x)",
@@ -110,7 +110,7 @@ fn ops() -> anyhow::Result<()> {
         let b = Tensor::randn(0f32, 1., d_out, &dev)?;
         let residual = Tensor::randn(0f32, 1., (2, 1024, d_out), &dev)?;
         let theirs = candle_nn::Linear::new(w.clone(), Some(b.clone()));
-        let ours = ops::Linear::new(w, Some(b));
+        let ours = pixelfarm_kernels::Linear::new(w, Some(b));
         let n = 200;
         let candle = ms(n, || &residual + theirs.forward(&x)?)?;
         let fused = ms(n, || ours.forward_add(&x, Some(&residual)))?;

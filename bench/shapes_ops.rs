@@ -1,10 +1,10 @@
 //! `bench-shapes-ops [batch] [repeats]`: milliseconds of every convolution and group norm of the
 //! shipped `shapes` UNet — one training pass (forward + backward) at a training batch, and the
 //! forward alone at the engine's render batch (2: the prompt and the empty prompt) — in candle's
-//! ops and in `pixelfarm_diffusion::ops`, measured in the same run, with the ratio.
+//! ops and in `pixelfarm_kernels`, measured in the same run, with the ratio.
 
 use candle_core::{Device, Module, Tensor, Var};
-use pixelfarm_diffusion::ops;
+use pixelfarm_kernels::{conv2d, group_norm};
 use std::time::Instant;
 
 /// `(name, cin, cout, kernel, stride, side, count)`: the UNet's convolutions at 32×32 pixels (16×16
@@ -75,7 +75,7 @@ fn main() -> anyhow::Result<()> {
     // SAFETY: the first statement of `main`: no other thread exists yet.
     #[allow(unsafe_code)]
     unsafe {
-        pixelfarm_diffusion::threads::settle();
+        pixelfarm_kernels::threads::settle();
     }
     let mut args = std::env::args().skip(1);
     let batch: usize = args.next().map_or(Ok(256), |a| a.parse())?;
@@ -115,7 +115,7 @@ fn main() -> anyhow::Result<()> {
             [cin, side, side],
             (
                 Box::new(move |x| x.conv2d(&w1, k / 2, stride, 1, 1)),
-                Box::new(move |x| ops::conv2d(x, &w2, stride, k / 2)),
+                Box::new(move |x| conv2d(x, &w2, stride, k / 2)),
             ),
         )?;
     }
@@ -135,7 +135,7 @@ fn main() -> anyhow::Result<()> {
             [c, side, side],
             (
                 Box::new(move |x| theirs.forward(x)),
-                Box::new(move |x| ops::group_norm(x, &g, &b, 8, 1e-5)),
+                Box::new(move |x| group_norm(x, &g, &b, 8, 1e-5)),
             ),
         )?;
     }

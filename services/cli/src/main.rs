@@ -104,7 +104,7 @@ fn main() -> anyhow::Result<()> {
     // SAFETY: the first statement of `main`: no other thread exists yet.
     #[allow(unsafe_code)]
     unsafe {
-        pixelfarm_diffusion::threads::settle();
+        pixelfarm_kernels::threads::settle();
     }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,11 +1,12 @@
 //! The building blocks of the Stable Diffusion UNet and VAE — resnets, down/up samplers, the
-//! spatial transformer and the VAE's attention — on pixelfarm's CPU kernels ([`crate::ops`]).
+//! spatial transformer and the VAE's attention — on pixelfarm's CPU kernels
+//! ([`pixelfarm_kernels`]).
 //!
 //! Same weight names and arithmetic as diffusers (and candle-transformers 0.11's
 //! `stable_diffusion` blocks, which this replaces); what differs:
-//! - convolutions, group norms and attention are [`ops`]' CPU kernels (docs/benchmarks.md),
-//!   cuDNN / candle kernels elsewhere; every "group norm then SiLU" is one fused pass
-//!   ([`ops::GroupNorm::forward_silu`]), every convolution adds its bias in its own pass;
+//! - convolutions, group norms and attention are [`pixelfarm_kernels`]' CPU kernels
+//!   (docs/benchmarks.md), cuDNN / candle kernels elsewhere; every "group norm then SiLU" is one
+//!   fused pass ([`GroupNorm::forward_silu`]), every convolution adds its bias in its own pass;
 //! - GEGLU uses the exact (erf) GELU as diffusers does, where candle's blocks use the tanh
 //!   approximation;
 //! - every resnet uses the configured group count (candle's down and up blocks always use 32);
@@ -14,7 +15,7 @@
 use candle_core::{D, DType, Module, Result, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
-use crate::ops::{self, Conv2d, GroupNorm, Linear};
+use pixelfarm_kernels::{Conv2d, GroupNorm, Linear, transpose_last, upsample_nearest2d};
 
 /// A resnet block: `(x + conv2(silu(norm2(conv1(silu(norm1(x))) + temb)))) / scale`, with a 1×1
 /// shortcut convolution when the channel count changes.
@@ -125,7 +126,7 @@ impl Upsample {
     fn forward(&self, x: &Tensor, size: Option<(usize, usize)>) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let (h, w) = size.unwrap_or((2 * h, 2 * w));
-        self.conv.forward(&ops::upsample_nearest2d(x, h, w)?)
+        self.conv.forward(&upsample_nearest2d(x, h, w)?)
     }
 }
 
@@ -167,7 +168,7 @@ impl CrossAttention {
 /// computed in f32.
 fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f64) -> Result<Tensor> {
     let f32 = |t: &Tensor| t.to_dtype(DType::F32);
-    ops::attention(&f32(q)?, &f32(k)?, &f32(v)?, heads, scale)?.to_dtype(q.dtype())
+    pixelfarm_kernels::attention(&f32(q)?, &f32(k)?, &f32(v)?, heads, scale)?.to_dtype(q.dtype())
 }
 
 /// GEGLU feed-forward: `out(a · gelu(b))` where `[a, b] = proj(x)`.
@@ -244,13 +245,13 @@ impl Projection {
 /// `(n, c, h, w)` → `(n, h·w, c)`.
 fn to_tokens(x: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
-    ops::transpose_last(&x.reshape((n, c, h * w))?)
+    transpose_last(&x.reshape((n, c, h * w))?)
 }
 
 /// `(n, h·w, c)` → `(n, c, h, w)`.
 fn to_image(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
     let (n, _, c) = x.dims3()?;
-    ops::transpose_last(x)?.reshape((n, c, h, w))
+    transpose_last(x)?.reshape((n, c, h, w))
 }
 
 /// diffusers' `Transformer2DModel`: group norm, projection in, transformer blocks attending to

@@ -14,13 +14,11 @@
 //!   type, per-job noise, inpainting's kept area, cancellation).
 //! - `failure`: candle's errors classified by variant (device trouble is transient).
 //! - [`unet`]: the SD UNet, with SDXL's micro-conditioning; [`vae`]: the SD VAE; both built from
-//!   `blocks` (resnets, samplers, spatial transformer, VAE attention) on [`ops`].
-//! - [`ops`]: CPU conv2d and group norm (fused with SiLU for inference) with a fast backward.
+//!   `blocks` (resnets, samplers, spatial transformer, VAE attention) on `pixelfarm_kernels`.
 //! - [`clip`]: the CLIP text transformer as SDXL reads it (penultimate state, pooled projection).
 //! - [`checkpoint`]: single-file checkpoints in the original Stability layout (SD 1.x / 2.x and
 //!   the tiny family).
 //! - [`shapes_net`]: the `shapes` family's small pixel-space UNet and text encoder (trainable).
-//! - [`threads`]: settles candle's CPU thread count once per process (`RAYON_NUM_THREADS`).
 //! - [`tiny`]: tiny random-weight models + a CLIP BPE tokenizer for tests and benchmarks.
 //! - [`rng`]: [`JobRng`], each job's own deterministic noise.
 
@@ -34,12 +32,10 @@ mod failure;
 pub mod family;
 mod load;
 mod model;
-pub mod ops;
 pub mod registry;
 pub mod rng;
 pub mod sampler;
 pub mod shapes_net;
-pub mod threads;
 pub mod tiny;
 pub mod unet;
 pub mod vae;

@@ -1,7 +1,7 @@
 //! The `shapes` family's networks: a small pixel-space conditional UNet and a positional text
-//! encoder, written only with ops that have a backward (convolution and group norm from [`crate::ops`],
-//! explicit `exp / sum` softmax), so the same code trains (`pixelfarm-shapes`) and renders (this
-//! engine).
+//! encoder, written only with ops that have a backward (convolution and group norm from
+//! [`pixelfarm_kernels`], explicit `exp / sum` softmax), so the same code trains
+//! (`pixelfarm-shapes`) and renders (this engine).
 //!
 //! The "latents" of this family are the pixels themselves (3 channels in -1..1, downscale 1); the
 //! UNet folds 2×2 pixels into channels on the way in and unfolds them on the way out. It predicts
@@ -10,7 +10,7 @@
 use candle_core::{D, DType, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 
-use crate::ops::{Conv2d, GroupNorm, upsample_nearest2d};
+use pixelfarm_kernels::{Conv2d, GroupNorm, upsample_nearest2d};
 
 /// Tokens the text encoder reads (start, prompt, end, padding).
 pub const MAX_TOKENS: usize = 16;

@@ -20,7 +20,7 @@ use crate::blocks::{
     DownBlock, LevelConfig, MidAttention, MidBlock, ResnetConfig, SpatialTransformer,
     TransformerConfig, UpBlock,
 };
-use crate::ops::{Conv2d, GroupNorm};
+use pixelfarm_kernels::{Conv2d, GroupNorm};
 
 /// SDXL's extra conditioning input (diffusers' `addition_embed_type = "text_time"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

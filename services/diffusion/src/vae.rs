@@ -14,7 +14,7 @@ use candle_transformers::models::stable_diffusion::vae::AutoEncoderKLConfig;
 use crate::blocks::{
     AttentionBlock, DownBlock, LevelConfig, MidAttention, MidBlock, ResnetConfig, UpBlock,
 };
-use crate::ops::{Conv2d, GroupNorm};
+use pixelfarm_kernels::{Conv2d, GroupNorm};
 
 /// Every resnet of the VAE: no time embedding, epsilon 1e-6.
 fn resnet(groups: usize) -> ResnetConfig {

@@ -8,7 +8,7 @@ fn main() -> anyhow::Result<()> {
     // SAFETY: the first statement of `main`: no other thread exists yet.
     #[allow(unsafe_code)]
     unsafe {
-        pixelfarm_diffusion::threads::settle();
+        pixelfarm_kernels::threads::settle();
     }
     match std::env::args().nth(1).as_deref() {
         None => {}

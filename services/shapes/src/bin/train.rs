@@ -228,7 +228,7 @@ fn main() -> Result<()> {
     // SAFETY: the first statement of `main`: no other thread exists yet.
     #[allow(unsafe_code)]
     unsafe {
-        pixelfarm_diffusion::threads::settle();
+        pixelfarm_kernels::threads::settle();
     }
     match Cli::parse().cmd {
         Cmd::Train(args) => {

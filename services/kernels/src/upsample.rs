@@ -1,11 +1,11 @@
 //! Nearest-neighbour upsampling for inference, one `(image, channel)` plane per task. candle's
-//! `upsample_nearest2d` copies every value on the calling thread (1 % of a 256×256 batch-4
-//! render's samples, with the other pool thread idle: the VAE decoder's upsamplers make planes
-//! of 256×256).
+//! `upsample_nearest2d` copies every value on the calling thread while the pool's other threads
+//! idle, and the VAE decoder's upsamplers make planes of up to the image's size.
 
 use candle_core::{Device, Result, Tensor};
 
-use super::{cpu_inference, with_cpu_values};
+use crate::cpu::{cpu_inference, with_cpu_values};
+use crate::parallel::par_blocks;
 
 /// `x` `(n, c, h, w)` to `(n, c, out_h, out_w)`, output pixel `(y, x)` taking input pixel
 /// `(⌊y · h / out_h⌋, ⌊x · w / out_w⌋)` computed as candle computes it (in f64, clamped), so the
@@ -28,7 +28,7 @@ pub fn upsample_nearest2d(x: &Tensor, out_h: usize, out_w: usize) -> Result<Tens
     let (rows, cols) = (source(h, out_h), source(w, out_w));
     let y = with_cpu_values(&[Some(x)], |v| {
         let x = v[0].unwrap_or_default();
-        super::par_blocks(n * c * out_h * out_w, out_h * out_w, |plane, out| {
+        par_blocks(n * c * out_h * out_w, out_h * out_w, |plane, out| {
             let src = &x[plane * h * w..][..h * w];
             for (row, &r) in out.chunks_exact_mut(out_w).zip(&rows) {
                 let src = &src[r * w..][..w];
@@ -43,8 +43,8 @@ pub fn upsample_nearest2d(x: &Tensor, out_h: usize, out_w: usize) -> Result<Tens
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::randn;
     use super::*;
+    use crate::testing::randn;
     use candle_core::Var;
 
     /// candle's values for doubling, for odd target sizes (the UNet's `upsample_size`) and for a

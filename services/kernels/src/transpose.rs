@@ -1,11 +1,12 @@
 //! `(n, a, b) → (n, b, a)` for inference: the spatial transformers' moves between the image layout
 //! `(n, c, h·w)` and the tokens `(n, h·w, c)`, and back. candle does it as a strided copy, element
-//! by element on the calling thread (1.5 % of a 256×256 batch-4 render's samples, with the other
-//! pool thread idle); here blocks of output rows are copied on the pool.
+//! by element on the calling thread while the pool's other threads idle; here blocks of output
+//! rows are copied on the pool.
 
 use candle_core::{Device, Result, Tensor};
 
-use super::{cpu_inference, with_cpu_values};
+use crate::cpu::{cpu_inference, with_cpu_values};
+use crate::parallel::par_blocks;
 
 /// Output values per task (rounded to whole output rows).
 const BLOCK_FLOATS: usize = 16 * 1024;
@@ -24,7 +25,7 @@ pub fn transpose_last(x: &Tensor) -> Result<Tensor> {
     let y = with_cpu_values(&[Some(x)], |v| {
         let x = v[0].unwrap_or_default();
         let rows = (BLOCK_FLOATS / a).max(1);
-        super::par_blocks(n * a * b, rows * a, |i, out| {
+        par_blocks(n * a * b, rows * a, |i, out| {
             // Output row `r` (global over the images) is column `r % b` of image `r / b`.
             for (k, row) in out.chunks_exact_mut(a).enumerate() {
                 let r = i * rows + k;
@@ -41,8 +42,8 @@ pub fn transpose_last(x: &Tensor) -> Result<Tensor> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::randn;
     use super::*;
+    use crate::testing::randn;
     use candle_core::Var;
 
     /// The same values as candle's transpose, for shapes whose blocks end inside an image and

@@ -1,12 +1,10 @@
-//! A 2-D convolution whose CPU forward and backward are tiled im2col + gemm:
-//!
-//! - forward, per image and tile of output rows: `out[:, tile] = W (co × c·k·k) · col (c·k·k × tile)`;
-//! - input gradient: `dcol = Wᵀ · dY[:, tile]`, scattered back (col2im) into `dX`;
-//! - weight gradient: `dW += dY[:, tile] · colᵀ`, per fixed chunk of images, chunks added in order.
+//! A 2-D convolution and its layer, [`Conv2d`]. The CPU forward is tiled im2col + gemm, per image
+//! and tile of output rows: `out[:, tile] = W (co × c·k·k) · col (c·k·k × tile)`; the backward
+//! ([`crate::conv_backward`]) is too.
 //!
 //! 1×1 convolutions with stride 1 skip the im2col: the image's rows are the column matrix; 3×3
 //! ones with stride 1 and padding 1 run their forward as Winograd F(2×2, 3×3) on images of 64×64
-//! pixels and more ([`super::winograd`]), as a direct convolution from 32×32 ([`super::direct`]).
+//! pixels and more ([`crate::winograd`]), as a direct convolution from 32×32 ([`crate::direct`]).
 
 use candle_core::{
     CpuStorage, CustomOp2, CustomOp3, Device, Layout, Module, Result, Shape, Tensor, bail,
@@ -14,180 +12,12 @@ use candle_core::{
 use candle_nn::{Conv2dConfig, VarBuilder};
 use rayon::prelude::*;
 
-use super::{
-    OutPtr, cpu_inference, f32_slice, matmul_into, on_cpu_f32, sum_over_images, with_cpu_values,
-};
-
-/// Floats of one im2col tile: 256 KiB, so a tile and its slice of the output stay in L2.
-const TILE_FLOATS: usize = 64 * 1024;
-
-/// Geometry of one convolution: NCHW input, `(co, c, k, k)` weight, equal padding, dilation 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Geometry {
-    pub(super) n: usize,
-    pub(super) c: usize,
-    pub(super) h: usize,
-    pub(super) w: usize,
-    pub(super) co: usize,
-    pub(super) k: usize,
-    pub(super) stride: usize,
-    pub(super) pad: usize,
-    pub(super) ho: usize,
-    pub(super) wo: usize,
-}
-
-impl Geometry {
-    fn new(x: &Shape, weight: &Shape, stride: usize, pad: usize) -> Result<Geometry> {
-        let (n, c, h, w) = x.dims4()?;
-        let (co, ci, k, k2) = weight.dims4()?;
-        if ci != c || k != k2 || stride == 0 || h + 2 * pad < k || w + 2 * pad < k {
-            bail!(
-                "conv2d: input {x:?} and weight {weight:?} (stride {stride}, padding {pad}) do not fit"
-            );
-        }
-        Ok(Geometry {
-            n,
-            c,
-            h,
-            w,
-            co,
-            k,
-            stride,
-            pad,
-            ho: (h + 2 * pad - k) / stride + 1,
-            wo: (w + 2 * pad - k) / stride + 1,
-        })
-    }
-
-    /// Rows of the im2col matrix (the weight's row length).
-    fn ckk(&self) -> usize {
-        self.c * self.k * self.k
-    }
-
-    /// Output rows per tile.
-    fn tile_rows(&self) -> usize {
-        (TILE_FLOATS / (self.ckk() * self.wo)).clamp(1, self.ho)
-    }
-
-    /// `(first output row, rows)` of every tile of one image.
-    fn tiles(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        let rows = self.tile_rows();
-        (0..self.ho)
-            .step_by(rows)
-            .map(move |r| (r, rows.min(self.ho - r)))
-    }
-
-    /// Whether the column matrix is the input itself (1×1, stride 1, no padding).
-    fn is_pointwise(&self) -> bool {
-        self.k == 1 && self.stride == 1 && self.pad == 0
-    }
-
-    /// The column matrix (`ckk × rows·wo`) of output rows `r0..r0+rows` of one image `x`, and its
-    /// row stride: the input rows themselves for a pointwise convolution, else im2col into `col`.
-    fn columns<'a>(
-        &self,
-        x: &'a [f32],
-        r0: usize,
-        rows: usize,
-        col: &'a mut [f32],
-    ) -> (&'a [f32], usize) {
-        if self.is_pointwise() {
-            (&x[r0 * self.wo..], self.ho * self.wo)
-        } else {
-            self.im2col(x, r0, rows, col);
-            (col, rows * self.wo)
-        }
-    }
-
-    /// Floats of a column buffer for the largest tile (none when pointwise).
-    fn col_len(&self) -> usize {
-        if self.is_pointwise() {
-            0
-        } else {
-            self.ckk() * self.tile_rows() * self.wo
-        }
-    }
-
-    /// The input row that kernel row `ky` of output row `oy` reads, if inside the image.
-    fn source_row(&self, oy: usize, ky: usize) -> Option<usize> {
-        (oy * self.stride + ky)
-            .checked_sub(self.pad)
-            .filter(|&iy| iy < self.h)
-    }
-
-    /// The output columns `lo..hi` whose kernel column `kx` reads inside the image; column `ox`
-    /// reads input column `ox · stride + kx − pad`.
-    fn valid_cols(&self, kx: usize) -> (usize, usize) {
-        let lo = self.pad.saturating_sub(kx).div_ceil(self.stride);
-        let hi = (self.w + self.pad)
-            .saturating_sub(kx)
-            .div_ceil(self.stride)
-            .min(self.wo);
-        (lo.min(hi), hi)
-    }
-
-    /// Fill `col` (`ckk × rows·wo`) from one image `x` (`c × h × w`) for output rows `r0..r0+rows`.
-    fn im2col(&self, x: &[f32], r0: usize, rows: usize, col: &mut [f32]) {
-        let (p, s) = (rows * self.wo, self.stride);
-        for c in 0..self.c {
-            let plane = &x[c * self.h * self.w..(c + 1) * self.h * self.w];
-            for ky in 0..self.k {
-                for kx in 0..self.k {
-                    let (lo, hi) = self.valid_cols(kx);
-                    let row = &mut col[((c * self.k + ky) * self.k + kx) * p..][..p];
-                    for (oy, out) in row.chunks_mut(self.wo).enumerate() {
-                        let Some(iy) = self.source_row(r0 + oy, ky) else {
-                            out.fill(0.0);
-                            continue;
-                        };
-                        out[..lo].fill(0.0);
-                        out[hi..].fill(0.0);
-                        if lo == hi {
-                            continue;
-                        }
-                        let first = iy * self.w + lo * s + kx - self.pad;
-                        if s == 1 {
-                            out[lo..hi].copy_from_slice(&plane[first..first + hi - lo]);
-                        } else {
-                            let src = plane[first..].iter().step_by(s);
-                            out[lo..hi].iter_mut().zip(src).for_each(|(o, &v)| *o = v);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Add `col` (`ckk × rows·wo`) back into one image's gradient `dx` (`c × h × w`).
-    fn col2im_add(&self, col: &[f32], r0: usize, rows: usize, dx: &mut [f32]) {
-        let (p, s) = (rows * self.wo, self.stride);
-        for c in 0..self.c {
-            let plane = &mut dx[c * self.h * self.w..(c + 1) * self.h * self.w];
-            for ky in 0..self.k {
-                for kx in 0..self.k {
-                    let (lo, hi) = self.valid_cols(kx);
-                    let row = &col[((c * self.k + ky) * self.k + kx) * p..][..p];
-                    for (oy, out) in row.chunks(self.wo).enumerate() {
-                        let Some(iy) = self.source_row(r0 + oy, ky).filter(|_| lo < hi) else {
-                            continue;
-                        };
-                        let first = iy * self.w + lo * s + kx - self.pad;
-                        let dst = plane[first..].iter_mut().step_by(s);
-                        dst.zip(&out[lo..hi]).for_each(|(d, &v)| *d += v);
-                    }
-                }
-            }
-        }
-    }
-
-    pub(super) fn in_len(&self) -> usize {
-        self.c * self.h * self.w
-    }
-
-    pub(super) fn out_len(&self) -> usize {
-        self.co * self.ho * self.wo
-    }
-}
+use crate::conv_backward::grads;
+use crate::cpu::{cpu_inference, f32_slice, on_cpu_f32, with_cpu_values};
+use crate::geometry::{Epilogue, Geometry};
+use crate::matmul::matmul_to_ptr;
+use crate::parallel::{OutPtr, filled, with_scratch};
+use crate::{direct, winograd};
 
 /// Forward: `(x, weight) → y`.
 #[derive(Debug, Clone, Copy)]
@@ -209,52 +39,16 @@ impl Conv {
     }
 }
 
-/// What the forward adds to each product, in this order, each addition rounded on its own as a
-/// separate tensor add would (so fusing changes no bit): a bias per channel `(co)`, a shift per
-/// image and channel `(n, co)` (a resnet's time embedding), a residual per value
-/// `(n, co, ho, wo)`.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Epilogue<'a> {
-    pub(super) bias: Option<&'a [f32]>,
-    pub(super) shift: Option<&'a [f32]>,
-    pub(super) residual: Option<&'a [f32]>,
-}
-
-impl Epilogue<'_> {
-    /// Adds the terms of output channel `o` of image `image` (of `co` channels) to `values`, the
-    /// output's elements from `first` on (the residual's are at the same places). Inlined, so it
-    /// compiles for the vector instructions of the kernel that calls it.
-    #[inline(always)]
-    pub(super) fn add_to(
-        &self,
-        values: &mut [f32],
-        (image, o, co): (usize, usize, usize),
-        first: usize,
-    ) {
-        if let Some(b) = self.bias {
-            values.iter_mut().for_each(|v| *v += b[o]);
-        }
-        if let Some(s) = self.shift {
-            let s = s[image * co + o];
-            values.iter_mut().for_each(|v| *v += s);
-        }
-        if let Some(r) = self.residual {
-            let r = &r[first..][..values.len()];
-            values.iter_mut().zip(r).for_each(|(v, &r)| *v += r);
-        }
-    }
-}
-
 impl Conv {
     /// Every (image, tile of output rows) is one task, so a single image's tiles also spread over
     /// the threads; each task computes its tile with the same gemm whatever the batch, straight
     /// into its place in the output, and adds the epilogue's terms to it there.
     fn forward(&self, g: &Geometry, x: &[f32], wt: &[f32], e: Epilogue) -> Vec<f32> {
-        if self.own_kernels && super::winograd::applies(g) {
-            return super::winograd::forward(g, x, wt, e);
+        if self.own_kernels && winograd::applies(g) {
+            return winograd::forward(g, x, wt, e);
         }
-        if self.own_kernels && super::direct::applies(g) {
-            return super::direct::forward(g, x, wt, e);
+        if self.own_kernels && direct::applies(g) {
+            return direct::forward(g, x, wt, e);
         }
         let plane = g.ho * g.wo;
         let work: Vec<(usize, usize, usize)> = (0..g.n)
@@ -265,7 +59,7 @@ impl Conv {
                 let x = &x[i * g.in_len()..(i + 1) * g.in_len()];
                 let p = rows * g.wo;
                 let first = i * g.out_len() + r0 * g.wo;
-                super::with_scratch(g.col_len(), |col| {
+                with_scratch(g.col_len(), |col| {
                     let (col, col_rs) = g.columns(x, r0, rows, col);
                     // SAFETY: this task's tile is the `p` values from `first + o · plane` for
                     // every channel `o`: inside the output (image `i`, rows `r0..r0 + rows`), and
@@ -276,7 +70,7 @@ impl Conv {
                         let dims = (g.co, p, g.ckk());
                         let tile = out.at(first);
                         let (wt, wt_rs) = (wt, (g.ckk(), 1));
-                        super::matmul_to_ptr(dims, tile, plane, false, wt, wt_rs, col, (col_rs, 1));
+                        matmul_to_ptr(dims, tile, plane, false, wt, wt_rs, col, (col_rs, 1));
                         for o in 0..g.co {
                             let row = std::slice::from_raw_parts_mut(tile.add(o * plane), p);
                             e.add_to(row, (i, o, g.co), first + o * plane);
@@ -290,7 +84,7 @@ impl Conv {
         // epilogue adds to it.
         #[allow(unsafe_code)]
         unsafe {
-            super::filled(g.n * g.out_len(), fill)
+            filled(g.n * g.out_len(), fill)
         }
     }
 }
@@ -317,7 +111,7 @@ impl CustomOp2 for Conv {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = self.grads(x, weight, dy)?;
+        let (dx, dw) = grads(x, weight, dy, self.stride, self.pad)?;
         Ok((Some(dx), Some(dw)))
     }
 }
@@ -360,7 +154,7 @@ impl CustomOp3 for Conv {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = self.grads(x, weight, dy)?;
+        let (dx, dw) = grads(x, weight, dy, self.stride, self.pad)?;
         Ok((Some(dx), Some(dw), Some(dy.sum((0, 2, 3))?)))
     }
 }
@@ -383,128 +177,6 @@ impl Conv {
             e,
         );
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.co, g.ho, g.wo))))
-    }
-
-    /// Input and weight gradients for the output gradient `dy`.
-    fn grads(&self, x: &Tensor, weight: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
-        let dy = dy.contiguous()?;
-        let dx = dy.apply_op2_no_bwd(
-            weight,
-            &InputGrad {
-                conv: *self,
-                x: x.shape().clone(),
-            },
-        )?;
-        let dw = x.apply_op2_no_bwd(
-            &dy,
-            &WeightGrad {
-                conv: *self,
-                w: weight.shape().clone(),
-            },
-        )?;
-        Ok((dx, dw))
-    }
-}
-
-/// `(dy, weight) → dx`.
-struct InputGrad {
-    conv: Conv,
-    x: Shape,
-}
-
-impl CustomOp2 for InputGrad {
-    fn name(&self) -> &'static str {
-        "pixelfarm-conv2d-input-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        dys: &CpuStorage,
-        dyl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = Geometry::new(&self.x, wl.shape(), self.conv.stride, self.conv.pad)?;
-        let (dy, wt) = (
-            f32_slice(dys, dyl, "gradient")?,
-            f32_slice(ws, wl, "weight")?,
-        );
-        let plane = g.ho * g.wo;
-        let mut dx = vec![0f32; g.n * g.in_len()];
-        dx.par_chunks_mut(g.in_len())
-            .zip(dy.par_chunks(g.out_len()))
-            .for_each(|(dx, dy)| {
-                let mut col = vec![0f32; g.ckk() * g.tile_rows() * g.wo];
-                for (r0, rows) in g.tiles() {
-                    let p = rows * g.wo;
-                    matmul_into(
-                        (g.ckk(), p, g.co),
-                        &mut col,
-                        p,
-                        false,
-                        wt,
-                        (1, g.ckk()),
-                        &dy[r0 * g.wo..],
-                        (plane, 1),
-                    );
-                    g.col2im_add(&col, r0, rows, dx);
-                }
-            });
-        Ok((CpuStorage::F32(dx), self.x.clone()))
-    }
-}
-
-/// `(x, dy) → dweight`.
-struct WeightGrad {
-    conv: Conv,
-    w: Shape,
-}
-
-impl CustomOp2 for WeightGrad {
-    fn name(&self) -> &'static str {
-        "pixelfarm-conv2d-weight-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        dys: &CpuStorage,
-        dyl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = Geometry::new(xl.shape(), &self.w, self.conv.stride, self.conv.pad)?;
-        let (x, dy) = (
-            f32_slice(xs, xl, "input")?,
-            f32_slice(dys, dyl, "gradient")?,
-        );
-        let plane = g.ho * g.wo;
-        let wlen = g.co * g.ckk();
-        let dw = sum_over_images((x, g.in_len()), (dy, g.out_len()), wlen, |xs, dys| {
-            let mut dw = vec![0f32; wlen];
-            let mut col = vec![0f32; g.col_len()];
-            let mut started = false;
-            for (x, dy) in xs.chunks(g.in_len()).zip(dys.chunks(g.out_len())) {
-                for (r0, rows) in g.tiles() {
-                    let p = rows * g.wo;
-                    let (col, col_rs) = g.columns(x, r0, rows, &mut col);
-                    let dims = (g.co, g.ckk(), p);
-                    let dy = &dy[r0 * g.wo..];
-                    matmul_into(
-                        dims,
-                        &mut dw,
-                        g.ckk(),
-                        started,
-                        dy,
-                        (plane, 1),
-                        col,
-                        (1, col_rs),
-                    );
-                    started = true;
-                }
-            }
-            dw
-        });
-        Ok((CpuStorage::F32(dw), self.w.clone()))
     }
 }
 
@@ -667,8 +339,8 @@ impl Module for Conv2d {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{assert_same, max_diff, randn};
     use super::*;
+    use crate::testing::{assert_same, max_diff, randn};
     use candle_core::Var;
 
     /// Forward and both gradients against candle's own conv2d (whose backward is correct, only
@@ -849,7 +521,7 @@ mod tests {
             (3, 32, 64, 64, 8),
             (1, 260, 64, 66, 3),
         ];
-        matches_im2col(&cases, super::super::winograd::applies);
+        matches_im2col(&cases, winograd::applies);
     }
 
     /// The direct forward (images from 32×32 to below 64×64): odd sizes and channel counts (a
@@ -865,9 +537,7 @@ mod tests {
             (3, 96, 32, 32, 32),
             (1, 5, 63, 40, 3),
         ];
-        matches_im2col(&cases, |g| {
-            !super::super::winograd::applies(g) && super::super::direct::applies(g)
-        });
+        matches_im2col(&cases, |g| !winograd::applies(g) && direct::applies(g));
     }
 
     /// An image's output does not depend on the batch around it.

@@ -1,6 +1,5 @@
 //! `exp` (and SiLU over it) as plain arithmetic that the compiler vectorises: the SiLU after every
-//! group norm takes one per value, and the C library's `expf` is a scalar call (it was a fifth of
-//! a 256×256 render's time before this). Attention's softmax and GEGLU's GELU use
+//! group norm takes one per value, and the C library's `expf` is a scalar call. Attention's softmax and GEGLU's GELU use
 //! [`exp_below`] / [`gelu_below`], the same arithmetic written on `pulp` vectors with fused
 //! multiply-adds.
 //!
@@ -11,23 +10,22 @@
 
 /// The widest vector of any CPU the kernels run on, in f32s (AVX-512): buffers whose layout
 /// depends on the vector width are sized for it.
-pub(super) const MAX_LANES: usize = 16;
+pub(crate) const MAX_LANES: usize = 16;
 
 /// `kernel` run compiled for the best vector instructions this CPU has (AVX-512 or AVX2 + FMA on
 /// x86-64 where present; the build's baseline is SSE2), so that its loops over [`exp`] and friends
 /// take eight values at a time. The kernel's `with_simd` must be `#[inline(always)]` and call only
-/// `#[inline(always)]` code for its loops (closures and generic library functions are not inlined
-/// into the target-feature context, and then nothing changes: in attention's kernels a closure
-/// made them ten times slower). [`exp`] fuses no multiply-add either way, so its results are the
+/// `#[inline(always)]` code for its loops: closures and generic library functions are not inlined
+/// into the target-feature context, and their loops then run on the baseline's instructions. [`exp`] fuses no multiply-add either way, so its results are the
 /// same bits on every CPU; kernels written on `pulp::Simd` vectors may fuse them.
 #[inline(always)]
-pub(super) fn vectorized<K: pulp::WithSimd>(kernel: K) -> K::Output {
+pub(crate) fn vectorized<K: pulp::WithSimd>(kernel: K) -> K::Output {
     pulp::Arch::new().dispatch(kernel)
 }
 
 /// `e^x`, for `x` clamped to `[−87.3, 88.3]` (so `2^n` stays a normal f32).
 #[inline(always)]
-pub(super) fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split so that `n · LN2_HI` is exact for the `n` that occur.
     const LN2_HI: f32 = 0.693_359_4;
@@ -55,7 +53,7 @@ pub(super) fn exp(x: f32) -> f32 {
 
 /// `x · sigmoid(x)`.
 #[inline(always)]
-pub(super) fn silu(x: f32) -> f32 {
+pub(crate) fn silu(x: f32) -> f32 {
     x / (1.0 + exp(-x))
 }
 
@@ -74,12 +72,12 @@ fn erf(x: f32) -> f32 {
 
 /// The exact (erf) GELU, `x · Φ(x)`, as diffusers' GEGLU uses it.
 #[inline(always)]
-pub(super) fn gelu(x: f32) -> f32 {
+pub(crate) fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
 /// The constants of [`exp_below`], splatted once a kernel.
-pub(super) struct ExpConsts<S: pulp::Simd> {
+pub(crate) struct ExpConsts<S: pulp::Simd> {
     floor: S::f32s,
     log2e: S::f32s,
     round: S::f32s,
@@ -92,7 +90,7 @@ pub(super) struct ExpConsts<S: pulp::Simd> {
 
 impl<S: pulp::Simd> ExpConsts<S> {
     #[inline(always)]
-    pub(super) fn new(simd: S) -> Self {
+    pub(crate) fn new(simd: S) -> Self {
         const POLY: [f32; 7] = [
             1.0 / 720.0,
             1.0 / 120.0,
@@ -124,7 +122,7 @@ impl<S: pulp::Simd> ExpConsts<S> {
 /// The same Cody–Waite reduction and degree-6 polynomial as [`exp`], but with fused multiply-adds
 /// where the CPU has them (about a third of the instructions per value) and only the lower clamp.
 #[inline(always)]
-pub(super) fn exp_below<S: pulp::Simd>(simd: S, k: &ExpConsts<S>, x: S::f32s) -> S::f32s {
+pub(crate) fn exp_below<S: pulp::Simd>(simd: S, k: &ExpConsts<S>, x: S::f32s) -> S::f32s {
     let x = simd.max_f32s(x, k.floor);
     let t = simd.mul_add_f32s(x, k.log2e, k.round);
     let n = simd.sub_f32s(t, k.round);
@@ -140,7 +138,7 @@ pub(super) fn exp_below<S: pulp::Simd>(simd: S, k: &ExpConsts<S>, x: S::f32s) ->
 
 /// The exact (erf) GELU of a vector: [`gelu`]'s formula on `pulp` vectors, with [`exp_below`].
 #[inline(always)]
-pub(super) fn gelu_below<S: pulp::Simd>(simd: S, k: &ExpConsts<S>, x: S::f32s) -> S::f32s {
+pub(crate) fn gelu_below<S: pulp::Simd>(simd: S, k: &ExpConsts<S>, x: S::f32s) -> S::f32s {
     let z = simd.mul_f32s(x, simd.splat_f32s(std::f32::consts::FRAC_1_SQRT_2));
     let a = simd.abs_f32s(z);
     let t = simd.div_f32s(
@@ -162,7 +160,7 @@ pub(super) fn gelu_below<S: pulp::Simd>(simd: S, k: &ExpConsts<S>, x: S::f32s) -
 }
 
 /// Independent accumulators of sums elsewhere, so their loops vectorise.
-pub(super) const LANES: usize = 8;
+pub(crate) const LANES: usize = 8;
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,5 @@
 //! A direct forward for 3×3, stride-1, padding-1 convolutions of images from 32×32 pixels to
-//! below Winograd's size ([`super::winograd`]): the UNet's top-level latents at 256×256 and the
+//! below Winograd's size ([`crate::winograd`]): the UNet's top-level latents at 256×256 and the
 //! VAE decoder's first layers. There im2col + gemm spends much of its time copying nine shifted
 //! images per channel and packing short matrices; this reads the input in place.
 //!
@@ -19,29 +19,28 @@
 
 use rayon::prelude::*;
 
-use super::OutPtr;
-use super::conv::{Epilogue, Geometry};
-use super::math::{MAX_LANES, vectorized};
+use crate::geometry::{Epilogue, Geometry};
+use crate::math::{MAX_LANES, vectorized};
+use crate::parallel::{OutPtr, filled, with_scratch};
 
 /// Output channels per tile: the weights are packed in blocks of this many (zero past `co`).
 const CHANNELS: usize = 4;
 
 /// Fewest output pixels an image must have for this path. Below, im2col + gemm is as fast or
-/// faster (`bench-ops`, 320–400 calls a shape, on 2 AVX-512 cores, direct against im2col, three
-/// runs: 32 channels at 32² 0.99–1.42×, 64 at 16² 0.74–0.98×, 64 at 8² 0.70–0.96×): a row's
-/// padding position is 6–11 % of the work there, and the short single-vector tiles at the end
-/// of an image a larger share.
+/// faster: a row's padding position and the short single-vector tiles at the end of an image are
+/// a larger share of the work there (`bench-ops`; see docs/benchmarks.md, "Direct convolution for
+/// 32×32 up to Winograd's size").
 const MIN_PIXELS: usize = 32 * 32;
 
 /// Whether the geometry is one this path computes (a 3×3 kernel, stride 1, padding 1, at least
 /// one image and channel) and is faster at. The caller tries Winograd first, so this takes the
 /// images from 32×32 pixels to below Winograd's size.
-pub(super) fn applies(g: &Geometry) -> bool {
+pub(crate) fn applies(g: &Geometry) -> bool {
     g.k == 3 && g.stride == 1 && g.pad == 1 && g.n > 0 && g.c > 0 && g.ho * g.wo >= MIN_PIXELS
 }
 
-/// The convolution `x` (NCHW) ⊛ `wt` with `e`'s terms added, as [`super::conv`]'s forward does.
-pub(super) fn forward(g: &Geometry, x: &[f32], wt: &[f32], e: Epilogue) -> Vec<f32> {
+/// The convolution `x` (NCHW) ⊛ `wt` with `e`'s terms added, as [`crate::conv`]'s forward does.
+pub(crate) fn forward(g: &Geometry, x: &[f32], wt: &[f32], e: Epilogue) -> Vec<f32> {
     forward_on(g, x, wt, e, |task| vectorized(task))
 }
 
@@ -76,7 +75,7 @@ fn forward_on(
                 e,
                 out,
             };
-            super::with_scratch(input_len + CHANNELS * stride, |scratch| {
+            with_scratch(input_len + CHANNELS * stride, |scratch| {
                 run(Task { part, scratch });
             });
         });
@@ -85,7 +84,7 @@ fn forward_on(
     // every output row of each of the block's channels.
     #[allow(unsafe_code)]
     unsafe {
-        super::filled(g.n * g.out_len(), fill)
+        filled(g.n * g.out_len(), fill)
     }
 }
 
@@ -204,8 +203,8 @@ fn pad_image(g: &Geometry, x: &[f32], input: &mut [f32], wp: usize, plane: usize
 }
 
 /// Positions `p0..p0 + V · lanes` of the block's [`CHANNELS`] output channels into `tiles`
-/// (channel `j` at `j · stride`): `Σ_c Σ_ky Σ_kx w[j][c][ky][kx] · input[c · plane + p + ky · wp
-/// + kx]`, in that order.
+/// (channel `j` at `j · stride`):
+/// `Σ_c Σ_ky Σ_kx w[j][c][ky][kx] · input[c · plane + p + ky · wp + kx]`, in that order.
 #[inline(always)]
 fn tile_kernel<S: pulp::Simd, const V: usize>(
     simd: S,

@@ -9,8 +9,8 @@
 //! heads are narrow (d = 16 in the tiny model, 40–160 in SD), where a general gemm spends as much
 //! on packing and edge tiles as on products. The heads are read from and written to the
 //! `(images, tokens, heads · d)` layout the linear projections produce, by stride, so no head is
-//! copied out or back in (those four strided copies per attention were single-threaded candle
-//! copies).
+//! copied out or back in (as candle's ops would, in four single-threaded strided copies per
+//! attention).
 //!
 //! Blocks are fixed runs of one image's and one head's query rows and every sum runs in a fixed
 //! order, so a head's result does not depend on the batch or the thread count.
@@ -18,9 +18,10 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use super::broadcast;
-use super::math::{ExpConsts, MAX_LANES, exp_below, vectorized};
-use super::{OutPtr, cpu_inference, f32_slice};
+use crate::broadcast;
+use crate::cpu::{cpu_inference, f32_slice};
+use crate::math::{ExpConsts, MAX_LANES, exp_below, vectorized};
+use crate::parallel::{OutPtr, filled, with_scratch};
 
 /// Query rows per block: 64 rows of scores against 1,024 keys are 256 KiB.
 const QUERY_BLOCK: usize = 64;
@@ -76,7 +77,7 @@ impl CustomOp3 for Attention {
                 let sizes = Block::sizes(rows, (t, d, dv));
                 // The scratch's values are whatever earlier tasks left: every value a real row
                 // reads is written first.
-                super::with_scratch(sizes.iter().sum(), |scratch| {
+                with_scratch(sizes.iter().sum(), |scratch| {
                     // This head's keys and values: `d` and `dv` values at offsets `h · d` and
                     // `h · dv` of each of this image's rows, read in place.
                     let keys = &k[i * t * c + h * d..][..(t - 1) * c + d];
@@ -113,7 +114,7 @@ impl CustomOp3 for Attention {
         // SAFETY: the tasks are every (image, head, block of query rows), and each writes all
         // `dv` values of its head in each of its rows: together every value of the output.
         #[allow(unsafe_code)]
-        let out = unsafe { super::filled(n * s * cv, fill) };
+        let out = unsafe { filled(n * s * cv, fill) };
         Ok((CpuStorage::F32(out), Shape::from((n, s, cv))))
     }
 }
@@ -280,8 +281,8 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f64) -
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{max_diff, randn};
     use super::*;
+    use crate::testing::{max_diff, randn};
     use candle_core::Var;
 
     /// The reference: each head copied out, candle's ops, the heads copied back.

@@ -7,8 +7,9 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Module, Result, Shap
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use super::math::{LANES, silu, vectorized};
-use super::{cpu_inference, f32_slice, on_cpu_f32, sum_over_images};
+use crate::cpu::{cpu_inference, f32_slice, on_cpu_f32};
+use crate::math::{LANES, silu, vectorized};
+use crate::parallel::{par_blocks, sum_over_images};
 
 /// Groups and epsilon of one group norm, and whether SiLU follows it in the same pass (forward
 /// only: [`GroupNorm::forward_silu`] uses it where no gradient is tracked).
@@ -131,7 +132,7 @@ impl CustomOp3 for Norm {
         }
         // One task per (image, group), so a single image's groups also spread over the threads.
         let cg = c / self.groups;
-        let y = super::par_blocks(x.len(), cg * plane, |i, y| {
+        let y = par_blocks(x.len(), cg * plane, |i, y| {
             let first = (i % self.groups) * cg;
             let (gamma, beta) = (&gamma[first..first + cg], &beta[first..first + cg]);
             vectorized(NormalizeGroup {
@@ -343,8 +344,8 @@ impl Module for GroupNorm {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{assert_same, max_diff, randn};
     use super::*;
+    use crate::testing::{assert_same, max_diff, randn};
     use candle_core::Var;
 
     /// Output and all three gradients against candle-nn's composed group norm (differentiable

@@ -10,17 +10,19 @@
 //! multiply-add after another, so a row's result does not depend on `n` or on the rows around it.
 
 /// Longest inner dimension (`m`: input features of a linear layer, input channels of a Winograd
-/// convolution) for which the kernels take this product instead of gemm. `bench-ops` measured it
-/// faster at 32–128 (the tiny model's); SD's 320 and up keep gemm, whose packing pays off there.
-pub(super) const NARROW: usize = 256;
+/// convolution) for which the kernels take this product instead of gemm: faster at the tiny
+/// model's 32–128, while SD's 320 and up keep gemm, whose packing pays off there (`bench-ops`;
+/// see docs/benchmarks.md, "Narrow linear layers and Winograd's products on the broadcast
+/// kernel").
+pub(crate) const NARROW: usize = 256;
 
 /// Vectors of columns per register tile (fewer only in the last columns of a width that is not a
 /// multiple of this many vectors).
-pub(super) const TILE_VECTORS: usize = 4;
+pub(crate) const TILE_VECTORS: usize = 4;
 
-/// One [`product`] as a kernel for [`super::math::vectorized`], for callers outside another
+/// One [`product`] as a kernel for [`crate::math::vectorized`], for callers outside another
 /// vectorised kernel.
-pub(super) struct Product<'a> {
+pub(crate) struct Product<'a> {
     /// `(m × width)`.
     pub a: &'a [f32],
     /// `(n × m)`: the values, the strides of `i` and `x`.
@@ -52,7 +54,7 @@ impl pulp::WithSimd for Product<'_> {
 /// # Panics
 /// When `width` is not a multiple of `S`'s lanes or the slices do not have these sizes.
 #[inline(always)]
-pub(super) fn product<S: pulp::Simd>(
+pub(crate) fn product<S: pulp::Simd>(
     simd: S,
     a: &[f32],
     b: (&[f32], usize, usize),

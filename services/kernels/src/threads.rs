@@ -1,23 +1,24 @@
-//! How many threads candle's CPU kernels use, settled once per process.
+//! How many threads candle's CPU kernels use, how its own pool waits, and how glibc's allocator
+//! keeps freed buffers: settled once per process, first thing in `main` ([`settle`]).
 //!
 //! candle 0.11 asks for its thread count on **every** CPU matmul (`get_num_threads`), and unless
 //! `RAYON_NUM_THREADS` is set that means opening and parsing `/proc/cpuinfo` (through
-//! `num_cpus::get_physical`) each time: 49,192 opens in one training step of the `shapes` model
-//! (`strace -c`), with the kernel's cpuinfo formatting at ~17 % of the step's profile (`perf`).
-//! Setting the variable once makes that lookup a plain environment read.
+//! `num_cpus::get_physical`) each time, tens of thousands of times in one training step of the
+//! `shapes` model. Setting the variable once makes that lookup a plain environment read (see
+//! docs/benchmarks.md, "pixelfarm's own CPU kernels beside candle's").
 //!
 //! candle 0.11 also runs its elementwise ops on a pool of its own whose workers spin 25,000 times
-//! before sleeping after every op. pixelfarm's kernels ([`crate::ops`]) run on rayon's pool, so on
-//! a small machine candle's spinning workers take the cores that rayon's need: in a 256×256 render
-//! on 2 cores a quarter of the CPU samples were spinning pool threads. [`settle`] also sets
-//! [`SPIN_VAR`] to [`SPIN_LIMIT`] unless the user set it.
+//! before sleeping after every op. pixelfarm's kernels run on rayon's pool, so on a small machine
+//! candle's spinning workers take the cores that rayon's need. [`settle`] also sets [`SPIN_VAR`]
+//! to [`SPIN_LIMIT`] unless the user set it.
 //!
 //! Rendering allocates and frees the same large activation buffers (hundreds of KiB to MiB) every
 //! step. glibc's `malloc` serves blocks above its mmap threshold (128 KiB, growing only as such
-//! blocks are freed) with fresh `mmap`s, so each step paid page faults and kernel page zeroing:
-//! 8 % of a 256×256 batch-4 render's CPU samples (`perf`). [`settle`] raises the threshold to
-//! [`MMAP_THRESHOLD`] and the trim threshold to [`TRIM_THRESHOLD`], so freed buffers are reused
-//! from the heap; the cost is that a process keeps its peak heap instead of returning it.
+//! blocks are freed) with fresh `mmap`s, so each step would pay page faults and kernel page
+//! zeroing. [`settle`] raises the threshold to [`MMAP_THRESHOLD`] and the trim threshold to
+//! [`TRIM_THRESHOLD`], so freed buffers are reused from the heap; the cost is that a process keeps
+//! its peak heap instead of returning it (see docs/benchmarks.md, "Attention kernels, malloc
+//! thresholds, vector GELU").
 
 /// The variable candle (and rayon's global pool) read.
 pub const VAR: &str = "RAYON_NUM_THREADS";
@@ -25,7 +26,8 @@ pub const VAR: &str = "RAYON_NUM_THREADS";
 /// How many times candle's pool workers spin before they sleep (candle's default: 25,000).
 pub const SPIN_VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
 
-/// pixelfarm's default for [`SPIN_VAR`]: sleep at once (measured in docs/benchmarks.md).
+/// pixelfarm's default for [`SPIN_VAR`]: sleep at once, leaving the cores to rayon's workers (see
+/// docs/benchmarks.md, "On pixelfarm's own blocks and kernels").
 pub const SPIN_LIMIT: u32 = 0;
 
 /// glibc's mmap threshold under pixelfarm: its maximum on 64-bit (blocks above it still get their

@@ -1,10 +1,10 @@
 //! A linear layer whose CPU inference forward is one product per block of an image's tokens
 //! straight into the output, with the bias and an optional residual added in the same pass.
 //! candle's `Linear` adds the bias as a separate broadcast op over the whole output, which on the
-//! SD blocks' token-heavy layers took longer than the product itself.
+//! SD blocks' token-heavy layers costs more than the product itself.
 //!
 //! Layers with few input features (up to [`broadcast::NARROW`]) take the register-tiled
-//! broadcast product ([`super::broadcast`]) over the weight transposed once a call (a call, not
+//! broadcast product ([`crate::broadcast`]) over the weight transposed once a call (a call, not
 //! once at load: training changes the weights between calls), with the bias as the sums' start;
 //! wider ones take gemm, whose packing pays off there.
 
@@ -12,8 +12,12 @@ use candle_core::{Device, Module, Result, Tensor, bail};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use super::math::{MAX_LANES, vectorized};
-use super::{OutPtr, broadcast, cpu_inference, geglu, with_cpu_values};
+use crate::broadcast;
+use crate::cpu::{cpu_inference, with_cpu_values};
+use crate::geglu;
+use crate::math::{MAX_LANES, vectorized};
+use crate::matmul::matmul_to_ptr;
+use crate::parallel::{OutPtr, filled, with_scratch};
 
 /// Tokens per task: one image's tokens are split into blocks of this many rows, so the work of a
 /// token never depends on the batch around it.
@@ -182,7 +186,7 @@ impl Operands<'_> {
         // SAFETY: the caller vouches for `dst`; gemm writes every value without reading it.
         unsafe {
             let dims = (rows, d_out, d_in);
-            super::matmul_to_ptr(dims, dst, d_out, false, xs, (d_in, 1), self.ws, (1, d_in));
+            matmul_to_ptr(dims, dst, d_out, false, xs, (d_in, 1), self.ws, (1, d_in));
             if let Some(b) = self.bias {
                 let block = std::slice::from_raw_parts_mut(dst, rows * d_out);
                 for row in block.chunks_mut(d_out) {
@@ -245,7 +249,7 @@ fn product(
                             block.iter_mut().zip(res).for_each(|(v, &r)| *v += r);
                         }
                     }
-                    Finish::Geglu => super::with_scratch(rows * d_out, |h| {
+                    Finish::Geglu => with_scratch(rows * d_out, |h| {
                         ops.block(r0, rows, (d_in, d_out), h.as_mut_ptr());
                         let out = std::slice::from_raw_parts_mut(dst, rows * width);
                         geglu::gate(out, h, width);
@@ -259,7 +263,7 @@ fn product(
     // residual is added, and GEGLU's gate writes every value of its rows.
     #[allow(unsafe_code)]
     unsafe {
-        super::filled(images * tokens * width, fill)
+        filled(images * tokens * width, fill)
     }
 }
 
@@ -271,8 +275,8 @@ impl Module for Linear {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{max_diff, randn};
     use super::*;
+    use crate::testing::{max_abs, max_diff, randn};
     use candle_core::Var;
 
     fn layer(d_in: usize, d_out: usize, bias: bool) -> Linear {
@@ -347,5 +351,36 @@ mod tests {
             l.forward_add(&x, Some(&randn(&[2, 5, 24], 38, 0.0))),
             "linear: residual [2, 5, 24] is not the output's shape",
         );
+    }
+
+    /// The fused projection and gate against candle's ops (which the layer falls back to when
+    /// gradients are tracked): 2 × 40 values a row (whole vectors and a tail on every vector
+    /// width), several token blocks with a short last one; an odd width is an error.
+    #[test]
+    fn geglu_matches_candles_ops_and_keeps_gradients() {
+        let layer = Linear::new(randn(&[80, 24], 31, 0.0), Some(randn(&[80], 32, 0.0)));
+        let x = (randn(&[2, 131, 24], 33, 0.0) * 3.0).unwrap();
+        let ours = layer.forward_geglu(&x).unwrap();
+        let xv = Var::from_tensor(&x).unwrap();
+        let theirs = layer.forward_geglu(&xv).unwrap();
+        assert_eq!(ours.dims(), &[2, 131, 40]);
+        // Within a few units in the last place of the largest value (gated products of 3σ inputs
+        // reach the thousands).
+        assert!(max_diff(&ours, &theirs) <= 1e-6 * max_abs(&theirs).max(1.0));
+        let grads = theirs.sum_all().unwrap().backward().unwrap();
+        assert!(grads.get(&xv).is_some());
+        let odd = Linear::new(randn(&[7, 24], 34, 0.0), None);
+        let err = odd.forward_geglu(&x).unwrap_err().to_string();
+        assert!(err.starts_with("geglu: the projection's width 7"), "{err}");
+    }
+
+    /// An image's gated rows come out the same alone and in a batch.
+    #[test]
+    fn geglu_gives_an_image_the_same_alone_and_in_a_batch() {
+        let layer = Linear::new(randn(&[64, 16], 35, 0.0), Some(randn(&[64], 36, 0.0)));
+        let x = randn(&[3, 100, 16], 37, 0.0);
+        let all = layer.forward_geglu(&x).unwrap();
+        let second = layer.forward_geglu(&x.narrow(0, 1, 1).unwrap()).unwrap();
+        assert_eq!(max_diff(&all.narrow(0, 1, 1).unwrap(), &second), 0.0);
     }
 }

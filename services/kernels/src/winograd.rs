@@ -9,24 +9,24 @@
 
 use rayon::prelude::*;
 
-use super::conv::{Epilogue, Geometry};
-use super::math::{MAX_LANES, vectorized};
-use super::{OutPtr, broadcast};
+use crate::broadcast;
+use crate::geometry::{Epilogue, Geometry};
+use crate::math::{MAX_LANES, vectorized};
+use crate::matmul::matmul_into;
+use crate::parallel::{OutPtr, filled, with_scratch};
 
 /// Floats of one block's transformed input (and of its products): 16 × channels × tiles ≤ this,
 /// so both stay in L2 while the block's 16 gemms run.
 const BLOCK_FLOATS: usize = 64 * 1024;
 
 /// Fewest output pixels an image must have for this path. Below, im2col is as fast or faster:
-/// `bench-ops` on 2 AVX2 cores, Winograd against im2col in one run, twice: 64 channels at 256² and
-/// 64², 32 at 256²: 1.20–1.57× faster; 64 at 16²: 0.97–1.28×; 32 at 32² 0.72–0.94×, 64 at 8²
-/// 0.63–0.76× (its gemms' inner dimension is the channel count, too short to amortise packing
-/// on small images).
+/// the 16 products' inner dimension is the channel count, too short to amortise packing on small
+/// images (`bench-ops`; see docs/benchmarks.md, "Winograd F(2×2, 3×3) convolutions").
 const MIN_PIXELS: usize = 64 * 64;
 
 /// Whether the geometry is one this path computes (a 3×3 kernel, stride 1, padding 1) and is
 /// faster at.
-pub(super) fn applies(g: &Geometry) -> bool {
+pub(crate) fn applies(g: &Geometry) -> bool {
     g.k == 3 && g.stride == 1 && g.pad == 1 && g.ho * g.wo >= MIN_PIXELS
 }
 
@@ -87,8 +87,8 @@ fn tiling(g: &Geometry) -> (usize, usize, usize) {
     (tiles_x, tiles_y, (BLOCK_FLOATS / per_row).clamp(1, tiles_y))
 }
 
-/// The convolution `x` (NCHW) ⊛ `wt` with `e`'s terms added, as [`super::conv`]'s forward does.
-pub(super) fn forward(g: &Geometry, x: &[f32], wt: &[f32], e: Epilogue) -> Vec<f32> {
+/// The convolution `x` (NCHW) ⊛ `wt` with `e`'s terms added, as [`crate::conv`]'s forward does.
+pub(crate) fn forward(g: &Geometry, x: &[f32], wt: &[f32], e: Epilogue) -> Vec<f32> {
     let u = transform_weights(g, wt);
     let (tiles_x, tiles_y, rows) = tiling(g);
     let blocks: Vec<Block> = (0..g.n)
@@ -112,7 +112,7 @@ pub(super) fn forward(g: &Geometry, x: &[f32], wt: &[f32], e: Epilogue) -> Vec<f
                 tiles
             };
             let (v_len, m_len) = (16 * g.c * width, 16 * g.co * width);
-            super::with_scratch(v_len + m_len, |scratch| {
+            with_scratch(v_len + m_len, |scratch| {
                 let (v, m) = scratch.split_at_mut(v_len);
                 let x = &x[b.image * g.in_len()..][..g.in_len()];
                 transform_input(g, x, b, tiles_x, width, v);
@@ -133,7 +133,7 @@ pub(super) fn forward(g: &Geometry, x: &[f32], wt: &[f32], e: Epilogue) -> Vec<f
                     }
                 } else {
                     for xi in 0..16 {
-                        super::matmul_into(
+                        matmul_into(
                             (g.co, tiles, g.c),
                             &mut m[xi * g.co * tiles..],
                             tiles,
@@ -159,7 +159,7 @@ pub(super) fn forward(g: &Geometry, x: &[f32], wt: &[f32], e: Epilogue) -> Vec<f
     // output row of its tile rows (below `ho`) of every channel.
     #[allow(unsafe_code)]
     unsafe {
-        super::filled(g.n * g.out_len(), fill)
+        filled(g.n * g.out_len(), fill)
     }
 }
 
