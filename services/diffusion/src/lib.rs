@@ -1,5 +1,5 @@
 //! pixelfarm's diffusion engine on candle: the model registry, the Stable Diffusion families and
-//! the samplers (issue 3).
+//! the samplers.
 //!
 //! # Layout
 //! - [`family`]: [`Family`] and its defaults and architectures, in one table.
