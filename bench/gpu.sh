@@ -12,7 +12,7 @@
 #   others  the same build of a change, or with CUDNN=1 (convolutions through cuDNN)
 # `base` renders every configuration in CONFIGS and the parity images; the others (VARIANTS)
 # render VARIANT_CONFIGS after that, each in the same run as the base figures it is measured
-# against. diffusers and importlib_metadata travel as wheels in .whl (docs/benchmarks.md, "GPU").
+# against. diffusers and importlib_metadata travel as wheels in .whl (docs/benchmarks.md, "GPU runs").
 #
 #   bench/gpu.sh                                        # on the GPU machine
 #   DEVICE=cpu STEPS=2 CONFIGS="sd15:64:1:1 sdxl:64:2:2" PARITY="sd15:64 sdxl:64" VARIANTS= \

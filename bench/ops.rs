@@ -1,7 +1,7 @@
 //! `bench-ops`: milliseconds of the CPU ops that dominate the SD UNet and VAE (3x3 convolution,
 //! group norm, SiLU, attention) at the shapes of the tiny model at 64 and 256 pixels, batch 1:
 //! candle's, and pixelfarm's own convolution (Winograd from 64², direct below, and the im2col path
-//! they replaced), group norm and attention (`pixelfarm_kernels`, measured in the same
+//! they are measured against), group norm and attention (`pixelfarm_kernels`, measured in the same
 //! run). `bench/ops_torch.py` times the same ops in PyTorch; `bench/diffusion.sh` prints both.
 
 use candle_core::{DType, Device, Module, Tensor};

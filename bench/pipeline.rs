@@ -159,8 +159,8 @@ async fn run_batch(stack: &Stack, client: &ApiClient, name: &str, jobs: usize) -
     (submitted, total)
 }
 
-/// Seconds an image holds the GPU-like renderer: diffusers' SD 1.5 at 512², batch 8, on an H200
-/// (4.38 images/s, docs/benchmarks.md), rounded up.
+/// Milliseconds an image holds the GPU-like renderer: diffusers' SD 1.5 at 512², batch 8, on an
+/// H200 (4.38 images/s; docs/benchmarks.md, "GPU runs"), rounded up.
 const GPU_LIKE_RENDER_MS: u64 = 250;
 
 #[tokio::main]

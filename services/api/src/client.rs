@@ -156,7 +156,8 @@ impl ApiClient {
         Ok((jobs, next))
     }
 
-    /// Cancel the jobs that have not started.
+    /// Cancel every job of the batch not yet finished; running ones stop at their next denoising
+    /// step once their worker's heartbeat finds the lease gone. Returns how many were cancelled.
     ///
     /// # Errors
     /// `NotFound` for an unknown batch or another tenant's.

@@ -450,7 +450,7 @@ async fn jobs(
     .into_response())
 }
 
-/// Cancel the batch's jobs that have not started.
+/// Cancel the batch's jobs not yet finished; running ones stop at their next denoising step.
 #[utoipa::path(
     post,
     path = "/v1/batches/{id}/cancel",

@@ -2,8 +2,8 @@
 //! spatial transformer and the VAE's attention — on pixelfarm's CPU kernels
 //! ([`pixelfarm_kernels`]).
 //!
-//! Same weight names and arithmetic as diffusers (and candle-transformers 0.11's
-//! `stable_diffusion` blocks, which this replaces); what differs:
+//! Same weight names and arithmetic as diffusers (and as candle-transformers 0.11's
+//! `stable_diffusion` blocks, which these stand in for); what differs:
 //! - convolutions, group norms and attention are [`pixelfarm_kernels`]' CPU kernels
 //!   (docs/benchmarks.md), cuDNN / candle kernels elsewhere; every "group norm then SiLU" is one
 //!   fused pass ([`GroupNorm::forward_silu`]), every convolution adds its bias in its own pass;

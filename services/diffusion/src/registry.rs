@@ -42,10 +42,11 @@ pub struct RegistryConfig {
     /// Largest number of jobs denoised in one UNet batch.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
-    /// Run each micro-batch as one fused UNet batch: faster for small latents (not always for large
-    /// ones, docs/benchmarks.md), but a job's pixels then depend (in the last bits) on its
-    /// batch-mates, so the same job may give different bytes on a retry. Off by default: jobs of a
-    /// group step together but each has its own UNet call, bit-identical alone.
+    /// Run each micro-batch as one fused UNet batch: faster for small latents, not for large ones
+    /// (docs/benchmarks.md, "Fused batches against one UNet call per job"), but a job's pixels
+    /// then depend (in the last bits) on its batch-mates, so the same job may give different bytes
+    /// on a retry. Off by default: jobs of a group step together but each has its own UNet call,
+    /// bit-identical alone.
     #[serde(default)]
     pub fused_batches: bool,
     /// Device to render on.

@@ -30,7 +30,7 @@ pub struct ShapesConfig {
     pub groups: usize,
     /// Heads of the self-attention at the lowest level.
     pub heads: usize,
-    /// Channels of the full-resolution refinement head ([`Refiner`]); 0 for none.
+    /// Channels of the full-resolution refinement head (`Refiner`); 0 for none.
     pub refine: usize,
 }
 

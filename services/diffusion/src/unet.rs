@@ -1,4 +1,4 @@
-//! The Stable Diffusion UNet on pixelfarm's blocks ([`crate::blocks`]), with SDXL's
+//! The Stable Diffusion UNet on pixelfarm's blocks (`blocks`), with SDXL's
 //! micro-conditioning that candle's own `UNet2DConditionModel` lacks.
 //!
 //! SDXL adds to the timestep embedding an `add_embedding` of the pooled text embedding (second text

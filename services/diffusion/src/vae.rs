@@ -1,4 +1,4 @@
-//! The SD VAE (diffusers' `AutoencoderKL`) on pixelfarm's blocks ([`crate::blocks`]): the same
+//! The SD VAE (diffusers' `AutoencoderKL`) on pixelfarm's blocks (`blocks`): the same
 //! weight names and config as candle-transformers' (`AutoEncoderKLConfig`).
 //!
 //! [`Vae::encode`] returns the mean of the latent distribution (diffusers' `latent_dist.mode()`):

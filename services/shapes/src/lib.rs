@@ -1,5 +1,5 @@
-//! pixelfarm's own small text-to-image model (issue 4): the procedural data it learns from, the
-//! analytic checker that grades its images, its training loop, and what ships it.
+//! pixelfarm's own small text-to-image model: the procedural data it learns from, the analytic
+//! checker that grades its images, its training loop, and what ships it.
 //!
 //! # Layout
 //! - [`checker`]: the analytic checker (palette colours, border majority, fill of the bounding box).

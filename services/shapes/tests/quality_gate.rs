@@ -1,8 +1,8 @@
-//! The quality gate (issue 4) on the shipped weights, rendered through the production engine
+//! The quality gate on the shipped weights, rendered through the production engine
 //! (registry with pinned sha256, sampler, guidance, job seeds) at the default steps and graded by
 //! the analytic checker, on fixed seen and held-out prompts × seeds.
 //!
-//! - `shipped_model_passes_the_quality_gate`: the issue's thresholds, ≥ 90 % of seen and ≥ 70 % of
+//! - `shipped_model_passes_the_quality_gate`: the gate's thresholds, ≥ 90 % of seen and ≥ 70 % of
 //!   held-out images match in shape, colour and background (measured 36/36 and 20/24; the table is
 //!   in `models/shapes/MODEL_CARD.md`; `--nocapture` prints it); then, on the same images (they
 //!   take most of a minute to render, so once), what the model reaches per check — backgrounds,
@@ -85,7 +85,7 @@ fn shipped_model_passes_the_quality_gate() {
     holds_its_measured_accuracy(&graded);
 }
 
-/// What the gate images show beyond the issue's two totals.
+/// What the gate images show beyond the gate's two totals.
 fn holds_its_measured_accuracy(graded: &[Graded]) {
     // What the shipped weights reach (see MODEL_CARD.md): a broken sampler or seed path gives noise
     // or flat images, which fail the background or colour check.
