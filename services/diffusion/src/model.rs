@@ -150,8 +150,8 @@ impl LoadedModel {
     ///
     /// # Errors
     /// `Invalid` for jobs with different keys, a size that is not a multiple of the VAE's
-    /// downscale, or an inpainting model; `Conflict` when cancelled; and what [`render_error`]
-    /// makes of candle's errors.
+    /// downscale, or an inpainting model; `Conflict` when cancelled; `Transient` when the device
+    /// fails; `Permanent` for candle's other errors.
     pub fn render_group(
         &self,
         jobs: &[&JobParams],
@@ -369,7 +369,7 @@ impl LoadedModel {
     /// The VAE round trip of `init` (what img2img at strength 0 must give).
     ///
     /// # Errors
-    /// What [`render_error`] makes of candle's errors.
+    /// `Transient` when the device fails, else `Permanent` (candle's errors, by variant).
     pub fn vae_round_trip(&self, width: u32, height: u32, init: &[u8]) -> Result<Vec<u8>> {
         let latent = rgb_tensor(init, width as usize, height as usize, &self.device)
             .and_then(|img| self.encode_image(&img))
@@ -381,7 +381,7 @@ impl LoadedModel {
     /// not yet clamped), in f32.
     ///
     /// # Errors
-    /// What [`render_error`] makes of candle's errors.
+    /// `Transient` when the device fails, else `Permanent` (candle's errors, by variant).
     pub fn decode_to_pixels(&self, latents: &Tensor) -> Result<Tensor> {
         (latents.to_dtype(DType::F32).map_err(render_error)? / self.defaults.vae_scale)
             .and_then(|l| match &self.vae {
@@ -407,7 +407,7 @@ impl LoadedModel {
     /// `p`'s [`Self::text_conditioning`], at training timestep `t`, in f32; no guidance applied.
     ///
     /// # Errors
-    /// What [`render_error`] makes of candle's errors.
+    /// `Transient` when the device fails, else `Permanent` (candle's errors, by variant).
     pub fn denoiser_output(&self, x: &Tensor, t: f64, p: &JobParams) -> Result<Tensor> {
         let cond = self.text.encode(p)?;
         x.to_dtype(self.dtype)
