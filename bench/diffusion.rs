@@ -240,7 +240,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     for r in engine.render_batch(&model, &warm, &controls(warm.len())) {
         r.map_err(|e| anyhow::anyhow!(e.chain()))?;
     }
-    let meta = pixelfarm_render::PngMetadata {
+    let meta = pixelfarm_image::PngMetadata {
         parameters: String::new(),
         provenance_json: String::new(),
     };
@@ -258,7 +258,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
                 }
             }
             let t = Instant::now();
-            pixelfarm_render::encode_png(&img, &meta).map_err(|e| anyhow::anyhow!(e.chain()))?;
+            pixelfarm_image::encode_png(&img, &meta).map_err(|e| anyhow::anyhow!(e.chain()))?;
             *phases.entry("png_encode".into()).or_default() += t.elapsed().as_secs_f64();
         }
     }

@@ -250,7 +250,7 @@ async fn write_contact_sheet(source: &Local, batch: BatchId, out: &Path) -> anyh
             let bytes =
                 std::fs::read(out.join(key)).with_context(|| format!("cannot read {key}"))?;
             cells.push((
-                pixelfarm_render::output::decode_rgb(&bytes)
+                pixelfarm_image::output::decode_rgb(&bytes)
                     .map_err(|e| anyhow::anyhow!(e.chain()))?,
                 j.params.prompt.as_str().to_string(),
             ));

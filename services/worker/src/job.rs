@@ -3,9 +3,9 @@
 use bytes::Bytes;
 use chrono::Utc;
 use pixelfarm_core::*;
-use pixelfarm_render::input::decode_input;
-use pixelfarm_render::output::{encode, postprocess};
-use pixelfarm_render::{PngMetadata, a1111_parameters};
+use pixelfarm_image::input::decode_input;
+use pixelfarm_image::output::{encode, postprocess};
+use pixelfarm_image::{PngMetadata, a1111_parameters};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;

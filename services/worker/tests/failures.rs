@@ -482,11 +482,11 @@ fn small_png() -> Bytes {
         rgb: vec![90; 8 * 8 * 3],
         phases: Default::default(),
     };
-    let meta = pixelfarm_render::PngMetadata {
+    let meta = pixelfarm_image::PngMetadata {
         parameters: String::new(),
         provenance_json: String::new(),
     };
-    pixelfarm_render::output::encode(&image, &OutputSpec::default(), &meta)
+    pixelfarm_image::output::encode(&image, &OutputSpec::default(), &meta)
         .unwrap()
         .into()
 }
