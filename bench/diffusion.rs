@@ -141,7 +141,7 @@ fn parity(args: &[String]) -> anyhow::Result<()> {
         .normals(4 * latent * latent * (job.steps.get() as usize + 1));
     println!(
         "{}",
-        serde_json::json!({"noise": noise, "rgb": img.rgb, "width": size, "height": size})
+        serde_json::json!({"noise": noise, "rgb": img.image.rgb, "width": size, "height": size})
     );
     Ok(())
 }
@@ -258,7 +258,8 @@ fn run(args: &[String]) -> anyhow::Result<()> {
                 }
             }
             let t = Instant::now();
-            pixelfarm_image::encode_png(&img, &meta).map_err(|e| anyhow::anyhow!(e.chain()))?;
+            pixelfarm_image::encode_png(&img.image, &meta)
+                .map_err(|e| anyhow::anyhow!(e.chain()))?;
             *phases.entry("png_encode".into()).or_default() += t.elapsed().as_secs_f64();
         }
     }

@@ -260,8 +260,7 @@ async fn write_contact_sheet(source: &Local, batch: BatchId, out: &Path) -> anyh
             None => break,
         }
     }
-    let sheet = pixelfarm_shapes::contact_sheet(&cells)
-        .to_png()
+    let sheet = pixelfarm_shapes::sheet_png(&pixelfarm_shapes::contact_sheet(&cells))
         .context("cannot encode the contact sheet")?;
     std::fs::write(out.join(CONTACT_SHEET), sheet).context("cannot write the contact sheet")
 }

@@ -45,6 +45,6 @@ pub mod vae;
 pub use engine::{DiffusionEngine, RENDERER};
 pub use family::{Family, FamilyDefaults, Prediction};
 pub use model::LoadedModel;
-pub use pixelfarm_core::{ImageInput, InitImage};
+pub use pixelfarm_core::{ImageInput, RgbImage};
 pub use registry::{DeviceChoice, LimitsConfig, ModelEntry, RegistryConfig, RemoteFile, Source};
 pub use rng::JobRng;

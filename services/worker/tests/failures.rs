@@ -120,9 +120,11 @@ impl Renderer for BatchingRenderer {
     fn render(&self, _: &ModelName, params: &JobParams) -> Result<RenderedImage> {
         let n = (params.width * params.height * 3) as usize;
         Ok(RenderedImage {
-            width: params.width,
-            height: params.height,
-            rgb: vec![seed_colour(params.seed); n],
+            image: RgbImage {
+                width: params.width,
+                height: params.height,
+                rgb: vec![seed_colour(params.seed); n],
+            },
             phases: Default::default(),
         })
     }
@@ -476,11 +478,10 @@ async fn a_batch_out_of_device_memory_is_retried_in_smaller_batches() {
 
 /// An 8x8 grey PNG.
 fn small_png() -> Bytes {
-    let image = RenderedImage {
+    let image = RgbImage {
         width: 8,
         height: 8,
         rgb: vec![90; 8 * 8 * 3],
-        phases: Default::default(),
     };
     let meta = pixelfarm_image::PngMetadata {
         parameters: String::new(),
