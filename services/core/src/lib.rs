@@ -3,7 +3,8 @@
 //! No IO happens here.
 //!
 //! # Layout
-//! - [`error`]: one [`Error`] with a [`ErrorKind`] callers match on.
+//! - [`error`]: one [`Error`] with a [`ErrorKind`] callers match on; [`Chained`], the one line a
+//!   binary reports.
 //! - [`ids`]: [`TenantId`], [`BatchId`], [`JobId`].
 //! - [`params`]: newtypes for every job parameter ([`Prompt`], [`Seed`], [`ImageSize`] …).
 //! - [`manifest`]: [`parse_manifest`] → [`BatchSpec`].
@@ -41,7 +42,7 @@ pub mod text;
 
 pub use batch::BatchKey;
 pub use control::{RenderControl, StepProgress};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{ChainResult, Chained, Error, ErrorKind, Result};
 pub use failure::{Backoff, decide};
 pub use ids::{BatchId, JobId, TenantId};
 pub use image_input::{

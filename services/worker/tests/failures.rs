@@ -296,7 +296,7 @@ async fn harness_timed(
         Arc::new(WorkerMetrics::register(&registry)),
     ));
     let s = stop.clone();
-    tasks.spawn(async move { worker.run(s).await.map_err(|e| anyhow::anyhow!(e.chain())) });
+    tasks.spawn(async move { Ok(worker.run(s).await.chained()?) });
     let tenant = store.create_tenant("t", 1).await.unwrap();
     // What `app::start` does before consuming: the dispatcher publishes only for live workers.
     store
