@@ -26,8 +26,8 @@
 
 use candle_core::{DType, Device, Tensor};
 use pixelfarm_core::{
-    GuidanceScale, JobParams, ModelName, NegativePrompt, Prompt, RenderControl, Renderer, Sampler,
-    Seed, StepCount,
+    ChainResult, GuidanceScale, JobParams, ModelName, NegativePrompt, Prompt, RenderControl,
+    Renderer, Sampler, Seed, StepCount,
 };
 use pixelfarm_diffusion::{DeviceChoice, DiffusionEngine, Family, RegistryConfig, tiny};
 use std::collections::BTreeMap;
@@ -56,8 +56,7 @@ fn main() -> anyhow::Result<()> {
             let dir = PathBuf::from(args.get(1).unwrap_or_else(|| usage()));
             let family: Family = serde_yaml::from_str(&text_flag(&args, "--family", "tiny"))
                 .map_err(|e| anyhow::anyhow!("--family: {e}"))?;
-            let entry = tiny::write_random_model(&dir, family, 4)
-                .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            let entry = tiny::write_random_model(&dir, family, 4).chained()?;
             let yaml = serde_yaml::to_string(&entry)?;
             std::fs::write(dir.join("registry-entry.yaml"), &yaml)?;
             print!("{yaml}");
@@ -109,7 +108,7 @@ fn engine_for(
         device,
         models: BTreeMap::from([(model.clone(), entry)]),
     })
-    .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    .chained()?;
     Ok((engine, model))
 }
 
@@ -131,9 +130,7 @@ fn parity(args: &[String]) -> anyhow::Result<()> {
         init: None,
         output: Default::default(),
     };
-    let img = engine
-        .render(&model, &job)
-        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let img = engine.render(&model, &job).chained()?;
     // The job generator's draws: the initial noise (4 latent channels at 1/8 of the size), then
     // one draw of the same size per step, which the stochastic samplers take in order.
     let latent = (size / 8) as usize;
@@ -141,7 +138,7 @@ fn parity(args: &[String]) -> anyhow::Result<()> {
         .normals(4 * latent * latent * (job.steps.get() as usize + 1));
     println!(
         "{}",
-        serde_json::json!({"noise": noise, "rgb": img.rgb, "width": size, "height": size})
+        serde_json::json!({"noise": noise, "rgb": img.image.rgb, "width": size, "height": size})
     );
     Ok(())
 }
@@ -153,9 +150,7 @@ fn components(args: &[String]) -> anyhow::Result<()> {
     let latent = flag(args, "--latent", 16)? as usize;
     let t: f64 = text_flag(args, "--t", "500").parse()?;
     let (engine, model) = engine_for(&dir, 1, false, DeviceChoice::Cpu)?;
-    let m = engine
-        .loaded_model(&model)
-        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let m = engine.loaded_model(&model).chained()?;
     let job = JobParams {
         prompt: Prompt::parse(text_flag(args, "--prompt", "a photo of a red house"))?,
         negative_prompt: NegativePrompt::parse(text_flag(args, "--negative", "blurry"))?,
@@ -168,8 +163,7 @@ fn components(args: &[String]) -> anyhow::Result<()> {
         init: None,
         output: Default::default(),
     };
-    let e = |e: pixelfarm_core::Error| anyhow::anyhow!(e.chain());
-    let (ctx, text_time) = m.text_conditioning(&job).map_err(e)?;
+    let (ctx, text_time) = m.text_conditioning(&job).chained()?;
     let rows = ctx.dim(0)?;
     let normals = |seed: u64, shape: (usize, usize, usize, usize)| {
         let n = shape.0 * shape.1 * shape.2 * shape.3;
@@ -180,9 +174,9 @@ fn components(args: &[String]) -> anyhow::Result<()> {
         )
     };
     let x = normals(11, (rows, 4, latent, latent))?;
-    let unet = m.denoiser_output(&x, t, &job).map_err(e)?;
+    let unet = m.denoiser_output(&x, t, &job).chained()?;
     let z = normals(12, (1, 4, latent, latent))?;
-    let pixels = m.decode_to_pixels(&z).map_err(e)?;
+    let pixels = m.decode_to_pixels(&z).chained()?;
     let mut tensors = std::collections::HashMap::from([
         ("text.ctx".to_string(), ctx.to_dtype(DType::F32)?),
         ("unet.x".to_string(), x),
@@ -214,9 +208,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     let device = device_flag(args)?;
     let (engine, model) = engine_for(&dir, batch, fused, device)?;
     let family = engine.config().entry(&model)?.family;
-    engine
-        .preload(&model)
-        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    engine.preload(&model).chained()?;
     let job_of = |i: usize, steps: u32| -> anyhow::Result<JobParams> {
         Ok(JobParams {
             prompt: Prompt::parse(format!("a photo of a red fox number {i}"))?,
@@ -238,9 +230,9 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         .map(|i| job_of(i, warmup_steps))
         .collect::<anyhow::Result<_>>()?;
     for r in engine.render_batch(&model, &warm, &controls(warm.len())) {
-        r.map_err(|e| anyhow::anyhow!(e.chain()))?;
+        r.chained()?;
     }
-    let meta = pixelfarm_render::PngMetadata {
+    let meta = pixelfarm_image::PngMetadata {
         parameters: String::new(),
         provenance_json: String::new(),
     };
@@ -251,14 +243,14 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             .map(job)
             .collect::<anyhow::Result<_>>()?;
         for r in engine.render_batch(&model, &jobs, &controls(jobs.len())) {
-            let img = r.map_err(|e| anyhow::anyhow!(e.chain()))?;
+            let img = r.chained()?;
             for (k, v) in &img.phases {
                 if k != "model_load" {
                     *phases.entry(k.clone()).or_default() += v;
                 }
             }
             let t = Instant::now();
-            pixelfarm_render::encode_png(&img, &meta).map_err(|e| anyhow::anyhow!(e.chain()))?;
+            pixelfarm_image::encode_png(&img.image, &meta).chained()?;
             *phases.entry("png_encode".into()).or_default() += t.elapsed().as_secs_f64();
         }
     }

@@ -357,7 +357,7 @@ fn from_input(key: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn inputs_are_checked_before_they_are_stored_and_named_only_by_their_tenant() {
     use pixelfarm_core::{BlobStore, ErrorKind, MAX_INPUT_BYTES, sha256_hex};
-    use pixelfarm_render::testing::{png, png_bomb, png_declaring};
+    use pixelfarm_image::testing::{png, png_bomb, png_declaring};
 
     let stack = Stack::start(StackOptions {
         workers: 1,

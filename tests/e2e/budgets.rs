@@ -125,7 +125,7 @@ async fn measure_the_scheduler_under_hostile_manifests() {
 #[ignore = "a measurement; run by hand"]
 async fn measure_the_scheduler_under_hostile_inputs() {
     use pixelfarm_core::BlobStore;
-    use pixelfarm_render::testing::{png, png_bomb};
+    use pixelfarm_image::testing::{png, png_bomb};
 
     let mut stack = Stack::start(StackOptions {
         workers: 1,

@@ -3,7 +3,7 @@
 
 use pixelfarm_core::{BlobStore, JobState, sha256_hex};
 use pixelfarm_e2e::*;
-use pixelfarm_render::testing::png;
+use pixelfarm_image::testing::png;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Duration;
@@ -100,7 +100,7 @@ async fn the_worker_renders_with_a_model_from_s3_and_refuses_tampered_weights() 
     );
     let (jobs, _) = a.jobs(out.batch_id, None, 100).await.unwrap();
     let png = a.image(jobs[0].id).await.unwrap();
-    let text = pixelfarm_render::decode_png_text(&png).unwrap();
+    let text = pixelfarm_image::decode_png_text(&png).unwrap();
     let params = &text.iter().find(|(k, _)| k == "parameters").unwrap().1;
     assert!(
         params.contains("Renderer: candle-sd/1") && params.contains("Sampler: Euler"),

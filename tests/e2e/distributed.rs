@@ -62,7 +62,7 @@ async fn a_batch_survives_a_killed_worker() {
     assert_eq!(prov["schema"], "pixelfarm.provenance/v1");
     assert_eq!(prov["model_identity"]["test_pattern"], true);
     assert!(prov["timings"]["render"].as_f64().unwrap() > 0.0);
-    let text = pixelfarm_render::decode_png_text(&blob.get(key).await.unwrap()).unwrap();
+    let text = pixelfarm_image::decode_png_text(&blob.get(key).await.unwrap()).unwrap();
     assert!(
         text.iter()
             .any(|(k, v)| k == "parameters" && v.contains("Seed: "))

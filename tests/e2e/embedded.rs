@@ -107,7 +107,7 @@ fn output_settings_give_the_asked_for_formats_and_sizes() {
         let file = v["file"].as_str().unwrap();
         let bytes = std::fs::read(out.join(file)).unwrap();
         assert_eq!(sha256_hex(&bytes), v["sha256"].as_str().unwrap());
-        let img = pixelfarm_render::output::decode_rgb(&bytes).unwrap();
+        let img = pixelfarm_image::output::decode_rgb(&bytes).unwrap();
         let key = v["key"].as_str().unwrap().to_string();
         let (ext, size) = match key.as_str() {
             "banner" => ("jpg", (300, 250)),
@@ -117,7 +117,7 @@ fn output_settings_give_the_asked_for_formats_and_sizes() {
         assert!(file.ends_with(ext), "{key}: {file}");
         assert_eq!((img.width, img.height), size, "{key}");
         if key == "banner" {
-            let comment = pixelfarm_render::output::jpeg_user_comment(&bytes).unwrap();
+            let comment = pixelfarm_image::output::jpeg_user_comment(&bytes).unwrap();
             assert!(
                 comment.starts_with("a banner\n") && comment.contains("Seed: "),
                 "{comment}"
@@ -133,11 +133,7 @@ fn output_settings_give_the_asked_for_formats_and_sizes() {
 #[test]
 fn init_images_are_files_beside_the_manifest_uploaded_into_the_output_folder() {
     let init =
-        pixelfarm_render::testing::png(
-            32,
-            32,
-            |x, _| if x < 16 { [250, 20, 20] } else { [255; 3] },
-        );
+        pixelfarm_image::testing::png(32, 32, |x, _| if x < 16 { [250, 20, 20] } else { [255; 3] });
     let manifest = |path: &str| {
         format!(
             "name: from-file\nmodel: shapes\ndefaults: {{width: 32, height: 32, steps: 4, sampler: euler}}\njobs:

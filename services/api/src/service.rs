@@ -49,7 +49,7 @@ const WATCH_POLL: Duration = Duration::from_millis(250);
 /// the store has written them, so two bound the scheduler's submit memory to about 1 GiB and
 /// leave the blocking pool's other threads to image decoding. Uploads share these slots: each
 /// holds its bytes ([`MAX_INPUT_BYTES`]) and one decode
-/// ([`pixelfarm_render::input::MAX_DECODE_ALLOC`]).
+/// ([`pixelfarm_image::input::MAX_DECODE_ALLOC`]).
 pub const MAX_CONCURRENT_SUBMITS: usize = 2;
 
 /// How long a submit or an upload waits for one of those slots before it is refused as
@@ -120,14 +120,14 @@ impl From<BatchStatus> for BatchView {
 }
 
 /// The sha256 of an input's `bytes` and what its header says, once they decode under the input
-/// limits (`render::input::decode_input`), both worked out on a blocking thread (up to
+/// limits (`pixelfarm_image::input::decode_input`), both worked out on a blocking thread (up to
 /// [`MAX_INPUT_BYTES`] of hashing and decoding). The outer error is a crashed decoder; the inner
 /// one, what is wrong with the bytes.
 async fn inspect_input(
     bytes: Bytes,
-) -> Result<Result<(String, pixelfarm_render::input::InputInfo)>> {
+) -> Result<Result<(String, pixelfarm_image::input::InputInfo)>> {
     tokio::task::spawn_blocking(move || {
-        pixelfarm_render::input::decode_input(&bytes).map(|(info, _)| (sha256_hex(&bytes), info))
+        pixelfarm_image::input::decode_input(&bytes).map(|(info, _)| (sha256_hex(&bytes), info))
     })
     .await
     .map_err(|e| Error::with_source(ErrorKind::Permanent, "image decoder crashed", e))
@@ -530,7 +530,7 @@ impl BatchApi {
     }
 
     /// sha256 and size of the input image `key`, which must be one of `tenant`'s uploads and
-    /// decode within the limits ([`pixelfarm_render::input`]).
+    /// decode within the limits ([`pixelfarm_image::input`]).
     ///
     /// A key outside `tenant`'s prefix gets the very error of a missing one, before the store is
     /// asked: the answer says nothing about another tenant's objects.

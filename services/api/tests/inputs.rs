@@ -6,7 +6,7 @@ mod common;
 
 use bytes::Bytes;
 use pixelfarm_core::{BlobStore, ErrorKind, MAX_INPUT_BYTES, ModelName, TenantId};
-use pixelfarm_render::testing::{png, png_bomb, png_declaring};
+use pixelfarm_image::testing::{png, png_bomb, png_declaring};
 
 /// A one-job img2img manifest starting from `key` (`pin`: a sha256 to assert).
 fn manifest(key: &str, pin: Option<&str>) -> String {

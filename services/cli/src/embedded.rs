@@ -8,8 +8,8 @@ use pixelfarm_api::BatchView;
 use pixelfarm_blob::LocalBlob;
 use pixelfarm_broker::InProcBroker;
 use pixelfarm_core::{
-    BatchId, BatchSpec, BlobStore, Broker, JobState, JobStore, MAX_INPUT_BYTES, ModelName,
-    Renderer, parse_manifest,
+    BatchId, BatchSpec, BlobStore, Broker, ChainResult, JobState, JobStore, MAX_INPUT_BYTES,
+    ModelName, Renderer, parse_manifest,
 };
 use pixelfarm_diffusion::DiffusionEngine;
 use pixelfarm_runtime::Settings;
@@ -55,8 +55,7 @@ pub fn renderer_for(model: &ModelName) -> anyhow::Result<Arc<dyn Renderer>> {
     if model.as_str() == TEST_PATTERN_MODEL {
         return Ok(Arc::new(pixelfarm_render::TestPattern::default()));
     }
-    let registry = pixelfarm_shapes::shipped_registry(&models_dir())
-        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let registry = pixelfarm_shapes::shipped_registry(&models_dir()).chained()?;
     if !registry.models.contains_key(model) {
         let mut served: Vec<&str> = registry.models.keys().map(|m| m.as_str()).collect();
         served.push(TEST_PATTERN_MODEL);
@@ -65,9 +64,7 @@ pub fn renderer_for(model: &ModelName) -> anyhow::Result<Arc<dyn Renderer>> {
             served.join(", ")
         );
     }
-    Ok(Arc::new(
-        DiffusionEngine::new(registry).map_err(|e| anyhow::anyhow!(e.chain()))?,
-    ))
+    Ok(Arc::new(DiffusionEngine::new(registry).chained()?))
 }
 
 /// Render `manifest` into `out` with `workers` concurrent jobs, and write `contact-sheet.png`.
@@ -85,7 +82,7 @@ pub async fn run(
     progress: bool,
 ) -> anyhow::Result<RunReport> {
     // Refuse a bad manifest or a model we cannot serve before creating anything.
-    let spec = parse_manifest(&manifest).map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let spec = parse_manifest(&manifest).chained()?;
     let model = spec.model.clone();
     let renderer = renderer_for(&model)?;
     let inputs = read_inputs(&spec, base)?;
@@ -104,17 +101,13 @@ pub async fn run(
     let store: Arc<dyn JobStore> = Arc::new(
         SqliteStore::open(&out.join(STATE_DIR).join("jobs.sqlite"))
             .await
-            .map_err(|e| anyhow::anyhow!(e.chain()))?,
+            .chained()?,
     );
     let broker: Arc<dyn Broker> = Arc::new(InProcBroker::new());
-    let blob: Arc<dyn BlobStore> = Arc::new(
-        LocalBlob::open(out)
-            .await
-            .map_err(|e| anyhow::anyhow!(e.chain()))?,
-    );
+    let blob: Arc<dyn BlobStore> = Arc::new(LocalBlob::open(out).await.chained()?);
     let tenant = pixelfarm_scheduler::tenants::ensure(store.as_ref(), "local", 1)
         .await
-        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+        .chained()?;
 
     let registry = Registry::new();
     let core = Core::new(&settings, store.clone(), blob.clone(), &registry);
@@ -126,7 +119,7 @@ pub async fn run(
     // the jobs of models with a live worker.
     pixelfarm_worker::app::announce(store.as_ref(), &worker_cfg, renderer.as_ref())
         .await
-        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+        .chained()?;
     let advertise = pixelfarm_worker::app::advertise(
         store.clone(),
         worker_cfg.id.clone(),
@@ -147,12 +140,7 @@ pub async fn run(
         Arc::new(WorkerMetrics::register(&registry)),
     ));
     let worker_stop = stop.clone();
-    tasks.spawn(async move {
-        worker
-            .run(worker_stop)
-            .await
-            .map_err(|e| anyhow::anyhow!(e.chain()))
-    });
+    tasks.spawn(async move { Ok(worker.run(worker_stop).await.chained()?) });
 
     let result = async {
         let mut renamed = HashMap::new();
@@ -168,26 +156,26 @@ pub async fn run(
             .api
             .submit_renaming_inputs(tenant, manifest, &renamed)
             .await
-            .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            .chained()?;
         let views = core
             .api
             .clone()
             .watch(tenant, submitted.batch_id)
             .await
-            .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            .chained()?;
         let batch = if progress {
             crate::progress::follow(views).await
         } else {
             crate::progress::follow_quietly(views).await
         }
-        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+        .chained()?;
         let source = Local {
             api: core.api.clone(),
             tenant,
         };
         let export = export::export(&source, submitted.batch_id, out)
             .await
-            .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            .chained()?;
         write_contact_sheet(&source, submitted.batch_id, out).await?;
         Ok(RunReport { batch, export })
     }
@@ -241,7 +229,7 @@ async fn write_contact_sheet(source: &Local, batch: BatchId, out: &Path) -> anyh
     loop {
         let (jobs, next) = export::ResultSource::page(source, batch, after)
             .await
-            .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            .chained()?;
         for j in jobs.iter().filter(|j| j.state == JobState::Succeeded) {
             let key = j
                 .object_key
@@ -250,8 +238,7 @@ async fn write_contact_sheet(source: &Local, batch: BatchId, out: &Path) -> anyh
             let bytes =
                 std::fs::read(out.join(key)).with_context(|| format!("cannot read {key}"))?;
             cells.push((
-                pixelfarm_render::output::decode_rgb(&bytes)
-                    .map_err(|e| anyhow::anyhow!(e.chain()))?,
+                pixelfarm_image::output::decode_rgb(&bytes).chained()?,
                 j.params.prompt.as_str().to_string(),
             ));
         }
@@ -260,8 +247,7 @@ async fn write_contact_sheet(source: &Local, batch: BatchId, out: &Path) -> anyh
             None => break,
         }
     }
-    let sheet = pixelfarm_shapes::contact_sheet(&cells)
-        .to_png()
+    let sheet = pixelfarm_shapes::sheet_png(&pixelfarm_shapes::contact_sheet(&cells))
         .context("cannot encode the contact sheet")?;
     std::fs::write(out.join(CONTACT_SHEET), sheet).context("cannot write the contact sheet")
 }

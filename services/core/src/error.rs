@@ -134,3 +134,46 @@ impl Error {
 
 /// Result alias for pixelfarm libraries.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An [`Error`] flattened into the one line of [`Error::chain`], with no source: what a binary
+/// hands to `anyhow` (`?` converts it), so that its user reads that line. An `anyhow` error made
+/// from the [`Error`] itself would print each source on a `Caused by:` line of its own.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Chained(String);
+
+impl From<Error> for Chained {
+    fn from(e: Error) -> Self {
+        Chained(e.chain())
+    }
+}
+
+/// `.chained()` on a [`Result`]: its error as a [`Chained`], for binaries that report errors
+/// through `anyhow` (`settings.load().chained()?`).
+pub trait ChainResult<T> {
+    /// This result with its error flattened into a [`Chained`].
+    ///
+    /// # Errors
+    /// The error of `self`, flattened.
+    fn chained(self) -> Result<T, Chained>;
+}
+
+impl<T> ChainResult<T> for Result<T> {
+    fn chained(self) -> Result<T, Chained> {
+        self.map_err(Chained::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chained_is_the_whole_chain_with_no_source() {
+        let io = std::io::Error::other("disk on fire");
+        let e: Result<()> = Err(Error::transient("cannot read settings", io));
+        let flat = e.chained().unwrap_err();
+        assert_eq!(flat.to_string(), "cannot read settings: disk on fire");
+        assert!(std::error::Error::source(&flat).is_none());
+    }
+}

@@ -1,7 +1,7 @@
 //! Input images for img2img and inpainting: where a tenant's uploads live, how big they may be,
 //! and their pixels, validated, then resized to the job size.
 
-use crate::{Error, ImageFormat, Result, TenantId};
+use crate::{Error, ImageFormat, Result, RgbImage, TenantId};
 
 /// Largest input object (init image or mask), in bytes: an upload, the scheduler's check at
 /// submit and the worker's fetch each read at most this much of an object
@@ -78,22 +78,12 @@ impl InputName {
     }
 }
 
-/// An init image, RGB8 row-major (decoding PNG/JPEG from S3 or the manifest is the caller's).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InitImage {
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-    /// `width * height * 3` bytes.
-    pub rgb: Vec<u8>,
-}
-
 /// What img2img / inpainting start from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageInput {
-    /// The image to start from (any size; resized to the job's).
-    pub init: InitImage,
+    /// The image to start from (any size; resized to the job's). Decoding it from S3 or the
+    /// manifest is the caller's.
+    pub init: RgbImage,
     /// How much of the schedule to run: 0 keeps the image (after a VAE round trip), 1 repaints
     /// everything.
     pub strength: f64,
@@ -110,7 +100,7 @@ impl ImageInput {
     /// `Permanent` (a bad input image never gets better on retry) for an empty image, or a pixel or
     /// mask buffer whose length does not match the stated size; `Invalid` for a strength outside 0..=1.
     pub fn prepared(&self, width: u32, height: u32) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
-        let InitImage {
+        let RgbImage {
             width: iw,
             height: ih,
             rgb,
@@ -189,7 +179,7 @@ mod tests {
 
     fn input(w: u32, h: u32, len: usize) -> ImageInput {
         ImageInput {
-            init: InitImage {
+            init: RgbImage {
                 width: w,
                 height: h,
                 rgb: vec![100; len],

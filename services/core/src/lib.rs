@@ -3,13 +3,15 @@
 //! No IO happens here.
 //!
 //! # Layout
-//! - [`error`]: one [`Error`] with a [`ErrorKind`] callers match on.
+//! - [`error`]: one [`Error`] with a [`ErrorKind`] callers match on; [`Chained`], the one line a
+//!   binary reports.
 //! - [`ids`]: [`TenantId`], [`BatchId`], [`JobId`].
 //! - [`params`]: newtypes for every job parameter ([`Prompt`], [`Seed`], [`ImageSize`] …).
 //! - [`manifest`]: [`parse_manifest`] → [`BatchSpec`].
 //! - [`image_input`]: img2img / inpainting inputs: each tenant's upload prefix ([`input_prefix`]),
 //!   their size limit ([`MAX_INPUT_BYTES`]) and pixels ([`ImageInput`]), validated and resized.
 //! - [`batch`]: which jobs may share one denoiser call ([`BatchKey`], [`batch::groups`]).
+//! - [`rgb_image`]: [`RgbImage`], the RGB8 pixels of renders, inputs and contact sheets.
 //! - [`keys`]: [`derive_seed`] and per-tenant content-addressed [`OutputKey`]s.
 //! - [`limits`]: what a model accepts ([`ModelLimits`]).
 //! - [`state`]: the [`JobState`] machine.
@@ -32,6 +34,7 @@ pub mod keys;
 pub mod limits;
 pub mod manifest;
 pub mod params;
+pub mod rgb_image;
 pub mod seams;
 pub mod state;
 pub mod tenant;
@@ -39,17 +42,17 @@ pub mod text;
 
 pub use batch::BatchKey;
 pub use control::{RenderControl, StepProgress};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{ChainResult, Chained, Error, ErrorKind, Result};
 pub use failure::{Backoff, decide};
 pub use ids::{BatchId, JobId, TenantId};
 pub use image_input::{
-    ImageInput, InitImage, InputName, MASK_REPAINT_ABOVE, MAX_INPUT_BYTES, input_prefix,
-    is_tenant_input,
+    ImageInput, InputName, MASK_REPAINT_ABOVE, MAX_INPUT_BYTES, input_prefix, is_tenant_input,
 };
 pub use keys::{OutputKey, derive_seed, hash_api_key, sha256_hex};
 pub use limits::ModelLimits;
 pub use manifest::{BatchSpec, JobSpec, MAX_JOBS_PER_BATCH, field_error_in, parse_manifest};
 pub use params::*;
+pub use rgb_image::RgbImage;
 pub use seams::*;
 pub use state::JobState;
 pub use tenant::{ApiKeyInfo, Limit, NewApiKey, Quota, TenantInfo, Usage, key_prefix};

@@ -508,15 +508,11 @@ pub struct ModelIdentity {
     pub test_pattern: bool,
 }
 
-/// RGB8 pixels plus per-phase timings.
+/// A render's pixels plus per-phase timings.
 #[derive(Debug, Clone)]
 pub struct RenderedImage {
-    #[allow(missing_docs)]
-    pub width: u32,
-    #[allow(missing_docs)]
-    pub height: u32,
-    /// Row-major RGB, `width * height * 3` bytes.
-    pub rgb: Vec<u8>,
+    /// The pixels, at the job's size.
+    pub image: crate::RgbImage,
     /// Seconds per internal phase (`text_encode`, `denoise`, `vae_decode` …).
     pub phases: BTreeMap<String, f64>,
 }

@@ -19,7 +19,8 @@
 //! - [`checkpoint`]: single-file checkpoints in the original Stability layout (SD 1.x / 2.x and
 //!   the tiny family).
 //! - [`shapes_net`]: the `shapes` family's small pixel-space UNet and text encoder (trainable).
-//! - [`tiny`]: tiny random-weight models + a CLIP BPE tokenizer for tests and benchmarks.
+//! - `tiny` (feature `testing`): tiny random-weight models + a CLIP BPE tokenizer for tests and
+//!   benchmarks.
 //! - [`rng`]: [`JobRng`], each job's own deterministic noise.
 
 mod blocks;
@@ -36,6 +37,7 @@ pub mod registry;
 pub mod rng;
 pub mod sampler;
 pub mod shapes_net;
+#[cfg(feature = "testing")]
 pub mod tiny;
 pub mod unet;
 pub mod vae;
@@ -43,6 +45,6 @@ pub mod vae;
 pub use engine::{DiffusionEngine, RENDERER};
 pub use family::{Family, FamilyDefaults, Prediction};
 pub use model::LoadedModel;
-pub use pixelfarm_core::{ImageInput, InitImage};
+pub use pixelfarm_core::{ImageInput, RgbImage};
 pub use registry::{DeviceChoice, LimitsConfig, ModelEntry, RegistryConfig, RemoteFile, Source};
 pub use rng::JobRng;

@@ -4,7 +4,9 @@
 //! starting latents and [`Rows`], and hands them to the one denoising loop ([`Loop`]).
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use pixelfarm_core::{BatchKey, Error, JobParams, MASK_REPAINT_ABOVE, RenderedImage, Result};
+use pixelfarm_core::{
+    BatchKey, Error, JobParams, MASK_REPAINT_ABOVE, RenderedImage, Result, RgbImage,
+};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -214,9 +216,11 @@ impl LoadedModel {
             let t0 = Instant::now();
             let rgb = self.decode(&latents.i(i..i + 1).map_err(render_error)?)?;
             out.push(RenderedImage {
-                width: job.width,
-                height: job.height,
-                rgb,
+                image: RgbImage {
+                    width: job.width,
+                    height: job.height,
+                    rgb,
+                },
                 phases: phases(text_secs / n, denoise_secs / n, t0.elapsed().as_secs_f64()),
             });
         }

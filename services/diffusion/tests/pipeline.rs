@@ -1,8 +1,8 @@
 //! The engine end to end on tiny random-weight models loaded through the registry, as in production.
 
 use pixelfarm_core::{
-    ErrorKind, GuidanceScale, ImageInput, InitImage, JobParams, ModelName, NegativePrompt, Prompt,
-    RenderControl, Renderer, Sampler, Seed, StepCount, StepProgress,
+    ErrorKind, GuidanceScale, ImageInput, JobParams, ModelName, NegativePrompt, Prompt,
+    RenderControl, Renderer, RgbImage, Sampler, Seed, StepCount, StepProgress,
 };
 use pixelfarm_diffusion::checkpoint::TextLayout;
 use pixelfarm_diffusion::registry::layout;
@@ -67,9 +67,9 @@ fn renders_every_sampler_with_the_right_shape_and_phases() {
         let img = e
             .render(&model(), &job("a photo of a cat", 1, sampler, 3, 7.5))
             .unwrap();
-        assert_eq!((img.width, img.height), (64, 64));
-        assert_eq!(img.rgb.len(), 64 * 64 * 3);
-        let distinct: std::collections::BTreeSet<u8> = img.rgb.iter().copied().collect();
+        assert_eq!((img.image.width, img.image.height), (64, 64));
+        assert_eq!(img.image.rgb.len(), 64 * 64 * 3);
+        let distinct: std::collections::BTreeSet<u8> = img.image.rgb.iter().copied().collect();
         assert!(
             distinct.len() > 8,
             "{sampler}: a flat image ({} values)",
@@ -94,14 +94,14 @@ fn same_seed_same_bytes_different_seed_different_bytes() {
     let c = e
         .render(&model(), &job("a red house", 43, Sampler::EulerA, 3, 7.5))
         .unwrap();
-    assert_eq!(a.rgb, b.rgb);
-    assert_ne!(a.rgb, c.rgb);
+    assert_eq!(a.image.rgb, b.image.rgb);
+    assert_ne!(a.image.rgb, c.image.rgb);
     // A fresh engine (another worker) gives the same bytes.
     let other = engine_with(fixture().entry.clone());
     let d = other
         .render(&model(), &job("a red house", 42, Sampler::EulerA, 3, 7.5))
         .unwrap();
-    assert_eq!(a.rgb, d.rgb);
+    assert_eq!(a.image.rgb, d.image.rgb);
 }
 
 #[test]
@@ -116,8 +116,8 @@ fn prompt_and_guidance_change_the_image() {
     let c = e
         .render(&model(), &job("a red house", 5, Sampler::Ddim, 3, 1.0))
         .unwrap();
-    assert_ne!(a.rgb, b.rgb);
-    assert_ne!(a.rgb, c.rgb);
+    assert_ne!(a.image.rgb, b.image.rgb);
+    assert_ne!(a.image.rgb, c.image.rgb);
 }
 
 #[test]
@@ -136,7 +136,7 @@ fn a_job_gives_the_same_image_alone_or_in_a_micro_batch() {
         for (j, b) in jobs.iter().zip(batch) {
             let alone = e.render(&model(), j).unwrap();
             assert!(
-                alone.rgb == b.unwrap().rgb,
+                alone.image.rgb == b.unwrap().image.rgb,
                 "{sampler}: seed {} differs",
                 j.seed
             );
@@ -153,7 +153,7 @@ fn renders_from_several_threads_at_once_give_the_bytes_each_gives_alone() {
         .map(|seed| job("a red boat", seed, Sampler::Euler, 3, 7.5))
         .collect();
     let input = ImageInput {
-        init: InitImage {
+        init: RgbImage {
             width: 64,
             height: 64,
             rgb: (0..64 * 64 * 3).map(|i| (i % 251) as u8).collect(),
@@ -164,17 +164,18 @@ fn renders_from_several_threads_at_once_give_the_bytes_each_gives_alone() {
     let img2img = || {
         e.render_image(&model(), &jobs[0], &input, &RenderControl::new())
             .unwrap()
+            .image
             .rgb
     };
     let alone: Vec<Vec<u8>> = jobs
         .iter()
-        .map(|j| e.render(&model(), j).unwrap().rgb)
+        .map(|j| e.render(&model(), j).unwrap().image.rgb)
         .chain([img2img()])
         .collect();
     let at_once: Vec<Vec<u8>> = std::thread::scope(|s| {
         let renders: Vec<_> = jobs
             .iter()
-            .map(|j| s.spawn(move || e.render(&model(), j).unwrap().rgb))
+            .map(|j| s.spawn(move || e.render(&model(), j).unwrap().image.rgb))
             .chain([s.spawn(img2img)])
             .collect();
         renders.into_iter().map(|r| r.join().unwrap()).collect()
@@ -196,7 +197,10 @@ fn fused_batches_are_equal_up_to_rounding() {
         .iter()
         .zip(e.render_batch(&model(), &jobs, &controls(jobs.len())))
     {
-        let (alone, b) = (e.render(&model(), j).unwrap().rgb, b.unwrap().rgb);
+        let (alone, b) = (
+            e.render(&model(), j).unwrap().image.rgb,
+            b.unwrap().image.rgb,
+        );
         let worst = alone
             .iter()
             .zip(&b)
@@ -225,7 +229,7 @@ fn progress_reaches_the_controls_and_cancellation_stops_between_steps() {
     let controls = vec![RenderControl::new(), RenderControl::new()];
     controls[0].cancel();
     let out = e.render_batch(&model(), &jobs, &controls);
-    assert!(out[1].as_ref().unwrap().rgb == e.render(&model(), &jobs[1]).unwrap().rgb);
+    assert!(out[1].as_ref().unwrap().image.rgb == e.render(&model(), &jobs[1]).unwrap().image.rgb);
 
     // All cancelled before the start: nothing is rendered.
     controls[1].cancel();
@@ -259,7 +263,7 @@ fn progress_reaches_the_controls_and_cancellation_stops_between_steps() {
     let control = RenderControl::new();
     control.cancel();
     let input = ImageInput {
-        init: InitImage {
+        init: RgbImage {
             width: 64,
             height: 64,
             rgb: vec![128; 64 * 64 * 3],
@@ -345,7 +349,7 @@ fn a_single_file_stability_checkpoint_renders_what_the_diffusers_folder_renders(
     let j = job("a red fox", 9, Sampler::Euler, 3, 5.0);
     let a = from_ckpt.render(&model(), &j).unwrap();
     let b = engine().render(&model(), &j).unwrap();
-    assert_eq!(a.rgb, b.rgb);
+    assert_eq!(a.image.rgb, b.image.rgb);
 }
 
 #[test]
@@ -391,7 +395,7 @@ fn an_sd2_style_checkpoint_with_an_open_clip_text_encoder_renders_the_same() {
     let j = job("a red fox", 9, Sampler::Euler, 3, 5.0);
     let a = engine_with(entry).render(&model(), &j).unwrap();
     let b = engine().render(&model(), &j).unwrap();
-    assert_eq!(a.rgb, b.rgb);
+    assert_eq!(a.image.rgb, b.image.rgb);
 }
 
 #[test]
@@ -465,12 +469,12 @@ fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
 
 #[test]
 fn img2img_at_strength_zero_returns_the_vae_round_trip_and_higher_strength_changes_more() {
-    use pixelfarm_diffusion::{ImageInput, InitImage};
+    use pixelfarm_diffusion::{ImageInput, RgbImage};
     let e = engine();
     let init = gradient(64, 64);
     let round_trip = e.vae_round_trip(&model(), 64, 64, &init).unwrap();
     let mut input = ImageInput {
-        init: InitImage {
+        init: RgbImage {
             width: 64,
             height: 64,
             rgb: init.clone(),
@@ -483,9 +487,9 @@ fn img2img_at_strength_zero_returns_the_vae_round_trip_and_higher_strength_chang
         .render_image(&model(), &j, &input, &RenderControl::new())
         .unwrap();
     assert!(
-        mean_abs_diff(&still.rgb, &round_trip) < 0.5,
+        mean_abs_diff(&still.image.rgb, &round_trip) < 0.5,
         "{}",
-        mean_abs_diff(&still.rgb, &round_trip)
+        mean_abs_diff(&still.image.rgb, &round_trip)
     );
     input.strength = 1.0;
     let full = e
@@ -500,8 +504,8 @@ fn img2img_at_strength_zero_returns_the_vae_round_trip_and_higher_strength_chang
     let small = e
         .render_image(&model(), &j, &input, &RenderControl::new())
         .unwrap();
-    let d_small = mean_abs_diff(&small.rgb, &round_trip);
-    let d_full = mean_abs_diff(&full.rgb, &round_trip);
+    let d_small = mean_abs_diff(&small.image.rgb, &round_trip);
+    let d_full = mean_abs_diff(&full.image.rgb, &round_trip);
     assert!(
         d_small > 0.0 && d_small < d_full,
         "strength 0.25: {d_small}, 1.0: {d_full}"
@@ -511,11 +515,12 @@ fn img2img_at_strength_zero_returns_the_vae_round_trip_and_higher_strength_chang
     assert!(
         e.render_image(&model(), &j, &input, &RenderControl::new())
             .unwrap()
+            .image
             .rgb
-            == full.rgb
+            == full.image.rgb
     );
     // An init image of another size is resized; a broken one is refused for good.
-    input.init = InitImage {
+    input.init = RgbImage {
         width: 32,
         height: 32,
         rgb: gradient(32, 32),
@@ -523,6 +528,7 @@ fn img2img_at_strength_zero_returns_the_vae_round_trip_and_higher_strength_chang
     assert_eq!(
         e.render_image(&model(), &j, &input, &RenderControl::new())
             .unwrap()
+            .image
             .rgb
             .len(),
         64 * 64 * 3
@@ -538,7 +544,7 @@ fn img2img_at_strength_zero_returns_the_vae_round_trip_and_higher_strength_chang
 
 #[test]
 fn inpainting_repaints_the_mask_and_keeps_the_rest() {
-    use pixelfarm_diffusion::{ImageInput, InitImage};
+    use pixelfarm_diffusion::{ImageInput, RgbImage};
     let e = engine();
     let init = gradient(64, 64);
     let round_trip = e.vae_round_trip(&model(), 64, 64, &init).unwrap();
@@ -547,7 +553,7 @@ fn inpainting_repaints_the_mask_and_keeps_the_rest() {
         .map(|p| if p % 64 >= 32 { 255 } else { 0 })
         .collect();
     let input = ImageInput {
-        init: InitImage {
+        init: RgbImage {
             width: 64,
             height: 64,
             rgb: init,
@@ -559,6 +565,7 @@ fn inpainting_repaints_the_mask_and_keeps_the_rest() {
     assert_eq!(
         e.render_image(&model(), &j, &input, &RenderControl::new())
             .unwrap()
+            .image
             .rgb
             .len(),
         64 * 64 * 3

@@ -68,19 +68,22 @@ fn tiny_xl_renders_deterministically_and_the_same_alone_or_batched() {
     let batch = e.render_batch(&model(), &jobs, &controls);
     for (j, b) in jobs.iter().zip(batch) {
         let alone = e.render(&model(), j).unwrap();
-        assert_eq!((alone.width, alone.height), (64, 64));
-        assert!(alone.rgb == b.unwrap().rgb, "seed {}", j.seed);
+        assert_eq!((alone.image.width, alone.image.height), (64, 64));
+        assert!(alone.image.rgb == b.unwrap().image.rgb, "seed {}", j.seed);
     }
-    let a = e.render(&model(), &jobs[0]).unwrap().rgb;
-    assert!(a == e.render(&model(), &jobs[0]).unwrap().rgb);
+    let a = e.render(&model(), &jobs[0]).unwrap().image.rgb;
+    assert!(a == e.render(&model(), &jobs[0]).unwrap().image.rgb);
     assert!(
-        a != e.render(&model(), &jobs[2]).unwrap().rgb,
+        a != e.render(&model(), &jobs[2]).unwrap().image.rgb,
         "seeds differ"
     );
     // Turbo-style: one step, no guidance.
     let mut turbo = job("a photo of a cat", "", 1, 0.0);
     turbo.steps = StepCount::parse(1).unwrap();
-    assert_eq!(e.render(&model(), &turbo).unwrap().rgb.len(), 64 * 64 * 3);
+    assert_eq!(
+        e.render(&model(), &turbo).unwrap().image.rgb.len(),
+        64 * 64 * 3
+    );
 }
 
 #[test]
@@ -88,7 +91,11 @@ fn the_second_encoder_its_projection_and_the_micro_conditioning_weights_are_all_
     let j = job("a photo of a cat", "blurry", 7, 5.0);
     let dir = tempfile::tempdir().unwrap();
     let entry = tiny::write_tiny_xl_model(dir.path()).unwrap();
-    let base = engine_with(entry.clone()).render(&model(), &j).unwrap().rgb;
+    let base = engine_with(entry.clone())
+        .render(&model(), &j)
+        .unwrap()
+        .image
+        .rgb;
     for (rel, name) in [
         (layout::TEXT_ENCODER_2, "text_projection.weight"),
         (
@@ -105,7 +112,7 @@ fn the_second_encoder_its_projection_and_the_micro_conditioning_weights_are_all_
         let copy = tiny::write_tiny_xl_model(d.path()).unwrap();
         assert_eq!(copy.files, entry.files, "the writer is deterministic");
         let changed = perturb(d.path(), copy, rel, name);
-        let img = engine_with(changed).render(&model(), &j).unwrap().rgb;
+        let img = engine_with(changed).render(&model(), &j).unwrap().image.rgb;
         assert!(img != base, "{rel}: {name} changes nothing");
     }
 }

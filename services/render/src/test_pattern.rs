@@ -4,7 +4,9 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use pixelfarm_core::{JobParams, ModelIdentity, ModelName, RenderedImage, Renderer, Result};
+use pixelfarm_core::{
+    JobParams, ModelIdentity, ModelName, RenderedImage, Renderer, Result, RgbImage,
+};
 
 /// Renders gradients and boxes whose colours come from a hash of the prompt and the seed.
 /// It serves every model name, and says `test_pattern: true` in its identity so every image it
@@ -96,9 +98,11 @@ impl Renderer for TestPattern {
         let mut phases = BTreeMap::new();
         phases.insert("denoise".to_string(), t0.elapsed().as_secs_f64());
         Ok(RenderedImage {
-            width: w,
-            height: h,
-            rgb,
+            image: RgbImage {
+                width: w,
+                height: h,
+                rgb,
+            },
             phases,
         })
     }
@@ -128,11 +132,12 @@ mod tests {
     fn deterministic_and_sensitive_to_prompt_and_seed() {
         let m = ModelName::parse("any").unwrap();
         let r = TestPattern::default();
-        let a = r.render(&m, &params("a", 1, 32, 16)).unwrap();
+        let pixels = |prompt, seed| r.render(&m, &params(prompt, seed, 32, 16)).unwrap().image;
+        let a = pixels("a", 1);
         assert_eq!((a.width, a.height, a.rgb.len()), (32, 16, 32 * 16 * 3));
-        assert_eq!(a.rgb, r.render(&m, &params("a", 1, 32, 16)).unwrap().rgb);
-        assert_ne!(a.rgb, r.render(&m, &params("a", 2, 32, 16)).unwrap().rgb);
-        assert_ne!(a.rgb, r.render(&m, &params("b", 1, 32, 16)).unwrap().rgb);
+        assert_eq!(a.rgb, pixels("a", 1).rgb);
+        assert_ne!(a.rgb, pixels("a", 2).rgb);
+        assert_ne!(a.rgb, pixels("b", 1).rgb);
         assert!(r.identity(&m).unwrap().test_pattern);
     }
 
@@ -143,6 +148,7 @@ mod tests {
             TestPattern::default()
                 .render(&m, &params("a", 1, 8, 8))
                 .unwrap()
+                .image
                 .rgb
                 .len(),
             192

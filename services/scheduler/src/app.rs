@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use pixelfarm_api::{ApiMetrics, BatchApi};
-use pixelfarm_core::{BlobStore, Broker, JobStore};
+use pixelfarm_core::{BlobStore, Broker, ChainResult, JobStore};
 use pixelfarm_runtime::health::{Beat, Health, ping, store_probe};
 use pixelfarm_runtime::tls::{ALPN_GRPC, ALPN_HTTP1, ServerTls, TlsListener};
 use pixelfarm_runtime::{Settings, ops};
@@ -150,28 +150,16 @@ pub async fn start(settings: Settings, stop: CancellationToken) -> anyhow::Resul
     // The certificate first: a bad file stops the start before anything connects.
     let tls = if settings.scheduler.tls.enabled() {
         let tls = ServerTls::load("scheduler.tls", &settings.scheduler.tls);
-        Some(tls.map_err(|e| anyhow::anyhow!(e.chain()))?)
+        Some(tls.chained()?)
     } else {
         None
     };
-    let store = settings
-        .database
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!(e.chain()))?;
-    let broker = settings
-        .broker
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!(e.chain()))?;
-    let blob = settings
-        .blob
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let store = settings.database.connect().await.chained()?;
+    let broker = settings.broker.connect().await.chained()?;
+    let blob = settings.blob.connect().await.chained()?;
     crate::tenants::bootstrap(store.as_ref(), &settings.scheduler.tenants)
         .await
-        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+        .chained()?;
 
     let registry = Registry::new();
     let core = Core::new(&settings, store.clone(), blob, &registry);
@@ -201,7 +189,7 @@ pub async fn start(settings: Settings, stop: CancellationToken) -> anyhow::Resul
     let tls_on = tls.is_some();
     match tls {
         Some(tls) => {
-            let acceptor = |alpn| tls.acceptor(alpn).map_err(|e| anyhow::anyhow!(e.chain()));
+            let acceptor = |alpn| tls.acceptor(alpn).chained();
             let http_tls = TlsListener::new(http_listener, acceptor(ALPN_HTTP1)?);
             let grpc_tls = TlsListener::new(grpc_listener, acceptor(ALPN_GRPC)?);
             tasks.spawn(pixelfarm_runtime::tls::serve_http(

@@ -1,6 +1,7 @@
 //! `pixelfarm-scheduler check-config`: every check of the settings the scheduler relies on,
 //! connecting to nothing. CI runs it on each shipped configuration (scripts/check-deploy).
 
+use pixelfarm_core::ChainResult;
 use pixelfarm_runtime::{Settings, check};
 use std::collections::HashSet;
 
@@ -10,12 +11,11 @@ use std::collections::HashSet;
 /// # Errors
 /// The first bad field, named (`scheduler.max_attempts: …`), with what is accepted.
 pub fn settings(settings: &Settings) -> anyhow::Result<Vec<String>> {
-    let err = |e: pixelfarm_core::Error| anyhow::anyhow!(e.chain());
-    check::common(settings).map_err(err)?;
+    check::common(settings).chained()?;
     let s = &settings.scheduler;
-    check::listen_addr("scheduler.grpc_addr", &s.grpc_addr).map_err(err)?;
-    check::listen_addr("scheduler.http_addr", &s.http_addr).map_err(err)?;
-    check::tls("scheduler.tls", &s.tls).map_err(err)?;
+    check::listen_addr("scheduler.grpc_addr", &s.grpc_addr).chained()?;
+    check::listen_addr("scheduler.http_addr", &s.http_addr).chained()?;
+    check::tls("scheduler.tls", &s.tls).chained()?;
     // The jobs table refuses max_attempts < 1 (attempts_bounded).
     anyhow::ensure!(
         s.max_attempts >= 1,

@@ -2,6 +2,7 @@
 //! quotas, API keys); `check-config`.
 
 use clap::{Parser, Subcommand};
+use pixelfarm_core::ChainResult;
 use pixelfarm_runtime::{Settings, shutdown, telemetry};
 
 #[derive(Parser)]
@@ -34,7 +35,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     telemetry::init(telemetry::SERVICE_LOG);
     let cli = Cli::parse();
-    let settings = Settings::load().map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let settings = Settings::load().chained()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => {
             for line in pixelfarm_scheduler::check::settings(&settings)? {
@@ -42,20 +43,12 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Migrate => settings
-            .database
-            .migrate()
-            .await
-            .map_err(|e| anyhow::anyhow!(e.chain())),
+        Command::Migrate => Ok(settings.database.migrate().await.chained()?),
         Command::Tenant { command } => {
-            let store = settings
-                .database
-                .connect()
-                .await
-                .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            let store = settings.database.connect().await.chained()?;
             let lines = pixelfarm_scheduler::tenants::run(store.as_ref(), command)
                 .await
-                .map_err(|e| anyhow::anyhow!(e.chain()))?;
+                .chained()?;
             for line in lines {
                 println!("{line}");
             }

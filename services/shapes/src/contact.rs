@@ -1,7 +1,7 @@
 //! Contact sheets: a grid of rendered images, each scaled up (nearest neighbour) with its caption
 //! underneath in a built-in 3×5 bitmap font, so a person sees a whole batch at a glance.
 
-use pixelfarm_core::RenderedImage;
+use pixelfarm_core::RgbImage;
 
 /// Side each image is scaled up to (at most; integer factors only).
 pub const CELL: u32 = 128;
@@ -16,50 +16,17 @@ const PAPER: [u8; 3] = [250, 250, 250];
 /// Caption ink.
 const INK: [u8; 3] = [20, 20, 20];
 
-/// An RGB8 image, row-major.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RgbImage {
-    #[allow(missing_docs)]
-    pub width: u32,
-    #[allow(missing_docs)]
-    pub height: u32,
-    /// `width * height * 3` bytes.
-    pub rgb: Vec<u8>,
-}
-
-impl RgbImage {
-    fn new(width: u32, height: u32, fill: [u8; 3]) -> Self {
-        RgbImage {
-            width,
-            height,
-            rgb: fill
-                .iter()
-                .copied()
-                .cycle()
-                .take((width * height * 3) as usize)
-                .collect(),
-        }
-    }
-
-    fn put(&mut self, x: u32, y: u32, c: [u8; 3]) {
-        if x < self.width && y < self.height {
-            let i = ((y * self.width + x) * 3) as usize;
-            self.rgb[i..i + 3].copy_from_slice(&c);
-        }
-    }
-
-    /// The image as a PNG file.
-    ///
-    /// # Errors
-    /// Only if the PNG encoder fails.
-    pub fn to_png(&self) -> Result<Vec<u8>, png::EncodingError> {
-        let mut out = Vec::new();
-        let mut enc = png::Encoder::new(&mut out, self.width, self.height);
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        enc.write_header()?.write_image_data(&self.rgb)?;
-        Ok(out)
-    }
+/// A contact sheet as a PNG file (no text chunks: it is a view of a batch, not an output).
+///
+/// # Errors
+/// Only if the PNG encoder fails.
+pub fn sheet_png(sheet: &RgbImage) -> Result<Vec<u8>, png::EncodingError> {
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, sheet.width, sheet.height);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.write_header()?.write_image_data(&sheet.rgb)?;
+    Ok(out)
 }
 
 /// The 3×5 glyph of `c` (rows top to bottom, `#` = ink); unknown characters draw as `?`.
@@ -163,14 +130,14 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 
 /// A grid of `images` (up to 8 per row), each scaled up to about [`CELL`] pixels with its caption
 /// below.
-pub fn contact_sheet(images: &[(RenderedImage, String)]) -> RgbImage {
+pub fn contact_sheet(images: &[(RgbImage, String)]) -> RgbImage {
     let n = images.len().max(1) as u32;
     let cols = n.min(8);
     let rows = n.div_ceil(cols);
     let line_h = 6 * FONT_SCALE;
     let cell_w = CELL + PAD;
     let cell_h = CELL + PAD + CAPTION_LINES * line_h + PAD;
-    let mut sheet = RgbImage::new(cols * cell_w + PAD, rows * cell_h + PAD, PAPER);
+    let mut sheet = RgbImage::filled(cols * cell_w + PAD, rows * cell_h + PAD, PAPER);
     let chars_per_line = (CELL / (4 * FONT_SCALE)) as usize;
     for (k, (img, caption)) in images.iter().enumerate() {
         let (col, row) = (k as u32 % cols, k as u32 / cols);
@@ -178,11 +145,9 @@ pub fn contact_sheet(images: &[(RenderedImage, String)]) -> RgbImage {
         let scale = (CELL / img.width.max(img.height).max(1)).max(1);
         for y in 0..img.height {
             for x in 0..img.width {
-                let i = ((y * img.width + x) * 3) as usize;
-                let Some(px) = img.rgb.get(i..i + 3) else {
+                let Some(c) = img.pixel(x, y) else {
                     continue;
                 };
-                let c = [px[0], px[1], px[2]];
                 for dy in 0..scale {
                     for dx in 0..scale {
                         let (sx, sy) = (x * scale + dx, y * scale + dy);
@@ -208,7 +173,6 @@ pub fn contact_sheet(images: &[(RenderedImage, String)]) -> RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     #[test]
     fn glyphs_are_three_by_five() {
@@ -220,11 +184,10 @@ mod tests {
 
     #[test]
     fn a_sheet_has_every_image_and_ink_under_it() {
-        let img = |v: u8| RenderedImage {
+        let img = |v: u8| RgbImage {
             width: 32,
             height: 32,
             rgb: vec![v; 32 * 32 * 3],
-            phases: BTreeMap::new(),
         };
         let items: Vec<_> = (0..10)
             .map(|i| {
@@ -248,7 +211,7 @@ mod tests {
             .flat_map(|y| (PAD..PAD + CELL).map(move |x| (x, y)))
             .any(|(x, y)| sheet.rgb[((y * sheet.width + x) * 3) as usize] == INK[0]);
         assert!(inked);
-        let png = sheet.to_png().unwrap();
+        let png = sheet_png(&sheet).unwrap();
         assert_eq!(&png[1..4], b"PNG");
     }
 

@@ -4,8 +4,8 @@
 //! [`checker`]: crate::checker
 
 use pixelfarm_core::{
-    GuidanceScale, JobParams, ModelName, NegativePrompt, Prompt, RenderControl, RenderedImage,
-    Renderer, Result, Sampler, Seed, StepCount,
+    GuidanceScale, JobParams, ModelName, NegativePrompt, Prompt, RenderControl, Renderer, Result,
+    RgbImage, Sampler, Seed, StepCount,
 };
 
 use crate::checker::{Verdict, check};
@@ -68,7 +68,7 @@ pub struct Graded {
     #[allow(missing_docs)]
     pub verdict: Verdict,
     #[allow(missing_docs)]
-    pub image: RenderedImage,
+    pub image: RgbImage,
 }
 
 /// Render every prompt with every seed through `renderer` and grade it.
@@ -95,7 +95,7 @@ pub fn grade(
     keys.into_iter()
         .zip(images)
         .map(|((attrs, seed), img)| {
-            let image = img?;
+            let image = img?.image;
             Ok(Graded {
                 attrs,
                 seed,
@@ -184,7 +184,7 @@ pub struct Report {
     /// what the checker found (shape, fill of the bounding box, area).
     pub table: String,
     /// 64 images with their verdicts, the misses first.
-    pub sheet: crate::RgbImage,
+    pub sheet: RgbImage,
 }
 
 /// Grade the model in `models/shapes` on the gate prompts (or every combination) × `seeds`.
@@ -281,7 +281,7 @@ pub fn report(
         }
     }
     // The misses first, so the sheet shows what went wrong.
-    let items: Vec<(RenderedImage, String)> = misses
+    let items: Vec<(RgbImage, String)> = misses
         .iter()
         .copied()
         .chain(graded.iter().filter(|g| g.verdict.matches()))
@@ -344,7 +344,7 @@ pub fn renoise(
             };
             for (i, (a, spec)) in specs.iter().enumerate() {
                 let input = pixelfarm_core::ImageInput {
-                    init: pixelfarm_core::InitImage {
+                    init: RgbImage {
                         width: SIDE as u32,
                         height: SIDE as u32,
                         rgb: spec.render(),
@@ -353,8 +353,9 @@ pub fn renoise(
                     mask: None,
                 };
                 let params = job(a, 100 + i as u64, s)?;
-                let image = renderer.render_from(model, &params, &input, &RenderControl::new())?;
-                let v = check(&image.rgb, a);
+                let rendered =
+                    renderer.render_from(model, &params, &input, &RenderControl::new())?;
+                let v = check(&rendered.image.rgb, a);
                 out.matched += usize::from(v.matches());
                 out.mean_fill += v.fill / specs.len() as f64;
             }

@@ -8,7 +8,7 @@
 //! - [`vocab`]: the closed vocabulary and its word-level tokenizer.
 //! - [`train`]: candle training (v-prediction, AdamW, EMA, caption dropout, checkpoints).
 //! - [`export`]: writes the shipped model folder and its registry entry; [`shipped_registry`].
-//! - `contact`: [`contact_sheet`], a captioned grid PNG of a batch.
+//! - `contact`: [`contact_sheet`], a captioned grid of a batch, and [`sheet_png`] to save it.
 
 pub mod checker;
 mod contact;
@@ -18,5 +18,5 @@ pub mod export;
 pub mod train;
 pub mod vocab;
 
-pub use contact::{RgbImage, contact_sheet};
+pub use contact::{contact_sheet, sheet_png};
 pub use export::{MODEL_NAME, models_dir, shipped_registry};

@@ -153,12 +153,15 @@ fn same_job_gives_same_bytes_and_guidance_reaches_the_pixels() {
     let s = RenderSettings::default();
     let first = engine.render(&model, &job(&a, 9, s).unwrap()).unwrap();
     let again = engine.render(&model, &job(&a, 9, s).unwrap()).unwrap();
-    assert_eq!(first.rgb, again.rgb);
+    assert_eq!(first.image.rgb, again.image.rgb);
     let unguided = RenderSettings { guidance: 1.0, ..s };
     let other = engine
         .render(&model, &job(&a, 9, unguided).unwrap())
         .unwrap();
-    assert_ne!(first.rgb, other.rgb, "guidance does not change the image");
+    assert_ne!(
+        first.image.rgb, other.image.rgb,
+        "guidance does not change the image"
+    );
 }
 
 /// `renoise`, the low-noise diagnostic of the model card: at strength 0 the clean squares come

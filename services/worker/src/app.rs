@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use pixelfarm_blob::{S3Blob, S3Config};
-use pixelfarm_core::{Backoff, BlobStore, Renderer};
+use pixelfarm_core::{Backoff, BlobStore, ChainResult, Renderer};
 use pixelfarm_diffusion::{DiffusionEngine, RegistryConfig, registry::sha256_file};
 use pixelfarm_runtime::health::{Health, blob_probe, broker_probe, store_probe};
 use pixelfarm_runtime::{Settings, ops};
@@ -31,9 +31,7 @@ pub async fn renderer(settings: &Settings) -> anyhow::Result<Arc<dyn Renderer>> 
         Some((cfg, source)) => {
             tracing::info!(%source, models = cfg.models.len(), "model registry");
             fetch_models(&cfg, &settings.blob.s3).await?;
-            Ok(Arc::new(
-                DiffusionEngine::new(cfg).map_err(|e| anyhow::anyhow!(e.chain()))?,
-            ))
+            Ok(Arc::new(DiffusionEngine::new(cfg).chained()?))
         }
     }
 }
@@ -42,10 +40,7 @@ pub async fn renderer(settings: &Settings) -> anyhow::Result<Arc<dyn Renderer>> 
 /// recorded sha256, with the blob store's endpoint and credentials.
 async fn fetch_models(cfg: &RegistryConfig, s3: &S3Config) -> anyhow::Result<()> {
     for model in cfg.models.keys() {
-        for f in cfg
-            .remote_files(model)
-            .map_err(|e| anyhow::anyhow!(e.chain()))?
-        {
+        for f in cfg.remote_files(model).chained()? {
             if sha256_file(&f.local_path).is_ok_and(|h| h == f.sha256) {
                 continue;
             }
@@ -55,7 +50,7 @@ async fn fetch_models(cfg: &RegistryConfig, s3: &S3Config) -> anyhow::Result<()>
                 ..s3.clone()
             })
             .await
-            .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            .chained()?;
             let bytes = store.get(&f.key).await.map_err(|e| {
                 anyhow::anyhow!(
                     "model `{model}`: cannot download s3://{}/{}: {}",
@@ -131,7 +126,7 @@ pub fn config(settings: &Settings) -> anyhow::Result<WorkerConfig> {
     );
     Ok(WorkerConfig {
         id: w.worker_id(),
-        models: w.model_names().map_err(|e| anyhow::anyhow!(e.chain()))?,
+        models: w.model_names().chained()?,
         prefetch: w.prefetch.max(1),
         concurrency: w.concurrency.max(1),
         lease: Duration::from_secs(w.lease_seconds),
@@ -199,11 +194,7 @@ pub async fn start(settings: Settings, stop: CancellationToken) -> anyhow::Resul
             )
         })?;
     }
-    let store = settings
-        .database
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let store = settings.database.connect().await.chained()?;
     // Announced before consuming, so a ready worker's models are accepted at submit and dispatched.
     announce(store.as_ref(), &cfg, renderer.as_ref())
         .await
@@ -215,16 +206,8 @@ pub async fn start(settings: Settings, stop: CancellationToken) -> anyhow::Resul
         cfg.heartbeat,
         stop.clone(),
     );
-    let broker = settings
-        .broker
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!(e.chain()))?;
-    let blob = settings
-        .blob
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let broker = settings.broker.connect().await.chained()?;
+    let blob = settings.blob.connect().await.chained()?;
     let registry = Registry::new();
     let metrics = Arc::new(WorkerMetrics::register(&registry));
     tracing::info!(id = %cfg.id, "worker starting");
@@ -270,12 +253,9 @@ pub async fn start(settings: Settings, stop: CancellationToken) -> anyhow::Resul
             .context("ops server failed")
     });
     tasks.spawn(async move {
-        let r = worker
-            .run(stop)
-            .await
-            .map_err(|e| anyhow::anyhow!(e.chain()));
+        let r = worker.run(stop).await.chained();
         ops_stop.cancel();
-        r
+        Ok(r?)
     });
     let (store, id, models, every, presence_stop) = presence;
     tasks.spawn(async move {

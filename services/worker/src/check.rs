@@ -5,6 +5,7 @@
 //! it on each shipped configuration (scripts/check-deploy).
 
 use anyhow::Context;
+use pixelfarm_core::ChainResult;
 use pixelfarm_diffusion::RegistryConfig;
 use pixelfarm_runtime::{Settings, check};
 
@@ -56,10 +57,9 @@ pub fn registry(settings: &Settings) -> anyhow::Result<Option<(RegistryConfig, S
 /// # Errors
 /// The first bad field, named, with what is accepted.
 pub fn settings(settings: &Settings) -> anyhow::Result<Vec<String>> {
-    let err = |e: pixelfarm_core::Error| anyhow::anyhow!(e.chain());
-    check::common(settings).map_err(err)?;
+    check::common(settings).chained()?;
     let w = &settings.worker;
-    check::listen_addr("worker.http_addr", &w.http_addr).map_err(err)?;
+    check::listen_addr("worker.http_addr", &w.http_addr).chained()?;
     let cfg = crate::app::config(settings)?;
     let registry = registry(settings)?;
     let models: Vec<&str> = cfg.models.iter().map(|m| m.as_str()).collect();

@@ -3,9 +3,9 @@
 use bytes::Bytes;
 use chrono::Utc;
 use pixelfarm_core::*;
-use pixelfarm_render::input::decode_input;
-use pixelfarm_render::output::{encode, postprocess};
-use pixelfarm_render::{PngMetadata, a1111_parameters};
+use pixelfarm_image::input::decode_input;
+use pixelfarm_image::output::{encode, postprocess};
+use pixelfarm_image::{PngMetadata, a1111_parameters};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -110,11 +110,7 @@ impl Execution<'_> {
             None => None,
         };
         Ok(ImageInput {
-            init: InitImage {
-                width: image.width,
-                height: image.height,
-                rgb: image.rgb,
-            },
+            init: image,
             strength: init.strength.get(),
             mask,
         })
@@ -123,7 +119,7 @@ impl Execution<'_> {
     /// One input, read only from the job's own tenant's prefix (the scheduler checked that at
     /// submit; this holds even for a job row written some other way), at most
     /// [`MAX_INPUT_BYTES`] of it, and decoded under the decoder's limits.
-    async fn fetch(&self, image: &BlobImage, what: &str) -> Result<RenderedImage> {
+    async fn fetch(&self, image: &BlobImage, what: &str) -> Result<RgbImage> {
         let key = &image.key;
         if !is_tenant_input(self.claimed.tenant, key) {
             return Err(Error::permanent(format!(
@@ -180,8 +176,8 @@ impl Execution<'_> {
         let render = self
             .batcher
             .render(&model, &job.params, input, &self.control);
-        let image = match tokio::time::timeout(self.render_timeout, render).await {
-            Ok(image) => image?,
+        let rendered = match tokio::time::timeout(self.render_timeout, render).await {
+            Ok(rendered) => rendered?,
             Err(_) => {
                 // The render thread stops at its next step; the job is not retried: it would
                 // take as long on any worker.
@@ -197,9 +193,7 @@ impl Execution<'_> {
         };
         let render_secs = t.elapsed().as_secs_f64();
         timings.insert("render".into(), render_secs);
-        for (k, v) in &image.phases {
-            timings.insert(k.clone(), *v);
-        }
+        timings.extend(rendered.phases);
 
         let t = Instant::now();
         let png_prov = serde_json::to_string(&PngProvenance {
@@ -217,7 +211,7 @@ impl Execution<'_> {
             provenance_json: png_prov,
         };
         let encoded = blocking(move || {
-            let image = postprocess(image, &output)?;
+            let image = postprocess(rendered.image, &output)?;
             encode(&image, &output, &meta)
         })
         .await?;

@@ -2,6 +2,7 @@
 //! `pixelfarm-worker check-config`: load and check the settings as a start does, connecting to
 //! nothing, and exit non-zero naming the bad field.
 
+use pixelfarm_core::ChainResult;
 use pixelfarm_runtime::{Settings, shutdown, telemetry};
 
 fn main() -> anyhow::Result<()> {
@@ -22,7 +23,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn check_config() -> anyhow::Result<()> {
-    let settings = Settings::load().map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let settings = Settings::load().chained()?;
     for line in pixelfarm_worker::check::settings(&settings)? {
         println!("{line}");
     }
@@ -31,7 +32,7 @@ fn check_config() -> anyhow::Result<()> {
 
 async fn run() -> anyhow::Result<()> {
     telemetry::init(telemetry::SERVICE_LOG);
-    let settings = Settings::load().map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let settings = Settings::load().chained()?;
     let stop = shutdown::on_signal();
     pixelfarm_worker::app::start(settings, stop)
         .await?

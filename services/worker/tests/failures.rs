@@ -120,9 +120,11 @@ impl Renderer for BatchingRenderer {
     fn render(&self, _: &ModelName, params: &JobParams) -> Result<RenderedImage> {
         let n = (params.width * params.height * 3) as usize;
         Ok(RenderedImage {
-            width: params.width,
-            height: params.height,
-            rgb: vec![seed_colour(params.seed); n],
+            image: RgbImage {
+                width: params.width,
+                height: params.height,
+                rgb: vec![seed_colour(params.seed); n],
+            },
             phases: Default::default(),
         })
     }
@@ -294,7 +296,7 @@ async fn harness_timed(
         Arc::new(WorkerMetrics::register(&registry)),
     ));
     let s = stop.clone();
-    tasks.spawn(async move { worker.run(s).await.map_err(|e| anyhow::anyhow!(e.chain())) });
+    tasks.spawn(async move { Ok(worker.run(s).await.chained()?) });
     let tenant = store.create_tenant("t", 1).await.unwrap();
     // What `app::start` does before consuming: the dispatcher publishes only for live workers.
     store
@@ -476,17 +478,16 @@ async fn a_batch_out_of_device_memory_is_retried_in_smaller_batches() {
 
 /// An 8x8 grey PNG.
 fn small_png() -> Bytes {
-    let image = RenderedImage {
+    let image = RgbImage {
         width: 8,
         height: 8,
         rgb: vec![90; 8 * 8 * 3],
-        phases: Default::default(),
     };
-    let meta = pixelfarm_render::PngMetadata {
+    let meta = pixelfarm_image::PngMetadata {
         parameters: String::new(),
         provenance_json: String::new(),
     };
-    pixelfarm_render::output::encode(&image, &OutputSpec::default(), &meta)
+    pixelfarm_image::output::encode(&image, &OutputSpec::default(), &meta)
         .unwrap()
         .into()
 }

@@ -287,7 +287,7 @@ fn main() -> Result<()> {
                 },
             )?;
             println!("{}", report.table);
-            std::fs::write(&sheet, report.sheet.to_png()?)?;
+            std::fs::write(&sheet, pixelfarm_shapes::sheet_png(&report.sheet)?)?;
             println!("contact sheet: {}", sheet.display());
         }
         Cmd::Renoise {

@@ -1,7 +1,7 @@
 //! Images for tests and measurements of the input checks: plain PNGs, PNGs whose header declares
 //! a size their data does not have, and real decompression bombs.
 
-use pixelfarm_core::RenderedImage;
+use pixelfarm_core::RgbImage;
 
 use crate::PngMetadata;
 use crate::output::encode;
@@ -17,11 +17,10 @@ pub fn png(w: u32, h: u32, pixel: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {
             rgb.extend(pixel(x, y));
         }
     }
-    let image = RenderedImage {
+    let image = RgbImage {
         width: w,
         height: h,
         rgb,
-        phases: Default::default(),
     };
     let meta = PngMetadata {
         parameters: String::new(),

@@ -1,7 +1,7 @@
 //! PNG encoding with generation metadata.
 
 use pixelfarm_core::text::one_line;
-use pixelfarm_core::{Error, JobParams, RenderedImage, Result};
+use pixelfarm_core::{Error, JobParams, Result, RgbImage};
 
 /// Text chunks written into every PNG.
 #[derive(Debug, Clone)]
@@ -59,7 +59,7 @@ fn add_text(enc: &mut png::Encoder<'_, &mut Vec<u8>>, key: &str, text: &str) -> 
 }
 
 /// `Invalid` unless the pixel buffer holds exactly `width x height` RGB8 pixels.
-pub(crate) fn check_buffer(image: &RenderedImage) -> Result<()> {
+pub(crate) fn check_buffer(image: &RgbImage) -> Result<()> {
     let expected = image.width as usize * image.height as usize * 3;
     if image.rgb.len() != expected {
         return Err(Error::invalid(format!(
@@ -76,7 +76,7 @@ pub(crate) fn check_buffer(image: &RenderedImage) -> Result<()> {
 ///
 /// # Errors
 /// `Invalid` if the pixel buffer does not match the size.
-pub fn encode_png(image: &RenderedImage, meta: &PngMetadata) -> Result<Vec<u8>> {
+pub fn encode_png(image: &RgbImage, meta: &PngMetadata) -> Result<Vec<u8>> {
     check_buffer(image)?;
     let mut buf = Vec::with_capacity(image.rgb.len() / 2 + 1024);
     {
@@ -144,11 +144,10 @@ mod tests {
             init: None,
             output: Default::default(),
         };
-        let img = RenderedImage {
+        let img = RgbImage {
             width: 8,
             height: 8,
             rgb: vec![7; 192],
-            phases: Default::default(),
         };
         let meta = PngMetadata {
             parameters: a1111_parameters(&params, "sd15", "test-pattern/1"),
@@ -184,7 +183,7 @@ mod tests {
                 "Steps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1234, Size: 8x8, Model: sd15, Renderer: test-pattern/1",
             ]
         );
-        let bad = RenderedImage {
+        let bad = RgbImage {
             rgb: vec![0; 5],
             ..img
         };

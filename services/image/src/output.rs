@@ -4,11 +4,9 @@
 //! AUTOMATIC1111-compatible tools look), or WebP. Every step is deterministic, so a job gives the
 //! same bytes on every CPU worker.
 
+use image::Rgb;
 use image::imageops::{self, FilterType};
-use image::{Rgb, RgbImage};
-use pixelfarm_core::{
-    Error, ErrorKind, Fit, ImageFormat, OutputSpec, RenderedImage, Resize, Result,
-};
+use pixelfarm_core::{Error, ErrorKind, Fit, ImageFormat, OutputSpec, Resize, Result, RgbImage};
 
 use crate::encode::{PngMetadata, check_buffer, encode_png};
 
@@ -19,14 +17,9 @@ const SHARPEN_SIGMA: f32 = 1.0;
 ///
 /// # Errors
 /// `Invalid` if the pixel buffer does not match the image size.
-pub fn postprocess(image: RenderedImage, spec: &OutputSpec) -> Result<RenderedImage> {
-    let RenderedImage {
-        width,
-        height,
-        rgb,
-        phases,
-    } = image;
-    let mut img = RgbImage::from_raw(width, height, rgb).ok_or_else(|| {
+pub fn postprocess(image: RgbImage, spec: &OutputSpec) -> Result<RgbImage> {
+    let RgbImage { width, height, rgb } = image;
+    let mut img = image::RgbImage::from_raw(width, height, rgb).ok_or_else(|| {
         Error::invalid(format!("pixel buffer does not hold {width}x{height} rgb"))
     })?;
     if let Some(r) = spec.resize {
@@ -46,15 +39,14 @@ pub fn postprocess(image: RenderedImage, spec: &OutputSpec) -> Result<RenderedIm
     if amount > 0.0 {
         img = sharpen(&img, amount);
     }
-    Ok(RenderedImage {
+    Ok(RgbImage {
         width: img.width(),
         height: img.height(),
         rgb: img.into_raw(),
-        phases,
     })
 }
 
-fn resize(img: &RgbImage, r: Resize) -> RgbImage {
+fn resize(img: &image::RgbImage, r: Resize) -> image::RgbImage {
     let (tw, th) = (r.width.get(), r.height.get());
     if (img.width(), img.height()) == (tw, th) {
         return img.clone();
@@ -87,7 +79,7 @@ fn to_u8(v: f32) -> u8 {
 }
 
 /// Unsharp mask: the image plus `amount` times its difference from a Gaussian blur.
-fn sharpen(img: &RgbImage, amount: f32) -> RgbImage {
+fn sharpen(img: &image::RgbImage, amount: f32) -> image::RgbImage {
     let blurred = imageops::blur(img, SHARPEN_SIGMA);
     let mut out = img.clone();
     for (o, b) in out.pixels_mut().zip(blurred.pixels()) {
@@ -105,7 +97,7 @@ fn sharpen(img: &RgbImage, amount: f32) -> RgbImage {
 ///
 /// # Errors
 /// `Invalid` if the pixel buffer does not match the size or the encoder refuses it.
-pub fn encode(image: &RenderedImage, spec: &OutputSpec, meta: &PngMetadata) -> Result<Vec<u8>> {
+pub fn encode(image: &RgbImage, spec: &OutputSpec, meta: &PngMetadata) -> Result<Vec<u8>> {
     check_buffer(image)?;
     let expected = image.rgb.len();
     let refused = |what: &str, e: String| {
@@ -180,7 +172,7 @@ fn exif_user_comment(text: &str) -> Vec<u8> {
 ///
 /// # Errors
 /// `Invalid` for bytes that are none of those or do not decode.
-pub fn decode_rgb(bytes: &[u8]) -> Result<RenderedImage> {
+pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage> {
     let format = match ImageFormat::sniff(bytes) {
         Some(ImageFormat::Png) => image::ImageFormat::Png,
         Some(ImageFormat::Jpeg) => image::ImageFormat::Jpeg,
@@ -190,11 +182,10 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RenderedImage> {
     let img = image::load_from_memory_with_format(bytes, format)
         .map_err(|e| Error::with_source(ErrorKind::Invalid, "cannot decode image", e))?
         .into_rgb8();
-    Ok(RenderedImage {
+    Ok(RgbImage {
         width: img.width(),
         height: img.height(),
         rgb: img.into_raw(),
-        phases: Default::default(),
     })
 }
 
@@ -232,7 +223,7 @@ mod tests {
     use pixelfarm_core::{Level, OutputSide, Quality};
 
     /// Left half red, right half blue, `w x h`.
-    fn halves(w: u32, h: u32) -> RenderedImage {
+    fn halves(w: u32, h: u32) -> RgbImage {
         let mut rgb = Vec::new();
         for _ in 0..h {
             for x in 0..w {
@@ -243,11 +234,10 @@ mod tests {
                 });
             }
         }
-        RenderedImage {
+        RgbImage {
             width: w,
             height: h,
             rgb,
-            phases: Default::default(),
         }
     }
 
@@ -258,9 +248,8 @@ mod tests {
         }
     }
 
-    fn pixel(img: &RenderedImage, x: u32, y: u32) -> [u8; 3] {
-        let i = ((y * img.width + x) * 3) as usize;
-        [img.rgb[i], img.rgb[i + 1], img.rgb[i + 2]]
+    fn pixel(img: &RgbImage, x: u32, y: u32) -> [u8; 3] {
+        img.pixel(x, y).expect("inside the image")
     }
 
     fn resize(w: u32, h: u32, fit: Fit) -> OutputSpec {
@@ -399,11 +388,10 @@ mod tests {
             assert!(decode_rgb(bytes).is_err());
             assert!(jpeg_user_comment(bytes).is_err());
         }
-        let short = RenderedImage {
+        let short = RgbImage {
             width: 4,
             height: 4,
             rgb: vec![0; 5],
-            phases: Default::default(),
         };
         assert!(encode(&short, &OutputSpec::default(), &meta()).is_err());
         assert!(postprocess(short, &OutputSpec::default()).is_err());

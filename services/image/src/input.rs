@@ -3,7 +3,7 @@
 //! that declares huge dimensions (a "PNG bomb") is refused after reading a few bytes.
 
 use image::{ImageDecoder, ImageReader, Limits};
-use pixelfarm_core::{Error, ImageFormat, ImageSize, RenderedImage, Result};
+use pixelfarm_core::{Error, ImageFormat, ImageSize, Result, RgbImage};
 use std::io::Cursor;
 
 /// Most bytes one input's decoder may allocate: the largest accepted image
@@ -84,7 +84,7 @@ pub fn probe(bytes: &[u8]) -> Result<InputInfo> {
 ///
 /// # Errors
 /// As [`probe`], and `Invalid` for pixel data that does not decode.
-pub fn decode_input(bytes: &[u8]) -> Result<(InputInfo, RenderedImage)> {
+pub fn decode_input(bytes: &[u8]) -> Result<(InputInfo, RgbImage)> {
     let info = probe(bytes)?;
     let img = reader(bytes, info.format, true)
         .decode()
@@ -97,11 +97,10 @@ pub fn decode_input(bytes: &[u8]) -> Result<(InputInfo, RenderedImage)> {
         .into_rgb8();
     Ok((
         info,
-        RenderedImage {
+        RgbImage {
             width: img.width(),
             height: img.height(),
             rgb: img.into_raw(),
-            phases: Default::default(),
         },
     ))
 }

@@ -1,0 +1,21 @@
+//! Image encoding and decoding: what a job's pixels become on the way out, and what an input
+//! image from outside becomes on the way in. No renderer lives here, so the API checks uploads
+//! without linking one.
+//!
+//! # Layout
+//! - [`encode`]: [`encode_png`] with the AUTOMATIC1111 `parameters` text chunk and pixelfarm's own
+//!   provenance chunk; [`a1111_parameters`] formats the former.
+//! - [`output`]: the job's post-processing (resize/crop, colour, sharpen) and file format
+//!   (PNG, JPEG, WebP); [`output::decode_rgb`] reads any of them back.
+//! - [`input`]: init images and masks from outside, checked from their header and decoded under
+//!   limits ([`input::probe`], [`input::decode_input`]).
+//! - `testing` (feature `testing`): PNGs for tests of those checks (plain, declaring a size,
+//!   decompression bombs).
+
+pub mod encode;
+pub mod input;
+pub mod output;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use encode::{PngMetadata, a1111_parameters, decode_png_text, encode_png};
