@@ -211,8 +211,8 @@ impl Stack {
             "PIXELFARM_TEST_AMQP_URL",
             "amqp://guest:guest@127.0.0.1:5672/%2f",
         );
-        let cleanup = cleanup::StackCleanup::new(db, &amqp, &prefix, &opts.models);
         let s3 = s3_config(&prefix);
+        let cleanup = cleanup::StackCleanup::new(db, &amqp, &prefix, &opts.models, s3.clone());
         let (grpc, http) = (free_port(), free_port());
         let config = format!(
             "database: {{url: \"{db_url}\", max_connections: 16}}
@@ -334,7 +334,7 @@ impl Drop for Stack {
     /// Stop the processes, then remove what the stack made in the shared services.
     fn drop(&mut self) {
         let procs = std::iter::once(&mut self.scheduler).chain(self.workers.iter_mut());
-        self.cleanup.before_drop(procs);
+        self.cleanup.before_drop(procs.map(|p| &mut p.child));
     }
 }
 

@@ -94,8 +94,13 @@ fn every_route_in_the_source_is_documented() {
     let paths: Vec<String> = documented().into_iter().map(|(_, p)| p).collect();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut undocumented = Vec::new();
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let file = entry.unwrap().path();
+    // Every file under src/, modules in folders included.
+    let mut files = vec![src];
+    while let Some(file) = files.pop() {
+        if file.is_dir() {
+            files.extend(std::fs::read_dir(&file).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
         let text = std::fs::read_to_string(&file).unwrap();
         for call in [".route(\"", ".route_service(\"", ".nest(\""] {
             for (i, _) in text.match_indices(call) {

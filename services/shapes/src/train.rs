@@ -4,271 +4,31 @@
 //!
 //! Every batch is a function of `(seed, step)` alone, so a resumed run sees the same data as an
 //! uninterrupted one (the optimizer's moments restart, a short disturbance).
+//!
+//! Here: the loss, the learning rate and the loop. `config` holds a run's settings, `model` the
+//! networks and their variables, `batch` the batches (and the threads that make them ahead of the
+//! trainer), `checkpoint` what a run writes and resumes from.
+
+mod batch;
+mod checkpoint;
+mod config;
+mod model;
+
+pub use batch::{Batch, batch, schedule};
+pub use checkpoint::{RunState, import, load_ema, save_split};
+pub use config::{DataMix, LossWeighting, TrainConfig};
+pub use model::Model;
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
-use pixelfarm_diffusion::sampler::NoiseSchedule;
-use pixelfarm_diffusion::shapes_net::{Reach, ShapesConfig, ShapesText, ShapesUnet};
-use pixelfarm_diffusion::{Family, JobRng};
+use candle_core::Tensor;
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use pixelfarm_diffusion::JobRng;
+use pixelfarm_diffusion::shapes_net::Reach;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tokenizers::Tokenizer;
 
-use crate::data::{Generator, SIDE, to_model_pixels};
-use crate::vocab;
-
-/// Settings of a run.
-#[derive(Debug, Clone)]
-pub struct TrainConfig {
-    /// Where checkpoints, samples and the log go.
-    pub out_dir: PathBuf,
-    /// Total optimizer steps (a resumed run continues up to this).
-    pub steps: usize,
-    /// Examples per step.
-    pub batch: usize,
-    /// Peak learning rate (linear warm-up over the first `warmup` steps of a session, then constant
-    /// until `decay_start`, then a cosine down to `lr_min` at `steps`).
-    pub lr: f64,
-    /// Warm-up steps at the start of every session (the optimizer's moments restart on resume).
-    pub warmup: usize,
-    /// Step where the cosine decay starts (`None`: no decay).
-    pub decay_start: Option<usize>,
-    /// Learning rate reached at `steps` when decaying.
-    pub lr_min: f64,
-    /// Seed of the data, noise and initial weights' order.
-    pub seed: u64,
-    /// EMA decay of the shipped weights.
-    pub ema_decay: f64,
-    /// What the batches are made of.
-    pub mix: DataMix,
-    /// Steps between checkpoints.
-    pub checkpoint_every: usize,
-    /// Stop after this many seconds of wall time (checkpointing first), whatever `steps` says.
-    pub max_seconds: Option<f64>,
-    /// The architecture.
-    pub arch: ShapesConfig,
-    /// Which parameters train: all, or only the refinement head's (the UNet stays as it is).
-    pub reach: Reach,
-    /// How the per-pixel errors are weighted.
-    pub weighting: LossWeighting,
-    /// Where the networks train (`Device::Cpu`, or a CUDA device with the `cuda` feature).
-    pub device: Device,
-    /// Threads that generate the batches of the coming steps while the current one trains (at
-    /// least 1). Batches are functions of `(seed, step)`, so the count never changes the data.
-    pub data_threads: usize,
-}
-
-/// What a batch is made of.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DataMix {
-    /// Share of captions replaced by the empty prompt (for guidance).
-    pub uncond_prob: f64,
-    /// Share of examples that are squares (`None`: every training combination equally often: 50
-    /// of the 140 are squares). The weak shape can be drawn more often in a fine-tune.
-    pub square_share: Option<f64>,
-}
-
-impl Default for DataMix {
-    fn default() -> Self {
-        DataMix {
-            uncond_prob: 0.1,
-            square_share: None,
-        }
-    }
-}
-
-/// Weights of the v-prediction squared error. The default is the plain mean.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct LossWeighting {
-    /// Extra weight of the pixels on the shape's outline ([`crate::data::Spec::outline`]): 0 for
-    /// none, `k` for `1 + k` on the outline. The shape's identity lives in a few dozen outline
-    /// pixels that a plain mean drowns in the background's.
-    pub outline: f64,
-    /// Extra weight near the shape's vertices ([`crate::data::Spec::corners`]): `k` for up to
-    /// `1 + k` there, on top of the outline's. What tells a square from a circle is a handful of
-    /// corner pixels, which the model rounds off.
-    pub corner: f64,
-    /// Min-SNR-γ weighting (Hang et al., 2023; for v: `min(SNR, γ) / (SNR + 1)`): caps the weight
-    /// of nearly clean timesteps so the mid-noise ones, where shapes form, are learned sooner.
-    pub min_snr_gamma: Option<f64>,
-}
-
-impl LossWeighting {
-    /// The weight of an example at noise `sigma` (`x = x0 + sigma * eps`).
-    pub fn timestep_weight(&self, sigma: f64) -> f64 {
-        match self.min_snr_gamma {
-            Some(gamma) => {
-                let snr = 1.0 / (sigma * sigma);
-                snr.min(gamma) / (snr + 1.0)
-            }
-            None => 1.0,
-        }
-    }
-}
-
-/// The networks and their trainable variables.
-pub struct Model {
-    /// Variables of the UNet.
-    pub unet_vars: VarMap,
-    /// Variables of the text encoder.
-    pub text_vars: VarMap,
-    /// The UNet.
-    pub unet: ShapesUnet,
-    /// The text encoder.
-    pub text: ShapesText,
-}
-
-impl Model {
-    /// Freshly initialised networks on `dev`.
-    ///
-    /// # Errors
-    /// Only for candle errors.
-    pub fn new(arch: ShapesConfig, dev: &Device) -> Result<Self> {
-        let unet_vars = VarMap::new();
-        let text_vars = VarMap::new();
-        let unet = ShapesUnet::new(arch, VarBuilder::from_varmap(&unet_vars, DType::F32, dev))?;
-        let text = ShapesText::new(VarBuilder::from_varmap(&text_vars, DType::F32, dev))?;
-        Ok(Model {
-            unet_vars,
-            text_vars,
-            unet,
-            text,
-        })
-    }
-
-    /// Every trainable variable by `unet.`/`text.`-prefixed name.
-    pub fn named_vars(&self) -> Vec<(String, Var)> {
-        let mut out = Vec::new();
-        for (prefix, vm) in [("unet.", &self.unet_vars), ("text.", &self.text_vars)] {
-            let data = vm.data().lock().unwrap_or_else(|p| p.into_inner());
-            let mut names: Vec<_> = data.keys().cloned().collect();
-            names.sort();
-            for n in names {
-                out.push((format!("{prefix}{n}"), data[&n].clone()));
-            }
-        }
-        out
-    }
-
-    /// The variables a backward with `reach` trains.
-    pub fn trained_vars(&self, reach: Reach) -> Vec<(String, Var)> {
-        let mut vars = self.named_vars();
-        if reach == Reach::Refiner {
-            vars.retain(|(n, _)| n.starts_with(REFINER_PREFIX));
-        }
-        vars
-    }
-
-    /// Parameter count.
-    pub fn param_count(&self) -> usize {
-        self.named_vars().iter().map(|(_, v)| v.elem_count()).sum()
-    }
-}
-
-/// Names of the refinement head's variables start with this.
-const REFINER_PREFIX: &str = "unet.refine.";
-
-/// One training batch: clean pixels, token ids, timesteps, noise.
-pub struct Batch {
-    /// `(n, 3, SIDE, SIDE)` in -1..1.
-    pub x0: Tensor,
-    /// `(n, MAX_TOKENS)` u32.
-    pub ids: Tensor,
-    /// `(n,)` fractional training timesteps.
-    pub t: Tensor,
-    /// `(n,)` `sqrt(abar)` of each timestep.
-    pub alpha: Tensor,
-    /// `(n,)` `sqrt(1 - abar)`.
-    pub sigma: Tensor,
-    /// `(n, 3, SIDE, SIDE)` standard normal.
-    pub noise: Tensor,
-    /// `(n, 1, SIDE, SIDE)` weight of each pixel's squared error.
-    pub weight: Tensor,
-}
-
-impl Batch {
-    /// The same batch on `dev`.
-    ///
-    /// # Errors
-    /// Only for candle errors.
-    pub fn to_device(&self, dev: &Device) -> Result<Batch> {
-        Ok(Batch {
-            x0: self.x0.to_device(dev)?,
-            ids: self.ids.to_device(dev)?,
-            t: self.t.to_device(dev)?,
-            alpha: self.alpha.to_device(dev)?,
-            sigma: self.sigma.to_device(dev)?,
-            noise: self.noise.to_device(dev)?,
-            weight: self.weight.to_device(dev)?,
-        })
-    }
-}
-
-/// The batch of step `step` of a run seeded `seed` (on the CPU).
-///
-/// # Errors
-/// Only for candle errors.
-pub fn batch(
-    seed: u64,
-    step: usize,
-    n: usize,
-    mix: &DataMix,
-    weighting: &LossWeighting,
-    tok: &Tokenizer,
-    schedule: &NoiseSchedule,
-) -> Result<Batch> {
-    let mut g = Generator::new(seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        .with_square_share(mix.square_share);
-    let dev = Device::Cpu;
-    let mut pixels = Vec::with_capacity(n * 3 * SIDE * SIDE);
-    let mut ids = Vec::with_capacity(n * vocab_len());
-    let (mut ts, mut alphas, mut sigmas) = (Vec::new(), Vec::new(), Vec::new());
-    let mut weights = Vec::with_capacity(n * SIDE * SIDE);
-    for _ in 0..n {
-        let (spec, caption, img) = g.next_example();
-        pixels.extend(to_model_pixels(&img));
-        let text = if g.rng().uniform() < mix.uncond_prob {
-            ""
-        } else {
-            caption.as_str()
-        };
-        ids.extend(vocab::token_ids(tok, text));
-        let t = g.rng().uniform() * (schedule.len() - 1) as f64;
-        let s = schedule.sigma_at(t);
-        let tw = weighting.timestep_weight(s);
-        let mut w = vec![1.0; SIDE * SIDE];
-        if weighting.outline > 0.0 {
-            for (w, o) in w.iter_mut().zip(spec.outline()) {
-                *w += weighting.outline * o;
-            }
-        }
-        if weighting.corner > 0.0 {
-            for (w, c) in w.iter_mut().zip(spec.corners()) {
-                *w += weighting.corner * c;
-            }
-        }
-        weights.extend(w.into_iter().map(|w| (tw * w) as f32));
-        ts.push(t as f32);
-        alphas.push((1.0 / (1.0 + s * s).sqrt()) as f32);
-        sigmas.push((s / (1.0 + s * s).sqrt()) as f32);
-    }
-    let noise = g.rng().normals(n * 3 * SIDE * SIDE);
-    Ok(Batch {
-        x0: Tensor::from_vec(pixels, (n, 3, SIDE, SIDE), &dev)?,
-        ids: Tensor::from_vec(ids, (n, vocab_len()), &dev)?,
-        t: Tensor::from_vec(ts, n, &dev)?,
-        alpha: Tensor::from_vec(alphas, (n, 1, 1, 1), &dev)?,
-        sigma: Tensor::from_vec(sigmas, (n, 1, 1, 1), &dev)?,
-        noise: Tensor::from_vec(noise, (n, 3, SIDE, SIDE), &dev)?,
-        weight: Tensor::from_vec(weights, (n, 1, SIDE, SIDE), &dev)?,
-    })
-}
-
-fn vocab_len() -> usize {
-    pixelfarm_diffusion::shapes_net::MAX_TOKENS
-}
+use batch::Prefetch;
+use checkpoint::{STATE, load_split};
 
 /// The (weighted) v-prediction loss of `model` on `b`, its backward reaching `reach`.
 ///
@@ -285,12 +45,6 @@ pub fn loss(model: &Model, b: &Batch, reach: Reach) -> Result<Tensor> {
     Ok((pred - v)?.sqr()?.broadcast_mul(&b.weight)?.mean_all()?)
 }
 
-/// The family's training schedule.
-pub fn schedule() -> NoiseSchedule {
-    let d = Family::Shapes.defaults();
-    NoiseSchedule::scaled_linear(d.beta_start, d.beta_end, d.train_timesteps)
-}
-
 /// The learning rate of `step` in a session that started at `session_start`.
 pub fn learning_rate(cfg: &TrainConfig, session_start: usize, step: usize) -> f64 {
     let warm = ((step - session_start.min(step) + 1) as f64 / cfg.warmup.max(1) as f64).min(1.0);
@@ -302,51 +56,6 @@ pub fn learning_rate(cfg: &TrainConfig, session_start: usize, step: usize) -> f6
         _ => cfg.lr,
     };
     peak * warm
-}
-
-/// Files of a checkpoint folder.
-const STATE: &str = "state.json";
-
-fn save_tensors(map: &HashMap<String, Tensor>, prefix: &str, path: &Path) -> Result<()> {
-    let sub: HashMap<String, Tensor> = map
-        .iter()
-        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
-        .collect();
-    candle_core::safetensors::save(&sub, path).with_context(|| format!("writing {path:?}"))
-}
-
-/// Write `unet.safetensors` and `text_encoder.safetensors` of `tensors` (prefixed names) into `dir`.
-///
-/// # Errors
-/// When the files cannot be written.
-pub fn save_split(tensors: &HashMap<String, Tensor>, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
-    save_tensors(tensors, "unet.", &dir.join("unet.safetensors"))?;
-    save_tensors(tensors, "text.", &dir.join("text_encoder.safetensors"))
-}
-
-fn load_split(dir: &Path, dev: &Device) -> Result<HashMap<String, Tensor>> {
-    let mut out = HashMap::new();
-    for (prefix, file) in [
-        ("unet.", "unet.safetensors"),
-        ("text.", "text_encoder.safetensors"),
-    ] {
-        for (k, v) in candle_core::safetensors::load(dir.join(file), dev)? {
-            out.insert(format!("{prefix}{k}"), v);
-        }
-    }
-    Ok(out)
-}
-
-/// What `state.json` records.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct RunState {
-    /// Optimizer steps done.
-    pub step: usize,
-    /// Wall seconds spent training so far, over all sessions.
-    pub seconds: f64,
-    /// EMA of the loss.
-    pub loss_ema: f64,
 }
 
 /// Train (or resume) per `cfg`; logs one line per 25 steps to stdout.
@@ -503,132 +212,6 @@ pub fn train(cfg: &TrainConfig) -> Result<RunState> {
     Ok(state)
 }
 
-/// Batches of the coming steps, generated on `cfg.data_threads` threads: thread `i` makes the steps
-/// `start + i`, `start + i + threads`, … and stays at most two batches ahead of the trainer.
-struct Prefetch {
-    rx: Vec<std::sync::mpsc::Receiver<(usize, Result<Batch>)>>,
-    start: usize,
-}
-
-impl Prefetch {
-    fn start(cfg: &TrainConfig, start: usize) -> Prefetch {
-        let threads = cfg.data_threads.max(1);
-        let rx = (0..threads)
-            .map(|i| {
-                let (tx, rx) = std::sync::mpsc::sync_channel(2);
-                let (seed, n, mix, weighting, steps) =
-                    (cfg.seed, cfg.batch, cfg.mix, cfg.weighting, cfg.steps);
-                std::thread::spawn(move || {
-                    let tok = vocab::tokenizer();
-                    let sched = schedule();
-                    for step in (start + i..steps).step_by(threads) {
-                        let b = batch(seed, step, n, &mix, &weighting, &tok, &sched);
-                        // The trainer has stopped (time budget or error): stop too.
-                        if tx.send((step, b)).is_err() {
-                            break;
-                        }
-                    }
-                });
-                rx
-            })
-            .collect();
-        Prefetch { rx, start }
-    }
-
-    /// The batch of `step` (steps are taken in order).
-    fn take(&mut self, step: usize) -> Result<Batch> {
-        let threads = self.rx.len();
-        let (got, b) = self.rx[(step - self.start) % threads]
-            .recv()
-            .context("a data thread stopped")?;
-        debug_assert_eq!(got, step);
-        b
-    }
-}
-
-/// Start a run in `out_dir` from the weights of the model folder `model_dir` (as written by
-/// [`crate::export::write_model`]): they become both the trained and the EMA weights, and the run
-/// continues at `state.step` (so it sees new data). For continuing a shipped model whose training
-/// checkpoint is gone. With `refine > 0` a model without a refinement head gets one of that width,
-/// freshly initialised but for its last convolution, which starts at zero so the model's outputs
-/// are the folder's until the head has trained.
-///
-/// # Errors
-/// When `out_dir` already holds a checkpoint, the folder's head differs from `refine`, or a file
-/// cannot be read or written.
-pub fn import(model_dir: &Path, out_dir: &Path, state: &RunState, refine: usize) -> Result<()> {
-    let ckpt = out_dir.join("checkpoint");
-    anyhow::ensure!(
-        !ckpt.join(STATE).exists(),
-        "`{}` already holds a checkpoint; import into an empty folder",
-        out_dir.display()
-    );
-    let mut tensors = HashMap::new();
-    for (prefix, rel) in [
-        ("unet.", pixelfarm_diffusion::registry::layout::UNET),
-        ("text.", pixelfarm_diffusion::registry::layout::TEXT_ENCODER),
-    ] {
-        let path = model_dir.join(rel);
-        for (k, v) in candle_core::safetensors::load(&path, &Device::Cpu)
-            .with_context(|| format!("reading {path:?}"))?
-        {
-            tensors.insert(format!("{prefix}{k}"), v);
-        }
-    }
-    let unet: HashMap<String, Tensor> = tensors
-        .iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix("unet.")?.to_string(), v.clone())))
-        .collect();
-    let mut arch =
-        ShapesConfig::of_weights(&VarBuilder::from_tensors(unet, DType::F32, &Device::Cpu))
-            .with_context(|| format!("`{}`: the UNet's architecture", model_dir.display()))?;
-    if refine > 0 {
-        anyhow::ensure!(
-            arch.refine == 0 || arch.refine == refine,
-            "--refine {refine}: `{}` already has a refinement head of width {}",
-            model_dir.display(),
-            arch.refine
-        );
-        arch = arch
-            .with_refine(refine)
-            .map_err(|e| anyhow::anyhow!("--refine: {e}"))?;
-    }
-    let model = Model::new(arch, &Device::Cpu)?;
-    for (n, v) in model.named_vars() {
-        if n.starts_with(REFINER_PREFIX) && !tensors.contains_key(&n) {
-            let fresh = if n.starts_with(&format!("{REFINER_PREFIX}conv_out.")) {
-                v.as_tensor().zeros_like()?
-            } else {
-                v.as_tensor().clone()
-            };
-            tensors.insert(n, fresh);
-            continue;
-        }
-        let w = tensors
-            .get(&n)
-            .with_context(|| format!("`{}` lacks {n}", model_dir.display()))?;
-        anyhow::ensure!(
-            w.dims() == v.dims(),
-            "`{}`: {n} has shape {:?}, its architecture ({arch:?}) {:?}",
-            model_dir.display(),
-            w.dims(),
-            v.dims()
-        );
-    }
-    save_split(&tensors, &ckpt.join("weights"))?;
-    save_split(&tensors, &ckpt.join("ema"))?;
-    std::fs::write(ckpt.join(STATE), serde_json::to_vec_pretty(state)?)?;
-    Ok(())
-}
-
-/// The EMA weights of the checkpoint in `out_dir`, by prefixed name.
-///
-/// # Errors
-/// When there is no checkpoint.
-pub fn load_ema(out_dir: &Path) -> Result<HashMap<String, Tensor>> {
-    load_split(&out_dir.join("checkpoint").join("ema"), &Device::Cpu)
-}
-
 /// Seeded standard normals, for callers that sample outside the engine.
 pub fn normals(seed: u64, n: usize) -> Vec<f32> {
     JobRng::new(seed).normals(n)
@@ -637,6 +220,9 @@ pub fn normals(seed: u64, n: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
+    use pixelfarm_diffusion::shapes_net::ShapesConfig;
+    use std::path::PathBuf;
 
     fn cfg(decay_start: Option<usize>) -> TrainConfig {
         TrainConfig {

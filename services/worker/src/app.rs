@@ -15,6 +15,48 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Worker, WorkerConfig, WorkerMetrics};
 
+/// The renderers `worker.renderer` accepts.
+pub const RENDERERS: &[&str] = &["diffusion", "test-pattern"];
+
+/// The model registry of the `diffusion` renderer, parsed and validated as
+/// [`crate::app::renderer`] does -- the `worker.registry` file, or the shipped models when it is
+/// not set -- and where it came from; `None` for `test-pattern`.
+///
+/// # Errors
+/// An unknown renderer, an unreadable file, unknown keys or invalid entries (the file and the
+/// entry named).
+pub fn registry(settings: &Settings) -> anyhow::Result<Option<(RegistryConfig, String)>> {
+    match settings.worker.renderer.as_str() {
+        "test-pattern" => Ok(None),
+        "diffusion" => {
+            let Some(path) = settings.worker.registry.as_ref() else {
+                let dir = pixelfarm_shapes::models_dir();
+                let cfg = pixelfarm_shapes::shipped_registry(&dir).map_err(|e| {
+                    anyhow::anyhow!(
+                        "worker.registry: is not set, and the shipped models: {}",
+                        e.chain()
+                    )
+                })?;
+                return Ok(Some((
+                    cfg,
+                    format!("the shipped models in {} (unset)", dir.display()),
+                )));
+            };
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("worker.registry: cannot read {}", path.display()))?;
+            let cfg: RegistryConfig = serde_yaml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("model registry {}: {e}", path.display()))?;
+            cfg.validate()
+                .map_err(|e| anyhow::anyhow!("model registry {}: {}", path.display(), e.chain()))?;
+            Ok(Some((cfg, path.display().to_string())))
+        }
+        other => anyhow::bail!(
+            "worker.renderer: is `{other}`; accepted: {}",
+            RENDERERS.join(", ")
+        ),
+    }
+}
+
 /// The renderer named by `worker.renderer`. For `diffusion`, the models of the `worker.registry`
 /// file, or the shipped models (`models/`, see [`pixelfarm_shapes::models_dir`]) when it is not
 /// set; `s3://` models are downloaded into the cache first (the engine verifies every file's
@@ -24,7 +66,7 @@ use crate::{Worker, WorkerConfig, WorkerMetrics};
 /// For an unknown renderer name, an unreadable or invalid registry, or an unreachable store.
 pub async fn renderer(settings: &Settings) -> anyhow::Result<Arc<dyn Renderer>> {
     // The same choice and validation as `check-config` makes.
-    match crate::check::registry(settings)? {
+    match registry(settings)? {
         None => Ok(Arc::new(pixelfarm_render::TestPattern::with_delay(
             Duration::from_millis(settings.worker.test_pattern_delay_ms),
         ))),

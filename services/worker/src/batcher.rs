@@ -18,7 +18,6 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::WorkerMetrics;
-use crate::job::blocking;
 
 /// One job's render, waiting for a batch.
 struct Request {
@@ -171,6 +170,15 @@ impl Cap {
         }
         None
     }
+}
+
+/// Run a blocking closure on the blocking pool; a panic there is a `Transient` error.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::with_source(ErrorKind::Transient, "render thread failed", e))?
 }
 
 fn no_result() -> Error {

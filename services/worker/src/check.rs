@@ -4,52 +4,10 @@
 //! (parsed and validated exactly as at start, without downloading its `s3://` models). CI runs
 //! it on each shipped configuration (scripts/check-deploy).
 
-use anyhow::Context;
 use pixelfarm_core::ChainResult;
-use pixelfarm_diffusion::RegistryConfig;
 use pixelfarm_runtime::{Settings, check};
 
-/// The renderers `worker.renderer` accepts.
-pub const RENDERERS: &[&str] = &["diffusion", "test-pattern"];
-
-/// The model registry of the `diffusion` renderer, parsed and validated as
-/// [`crate::app::renderer`] does -- the `worker.registry` file, or the shipped models when it is
-/// not set -- and where it came from; `None` for `test-pattern`.
-///
-/// # Errors
-/// An unknown renderer, an unreadable file, unknown keys or invalid entries (the file and the
-/// entry named).
-pub fn registry(settings: &Settings) -> anyhow::Result<Option<(RegistryConfig, String)>> {
-    match settings.worker.renderer.as_str() {
-        "test-pattern" => Ok(None),
-        "diffusion" => {
-            let Some(path) = settings.worker.registry.as_ref() else {
-                let dir = pixelfarm_shapes::models_dir();
-                let cfg = pixelfarm_shapes::shipped_registry(&dir).map_err(|e| {
-                    anyhow::anyhow!(
-                        "worker.registry: is not set, and the shipped models: {}",
-                        e.chain()
-                    )
-                })?;
-                return Ok(Some((
-                    cfg,
-                    format!("the shipped models in {} (unset)", dir.display()),
-                )));
-            };
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("worker.registry: cannot read {}", path.display()))?;
-            let cfg: RegistryConfig = serde_yaml::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("model registry {}: {e}", path.display()))?;
-            cfg.validate()
-                .map_err(|e| anyhow::anyhow!("model registry {}: {}", path.display(), e.chain()))?;
-            Ok(Some((cfg, path.display().to_string())))
-        }
-        other => anyhow::bail!(
-            "worker.renderer: is `{other}`; accepted: {}",
-            RENDERERS.join(", ")
-        ),
-    }
-}
+use crate::app::registry;
 
 /// Check `settings` as the worker reads them; on success, the report to print (no secrets) with
 /// `warning:` lines for what starts but cannot serve (a model missing from the registry).

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::batcher::Batcher;
+use crate::batcher::{Batcher, blocking};
 
 /// What pixelfarm writes into every image besides its pixels: only what decides the pixels,
 /// nothing about the run (worker, batch, time). Its JSON is what the [`OutputKey`] hashes, so a
@@ -80,15 +80,6 @@ pub struct Execution<'a> {
     pub control: RenderControl,
     /// The longest the render may take (`worker.render_timeout_seconds`).
     pub render_timeout: std::time::Duration,
-}
-
-/// Run a blocking closure on the blocking pool; a panic there is a `Transient` error.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::with_source(ErrorKind::Transient, "render thread failed", e))?
 }
 
 impl Execution<'_> {

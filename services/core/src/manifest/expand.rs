@@ -1,0 +1,476 @@
+//! Expansion of a manifest into jobs: defaults, the prompt template × vars × sizes × seeds, the
+//! explicit jobs, and the budgets that are priced from the sizes of the parts.
+
+use std::collections::{BTreeMap, HashSet};
+
+use super::budget::{
+    MAX_EXPANDED_BYTES, MAX_JOBS_PER_BATCH, MAX_TAG_KEY_BYTES, MAX_TAG_VALUE_BYTES, MAX_TAGS,
+};
+use super::errors::cross_error;
+use super::raw::{RawDefaults, RawJob, RawManifest, RawSeeds};
+use super::spec::{BatchSpec, JobSpec};
+use crate::Result;
+use crate::keys::derive_seed;
+use crate::params::*;
+
+struct Defaults {
+    width: u32,
+    height: u32,
+    steps: StepCount,
+    guidance: GuidanceScale,
+    sampler: Sampler,
+    negative_prompt: NegativePrompt,
+    init: Option<InitSpec>,
+    output: OutputSpec,
+}
+
+impl Defaults {
+    fn from_raw(d: RawDefaults) -> Self {
+        Defaults {
+            width: d.width.map_or(512, |s| s.0),
+            height: d.height.map_or(512, |s| s.0),
+            steps: d
+                .steps
+                .unwrap_or(StepCount::parse(25).expect("25 is in range")),
+            guidance: d
+                .guidance
+                .unwrap_or(GuidanceScale::parse(7.5).expect("7.5 is in range")),
+            sampler: d.sampler.unwrap_or(Sampler::EulerA),
+            negative_prompt: d.negative_prompt.unwrap_or_default(),
+            init: d.init,
+            output: d.output.unwrap_or_default(),
+        }
+    }
+}
+
+/// The cross-field checks of an `output` section at `path`.
+fn check_output(text: &str, path: &str, output: &OutputSpec) -> Result<()> {
+    output
+        .check()
+        .map_err(|(field, msg)| cross_error(text, &format!("{path}.{field}"), msg))
+}
+
+/// A part of a prompt template: literal text or a placeholder, by name (`{name}`) as written,
+/// by index into the sorted variable names once resolved.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Piece<'a, V = &'a str> {
+    /// Literal text.
+    Text(&'a str),
+    /// A placeholder.
+    Var(V),
+}
+
+/// A template split into text and `{name}` placeholders, in order of appearance.
+fn split_template(template: &str) -> std::result::Result<Vec<Piece<'_>>, String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after.find('}').ok_or("has a `{` without a closing `}`")?;
+        let name = &after[..close];
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "placeholder `{{{name}}}` is not a name of letters, digits and `_`"
+            ));
+        }
+        if open > 0 {
+            out.push(Piece::Text(&rest[..open]));
+        }
+        out.push(Piece::Var(name));
+        rest = &after[close + 1..];
+    }
+    if !rest.is_empty() {
+        out.push(Piece::Text(rest));
+    }
+    Ok(out)
+}
+
+/// Memory one job takes besides its text: the job's fixed fields and the collections' slots.
+const JOB_OVERHEAD_BYTES: u64 = std::mem::size_of::<JobSpec>() as u64 + 64;
+
+/// The expanded-size budget check: `what` (e.g. `1000 jobs`) takes `bytes`.
+fn check_expanded(text: &str, field: &str, jobs: u64, bytes: u128) -> Result<()> {
+    if bytes > u128::from(MAX_EXPANDED_BYTES) {
+        return Err(cross_error(
+            text,
+            field,
+            format!(
+                "the batch expands to {jobs} jobs taking {bytes} bytes (prompt, negative prompt, key and fields of each job); accepted: at most {MAX_EXPANDED_BYTES} bytes per batch (the expanded-size budget); split the batch or shorten the prompts"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Tags within [`MAX_TAGS`], [`MAX_TAG_KEY_BYTES`] and [`MAX_TAG_VALUE_BYTES`].
+fn check_tags(text: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+    if tags.len() > MAX_TAGS {
+        return Err(cross_error(
+            text,
+            "tags",
+            format!("has {} tags; accepted: at most {MAX_TAGS}", tags.len()),
+        ));
+    }
+    for (k, v) in tags {
+        if k.is_empty() || k.len() > MAX_TAG_KEY_BYTES {
+            return Err(cross_error(
+                text,
+                "tags",
+                format!(
+                    "has a key of {} bytes; accepted: keys of 1 to {MAX_TAG_KEY_BYTES} bytes",
+                    k.len()
+                ),
+            ));
+        }
+        if v.len() > MAX_TAG_VALUE_BYTES {
+            let short: String = k.chars().take(40).collect();
+            return Err(cross_error(
+                text,
+                &format!("tags.{short}"),
+                format!(
+                    "is {} bytes; accepted: at most {MAX_TAG_VALUE_BYTES} bytes",
+                    v.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Bytes one explicit job takes once built: its key (derived from the prompt when not given)
+/// twice, as in the template case.
+fn explicit_job_bytes(j: &RawJob, d: &Defaults) -> u128 {
+    let prompt = j.prompt.as_str().len() as u128;
+    let key = j.key.as_ref().map_or(prompt + 24, |k| k.len() as u128);
+    let negative = j
+        .negative_prompt
+        .as_ref()
+        .unwrap_or(&d.negative_prompt)
+        .as_str()
+        .len() as u128;
+    prompt + 2 * key + negative + u128::from(JOB_OVERHEAD_BYTES)
+}
+
+pub(super) fn expand(raw: RawManifest, text: &str) -> Result<BatchSpec> {
+    if raw.name.trim().is_empty() || raw.name.len() > 200 {
+        return Err(cross_error(text, "name", "must be 1 to 200 characters"));
+    }
+    if raw
+        .idempotency_key
+        .as_ref()
+        .is_some_and(|k| k.is_empty() || k.len() > 200)
+    {
+        return Err(cross_error(
+            text,
+            "idempotency_key",
+            "must be 1 to 200 characters",
+        ));
+    }
+    check_tags(text, &raw.tags)?;
+    let d = Defaults::from_raw(raw.defaults);
+    check_output(text, "defaults.output", &d.output)?;
+    let sizes: Vec<(u32, u32)> = match &raw.sizes {
+        Some(s) if s.is_empty() => {
+            return Err(cross_error(
+                text,
+                "sizes",
+                "is empty; give at least one [width, height] or leave it out",
+            ));
+        }
+        Some(s) => s.iter().map(|[w, h]| (w.0, h.0)).collect(),
+        None => vec![(d.width, d.height)],
+    };
+
+    let mut jobs = Vec::new();
+    let mut keys = HashSet::new();
+
+    match &raw.prompt {
+        Some(template) => {
+            let pieces = split_template(template).map_err(|m| cross_error(text, "prompt", m))?;
+            let var_names: Vec<&String> = raw.vars.keys().collect();
+            let mut parts: Vec<Piece<usize>> = Vec::with_capacity(pieces.len());
+            for piece in &pieces {
+                parts.push(match *piece {
+                    Piece::Text(t) => Piece::Text(t),
+                    Piece::Var(n) => match var_names.iter().position(|v| v.as_str() == n) {
+                        Some(i) => Piece::Var(i),
+                        None => {
+                            return Err(cross_error(
+                                text,
+                                "prompt",
+                                format!("placeholder `{{{n}}}` has no entry in `vars`; accepted: one of the names under `vars`"),
+                            ));
+                        }
+                    },
+                });
+            }
+            for (i, (name, values)) in raw.vars.iter().enumerate() {
+                if !parts.contains(&Piece::Var(i)) {
+                    return Err(cross_error(
+                        text,
+                        &format!("vars.{name}"),
+                        "is not used by any `{placeholder}` in `prompt`",
+                    ));
+                }
+                if values.is_empty() {
+                    return Err(cross_error(
+                        text,
+                        &format!("vars.{name}"),
+                        "is empty; give at least one value",
+                    ));
+                }
+            }
+            let seeds = raw.seeds.as_ref().ok_or_else(|| {
+                cross_error(
+                    text,
+                    "seeds",
+                    "is missing; accepted: {base: N, count: N} or a list of seeds",
+                )
+            })?;
+            let per_variant = match seeds {
+                RawSeeds::Explicit(v) if v.is_empty() => {
+                    return Err(cross_error(text, "seeds", "is an empty list"));
+                }
+                RawSeeds::Explicit(v) => v.len() as u64,
+                RawSeeds::Derived { count: 0, .. } => {
+                    return Err(cross_error(
+                        text,
+                        "seeds.count",
+                        "is 0; accepted: at least 1",
+                    ));
+                }
+                RawSeeds::Derived { count, .. } => u64::from(*count),
+            };
+            // Placeholders are replaced in one pass (a value's own `{x}` stays text), so the
+            // longest prompt is the template's text plus each placeholder's longest value:
+            // checked here, before any prompt is built.
+            let chars = |s: &str| s.chars().count() as u64;
+            let longest: u64 = parts
+                .iter()
+                .map(|p| match p {
+                    Piece::Text(t) => chars(t),
+                    Piece::Var(i) => raw.vars[var_names[*i]]
+                        .iter()
+                        .map(|v| chars(v))
+                        .max()
+                        .unwrap_or(0),
+                })
+                .sum();
+            if longest > Prompt::MAX_CHARS as u64 {
+                return Err(cross_error(
+                    text,
+                    "prompt",
+                    format!(
+                        "expands to a prompt that is {longest} characters long (each variable at its longest value); at most {} are accepted",
+                        Prompt::MAX_CHARS
+                    ),
+                ));
+            }
+            let variants = raw
+                .vars
+                .values()
+                .try_fold(1u64, |acc, v| acc.checked_mul(v.len() as u64));
+            let total = variants
+                .and_then(|v| v.checked_mul(per_variant * sizes.len() as u64))
+                .filter(|t| *t + raw.jobs.len() as u64 <= MAX_JOBS_PER_BATCH)
+                .ok_or_else(|| {
+                    cross_error(
+                        text,
+                        "vars",
+                        format!("expand to more than {MAX_JOBS_PER_BATCH} jobs; split the batch"),
+                    )
+                })?;
+            let variants = u128::from(variants.expect("checked above"));
+            // Exact bytes of every variant's prompt and key: each value of a variable appears
+            // in variants / (its variable's count) variants.
+            let mut prompt_bytes = variants
+                * parts
+                    .iter()
+                    .filter_map(|p| match p {
+                        Piece::Text(t) => Some(t),
+                        Piece::Var(_) => None,
+                    })
+                    .map(|t| t.len() as u128)
+                    .sum::<u128>();
+            let mut key_bytes = 0u128;
+            for (i, name) in var_names.iter().enumerate() {
+                let values = &raw.vars[*name];
+                let share = variants / values.len() as u128;
+                let sum: u128 = values.iter().map(|v| v.len() as u128).sum();
+                let uses = parts.iter().filter(|p| **p == Piece::Var(i)).count() as u128;
+                prompt_bytes += uses * share * sum;
+                key_bytes += share * (sum + values.len() as u128 * (name.len() as u128 + 2));
+            }
+            // Each job: its variant's prompt, its key twice (the job's and the duplicate
+            // check's) with `@WxH#i`, the negative prompt and the fields.
+            let per_variant_jobs = u128::from(per_variant * sizes.len() as u64);
+            let bytes = per_variant_jobs * (prompt_bytes + 2 * key_bytes)
+                + u128::from(total)
+                    * (2 * 20
+                        + d.negative_prompt.as_str().len() as u128
+                        + u128::from(JOB_OVERHEAD_BYTES));
+            let explicit: u128 = raw.jobs.iter().map(|j| explicit_job_bytes(j, &d)).sum();
+            check_expanded(
+                text,
+                "prompt",
+                total + raw.jobs.len() as u64,
+                bytes + explicit,
+            )?;
+            jobs.reserve(total as usize + raw.jobs.len());
+
+            let mut choice = vec![0usize; var_names.len()];
+            loop {
+                let mut prompt = String::new();
+                for p in &parts {
+                    match p {
+                        Piece::Text(t) => prompt.push_str(t),
+                        Piece::Var(i) => prompt.push_str(&raw.vars[var_names[*i]][choice[*i]]),
+                    }
+                }
+                let mut variant = String::new();
+                for (i, name) in var_names.iter().enumerate() {
+                    let value = &raw.vars[*name][choice[i]];
+                    if !variant.is_empty() {
+                        variant.push(',');
+                    }
+                    variant.push_str(&format!("{name}={value}"));
+                }
+                let prompt = Prompt::parse(prompt).map_err(|e| {
+                    cross_error(text, "prompt", format!("expands to a prompt that {e}"))
+                })?;
+                for &(w, h) in &sizes {
+                    let vkey = format!("{variant}@{w}x{h}");
+                    let seed_list: Vec<Seed> = match seeds {
+                        RawSeeds::Explicit(v) => v.clone(),
+                        RawSeeds::Derived { base, count } => (0..*count)
+                            .map(|i| derive_seed(base.get(), &vkey, i))
+                            .collect(),
+                    };
+                    for (i, seed) in seed_list.into_iter().enumerate() {
+                        let key = format!("{vkey}#{i}");
+                        if !keys.insert(key.clone()) {
+                            return Err(cross_error(
+                                text,
+                                "vars",
+                                format!("produce the job `{key}` twice; values must be unique"),
+                            ));
+                        }
+                        jobs.push(JobSpec {
+                            key,
+                            params: JobParams {
+                                prompt: prompt.clone(),
+                                negative_prompt: d.negative_prompt.clone(),
+                                width: w,
+                                height: h,
+                                steps: d.steps,
+                                guidance: d.guidance,
+                                sampler: d.sampler,
+                                seed,
+                                init: d.init.clone(),
+                                output: d.output,
+                            },
+                        });
+                    }
+                }
+                // Advance the odometer over the cartesian product.
+                let mut i = var_names.len();
+                loop {
+                    if i == 0 {
+                        break;
+                    }
+                    i -= 1;
+                    choice[i] += 1;
+                    if choice[i] < raw.vars[var_names[i]].len() {
+                        break;
+                    }
+                    choice[i] = 0;
+                }
+                if choice.iter().all(|c| *c == 0) {
+                    break;
+                }
+            }
+        }
+        None => {
+            if !raw.vars.is_empty() {
+                return Err(cross_error(
+                    text,
+                    "vars",
+                    "is given but there is no `prompt` template to use it",
+                ));
+            }
+            let bytes = raw.jobs.iter().map(|j| explicit_job_bytes(j, &d)).sum();
+            check_expanded(text, "jobs", raw.jobs.len() as u64, bytes)?;
+        }
+    }
+
+    let base = match &raw.seeds {
+        Some(RawSeeds::Derived { base, .. }) => base.get(),
+        _ => 0,
+    };
+    for (i, j) in raw.jobs.into_iter().enumerate() {
+        let field = |f: &str| format!("jobs[{i}].{f}");
+        let width = j.width.map_or(d.width, |s| s.0);
+        let height = j.height.map_or(d.height, |s| s.0);
+        let key = match j.key {
+            Some(k) if k.is_empty() || k.len() > 200 => {
+                return Err(cross_error(
+                    text,
+                    &field("key"),
+                    "must be 1 to 200 characters",
+                ));
+            }
+            Some(k) => k,
+            None => format!("prompt={}@{width}x{height}", j.prompt.as_str()),
+        };
+        let seed = j.seed.unwrap_or_else(|| derive_seed(base, &key, 0));
+        let output = j.output.unwrap_or(d.output);
+        check_output(text, &field("output"), &output)?;
+        if !keys.insert(key.clone()) {
+            return Err(cross_error(
+                text,
+                &field("key"),
+                format!("`{key}` is used by another job; give each job a distinct `key`"),
+            ));
+        }
+        jobs.push(JobSpec {
+            key,
+            params: JobParams {
+                prompt: j.prompt,
+                negative_prompt: j
+                    .negative_prompt
+                    .unwrap_or_else(|| d.negative_prompt.clone()),
+                width,
+                height,
+                steps: j.steps.unwrap_or(d.steps),
+                guidance: j.guidance.unwrap_or(d.guidance),
+                sampler: j.sampler.unwrap_or(d.sampler),
+                seed,
+                init: j.init.or_else(|| d.init.clone()),
+                output,
+            },
+        });
+    }
+    if jobs.is_empty() {
+        return Err(cross_error(
+            text,
+            "prompt",
+            "is missing and `jobs` is empty; the batch would have no jobs",
+        ));
+    }
+    if jobs.len() as u64 > MAX_JOBS_PER_BATCH {
+        return Err(cross_error(
+            text,
+            "jobs",
+            format!("the batch has more than {MAX_JOBS_PER_BATCH} jobs; split it"),
+        ));
+    }
+    Ok(BatchSpec {
+        name: raw.name,
+        model: raw.model,
+        priority: raw.priority,
+        idempotency_key: raw.idempotency_key,
+        tags: raw.tags,
+        source: text.to_string(),
+        jobs,
+    })
+}

@@ -1,0 +1,33 @@
+//! A parsed, expanded, valid batch.
+
+use std::collections::BTreeMap;
+
+use crate::params::*;
+
+/// A parsed, expanded, valid batch: what the store writes in one transaction.
+#[derive(Debug, Clone)]
+pub struct BatchSpec {
+    /// Human name shown in listings.
+    pub name: String,
+    /// The model every job of the batch renders with (routing key).
+    pub model: ModelName,
+    /// Dispatch priority.
+    pub priority: Priority,
+    /// Re-submitting with the same key returns the same batch instead of a new one.
+    pub idempotency_key: Option<String>,
+    /// Free-form labels, kept for the audit trail.
+    pub tags: BTreeMap<String, String>,
+    /// The manifest as submitted, kept for the audit trail.
+    pub source: String,
+    /// Every job, in manifest order.
+    pub jobs: Vec<JobSpec>,
+}
+
+/// One job of a batch.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// Unique within the batch and stable across edits of the rest of the manifest.
+    pub key: String,
+    /// Everything that decides the pixels.
+    pub params: JobParams,
+}
