@@ -3,7 +3,7 @@
 //! kept from the init image); guidance, the prediction type, per-job noise and cancellation are
 //! decided here once.
 
-use candle_core::{DType, IndexOp, Tensor};
+use candle_core::{DType, Device, IndexOp, Shape, Tensor};
 use pixelfarm_core::{Error, Result, Sampler};
 use std::ops::Range;
 
@@ -34,6 +34,19 @@ impl Denoiser {
             }
         }
     }
+}
+
+/// Fresh standard normals shaped `shape` (one row per job), each job's row drawn from its own
+/// generator in `rngs`, so a job's noise never depends on the batch it renders in.
+pub(crate) fn job_noise(
+    rngs: &mut [JobRng],
+    shape: impl Into<Shape>,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let shape = shape.into();
+    let per_job = shape.elem_count() / rngs.len();
+    let v: Vec<f32> = rngs.iter_mut().flat_map(|r| r.normals(per_job)).collect();
+    Tensor::from_vec(v, shape, device)
 }
 
 /// What a UNet reads besides the noisy latents, told by its input channels.
@@ -146,11 +159,7 @@ impl Loop<'_> {
             self.x0(x, &out, sigma)
         };
         let rngs = &mut rows.rngs;
-        let mut noise = |like: &Tensor| -> candle_core::Result<Tensor> {
-            let per_job = like.elem_count() / n;
-            let v: Vec<f32> = rngs.iter_mut().flat_map(|r| r.normals(per_job)).collect();
-            Tensor::from_vec(v, like.shape(), like.device())
-        };
+        let mut noise = |like: &Tensor| job_noise(rngs, like.shape(), like.device());
         let keep = rows.keep.as_ref();
         let mut sigmas = plan.sigmas.iter().skip(1).copied();
         let mut after = |x: Tensor| match keep {

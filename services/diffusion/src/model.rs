@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::condition::{Cond, TextSide};
-use crate::denoise::{Denoiser, Keep, Loop, Rows, UnetInput};
+use crate::denoise::{Denoiser, Keep, Loop, Rows, UnetInput, job_noise};
 use crate::failure::render_error;
 use crate::family::FamilyDefaults;
 use crate::load::networks;
@@ -180,11 +180,7 @@ impl LoadedModel {
         let plan = Plan::new(first.sampler, &self.schedule, first.steps.get() as usize);
         let mut rngs: Vec<JobRng> = jobs.iter().map(|j| JobRng::new(j.seed.get())).collect();
         let c = self.defaults.latent_channels;
-        let noise: Vec<f32> = rngs
-            .iter_mut()
-            .flat_map(|r| r.normals(c * lh * lw))
-            .collect();
-        let x = Tensor::from_vec(noise, (jobs.len(), c, lh, lw), &self.device)
+        let x = job_noise(&mut rngs, (jobs.len(), c, lh, lw), &self.device)
             .and_then(|x| x * (1.0 + plan.sigma_start().powi(2)).sqrt())
             .map_err(render_error)?;
         let mut rows = Rows {
@@ -341,7 +337,7 @@ impl LoadedModel {
             timesteps: full.timesteps[first..].to_vec(),
         };
         let mut rng = JobRng::new(job.seed.get());
-        let noise = Tensor::from_vec(rng.normals(c * lh * lw), (1, c, lh, lw), dev)?;
+        let noise = job_noise(std::slice::from_mut(&mut rng), (1, c, lh, lw), dev)?;
         let x = (&init_latent + (&noise * plan.sigma_start())?)?;
         let keep = match (mask_latent, self.unet_input) {
             (Some(mask), UnetInput::Latents) => Some(Keep {
