@@ -47,7 +47,7 @@ async fn naive_insert_seconds(db_url: &str, text: &str) -> f64 {
         .execute(&mut *tx)
         .await
         .unwrap();
-    for j in &spec.jobs {
+    for j in spec.jobs.iter() {
         sqlx::query("INSERT INTO jobs (id, batch_id, tenant_id, model, priority, key, params, max_attempts) VALUES ($1, $2, $3, 'test', 0, $4, $5::jsonb, 5)")
             .bind(uuid::Uuid::now_v7())
             .bind(batch)

@@ -23,11 +23,11 @@ use crate::ApiMetrics;
 use crate::limits::{FailedAuth, SubmitRate, Watches};
 use views::Seen;
 
-/// Submits parsed and expanded at once: each may hold up to `MAX_EXPANDED_BYTES` of jobs until
-/// the store has written them, so two bound the scheduler's submit memory to about 1 GiB and
-/// leave the blocking pool's other threads to image decoding. Uploads share these slots: each
-/// holds its bytes ([`MAX_INPUT_BYTES`]) and one decode
-/// ([`pixelfarm_image::input::MAX_DECODE_ALLOC`]).
+/// Submits parsed and stored at once: each holds its manifest ([`MAX_MANIFEST_BYTES`]) and the
+/// jobs of one insert statement (they are built as they are written, whatever the batch's size),
+/// and keeps one database connection for its transaction; the blocking pool's other threads stay
+/// free for image decoding. Uploads share these slots: each holds its bytes
+/// ([`MAX_INPUT_BYTES`]) and one decode ([`pixelfarm_image::input::MAX_DECODE_ALLOC`]).
 pub const MAX_CONCURRENT_SUBMITS: usize = 2;
 
 /// How long a submit or an upload waits for one of those slots before it is refused as

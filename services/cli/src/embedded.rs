@@ -191,7 +191,7 @@ pub async fn run(
 /// to `base`, keyed by the manifest's text for it.
 fn read_inputs(spec: &BatchSpec, base: &Path) -> anyhow::Result<BTreeMap<String, Bytes>> {
     let mut inputs = BTreeMap::new();
-    for init in spec.jobs.iter().filter_map(|j| j.params.init.as_ref()) {
+    for init in spec.jobs.inits() {
         for img in init.images() {
             if inputs.contains_key(&img.key) {
                 continue;

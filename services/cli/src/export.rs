@@ -234,7 +234,7 @@ mod tests {
             batch_id: batch,
             key: "k".into(),
             model: spec.model.clone(),
-            params: spec.jobs[0].params.clone(),
+            params: spec.jobs.iter().next().expect("one job").params,
             state: JobState::Succeeded,
             attempt: 1,
             max_attempts: 3,

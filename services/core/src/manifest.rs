@@ -9,6 +9,7 @@
 mod budget;
 mod errors;
 mod expand;
+mod jobs;
 mod raw;
 mod spec;
 #[cfg(test)]
@@ -19,7 +20,8 @@ pub use budget::{
     MAX_OPEN_BRACKETS, MAX_TAG_KEY_BYTES, MAX_TAG_VALUE_BYTES, MAX_TAGS,
 };
 pub use errors::field_error_in;
-pub use spec::{BatchSpec, JobSpec};
+pub use jobs::{JobSpec, Jobs};
+pub use spec::BatchSpec;
 
 use crate::Result;
 use budget::{Scan, open_brackets, scan_yaml};

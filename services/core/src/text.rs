@@ -74,7 +74,9 @@ mod tests {
         );
 
         let mut spec = spec_of(&text);
-        spec.jobs[0].key = "c=x\ny".into();
+        let mut jobs: Vec<_> = spec.jobs.iter().collect();
+        jobs[0].key = "c=x\ny".into();
+        spec.jobs = jobs.into();
         let e = check_batch(&text, &spec).unwrap_err().to_string();
         assert!(e.contains("the job key `c=x\\u{a}y`"), "{e}");
 

@@ -18,7 +18,7 @@ fn example_manifest_asks_only_for_known_captions() {
         batch.jobs.len()
     );
     let mut held_out = 0;
-    for j in &batch.jobs {
+    for j in batch.jobs.iter() {
         let a = Attributes::parse(j.params.prompt.as_str())
             .unwrap_or_else(|| panic!("unknown caption {:?}", j.params.prompt.as_str()));
         held_out += usize::from(a.held_out());

@@ -70,10 +70,7 @@ impl BatchApi {
     pub(super) async fn pin_inputs(&self, tenant: TenantId, spec: &mut BatchSpec) -> Result<()> {
         // key -> (sha256, width, height)
         let mut seen: HashMap<String, (String, u32, u32)> = Default::default();
-        for job in &mut spec.jobs {
-            let Some(init) = &mut job.params.init else {
-                continue;
-            };
+        for init in spec.jobs.inits_mut() {
             let mut image_size = None;
             for (field, img) in [
                 ("init.image", Some(&mut init.image)),

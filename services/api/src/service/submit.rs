@@ -81,7 +81,7 @@ impl BatchApi {
             within_limits(&spec, &limits)?;
         }
         drop(manifest);
-        for init in spec.jobs.iter_mut().filter_map(|j| j.params.init.as_mut()) {
+        for init in spec.jobs.inits_mut() {
             for img in init.images_mut() {
                 if let Some(key) = renamed.get(&img.key) {
                     img.key.clone_from(key);

@@ -22,9 +22,10 @@ pub const MAX_NESTING_DEPTH: usize = 16;
 /// in prompts are not mistaken for nesting.
 pub const MAX_OPEN_BRACKETS: usize = 256;
 
-/// Most memory one batch's expanded jobs may take (jobs × bytes per job: prompt, negative prompt,
-/// key and the job's fixed fields), computed from the manifest before expanding it; bounds the
-/// scheduler's memory per submit (a million jobs of 500 bytes fit).
+/// Most bytes one batch's jobs may take (jobs × bytes per job: prompt, negative prompt, key and
+/// the job's fixed fields), computed from the manifest before any job is built; bounds what one
+/// batch writes to the database (a million jobs of 500 bytes fit). The jobs are never all in
+/// memory at once: they are built as they are written ([`super::Jobs`]).
 pub const MAX_EXPANDED_BYTES: u64 = 512 << 20;
 
 /// Most tags on one batch: tags are re-sent with every GET and watch event of the batch.

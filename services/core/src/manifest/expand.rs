@@ -7,8 +7,9 @@ use super::budget::{
     MAX_EXPANDED_BYTES, MAX_JOBS_PER_BATCH, MAX_TAG_KEY_BYTES, MAX_TAG_VALUE_BYTES, MAX_TAGS,
 };
 use super::errors::cross_error;
+use super::jobs::{JobSpec, Jobs, Part, Seeds, Shared, Template};
 use super::raw::{RawDefaults, RawJob, RawManifest, RawSeeds};
-use super::spec::{BatchSpec, JobSpec};
+use super::spec::BatchSpec;
 use crate::Result;
 use crate::keys::derive_seed;
 use crate::params::*;
@@ -85,7 +86,7 @@ fn split_template(template: &str) -> std::result::Result<Vec<Piece<'_>>, String>
     Ok(out)
 }
 
-/// Memory one job takes besides its text: the job's fixed fields and the collections' slots.
+/// Bytes one job takes besides its text: its fixed fields and their framing.
 const JOB_OVERHEAD_BYTES: u64 = std::mem::size_of::<JobSpec>() as u64 + 64;
 
 /// The expanded-size budget check: `what` (e.g. `1000 jobs`) takes `bytes`.
@@ -137,8 +138,7 @@ fn check_tags(text: &str, tags: &BTreeMap<String, String>) -> Result<()> {
     Ok(())
 }
 
-/// Bytes one explicit job takes once built: its key (derived from the prompt when not given)
-/// twice, as in the template case.
+/// Bytes one explicit job takes as stored: its key is derived from the prompt when not given.
 fn explicit_job_bytes(j: &RawJob, d: &Defaults) -> u128 {
     let prompt = j.prompt.as_str().len() as u128;
     let key = j.key.as_ref().map_or(prompt + 24, |k| k.len() as u128);
@@ -148,7 +148,7 @@ fn explicit_job_bytes(j: &RawJob, d: &Defaults) -> u128 {
         .unwrap_or(&d.negative_prompt)
         .as_str()
         .len() as u128;
-    prompt + 2 * key + negative + u128::from(JOB_OVERHEAD_BYTES)
+    prompt + key + negative + u128::from(JOB_OVERHEAD_BYTES)
 }
 
 pub(super) fn expand(raw: RawManifest, text: &str) -> Result<BatchSpec> {
@@ -181,215 +181,16 @@ pub(super) fn expand(raw: RawManifest, text: &str) -> Result<BatchSpec> {
         None => vec![(d.width, d.height)],
     };
 
-    let mut jobs = Vec::new();
-    let mut keys = HashSet::new();
-
-    match &raw.prompt {
-        Some(template) => {
-            let pieces = split_template(template).map_err(|m| cross_error(text, "prompt", m))?;
-            let var_names: Vec<&String> = raw.vars.keys().collect();
-            let mut parts: Vec<Piece<usize>> = Vec::with_capacity(pieces.len());
-            for piece in &pieces {
-                parts.push(match *piece {
-                    Piece::Text(t) => Piece::Text(t),
-                    Piece::Var(n) => match var_names.iter().position(|v| v.as_str() == n) {
-                        Some(i) => Piece::Var(i),
-                        None => {
-                            return Err(cross_error(
-                                text,
-                                "prompt",
-                                format!("placeholder `{{{n}}}` has no entry in `vars`; accepted: one of the names under `vars`"),
-                            ));
-                        }
-                    },
-                });
-            }
-            for (i, (name, values)) in raw.vars.iter().enumerate() {
-                if !parts.contains(&Piece::Var(i)) {
-                    return Err(cross_error(
-                        text,
-                        &format!("vars.{name}"),
-                        "is not used by any `{placeholder}` in `prompt`",
-                    ));
-                }
-                if values.is_empty() {
-                    return Err(cross_error(
-                        text,
-                        &format!("vars.{name}"),
-                        "is empty; give at least one value",
-                    ));
-                }
-            }
-            let seeds = raw.seeds.as_ref().ok_or_else(|| {
-                cross_error(
-                    text,
-                    "seeds",
-                    "is missing; accepted: {base: N, count: N} or a list of seeds",
-                )
-            })?;
-            let per_variant = match seeds {
-                RawSeeds::Explicit(v) if v.is_empty() => {
-                    return Err(cross_error(text, "seeds", "is an empty list"));
-                }
-                RawSeeds::Explicit(v) => v.len() as u64,
-                RawSeeds::Derived { count: 0, .. } => {
-                    return Err(cross_error(
-                        text,
-                        "seeds.count",
-                        "is 0; accepted: at least 1",
-                    ));
-                }
-                RawSeeds::Derived { count, .. } => u64::from(*count),
-            };
-            // Placeholders are replaced in one pass (a value's own `{x}` stays text), so the
-            // longest prompt is the template's text plus each placeholder's longest value:
-            // checked here, before any prompt is built.
-            let chars = |s: &str| s.chars().count() as u64;
-            let longest: u64 = parts
-                .iter()
-                .map(|p| match p {
-                    Piece::Text(t) => chars(t),
-                    Piece::Var(i) => raw.vars[var_names[*i]]
-                        .iter()
-                        .map(|v| chars(v))
-                        .max()
-                        .unwrap_or(0),
-                })
-                .sum();
-            if longest > Prompt::MAX_CHARS as u64 {
-                return Err(cross_error(
-                    text,
-                    "prompt",
-                    format!(
-                        "expands to a prompt that is {longest} characters long (each variable at its longest value); at most {} are accepted",
-                        Prompt::MAX_CHARS
-                    ),
-                ));
-            }
-            let variants = raw
-                .vars
-                .values()
-                .try_fold(1u64, |acc, v| acc.checked_mul(v.len() as u64));
-            let total = variants
-                .and_then(|v| v.checked_mul(per_variant * sizes.len() as u64))
-                .filter(|t| *t + raw.jobs.len() as u64 <= MAX_JOBS_PER_BATCH)
-                .ok_or_else(|| {
-                    cross_error(
-                        text,
-                        "vars",
-                        format!("expand to more than {MAX_JOBS_PER_BATCH} jobs; split the batch"),
-                    )
-                })?;
-            let variants = u128::from(variants.expect("checked above"));
-            // Exact bytes of every variant's prompt and key: each value of a variable appears
-            // in variants / (its variable's count) variants.
-            let mut prompt_bytes = variants
-                * parts
-                    .iter()
-                    .filter_map(|p| match p {
-                        Piece::Text(t) => Some(t),
-                        Piece::Var(_) => None,
-                    })
-                    .map(|t| t.len() as u128)
-                    .sum::<u128>();
-            let mut key_bytes = 0u128;
-            for (i, name) in var_names.iter().enumerate() {
-                let values = &raw.vars[*name];
-                let share = variants / values.len() as u128;
-                let sum: u128 = values.iter().map(|v| v.len() as u128).sum();
-                let uses = parts.iter().filter(|p| **p == Piece::Var(i)).count() as u128;
-                prompt_bytes += uses * share * sum;
-                key_bytes += share * (sum + values.len() as u128 * (name.len() as u128 + 2));
-            }
-            // Each job: its variant's prompt, its key twice (the job's and the duplicate
-            // check's) with `@WxH#i`, the negative prompt and the fields.
-            let per_variant_jobs = u128::from(per_variant * sizes.len() as u64);
-            let bytes = per_variant_jobs * (prompt_bytes + 2 * key_bytes)
-                + u128::from(total)
-                    * (2 * 20
-                        + d.negative_prompt.as_str().len() as u128
-                        + u128::from(JOB_OVERHEAD_BYTES));
-            let explicit: u128 = raw.jobs.iter().map(|j| explicit_job_bytes(j, &d)).sum();
-            check_expanded(
-                text,
-                "prompt",
-                total + raw.jobs.len() as u64,
-                bytes + explicit,
-            )?;
-            jobs.reserve(total as usize + raw.jobs.len());
-
-            let mut choice = vec![0usize; var_names.len()];
-            loop {
-                let mut prompt = String::new();
-                for p in &parts {
-                    match p {
-                        Piece::Text(t) => prompt.push_str(t),
-                        Piece::Var(i) => prompt.push_str(&raw.vars[var_names[*i]][choice[*i]]),
-                    }
-                }
-                let mut variant = String::new();
-                for (i, name) in var_names.iter().enumerate() {
-                    let value = &raw.vars[*name][choice[i]];
-                    if !variant.is_empty() {
-                        variant.push(',');
-                    }
-                    variant.push_str(&format!("{name}={value}"));
-                }
-                let prompt = Prompt::parse(prompt).map_err(|e| {
-                    cross_error(text, "prompt", format!("expands to a prompt that {e}"))
-                })?;
-                for &(w, h) in &sizes {
-                    let vkey = format!("{variant}@{w}x{h}");
-                    let seed_list: Vec<Seed> = match seeds {
-                        RawSeeds::Explicit(v) => v.clone(),
-                        RawSeeds::Derived { base, count } => (0..*count)
-                            .map(|i| derive_seed(base.get(), &vkey, i))
-                            .collect(),
-                    };
-                    for (i, seed) in seed_list.into_iter().enumerate() {
-                        let key = format!("{vkey}#{i}");
-                        if !keys.insert(key.clone()) {
-                            return Err(cross_error(
-                                text,
-                                "vars",
-                                format!("produce the job `{key}` twice; values must be unique"),
-                            ));
-                        }
-                        jobs.push(JobSpec {
-                            key,
-                            params: JobParams {
-                                prompt: prompt.clone(),
-                                negative_prompt: d.negative_prompt.clone(),
-                                width: w,
-                                height: h,
-                                steps: d.steps,
-                                guidance: d.guidance,
-                                sampler: d.sampler,
-                                seed,
-                                init: d.init.clone(),
-                                output: d.output,
-                            },
-                        });
-                    }
-                }
-                // Advance the odometer over the cartesian product.
-                let mut i = var_names.len();
-                loop {
-                    if i == 0 {
-                        break;
-                    }
-                    i -= 1;
-                    choice[i] += 1;
-                    if choice[i] < raw.vars[var_names[i]].len() {
-                        break;
-                    }
-                    choice[i] = 0;
-                }
-                if choice.iter().all(|c| *c == 0) {
-                    break;
-                }
-            }
-        }
+    let template = match &raw.prompt {
+        Some(prompt) => Some(template(
+            text,
+            prompt,
+            &raw.vars,
+            raw.seeds.as_ref(),
+            &raw.jobs,
+            sizes,
+            &d,
+        )?),
         None => {
             if !raw.vars.is_empty() {
                 return Err(cross_error(
@@ -400,14 +201,292 @@ pub(super) fn expand(raw: RawManifest, text: &str) -> Result<BatchSpec> {
             }
             let bytes = raw.jobs.iter().map(|j| explicit_job_bytes(j, &d)).sum();
             check_expanded(text, "jobs", raw.jobs.len() as u64, bytes)?;
+            None
         }
-    }
-
+    };
     let base = match &raw.seeds {
         Some(RawSeeds::Derived { base, .. }) => base.get(),
         _ => 0,
     };
-    for (i, j) in raw.jobs.into_iter().enumerate() {
+    let explicit = explicit_jobs(text, raw.jobs, &d, base)?;
+    if let Some(t) = &template {
+        check_variants(text, t, &explicit)?;
+    }
+    let jobs = Jobs::new(template, explicit);
+    if jobs.is_empty() {
+        return Err(cross_error(
+            text,
+            "prompt",
+            "is missing and `jobs` is empty; the batch would have no jobs",
+        ));
+    }
+    if jobs.len() as u64 > MAX_JOBS_PER_BATCH {
+        return Err(cross_error(
+            text,
+            "jobs",
+            format!("the batch has more than {MAX_JOBS_PER_BATCH} jobs; split it"),
+        ));
+    }
+    Ok(BatchSpec {
+        name: raw.name,
+        model: raw.model,
+        priority: raw.priority,
+        idempotency_key: raw.idempotency_key,
+        tags: raw.tags,
+        source: text.to_string(),
+        jobs,
+    })
+}
+
+/// The prompt template's product, its budgets checked from the sizes of its parts (no job is
+/// built here).
+fn template(
+    text: &str,
+    template: &str,
+    vars: &BTreeMap<String, Vec<String>>,
+    seeds: Option<&RawSeeds>,
+    explicit: &[RawJob],
+    sizes: Vec<(u32, u32)>,
+    d: &Defaults,
+) -> Result<Template> {
+    let pieces = split_template(template).map_err(|m| cross_error(text, "prompt", m))?;
+    let var_names: Vec<&String> = vars.keys().collect();
+    let mut parts: Vec<Piece<usize>> = Vec::with_capacity(pieces.len());
+    for piece in &pieces {
+        parts.push(match *piece {
+            Piece::Text(t) => Piece::Text(t),
+            Piece::Var(n) => match var_names.iter().position(|v| v.as_str() == n) {
+                Some(i) => Piece::Var(i),
+                None => {
+                    return Err(cross_error(
+                        text,
+                        "prompt",
+                        format!("placeholder `{{{n}}}` has no entry in `vars`; accepted: one of the names under `vars`"),
+                    ));
+                }
+            },
+        });
+    }
+    for (i, (name, values)) in vars.iter().enumerate() {
+        if !parts.contains(&Piece::Var(i)) {
+            return Err(cross_error(
+                text,
+                &format!("vars.{name}"),
+                "is not used by any `{placeholder}` in `prompt`",
+            ));
+        }
+        if values.is_empty() {
+            return Err(cross_error(
+                text,
+                &format!("vars.{name}"),
+                "is empty; give at least one value",
+            ));
+        }
+    }
+    let seeds = seeds.ok_or_else(|| {
+        cross_error(
+            text,
+            "seeds",
+            "is missing; accepted: {base: N, count: N} or a list of seeds",
+        )
+    })?;
+    let per_variant = match seeds {
+        RawSeeds::Explicit(v) if v.is_empty() => {
+            return Err(cross_error(text, "seeds", "is an empty list"));
+        }
+        RawSeeds::Explicit(v) => v.len() as u64,
+        RawSeeds::Derived { count: 0, .. } => {
+            return Err(cross_error(
+                text,
+                "seeds.count",
+                "is 0; accepted: at least 1",
+            ));
+        }
+        RawSeeds::Derived { count, .. } => u64::from(*count),
+    };
+    // Placeholders are replaced in one pass (a value's own `{x}` stays text), so the longest
+    // prompt is the template's text plus each placeholder's longest value: checked here, before
+    // any prompt is built.
+    let chars = |s: &str| s.chars().count() as u64;
+    let longest: u64 = parts
+        .iter()
+        .map(|p| match p {
+            Piece::Text(t) => chars(t),
+            Piece::Var(i) => vars[var_names[*i]]
+                .iter()
+                .map(|v| chars(v))
+                .max()
+                .unwrap_or(0),
+        })
+        .sum();
+    if longest > Prompt::MAX_CHARS as u64 {
+        return Err(cross_error(
+            text,
+            "prompt",
+            format!(
+                "expands to a prompt that is {longest} characters long (each variable at its longest value); at most {} are accepted",
+                Prompt::MAX_CHARS
+            ),
+        ));
+    }
+    let variants = vars
+        .values()
+        .try_fold(1u64, |acc, v| acc.checked_mul(v.len() as u64));
+    let total = variants
+        .and_then(|v| v.checked_mul(per_variant * sizes.len() as u64))
+        .filter(|t| *t + explicit.len() as u64 <= MAX_JOBS_PER_BATCH)
+        .ok_or_else(|| {
+            cross_error(
+                text,
+                "vars",
+                format!("expand to more than {MAX_JOBS_PER_BATCH} jobs; split the batch"),
+            )
+        })?;
+    let variants = u128::from(variants.expect("checked above"));
+    // Exact bytes of every variant's prompt and key: each value of a variable appears in
+    // variants / (its variable's count) variants.
+    let mut prompt_bytes = variants
+        * parts
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Text(t) => Some(t),
+                Piece::Var(_) => None,
+            })
+            .map(|t| t.len() as u128)
+            .sum::<u128>();
+    let mut key_bytes = 0u128;
+    for (i, name) in var_names.iter().enumerate() {
+        let values = &vars[*name];
+        let share = variants / values.len() as u128;
+        let sum: u128 = values.iter().map(|v| v.len() as u128).sum();
+        let uses = parts.iter().filter(|p| **p == Piece::Var(i)).count() as u128;
+        prompt_bytes += uses * share * sum;
+        key_bytes += share * (sum + values.len() as u128 * (name.len() as u128 + 2));
+    }
+    // Each job as stored: its variant's prompt, its key with `@WxH#i`, the negative prompt and
+    // the fields.
+    let per_variant_jobs = u128::from(per_variant * sizes.len() as u64);
+    let bytes = per_variant_jobs * (prompt_bytes + key_bytes)
+        + u128::from(total)
+            * (20 + d.negative_prompt.as_str().len() as u128 + u128::from(JOB_OVERHEAD_BYTES));
+    let explicit_bytes: u128 = explicit.iter().map(|j| explicit_job_bytes(j, d)).sum();
+    check_expanded(
+        text,
+        "prompt",
+        total + explicit.len() as u64,
+        bytes + explicit_bytes,
+    )?;
+    Ok(Template {
+        parts: parts
+            .into_iter()
+            .map(|p| match p {
+                Piece::Text(t) => Part::Text(t.to_string()),
+                Piece::Var(i) => Part::Var(i),
+            })
+            .collect(),
+        vars: vars.clone().into_iter().collect(),
+        sizes,
+        seeds: match seeds {
+            RawSeeds::Explicit(v) => Seeds::Explicit(v.clone()),
+            RawSeeds::Derived { base, count } => Seeds::Derived {
+                base: base.get(),
+                count: *count,
+            },
+        },
+        shared: Shared {
+            negative_prompt: d.negative_prompt.clone(),
+            steps: d.steps,
+            guidance: d.guidance,
+            sampler: d.sampler,
+            init: d.init.clone(),
+            output: d.output,
+        },
+    })
+}
+
+/// Check every variant of `t` without keeping its jobs: its prompt is one [`Prompt::parse`]
+/// accepts, and no two jobs of the batch share a key. A template's keys (`stem@WxH#i`) are
+/// distinct when its sizes are and each variable's values are, as long as the stems parse back
+/// one way: a value holding `,name=` of a later variable could make two stems equal, and only
+/// then are the stems themselves remembered. An explicit job's key is compared with the
+/// variants it could collide with, found from its `@WxH#i` suffix.
+fn check_variants(text: &str, t: &Template, explicit: &[JobSpec]) -> Result<()> {
+    let twice = |key: String| {
+        cross_error(
+            text,
+            "vars",
+            format!("produce the job `{key}` twice; values must be unique"),
+        )
+    };
+    for (i, size) in t.sizes.iter().enumerate() {
+        if t.sizes[..i].contains(size) {
+            let (_, stem) = t.variant(&vec![0; t.vars.len()]);
+            return Err(twice(format!("{stem}@{}x{}#0", size.0, size.1)));
+        }
+    }
+    for (i, (_, values)) in t.vars.iter().enumerate() {
+        let mut seen = HashSet::new();
+        if let Some(dup) = values.iter().position(|v| !seen.insert(v)) {
+            let mut choice = vec![0; t.vars.len()];
+            choice[i] = dup;
+            let (_, stem) = t.variant(&choice);
+            let (w, h) = t.sizes[0];
+            return Err(twice(format!("{stem}@{w}x{h}#0")));
+        }
+    }
+    let ambiguous = t.vars.iter().enumerate().any(|(i, (_, values))| {
+        t.vars[i + 1..].iter().any(|(later, _)| {
+            let marker = format!(",{later}=");
+            values.iter().any(|v| v.contains(&marker))
+        })
+    });
+    let mut stems = HashSet::new();
+    // Explicit keys that have the form of one of this template's keys, by stem.
+    let mut explicit_stems: std::collections::HashMap<&str, &str> = Default::default();
+    for j in explicit {
+        if let Some(stem) = template_stem(&j.key, &t.sizes, t.seeds_len()) {
+            explicit_stems.insert(stem, &j.key);
+        }
+    }
+    for choice in t.choices() {
+        let (prompt, stem) = t.variant(&choice);
+        Prompt::parse(prompt)
+            .map_err(|e| cross_error(text, "prompt", format!("expands to a prompt that {e}")))?;
+        if let Some(key) = explicit_stems.get(stem.as_str()) {
+            let i = explicit.iter().position(|j| &j.key == key).unwrap_or(0);
+            return Err(cross_error(
+                text,
+                &format!("jobs[{i}].key"),
+                format!("`{key}` is used by another job; give each job a distinct `key`"),
+            ));
+        }
+        if ambiguous && !stems.insert(stem.clone()) {
+            let (w, h) = t.sizes[0];
+            return Err(twice(format!("{stem}@{w}x{h}#0")));
+        }
+    }
+    Ok(())
+}
+
+/// The stem of `key` when it ends like a key of the template with these sizes and seeds count
+/// (`@WxH#i`, a listed size, `i` below the count).
+fn template_stem<'k>(key: &'k str, sizes: &[(u32, u32)], seeds: usize) -> Option<&'k str> {
+    let (rest, index) = key.rsplit_once('#')?;
+    if !index.bytes().all(|b| b.is_ascii_digit()) || index.parse::<usize>().ok()? >= seeds {
+        return None;
+    }
+    let (stem, size) = rest.rsplit_once('@')?;
+    let (w, h) = size.split_once('x')?;
+    sizes
+        .contains(&(w.parse().ok()?, h.parse().ok()?))
+        .then_some(stem)
+}
+
+/// The explicit jobs, each with its defaults, key and seed; their keys distinct.
+fn explicit_jobs(text: &str, raw: Vec<RawJob>, d: &Defaults, base: u64) -> Result<Vec<JobSpec>> {
+    let mut keys = HashSet::new();
+    let mut jobs = Vec::with_capacity(raw.len());
+    for (i, j) in raw.into_iter().enumerate() {
         let field = |f: &str| format!("jobs[{i}].{f}");
         let width = j.width.map_or(d.width, |s| s.0);
         let height = j.height.map_or(d.height, |s| s.0);
@@ -450,27 +529,5 @@ pub(super) fn expand(raw: RawManifest, text: &str) -> Result<BatchSpec> {
             },
         });
     }
-    if jobs.is_empty() {
-        return Err(cross_error(
-            text,
-            "prompt",
-            "is missing and `jobs` is empty; the batch would have no jobs",
-        ));
-    }
-    if jobs.len() as u64 > MAX_JOBS_PER_BATCH {
-        return Err(cross_error(
-            text,
-            "jobs",
-            format!("the batch has more than {MAX_JOBS_PER_BATCH} jobs; split it"),
-        ));
-    }
-    Ok(BatchSpec {
-        name: raw.name,
-        model: raw.model,
-        priority: raw.priority,
-        idempotency_key: raw.idempotency_key,
-        tags: raw.tags,
-        source: text.to_string(),
-        jobs,
-    })
+    Ok(jobs)
 }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use super::jobs::Jobs;
 use crate::params::*;
 
 /// A parsed, expanded, valid batch: what the store writes in one transaction.
@@ -19,15 +20,6 @@ pub struct BatchSpec {
     pub tags: BTreeMap<String, String>,
     /// The manifest as submitted, kept for the audit trail.
     pub source: String,
-    /// Every job, in manifest order.
-    pub jobs: Vec<JobSpec>,
-}
-
-/// One job of a batch.
-#[derive(Debug, Clone)]
-pub struct JobSpec {
-    /// Unique within the batch and stable across edits of the rest of the manifest.
-    pub key: String,
-    /// Everything that decides the pixels.
-    pub params: JobParams,
+    /// Every job, in manifest order, built as it is read.
+    pub jobs: Jobs,
 }

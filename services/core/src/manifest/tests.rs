@@ -2,6 +2,11 @@ use super::*;
 use crate::params::*;
 use std::collections::HashSet;
 
+/// The `i`-th job of a batch.
+fn job(b: &BatchSpec, i: usize) -> JobSpec {
+    b.jobs.iter().nth(i).expect("the batch has that job")
+}
+
 const BASIC: &str = "\
 name: campaign
 model: sd15
@@ -22,9 +27,9 @@ seeds: {base: 42, count: 2}
 fn expands_the_cartesian_product() {
     let b = parse_manifest(BASIC).unwrap();
     assert_eq!(b.jobs.len(), 3 * 2 * 2 * 2);
-    assert_eq!(b.jobs[0].params.prompt.as_str(), "a red circle");
-    assert_eq!(b.jobs[0].key, "color=red,shape=circle@64x64#0");
-    let keys: HashSet<_> = b.jobs.iter().map(|j| &j.key).collect();
+    assert_eq!(job(&b, 0).params.prompt.as_str(), "a red circle");
+    assert_eq!(job(&b, 0).key, "color=red,shape=circle@64x64#0");
+    let keys: HashSet<_> = b.jobs.iter().map(|j| j.key).collect();
     assert_eq!(keys.len(), b.jobs.len());
     assert_eq!(b.priority.get(), 3);
 }
@@ -42,7 +47,7 @@ fn a_jobs_seed_does_not_depend_on_the_rest_of_the_batch() {
 fn json_is_accepted() {
     let b = parse_manifest(r#"{"name":"j","model":"m","prompt":"x","seeds":[1,2]}"#).unwrap();
     assert_eq!(b.jobs.len(), 2);
-    assert_eq!(b.jobs[1].params.seed.get(), 2);
+    assert_eq!(job(&b, 1).params.seed.get(), 2);
 }
 
 #[test]
@@ -51,9 +56,9 @@ fn explicit_jobs_override_defaults() {
             "name: n\nmodel: m\ndefaults: {steps: 3}\njobs:\n  - prompt: one\n    steps: 9\n  - prompt: two\n    seed: 5\n",
         )
         .unwrap();
-    assert_eq!(b.jobs[0].params.steps.get(), 9);
-    assert_eq!(b.jobs[1].params.steps.get(), 3);
-    assert_eq!(b.jobs[1].params.seed.get(), 5);
+    assert_eq!(job(&b, 0).params.steps.get(), 9);
+    assert_eq!(job(&b, 1).params.steps.get(), 3);
+    assert_eq!(job(&b, 1).params.seed.get(), 5);
 }
 
 fn err(text: &str) -> String {
@@ -125,7 +130,7 @@ fn cross_field_errors_name_the_field() {
 fn output_settings_reach_every_job_and_jobs_may_override_them() {
     let text = "name: n\nmodel: m\ndefaults:\n  output: {format: jpeg, quality: 80, resize: {width: 300, height: 250}}\njobs:\n  - prompt: a\n  - prompt: b\n    output: {format: webp, sharpen: 0.5, saturation: 1.2}\n";
     let b = parse_manifest(text).unwrap();
-    let o = &b.jobs[0].params.output;
+    let o = &job(&b, 0).params.output;
     assert_eq!(o.format, ImageFormat::Jpeg);
     assert_eq!(o.quality.map(Quality::get), Some(80));
     let r = o.resize.unwrap();
@@ -133,7 +138,7 @@ fn output_settings_reach_every_job_and_jobs_may_override_them() {
         (r.width.get(), r.height.get(), r.fit),
         (300, 250, Fit::Cover)
     );
-    let o = &b.jobs[1].params.output;
+    let o = &job(&b, 1).params.output;
     assert_eq!(
         (o.format, o.quality, o.resize),
         (ImageFormat::Webp, None, None)
@@ -144,7 +149,7 @@ fn output_settings_reach_every_job_and_jobs_may_override_them() {
     );
     // Without `output`, params serialize as before (output keys of old jobs do not move).
     let plain = parse_manifest("name: n\nmodel: m\nprompt: p\nseeds: [1]\n").unwrap();
-    let json = serde_json::to_string(&plain.jobs[0].params).unwrap();
+    let json = serde_json::to_string(&job(&plain, 0).params).unwrap();
     assert!(!json.contains("output"), "{json}");
 }
 
@@ -159,7 +164,7 @@ fn the_readme_manifest_parses() {
     let b = parse_manifest(text).unwrap();
     assert_eq!(b.jobs.len(), 2 * 2 * 2 * 2 * 4 + 2);
     assert_eq!(
-        b.jobs.last().unwrap().params.output.format,
+        b.jobs.iter().last().unwrap().params.output.format,
         ImageFormat::Jpeg
     );
 }
@@ -239,9 +244,9 @@ fn a_star_or_ampersand_inside_text_is_not_an_alias() {
         )
         .unwrap();
     assert_eq!(b.name, "*stars* & co");
-    assert_eq!(b.jobs[0].params.prompt.as_str(), "a * b & c");
-    assert_eq!(b.jobs[1].params.prompt.as_str(), "*bold* &amp");
-    assert_eq!(b.jobs[2].key, "*k");
+    assert_eq!(job(&b, 0).params.prompt.as_str(), "a * b & c");
+    assert_eq!(job(&b, 1).params.prompt.as_str(), "*bold* &amp");
+    assert_eq!(job(&b, 2).key, "*k");
     assert_eq!(b.tags["u"], "a*b");
 }
 
@@ -302,7 +307,7 @@ fn a_value_placeholder_stays_text_and_long_expansions_are_refused_before_buildin
         "name: n\nmodel: m\nprompt: \"{a} {b}\"\nseeds: [1]\nvars:\n  a: [\"x{b}\"]\n  b: [y]\n",
     )
     .unwrap();
-    assert_eq!(b.jobs[0].params.prompt.as_str(), "x{b} y");
+    assert_eq!(job(&b, 0).params.prompt.as_str(), "x{b} y");
     // Each value made of the next placeholder: refused from the parts' sizes.
     let text = format!(
         "name: n\nmodel: m\nprompt: \"{{a}}{{b}}{{c}}\"\nseeds: [1]\nvars:\n  a: [\"{}\"]\n  b: [\"{}\"]\n  c: [\"{}\", short]\n",
@@ -413,4 +418,68 @@ fn garbage_is_an_error_not_a_panic() {
     ] {
         assert!(parse_manifest(t).is_err(), "{t:?}");
     }
+}
+
+#[test]
+fn a_template_is_read_in_odometer_order_sizes_then_seeds() {
+    let b = parse_manifest(BASIC).unwrap();
+    let keys: Vec<String> = b.jobs.iter().map(|j| j.key).collect();
+    assert_eq!(
+        &keys[..5],
+        [
+            "color=red,shape=circle@64x64#0",
+            "color=red,shape=circle@64x64#1",
+            "color=red,shape=circle@128x64#0",
+            "color=red,shape=circle@128x64#1",
+            "color=red,shape=square@64x64#0",
+        ]
+        .map(String::from)
+    );
+    // Reading twice gives the same jobs, seeds included.
+    let again: Vec<_> = b.jobs.iter().map(|j| (j.key, j.params.seed)).collect();
+    let first: Vec<_> = b.jobs.iter().map(|j| (j.key, j.params.seed)).collect();
+    assert_eq!(again, first);
+}
+
+#[test]
+fn keys_made_twice_are_refused_without_expanding() {
+    let twice = |text: &str, key: &str| {
+        let e = err(text);
+        assert!(e.contains(&format!("produce the job `{key}` twice")), "{e}");
+    };
+    twice(
+        &BASIC.replace("[red, blue, green]", "[red, blue, red]"),
+        "color=red,shape=circle@64x64#0",
+    );
+    twice(
+        &BASIC.replace("[[64, 64], [128, 64]]", "[[64, 64], [128, 64], [64, 64]]"),
+        "color=red,shape=circle@64x64#0",
+    );
+    // Values holding `,shape=` can spell another variant's key: found from the stems.
+    twice(
+        "name: n\nmodel: m\nprompt: \"{a} {b}\"\nseeds: [1]\nvars:\n  a: [\"x\", \"x,b=y\"]\n  b: [\"y,b=y\", \"y\"]\n",
+        "a=x,b=y,b=y@512x512#0",
+    );
+    // Commas alone are common in prompts and make no two keys equal.
+    let b = parse_manifest(
+        "name: n\nmodel: m\nprompt: \"{a} {b}\"\nseeds: [1]\nvars:\n  a: [\"oil, dark\", \"ink\"]\n  b: [\"x\", \"y, z\"]\n",
+    )
+    .unwrap();
+    assert_eq!(b.jobs.len(), 4);
+}
+
+#[test]
+fn an_explicit_key_equal_to_a_template_key_is_refused() {
+    let text = format!(
+        "{BASIC}jobs:\n  - key: \"color=green,shape=square@128x64#1\"\n    prompt: other\n"
+    );
+    let e = err(&text);
+    assert!(
+        e.contains("`jobs[0].key`")
+            && e.contains("`color=green,shape=square@128x64#1` is used by another job"),
+        "{e}"
+    );
+    // The same form with a seed index the template does not have is another key.
+    let fine = text.replace("#1\"", "#2\"");
+    assert_eq!(parse_manifest(&fine).unwrap().jobs.len(), 3 * 2 * 2 * 2 + 1);
 }

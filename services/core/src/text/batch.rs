@@ -26,7 +26,7 @@ pub fn check_batch(manifest: &str, spec: &BatchSpec) -> Result<()> {
         check(k, TextKind::Line).map_err(|e| field("tags", e.prefixed("a key ")))?;
         check(v, TextKind::Line).map_err(|e| field(&format!("tags.{}", printable(k)), e))?;
     }
-    for job in &spec.jobs {
+    for job in spec.jobs.iter() {
         check(&job.key, TextKind::Line).map_err(|e| {
             field(
                 "key",

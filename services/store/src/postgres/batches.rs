@@ -78,7 +78,10 @@ pub(super) async fn submit(
             "a batch with this idempotency key was stored meanwhile; submit again",
         ));
     }
-    for chunk in batch.jobs.chunks(INSERT_CHUNK) {
+    // The jobs are built chunk by chunk as they are written: memory stays one chunk's.
+    let mut jobs = batch.jobs.iter().peekable();
+    while jobs.peek().is_some() {
+        let chunk: Vec<JobSpec> = jobs.by_ref().take(INSERT_CHUNK).collect();
         let ids: Vec<Uuid> = chunk.iter().map(|_| JobId::generate().as_uuid()).collect();
         let keys: Vec<&str> = chunk.iter().map(|j| j.key.as_str()).collect();
         let params: Vec<String> = chunk

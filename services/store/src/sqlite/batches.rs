@@ -74,7 +74,7 @@ pub(super) async fn submit(
             "a batch with this idempotency key was stored meanwhile; submit again",
         ));
     }
-    for j in &batch.jobs {
+    for j in batch.jobs.iter() {
         sqlx::query(
             "INSERT INTO jobs (id, batch_id, tenant_id, model, priority, key, params, max_attempts, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",

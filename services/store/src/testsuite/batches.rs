@@ -27,7 +27,7 @@ pub async fn submit_and_read(s: Store) {
     let mut all: Vec<_> = first.into_iter().chain(second).collect();
     assert!(all.windows(2).all(|w| w[0].id < w[1].id), "ordered by id");
     all.sort_by(|a, b| a.key.cmp(&b.key));
-    let mut want: Vec<_> = spec.jobs.clone();
+    let mut want: Vec<_> = spec.jobs.iter().collect();
     want.sort_by(|a, b| a.key.cmp(&b.key));
     for (got, want) in all.iter().zip(&want) {
         assert_eq!(got.key, want.key);

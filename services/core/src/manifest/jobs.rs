@@ -1,0 +1,238 @@
+//! A batch's jobs: a manifest's explicit jobs, and its template's cartesian product made job by
+//! job when read, so a million-job batch never sits expanded in memory (the scheduler's memory per
+//! submit stays the size of the manifest, whatever the job count).
+
+use crate::keys::derive_seed;
+use crate::params::*;
+
+/// One job of a batch.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// Unique within the batch and stable across edits of the rest of the manifest.
+    pub key: String,
+    /// Everything that decides the pixels.
+    pub params: JobParams,
+}
+
+/// A part of a template's prompt: literal text or the index of a variable.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Part {
+    /// Literal text.
+    Text(String),
+    /// The value of the variable at this index of [`Template::vars`].
+    Var(usize),
+}
+
+/// The seeds of each variant and size.
+#[derive(Debug, Clone)]
+pub(super) enum Seeds {
+    /// The same list for every variant.
+    Explicit(Vec<Seed>),
+    /// `count` seeds derived from `base` and the variant's key ([`derive_seed`]).
+    Derived {
+        /// The manifest's `seeds.base`.
+        base: u64,
+        /// The manifest's `seeds.count`.
+        count: u32,
+    },
+}
+
+impl Seeds {
+    fn len(&self) -> usize {
+        match self {
+            Seeds::Explicit(v) => v.len(),
+            Seeds::Derived { count, .. } => *count as usize,
+        }
+    }
+
+    /// The `i`-th seed of the variant and size whose key is `vkey`.
+    fn get(&self, vkey: &str, i: usize) -> Seed {
+        match self {
+            Seeds::Explicit(v) => v[i],
+            Seeds::Derived { base, .. } => derive_seed(*base, vkey, i as u32),
+        }
+    }
+}
+
+/// A prompt template's product: every combination of the variables' values (a variant), at
+/// every size, with every seed. Job order: variants in odometer order (the last variable
+/// fastest), then sizes, then seeds.
+#[derive(Debug, Clone)]
+pub(super) struct Template {
+    /// The prompt, in parts.
+    pub(super) parts: Vec<Part>,
+    /// The variables by name (sorted) with their values.
+    pub(super) vars: Vec<(String, Vec<String>)>,
+    /// `(width, height)` of each size.
+    pub(super) sizes: Vec<(u32, u32)>,
+    /// The seeds of each variant and size.
+    pub(super) seeds: Seeds,
+    /// What every job shares.
+    pub(super) shared: Shared,
+}
+
+/// The parameters every job of a template shares: all but prompt, size and seed.
+#[derive(Debug, Clone)]
+pub(super) struct Shared {
+    pub(super) negative_prompt: NegativePrompt,
+    pub(super) steps: StepCount,
+    pub(super) guidance: GuidanceScale,
+    pub(super) sampler: Sampler,
+    pub(super) init: Option<InitSpec>,
+    pub(super) output: OutputSpec,
+}
+
+impl Template {
+    /// Jobs of the product (checked against [`super::MAX_JOBS_PER_BATCH`] before one is built).
+    pub(super) fn len(&self) -> usize {
+        self.vars.iter().map(|(_, v)| v.len()).product::<usize>()
+            * self.sizes.len()
+            * self.seeds.len()
+    }
+
+    /// Seeds per variant and size.
+    pub(super) fn seeds_len(&self) -> usize {
+        self.seeds.len()
+    }
+
+    /// The prompt and the key stem (`name=value,…`) of the variant choosing value `choice[i]`
+    /// of each variable `i`.
+    pub(super) fn variant(&self, choice: &[usize]) -> (String, String) {
+        let mut prompt = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Text(t) => prompt.push_str(t),
+                Part::Var(i) => prompt.push_str(&self.vars[*i].1[choice[*i]]),
+            }
+        }
+        let mut stem = String::new();
+        for (i, (name, values)) in self.vars.iter().enumerate() {
+            if i > 0 {
+                stem.push(',');
+            }
+            stem.push_str(name);
+            stem.push('=');
+            stem.push_str(&values[choice[i]]);
+        }
+        (prompt, stem)
+    }
+
+    /// Every variant's choice of values, in job order.
+    pub(super) fn choices(&self) -> Choices {
+        Choices {
+            counts: self.vars.iter().map(|(_, v)| v.len()).collect(),
+            next: Some(vec![0; self.vars.len()]),
+        }
+    }
+}
+
+/// The odometer over a template's variants.
+pub(super) struct Choices {
+    counts: Vec<usize>,
+    next: Option<Vec<usize>>,
+}
+
+impl Iterator for Choices {
+    type Item = Vec<usize>;
+
+    fn next(&mut self) -> Option<Vec<usize>> {
+        let now = self.next.take()?;
+        let mut after = now.clone();
+        for i in (0..after.len()).rev() {
+            after[i] += 1;
+            if after[i] < self.counts[i] {
+                self.next = Some(after);
+                return Some(now);
+            }
+            after[i] = 0;
+        }
+        Some(now)
+    }
+}
+
+/// The jobs of a batch. Reading them ([`Jobs::iter`]) builds each job as it goes.
+#[derive(Debug, Clone, Default)]
+pub struct Jobs {
+    /// The template's product, whose prompts [`super::parse_manifest`] checked.
+    template: Option<Template>,
+    /// The explicit jobs, after the template's.
+    explicit: Vec<JobSpec>,
+}
+
+impl Jobs {
+    /// A template's product (its every variant's prompt checked by the caller) and explicit jobs.
+    pub(super) fn new(template: Option<Template>, explicit: Vec<JobSpec>) -> Self {
+        Jobs { template, explicit }
+    }
+
+    /// How many jobs there are.
+    pub fn len(&self) -> usize {
+        self.template.as_ref().map_or(0, Template::len) + self.explicit.len()
+    }
+
+    /// No jobs at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every job, in manifest order (the template's product first), each built when reached.
+    pub fn iter(&self) -> impl Iterator<Item = JobSpec> + '_ {
+        let template = self.template.iter().flat_map(|t| {
+            t.choices().flat_map(move |choice| {
+                let (prompt, stem) = t.variant(&choice);
+                // Checked for every variant by the manifest's expansion, which built this template.
+                let prompt = Prompt::checked(prompt);
+                t.sizes.iter().flat_map(move |&(width, height)| {
+                    let vkey = format!("{stem}@{width}x{height}");
+                    let prompt = prompt.clone();
+                    (0..t.seeds.len()).map(move |i| JobSpec {
+                        key: format!("{vkey}#{i}"),
+                        params: JobParams {
+                            prompt: prompt.clone(),
+                            negative_prompt: t.shared.negative_prompt.clone(),
+                            width,
+                            height,
+                            steps: t.shared.steps,
+                            guidance: t.shared.guidance,
+                            sampler: t.shared.sampler,
+                            seed: t.seeds.get(&vkey, i),
+                            init: t.shared.init.clone(),
+                            output: t.shared.output,
+                        },
+                    })
+                })
+            })
+        });
+        template.chain(self.explicit.iter().cloned())
+    }
+
+    /// Every init section of the jobs, once per section: the template's jobs share one.
+    pub fn inits(&self) -> impl Iterator<Item = &InitSpec> {
+        self.template
+            .iter()
+            .filter_map(|t| t.shared.init.as_ref())
+            .chain(self.explicit.iter().filter_map(|j| j.params.init.as_ref()))
+    }
+
+    /// [`Jobs::inits`], to change (e.g. to pin the sha256 of an input on every job using it).
+    pub fn inits_mut(&mut self) -> impl Iterator<Item = &mut InitSpec> {
+        self.template
+            .iter_mut()
+            .filter_map(|t| t.shared.init.as_mut())
+            .chain(
+                self.explicit
+                    .iter_mut()
+                    .filter_map(|j| j.params.init.as_mut()),
+            )
+    }
+}
+
+impl From<Vec<JobSpec>> for Jobs {
+    /// Jobs given one by one (tools and tests).
+    fn from(explicit: Vec<JobSpec>) -> Self {
+        Jobs {
+            template: None,
+            explicit,
+        }
+    }
+}
