@@ -23,4 +23,4 @@ pub mod service;
 
 pub use client::{ApiClient, CaCertificates};
 pub use metrics::ApiMetrics;
-pub use service::{BatchApi, BatchView, JobPage, UploadedInput};
+pub use service::{BatchApi, BatchView, DEFAULT_WATCH_FALLBACK, JobPage, UploadedInput};

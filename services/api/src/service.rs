@@ -3,12 +3,14 @@
 //! Here: [`BatchApi`] itself, reading batches, jobs and images, and cancelling. Its other calls
 //! are each in a module of their own: `auth` (API keys and failed authentications), `submit`
 //! (manifests), `inputs` (uploads and the init images a manifest names), `watch` (one poll per
-//! watched batch, shared by its watches); `views` holds what the calls answer.
+//! watched batch, shared by its watches) with `wakers` (the store's change feed waking those
+//! polls); `views` holds what the calls answer.
 
 mod auth;
 mod inputs;
 mod submit;
 mod views;
+mod wakers;
 mod watch;
 
 pub use views::{BatchView, DEFAULT_PAGE, JobPage, MAX_PAGE, UploadedInput, page_limit};
@@ -34,6 +36,10 @@ pub const MAX_CONCURRENT_SUBMITS: usize = 2;
 /// `Transient` (HTTP 503, gRPC UNAVAILABLE; clients retry): a short burst queues, a flood is
 /// turned away.
 pub const SUBMIT_QUEUE_WAIT: Duration = Duration::from_secs(10);
+
+/// A watched batch is re-read this long after its last read when no change of it was announced:
+/// for announcements lost on the way, and for `live_workers`, which no job change announces.
+pub const DEFAULT_WATCH_FALLBACK: Duration = Duration::from_secs(5);
 
 /// The refusal of an upload over [`MAX_INPUT_BYTES`] (`size` when known: a transport that stops
 /// reading at the limit does not know it).
@@ -63,6 +69,10 @@ pub struct BatchApi {
     watches: Watches,
     /// The poll of each watched batch, shared by its watches.
     polls: std::sync::Mutex<HashMap<(TenantId, BatchId), tokio::sync::watch::Receiver<Seen>>>,
+    /// Wakes the poll of a watched batch when the store announces a change of it.
+    wakers: wakers::Wakers,
+    /// A watched batch is re-read this long after its last read without a change announced.
+    watch_fallback: Duration,
 }
 
 impl BatchApi {
@@ -87,7 +97,16 @@ impl BatchApi {
             submit_rate: SubmitRate::default(),
             watches: Watches::default(),
             polls: Default::default(),
+            wakers: Default::default(),
+            watch_fallback: DEFAULT_WATCH_FALLBACK,
         }
+    }
+
+    /// Re-read a watched batch `every` this long when no change of it is announced (default
+    /// [`DEFAULT_WATCH_FALLBACK`]).
+    pub fn with_watch_fallback(mut self, every: Duration) -> Self {
+        self.watch_fallback = every;
+        self
     }
 
     /// Metrics handle (for request counting in the transports).

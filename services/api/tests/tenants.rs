@@ -1,7 +1,7 @@
 //! Tenant quotas and keys through the API (docs/security.md, "Quotas and rate limits" and "API
 //! keys"): refusals carry the limit and the usage and are counted per tenant; watches hold a place
 //! until dropped; revoked and expired keys are `Unauthenticated`; an address that failed too often
-//! is refused before the key lookup.
+//! is refused before the key lookup; a watch wakes on the store's announcement of a change.
 
 mod common;
 
@@ -176,4 +176,37 @@ async fn watches_of_one_batch_share_its_poll_and_all_see_each_change() {
     let mut late = Box::pin(api.clone().watch(t, b).await.unwrap());
     assert!(late.next().await.unwrap().unwrap().done);
     assert!(late.next().await.is_none());
+}
+
+/// A watch wakes on the store's announcement of a change: its fallback re-read is an hour away,
+/// so nothing else can show it the claimed job.
+#[tokio::test]
+async fn a_watch_wakes_on_an_announced_change() {
+    let common::Api {
+        api,
+        store,
+        tenant: t,
+        dir: _dir,
+    } = common::api(&["m"]).await;
+    let api = Arc::new(api.with_watch_fallback(std::time::Duration::from_secs(3600)));
+    let b = api.submit(t, MANIFEST.into()).await.unwrap().batch_id;
+    let mut w = Box::pin(api.clone().watch(t, b).await.unwrap());
+    let first = w.next().await.unwrap().unwrap();
+    assert_eq!(
+        (first.status.counts.pending, first.status.counts.running),
+        (5, 0)
+    );
+    let job = store.jobs(t, b, None, 1).await.unwrap()[0].id;
+    let lease = std::time::Duration::from_secs(60);
+    store.claim(job, "w", lease).await.unwrap().unwrap();
+    // A hang guard only: the fallback would take an hour.
+    let next = tokio::time::timeout(std::time::Duration::from_secs(60), w.next())
+        .await
+        .expect("the announcement woke the watch")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (next.status.counts.pending, next.status.counts.running),
+        (4, 1)
+    );
 }

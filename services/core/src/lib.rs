@@ -10,6 +10,7 @@
 //! - [`manifest`]: [`parse_manifest`] → [`BatchSpec`].
 //! - [`image_input`]: img2img / inpainting inputs: each tenant's upload prefix ([`input_prefix`]),
 //!   their size limit ([`MAX_INPUT_BYTES`]) and pixels ([`ImageInput`]), validated and resized.
+//! - [`changes`]: the change feed of batch progress ([`BatchChange`], [`BatchChanges`]).
 //! - [`batch`]: which jobs may share one denoiser call ([`BatchKey`], [`batch::groups`]).
 //! - [`rgb_image`]: [`RgbImage`], the RGB8 pixels of renders, inputs and contact sheets.
 //! - [`keys`]: [`derive_seed`] and per-tenant content-addressed [`OutputKey`]s.
@@ -24,6 +25,7 @@
 //! - [`seams`]: [`JobStore`], [`Broker`], [`BlobStore`], [`Renderer`] and the records they exchange.
 
 pub mod batch;
+pub mod changes;
 pub mod control;
 pub mod error;
 pub mod failure;
@@ -41,6 +43,7 @@ pub mod tenant;
 pub mod text;
 
 pub use batch::BatchKey;
+pub use changes::{BatchChange, BatchChanges};
 pub use control::{RenderControl, StepProgress};
 pub use error::{ChainResult, Chained, Error, ErrorKind, Result};
 pub use failure::{Backoff, decide};

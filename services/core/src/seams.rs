@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use utoipa::ToSchema;
 
+use crate::changes::BatchChanges;
 use crate::control::{RenderControl, StepProgress};
 use crate::error::Error;
 use crate::ids::{BatchId, JobId, TenantId};
@@ -96,7 +97,8 @@ impl StateCounts {
     }
 }
 
-/// A batch as its owner sees it; progress is derived from the job rows.
+/// A batch as its owner sees it; its progress equals what its job rows say, kept by the store as
+/// counters updated with every change of a job.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BatchStatus {
     #[allow(missing_docs)]
@@ -113,9 +115,10 @@ pub struct BatchStatus {
     pub created_at: DateTime<Utc>,
     /// Jobs per state.
     pub counts: StateCounts,
-    /// When the first job started, for the rate.
+    /// When a job of the batch was first claimed, for the rate: the first claim ever (a retry's
+    /// claim moves its job's `started_at` later, not this).
     pub first_started_at: Option<DateTime<Utc>>,
-    /// When the last job finished.
+    /// When the last job finished (the latest `finished_at` ever).
     pub last_finished_at: Option<DateTime<Utc>>,
     /// Render-device seconds spent on this batch (for chargeback).
     pub device_seconds: f64,
@@ -293,6 +296,9 @@ pub trait Leadership: Send {
 ///   (same owner, same attempt, state running) and return whether they did;
 /// - a worker is live for a model until the `ttl` of its last `announce_worker` passes or it
 ///   withdraws; a model once announced stays in `model_presence`;
+/// - `batch`, `backlog`, `finished` and `usage` count what the job rows say (each costs one row per
+///   batch, not per job); `batch_changes` announces every change of a batch's counts after its
+///   commit;
 /// - time comparisons use the store's clock.
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
@@ -356,6 +362,12 @@ pub trait JobStore: Send + Sync + 'static {
     async fn backlog(&self) -> Result<Vec<BacklogRow>>;
     /// Jobs per model and final state (monotonic while rows are kept).
     async fn finished(&self) -> Result<Vec<BacklogRow>>;
+    /// Follow every batch's progress: each change of a batch's counts committed after this returns
+    /// is announced after its commit, as [`BatchChange::Batch`](crate::BatchChange::Batch); when
+    /// announcements may have been lost (the subscriber fell behind, the store lost its feed and
+    /// got it back) the stream says [`BatchChange::Missed`](crate::BatchChange::Missed), so the
+    /// subscriber re-reads everything it follows.
+    async fn batch_changes(&self) -> Result<BatchChanges>;
 
     /// Record that `worker` serves exactly `models` for `ttl` from now (replacing what it announced
     /// before), and remember each of them as served. Workers call it every few seconds; rows of

@@ -4,12 +4,14 @@
 //! usage, API keys), `batches` (submit, read, cancel), `dispatch` (what to publish next, the
 //! backlog), `workers` (presence, model limits), `leases` (claim, heartbeat, complete, fail) and
 //! `maintenance` (rescue, retry, requeue, leadership); `columns` holds the column lists and the row
-//! decoding they share.
+//! decoding they share. Batch progress is kept by triggers (migration 0007), and `listen` follows
+//! their notifications for [`JobStore::batch_changes`].
 
 mod batches;
 mod columns;
 mod dispatch;
 mod leases;
+mod listen;
 mod maintenance;
 mod tenants;
 mod workers;
@@ -21,6 +23,7 @@ use pixelfarm_core::*;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::db;
@@ -32,6 +35,8 @@ const MAINTENANCE_DB: &str = "postgres";
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// The batch change feed, shared by the clones of the store.
+    listener: Arc<listen::Listener>,
 }
 
 impl PgStore {
@@ -49,7 +54,10 @@ impl PgStore {
             .connect_with(opts)
             .await
             .map_err(db("cannot connect to postgres"))?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            listener: Arc::new(listen::Listener::new()),
+        })
     }
 
     /// Create the database `url` names when the server says it does not exist, connecting to the
@@ -200,6 +208,10 @@ impl JobStore for PgStore {
 
     async fn finished(&self) -> Result<Vec<BacklogRow>> {
         dispatch::finished(&self.pool).await
+    }
+
+    async fn batch_changes(&self) -> Result<BatchChanges> {
+        self.listener.subscribe(&self.pool).await
     }
 
     async fn announce_worker(

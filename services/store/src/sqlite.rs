@@ -5,7 +5,9 @@
 //!
 //! The queries are grouped as in the Postgres store, by concern of [`JobStore`]: `tenants`,
 //! `batches`, `dispatch`, `workers`, `leases` and `maintenance`, with the column lists and row
-//! decoding they share in `columns`.
+//! decoding they share in `columns`. Batch progress is kept by triggers (migration 0007); SQLite
+//! has no notifications, so the store announces the batches its writes changed after each commit
+//! (one process owns the file: its writes are all the changes there are).
 
 mod batches;
 mod columns;
@@ -24,11 +26,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::error::db;
+use crate::feed::Feed;
 
 /// SQLite job store.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The batch change feed, shared by the clones of the store.
+    feed: Feed,
 }
 
 impl SqliteStore {
@@ -54,7 +59,10 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| Error::with_source(ErrorKind::Permanent, "sqlite migrations failed", e))?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            feed: Feed::new(),
+        })
     }
 }
 
@@ -120,7 +128,11 @@ impl JobStore for SqliteStore {
         batch: &BatchSpec,
         max_attempts: u32,
     ) -> Result<SubmitOutcome> {
-        batches::submit(&self.pool, tenant, batch, max_attempts).await
+        let out = batches::submit(&self.pool, tenant, batch, max_attempts).await?;
+        if out.created {
+            self.feed.announce_batches([out.batch_id]);
+        }
+        Ok(out)
     }
 
     async fn batch(&self, tenant: TenantId, batch: BatchId) -> Result<BatchStatus> {
@@ -142,7 +154,11 @@ impl JobStore for SqliteStore {
     }
 
     async fn cancel(&self, tenant: TenantId, batch: BatchId) -> Result<u64> {
-        batches::cancel(&self.pool, tenant, batch).await
+        let n = batches::cancel(&self.pool, tenant, batch).await?;
+        if n > 0 {
+            self.feed.announce_batches([batch]);
+        }
+        Ok(n)
     }
 
     async fn dispatchable(&self, model: &ModelName, limit: u32) -> Result<Vec<JobMessage>> {
@@ -150,7 +166,9 @@ impl JobStore for SqliteStore {
     }
 
     async fn mark_queued(&self, ids: &[JobId]) -> Result<u64> {
-        dispatch::mark_queued(&self.pool, ids).await
+        let moved = dispatch::mark_queued(&self.pool, ids).await?;
+        self.feed.announce_batches(moved.iter().copied());
+        Ok(moved.len() as u64)
     }
 
     async fn backlog(&self) -> Result<Vec<BacklogRow>> {
@@ -159,6 +177,10 @@ impl JobStore for SqliteStore {
 
     async fn finished(&self) -> Result<Vec<BacklogRow>> {
         dispatch::finished(&self.pool).await
+    }
+
+    async fn batch_changes(&self) -> Result<BatchChanges> {
+        Ok(self.feed.subscribe())
     }
 
     async fn announce_worker(
@@ -183,7 +205,10 @@ impl JobStore for SqliteStore {
     }
 
     async fn claim(&self, job: JobId, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>> {
-        leases::claim(&self.pool, job, worker, lease).await
+        let claimed = leases::claim(&self.pool, job, worker, lease).await?;
+        self.feed
+            .announce_batches(claimed.as_ref().map(|c| c.job.batch_id));
+        Ok(claimed)
     }
 
     async fn heartbeat(
@@ -204,7 +229,9 @@ impl JobStore for SqliteStore {
         attempt: u32,
         done: &Completion,
     ) -> Result<bool> {
-        leases::complete(&self.pool, job, worker, attempt, done).await
+        let batch = leases::complete(&self.pool, job, worker, attempt, done).await?;
+        self.feed.announce_batches(batch);
+        Ok(batch.is_some())
     }
 
     async fn fail(
@@ -214,19 +241,27 @@ impl JobStore for SqliteStore {
         attempt: u32,
         failure: &Failure,
     ) -> Result<bool> {
-        leases::fail(&self.pool, job, worker, attempt, failure).await
+        let batch = leases::fail(&self.pool, job, worker, attempt, failure).await?;
+        self.feed.announce_batches(batch);
+        Ok(batch.is_some())
     }
 
     async fn rescue_expired(&self, limit: u32, max_crashes: u32) -> Result<RescueOutcome> {
-        maintenance::rescue_expired(&self.pool, limit, max_crashes).await
+        let (outcome, moved) = maintenance::rescue_expired(&self.pool, limit, max_crashes).await?;
+        self.feed.announce_batches(moved);
+        Ok(outcome)
     }
 
     async fn promote_retryable(&self, limit: u32) -> Result<u64> {
-        maintenance::promote_retryable(&self.pool, limit).await
+        let moved = maintenance::promote_retryable(&self.pool, limit).await?;
+        self.feed.announce_batches(moved.iter().copied());
+        Ok(moved.len() as u64)
     }
 
     async fn requeue_stale_queued(&self, older_than: Duration, limit: u32) -> Result<u64> {
-        maintenance::requeue_stale_queued(&self.pool, older_than, limit).await
+        let moved = maintenance::requeue_stale_queued(&self.pool, older_than, limit).await?;
+        self.feed.announce_batches(moved.iter().copied());
+        Ok(moved.len() as u64)
     }
 
     async fn try_lead(&self) -> Result<Option<Box<dyn Leadership>>> {

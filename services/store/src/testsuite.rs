@@ -2,13 +2,15 @@
 //! case through [`store_conformance!`](crate::store_conformance), each case on a fresh store.
 //!
 //! The cases are grouped as the stores' queries are, by concern of the store: `tenants`,
-//! `batches`, `dispatch`, `workers`, `leases` and `maintenance`; `fixtures` holds what they share.
+//! `batches`, `dispatch`, `workers`, `leases` and `maintenance`, and `progress` for the batch
+//! progress counters and their change feed; `fixtures` holds what they share.
 
 mod batches;
 mod dispatch;
 mod fixtures;
 mod leases;
 mod maintenance;
+mod progress;
 mod tenants;
 mod workers;
 
@@ -18,6 +20,10 @@ pub use leases::{
     claim_lifecycle, failures_retry_and_die, heartbeat_records_progress, lease_guards,
 };
 pub use maintenance::{leadership, rescue_expired_leases, stale_queued_requeued};
+pub use progress::{
+    batch_changes_announce_a_completion, concurrent_writes_across_batches,
+    progress_matches_the_job_rows,
+};
 pub use tenants::{
     concurrent_submits_share_the_quota, key_lifecycle, quotas_refuse_submits, tenants_and_keys,
 };
@@ -34,7 +40,8 @@ macro_rules! store_conformance {
             lease_guards, failures_retry_and_die, rescue_expired_leases, stale_queued_requeued,
             cancel_stops_unfinished, heartbeat_records_progress, priority_then_fair_share, backlog_and_finished_counts, leadership,
             worker_presence, quotas_refuse_submits, concurrent_submits_share_the_quota,
-            key_lifecycle);
+            key_lifecycle, progress_matches_the_job_rows, concurrent_writes_across_batches,
+            batch_changes_announce_a_completion);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(

@@ -125,4 +125,41 @@ mod postgres_only {
         assert_eq!(s.revoke_api_keys(t, &name).await.unwrap(), 1);
         assert_eq!(s.tenant_by_key(&h).await.unwrap(), None);
     }
+
+    /// The change feed survives losing its connection: its subscribers are told `Missed` once it
+    /// listens again, and hear of later changes.
+    #[tokio::test]
+    async fn batch_changes_reconnect_after_the_session_is_cut() {
+        use futures::StreamExt;
+        use pixelfarm_core::{BatchChange, JobStore, parse_manifest};
+        use std::time::Duration;
+        // A hang guard only, not a timing the feed must meet.
+        const HANG_GUARD: Duration = Duration::from_secs(60);
+        let db = fresh_postgres_db().await;
+        let s = PgStore::connect(db.url(), 2).await.unwrap();
+        let t = s.create_tenant("t", 1).await.unwrap();
+        let spec = parse_manifest(
+            "name: b\nmodel: m\ndefaults: {width: 16, height: 16, steps: 2}\nprompt: p\nseeds: {base: 1, count: 2}\n",
+        )
+        .unwrap();
+        let b = s.submit(t, &spec, 2).await.unwrap().batch_id;
+        let mut changes = s.batch_changes().await.unwrap();
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .fetch_all(s.pool())
+        .await
+        .unwrap();
+        assert_eq!(killed, vec![true], "one session listens");
+        let next = tokio::time::timeout(HANG_GUARD, changes.next()).await;
+        assert_eq!(next.expect("hang guard"), Some(BatchChange::Missed));
+        let job = s.jobs(t, b, None, 1).await.unwrap()[0].id;
+        s.claim(job, "w", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        let next = tokio::time::timeout(HANG_GUARD, changes.next()).await;
+        assert_eq!(next.expect("hang guard"), Some(BatchChange::Batch(b)));
+    }
 }

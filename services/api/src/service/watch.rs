@@ -1,15 +1,19 @@
-//! Watching a batch: one poll per watched batch, shared by its watches.
+//! Watching a batch: one poll per watched batch, shared by its watches, woken by the store's
+//! change feed through [`Wakers`](super::wakers::Wakers).
 
 use futures::Stream;
 use pixelfarm_core::*;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::BatchApi;
 use super::views::{BatchView, Seen};
 
-/// How often a watched batch is re-read (once, however many watches follow it).
-const WATCH_POLL: Duration = Duration::from_millis(250);
+/// Reads of a watched batch are at least this far apart however often it changes (a busy batch
+/// changes thousands of times a second), and however many watches follow it.
+const WATCH_MIN_INTERVAL: Duration = Duration::from_millis(250);
 
 impl BatchApi {
     /// The batch now, then on every change of its counts or of whether a live worker serves its
@@ -33,8 +37,10 @@ impl BatchApi {
             .watches
             .open(tenant, owner.quota.max_watches, gauge)
             .inspect_err(|e| self.metrics.refused(&owner.name, e))?;
+        // Following before the first read: a change committed after that read wakes the poll.
+        let wake = self.wakers.follow(&self.store, batch).await?;
         let first = self.batch(tenant, batch).await?;
-        let mut seen = self.clone().poll(tenant, batch, first);
+        let mut seen = self.clone().poll(tenant, batch, first, wake);
         Ok(async_stream::stream! {
             let _slot = slot;
             loop {
@@ -63,14 +69,16 @@ impl BatchApi {
     }
 
     /// The poll of `batch`: the running one when another watch follows the batch, else a new
-    /// one starting from `first`. One poll reads the batch every [`WATCH_POLL`] however many
-    /// watches follow it, and ends when the batch is done, on a fatal error, or when its last
+    /// one starting from `first`. One poll reads the batch when `wake` says it changed, at most
+    /// every [`WATCH_MIN_INTERVAL`], and after the API's watch fallback without a change, however
+    /// many watches follow it; it ends when the batch is done, on a fatal error, or when its last
     /// watch is dropped.
     fn poll(
         self: Arc<Self>,
         tenant: TenantId,
         batch: BatchId,
         first: BatchView,
+        wake: Arc<Notify>,
     ) -> tokio::sync::watch::Receiver<Seen> {
         let mut polls = self.polls.lock().expect("polls lock");
         if let Some(rx) = polls.get(&(tenant, batch))
@@ -81,7 +89,7 @@ impl BatchApi {
         let (tx, rx) = tokio::sync::watch::channel(Seen::View(Box::new(first)));
         polls.insert((tenant, batch), rx.clone());
         drop(polls);
-        tokio::spawn(self.run_poll(tenant, batch, tx));
+        tokio::spawn(self.run_poll(tenant, batch, tx, wake));
         rx
     }
 
@@ -90,15 +98,26 @@ impl BatchApi {
         tenant: TenantId,
         batch: BatchId,
         tx: tokio::sync::watch::Sender<Seen>,
+        wake: Arc<Notify>,
     ) {
+        // The first view was read just before the poll started.
+        let mut last_read = Instant::now();
         loop {
             if tx.borrow().is_final() {
                 break;
             }
+            let next_read = async {
+                tokio::time::sleep_until(last_read + WATCH_MIN_INTERVAL).await;
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep_until(last_read + self.watch_fallback) => {}
+                }
+            };
             tokio::select! {
-                _ = tokio::time::sleep(WATCH_POLL) => {}
+                _ = next_read => {}
                 _ = tx.closed() => break,
             }
+            last_read = Instant::now();
             let next = match self.batch(tenant, batch).await {
                 Ok(view) => Seen::View(Box::new(view)),
                 Err(e) => {

@@ -1,6 +1,5 @@
 //! Batches: the submit transaction, reading a batch and its jobs, cancelling.
 
-use chrono::{DateTime, Utc};
 use pixelfarm_core::*;
 use sqlx::{PgPool, Row};
 use std::collections::BTreeMap;
@@ -115,7 +114,11 @@ pub(super) async fn submit(
 
 pub(super) async fn batch(pool: &PgPool, tenant: TenantId, batch: BatchId) -> Result<BatchStatus> {
     let row = sqlx::query(
-        "SELECT id, name, model, priority, tags, created_at FROM batches WHERE id = $1 AND tenant_id = $2",
+        "SELECT b.name, b.model, b.priority, b.tags, b.created_at, p.pending, p.queued, p.running,
+                p.succeeded, p.retryable, p.dead, p.cancelled, p.first_started_at,
+                p.last_finished_at, p.device_seconds
+         FROM batches b JOIN batch_progress p ON p.batch_id = b.id
+         WHERE b.id = $1 AND b.tenant_id = $2",
     )
     .bind(batch.as_uuid())
     .bind(tenant.as_uuid())
@@ -124,39 +127,27 @@ pub(super) async fn batch(pool: &PgPool, tenant: TenantId, batch: BatchId) -> Re
     .map_err(db("cannot read batch"))?
     .ok_or_else(|| Error::not_found(format!("batch {batch} not found")))?;
     let tags: serde_json::Value = row.get("tags");
-    let mut status = BatchStatus {
+    let count = |state: &str| row.get::<i64, _>(state) as u64;
+    Ok(BatchStatus {
         id: batch,
         name: row.get("name"),
         model: ModelName::parse(row.get::<String, _>("model"))?,
         priority: Priority::parse(u8::try_from(row.get::<i16, _>("priority")).unwrap_or(0))?,
         tags: serde_json::from_value::<BTreeMap<String, String>>(tags).unwrap_or_default(),
         created_at: row.get("created_at"),
-        counts: StateCounts::default(),
-        first_started_at: None,
-        last_finished_at: None,
-        device_seconds: 0.0,
-    };
-    let rows = sqlx::query(
-        "SELECT state::text AS state, count(*) AS n, min(started_at) AS s, max(finished_at) AS f,
-                sum(device_seconds) AS d
-         FROM jobs WHERE batch_id = $1 GROUP BY state",
-    )
-    .bind(batch.as_uuid())
-    .fetch_all(pool)
-    .await
-    .map_err(db("cannot count jobs"))?;
-    for r in rows {
-        status.counts.add(
-            JobState::parse(r.get("state"))?,
-            r.get::<i64, _>("n") as u64,
-        );
-        let s: Option<DateTime<Utc>> = r.get("s");
-        let f: Option<DateTime<Utc>> = r.get("f");
-        status.first_started_at = status.first_started_at.into_iter().chain(s).min();
-        status.last_finished_at = status.last_finished_at.into_iter().chain(f).max();
-        status.device_seconds += r.get::<Option<f64>, _>("d").unwrap_or(0.0);
-    }
-    Ok(status)
+        counts: StateCounts {
+            pending: count("pending"),
+            queued: count("queued"),
+            running: count("running"),
+            succeeded: count("succeeded"),
+            retryable: count("retryable"),
+            dead: count("dead"),
+            cancelled: count("cancelled"),
+        },
+        first_started_at: row.get("first_started_at"),
+        last_finished_at: row.get("last_finished_at"),
+        device_seconds: row.get("device_seconds"),
+    })
 }
 
 pub(super) async fn jobs(

@@ -5,6 +5,7 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use crate::error::db;
+use crate::progress;
 
 pub(super) async fn dispatchable(
     pool: &PgPool,
@@ -58,32 +59,25 @@ pub(super) async fn mark_queued(pool: &PgPool, ids: &[JobId]) -> Result<u64> {
 }
 
 pub(super) async fn backlog(pool: &PgPool) -> Result<Vec<BacklogRow>> {
-    count_by_state(
-        pool,
-        "state IN ('pending', 'queued', 'running', 'retryable')",
-    )
-    .await
+    per_model(pool, progress::BACKLOG, &progress::OPEN_STATES).await
 }
 
 pub(super) async fn finished(pool: &PgPool) -> Result<Vec<BacklogRow>> {
-    count_by_state(pool, "state IN ('succeeded', 'dead', 'cancelled')").await
+    per_model(pool, progress::FINISHED, &progress::FINAL_STATES).await
 }
 
-async fn count_by_state(pool: &PgPool, filter: &'static str) -> Result<Vec<BacklogRow>> {
-    let sql = format!(
-        "SELECT model, state::text AS state, count(*) AS n FROM jobs WHERE {filter} GROUP BY 1, 2"
-    );
-    let rows = sqlx::query(&sql)
+async fn per_model(pool: &PgPool, sql: &str, states: &[JobState]) -> Result<Vec<BacklogRow>> {
+    let rows = sqlx::query(sql)
         .fetch_all(pool)
         .await
         .map_err(db("cannot count jobs"))?;
-    rows.iter()
-        .map(|r| {
-            Ok(BacklogRow {
-                model: ModelName::parse(r.get::<String, _>("model"))?,
-                state: JobState::parse(r.get("state"))?,
-                jobs: r.get::<i64, _>("n") as u64,
-            })
-        })
-        .collect()
+    let mut out = Vec::new();
+    for r in &rows {
+        out.extend(progress::backlog_rows(
+            &r.get::<String, _>("model"),
+            states,
+            |s| r.get::<i64, _>(s),
+        )?);
+    }
+    Ok(out)
 }

@@ -14,8 +14,8 @@ const KEY_PREFIX: &str = "coalesce(prefix, 'sha256:' || left(key_sha256, 8))";
 /// [`JobStore::usage`] on one connection (the submit's transaction, or a pooled one).
 pub(super) async fn usage_of(conn: &mut PgConnection, tenant: TenantId) -> Result<Usage> {
     let row = sqlx::query(
-        "SELECT (SELECT count(*) FROM jobs WHERE tenant_id = $1
-                   AND state IN ('pending', 'queued', 'running', 'retryable')) AS queued,
+        "SELECT (SELECT coalesce(sum(pending + queued + running + retryable), 0)::bigint
+                   FROM batch_progress WHERE tenant_id = $1 AND open) AS queued,
                 (SELECT coalesce(sum(job_count), 0)::bigint FROM batches WHERE tenant_id = $1
                    AND created_at > now() - interval '1 day') AS day",
     )
@@ -95,8 +95,8 @@ pub(super) async fn usage(pool: &PgPool, tenant: TenantId) -> Result<Usage> {
 pub(super) async fn usage_by_tenant(pool: &PgPool) -> Result<Vec<(String, Usage)>> {
     let rows = sqlx::query(
         "SELECT t.name,
-                (SELECT count(*) FROM jobs j WHERE j.tenant_id = t.id
-                   AND j.state IN ('pending', 'queued', 'running', 'retryable')) AS queued,
+                (SELECT coalesce(sum(p.pending + p.queued + p.running + p.retryable), 0)::bigint
+                   FROM batch_progress p WHERE p.tenant_id = t.id AND p.open) AS queued,
                 (SELECT coalesce(sum(b.job_count), 0)::bigint FROM batches b WHERE b.tenant_id = t.id
                    AND b.created_at > now() - interval '1 day') AS day
          FROM tenants t ORDER BY t.name",

@@ -106,7 +106,11 @@ pub(super) async fn batch(
     batch: BatchId,
 ) -> Result<BatchStatus> {
     let row = sqlx::query(
-        "SELECT name, model, priority, tags, created_at FROM batches WHERE id = ?1 AND tenant_id = ?2",
+        "SELECT b.name, b.model, b.priority, b.tags, b.created_at, p.pending, p.queued, p.running,
+                p.succeeded, p.retryable, p.dead, p.cancelled, p.first_started_at,
+                p.last_finished_at, p.device_seconds
+         FROM batches b JOIN batch_progress p ON p.batch_id = b.id
+         WHERE b.id = ?1 AND b.tenant_id = ?2",
     )
     .bind(batch.to_string())
     .bind(tenant.to_string())
@@ -114,44 +118,27 @@ pub(super) async fn batch(
     .await
     .map_err(db("cannot read batch"))?
     .ok_or_else(|| Error::not_found(format!("batch {batch} not found")))?;
-    let mut status = BatchStatus {
+    let count = |state: &str| row.get::<i64, _>(state) as u64;
+    Ok(BatchStatus {
         id: batch,
         name: row.get("name"),
         model: ModelName::parse(row.get::<String, _>("model"))?,
         priority: Priority::parse(u8::try_from(row.get::<i64, _>("priority")).unwrap_or(0))?,
         tags: serde_json::from_str(&row.get::<String, _>("tags")).unwrap_or_default(),
         created_at: time(row.get("created_at")).unwrap_or_default(),
-        counts: StateCounts::default(),
-        first_started_at: None,
-        last_finished_at: None,
-        device_seconds: 0.0,
-    };
-    let rows = sqlx::query(
-        "SELECT state, count(*) AS n, min(started_at) AS s, max(finished_at) AS f, sum(device_seconds) AS d
-         FROM jobs WHERE batch_id = ?1 GROUP BY state",
-    )
-    .bind(batch.to_string())
-    .fetch_all(pool)
-    .await
-    .map_err(db("cannot count jobs"))?;
-    for r in rows {
-        status.counts.add(
-            JobState::parse(r.get("state"))?,
-            r.get::<i64, _>("n") as u64,
-        );
-        status.first_started_at = status
-            .first_started_at
-            .into_iter()
-            .chain(time(r.get("s")))
-            .min();
-        status.last_finished_at = status
-            .last_finished_at
-            .into_iter()
-            .chain(time(r.get("f")))
-            .max();
-        status.device_seconds += r.get::<Option<f64>, _>("d").unwrap_or(0.0);
-    }
-    Ok(status)
+        counts: StateCounts {
+            pending: count("pending"),
+            queued: count("queued"),
+            running: count("running"),
+            succeeded: count("succeeded"),
+            retryable: count("retryable"),
+            dead: count("dead"),
+            cancelled: count("cancelled"),
+        },
+        first_started_at: time(row.get("first_started_at")),
+        last_finished_at: time(row.get("last_finished_at")),
+        device_seconds: row.get("device_seconds"),
+    })
 }
 
 pub(super) async fn jobs(

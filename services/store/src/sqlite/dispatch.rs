@@ -5,6 +5,7 @@ use sqlx::{Row, SqlitePool};
 
 use super::columns::now_ms;
 use crate::error::db;
+use crate::progress;
 
 pub(super) async fn dispatchable(
     pool: &SqlitePool,
@@ -39,50 +40,47 @@ pub(super) async fn dispatchable(
         .collect()
 }
 
-pub(super) async fn mark_queued(pool: &SqlitePool, ids: &[JobId]) -> Result<u64> {
+/// The batches of the jobs it moved, one entry per job.
+pub(super) async fn mark_queued(pool: &SqlitePool, ids: &[JobId]) -> Result<Vec<BatchId>> {
     let mut tx = pool.begin().await.map_err(db("cannot begin"))?;
     let now = now_ms();
-    let mut n = 0;
+    let mut batches = Vec::new();
     for id in ids {
-        n += sqlx::query(
-            "UPDATE jobs SET state = 'queued', queued_at = ?2 WHERE id = ?1 AND state = 'pending'",
+        let batch: Option<String> = sqlx::query_scalar(
+            "UPDATE jobs SET state = 'queued', queued_at = ?2 WHERE id = ?1 AND state = 'pending'
+             RETURNING batch_id",
         )
         .bind(id.to_string())
         .bind(now)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
-        .map_err(db("cannot mark job queued"))?
-        .rows_affected();
+        .map_err(db("cannot mark job queued"))?;
+        batches.extend(batch.map(|b| b.parse::<BatchId>()).transpose()?);
     }
     tx.commit().await.map_err(db("cannot commit"))?;
-    Ok(n)
+    Ok(batches)
 }
 
 pub(super) async fn backlog(pool: &SqlitePool) -> Result<Vec<BacklogRow>> {
-    count_by_state(
-        pool,
-        "state IN ('pending', 'queued', 'running', 'retryable')",
-    )
-    .await
+    per_model(pool, progress::BACKLOG, &progress::OPEN_STATES).await
 }
 
 pub(super) async fn finished(pool: &SqlitePool) -> Result<Vec<BacklogRow>> {
-    count_by_state(pool, "state IN ('succeeded', 'dead', 'cancelled')").await
+    per_model(pool, progress::FINISHED, &progress::FINAL_STATES).await
 }
 
-async fn count_by_state(pool: &SqlitePool, filter: &'static str) -> Result<Vec<BacklogRow>> {
-    let sql = format!("SELECT model, state, count(*) AS n FROM jobs WHERE {filter} GROUP BY 1, 2");
-    let rows = sqlx::query(&sql)
+async fn per_model(pool: &SqlitePool, sql: &str, states: &[JobState]) -> Result<Vec<BacklogRow>> {
+    let rows = sqlx::query(sql)
         .fetch_all(pool)
         .await
         .map_err(db("cannot count jobs"))?;
-    rows.iter()
-        .map(|r| {
-            Ok(BacklogRow {
-                model: ModelName::parse(r.get::<String, _>("model"))?,
-                state: JobState::parse(r.get("state"))?,
-                jobs: r.get::<i64, _>("n") as u64,
-            })
-        })
-        .collect()
+    let mut out = Vec::new();
+    for r in &rows {
+        out.extend(progress::backlog_rows(
+            &r.get::<String, _>("model"),
+            states,
+            |s| r.get::<i64, _>(s),
+        )?);
+    }
+    Ok(out)
 }

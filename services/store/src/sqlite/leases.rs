@@ -72,11 +72,12 @@ pub(super) async fn complete(
     worker: &str,
     attempt: u32,
     done: &Completion,
-) -> Result<bool> {
-    let r = sqlx::query(
+) -> Result<Option<BatchId>> {
+    let batch: Option<String> = sqlx::query_scalar(
         "UPDATE jobs SET state = 'succeeded', finished_at = ?4, lease_owner = NULL, lease_until = NULL,
              object_key = ?5, sha256 = ?6, timings = ?7, device_seconds = device_seconds + ?8
-         WHERE id = ?1 AND state = 'running' AND lease_owner = ?2 AND attempt = ?3",
+         WHERE id = ?1 AND state = 'running' AND lease_owner = ?2 AND attempt = ?3
+         RETURNING batch_id",
     )
     .bind(job.to_string())
     .bind(worker)
@@ -86,10 +87,10 @@ pub(super) async fn complete(
     .bind(&done.sha256)
     .bind(serde_json::to_string(&done.timings).expect("timings serialize"))
     .bind(done.device_seconds)
-    .execute(pool)
+    .fetch_optional(pool)
     .await
     .map_err(db("cannot complete job"))?;
-    Ok(r.rows_affected() == 1)
+    batch.map(|b| b.parse()).transpose()
 }
 
 pub(super) async fn fail(
@@ -98,17 +99,18 @@ pub(super) async fn fail(
     worker: &str,
     attempt: u32,
     failure: &Failure,
-) -> Result<bool> {
+) -> Result<Option<BatchId>> {
     let (kind, message, delay) = failure_columns(failure);
     let now = now_ms();
-    let r = sqlx::query(
+    let batch: Option<String> = sqlx::query_scalar(
         "UPDATE jobs SET
              state = CASE WHEN ?6 IS NULL THEN 'dead' ELSE 'retryable' END,
              finished_at = CASE WHEN ?6 IS NULL THEN ?7 END,
              run_after = ?7 + ?6,
              lease_owner = NULL, lease_until = NULL, queued_at = NULL,
              error_kind = ?4, last_error = ?5
-         WHERE id = ?1 AND state = 'running' AND lease_owner = ?2 AND attempt = ?3",
+         WHERE id = ?1 AND state = 'running' AND lease_owner = ?2 AND attempt = ?3
+         RETURNING batch_id",
     )
     .bind(job.to_string())
     .bind(worker)
@@ -117,8 +119,8 @@ pub(super) async fn fail(
     .bind(message)
     .bind(delay.map(|d| (d * 1000.0) as i64))
     .bind(now)
-    .execute(pool)
+    .fetch_optional(pool)
     .await
     .map_err(db("cannot record job failure"))?;
-    Ok(r.rows_affected() == 1)
+    batch.map(|b| b.parse()).transpose()
 }

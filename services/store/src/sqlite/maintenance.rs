@@ -1,5 +1,5 @@
 //! The leader's maintenance: rescuing expired leases, promoting retries, requeueing stale
-//! messages.
+//! messages. Each returns the batches of the jobs it moved (one entry per job), to announce.
 
 use pixelfarm_core::*;
 use sqlx::{Row, SqlitePool};
@@ -12,7 +12,7 @@ pub(super) async fn rescue_expired(
     pool: &SqlitePool,
     limit: u32,
     max_crashes: u32,
-) -> Result<RescueOutcome> {
+) -> Result<(RescueOutcome, Vec<BatchId>)> {
     let now = now_ms();
     // SQLite evaluates every right-hand side on the old row, as Postgres does.
     let rows = sqlx::query(
@@ -31,7 +31,7 @@ pub(super) async fn rescue_expired(
              lease_owner = NULL, lease_until = NULL, queued_at = NULL
          WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_until < ?1
                       ORDER BY lease_until LIMIT ?2)
-         RETURNING state",
+         RETURNING state, batch_id",
     )
     .bind(now)
     .bind(i64::from(limit))
@@ -43,40 +43,47 @@ pub(super) async fn rescue_expired(
         .iter()
         .filter(|r| r.get::<String, _>("state") == "dead")
         .count() as u64;
-    Ok(RescueOutcome {
+    let batches = rows
+        .iter()
+        .map(|r| r.get::<String, _>("batch_id").parse())
+        .collect::<Result<_>>()?;
+    let outcome = RescueOutcome {
         to_pending: rows.len() as u64 - dead,
         to_dead: dead,
-    })
+    };
+    Ok((outcome, batches))
 }
 
-pub(super) async fn promote_retryable(pool: &SqlitePool, limit: u32) -> Result<u64> {
-    let r = sqlx::query(
+pub(super) async fn promote_retryable(pool: &SqlitePool, limit: u32) -> Result<Vec<BatchId>> {
+    let batches: Vec<String> = sqlx::query_scalar(
         "UPDATE jobs SET state = 'pending', run_after = NULL
          WHERE id IN (SELECT id FROM jobs WHERE state = 'retryable' AND run_after <= ?1
-                      ORDER BY run_after LIMIT ?2)",
+                      ORDER BY run_after LIMIT ?2)
+         RETURNING batch_id",
     )
     .bind(now_ms())
     .bind(i64::from(limit))
-    .execute(pool)
+    .fetch_all(pool)
     .await
     .map_err(db("cannot promote retryable jobs"))?;
-    Ok(r.rows_affected())
+    batches.iter().map(|b| b.parse()).collect()
 }
 
 pub(super) async fn requeue_stale_queued(
     pool: &SqlitePool,
     older_than: Duration,
     limit: u32,
-) -> Result<u64> {
-    let r = sqlx::query(
+) -> Result<Vec<BatchId>> {
+    let batches: Vec<String> = sqlx::query_scalar(
         "UPDATE jobs SET state = 'pending', queued_at = NULL
          WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND queued_at < ?1
-                      ORDER BY queued_at LIMIT ?2)",
+                      ORDER BY queued_at LIMIT ?2)
+         RETURNING batch_id",
     )
     .bind(now_ms() - ms(older_than))
     .bind(i64::from(limit))
-    .execute(pool)
+    .fetch_all(pool)
     .await
     .map_err(db("cannot requeue stale queued jobs"))?;
-    Ok(r.rows_affected())
+    batches.iter().map(|b| b.parse()).collect()
 }

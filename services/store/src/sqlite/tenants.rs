@@ -19,8 +19,8 @@ const LAST_USED_EVERY_MS: i64 = 60_000;
 /// [`JobStore::usage`] on one connection (the submit's transaction, or a pooled one).
 pub(super) async fn usage_of(conn: &mut sqlx::SqliteConnection, tenant: TenantId) -> Result<Usage> {
     let row = sqlx::query(
-        "SELECT (SELECT count(*) FROM jobs WHERE tenant_id = ?1
-                   AND state IN ('pending', 'queued', 'running', 'retryable')) AS queued,
+        "SELECT (SELECT coalesce(sum(pending + queued + running + retryable), 0)
+                   FROM batch_progress WHERE tenant_id = ?1 AND open) AS queued,
                 (SELECT coalesce(sum(job_count), 0) FROM batches WHERE tenant_id = ?1
                    AND created_at > ?2) AS day",
     )
@@ -102,8 +102,8 @@ pub(super) async fn usage(pool: &SqlitePool, tenant: TenantId) -> Result<Usage> 
 pub(super) async fn usage_by_tenant(pool: &SqlitePool) -> Result<Vec<(String, Usage)>> {
     let rows = sqlx::query(
         "SELECT t.name,
-                (SELECT count(*) FROM jobs j WHERE j.tenant_id = t.id
-                   AND j.state IN ('pending', 'queued', 'running', 'retryable')) AS queued,
+                (SELECT coalesce(sum(p.pending + p.queued + p.running + p.retryable), 0)
+                   FROM batch_progress p WHERE p.tenant_id = t.id AND p.open) AS queued,
                 (SELECT coalesce(sum(b.job_count), 0) FROM batches b WHERE b.tenant_id = t.id
                    AND b.created_at > ?1) AS day
          FROM tenants t ORDER BY t.name",
