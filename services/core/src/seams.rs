@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::ids::{BatchId, JobId, TenantId};
 use crate::manifest::BatchSpec;
 use crate::params::{JobParams, ModelName, Priority};
+use crate::retention::{PurgeOutcome, Retention};
 use crate::state::JobState;
 use crate::tenant::{ApiKeyInfo, NewApiKey, Quota, TenantInfo, Usage};
 use crate::{ErrorKind, Result};
@@ -119,6 +120,10 @@ pub struct BatchStatus {
     pub last_finished_at: Option<DateTime<Utc>>,
     /// Render-device seconds spent on this batch (for chargeback).
     pub device_seconds: f64,
+    /// When retention took this finished batch's jobs: its job rows are deleted (listing them is
+    /// refused as `gone`) and the batch row alone remains; absent while they are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs_purged_at: Option<DateTime<Utc>>,
 }
 
 impl BatchStatus {
@@ -293,6 +298,9 @@ pub trait Leadership: Send {
 ///   (same owner, same attempt, state running) and return whether they did;
 /// - a worker is live for a model until the `ttl` of its last `announce_worker` passes or it
 ///   withdraws; a model once announced stays in `model_presence`;
+/// - `purge_expired` deletes job rows only of batches whose every job is final and finished more
+///   than their tenant's [`Retention`] ago, never the batch row; a batch it started on answers
+///   `batch` with `jobs_purged_at` set and `jobs` with `Gone`;
 /// - time comparisons use the store's clock.
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
@@ -304,6 +312,9 @@ pub trait JobStore: Send + Sync + 'static {
     async fn tenant(&self, tenant: TenantId) -> Result<TenantInfo>;
     /// Replace a tenant's quota; `NotFound` for an unknown id.
     async fn set_quota(&self, tenant: TenantId, quota: &Quota) -> Result<()>;
+    /// Set a tenant's retention of finished batches' job rows (`None`: the scheduler's default);
+    /// `NotFound` for an unknown id.
+    async fn set_retention(&self, tenant: TenantId, retention: Option<Retention>) -> Result<()>;
     /// What the tenant uses of the limits the store counts.
     async fn usage(&self, tenant: TenantId) -> Result<Usage>;
     /// [`JobStore::usage`] of every tenant, by name (for the per-tenant gauges).
@@ -333,7 +344,7 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> Result<SubmitOutcome>;
     /// A batch with its counts.
     async fn batch(&self, tenant: TenantId, batch: BatchId) -> Result<BatchStatus>;
-    /// Jobs of a batch ordered by id, after `after`, at most `limit`.
+    /// Jobs of a batch ordered by id, after `after`, at most `limit`; `Gone` once retention took them.
     async fn jobs(
         &self,
         tenant: TenantId,
@@ -354,7 +365,8 @@ pub trait JobStore: Send + Sync + 'static {
     async fn mark_queued(&self, ids: &[JobId]) -> Result<u64>;
     /// Jobs per model and non-final state.
     async fn backlog(&self) -> Result<Vec<BacklogRow>>;
-    /// Jobs per model and final state (monotonic while rows are kept).
+    /// Jobs per model and final state (monotonic between purges: [`JobStore::purge_expired`]
+    /// deletes final rows).
     async fn finished(&self) -> Result<Vec<BacklogRow>>;
 
     /// Record that `worker` serves exactly `models` for `ttl` from now (replacing what it announced
@@ -406,6 +418,10 @@ pub trait JobStore: Send + Sync + 'static {
     async fn promote_retryable(&self, limit: u32) -> Result<u64>;
     /// `queued → pending` for jobs queued longer than `older_than` (their message was lost).
     async fn requeue_stale_queued(&self, older_than: Duration, limit: u32) -> Result<u64>;
+
+    /// Delete at most `limit` job rows of finished batches past their retention (`default` for
+    /// tenants without one), as [`crate::retention`] says.
+    async fn purge_expired(&self, default: Retention, limit: u32) -> Result<PurgeOutcome>;
 
     /// Become the single leader if nobody else is.
     async fn try_lead(&self) -> Result<Option<Box<dyn Leadership>>>;

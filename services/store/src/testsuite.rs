@@ -2,13 +2,15 @@
 //! case through [`store_conformance!`](crate::store_conformance), each case on a fresh store.
 //!
 //! The cases are grouped as the stores' queries are, by concern of the store: `tenants`,
-//! `batches`, `dispatch`, `workers`, `leases` and `maintenance`; `fixtures` holds what they share.
+//! `batches`, `dispatch`, `workers`, `leases`, `maintenance` and `retention`; `fixtures` holds what
+//! they share.
 
 mod batches;
 mod dispatch;
 mod fixtures;
 mod leases;
 mod maintenance;
+mod retention;
 mod tenants;
 mod workers;
 
@@ -18,6 +20,10 @@ pub use leases::{
     claim_lifecycle, failures_retry_and_die, heartbeat_records_progress, lease_guards,
 };
 pub use maintenance::{leadership, rescue_expired_leases, stale_queued_requeued};
+pub use retention::{
+    retention_chunks_span_batches, retention_follows_each_tenants_setting,
+    retention_purges_finished_batches_past_it,
+};
 pub use tenants::{
     concurrent_submits_share_the_quota, key_lifecycle, quotas_refuse_submits, tenants_and_keys,
 };
@@ -34,7 +40,8 @@ macro_rules! store_conformance {
             lease_guards, failures_retry_and_die, rescue_expired_leases, stale_queued_requeued,
             cancel_stops_unfinished, heartbeat_records_progress, priority_then_fair_share, backlog_and_finished_counts, leadership,
             worker_presence, quotas_refuse_submits, concurrent_submits_share_the_quota,
-            key_lifecycle);
+            key_lifecycle, retention_purges_finished_batches_past_it,
+            retention_follows_each_tenants_setting, retention_chunks_span_batches);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(

@@ -112,7 +112,8 @@ pub(super) async fn submit(
 
 pub(super) async fn batch(pool: &PgPool, tenant: TenantId, batch: BatchId) -> Result<BatchStatus> {
     let row = sqlx::query(
-        "SELECT id, name, model, priority, tags, created_at FROM batches WHERE id = $1 AND tenant_id = $2",
+        "SELECT id, name, model, priority, tags, created_at, jobs_purged_at FROM batches
+         WHERE id = $1 AND tenant_id = $2",
     )
     .bind(batch.as_uuid())
     .bind(tenant.as_uuid())
@@ -132,6 +133,7 @@ pub(super) async fn batch(pool: &PgPool, tenant: TenantId, batch: BatchId) -> Re
         first_started_at: None,
         last_finished_at: None,
         device_seconds: 0.0,
+        jobs_purged_at: row.get("jobs_purged_at"),
     };
     let rows = sqlx::query(
         "SELECT state::text AS state, count(*) AS n, min(started_at) AS s, max(finished_at) AS f,
@@ -163,8 +165,11 @@ pub(super) async fn jobs(
     after: Option<JobId>,
     limit: u32,
 ) -> Result<Vec<JobRecord>> {
+    // Rows of a batch retention took may remain while it deletes them: none is listed.
     let sql = format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE batch_id = $1 AND tenant_id = $2 AND id > $3 ORDER BY id LIMIT $4"
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE batch_id = $1 AND tenant_id = $2 AND id > $3
+           AND NOT EXISTS (SELECT 1 FROM batches WHERE id = $1 AND jobs_purged_at IS NOT NULL)
+         ORDER BY id LIMIT $4"
     );
     let rows = sqlx::query(&sql)
         .bind(batch.as_uuid())
@@ -174,9 +179,12 @@ pub(super) async fn jobs(
         .fetch_all(pool)
         .await
         .map_err(db("cannot list jobs"))?;
-    if rows.is_empty() && after.is_none() {
-        // Distinguish "no such batch" (or another tenant's) from an empty page.
-        self::batch(pool, tenant, batch).await?;
+    if rows.is_empty() {
+        // Distinguish "no such batch" (or another tenant's) and "its jobs are gone" from an
+        // empty page.
+        if let Some(at) = self::batch(pool, tenant, batch).await?.jobs_purged_at {
+            return Err(jobs_gone(batch, at));
+        }
     }
     rows.iter().map(record).collect()
 }
@@ -189,7 +197,7 @@ pub(super) async fn job(pool: &PgPool, tenant: TenantId, job: JobId) -> Result<J
         .fetch_optional(pool)
         .await
         .map_err(db("cannot read job"))?
-        .ok_or_else(|| Error::not_found(format!("job {job} not found")))?;
+        .ok_or_else(|| job_not_found(job))?;
     record(&row)
 }
 

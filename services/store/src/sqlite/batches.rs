@@ -106,7 +106,8 @@ pub(super) async fn batch(
     batch: BatchId,
 ) -> Result<BatchStatus> {
     let row = sqlx::query(
-        "SELECT name, model, priority, tags, created_at FROM batches WHERE id = ?1 AND tenant_id = ?2",
+        "SELECT name, model, priority, tags, created_at, jobs_purged_at FROM batches
+         WHERE id = ?1 AND tenant_id = ?2",
     )
     .bind(batch.to_string())
     .bind(tenant.to_string())
@@ -125,6 +126,7 @@ pub(super) async fn batch(
         first_started_at: None,
         last_finished_at: None,
         device_seconds: 0.0,
+        jobs_purged_at: time(row.get("jobs_purged_at")),
     };
     let rows = sqlx::query(
         "SELECT state, count(*) AS n, min(started_at) AS s, max(finished_at) AS f, sum(device_seconds) AS d
@@ -161,8 +163,11 @@ pub(super) async fn jobs(
     after: Option<JobId>,
     limit: u32,
 ) -> Result<Vec<JobRecord>> {
+    // Rows of a batch retention took may remain while it deletes them: none is listed.
     let sql = format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE batch_id = ?1 AND tenant_id = ?2 AND id > ?3 ORDER BY id LIMIT ?4"
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE batch_id = ?1 AND tenant_id = ?2 AND id > ?3
+           AND NOT EXISTS (SELECT 1 FROM batches WHERE id = ?1 AND jobs_purged_at IS NOT NULL)
+         ORDER BY id LIMIT ?4"
     );
     let rows = sqlx::query(&sql)
         .bind(batch.to_string())
@@ -172,8 +177,11 @@ pub(super) async fn jobs(
         .fetch_all(pool)
         .await
         .map_err(db("cannot list jobs"))?;
-    if rows.is_empty() && after.is_none() {
-        self::batch(pool, tenant, batch).await?;
+    if rows.is_empty() {
+        // Distinguish "no such batch" and "its jobs are gone" from an empty page.
+        if let Some(at) = self::batch(pool, tenant, batch).await?.jobs_purged_at {
+            return Err(jobs_gone(batch, at));
+        }
     }
     rows.iter().map(record).collect()
 }
@@ -186,7 +194,7 @@ pub(super) async fn job(pool: &SqlitePool, tenant: TenantId, job: JobId) -> Resu
         .fetch_optional(pool)
         .await
         .map_err(db("cannot read job"))?
-        .ok_or_else(|| Error::not_found(format!("job {job} not found")))?;
+        .ok_or_else(|| job_not_found(job))?;
     record(&row)
 }
 
