@@ -62,12 +62,12 @@ pub fn settings(settings: &Settings) -> anyhow::Result<Vec<String>> {
         "scheduler: grpc {}, http {} ({transport}), max_attempts {}",
         s.grpc_addr, s.http_addr, s.max_attempts
     ));
+    let kept = match retention.default {
+        Retention::Forever => "forever".to_string(),
+        r => format!("{r} after their last job finished"),
+    };
     report.push(format!(
-        "scheduler.retention: job rows of finished batches kept {} after their last job (tenants may set their own), {} rows per statement",
-        match retention.default {
-            Retention::Forever => "forever".to_string(),
-            r => format!("for {r}"),
-        },
+        "scheduler.retention: job rows of finished batches kept {kept} (tenants may set their own), {} rows per statement",
         retention.chunk
     ));
     report.push(format!(
@@ -107,7 +107,11 @@ mod tests {
         s.scheduler.retention.chunk = 500;
         s.scheduler.retention.days = 30;
         let r = settings(&s).unwrap();
-        assert!(r.iter().any(|l| l.contains("kept for 30d after")), "{r:?}");
+        assert!(
+            r.iter()
+                .any(|l| l.contains("kept 30d after their last job")),
+            "{r:?}"
+        );
 
         let mut s = Settings::default();
         s.scheduler.http_addr = "8080".into();
