@@ -462,3 +462,114 @@ async fn a_job_that_keeps_crashing_its_worker_dies_alone() {
         "some jobs were in flight beside the poison job when its workers died"
     );
 }
+
+/// Retention on the real scheduler: once a finished batch is older than the retention (2 s here)
+/// the leader deletes its job rows, counts them and logs the batch once; the batch still answers
+/// with its name and `jobs_purged_at`, its jobs answer `gone` over gRPC and HTTP, its images stay
+/// in the bucket, and tenant `b`, set to keep its job rows forever, keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_deletes_the_job_rows_of_finished_batches() {
+    let stack = Stack::start(StackOptions {
+        workers: 1,
+        retention_seconds: Some(2),
+        ..Default::default()
+    })
+    .await;
+    let shown = stack
+        .scheduler_cli(&["tenant", "set-retention", "b", "never"])
+        .await
+        .unwrap();
+    assert!(shown.contains("job retention       never"), "{shown}");
+    let shown = stack.scheduler_cli(&["tenant", "show", "a"]).await.unwrap();
+    assert!(
+        shown.contains("2s after a batch finished (scheduler.retention)"),
+        "{shown}"
+    );
+    let (a, b) = (stack.client(KEY_A).await, stack.client(KEY_B).await);
+    let expires = a
+        .submit(manifest("expires", 20, None))
+        .await
+        .unwrap()
+        .batch_id;
+    let job = a.jobs(expires, None, 1).await.unwrap().0[0].id;
+    let kept = b.submit(manifest("kept", 5, None)).await.unwrap().batch_id;
+    wait_batch(&stack, &b, kept, Duration::from_secs(60), |v| v.done).await;
+
+    let purged = wait_batch(&stack, &a, expires, Duration::from_secs(60), |v| {
+        v.status.jobs_purged_at.is_some()
+    })
+    .await;
+    assert_eq!(
+        (purged.status.name.as_str(), purged.done),
+        ("expires", true)
+    );
+    let e = a.jobs(expires, None, 10).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Gone, "{e}");
+    assert!(e.to_string().contains("by retention"), "{e}");
+    let e = a.image(job).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("retention"), "{e}");
+    let r = reqwest::Client::new()
+        .get(format!(
+            "http://{}/v1/batches/{expires}/jobs",
+            stack.scheduler.http
+        ))
+        .bearer_auth(KEY_A)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 410);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "gone", "{body}");
+
+    // The rows go right after the batch is taken; the batch row and its manifest stay.
+    let db = sqlx::PgPool::connect(&stack.db_url).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE batch_id = $1")
+            .bind(expires.as_uuid())
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        let counted = sample(
+            &scrape(stack.scheduler.http).await,
+            "pixelfarm_retention_jobs_purged_total",
+        );
+        if rows == 0 && counted == 20.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{rows} rows left, {counted} counted\n{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let manifest_kept: String = sqlx::query_scalar("SELECT manifest FROM batches WHERE id = $1")
+        .bind(expires.as_uuid())
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert!(manifest_kept.contains("name: expires"), "{manifest_kept}");
+    let scraped = scrape(stack.scheduler.http).await;
+    assert_eq!(
+        sample(&scraped, "pixelfarm_retention_batches_purged_total"),
+        1.0
+    );
+    let log = std::fs::read_to_string(&stack.scheduler.log).unwrap();
+    let logged = log
+        .lines()
+        .filter(|l| l.contains("past its retention") && l.contains(&expires.to_string()))
+        .count();
+    assert_eq!(logged, 1, "the batch is logged once:\n{log}");
+
+    // Tenant b keeps its job rows; the images of both tenants stay in the bucket.
+    assert_eq!(b.jobs(kept, None, 10).await.unwrap().0.len(), 5);
+    assert_eq!(b.batch(kept).await.unwrap().status.jobs_purged_at, None);
+    let images = stack.blob().await.list("images/").await.unwrap();
+    assert_eq!(
+        images.iter().filter(|k| k.ends_with(".png")).count(),
+        25,
+        "{images:?}"
+    );
+}

@@ -161,6 +161,9 @@ pub struct StackOptions {
     /// `scheduler.tls`: both listeners serve TLS with these files; the stack's clients and its
     /// readiness checks trust their CA.
     pub tls: Option<tls::ServerFiles>,
+    /// `scheduler.retention.seconds`, the leader looking for expired batches every second;
+    /// `None`: the default (job rows kept forever).
+    pub retention_seconds: Option<u64>,
 }
 
 impl Default for StackOptions {
@@ -175,6 +178,7 @@ impl Default for StackOptions {
             models: vec!["test".into(), "shapes".into()],
             registry: None,
             tls: None,
+            retention_seconds: None,
         }
     }
 }
@@ -221,7 +225,7 @@ blob: {{kind: s3, bucket: {bucket}, endpoint: \"{endpoint}\", region: us-east-1,
 scheduler:
   grpc_addr: 127.0.0.1:{grpc}
   http_addr: 127.0.0.1:{http}
-{tls}  dispatch_interval_ms: 20
+{tls}{retention}  dispatch_interval_ms: 20
   maintenance_interval_ms: 300
   tenants:
     - {{name: a, api_keys: [{KEY_A}]}}
@@ -250,6 +254,7 @@ worker:
             models = opts.models.join(", "),
             registry = opts.registry.as_ref().map(|p| format!("  registry: \"{}\"\n", p.display())).unwrap_or_default(),
             tls = opts.tls.as_ref().map(|t| format!("  tls: {{cert_file: \"{}\", key_file: \"{}\"}}\n", t.cert_file.display(), t.key_file.display())).unwrap_or_default(),
+            retention = opts.retention_seconds.map(|s| format!("  retention: {{seconds: {s}, interval_seconds: 1}}\n")).unwrap_or_default(),
         );
         std::fs::create_dir_all(dir.path().join("config")).unwrap();
         std::fs::write(dir.path().join("config/base.yaml"), config).unwrap();

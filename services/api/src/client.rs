@@ -124,7 +124,8 @@ impl ApiClient {
     /// One page of jobs and the cursor of the next.
     ///
     /// # Errors
-    /// `NotFound` for an unknown batch or another tenant's.
+    /// `NotFound` for an unknown batch or another tenant's; `Gone` for a batch whose jobs
+    /// retention deleted.
     pub async fn jobs(
         &self,
         id: BatchId,

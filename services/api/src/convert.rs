@@ -60,6 +60,7 @@ impl From<&BatchView> for v1::Batch {
             eta_seconds: v.eta_seconds,
             device_seconds: s.device_seconds,
             live_workers: v.live_workers,
+            jobs_purged_at: ts(s.jobs_purged_at),
         }
     }
 }
@@ -79,6 +80,7 @@ impl TryFrom<v1::Batch> for BatchView {
                 first_started_at: None,
                 last_finished_at: None,
                 device_seconds: b.device_seconds,
+                jobs_purged_at: parse_ts(&b.jobs_purged_at)?,
             },
             done: b.done,
             total: b.total,

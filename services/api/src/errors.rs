@@ -1,7 +1,7 @@
 //! What a client is told when a call fails, on both transports.
 //!
 //! A client gets a stable code, a message meant for it and a request id. The client's own
-//! mistakes (`invalid_argument`, `not_found`, `conflict`, `unauthenticated`) and the limits it
+//! mistakes (`invalid_argument`, `not_found`, `gone`, `conflict`, `unauthenticated`) and the limits it
 //! ran into (`quota_exceeded`, `rate_limited`: the limit and the usage) keep their message,
 //! which names the field and what is accepted, but never the error's sources (a database or
 //! storage error under it). The server's failures (`unavailable`, `internal`) get a fixed text;
@@ -21,6 +21,7 @@ pub fn code(kind: ErrorKind) -> &'static str {
         ErrorKind::NotFound => "not_found",
         ErrorKind::Conflict => "conflict",
         ErrorKind::Unauthenticated => "unauthenticated",
+        ErrorKind::Gone => "gone",
         ErrorKind::QuotaExceeded => "quota_exceeded",
         ErrorKind::RateLimited => "rate_limited",
         ErrorKind::Transient => "unavailable",

@@ -48,6 +48,8 @@ pub fn status(e: Error) -> Status {
 fn status_of(e: Error, call: &str) -> Status {
     let code = match e.kind() {
         ErrorKind::NotFound => tonic::Code::NotFound,
+        // gRPC has no "gone": the batch is in a state (its jobs purged) that refuses the call.
+        ErrorKind::Gone => tonic::Code::FailedPrecondition,
         ErrorKind::Conflict => tonic::Code::AlreadyExists,
         ErrorKind::Invalid => tonic::Code::InvalidArgument,
         ErrorKind::Unauthenticated => tonic::Code::Unauthenticated,
@@ -68,6 +70,7 @@ fn status_of(e: Error, call: &str) -> Status {
 pub fn from_status(s: &Status) -> Error {
     let kind = match s.code() {
         tonic::Code::NotFound => ErrorKind::NotFound,
+        tonic::Code::FailedPrecondition => ErrorKind::Gone,
         tonic::Code::AlreadyExists => ErrorKind::Conflict,
         tonic::Code::InvalidArgument => ErrorKind::Invalid,
         tonic::Code::Unauthenticated => ErrorKind::Unauthenticated,

@@ -94,6 +94,10 @@ pub const ERRORS: &[(StatusCode, &str)] = &[
         "`conflict`: the request conflicts with the stored state",
     ),
     (
+        StatusCode::GONE,
+        "`gone`: the jobs of a finished batch were deleted by retention (the message says when); the batch's status remains",
+    ),
+    (
         StatusCode::PAYLOAD_TOO_LARGE,
         "`payload_too_large`: a body over the request limit",
     ),
@@ -189,6 +193,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match self.0.kind() {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Gone => StatusCode::GONE,
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::Invalid => StatusCode::BAD_REQUEST,
             ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
@@ -233,7 +238,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable code: `invalid_argument`, `unauthenticated`, `not_found`, `method_not_allowed`,
-    /// `conflict`, `payload_too_large`, `quota_exceeded`, `rate_limited`, `unavailable` or
+    /// `conflict`, `gone`, `payload_too_large`, `quota_exceeded`, `rate_limited`, `unavailable` or
     /// `internal` (docs/security.md).
     pub code: String,
     /// For the client: the field and what is accepted, or a fixed text with the request id for

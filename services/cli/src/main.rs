@@ -193,6 +193,12 @@ async fn run() -> anyhow::Result<()> {
                 if progress::waiting_for_worker(&v) {
                     println!("{}", progress::no_worker_note(&v));
                 }
+                if let Some(at) = v.status.jobs_purged_at {
+                    println!(
+                        "its jobs were deleted at {} by retention: the batch remains, its jobs and their images are no longer listed",
+                        at.format("%Y-%m-%dT%H:%M:%SZ")
+                    );
+                }
             }
         }
         Command::Watch { batch } => {

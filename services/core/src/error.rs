@@ -17,6 +17,9 @@ pub enum ErrorKind {
     Unauthenticated,
     /// The request would pass a limit the operator set for the tenant ([`crate::Quota`]).
     QuotaExceeded,
+    /// The thing existed but is no longer kept (the jobs of a finished batch past its retention);
+    /// asking again will not bring it back.
+    Gone,
     /// Too many requests in a short time (a tenant's submits, or failed authentications from one
     /// address); the same request later may succeed.
     RateLimited,
@@ -35,6 +38,7 @@ impl ErrorKind {
             ErrorKind::Invalid => "invalid",
             ErrorKind::Unauthenticated => "unauthenticated",
             ErrorKind::QuotaExceeded => "quota_exceeded",
+            ErrorKind::Gone => "gone",
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::Transient => "transient",
             ErrorKind::Permanent => "permanent",

@@ -3,7 +3,7 @@
 use rand::Rng;
 use std::time::Duration;
 
-use crate::seams::Failure;
+use crate::records::Failure;
 use crate::{Error, ErrorKind};
 
 /// Exponential backoff with full jitter.

@@ -20,9 +20,12 @@
 //! - [`hostile`]: the attack classes the manifest budgets refuse, as manifests (tests, measurements).
 //! - [`control`]: a running render's progress and cancellation ([`RenderControl`]).
 //! - [`tenant`]: per-tenant [`Quota`] and [`Usage`], API key records ([`NewApiKey`]).
+//! - [`retention`]: how long finished batches' job rows are kept ([`Retention`]) and what a purge
+//!   did ([`PurgeOutcome`]).
 //! - [`text`]: the policy for prompts, names and tags ([`text::check`]) and how such text is
 //!   escaped for one-line formats and terminals.
-//! - [`seams`]: [`JobStore`], [`Broker`], [`BlobStore`], [`Renderer`] and the records they exchange.
+//! - [`seams`]: [`JobStore`], [`Broker`], [`BlobStore`], [`Renderer`]; [`records`]: the records the
+//!   store exchanges.
 
 pub mod batch;
 pub mod changes;
@@ -36,6 +39,8 @@ pub mod keys;
 pub mod limits;
 pub mod manifest;
 pub mod params;
+pub mod records;
+pub mod retention;
 pub mod rgb_image;
 pub mod seams;
 pub mod state;
@@ -55,6 +60,8 @@ pub use keys::{OutputKey, derive_seed, hash_api_key, sha256_hex};
 pub use limits::ModelLimits;
 pub use manifest::{BatchSpec, JobSpec, MAX_JOBS_PER_BATCH, field_error_in, parse_manifest};
 pub use params::*;
+pub use records::*;
+pub use retention::{PurgeOutcome, PurgedBatch, Retention, job_not_found, jobs_gone};
 pub use rgb_image::RgbImage;
 pub use seams::*;
 pub use state::JobState;

@@ -8,6 +8,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::ids::TenantId;
 use crate::manifest::BatchSpec;
 use crate::params::Priority;
+use crate::retention::Retention;
 
 /// Limits of one tenant, stored with it; `None` is unlimited. Set with
 /// `pixelfarm-scheduler tenant set-quota`.
@@ -154,6 +155,8 @@ pub struct TenantInfo {
     pub weight: u32,
     #[allow(missing_docs)]
     pub quota: Quota,
+    /// Its own retention of finished batches' job rows; `None` follows the scheduler's default.
+    pub retention: Option<Retention>,
 }
 
 /// An API key to register: only its sha256 and a non-secret prefix are stored.

@@ -3,7 +3,7 @@
 
 use pixelfarm_blob::{LocalBlob, S3Blob, S3Config};
 use pixelfarm_broker::{InProcBroker, RabbitBroker, Topology};
-use pixelfarm_core::{BlobStore, Broker, Error, JobStore, ModelName, Result};
+use pixelfarm_core::{BlobStore, Broker, Error, JobStore, ModelName, Result, Retention};
 use pixelfarm_store::{PgStore, SqliteStore};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -261,6 +261,51 @@ pub struct SchedulerSettings {
     pub models: Vec<ModelName>,
     /// TLS of the gRPC and HTTP listeners; both files unset: plain TCP.
     pub tls: TlsSettings,
+    /// How long the job rows of finished batches are kept (tenants may have their own).
+    pub retention: RetentionSettings,
+}
+
+/// `scheduler.retention` section: the leader deletes the job rows of a batch whose jobs are all
+/// final once the last finished this long ago, keeping the batch row (name, tags, manifest).
+/// A tenant's own retention (`pixelfarm-scheduler tenant set-retention`) wins over `days`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Days after a finished batch's last job finished; 0 (the default) keeps job rows forever:
+    /// deleting is for good, so an upgrade deletes nothing until the operator chooses a value.
+    pub days: u32,
+    /// The retention in seconds instead of `days`, for tests and demos that cannot wait a day;
+    /// unset in production.
+    pub seconds: Option<u64>,
+    /// Job rows deleted per statement, each statement its own short transaction.
+    pub chunk: u32,
+    /// Pause between two chunks while rows past their retention remain, in milliseconds: the
+    /// purge yields the database to the hot path between statements.
+    pub pause_ms: u64,
+    /// How often the leader looks for newly expired batches once none is left, in seconds.
+    pub interval_seconds: u64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings {
+            days: 0,
+            seconds: None,
+            chunk: 1000,
+            pause_ms: 100,
+            interval_seconds: 300,
+        }
+    }
+}
+
+impl RetentionSettings {
+    /// The default retention of tenants without their own.
+    pub fn retention(&self) -> Retention {
+        Retention::from_seconds(
+            self.seconds
+                .unwrap_or_else(|| u64::from(self.days) * 86_400),
+        )
+    }
 }
 
 /// `scheduler.tls` section: the certificate a listener presents, from PEM files that are read at
@@ -294,6 +339,7 @@ impl Default for SchedulerSettings {
             tenants: Vec::new(),
             models: Vec::new(),
             tls: TlsSettings::default(),
+            retention: RetentionSettings::default(),
         }
     }
 }

@@ -17,8 +17,9 @@ use tonic::transport::server::{Connected, TcpIncoming};
 
 use crate::SchedulerMetrics;
 use crate::dispatcher::Dispatcher;
-use crate::leader::{self, Intervals};
+use crate::leader::{self, Duties, Intervals};
 use crate::maintenance::Maintenance;
+use crate::retention::{self, Purger};
 
 /// How often backlog gauges and completion counters are re-read.
 const METRICS_REFRESH: Duration = Duration::from_secs(1);
@@ -84,14 +85,23 @@ impl Core {
             Duration::from_secs(s.stale_queued_seconds),
             s.max_crashes,
         );
+        let purger = Arc::new(Purger::new(
+            self.store.clone(),
+            self.metrics.clone(),
+            retention::Config::from_settings(&s.retention),
+        ));
         let every = Intervals {
             dispatch: Duration::from_millis(s.dispatch_interval_ms.max(1)),
             maintenance: Duration::from_millis(s.maintenance_interval_ms.max(10)),
         };
-        tasks.spawn(leader_task(
-            self.store.clone(),
+        let duties = Duties {
             dispatcher,
             maintenance,
+            purger,
+        };
+        tasks.spawn(leader_task(
+            self.store.clone(),
+            duties,
             self.metrics.clone(),
             every,
             self.leader_beat.clone(),
@@ -111,14 +121,13 @@ impl Core {
 
 async fn leader_task(
     store: Arc<dyn JobStore>,
-    d: Dispatcher,
-    m: Maintenance,
+    duties: Duties,
     metrics: Arc<SchedulerMetrics>,
     every: Intervals,
     beat: Beat,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    leader::run(store, d, m, metrics, every, beat, stop).await;
+    leader::run(store, duties, metrics, every, beat, stop).await;
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! `pixelfarm-scheduler check-config`: every check of the settings the scheduler relies on,
 //! connecting to nothing. CI runs it on each shipped configuration (scripts/check-deploy).
 
-use pixelfarm_core::ChainResult;
+use pixelfarm_core::{ChainResult, Retention};
 use pixelfarm_runtime::{Settings, check};
 use std::collections::HashSet;
 
@@ -21,6 +21,8 @@ pub fn settings(settings: &Settings) -> anyhow::Result<Vec<String>> {
         s.max_attempts >= 1,
         "scheduler.max_attempts: is 0; accepted: 1 or more"
     );
+    let retention = crate::retention::Config::from_settings(&s.retention);
+    retention.validate().chained()?;
     let mut names = HashSet::new();
     let mut keys = HashSet::new();
     for (i, t) in s.tenants.iter().enumerate() {
@@ -60,6 +62,14 @@ pub fn settings(settings: &Settings) -> anyhow::Result<Vec<String>> {
         "scheduler: grpc {}, http {} ({transport}), max_attempts {}",
         s.grpc_addr, s.http_addr, s.max_attempts
     ));
+    let kept = match retention.default {
+        Retention::Forever => "forever".to_string(),
+        r => format!("{r} after their last job finished"),
+    };
+    report.push(format!(
+        "scheduler.retention: job rows of finished batches kept {kept} (tenants may set their own), {} rows per statement",
+        retention.chunk
+    ));
     report.push(format!(
         "scheduler.tenants: {} tenant(s), {} bootstrap api key(s)",
         s.tenants.len(),
@@ -89,6 +99,19 @@ mod tests {
         s.scheduler.max_attempts = 0;
         let e = settings(&s).unwrap_err().to_string();
         assert!(e.starts_with("scheduler.max_attempts"), "{e}");
+
+        let mut s = Settings::default();
+        s.scheduler.retention.chunk = 0;
+        let e = settings(&s).unwrap_err().to_string();
+        assert!(e.starts_with("scheduler.retention.chunk"), "{e}");
+        s.scheduler.retention.chunk = 500;
+        s.scheduler.retention.days = 30;
+        let r = settings(&s).unwrap();
+        assert!(
+            r.iter()
+                .any(|l| l.contains("kept 30d after their last job")),
+            "{r:?}"
+        );
 
         let mut s = Settings::default();
         s.scheduler.http_addr = "8080".into();

@@ -1,5 +1,6 @@
-//! The leader loop: whoever holds the store's leader lock runs the dispatcher and maintenance;
-//! the others wait and try again, so a crashed leader is replaced within `RETRY`.
+//! The leader loop: whoever holds the store's leader lock runs the dispatcher and maintenance,
+//! and the retention purge on a task beside them; the others wait and try again, so a crashed
+//! leader is replaced within `RETRY`.
 //!
 //! The leader confirms the lock before every pass (a round trip on the lock's own connection):
 //! when that connection dies — a Postgres restart, a failover, a network cut — the lock is gone
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::SchedulerMetrics;
 use crate::dispatcher::Dispatcher;
 use crate::maintenance::Maintenance;
+use crate::retention::Purger;
 
 /// How often a follower tries to become leader.
 const RETRY: Duration = Duration::from_secs(2);
@@ -31,12 +33,22 @@ pub struct Intervals {
     pub maintenance: Duration,
 }
 
+/// What the leader runs.
+pub struct Duties {
+    /// Publishes pending jobs.
+    pub dispatcher: Dispatcher,
+    /// The rescuer, the retry promoter and the stale-queue check, every maintenance interval.
+    pub maintenance: Maintenance,
+    /// The retention purge, on a task of its own while this replica leads.
+    pub purger: Arc<Purger>,
+}
+
 /// Run until `stop`: lead when possible, follow otherwise. `beat` beats after every pass (and
-/// every follower attempt), so a pass stuck on a dependency shows in the health checks.
+/// every follower attempt), so a pass stuck on a dependency shows in the health checks. The purge
+/// runs while this replica leads, and is stopped (its chunk in flight finished) before it follows.
 pub async fn run(
     store: Arc<dyn JobStore>,
-    dispatcher: Dispatcher,
-    maintenance: Maintenance,
+    duties: Duties,
     metrics: Arc<SchedulerMetrics>,
     every: Intervals,
     beat: Beat,
@@ -56,6 +68,11 @@ pub async fn run(
         };
         tracing::info!("became leader");
         metrics.is_leader.set(1);
+        let purge_stop = stop.child_token();
+        let purge = tokio::spawn({
+            let (purger, purge_stop) = (duties.purger.clone(), purge_stop.clone());
+            async move { purger.run(purge_stop).await }
+        });
         let mut next_maintenance = tokio::time::Instant::now();
         loop {
             beat.beat();
@@ -65,12 +82,12 @@ pub async fn run(
             }
             let now = tokio::time::Instant::now();
             if now >= next_maintenance {
-                if let Err(e) = maintenance.run_once().await {
+                if let Err(e) = duties.maintenance.run_once().await {
                     tracing::warn!(error = %e.chain(), "maintenance pass failed");
                 }
                 next_maintenance = now + every.maintenance;
             }
-            let pause = match dispatcher.run_once().await {
+            let pause = match duties.dispatcher.run_once().await {
                 Ok(o) if o.more => None,
                 Ok(_) => Some(every.dispatch),
                 Err(e) => {
@@ -84,6 +101,10 @@ pub async fn run(
             if stop.is_cancelled() {
                 break;
             }
+        }
+        purge_stop.cancel();
+        if let Err(e) = purge.await {
+            tracing::error!(error = %e, "the retention task failed");
         }
         metrics.is_leader.set(0);
     }

@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`dispatcher`]: publishes pending jobs (priority, fair share, bounded window per model).
 //! - [`maintenance`]: the rescuer, the retry promoter and the stale-queue check.
-//! - [`leader`]: the advisory-lock leader loop that runs the two above.
+//! - [`retention`]: the purge of finished batches' job rows past their retention.
+//! - [`leader`]: the advisory-lock leader loop that runs the three above.
 //! - [`metrics`]: [`SchedulerMetrics`] (backlog, completions, dispatch, maintenance).
 //! - [`app`]: [`app::start`] wires settings into running servers and loops.
 //! - [`check`]: `check-config`, every settings check without connecting.
@@ -15,6 +16,7 @@ pub mod dispatcher;
 pub mod leader;
 pub mod maintenance;
 pub mod metrics;
+pub mod retention;
 pub mod tenants;
 
 pub use metrics::SchedulerMetrics;

@@ -24,7 +24,7 @@ enum Command {
     /// Load and check the settings as `serve` does, connecting to nothing; exit non-zero naming
     /// the bad field.
     CheckConfig,
-    /// Manage tenants, their quotas and API keys.
+    /// Manage tenants, their quotas, retention and API keys.
     Tenant {
         #[command(subcommand)]
         command: pixelfarm_scheduler::tenants::TenantCommand,
@@ -46,9 +46,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => Ok(settings.database.migrate().await.chained()?),
         Command::Tenant { command } => {
             let store = settings.database.connect().await.chained()?;
-            let lines = pixelfarm_scheduler::tenants::run(store.as_ref(), command)
-                .await
-                .chained()?;
+            let default_retention = settings.scheduler.retention.retention();
+            let lines =
+                pixelfarm_scheduler::tenants::run(store.as_ref(), default_retention, command)
+                    .await
+                    .chained()?;
             for line in lines {
                 println!("{line}");
             }

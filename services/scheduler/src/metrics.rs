@@ -20,6 +20,10 @@ pub struct SchedulerMetrics {
     pub stale_queued_requeued: IntCounter,
     /// Retryable jobs made pending again after their backoff.
     pub retries_promoted: IntCounter,
+    /// Job rows of finished batches deleted by retention.
+    pub retention_jobs_purged: IntCounter,
+    /// Finished batches whose job rows retention deleted, the last of them.
+    pub retention_batches_purged: IntCounter,
     /// 1 on the leader.
     pub is_leader: IntGauge,
     /// Workers serving each model a worker ever announced; 0 with a backlog means its jobs wait.
@@ -62,6 +66,8 @@ impl SchedulerMetrics {
             lease_rescues: reg(r, IntCounter::new("pixelfarm_lease_rescues_total", "Jobs whose worker lease expired, returned to pending or dead.").expect("valid")),
             stale_queued_requeued: reg(r, IntCounter::new("pixelfarm_stale_queued_requeued_total", "Queued jobs never claimed in time (message lost), returned to pending.").expect("valid")),
             retries_promoted: reg(r, IntCounter::new("pixelfarm_retries_promoted_total", "Retryable jobs returned to pending after their backoff.").expect("valid")),
+            retention_jobs_purged: reg(r, IntCounter::new("pixelfarm_retention_jobs_purged_total", "Job rows of finished batches past their retention deleted by the leader (the batch rows stay).").expect("valid")),
+            retention_batches_purged: reg(r, IntCounter::new("pixelfarm_retention_batches_purged_total", "Finished batches whose job rows retention deleted, counted when the last of them went.").expect("valid")),
             is_leader: reg(r, IntGauge::new("pixelfarm_is_leader", "1 while this scheduler holds the leader lock.").expect("valid")),
             model_live_workers: reg(r, IntGaugeVec::new(
                 Opts::new("pixelfarm_model_live_workers", "Workers whose announcement of serving the model has not expired, for every model a worker ever served; jobs of a model at 0 wait until one serves it."),

@@ -1,9 +1,11 @@
-//! Tenants, their quotas and API keys: the config bootstrap and `pixelfarm-scheduler tenant …`.
+//! Tenants, their quotas, retention and API keys: the config bootstrap and
+//! `pixelfarm-scheduler tenant …`.
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use pixelfarm_core::{
-    ApiKeyInfo, Error, ErrorKind, JobStore, NewApiKey, Priority, Result, TenantId, hash_api_key,
+    ApiKeyInfo, Error, ErrorKind, JobStore, NewApiKey, Priority, Result, Retention, TenantId,
+    hash_api_key,
 };
 use pixelfarm_runtime::settings::TenantBootstrap;
 use rand::RngCore;
@@ -80,6 +82,16 @@ pub enum TenantCommand {
     /// Change a tenant's quotas: each flag given sets that limit (`none` removes it); the
     /// others stay as they are.
     SetQuota(SetQuota),
+    /// Set how long the job rows of the tenant's finished batches are kept after their last job
+    /// finished; then they are deleted and the batch rows (name, tags, manifest) remain.
+    SetRetention {
+        /// Tenant name.
+        name: String,
+        /// `90d`, `12h`, `30m`, `45s`; `never` keeps them forever; `default` follows
+        /// `scheduler.retention`.
+        #[arg(value_parser = parse_retention)]
+        retention: Setting<Retention>,
+    },
     /// Manage a tenant's API keys.
     Key {
         #[command(subcommand)]
@@ -163,6 +175,24 @@ fn parse_priority(v: &str) -> std::result::Result<Setting<Priority>, String> {
         .map(Setting)
 }
 
+/// A retention: a lifetime, `never`, or `default` (`None`: the scheduler's).
+fn parse_retention(v: &str) -> std::result::Result<Setting<Retention>, String> {
+    match v {
+        "default" => Ok(Setting(None)),
+        "never" => Ok(Setting(Some(Retention::Forever))),
+        _ => {
+            let d = parse_lifetime(v).map_err(|_| {
+                format!(
+                    "`{v}` is not a retention; accepted: a positive number followed by d, h, m or s (e.g. 90d), `never`, or `default`"
+                )
+            })?;
+            Ok(Setting(Some(Retention::from_seconds(
+                d.num_seconds().unsigned_abs(),
+            ))))
+        }
+    }
+}
+
 /// `90d`, `12h`, `30m` or `45s`.
 fn parse_lifetime(v: &str) -> std::result::Result<chrono::Duration, String> {
     let bad = || {
@@ -191,11 +221,16 @@ fn parse_lifetime(v: &str) -> std::result::Result<chrono::Duration, String> {
         .ok_or_else(bad)
 }
 
-/// Run a `tenant` command; returns the lines to print.
+/// Run a `tenant` command; returns the lines to print. `default_retention` is
+/// `scheduler.retention`, shown for tenants without their own.
 ///
 /// # Errors
 /// `NotFound` for an unknown tenant or key prefix; store errors.
-pub async fn run(store: &dyn JobStore, command: TenantCommand) -> Result<Vec<String>> {
+pub async fn run(
+    store: &dyn JobStore,
+    default_retention: Retention,
+    command: TenantCommand,
+) -> Result<Vec<String>> {
     match command {
         TenantCommand::Create {
             name,
@@ -205,7 +240,7 @@ pub async fn run(store: &dyn JobStore, command: TenantCommand) -> Result<Vec<Str
             let tenant = ensure(store, &name, weight).await?;
             Ok(vec![create_key(store, tenant, expires_in).await?])
         }
-        TenantCommand::Show { name } => show(store, &name).await,
+        TenantCommand::Show { name } => show(store, &name, default_retention).await,
         TenantCommand::SetQuota(set) => {
             let tenant = by_name(store, &set.name).await?;
             let mut q = store.tenant(tenant).await?.quota;
@@ -215,7 +250,12 @@ pub async fn run(store: &dyn JobStore, command: TenantCommand) -> Result<Vec<Str
             q.submits_per_minute = Setting::or_keep(set.submits_per_minute, q.submits_per_minute);
             q.max_priority = Setting::or_keep(set.max_priority, q.max_priority);
             store.set_quota(tenant, &q).await?;
-            show(store, &set.name).await
+            show(store, &set.name, default_retention).await
+        }
+        TenantCommand::SetRetention { name, retention } => {
+            let tenant = by_name(store, &name).await?;
+            store.set_retention(tenant, retention.0).await?;
+            show(store, &name, default_retention).await
         }
         TenantCommand::Key { command } => match command {
             KeyCommand::Create { name, expires_in } => {
@@ -268,7 +308,11 @@ async fn create_key(
     Ok(key)
 }
 
-async fn show(store: &dyn JobStore, name: &str) -> Result<Vec<String>> {
+async fn show(
+    store: &dyn JobStore,
+    name: &str,
+    default_retention: Retention,
+) -> Result<Vec<String>> {
     let tenant = by_name(store, name).await?;
     let info = store.tenant(tenant).await?;
     let usage = store.usage(tenant).await?;
@@ -305,6 +349,12 @@ async fn show(store: &dyn JobStore, name: &str) -> Result<Vec<String>> {
             q.max_priority
                 .map_or("unlimited (9)".to_string(), |p| p.get().to_string())
         ),
+        match info.retention {
+            Some(r) => format!("job retention       {r} after a batch finished"),
+            None => format!(
+                "job retention       {default_retention} after a batch finished (scheduler.retention)"
+            ),
+        },
         format!("api keys            {valid} valid of {}", keys.len()),
     ])
 }
@@ -344,6 +394,21 @@ mod tests {
                 .unwrap_err()
                 .contains("0 (lowest) to 9")
         );
+        assert_eq!(parse_retention("default"), Ok(Setting(None)));
+        assert_eq!(
+            parse_retention("never"),
+            Ok(Setting(Some(Retention::Forever)))
+        );
+        assert_eq!(
+            parse_retention("30d"),
+            Ok(Setting(Some(Retention::For(
+                std::time::Duration::from_secs(30 * 86_400)
+            ))))
+        );
+        for bad in ["0d", "forever", "-3d", ""] {
+            let e = parse_retention(bad).unwrap_err();
+            assert!(e.contains("`never`, or `default`"), "{bad}: {e}");
+        }
     }
 
     #[derive(clap::Parser)]

@@ -7,6 +7,7 @@
 //! - `feed`: the in-process fan-out of the batch change feed both stores share.
 //! - `progress`: the batch progress counters as both stores read them (backlog, finished).
 //! - `row`: the row shape both stores read jobs into.
+//! - `purge`: the purge of finished batches' job rows, written once over each store's statements.
 //! - [`testsuite`]: the conformance suite every implementation passes.
 //! - [`testing`]: fresh databases for tests.
 
@@ -14,6 +15,7 @@ mod error;
 mod feed;
 pub mod postgres;
 mod progress;
+mod purge;
 mod row;
 pub mod sqlite;
 pub mod testing;

@@ -3,9 +3,10 @@
 //! The queries are grouped by concern of [`JobStore`], a module each: `tenants` (tenants, quotas,
 //! usage, API keys), `batches` (submit, read, cancel), `dispatch` (what to publish next, the
 //! backlog), `workers` (presence, model limits), `leases` (claim, heartbeat, complete, fail) and
-//! `maintenance` (rescue, retry, requeue, leadership); `columns` holds the column lists and the row
-//! decoding they share. Batch progress is kept by triggers (migration 0007), and `listen` follows
-//! their notifications for [`JobStore::batch_changes`].
+//! `maintenance` (rescue, retry, requeue, leadership) and `retention` (the statements of the purge of
+//! finished batches' job rows); `columns` holds the column lists and the row decoding they share.
+//! Batch progress is kept by triggers (migration 0007), and `listen` follows their notifications
+//! for [`JobStore::batch_changes`].
 
 mod batches;
 mod columns;
@@ -13,6 +14,7 @@ mod dispatch;
 mod leases;
 mod listen;
 mod maintenance;
+mod retention;
 mod tenants;
 mod workers;
 
@@ -133,6 +135,10 @@ impl JobStore for PgStore {
 
     async fn set_quota(&self, tenant: TenantId, quota: &Quota) -> Result<()> {
         tenants::set_quota(&self.pool, tenant, quota).await
+    }
+
+    async fn set_retention(&self, tenant: TenantId, retention: Option<Retention>) -> Result<()> {
+        tenants::set_retention(&self.pool, tenant, retention).await
     }
 
     async fn usage(&self, tenant: TenantId) -> Result<Usage> {
@@ -280,6 +286,10 @@ impl JobStore for PgStore {
 
     async fn requeue_stale_queued(&self, older_than: Duration, limit: u32) -> Result<u64> {
         maintenance::requeue_stale_queued(&self.pool, older_than, limit).await
+    }
+
+    async fn purge_expired(&self, default: Retention, limit: u32) -> Result<PurgeOutcome> {
+        crate::purge::purge_expired(&self.pool, default, limit).await
     }
 
     async fn try_lead(&self) -> Result<Option<Box<dyn Leadership>>> {

@@ -4,16 +4,17 @@
 //! this process's clock (one process owns the file), ids are uuid text.
 //!
 //! The queries are grouped as in the Postgres store, by concern of [`JobStore`]: `tenants`,
-//! `batches`, `dispatch`, `workers`, `leases` and `maintenance`, with the column lists and row
-//! decoding they share in `columns`. Batch progress is kept by triggers (migration 0007); SQLite
-//! has no notifications, so the store announces the batches its writes changed after each commit
-//! (one process owns the file: its writes are all the changes there are).
+//! `batches`, `dispatch`, `workers`, `leases`, `maintenance` and `retention`, with the column lists
+//! and row decoding they share in `columns`. Batch progress is kept by triggers (migration 0007);
+//! SQLite has no notifications, so the store announces the batches its writes changed after each
+//! commit (one process owns the file: its writes are all the changes there are).
 
 mod batches;
 mod columns;
 mod dispatch;
 mod leases;
 mod maintenance;
+mod retention;
 mod tenants;
 mod workers;
 
@@ -92,6 +93,10 @@ impl JobStore for SqliteStore {
 
     async fn set_quota(&self, tenant: TenantId, quota: &Quota) -> Result<()> {
         tenants::set_quota(&self.pool, tenant, quota).await
+    }
+
+    async fn set_retention(&self, tenant: TenantId, retention: Option<Retention>) -> Result<()> {
+        tenants::set_retention(&self.pool, tenant, retention).await
     }
 
     async fn usage(&self, tenant: TenantId) -> Result<Usage> {
@@ -262,6 +267,10 @@ impl JobStore for SqliteStore {
         let moved = maintenance::requeue_stale_queued(&self.pool, older_than, limit).await?;
         self.feed.announce_batches(moved.iter().copied());
         Ok(moved.len() as u64)
+    }
+
+    async fn purge_expired(&self, default: Retention, limit: u32) -> Result<PurgeOutcome> {
+        crate::purge::purge_expired(&self.pool, default, limit).await
     }
 
     async fn try_lead(&self) -> Result<Option<Box<dyn Leadership>>> {

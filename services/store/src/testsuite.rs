@@ -2,8 +2,8 @@
 //! case through [`store_conformance!`](crate::store_conformance), each case on a fresh store.
 //!
 //! The cases are grouped as the stores' queries are, by concern of the store: `tenants`,
-//! `batches`, `dispatch`, `workers`, `leases` and `maintenance`, and `progress` for the batch
-//! progress counters and their change feed; `fixtures` holds what they share.
+//! `batches`, `dispatch`, `workers`, `leases`, `maintenance` and `retention`, and `progress` for
+//! the batch progress counters and their change feed; `fixtures` holds what they share.
 
 mod batches;
 mod dispatch;
@@ -11,6 +11,7 @@ mod fixtures;
 mod leases;
 mod maintenance;
 mod progress;
+mod retention;
 mod tenants;
 mod workers;
 
@@ -23,6 +24,10 @@ pub use maintenance::{leadership, rescue_expired_leases, stale_queued_requeued};
 pub use progress::{
     batch_changes_announce_a_completion, concurrent_writes_across_batches,
     progress_matches_the_job_rows,
+};
+pub use retention::{
+    retention_chunks_span_batches, retention_follows_each_tenants_setting,
+    retention_purges_finished_batches_past_it,
 };
 pub use tenants::{
     concurrent_submits_share_the_quota, key_lifecycle, quotas_refuse_submits, tenants_and_keys,
@@ -41,7 +46,8 @@ macro_rules! store_conformance {
             cancel_stops_unfinished, heartbeat_records_progress, priority_then_fair_share, backlog_and_finished_counts, leadership,
             worker_presence, quotas_refuse_submits, concurrent_submits_share_the_quota,
             key_lifecycle, progress_matches_the_job_rows, concurrent_writes_across_batches,
-            batch_changes_announce_a_completion);
+            batch_changes_announce_a_completion, retention_purges_finished_batches_past_it,
+            retention_follows_each_tenants_setting, retention_chunks_span_batches);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(

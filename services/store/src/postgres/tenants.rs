@@ -84,6 +84,24 @@ pub(super) async fn set_quota(pool: &PgPool, tenant: TenantId, quota: &Quota) ->
     Ok(())
 }
 
+pub(super) async fn set_retention(
+    pool: &PgPool,
+    tenant: TenantId,
+    retention: Option<Retention>,
+) -> Result<()> {
+    let n = sqlx::query("UPDATE tenants SET job_retention_seconds = $2 WHERE id = $1")
+        .bind(tenant.as_uuid())
+        .bind(retention.map(|r| clamp_i64(r.as_seconds())))
+        .execute(pool)
+        .await
+        .map_err(db("cannot set retention"))?
+        .rows_affected();
+    if n == 0 {
+        return Err(Error::not_found(format!("tenant {tenant} not found")));
+    }
+    Ok(())
+}
+
 pub(super) async fn usage(pool: &PgPool, tenant: TenantId) -> Result<Usage> {
     usage_of(
         &mut *pool.acquire().await.map_err(db("cannot read usage"))?,

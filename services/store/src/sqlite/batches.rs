@@ -108,7 +108,7 @@ pub(super) async fn batch(
     let row = sqlx::query(
         "SELECT b.name, b.model, b.priority, b.tags, b.created_at, p.pending, p.queued, p.running,
                 p.succeeded, p.retryable, p.dead, p.cancelled, p.first_started_at,
-                p.last_finished_at, p.device_seconds
+                p.last_finished_at, p.device_seconds, b.jobs_purged_at
          FROM batches b JOIN batch_progress p ON p.batch_id = b.id
          WHERE b.id = ?1 AND b.tenant_id = ?2",
     )
@@ -138,6 +138,7 @@ pub(super) async fn batch(
         first_started_at: time(row.get("first_started_at")),
         last_finished_at: time(row.get("last_finished_at")),
         device_seconds: row.get("device_seconds"),
+        jobs_purged_at: time(row.get("jobs_purged_at")),
     })
 }
 
@@ -148,8 +149,11 @@ pub(super) async fn jobs(
     after: Option<JobId>,
     limit: u32,
 ) -> Result<Vec<JobRecord>> {
+    // Rows of a batch retention took may remain while it deletes them: none is listed.
     let sql = format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE batch_id = ?1 AND tenant_id = ?2 AND id > ?3 ORDER BY id LIMIT ?4"
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE batch_id = ?1 AND tenant_id = ?2 AND id > ?3
+           AND NOT EXISTS (SELECT 1 FROM batches WHERE id = ?1 AND jobs_purged_at IS NOT NULL)
+         ORDER BY id LIMIT ?4"
     );
     let rows = sqlx::query(&sql)
         .bind(batch.to_string())
@@ -159,8 +163,11 @@ pub(super) async fn jobs(
         .fetch_all(pool)
         .await
         .map_err(db("cannot list jobs"))?;
-    if rows.is_empty() && after.is_none() {
-        self::batch(pool, tenant, batch).await?;
+    if rows.is_empty() {
+        // Distinguish "no such batch" and "its jobs are gone" from an empty page.
+        if let Some(at) = self::batch(pool, tenant, batch).await?.jobs_purged_at {
+            return Err(jobs_gone(batch, at));
+        }
     }
     rows.iter().map(record).collect()
 }
@@ -173,7 +180,7 @@ pub(super) async fn job(pool: &SqlitePool, tenant: TenantId, job: JobId) -> Resu
         .fetch_optional(pool)
         .await
         .map_err(db("cannot read job"))?
-        .ok_or_else(|| Error::not_found(format!("job {job} not found")))?;
+        .ok_or_else(|| job_not_found(job))?;
     record(&row)
 }
 
