@@ -205,6 +205,11 @@ async fn main() {
     }
 
     let db = sqlx::PgPool::connect(&stack.db_url).await.unwrap();
+    // Fresh statistics, for the row counts below.
+    sqlx::query("ANALYZE jobs, batches, batch_progress")
+        .execute(&db)
+        .await
+        .unwrap();
     let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
         "SELECT c.relname::text, c.reltuples::bigint, pg_table_size(c.oid), pg_indexes_size(c.oid)
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
