@@ -18,7 +18,7 @@ pub(super) async fn claim_many(
     let mut tx = pool.begin().await.map_err(db("cannot claim jobs"))?;
     let mut claimed = Vec::with_capacity(jobs.len());
     for job in jobs {
-        claimed.extend(claim(&mut *tx, *job, worker, lease).await?);
+        claimed.extend(claim(&mut tx, *job, worker, lease).await?);
     }
     tx.commit().await.map_err(db("cannot claim jobs"))?;
     Ok(claimed)
@@ -90,7 +90,7 @@ pub(super) async fn complete_many(
     let mut tx = pool.begin().await.map_err(db("cannot complete jobs"))?;
     let mut changed = Vec::with_capacity(jobs.len());
     for (job, attempt, done) in jobs {
-        changed.push(complete(&mut *tx, *job, worker, *attempt, done).await?);
+        changed.push(complete(&mut tx, *job, worker, *attempt, done).await?);
     }
     tx.commit().await.map_err(db("cannot complete jobs"))?;
     Ok(changed)
