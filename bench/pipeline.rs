@@ -1,8 +1,10 @@
 //! Pipeline benchmark on the real services (scripts/dev-services), with the release binaries:
 //!
 //! ```text
-//! cargo build --release --workspace --bins && target/release/bench-pipeline [JOBS_E2E] [JOBS_SUBMIT] [JOBS_GPU_LIKE]
+//! cargo build --release --workspace --bins && target/release/bench-pipeline [JOBS_E2E] [JOBS_SUBMIT] [JOBS_GPU_LIKE] [JOBS_NOOP]
 //! ```
+//!
+//! A count of 0 skips its case (`bench-pipeline 0 0 0 100000`: the no-op case alone).
 //!
 //! 1. Submit: a 100k-job manifest through the gRPC API (parse + expand + one transaction), against
 //!    a baseline measured in the same run: the same jobs inserted one row per statement.
@@ -14,13 +16,17 @@
 //!    and the pipeline's time per job around it (claim, upload, state changes), against the
 //!    renderer's own time as the baseline. One slot, so nothing of the pipeline overlaps a render:
 //!    a lower bound for a GPU worker, whose other slots upload while the device renders.
+//! 4. No-op jobs: the orchestration alone, as fast as it goes. 8×8 test-pattern images (the
+//!    smallest the manifest accepts) into the local blob store, one scheduler and two workers;
+//!    the baseline, one statement per claim and per completion (`worker.write_group.max` 1),
+//!    against grouped writes, in the same run, with the CPU seconds each process spent.
 
 use futures::StreamExt;
 use pixelfarm_api::ApiClient;
 use pixelfarm_core::{BlobStore, hash_api_key, parse_manifest};
 use pixelfarm_e2e::*;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 fn manifest_64(name: &str, n: usize) -> String {
     manifest(name, n, None).replace("width: 32, height: 32", "width: 64, height: 64")
@@ -159,6 +165,207 @@ async fn run_batch(stack: &Stack, client: &ApiClient, name: &str, jobs: usize) -
     (submitted, total)
 }
 
+/// Slots per worker in the no-op case: enough jobs in hand that the database round trips of one
+/// overlap the others'.
+const NOOP_CONCURRENCY: usize = 64;
+
+/// `worker.write_group` `(max, wait_ms)` of the grouped no-op case.
+const NOOP_GROUPED: (usize, u64) = (64, 2);
+
+/// Clock ticks per second of `/proc/*/stat` (`USER_HZ`, 100 on Linux).
+const USER_HZ: f64 = 100.0;
+
+/// CPU seconds (user + system) spent so far by the pipeline's processes, summed per role:
+/// Postgres, RabbitMQ, the scheduler and the workers (all of them on this host: the shared
+/// services serve other clients too), and by the whole host (`all`, from `/proc/stat`).
+fn cpu_seconds() -> BTreeMap<&'static str, f64> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The command name is in parentheses and may hold spaces; the fields follow the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let role = match &stat[open + 1..close] {
+            "postgres" => "postgres",
+            "beam.smp" => "rabbitmq",
+            c if c.starts_with("pixelfarm-sched") => "scheduler",
+            c if c.starts_with("pixelfarm-worke") => "workers",
+            _ => continue,
+        };
+        // utime and stime are fields 14 and 15; the state (field 3) comes first after ") ".
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+            f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+        });
+        *out.entry(role).or_default() += ticks / USER_HZ;
+    }
+    let host = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    if let Some(cpu) = host.lines().next() {
+        // user nice system idle iowait irq softirq steal: all but idle and iowait are busy.
+        let v: Vec<f64> = cpu
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let busy: f64 = v
+            .iter()
+            .take(8)
+            .enumerate()
+            .filter(|(i, _)| *i != 3 && *i != 4)
+            .map(|(_, x)| x)
+            .sum();
+        out.insert("all", busy / USER_HZ);
+    }
+    out
+}
+
+/// What one no-op run measured.
+struct NoopRun {
+    /// Seconds from the submit's start to the last job's success (the store's clock).
+    end_to_end: f64,
+    /// Seconds from the first job's start to the last one's success.
+    pipeline: f64,
+    /// Mean jobs per claim and per completion statement.
+    groups: (f64, f64),
+    /// Cores each role kept busy over the run.
+    cores: BTreeMap<&'static str, f64>,
+}
+
+/// Mean of a worker histogram's series with `label`, over the scrapes.
+fn histogram_mean(scrapes: &[String], name: &str, label: &str) -> f64 {
+    let total = |suffix: &str| -> f64 {
+        let series = format!("{name}_{suffix}{{{label}}}");
+        scrapes.iter().map(|s| sample(s, &series)).sum()
+    };
+    total("sum") / total("count").max(1.0)
+}
+
+/// `jobs` 8×8 test-pattern jobs on a stack with the local blob store and `write_group`.
+async fn noop_run(name: &str, jobs: usize, write_group: (usize, u64)) -> NoopRun {
+    let stack = Stack::start(StackOptions {
+        workers: 2,
+        concurrency: NOOP_CONCURRENCY,
+        render_delay_ms: 0,
+        window: 4096,
+        local_blob: true,
+        write_group: Some(write_group),
+        ..Default::default()
+    })
+    .await;
+    let client = stack.client(KEY_A).await;
+    let text = manifest(name, jobs, None).replace("width: 32, height: 32", "width: 8, height: 8");
+    let cpu_before = cpu_seconds();
+    let wall = Instant::now();
+    let start = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("the clock is past 1970")
+        .as_millis() as i64;
+    let batch = client.submit(text).await.unwrap().batch_id;
+    // Polled once a second: the figures come from the rows' own times, not from the polling.
+    let view = loop {
+        let v = client.batch(batch).await.unwrap();
+        if v.done {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let wall = wall.elapsed().as_secs_f64();
+    let cpu_after = cpu_seconds();
+    assert_eq!(
+        view.status.counts.succeeded as usize, jobs,
+        "{:?}",
+        view.status.counts
+    );
+    // The API leaves the rows' times out: read them from the stack's database.
+    let db = sqlx::PgPool::connect(&stack.db_url).await.unwrap();
+    let (first, last): (f64, f64) = sqlx::query_as(
+        "SELECT extract(epoch FROM min(started_at))::float8 * 1000, extract(epoch FROM max(finished_at))::float8 * 1000
+         FROM jobs WHERE batch_id = $1",
+    )
+    .bind(batch.as_uuid())
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    db.close().await;
+    let mut scrapes = Vec::new();
+    for w in &stack.workers {
+        scrapes.push(scrape(w.http).await);
+    }
+    let group = |write| {
+        histogram_mean(
+            &scrapes,
+            "pixelfarm_worker_write_group_size",
+            &format!("write=\"{write}\""),
+        )
+    };
+    NoopRun {
+        end_to_end: (last - start as f64) / 1000.0,
+        pipeline: (last - first) / 1000.0,
+        groups: (group("claim"), group("complete")),
+        cores: cpu_after
+            .iter()
+            .map(|(role, after)| (*role, (after - cpu_before.get(role).unwrap_or(&0.0)) / wall))
+            .collect(),
+    }
+}
+
+/// The no-op case: per-job writes, then grouped writes, each on a fresh stack.
+async fn noop_case(jobs: usize) {
+    let (max, wait) = NOOP_GROUPED;
+    let cases = [
+        (
+            "baseline: one statement per claim and per completion (write_group.max 1)",
+            (1, 0),
+        ),
+        (
+            "grouped writes (write_group.max 64, wait_ms 2)",
+            (max, wait),
+        ),
+    ];
+    let mut runs = Vec::new();
+    for (i, (label, group)) in cases.iter().enumerate() {
+        runs.push((label, noop_run(&format!("noop-{i}"), jobs, *group).await));
+    }
+    println!(
+        "\n## no-op jobs ({jobs} jobs, 8x8 test pattern, local blob store, 1 scheduler + 2 workers x {NOOP_CONCURRENCY} slots)"
+    );
+    println!(
+        "| case | submit to last success | jobs/s | first start to last success | jobs/s | jobs per claim / completion statement |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (label, r) in &runs {
+        println!(
+            "| {label} | {:.1} s | {:.0} | {:.1} s | {:.0} | {:.1} / {:.1} |",
+            r.end_to_end,
+            jobs as f64 / r.end_to_end,
+            r.pipeline,
+            jobs as f64 / r.pipeline,
+            r.groups.0,
+            r.groups.1
+        );
+    }
+    println!(
+        "\ncores busy over the run (CPU seconds / wall seconds; `all`: the whole host, 2 cores):"
+    );
+    println!(
+        "| case | all | postgres | rabbitmq | scheduler | workers |\n|---|---|---|---|---|---|"
+    );
+    for (label, r) in &runs {
+        let c = |role| r.cores.get(role).copied().unwrap_or(0.0);
+        println!(
+            "| {label} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            c("all"),
+            c("postgres"),
+            c("rabbitmq"),
+            c("scheduler"),
+            c("workers")
+        );
+    }
+}
+
 /// Milliseconds an image holds the GPU-like renderer: diffusers' SD 1.5 at 512², batch 8, on an
 /// H200 (4.38 images/s; docs/benchmarks.md, "GPU runs"), rounded up.
 const GPU_LIKE_RENDER_MS: u64 = 250;
@@ -172,9 +379,24 @@ async fn main() {
     let e2e_jobs = args.first().copied().unwrap_or(20_000);
     let submit_jobs = args.get(1).copied().unwrap_or(100_000);
     let gpu_like_jobs = args.get(2).copied().unwrap_or(300);
+    let noop_jobs = args.get(3).copied().unwrap_or(100_000);
     let concurrency = 16;
 
-    // --- submit ---------------------------------------------------------------------------
+    if submit_jobs > 0 {
+        submit_case(submit_jobs, concurrency).await;
+    }
+    if e2e_jobs > 0 {
+        e2e_case(e2e_jobs, concurrency).await;
+    }
+    if gpu_like_jobs > 0 {
+        gpu_like_case(gpu_like_jobs).await;
+    }
+    if noop_jobs > 0 {
+        noop_case(noop_jobs).await;
+    }
+}
+
+async fn submit_case(submit_jobs: usize, concurrency: usize) {
     let stack = bench_stack(0, concurrency, 0).await;
     let client = stack.client(KEY_A).await;
     let naive_n = 10_000;
@@ -211,8 +433,9 @@ async fn main() {
         naive / ours_10k
     );
     drop(stack);
+}
 
-    // --- end to end -----------------------------------------------------------------------
+async fn e2e_case(e2e_jobs: usize, concurrency: usize) {
     let mut stack = bench_stack(2, concurrency, 0).await;
     let client = stack.client(KEY_A).await;
     let ceiling = s3_put_rate(&stack, 2 * concurrency, 5.0).await;
@@ -244,8 +467,9 @@ async fn main() {
     }
     stack.workers.clear();
     drop(stack);
+}
 
-    // --- a GPU-like worker ----------------------------------------------------------------
+async fn gpu_like_case(gpu_like_jobs: usize) {
     let mut stack = bench_stack(1, 1, GPU_LIKE_RENDER_MS).await;
     let client = stack.client(KEY_A).await;
     let (_, wall) = run_batch(&stack, &client, "gpu-like", gpu_like_jobs).await;

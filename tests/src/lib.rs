@@ -6,7 +6,10 @@
 
 mod cleanup;
 pub mod faults;
+mod promtool;
 pub mod tls;
+
+pub use promtool::promtool_check;
 
 use futures::StreamExt;
 use pixelfarm_api::{ApiClient, BatchView, CaCertificates};
@@ -164,6 +167,11 @@ pub struct StackOptions {
     /// `scheduler.retention.seconds`, the leader looking for expired batches every second;
     /// `None`: the default (job rows kept forever).
     pub retention_seconds: Option<u64>,
+    /// `blob.kind: local`, in the stack's temp dir, instead of the shared S3 bucket (the pipeline
+    /// measured without the object store).
+    pub local_blob: bool,
+    /// `worker.write_group` as `(max, wait_ms)`; `None`: the worker's default.
+    pub write_group: Option<(usize, u64)>,
 }
 
 impl Default for StackOptions {
@@ -179,6 +187,8 @@ impl Default for StackOptions {
             registry: None,
             tls: None,
             retention_seconds: None,
+            local_blob: false,
+            write_group: None,
         }
     }
 }
@@ -218,10 +228,24 @@ impl Stack {
         let s3 = s3_config(&prefix);
         let cleanup = cleanup::StackCleanup::new(db, &amqp, &prefix, &opts.models, s3.clone());
         let (grpc, http) = (free_port(), free_port());
+        let blob = match opts.local_blob {
+            true => format!(
+                "{{kind: local, dir: \"{}\"}}",
+                dir.path().join("blobs").display()
+            ),
+            false => format!(
+                "{{kind: s3, bucket: {}, endpoint: \"{}\", region: us-east-1, access_key_id: {}, secret_access_key: {}, path_style: true, prefix: \"{prefix}\", create_bucket: true}}",
+                s3.bucket, s3.endpoint, s3.access_key_id, s3.secret_access_key
+            ),
+        };
+        let write_group = opts
+            .write_group
+            .map(|(max, wait_ms)| format!("  write_group: {{max: {max}, wait_ms: {wait_ms}}}\n"))
+            .unwrap_or_default();
         let config = format!(
             "database: {{url: \"{db_url}\", max_connections: 16}}
 broker: {{url: \"{amqp}\", prefix: \"{prefix}\", window_per_model: {window}}}
-blob: {{kind: s3, bucket: {bucket}, endpoint: \"{endpoint}\", region: us-east-1, access_key_id: {ak}, secret_access_key: {sk}, path_style: true, prefix: \"{prefix}\", create_bucket: true}}
+blob: {blob}
 scheduler:
   grpc_addr: 127.0.0.1:{grpc}
   http_addr: 127.0.0.1:{http}
@@ -239,22 +263,33 @@ worker:
   drain_grace_seconds: 10
   test_pattern_delay_ms: {delay}
   renderer: {renderer}
-{registry}health: {{interval_ms: 500, timeout_ms: 2000}}
+{registry}{write_group}health: {{interval_ms: 500, timeout_ms: 2000}}
 ",
             window = opts.window,
-            bucket = s3.bucket,
-            endpoint = s3.endpoint,
-            ak = s3.access_key_id,
-            sk = s3.secret_access_key,
             prefetch = opts.concurrency * 2,
             concurrency = opts.concurrency,
             lease = opts.lease_seconds,
             delay = opts.render_delay_ms,
             renderer = opts.renderer,
             models = opts.models.join(", "),
-            registry = opts.registry.as_ref().map(|p| format!("  registry: \"{}\"\n", p.display())).unwrap_or_default(),
-            tls = opts.tls.as_ref().map(|t| format!("  tls: {{cert_file: \"{}\", key_file: \"{}\"}}\n", t.cert_file.display(), t.key_file.display())).unwrap_or_default(),
-            retention = opts.retention_seconds.map(|s| format!("  retention: {{seconds: {s}, interval_seconds: 1}}\n")).unwrap_or_default(),
+            registry = opts
+                .registry
+                .as_ref()
+                .map(|p| format!("  registry: \"{}\"\n", p.display()))
+                .unwrap_or_default(),
+            tls = opts
+                .tls
+                .as_ref()
+                .map(|t| format!(
+                    "  tls: {{cert_file: \"{}\", key_file: \"{}\"}}\n",
+                    t.cert_file.display(),
+                    t.key_file.display()
+                ))
+                .unwrap_or_default(),
+            retention = opts
+                .retention_seconds
+                .map(|s| format!("  retention: {{seconds: {s}, interval_seconds: 1}}\n"))
+                .unwrap_or_default(),
         );
         std::fs::create_dir_all(dir.path().join("config")).unwrap();
         std::fs::write(dir.path().join("config/base.yaml"), config).unwrap();
@@ -530,34 +565,6 @@ pub async fn verify_results(
         })
         .await;
     by_key
-}
-
-/// Run `promtool check metrics` on a scrape.
-///
-/// # Panics
-/// When promtool is missing or finds problems.
-pub fn promtool_check(scrape: &str) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is needed (Debian package `prometheus`; .ci/run installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(scrape.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The repository root.

@@ -46,26 +46,32 @@ impl LocalBlob {
     }
 }
 
+/// Write `bytes` to a temporary file beside `path`, then rename it into place: a reader sees the
+/// old file or the new one, never a part.
+fn put_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .expect("a validated key has a parent under root");
+    std::fs::create_dir_all(dir).map_err(io("cannot create object directory"))?;
+    let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&tmp, bytes).map_err(io("cannot write object"))?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io("cannot move object into place")(e));
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl BlobStore for LocalBlob {
     async fn put(&self, key: &str, bytes: Bytes, _content_type: &str) -> Result<()> {
         validate_key(key)?;
         let path = self.root.join(key);
-        let dir = path
-            .parent()
-            .expect("a validated key has a parent under root");
-        tokio::fs::create_dir_all(dir)
+        // One trip to the blocking pool for the folder, the file and the rename: each
+        // `tokio::fs` call would be a trip (and two thread wake-ups) of its own.
+        tokio::task::spawn_blocking(move || put_file(&path, &bytes))
             .await
-            .map_err(io("cannot create object directory"))?;
-        let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
-        tokio::fs::write(&tmp, &bytes)
-            .await
-            .map_err(io("cannot write object"))?;
-        if let Err(e) = tokio::fs::rename(&tmp, &path).await {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(io("cannot move object into place")(e));
-        }
-        Ok(())
+            .map_err(|e| Error::with_source(ErrorKind::Transient, "file write task failed", e))?
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {

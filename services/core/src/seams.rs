@@ -41,6 +41,9 @@ pub trait Leadership: Send {
 ///   running, final, cancelled or unknown, and increments `attempt`;
 /// - `heartbeat`, `complete` and `fail` change the row only while the caller holds the lease
 ///   (same owner, same attempt, state running) and return whether they did;
+/// - `claim_many` and `complete_many` do what `claim` and `complete` do for each job of a group in
+///   one statement: each job is decided alone, so a job that is not claimable or whose lease is
+///   lost changes nothing and the others still change;
 /// - a worker is live for a model until the `ttl` of its last `announce_worker` passes or it
 ///   withdraws; a model once announced stays in `model_presence`;
 /// - `batch`, `backlog`, `finished` and `usage` count what the job rows say (each costs one row per
@@ -159,6 +162,19 @@ pub trait JobStore: Send + Sync + 'static {
         attempt: u32,
         done: &Completion,
     ) -> Result<bool>;
+    /// [`JobStore::claim`] of each job; the jobs claimed, in no particular order.
+    async fn claim_many(
+        &self,
+        jobs: &[JobId],
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedJob>>;
+    /// [`JobStore::complete`] of each `(job, attempt, completion)`; whether each row changed, in order.
+    async fn complete_many(
+        &self,
+        worker: &str,
+        jobs: &[(JobId, u32, Completion)],
+    ) -> Result<Vec<bool>>;
     /// `running → retryable | dead`.
     async fn fail(&self, job: JobId, worker: &str, attempt: u32, failure: &Failure)
     -> Result<bool>;

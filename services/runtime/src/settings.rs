@@ -381,6 +381,29 @@ pub struct WorkerSettings {
     /// error kind `invalid` (a job that slow would take a worker from every other job on each
     /// retry). Bound what a job may ask for with the registry's per-model `limits`.
     pub render_timeout_seconds: u64,
+    /// How the worker groups its claims and its completions into one statement each.
+    pub write_group: WriteGroupSettings,
+}
+
+/// `worker.write_group` section: concurrent jobs' claims (and completions) wait together at most
+/// `wait_ms`, and at most `max` of them go to the database as one statement. `max: 1` writes
+/// each alone, at once.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WriteGroupSettings {
+    /// Most jobs in one grouped write.
+    pub max: usize,
+    /// Longest a claim or completion waits for company, in milliseconds.
+    pub wait_ms: u64,
+}
+
+impl Default for WriteGroupSettings {
+    fn default() -> Self {
+        WriteGroupSettings {
+            max: 64,
+            wait_ms: 2,
+        }
+    }
 }
 
 impl Default for WorkerSettings {
@@ -399,6 +422,7 @@ impl Default for WorkerSettings {
             test_pattern_delay_ms: 0,
             batch_linger_ms: 10,
             render_timeout_seconds: 600,
+            write_group: WriteGroupSettings::default(),
         }
     }
 }

@@ -242,7 +242,9 @@ impl JobStore for PgStore {
     }
 
     async fn claim(&self, job: JobId, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>> {
-        leases::claim(&self.pool, job, worker, lease).await
+        Ok(leases::claim_many(&self.pool, &[job], worker, lease)
+            .await?
+            .pop())
     }
 
     async fn heartbeat(
@@ -263,7 +265,25 @@ impl JobStore for PgStore {
         attempt: u32,
         done: &Completion,
     ) -> Result<bool> {
-        leases::complete(&self.pool, job, worker, attempt, done).await
+        let one = [(job, attempt, done.clone())];
+        Ok(leases::complete_many(&self.pool, worker, &one).await? == [true])
+    }
+
+    async fn claim_many(
+        &self,
+        jobs: &[JobId],
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedJob>> {
+        leases::claim_many(&self.pool, jobs, worker, lease).await
+    }
+
+    async fn complete_many(
+        &self,
+        worker: &str,
+        jobs: &[(JobId, u32, Completion)],
+    ) -> Result<Vec<bool>> {
+        leases::complete_many(&self.pool, worker, jobs).await
     }
 
     async fn fail(

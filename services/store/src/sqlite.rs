@@ -210,10 +210,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn claim(&self, job: JobId, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>> {
-        let claimed = leases::claim(&self.pool, job, worker, lease).await?;
-        self.feed
-            .announce_batches(claimed.as_ref().map(|c| c.job.batch_id));
-        Ok(claimed)
+        Ok(self.claim_many(&[job], worker, lease).await?.pop())
     }
 
     async fn heartbeat(
@@ -234,9 +231,31 @@ impl JobStore for SqliteStore {
         attempt: u32,
         done: &Completion,
     ) -> Result<bool> {
-        let batch = leases::complete(&self.pool, job, worker, attempt, done).await?;
-        self.feed.announce_batches(batch);
-        Ok(batch.is_some())
+        let one = [(job, attempt, done.clone())];
+        Ok(self.complete_many(worker, &one).await? == [true])
+    }
+
+    async fn claim_many(
+        &self,
+        jobs: &[JobId],
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedJob>> {
+        let claimed = leases::claim_many(&self.pool, jobs, worker, lease).await?;
+        self.feed
+            .announce_batches(claimed.iter().map(|c| c.job.batch_id));
+        Ok(claimed)
+    }
+
+    async fn complete_many(
+        &self,
+        worker: &str,
+        jobs: &[(JobId, u32, Completion)],
+    ) -> Result<Vec<bool>> {
+        let batches = leases::complete_many(&self.pool, worker, jobs).await?;
+        self.feed
+            .announce_batches(batches.iter().flatten().copied());
+        Ok(batches.iter().map(Option::is_some).collect())
     }
 
     async fn fail(

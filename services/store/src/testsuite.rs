@@ -18,7 +18,8 @@ mod workers;
 pub use batches::{cancel_stops_unfinished, idempotent_submit, submit_and_read, tenant_isolation};
 pub use dispatch::{backlog_and_finished_counts, priority_then_fair_share};
 pub use leases::{
-    claim_lifecycle, failures_retry_and_die, heartbeat_records_progress, lease_guards,
+    claim_lifecycle, failures_retry_and_die, grouped_claims_and_completions,
+    heartbeat_records_progress, lease_guards,
 };
 pub use maintenance::{leadership, rescue_expired_leases, stale_queued_requeued};
 pub use progress::{
@@ -42,7 +43,7 @@ macro_rules! store_conformance {
     ($make:expr) => {
         $crate::store_conformance!(@cases $make;
             tenants_and_keys, submit_and_read, idempotent_submit, tenant_isolation, claim_lifecycle,
-            lease_guards, failures_retry_and_die, rescue_expired_leases, stale_queued_requeued,
+            lease_guards, grouped_claims_and_completions, failures_retry_and_die, rescue_expired_leases, stale_queued_requeued,
             cancel_stops_unfinished, heartbeat_records_progress, priority_then_fair_share, backlog_and_finished_counts, leadership,
             worker_presence, quotas_refuse_submits, concurrent_submits_share_the_quota,
             key_lifecycle, progress_matches_the_job_rows, concurrent_writes_across_batches,

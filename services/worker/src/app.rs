@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::group::GroupConfig;
 use crate::{Worker, WorkerConfig, WorkerMetrics};
 
 /// The renderers `worker.renderer` accepts.
@@ -152,6 +153,13 @@ pub async fn advertise(
     }
 }
 
+/// Largest `worker.write_group.max`: a group is one statement whose arrays hold every job of it.
+pub const MAX_WRITE_GROUP: usize = 1000;
+
+/// Longest `worker.write_group.wait_ms`: every claim and completion may wait this long, which a
+/// job's lease and its queue wait should not notice.
+pub const MAX_WRITE_GROUP_WAIT_MS: u64 = 1000;
+
 /// The worker tunables from settings.
 ///
 /// # Errors
@@ -166,6 +174,17 @@ pub fn config(settings: &Settings) -> anyhow::Result<WorkerConfig> {
         w.render_timeout_seconds > 0,
         "worker.render_timeout_seconds: is 0; accepted: 1 or more"
     );
+    let g = &w.write_group;
+    anyhow::ensure!(
+        (1..=MAX_WRITE_GROUP).contains(&g.max),
+        "worker.write_group.max: is {}; accepted: 1 (no grouping) to {MAX_WRITE_GROUP}",
+        g.max
+    );
+    anyhow::ensure!(
+        g.wait_ms <= MAX_WRITE_GROUP_WAIT_MS,
+        "worker.write_group.wait_ms: is {}; accepted: 0 to {MAX_WRITE_GROUP_WAIT_MS}",
+        g.wait_ms
+    );
     Ok(WorkerConfig {
         id: w.worker_id(),
         models: w.model_names().chained()?,
@@ -177,6 +196,10 @@ pub fn config(settings: &Settings) -> anyhow::Result<WorkerConfig> {
         backoff: Backoff::default(),
         batch_linger: Duration::from_millis(w.batch_linger_ms),
         render_timeout: Duration::from_secs(w.render_timeout_seconds),
+        write_group: GroupConfig {
+            max: g.max,
+            wait: Duration::from_millis(g.wait_ms),
+        },
     })
 }
 

@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`worker`]: [`Worker`], the consume → claim → render → upload → complete loop.
 //! - [`batcher`]: micro-batching of concurrent renders ([`batcher::Batcher`]).
+//! - [`group`]: grouping of concurrent store writes ([`group::GroupWriter`]).
 //! - [`job`]: one job's execution and its provenance record.
 //! - [`metrics`]: the worker's counters ([`WorkerMetrics`]).
 //! - [`check`]: `check-config`, every settings check without connecting or loading weights.
@@ -13,6 +14,7 @@
 pub mod app;
 pub mod batcher;
 pub mod check;
+pub mod group;
 pub mod job;
 pub mod metrics;
 pub mod worker;

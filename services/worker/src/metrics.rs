@@ -30,6 +30,8 @@ pub struct WorkerMetrics {
     pub up: IntGauge,
     /// Jobs per renderer call (micro-batches; only for renderers that batch).
     pub batch_size: Histogram,
+    /// Jobs per grouped store write, by write (claim, complete).
+    pub write_group_size: HistogramVec,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -66,7 +68,19 @@ impl WorkerMetrics {
                 HistogramOpts::new("pixelfarm_worker_batch_size", "Jobs per renderer call (micro-batching renderers only).")
                     .buckets(vec![1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0]),
             ).expect("valid")),
+            write_group_size: reg(r, HistogramVec::new(
+                HistogramOpts::new("pixelfarm_worker_write_group_size", "Jobs per grouped store write (worker.write_group), by write: claim, complete.")
+                    .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+                &["write"],
+            ).expect("valid")),
         }
+    }
+
+    /// Record the size of one grouped write.
+    pub fn write_group(&self, write: &str, jobs: usize) {
+        self.write_group_size
+            .with_label_values(&[write])
+            .observe(jobs as f64);
     }
 
     /// Record one phase duration.

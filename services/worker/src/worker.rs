@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::WorkerMetrics;
 use crate::batcher::Batcher;
+use crate::group::{GroupConfig, GroupWriter};
 use crate::job::Execution;
 
 /// Pause before consuming again after the broker connection failed.
@@ -45,6 +46,53 @@ pub struct WorkerConfig {
     pub batch_linger: Duration,
     /// The longest a job's render may take.
     pub render_timeout: Duration,
+    /// How claims and completions are grouped into one statement each.
+    pub write_group: GroupConfig,
+}
+
+/// The worker's grouped store writes, shared by its executions.
+struct Writes {
+    /// Claims: whether each job was claimed (`None`: not claimable).
+    claims: GroupWriter<JobId, Option<ClaimedJob>>,
+    /// Completions `(job, attempt, completion)`: whether each row changed.
+    completions: GroupWriter<(JobId, u32, Completion), bool>,
+}
+
+impl Writes {
+    fn start(w: &Worker) -> Self {
+        let (store, id, lease, metrics) = (
+            w.store.clone(),
+            w.cfg.id.clone(),
+            w.cfg.lease,
+            w.metrics.clone(),
+        );
+        let claims = GroupWriter::start(w.cfg.write_group, move |jobs: Vec<JobId>| {
+            metrics.write_group("claim", jobs.len());
+            let (store, id) = (store.clone(), id.clone());
+            async move {
+                let mut claimed: BTreeMap<JobId, ClaimedJob> = store
+                    .claim_many(&jobs, &id, lease)
+                    .await?
+                    .into_iter()
+                    .map(|c| (c.job.id, c))
+                    .collect();
+                Ok(jobs.iter().map(|j| claimed.remove(j)).collect())
+            }
+        });
+        let (store, id, metrics) = (w.store.clone(), w.cfg.id.clone(), w.metrics.clone());
+        let completions = GroupWriter::start(
+            w.cfg.write_group,
+            move |done: Vec<(JobId, u32, Completion)>| {
+                metrics.write_group("complete", done.len());
+                let (store, id) = (store.clone(), id.clone());
+                async move { store.complete_many(&id, &done).await }
+            },
+        );
+        Writes {
+            claims,
+            completions,
+        }
+    }
 }
 
 /// A worker over the seams.
@@ -126,6 +174,7 @@ impl Worker {
             self.cfg.batch_linger,
             self.metrics.clone(),
         ));
+        let writes = Arc::new(Writes::start(&self));
         let mut in_flight: JoinSet<()> = JoinSet::new();
         let mut consumer: Option<Box<dyn Consumer>> = None;
         'outer: while !stop.is_cancelled() {
@@ -158,9 +207,9 @@ impl Worker {
             match delivery {
                 Some(Ok(d)) => {
                     let me = self.clone();
-                    let batcher = batcher.clone();
+                    let (batcher, writes) = (batcher.clone(), writes.clone());
                     in_flight.spawn(async move {
-                        me.handle(d, &batcher).await;
+                        me.handle(d, &batcher, &writes).await;
                         drop(permit);
                     });
                 }
@@ -206,7 +255,7 @@ impl Worker {
     }
 
     /// Handle one delivery, always settling it.
-    async fn handle(&self, d: Delivery, batcher: &Batcher) {
+    async fn handle(&self, d: Delivery, batcher: &Batcher, writes: &Writes) {
         let msg = match d.message {
             Ok(m) => m,
             Err(e) => {
@@ -227,11 +276,7 @@ impl Worker {
             (Some(self.turns.read().await), None)
         };
         let t = Instant::now();
-        let claimed = match self
-            .store
-            .claim(msg.job_id, &self.cfg.id, self.cfg.lease)
-            .await
-        {
+        let claimed = match writes.claims.submit(msg.job_id).await {
             Ok(Some(c)) => c,
             Ok(None) => {
                 self.metrics.stale_messages.inc();
@@ -254,7 +299,7 @@ impl Worker {
         }
         self.metrics.in_flight.inc();
         let started = Instant::now();
-        let outcome = self.execute(&claimed, batcher).await;
+        let outcome = self.execute(&claimed, batcher, writes).await;
         let total = started.elapsed().as_secs_f64();
         self.metrics.in_flight.dec();
         self.metrics.busy_seconds.inc_by(total);
@@ -269,7 +314,7 @@ impl Worker {
     }
 
     /// Render under a renewed lease and record the outcome.
-    async fn execute(&self, claimed: &ClaimedJob, batcher: &Batcher) -> Outcome {
+    async fn execute(&self, claimed: &ClaimedJob, batcher: &Batcher, writes: &Writes) -> Outcome {
         let job = &claimed.job;
         let lost = CancellationToken::new();
         let control = RenderControl::new();
@@ -299,7 +344,7 @@ impl Worker {
         // Whatever ended the execution, the render thread need not go on (a no-op when done).
         control.cancel();
         let outcome = self
-            .record(claimed, result, &timings, &control, &lost)
+            .record(claimed, result, &timings, &control, &lost, writes)
             .await;
         heartbeat.abort();
         outcome
@@ -313,6 +358,7 @@ impl Worker {
         timings: &BTreeMap<String, f64>,
         control: &RenderControl,
         lost: &CancellationToken,
+        writes: &Writes,
     ) -> Outcome {
         let job = &claimed.job;
         let model = job.model.as_str();
@@ -327,8 +373,9 @@ impl Worker {
                     .with_label_values(&[&claimed.tenant.to_string(), model, &device])
                     .inc_by(done.device_seconds);
                 match retrying(self.cfg.lease * RECORD_PATIENCE, lost, || {
-                    self.store
-                        .complete(job.id, &self.cfg.id, job.attempt, &done)
+                    writes
+                        .completions
+                        .submit((job.id, job.attempt, done.clone()))
                 })
                 .await
                 {

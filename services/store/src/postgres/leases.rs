@@ -1,41 +1,49 @@
-//! A running job's lease: claim, heartbeat, complete, fail.
+//! A running job's lease: claim, heartbeat, complete, fail; claims and completions a group at a
+//! time (one job is a group of one).
 
 use pixelfarm_core::*;
 use sqlx::{PgPool, Row};
+use std::collections::HashSet;
 use std::time::Duration;
+use uuid::Uuid;
 
 use super::columns::{JOB_COLUMNS, record, secs};
 use crate::error::db;
 use crate::row::{failure_columns, progress_columns};
 
-pub(super) async fn claim(
+/// Claim each of `jobs` in one statement. The ids go in sorted, so two groups that share a job
+/// (a duplicate message) lock their rows in the same order.
+pub(super) async fn claim_many(
     pool: &PgPool,
-    job: JobId,
+    jobs: &[JobId],
     worker: &str,
     lease: Duration,
-) -> Result<Option<ClaimedJob>> {
+) -> Result<Vec<ClaimedJob>> {
+    let mut ids: Vec<Uuid> = jobs.iter().map(|j| j.as_uuid()).collect();
+    ids.sort_unstable();
     let sql = format!(
         "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_owner = $2,
              lease_until = now() + make_interval(secs => $3), started_at = now(), run_after = NULL,
              steps_done = NULL, steps_total = NULL
-         WHERE id = $1 AND state IN ('pending', 'queued') AND attempt < max_attempts
+         WHERE id = ANY($1) AND state IN ('pending', 'queued') AND attempt < max_attempts
          RETURNING {JOB_COLUMNS}, tenant_id, queued_at"
     );
-    let row = sqlx::query(&sql)
-        .bind(job.as_uuid())
+    let rows = sqlx::query(&sql)
+        .bind(&ids)
         .bind(worker)
         .bind(secs(lease))
-        .fetch_optional(pool)
+        .fetch_all(pool)
         .await
-        .map_err(db("cannot claim job"))?;
-    row.map(|r| {
-        Ok(ClaimedJob {
-            job: record(&r)?,
-            tenant: TenantId::from_uuid(r.get("tenant_id")),
-            queued_at: r.get("queued_at"),
+        .map_err(db("cannot claim jobs"))?;
+    rows.iter()
+        .map(|r| {
+            Ok(ClaimedJob {
+                job: record(r)?,
+                tenant: TenantId::from_uuid(r.get("tenant_id")),
+                queued_at: r.get("queued_at"),
+            })
         })
-    })
-    .transpose()
+        .collect()
 }
 
 pub(super) async fn heartbeat(
@@ -64,30 +72,51 @@ pub(super) async fn heartbeat(
     Ok(r.rows_affected() == 1)
 }
 
-pub(super) async fn complete(
+/// Complete each `(job, attempt, completion)` in one statement, each row only while `worker`
+/// holds its lease at that attempt; whether each changed, in order.
+pub(super) async fn complete_many(
     pool: &PgPool,
-    job: JobId,
     worker: &str,
-    attempt: u32,
-    done: &Completion,
-) -> Result<bool> {
-    let timings = serde_json::to_value(&done.timings).expect("timings serialize");
-    let r = sqlx::query(
-        "UPDATE jobs SET state = 'succeeded', finished_at = now(), lease_owner = NULL, lease_until = NULL,
-             object_key = $4, sha256 = $5, timings = $6, device_seconds = device_seconds + $7
-         WHERE id = $1 AND state = 'running' AND lease_owner = $2 AND attempt = $3",
+    jobs: &[(JobId, u32, Completion)],
+) -> Result<Vec<bool>> {
+    let mut sorted: Vec<&(JobId, u32, Completion)> = jobs.iter().collect();
+    sorted.sort_unstable_by_key(|(id, _, _)| id.as_uuid());
+    let ids: Vec<Uuid> = sorted.iter().map(|(id, _, _)| id.as_uuid()).collect();
+    let attempts: Vec<i32> = sorted.iter().map(|(_, a, _)| *a as i32).collect();
+    let keys: Vec<&str> = sorted
+        .iter()
+        .map(|(_, _, d)| d.object_key.as_str())
+        .collect();
+    let shas: Vec<&str> = sorted.iter().map(|(_, _, d)| d.sha256.as_str()).collect();
+    let timings: Vec<String> = sorted
+        .iter()
+        .map(|(_, _, d)| serde_json::to_string(&d.timings).expect("timings serialize"))
+        .collect();
+    let device: Vec<f64> = sorted.iter().map(|(_, _, d)| d.device_seconds).collect();
+    let changed: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE jobs j SET state = 'succeeded', finished_at = now(), lease_owner = NULL, lease_until = NULL,
+             object_key = u.object_key, sha256 = u.sha256, timings = u.timings::jsonb,
+             device_seconds = j.device_seconds + u.device_seconds
+         FROM UNNEST($2::uuid[], $3::int4[], $4::text[], $5::text[], $6::text[], $7::float8[])
+             AS u(id, attempt, object_key, sha256, timings, device_seconds)
+         WHERE j.id = u.id AND j.state = 'running' AND j.lease_owner = $1 AND j.attempt = u.attempt
+         RETURNING j.id",
     )
-    .bind(job.as_uuid())
     .bind(worker)
-    .bind(attempt as i32)
-    .bind(&done.object_key)
-    .bind(&done.sha256)
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&keys)
+    .bind(&shas)
     .bind(&timings)
-    .bind(done.device_seconds)
-    .execute(pool)
+    .bind(&device)
+    .fetch_all(pool)
     .await
-    .map_err(db("cannot complete job"))?;
-    Ok(r.rows_affected() == 1)
+    .map_err(db("cannot complete jobs"))?;
+    let changed: HashSet<Uuid> = changed.into_iter().collect();
+    Ok(jobs
+        .iter()
+        .map(|(id, _, _)| changed.contains(&id.as_uuid()))
+        .collect())
 }
 
 pub(super) async fn fail(

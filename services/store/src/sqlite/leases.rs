@@ -1,15 +1,31 @@
-//! A running job's lease: claim, heartbeat, complete, fail.
+//! A running job's lease: claim, heartbeat, complete, fail. A group of claims or completions is
+//! one transaction of the single-job statements (one commit, one sync of the file).
 
 use pixelfarm_core::*;
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, SqliteConnection, SqlitePool};
 use std::time::Duration;
 
 use super::columns::{JOB_COLUMNS, ms, now_ms, record, time};
 use crate::error::db;
 use crate::row::{failure_columns, progress_columns};
 
-pub(super) async fn claim(
+pub(super) async fn claim_many(
     pool: &SqlitePool,
+    jobs: &[JobId],
+    worker: &str,
+    lease: Duration,
+) -> Result<Vec<ClaimedJob>> {
+    let mut tx = pool.begin().await.map_err(db("cannot claim jobs"))?;
+    let mut claimed = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        claimed.extend(claim(&mut tx, *job, worker, lease).await?);
+    }
+    tx.commit().await.map_err(db("cannot claim jobs"))?;
+    Ok(claimed)
+}
+
+async fn claim(
+    conn: &mut SqliteConnection,
     job: JobId,
     worker: &str,
     lease: Duration,
@@ -27,7 +43,7 @@ pub(super) async fn claim(
         .bind(worker)
         .bind(now)
         .bind(ms(lease))
-        .fetch_optional(pool)
+        .fetch_optional(conn)
         .await
         .map_err(db("cannot claim job"))?;
     row.map(|r| {
@@ -66,8 +82,22 @@ pub(super) async fn heartbeat(
     Ok(r.rows_affected() == 1)
 }
 
-pub(super) async fn complete(
+pub(super) async fn complete_many(
     pool: &SqlitePool,
+    worker: &str,
+    jobs: &[(JobId, u32, Completion)],
+) -> Result<Vec<Option<BatchId>>> {
+    let mut tx = pool.begin().await.map_err(db("cannot complete jobs"))?;
+    let mut changed = Vec::with_capacity(jobs.len());
+    for (job, attempt, done) in jobs {
+        changed.push(complete(&mut tx, *job, worker, *attempt, done).await?);
+    }
+    tx.commit().await.map_err(db("cannot complete jobs"))?;
+    Ok(changed)
+}
+
+async fn complete(
+    conn: &mut SqliteConnection,
     job: JobId,
     worker: &str,
     attempt: u32,
@@ -87,7 +117,7 @@ pub(super) async fn complete(
     .bind(&done.sha256)
     .bind(serde_json::to_string(&done.timings).expect("timings serialize"))
     .bind(done.device_seconds)
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await
     .map_err(db("cannot complete job"))?;
     batch.map(|b| b.parse()).transpose()

@@ -178,3 +178,86 @@ pub async fn heartbeat_records_progress(s: Store) {
     s.claim(id, "w2", LEASE).await.unwrap().unwrap();
     assert_eq!(s.job(t, id).await.unwrap().progress, None);
 }
+
+#[allow(missing_docs)]
+pub async fn grouped_claims_and_completions(s: Store) {
+    let t = tenant(&s, "a", 1).await;
+    let b1 = s.submit(t, &manifest("b1", 5, 0, None), 3).await.unwrap();
+    let b2 = s.submit(t, &manifest("b2", 1, 0, None), 3).await.unwrap();
+    let ids: Vec<JobId> = all_jobs(&s, t, b1.batch_id)
+        .await
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    let (a, b, c, d, e) = (ids[0], ids[1], ids[2], ids[3], ids[4]);
+    let x = all_jobs(&s, t, b2.batch_id).await[0].id;
+
+    s.claim(d, "w2", LEASE).await.unwrap().unwrap();
+    let mut claimed: Vec<JobId> = s
+        .claim_many(&[a, b, c, d, x, JobId::generate()], "w1", LEASE)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| {
+            assert_eq!(
+                (c.job.state, c.job.attempt, c.tenant),
+                (JobState::Running, 1, t)
+            );
+            c.job.id
+        })
+        .collect();
+    claimed.sort();
+    let mut expected = vec![a, b, c, x];
+    expected.sort();
+    assert_eq!(
+        claimed, expected,
+        "a running job and an unknown one are left out"
+    );
+    assert!(
+        s.claim_many(&[], "w1", LEASE).await.unwrap().is_empty(),
+        "an empty group claims nothing"
+    );
+
+    // c is already finished, x cancelled, b is asked with another attempt, d is another owner's.
+    assert!(s.complete(c, "w1", 1, &completion()).await.unwrap());
+    s.cancel(t, b2.batch_id).await.unwrap();
+    let done = |n: u32| Completion {
+        object_key: format!("images/{n}.png"),
+        ..completion()
+    };
+    let group = [
+        (a, 1, done(0)),
+        (b, 2, done(1)),
+        (c, 1, done(2)),
+        (x, 1, done(3)),
+        (d, 1, done(4)),
+    ];
+    assert_eq!(
+        s.complete_many("w1", &group).await.unwrap(),
+        [true, false, false, false, false],
+        "each job changes only under its own lease"
+    );
+    let row = |id| {
+        let s = s.clone();
+        async move { s.job(t, id).await.unwrap() }
+    };
+    let ra = row(a).await;
+    assert_eq!(
+        (ra.state, ra.object_key.as_deref()),
+        (JobState::Succeeded, Some("images/0.png"))
+    );
+    assert!(ra.finished_at.is_some());
+    assert_eq!(row(b).await.state, JobState::Running);
+    assert_eq!(
+        row(c).await.object_key.as_deref(),
+        Some("images/ab/x.png"),
+        "a finished job keeps its first completion"
+    );
+    assert_eq!(row(x).await.state, JobState::Cancelled);
+    assert_eq!(row(d).await.state, JobState::Running);
+    assert!(s.complete_many("w1", &[]).await.unwrap().is_empty());
+
+    // Claimed again: only the job still claimable.
+    let again = s.claim_many(&[a, b, d, e], "w1", LEASE).await.unwrap();
+    assert_eq!(again.iter().map(|c| c.job.id).collect::<Vec<_>>(), [e]);
+}

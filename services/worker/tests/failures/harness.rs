@@ -94,6 +94,10 @@ pub(crate) async fn harness_timed(
         // Generous, so that the jobs claimed together surely meet in the first batch.
         batch_linger: Duration::from_millis(200),
         render_timeout,
+        write_group: pixelfarm_worker::group::GroupConfig {
+            max: 8,
+            wait: Duration::from_millis(2),
+        },
     };
     let worker = Arc::new(Worker::new(
         cfg,
