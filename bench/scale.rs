@@ -4,8 +4,8 @@
 //! cargo build --release --workspace --bins && target/release/bench-scale [JOBS...]   # default 1000 100000 1000000
 //! ```
 //!
-//! One scheduler and two workers (test-pattern renders of 8×8 pixels, no delay) take batches of
-//! each size in turn, smallest first. For each batch: the submit's time and the scheduler's peak
+//! One scheduler and two workers of 64 slots (test-pattern renders of 8×8 pixels, no delay, the local blob
+//! store: the orchestration, not the object store, is measured) take batches of each size in turn, smallest first. For each batch: the submit's time and the scheduler's peak
 //! memory after it, the time from submit to the last job succeeded, then the time of `status`,
 //! `watch` (to its first event) and `pixelfarm fetch` of that batch and of the first batch again
 //! (which must not grow with the size of the others). Then the peak memory of every process over
@@ -149,9 +149,10 @@ async fn main() {
     };
     let stack = Stack::start(StackOptions {
         workers: 2,
-        concurrency: 16,
+        concurrency: 64,
         render_delay_ms: 0,
         window: 4096,
+        local_blob: true,
         ..Default::default()
     })
     .await;
@@ -160,7 +161,9 @@ async fn main() {
     let sampler = peaks.start(&stack);
     let scheduler_pid = stack.scheduler.child.id().unwrap();
 
-    println!("## batches of growing size (1 scheduler + 2 workers x 16 slots, 8x8 test pattern)\n");
+    println!(
+        "## batches of growing size (1 scheduler + 2 workers x 64 slots, 8x8 test pattern, local blob store)\n"
+    );
     println!(
         "| jobs | submit s | scheduler peak MiB after submit | submit to done s | jobs/s | status ms | watch ms | fetch s | first batch: status ms | watch ms | fetch s |"
     );
