@@ -4,8 +4,9 @@
 //! cargo build --release --workspace --bins && target/release/bench-scale [JOBS...]   # default 1000 100000 1000000
 //! ```
 //!
-//! One scheduler and two workers of 64 slots (test-pattern renders of 8×8 pixels, no delay, the local blob
-//! store: the orchestration, not the object store, is measured) take batches of each size in turn, smallest first. For each batch: the submit's time and the scheduler's peak
+//! One scheduler and two workers of 64 slots (test-pattern renders of 8×8 pixels, no delay, the
+//! local blob store: the orchestration, not the object store, is measured) take batches of each
+//! size in turn, smallest first. For each batch: the submit's time and the scheduler's peak
 //! memory after it, the time from submit to the last job succeeded, then the time of `status`,
 //! `watch` (to its first event) and `pixelfarm fetch` of that batch and of the first batch again
 //! (which must not grow with the size of the others). Then the peak memory of every process over
