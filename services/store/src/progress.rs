@@ -1,7 +1,7 @@
 //! The batch progress counters (migration 0007) as both stores read them: the backlog and the
 //! finished totals per model, summed over the batches' rows.
 
-use pixelfarm_core::{BacklogRow, JobState, ModelName, Result};
+use pixelfarm_core::{BacklogRow, JobState, ModelName, Result, StateCounts};
 
 /// Jobs per model and unfinished state, over the batches with unfinished jobs (a partial index).
 pub(crate) const BACKLOG: &str = "SELECT model,
@@ -45,4 +45,18 @@ pub(crate) fn backlog_rows(
             })
         })
         .collect())
+}
+
+/// A batch's counts from the state columns of its `batch_progress` row, each read by `column`.
+pub(crate) fn state_counts(column: impl Fn(&str) -> i64) -> StateCounts {
+    let n = |state: &str| u64::try_from(column(state)).unwrap_or(0);
+    StateCounts {
+        pending: n("pending"),
+        queued: n("queued"),
+        running: n("running"),
+        succeeded: n("succeeded"),
+        retryable: n("retryable"),
+        dead: n("dead"),
+        cancelled: n("cancelled"),
+    }
 }

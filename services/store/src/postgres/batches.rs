@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::columns::{JOB_COLUMNS, TENANT_COLUMNS, record, tenant_info};
 use super::tenants::usage_of;
 use crate::error::db;
+use crate::progress::state_counts;
 
 /// Rows per INSERT statement when writing a batch's jobs (bind arrays, one round trip each).
 const INSERT_CHUNK: usize = 10_000;
@@ -127,7 +128,6 @@ pub(super) async fn batch(pool: &PgPool, tenant: TenantId, batch: BatchId) -> Re
     .map_err(db("cannot read batch"))?
     .ok_or_else(|| Error::not_found(format!("batch {batch} not found")))?;
     let tags: serde_json::Value = row.get("tags");
-    let count = |state: &str| row.get::<i64, _>(state) as u64;
     Ok(BatchStatus {
         id: batch,
         name: row.get("name"),
@@ -135,15 +135,7 @@ pub(super) async fn batch(pool: &PgPool, tenant: TenantId, batch: BatchId) -> Re
         priority: Priority::parse(u8::try_from(row.get::<i16, _>("priority")).unwrap_or(0))?,
         tags: serde_json::from_value::<BTreeMap<String, String>>(tags).unwrap_or_default(),
         created_at: row.get("created_at"),
-        counts: StateCounts {
-            pending: count("pending"),
-            queued: count("queued"),
-            running: count("running"),
-            succeeded: count("succeeded"),
-            retryable: count("retryable"),
-            dead: count("dead"),
-            cancelled: count("cancelled"),
-        },
+        counts: state_counts(|state| row.get::<i64, _>(state)),
         first_started_at: row.get("first_started_at"),
         last_finished_at: row.get("last_finished_at"),
         device_seconds: row.get("device_seconds"),

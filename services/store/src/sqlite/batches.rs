@@ -6,6 +6,7 @@ use sqlx::{Row, SqlitePool};
 use super::columns::{JOB_COLUMNS, TENANT_COLUMNS, now_ms, record, tenant_info, time};
 use super::tenants::usage_of;
 use crate::error::db;
+use crate::progress::state_counts;
 
 pub(super) async fn submit(
     pool: &SqlitePool,
@@ -118,7 +119,6 @@ pub(super) async fn batch(
     .await
     .map_err(db("cannot read batch"))?
     .ok_or_else(|| Error::not_found(format!("batch {batch} not found")))?;
-    let count = |state: &str| row.get::<i64, _>(state) as u64;
     Ok(BatchStatus {
         id: batch,
         name: row.get("name"),
@@ -126,15 +126,7 @@ pub(super) async fn batch(
         priority: Priority::parse(u8::try_from(row.get::<i64, _>("priority")).unwrap_or(0))?,
         tags: serde_json::from_str(&row.get::<String, _>("tags")).unwrap_or_default(),
         created_at: time(row.get("created_at")).unwrap_or_default(),
-        counts: StateCounts {
-            pending: count("pending"),
-            queued: count("queued"),
-            running: count("running"),
-            succeeded: count("succeeded"),
-            retryable: count("retryable"),
-            dead: count("dead"),
-            cancelled: count("cancelled"),
-        },
+        counts: state_counts(|state| row.get::<i64, _>(state)),
         first_started_at: time(row.get("first_started_at")),
         last_finished_at: time(row.get("last_finished_at")),
         device_seconds: row.get("device_seconds"),
