@@ -209,14 +209,9 @@ impl Execution<'_> {
         let sha256 = sha256_hex(&encoded);
         timings.insert("encode".into(), t.elapsed().as_secs_f64());
 
-        let t = Instant::now();
-        self.blob
-            .put(
-                &key.image(),
-                Bytes::from(encoded),
-                output.format.content_type(),
-            )
-            .await?;
+        // The record names the image's key and sha256, known before either upload, so the two
+        // PUTs go out together: a job's upload takes one round trip to the store, not two.
+        let (image_key, record_key) = (key.image(), key.provenance());
         let record = Provenance {
             schema: PROVENANCE_SCHEMA,
             job_id: job.id,
@@ -229,21 +224,28 @@ impl Execution<'_> {
             worker: self.worker,
             attempt: job.attempt,
             code_version: CODE_VERSION,
-            object_key: &key.image(),
+            object_key: &image_key,
             sha256: &sha256,
             timings,
             rendered_at: Utc::now(),
         };
         let json = serde_json::to_vec_pretty(&record).expect("provenance serializes");
-        self.blob
-            .put(&key.provenance(), Bytes::from(json), "application/json")
-            .await?;
+        let t = Instant::now();
+        tokio::try_join!(
+            self.blob.put(
+                &image_key,
+                Bytes::from(encoded),
+                output.format.content_type(),
+            ),
+            self.blob
+                .put(&record_key, Bytes::from(json), "application/json"),
+        )?;
         // The record above holds every phase but this one: it is measured around both uploads.
         timings.insert("upload".into(), t.elapsed().as_secs_f64());
 
         Ok((
             Completion {
-                object_key: key.image(),
+                object_key: image_key,
                 sha256,
                 timings: timings.clone(),
                 device_seconds: render_secs,
