@@ -56,6 +56,25 @@ fn amqp_err(what: &'static str) -> impl FnOnce(lapin::Error) -> Error {
     move |e| Error::transient(what, e)
 }
 
+/// Tries at opening a channel while the connection hands out one that is still closing.
+const CHANNEL_TRIES: u32 = 5;
+
+/// A new channel on `conn`. lapin can give a new channel the id of one that is still closing (a
+/// consumer dropped a moment ago: a worker's slot ending), and the open then fails with
+/// `InvalidChannelState(Closing)`; that is retried a few times, a moment apart.
+async fn open_channel(conn: &Connection) -> Result<Channel> {
+    let mut tries = 1;
+    loop {
+        match conn.create_channel().await {
+            Err(lapin::Error::InvalidChannelState(_)) if tries < CHANNEL_TRIES => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            r => return r.map_err(amqp_err("cannot open channel")),
+        }
+    }
+}
+
 /// First pause after a failed connection attempt; each further failure doubles it up to
 /// [`RECONNECT_CAP`]. The pause is drawn uniformly from its upper half (jitter), so a fleet of
 /// workers that lost the broker together does not reconnect in lockstep.
@@ -89,10 +108,7 @@ impl Link {
         let conn = Connection::connect(url, ConnectionProperties::default())
             .await
             .map_err(amqp_err("cannot connect to rabbitmq"))?;
-        let publisher = conn
-            .create_channel()
-            .await
-            .map_err(amqp_err("cannot open channel"))?;
+        let publisher = open_channel(&conn).await?;
         publisher
             .confirm_select(ConfirmSelectOptions::default())
             .await
@@ -395,11 +411,7 @@ impl Broker for RabbitBroker {
     async fn consume(&self, models: &[ModelName], prefetch: u16) -> Result<Box<dyn Consumer>> {
         let subscribed = self
             .on_link(|link| async move {
-                let channel = link
-                    .conn
-                    .create_channel()
-                    .await
-                    .map_err(amqp_err("cannot open channel"))?;
+                let channel = open_channel(&link.conn).await?;
                 // Global = false: the limit applies per consumer; with one consumer per queue on this
                 // channel, set it per channel instead so the whole worker holds at most `prefetch`.
                 channel
