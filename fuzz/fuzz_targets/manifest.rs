@@ -38,20 +38,20 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut keys = HashSet::new();
     let mut expanded = 0u64;
-    for job in &spec.jobs {
+    for job in spec.jobs.iter() {
         let prompt = job.params.prompt.as_str();
         assert!(
             prompt.chars().count() <= Prompt::MAX_CHARS,
             "prompt {prompt:?}"
         );
         assert!(ImageSize::new(job.params.width, job.params.height).is_ok());
+        expanded +=
+            (prompt.len() + job.params.negative_prompt.as_str().len() + job.key.len()) as u64;
         assert!(
-            keys.insert(job.key.as_str()),
+            keys.insert(job.key.clone()),
             "duplicate job key {:?}",
             job.key
         );
-        expanded +=
-            (prompt.len() + job.params.negative_prompt.as_str().len() + job.key.len()) as u64;
     }
     assert!(expanded <= MAX_EXPANDED_BYTES);
     if checked.is_ok() {
