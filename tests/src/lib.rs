@@ -172,6 +172,8 @@ pub struct StackOptions {
     pub local_blob: bool,
     /// `worker.write_group` as `(max, wait_ms)`; `None`: the worker's default.
     pub write_group: Option<(usize, u64)>,
+    /// `scheduler.webhooks`, as a YAML flow mapping; `None`: the defaults.
+    pub webhooks: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -189,6 +191,7 @@ impl Default for StackOptions {
             retention_seconds: None,
             local_blob: false,
             write_group: None,
+            webhooks: None,
         }
     }
 }
@@ -249,7 +252,7 @@ blob: {blob}
 scheduler:
   grpc_addr: 127.0.0.1:{grpc}
   http_addr: 127.0.0.1:{http}
-{tls}{retention}  dispatch_interval_ms: 20
+{tls}{retention}{webhooks}  dispatch_interval_ms: 20
   maintenance_interval_ms: 300
   tenants:
     - {{name: a, api_keys: [{KEY_A}]}}
@@ -285,6 +288,11 @@ worker:
                     t.cert_file.display(),
                     t.key_file.display()
                 ))
+                .unwrap_or_default(),
+            webhooks = opts
+                .webhooks
+                .as_ref()
+                .map(|w| format!("  webhooks: {w}\n"))
                 .unwrap_or_default(),
             retention = opts
                 .retention_seconds

@@ -6,6 +6,7 @@
 //! | GET | `/v1/batches/{id}` | → `BatchView` |
 //! | GET | `/v1/batches/{id}/jobs?after=&limit=` | → `{jobs, next_after}` (limit 1..=10000, default 1000; `next_after` set while jobs follow) |
 //! | POST | `/v1/batches/{id}/cancel` | → `{cancelled}` |
+//! | GET | `/v1/batches/{id}/webhook-deliveries?after=&limit=` | → `{deliveries, next_after}`: the batch's webhook events and their attempts |
 //! | GET | `/v1/batches/{id}/watch` | → `text/event-stream` of `batch` events (`BatchView`) |
 //! | GET | `/v1/jobs/{id}/image` | → `image/png`, `image/jpeg` or `image/webp` |
 //! | PUT | `/v1/inputs/{name}` | image bytes (≤ `MAX_INPUT_BYTES`) → `UploadedInput` (201), stored as `inputs/<tenant>/<name>.<ext>` |
@@ -32,8 +33,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use pixelfarm_core::{
-    BatchId, Error, ErrorKind, ImageFormat, JobId, JobRecord, MAX_INPUT_BYTES, SubmitOutcome,
-    TenantId,
+    BatchId, Error, ImageFormat, JobId, JobRecord, MAX_INPUT_BYTES, SubmitOutcome,
 };
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -45,6 +45,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::{BatchApi, BatchView, UploadedInput};
+
+mod deliveries;
+mod handling;
+
+use handling::{ApiError, ApiResult, observed, tenant};
 
 /// The API routes (merge them with the ops routes on one port).
 pub fn router(api: Arc<BatchApi>) -> Router {
@@ -67,6 +72,7 @@ fn routes() -> OpenApiRouter<Arc<BatchApi>> {
         .routes(routes!(batch))
         .routes(routes!(jobs))
         .routes(routes!(cancel))
+        .routes(routes!(deliveries::deliveries))
         .routes(routes!(watch))
         .routes(routes!(image))
         .routes(routes!(upload_unnamed))
@@ -183,28 +189,6 @@ static OPENAPI: LazyLock<Document> = LazyLock::new(openapi);
 )]
 async fn openapi_json() -> Response {
     axum::Json(&*OPENAPI).into_response()
-}
-
-/// A failed call: its [`Error`] rides in the response's extensions to [`json_errors`], which
-/// knows the request id.
-struct ApiError(Error);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = match self.0.kind() {
-            ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            ErrorKind::Gone => StatusCode::GONE,
-            ErrorKind::Conflict => StatusCode::CONFLICT,
-            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
-            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ErrorKind::QuotaExceeded | ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ErrorKind::Transient => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::Permanent => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        let mut res = status.into_response();
-        res.extensions_mut().insert(Arc::new(self.0));
-        res
-    }
 }
 
 /// Refuse a client address that failed to authenticate too often before its request does any
@@ -327,26 +311,6 @@ async fn router_error(
         }
         _ => ("internal", String::new()),
     }
-}
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        ApiError(e)
-    }
-}
-
-type ApiResult<T> = Result<T, ApiError>;
-
-async fn tenant(api: &BatchApi, headers: &HeaderMap) -> ApiResult<TenantId> {
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    Ok(api.authenticate(auth).await?)
-}
-
-fn observed<T>(api: &BatchApi, method: &str, r: pixelfarm_core::Result<T>) -> ApiResult<T> {
-    api.metrics().observe("http", method, &r);
-    Ok(r?)
 }
 
 /// Submit a batch: parse and expand the manifest, store the batch and its jobs.

@@ -7,13 +7,16 @@
 //! polls); `views` holds what the calls answer.
 
 mod auth;
+mod deliveries;
 mod inputs;
 mod submit;
 mod views;
 mod wakers;
 mod watch;
 
-pub use views::{BatchView, DEFAULT_PAGE, JobPage, MAX_PAGE, UploadedInput, page_limit};
+pub use views::{
+    BatchView, DEFAULT_PAGE, DeliveryPage, JobPage, MAX_PAGE, UploadedInput, page_limit,
+};
 
 use bytes::Bytes;
 use pixelfarm_core::*;
@@ -73,6 +76,8 @@ pub struct BatchApi {
     wakers: wakers::Wakers,
     /// A watched batch is re-read this long after its last read without a change announced.
     watch_fallback: Duration,
+    /// Which receivers a manifest's `webhook.url` may name (`scheduler.webhooks`).
+    webhook_policy: WebhookPolicy,
 }
 
 impl BatchApi {
@@ -99,7 +104,15 @@ impl BatchApi {
             polls: Default::default(),
             wakers: Default::default(),
             watch_fallback: DEFAULT_WATCH_FALLBACK,
+            webhook_policy: WebhookPolicy::default(),
         }
+    }
+
+    /// Accept a manifest's `webhook.url` only under `policy` (the default allows any host at a
+    /// public address).
+    pub fn with_webhook_policy(mut self, policy: WebhookPolicy) -> Self {
+        self.webhook_policy = policy;
+        self
     }
 
     /// Re-read a watched batch `every` this long when no change of it is announced (default

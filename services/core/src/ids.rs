@@ -64,3 +64,14 @@ id_type!(
     JobId,
     "job"
 );
+id_type!(
+    /// A webhook subscription.
+    WebhookId,
+    "webhook"
+);
+id_type!(
+    /// One event of the webhook outbox, sent as the `webhook-id` header: receivers drop a second
+    /// delivery of the same id.
+    EventId,
+    "event"
+);

@@ -24,6 +24,8 @@
 //!   did ([`PurgeOutcome`]).
 //! - [`text`]: the policy for prompts, names and tags ([`text::check`]) and how such text is
 //!   escaped for one-line formats and terminals.
+//! - [`webhooks`]: what a batch or tenant subscribes to ([`WebhookSpec`]), which receivers a
+//!   deployment allows ([`WebhookPolicy`]), the outbox's events and their delivery log.
 //! - [`seams`]: [`JobStore`], [`Broker`], [`BlobStore`], [`Renderer`]; [`records`]: the records the
 //!   store exchanges.
 
@@ -46,13 +48,14 @@ pub mod seams;
 pub mod state;
 pub mod tenant;
 pub mod text;
+pub mod webhooks;
 
 pub use batch::BatchKey;
 pub use changes::{BatchChange, BatchChanges};
 pub use control::{RenderControl, StepProgress};
 pub use error::{ChainResult, Chained, Error, ErrorKind, Result};
 pub use failure::{Backoff, decide};
-pub use ids::{BatchId, JobId, TenantId};
+pub use ids::{BatchId, EventId, JobId, TenantId, WebhookId};
 pub use image_input::{
     ImageInput, InputName, MASK_REPAINT_ABOVE, MAX_INPUT_BYTES, input_prefix, is_tenant_input,
 };
@@ -66,3 +69,7 @@ pub use rgb_image::RgbImage;
 pub use seams::*;
 pub use state::JobState;
 pub use tenant::{ApiKeyInfo, Limit, NewApiKey, Quota, TenantInfo, Usage, key_prefix};
+pub use webhooks::{
+    AttemptOutcome, DeliveryAttempt, DueEvent, EventKind, EventSet, Webhook, WebhookDelivery,
+    WebhookPolicy, WebhookSecret, WebhookSpec, WebhookUrl,
+};

@@ -11,12 +11,15 @@ use crate::Result;
 use crate::changes::BatchChanges;
 use crate::control::{RenderControl, StepProgress};
 use crate::error::Error;
-use crate::ids::{BatchId, JobId, TenantId};
+use crate::ids::{BatchId, EventId, JobId, TenantId, WebhookId};
 use crate::manifest::BatchSpec;
 use crate::params::{JobParams, ModelName};
 use crate::records::*;
 use crate::retention::{PurgeOutcome, Retention};
 use crate::tenant::{ApiKeyInfo, NewApiKey, Quota, TenantInfo, Usage};
+use crate::webhooks::{
+    AttemptOutcome, DueEvent, Webhook, WebhookDelivery, WebhookSecret, WebhookSpec,
+};
 
 /// Proof of holding the single-leader lock; dropping it releases leadership.
 #[async_trait]
@@ -192,6 +195,46 @@ pub trait JobStore: Send + Sync + 'static {
     /// Delete at most `limit` job rows of finished batches past their retention (`default` for
     /// tenants without one), as [`crate::retention`] says.
     async fn purge_expired(&self, default: Retention, limit: u32) -> Result<PurgeOutcome>;
+
+    /// Register a webhook of `tenant` for every batch of it (a batch's own comes with its
+    /// [`BatchSpec::webhook`], stored by [`JobStore::submit`]); makes the tenant's signing secret
+    /// if it has none.
+    async fn add_webhook(&self, tenant: TenantId, spec: &WebhookSpec) -> Result<Webhook>;
+    /// The tenant's webhooks (not its batches' own).
+    async fn list_webhooks(&self, tenant: TenantId) -> Result<Vec<Webhook>>;
+    /// Remove a webhook of `tenant`, giving up its undelivered events; whether it existed.
+    async fn remove_webhook(&self, tenant: TenantId, webhook: WebhookId) -> Result<bool>;
+    /// The tenant's signing secret, made on first use; `rotate` replaces it, the old one still
+    /// signing beside it for a day.
+    async fn webhook_secret(&self, tenant: TenantId, rotate: bool) -> Result<WebhookSecret>;
+    /// Up to `limit` events due for an attempt, oldest due first, each held for `lease` (then due
+    /// again) and its attempt counted. Events are written by the store in the transaction of the
+    /// change that causes them: `batch.completed` / `batch.failed` when a batch's last unfinished
+    /// job becomes final (failed when one is dead), `job.failed` when a job becomes dead, one per
+    /// webhook of the batch or its tenant that asked for the kind.
+    async fn claim_webhook_events(&self, limit: u32, lease: Duration) -> Result<Vec<DueEvent>>;
+    /// Log attempt number `attempt` of `event` and keep `body` for the next attempts; the outcome
+    /// settles the event (delivered, retried at its time, or given up) only while `attempt` is
+    /// its latest claim.
+    async fn record_webhook_attempt(
+        &self,
+        event: EventId,
+        attempt: u32,
+        body: &str,
+        outcome: &AttemptOutcome,
+        took: Duration,
+    ) -> Result<()>;
+    /// The delivery log of a batch of `tenant`: its events oldest first after `after`, at most
+    /// `limit`, each with every attempt (none for another tenant's batch).
+    async fn webhook_deliveries(
+        &self,
+        tenant: TenantId,
+        batch: BatchId,
+        after: Option<EventId>,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>>;
+    /// Events neither delivered nor given up.
+    async fn pending_webhook_events(&self) -> Result<u64>;
 
     /// Become the single leader if nobody else is.
     async fn try_lead(&self) -> Result<Option<Box<dyn Leadership>>>;

@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use crate::health::HealthConfig;
 
+mod webhooks;
+pub use webhooks::WebhookSettings;
+
 /// All settings of a pixelfarm process (a scheduler reads some sections, a worker others).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -263,6 +266,8 @@ pub struct SchedulerSettings {
     pub tls: TlsSettings,
     /// How long the job rows of finished batches are kept (tenants may have their own).
     pub retention: RetentionSettings,
+    /// Which receivers webhooks may call and how their deliveries are retried.
+    pub webhooks: WebhookSettings,
 }
 
 /// `scheduler.retention` section: the leader deletes the job rows of a batch whose jobs are all
@@ -340,6 +345,7 @@ impl Default for SchedulerSettings {
             models: Vec::new(),
             tls: TlsSettings::default(),
             retention: RetentionSettings::default(),
+            webhooks: WebhookSettings::default(),
         }
     }
 }

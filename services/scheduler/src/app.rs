@@ -20,6 +20,7 @@ use crate::dispatcher::Dispatcher;
 use crate::leader::{self, Duties, Intervals};
 use crate::maintenance::Maintenance;
 use crate::retention::{self, Purger};
+use crate::webhooks::{self, Relay};
 
 /// How often backlog gauges and completion counters are re-read.
 const METRICS_REFRESH: Duration = Duration::from_secs(1);
@@ -48,13 +49,16 @@ impl Core {
         registry: &Registry,
     ) -> Self {
         let api_metrics = ApiMetrics::register(registry);
-        let api = Arc::new(BatchApi::new(
-            store.clone(),
-            blob,
-            settings.scheduler.max_attempts,
-            settings.scheduler.models.clone(),
-            api_metrics,
-        ));
+        let api = Arc::new(
+            BatchApi::new(
+                store.clone(),
+                blob,
+                settings.scheduler.max_attempts,
+                settings.scheduler.models.clone(),
+                api_metrics,
+            )
+            .with_webhook_policy(settings.scheduler.webhooks.policy()),
+        );
         Core {
             api,
             store,
@@ -107,6 +111,20 @@ impl Core {
             self.leader_beat.clone(),
             stop.clone(),
         ));
+        match Relay::new(
+            self.store.clone(),
+            webhooks::Config::from_settings(&s.webhooks),
+            self.metrics.clone(),
+        ) {
+            Ok(relay) => {
+                let stop = stop.clone();
+                tasks.spawn(async move {
+                    relay.run(stop).await;
+                    Ok(())
+                });
+            }
+            Err(e) => tracing::error!(error = %e.chain(), "webhooks are not delivered"),
+        }
         let (store, metrics, stop) = (self.store.clone(), self.metrics.clone(), stop.clone());
         tasks.spawn(async move {
             loop {

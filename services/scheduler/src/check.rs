@@ -23,6 +23,7 @@ pub fn settings(settings: &Settings) -> anyhow::Result<Vec<String>> {
     );
     let retention = crate::retention::Config::from_settings(&s.retention);
     retention.validate().chained()?;
+    s.webhooks.validate().map_err(anyhow::Error::msg)?;
     let mut names = HashSet::new();
     let mut keys = HashSet::new();
     for (i, t) in s.tenants.iter().enumerate() {
@@ -70,6 +71,22 @@ pub fn settings(settings: &Settings) -> anyhow::Result<Vec<String>> {
         "scheduler.retention: job rows of finished batches kept {kept} (tenants may set their own), {} rows per statement",
         retention.chunk
     ));
+    let hooks = &s.webhooks;
+    report.push(format!(
+        "scheduler.webhooks: to {}{}, {} attempt(s) at once, given up after {} h",
+        if hooks.allowed_hosts.is_empty() {
+            "any host".to_string()
+        } else {
+            hooks.allowed_hosts.join(", ")
+        },
+        if hooks.allow_private_networks {
+            " (private addresses allowed)"
+        } else {
+            " at public addresses"
+        },
+        hooks.concurrency,
+        hooks.give_up_after_hours
+    ));
     report.push(format!(
         "scheduler.tenants: {} tenant(s), {} bootstrap api key(s)",
         s.tenants.len(),
@@ -105,6 +122,10 @@ mod tests {
         let e = settings(&s).unwrap_err().to_string();
         assert!(e.starts_with("scheduler.retention.chunk"), "{e}");
         s.scheduler.retention.chunk = 500;
+        s.scheduler.webhooks.allowed_hosts = vec!["https://x".into()];
+        let e = settings(&s).unwrap_err().to_string();
+        assert!(e.starts_with("scheduler.webhooks.allowed_hosts"), "{e}");
+        s.scheduler.webhooks.allowed_hosts = vec!["*.example.com".into()];
         s.scheduler.retention.days = 30;
         let r = settings(&s).unwrap();
         assert!(

@@ -8,6 +8,7 @@
 //! - [`metrics`]: [`SchedulerMetrics`] (backlog, completions, dispatch, maintenance).
 //! - [`app`]: [`app::start`] wires settings into running servers and loops.
 //! - [`check`]: `check-config`, every settings check without connecting.
+//! - [`webhooks`]: the outbox relay that delivers webhooks, signed, under the address policy.
 //! - [`tenants`]: tenant bootstrap, quotas and the API key lifecycle (`tenant …` commands).
 
 pub mod app;
@@ -18,5 +19,6 @@ pub mod maintenance;
 pub mod metrics;
 pub mod retention;
 pub mod tenants;
+pub mod webhooks;
 
 pub use metrics::SchedulerMetrics;

@@ -24,7 +24,7 @@ enum Command {
     /// Load and check the settings as `serve` does, connecting to nothing; exit non-zero naming
     /// the bad field.
     CheckConfig,
-    /// Manage tenants, their quotas, retention and API keys.
+    /// Manage tenants, their quotas, retention, API keys and webhooks.
     Tenant {
         #[command(subcommand)]
         command: pixelfarm_scheduler::tenants::TenantCommand,
@@ -47,10 +47,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Tenant { command } => {
             let store = settings.database.connect().await.chained()?;
             let default_retention = settings.scheduler.retention.retention();
-            let lines =
-                pixelfarm_scheduler::tenants::run(store.as_ref(), default_retention, command)
-                    .await
-                    .chained()?;
+            let policy = settings.scheduler.webhooks.policy();
+            let lines = pixelfarm_scheduler::tenants::run(
+                store.as_ref(),
+                default_retention,
+                &policy,
+                command,
+            )
+            .await
+            .chained()?;
             for line in lines {
                 println!("{line}");
             }

@@ -32,6 +32,11 @@ pub struct SchedulerMetrics {
     pub tenant_queued_jobs: IntGaugeVec,
     /// Jobs submitted in the last 24 hours per tenant (its `max_jobs_per_day` usage).
     pub tenant_jobs_last_day: IntGaugeVec,
+    /// Webhook delivery attempts, by event type and outcome (delivered, failed: tried again
+    /// later, gave_up).
+    pub webhook_attempts: IntCounterVec,
+    /// Webhook events neither delivered nor given up.
+    pub webhook_events_pending: IntGauge,
     /// Final-state counts last seen, per (model, outcome); the first reading is the baseline.
     seen: Mutex<Option<HashMap<(String, String), u64>>>,
     /// Models that ever had a backlog.
@@ -68,6 +73,13 @@ impl SchedulerMetrics {
             retries_promoted: reg(r, IntCounter::new("pixelfarm_retries_promoted_total", "Retryable jobs returned to pending after their backoff.").expect("valid")),
             retention_jobs_purged: reg(r, IntCounter::new("pixelfarm_retention_jobs_purged_total", "Job rows of finished batches past their retention deleted by the leader (the batch rows stay).").expect("valid")),
             retention_batches_purged: reg(r, IntCounter::new("pixelfarm_retention_batches_purged_total", "Finished batches whose job rows retention deleted, counted when the last of them went.").expect("valid")),
+            webhook_attempts: reg(r, IntCounterVec::new(
+                Opts::new("pixelfarm_webhook_attempts_total", "Webhook delivery attempts by this scheduler, by event type and outcome (delivered; failed, tried again later; gave_up)."),
+                &["event", "outcome"],
+            ).expect("valid")),
+            webhook_events_pending: reg(r, IntGauge::new(
+                "pixelfarm_webhook_events_pending", "Webhook events neither delivered nor given up (all schedulers).",
+            ).expect("valid")),
             is_leader: reg(r, IntGauge::new("pixelfarm_is_leader", "1 while this scheduler holds the leader lock.").expect("valid")),
             model_live_workers: reg(r, IntGaugeVec::new(
                 Opts::new("pixelfarm_model_live_workers", "Workers whose announcement of serving the model has not expired, for every model a worker ever served; jobs of a model at 0 wait until one serves it."),
@@ -114,6 +126,8 @@ impl SchedulerMetrics {
             }
         }
         *self.known_models.lock().expect("metrics lock") = models;
+        self.webhook_events_pending
+            .set(i64::try_from(store.pending_webhook_events().await?).unwrap_or(i64::MAX));
         for p in store.model_presence().await? {
             self.model_live_workers
                 .with_label_values(&[p.model.as_str()])

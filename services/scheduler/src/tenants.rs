@@ -1,11 +1,16 @@
-//! Tenants, their quotas, retention and API keys: the config bootstrap and
+//! Tenants, their quotas, retention, API keys and webhooks: the config bootstrap and
 //! `pixelfarm-scheduler tenant …`.
+
+mod lookup;
+pub mod webhooks;
+
+use lookup::by_name;
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use pixelfarm_core::{
     ApiKeyInfo, Error, ErrorKind, JobStore, NewApiKey, Priority, Result, Retention, TenantId,
-    hash_api_key,
+    WebhookPolicy, hash_api_key,
 };
 use pixelfarm_runtime::settings::TenantBootstrap;
 use rand::RngCore;
@@ -96,6 +101,11 @@ pub enum TenantCommand {
     Key {
         #[command(subcommand)]
         command: KeyCommand,
+    },
+    /// Manage a tenant's webhooks and their signing secret.
+    Webhook {
+        #[command(subcommand)]
+        command: webhooks::WebhookCommand,
     },
 }
 
@@ -229,9 +239,11 @@ fn parse_lifetime(v: &str) -> std::result::Result<chrono::Duration, String> {
 pub async fn run(
     store: &dyn JobStore,
     default_retention: Retention,
+    webhook_policy: &WebhookPolicy,
     command: TenantCommand,
 ) -> Result<Vec<String>> {
     match command {
+        TenantCommand::Webhook { command } => webhooks::run(store, webhook_policy, command).await,
         TenantCommand::Create {
             name,
             weight,
@@ -284,14 +296,6 @@ pub async fn run(
             }
         },
     }
-}
-
-async fn by_name(store: &dyn JobStore, name: &str) -> Result<TenantId> {
-    store.tenant_by_name(name).await?.ok_or_else(|| {
-        Error::not_found(format!(
-            "no tenant `{name}`; create it with `pixelfarm-scheduler tenant create {name}`"
-        ))
-    })
 }
 
 /// Register a new key for `tenant`; returns the key (the only time it is shown).

@@ -20,6 +20,7 @@ mod row;
 pub mod sqlite;
 pub mod testing;
 pub mod testsuite;
+mod webhooks;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

@@ -16,6 +16,7 @@ mod leases;
 mod maintenance;
 mod retention;
 mod tenants;
+mod webhooks;
 mod workers;
 
 use async_trait::async_trait;
@@ -290,6 +291,51 @@ impl JobStore for SqliteStore {
 
     async fn purge_expired(&self, default: Retention, limit: u32) -> Result<PurgeOutcome> {
         crate::purge::purge_expired(&self.pool, default, limit).await
+    }
+
+    async fn add_webhook(&self, tenant: TenantId, spec: &WebhookSpec) -> Result<Webhook> {
+        webhooks::add(&self.pool, tenant, spec).await
+    }
+
+    async fn list_webhooks(&self, tenant: TenantId) -> Result<Vec<Webhook>> {
+        webhooks::list(&self.pool, tenant).await
+    }
+
+    async fn remove_webhook(&self, tenant: TenantId, webhook: WebhookId) -> Result<bool> {
+        webhooks::remove(&self.pool, tenant, webhook).await
+    }
+
+    async fn webhook_secret(&self, tenant: TenantId, rotate: bool) -> Result<WebhookSecret> {
+        webhooks::secret(&self.pool, tenant, rotate).await
+    }
+
+    async fn claim_webhook_events(&self, limit: u32, lease: Duration) -> Result<Vec<DueEvent>> {
+        webhooks::claim(&self.pool, limit, lease).await
+    }
+
+    async fn record_webhook_attempt(
+        &self,
+        event: EventId,
+        attempt: u32,
+        body: &str,
+        outcome: &AttemptOutcome,
+        took: Duration,
+    ) -> Result<()> {
+        webhooks::record(&self.pool, event, attempt, body, outcome, took).await
+    }
+
+    async fn webhook_deliveries(
+        &self,
+        tenant: TenantId,
+        batch: BatchId,
+        after: Option<EventId>,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>> {
+        webhooks::deliveries(&self.pool, tenant, batch, after, limit).await
+    }
+
+    async fn pending_webhook_events(&self) -> Result<u64> {
+        webhooks::pending(&self.pool).await
     }
 
     async fn try_lead(&self) -> Result<Option<Box<dyn Leadership>>> {

@@ -13,6 +13,7 @@ mod maintenance;
 mod progress;
 mod retention;
 mod tenants;
+mod webhooks;
 mod workers;
 
 pub use batches::{cancel_stops_unfinished, idempotent_submit, submit_and_read, tenant_isolation};
@@ -33,6 +34,9 @@ pub use retention::{
 pub use tenants::{
     concurrent_submits_share_the_quota, key_lifecycle, quotas_refuse_submits, tenants_and_keys,
 };
+pub use webhooks::{
+    webhook_attempts_settle_and_log, webhook_events_follow_their_changes, webhook_secrets_rotate,
+};
 pub use workers::worker_presence;
 
 /// Expand to one `#[tokio::test]` per case, each on a store made by `$make` (an async expression
@@ -48,7 +52,9 @@ macro_rules! store_conformance {
             worker_presence, quotas_refuse_submits, concurrent_submits_share_the_quota,
             key_lifecycle, progress_matches_the_job_rows, concurrent_writes_across_batches,
             batch_changes_announce_a_completion, retention_purges_finished_batches_past_it,
-            retention_follows_each_tenants_setting, retention_chunks_span_batches);
+            retention_follows_each_tenants_setting, retention_chunks_span_batches,
+            webhook_events_follow_their_changes, webhook_attempts_settle_and_log,
+            webhook_secrets_rotate);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(

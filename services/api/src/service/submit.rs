@@ -80,6 +80,11 @@ impl BatchApi {
         if let Some(limits) = self.check_model(&spec.model, &manifest).await? {
             within_limits(&spec, &limits)?;
         }
+        if let Some(hook) = &spec.webhook {
+            self.webhook_policy
+                .check(&hook.url)
+                .map_err(|e| field_error_in(&manifest, "webhook.url", &e.to_string()))?;
+        }
         drop(manifest);
         for init in spec.jobs.inits_mut() {
             for img in init.images_mut() {

@@ -20,6 +20,15 @@ pub struct JobPage {
     pub next: Option<JobId>,
 }
 
+/// One page of a batch's webhook events with their attempts.
+#[derive(Debug, Clone)]
+pub struct DeliveryPage {
+    /// The events, oldest first.
+    pub deliveries: Vec<WebhookDelivery>,
+    /// The `after` of the next page; `None` only when no event follows.
+    pub next: Option<EventId>,
+}
+
 /// The page size for `limit`: [`DEFAULT_PAGE`] when absent.
 ///
 /// # Errors

@@ -235,6 +235,7 @@ pub(super) fn expand(raw: RawManifest, text: &str) -> Result<BatchSpec> {
         tags: raw.tags,
         source: text.to_string(),
         jobs,
+        webhook: raw.webhook,
     })
 }
 

@@ -76,4 +76,5 @@ pub(super) struct RawManifest {
     pub(super) seeds: Option<RawSeeds>,
     #[serde(default)]
     pub(super) jobs: Vec<RawJob>,
+    pub(super) webhook: Option<crate::webhooks::WebhookSpec>,
 }

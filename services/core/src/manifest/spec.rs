@@ -22,4 +22,6 @@ pub struct BatchSpec {
     pub source: String,
     /// Every job, in manifest order, built as it is read.
     pub jobs: Jobs,
+    /// Where the batch's events are sent (`webhook:`), besides its tenant's webhooks.
+    pub webhook: Option<crate::webhooks::WebhookSpec>,
 }

@@ -78,6 +78,9 @@ pub(super) async fn submit(
             "a batch with this idempotency key was stored meanwhile; submit again",
         ));
     }
+    if let Some(hook) = &batch.webhook {
+        super::webhooks::insert(&mut tx, tenant, Some(id), hook).await?;
+    }
     // The jobs are built chunk by chunk as they are written: memory stays one chunk's.
     let mut jobs = batch.jobs.iter().peekable();
     while jobs.peek().is_some() {

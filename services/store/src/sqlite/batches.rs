@@ -75,6 +75,9 @@ pub(super) async fn submit(
             "a batch with this idempotency key was stored meanwhile; submit again",
         ));
     }
+    if let Some(hook) = &batch.webhook {
+        super::webhooks::insert(&mut tx, tenant, Some(id), hook).await?;
+    }
     for j in batch.jobs.iter() {
         sqlx::query(
             "INSERT INTO jobs (id, batch_id, tenant_id, model, priority, key, params, max_attempts, created_at)

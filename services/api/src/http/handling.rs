@@ -1,0 +1,54 @@
+//! What every handler shares: the error answer, the caller's tenant, the call's metrics.
+
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use pixelfarm_core::{Error, ErrorKind, TenantId};
+use std::sync::Arc;
+
+use crate::BatchApi;
+
+/// A failed call: its [`Error`] rides in the response's extensions to `json_errors`, which
+/// knows the request id.
+pub(super) struct ApiError(pub(super) Error);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match self.0.kind() {
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Gone => StatusCode::GONE,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorKind::QuotaExceeded | ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Transient => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Permanent => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let mut res = status.into_response();
+        res.extensions_mut().insert(Arc::new(self.0));
+        res
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+pub(super) type ApiResult<T> = Result<T, ApiError>;
+
+pub(super) async fn tenant(api: &BatchApi, headers: &HeaderMap) -> ApiResult<TenantId> {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    Ok(api.authenticate(auth).await?)
+}
+
+pub(super) fn observed<T>(
+    api: &BatchApi,
+    method: &str,
+    r: pixelfarm_core::Result<T>,
+) -> ApiResult<T> {
+    api.metrics().observe("http", method, &r);
+    Ok(r?)
+}
