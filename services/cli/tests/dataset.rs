@@ -230,7 +230,11 @@ fn bad_flags_are_refused_naming_the_flag() {
     for (args, says) in [
         (
             &["--format", "zip"][..],
-            "'--format <FORMAT>' [possible values: folder, imagefolder, webdataset, parquet]",
+            "invalid value 'zip' for '--format <FORMAT>'",
+        ),
+        (
+            &["--format", "zip"],
+            "[possible values: folder, imagefolder, webdataset, parquet]",
         ),
         (
             &["--format", "parquet", "--split", "0.9,0.2,0"],

@@ -9,6 +9,7 @@ use arrow_array::{ArrayRef, RecordBatch, StructArray};
 use arrow_buffer::NullBufferBuilder;
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use pixelfarm_core::{Error, ErrorKind, Result};
@@ -28,9 +29,11 @@ fn image_fields() -> Fields {
     ])
 }
 
-/// The schema of every split's file, with the `huggingface` metadata naming its features (in the
-/// columns' order, as `datasets` shows them).
-fn schema(media: &[&str], columns: &[(String, Kind)]) -> SchemaRef {
+/// The schema of every split's file, and its `huggingface` metadata naming its features (in the
+/// columns' order, as `datasets` shows them): in the file's key-value metadata for Parquet
+/// readers, and in the Arrow schema stored there, which is where pyarrow (and so `datasets`)
+/// looks.
+fn schema(media: &[&str], columns: &[(String, Kind)]) -> (SchemaRef, KeyValue) {
     let mut fields = Vec::new();
     let mut features = Vec::new();
     let feature =
@@ -52,7 +55,12 @@ fn schema(media: &[&str], columns: &[(String, Kind)]) -> SchemaRef {
         ));
     }
     let hf = format!("{{\"info\":{{\"features\":{{{}}}}}}}", features.join(","));
-    Arc::new(Schema::new(fields).with_metadata(HashMap::from([("huggingface".to_string(), hf)])))
+    let key = "huggingface".to_string();
+    let metadata = HashMap::from([(key.clone(), hf.clone())]);
+    (
+        Arc::new(Schema::new(fields).with_metadata(metadata)),
+        KeyValue::new(key, hf),
+    )
 }
 
 /// An image column: its name, the suffix of its `path`s after the sample key, and its image of a
@@ -196,9 +204,11 @@ impl Files {
         }
         let names: Vec<&str> = media.iter().map(|m| m.name).collect();
         let metadata = columns.metadata();
+        let (schema, hf) = schema(&names, &metadata);
         // Row groups are cut here, by bytes; no dictionary or statistics for the image bytes
         // (every value is distinct, and min/max would copy images into the footer).
         let mut props = WriterProperties::builder()
+            .set_key_value_metadata(Some(vec![hf]))
             .set_max_row_group_row_count(None)
             .set_max_row_group_bytes(None);
         for name in &names {
@@ -209,7 +219,7 @@ impl Files {
         }
         Files {
             dir: dir.to_path_buf(),
-            schema: schema(&names, &metadata),
+            schema,
             media,
             kinds: metadata.iter().map(|(_, k)| *k).collect(),
             props: props.build(),
