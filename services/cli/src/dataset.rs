@@ -10,11 +10,13 @@
 //! # Layout
 //! - `split`: the split of a variant key and the `--split` fractions.
 //! - `sample`: the metadata columns and one sample's row and images.
+//! - `sink`: what every layout does with a sample, and the JSON of a row.
 //! - `imagefolder`, `webdataset`, `parquet`: the three sinks.
 
 mod imagefolder;
 mod parquet;
 mod sample;
+mod sink;
 mod split;
 mod webdataset;
 
@@ -25,12 +27,12 @@ use bytes::Bytes;
 use futures::StreamExt;
 use pixelfarm_core::*;
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
 
 use crate::export::{Inputs, ResultSource};
-use sample::{Cell, Columns, Kind, Media, Sample};
+use sample::{Columns, Media, Sample};
+use sink::{Sink, io};
 
 /// A dataset layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,14 +97,6 @@ impl Summary {
 
 /// Images downloaded at once (as the folder export).
 const FETCH_CONCURRENCY: usize = 8;
-
-/// One sink of samples: a dataset layout being written.
-trait Sink {
-    /// Write `sample` into its split.
-    fn add(&mut self, sample: Sample) -> Result<()>;
-    /// Complete every file.
-    fn finish(self: Box<Self>) -> Result<()>;
-}
 
 /// Write the succeeded jobs of `batch` into `dir` (new or empty) as `opts` says.
 ///
@@ -258,35 +252,50 @@ impl InputCache {
     }
 }
 
-/// An I/O error as a `Permanent` one saying what could not be done.
-fn io(what: &'static str) -> impl Fn(std::io::Error) -> Error {
-    move |e| Error::with_source(ErrorKind::Permanent, what, e)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
 
-/// Write `row` as one JSON object: the `first` fields (file names), then the metadata columns,
-/// in order (so the same sample always gives the same bytes).
-fn write_json(
-    out: &mut impl Write,
-    first: &[(&str, Option<&str>)],
-    columns: &[(String, Kind)],
-    row: &[Cell],
-) -> std::io::Result<()> {
-    let mut sep = "{";
-    let mut field = |out: &mut dyn Write, name: &str, value: serde_json::Value| {
-        write!(out, "{sep}{}:{value}", serde_json::Value::from(name))?;
-        sep = ",";
-        Ok::<_, std::io::Error>(())
-    };
-    for (name, value) in first {
-        field(out, name, value.map_or(serde_json::Value::Null, Into::into))?;
+    /// A source that must not be read.
+    struct Unread;
+
+    #[async_trait]
+    impl ResultSource for Unread {
+        async fn page(
+            &self,
+            _batch: BatchId,
+            _after: Option<JobId>,
+        ) -> Result<(Vec<JobRecord>, Option<JobId>)> {
+            panic!("the batch was read")
+        }
+
+        async fn image(&self, _job: JobId) -> Result<Bytes> {
+            panic!("an image was read")
+        }
+
+        fn inputs(&self) -> Option<Inputs<'_>> {
+            None
+        }
     }
-    for ((name, _), cell) in columns.iter().zip(row) {
-        let value = match cell {
-            Cell::Str(s) => s.as_deref().map_or(serde_json::Value::Null, Into::into),
-            Cell::Int(i) => (*i).into(),
-            Cell::Float(f) => f.map_or(serde_json::Value::Null, Into::into),
-        };
-        field(out, name, value)?;
+
+    #[tokio::test]
+    async fn a_folder_with_files_is_refused_before_the_batch_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("train.parquet"), b"an earlier export").unwrap();
+        let opts = Options::new(Format::Parquet);
+        let err = export(&Unread, BatchId::generate(), dir.path(), &opts)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Invalid);
+        assert!(
+            err.to_string()
+                .contains("is not empty; accepted: a new or empty folder"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("train.parquet")).unwrap(),
+            b"an earlier export"
+        );
     }
-    out.write_all(b"}")
 }

@@ -8,7 +8,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::sample::{Columns, Kind, Media, Sample};
-use super::{Sink, io, write_json};
+use super::sink::{Sink, io, write_json};
 
 /// The layout being written.
 pub struct ImageFolder {
@@ -74,12 +74,10 @@ impl Sink for ImageFolder {
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
-        for m in self.metadata.into_iter().flatten() {
-            m.into_inner()
-                .map_err(|e| e.into_error())
-                .and_then(|f| f.sync_all())
-                .map_err(io("cannot write metadata.jsonl"))?;
-        }
-        Ok(())
+        self.metadata
+            .into_iter()
+            .flatten()
+            .try_for_each(|mut m| m.flush())
+            .map_err(io("cannot write metadata.jsonl"))
     }
 }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::sample::{Cell, Columns, Kind, Media, Sample};
-use super::{Sink, io};
+use super::sink::{Sink, io};
 
 /// The image struct's fields, as Hugging Face `datasets` writes an `Image` feature.
 fn image_fields() -> Fields {

@@ -11,7 +11,7 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use super::sample::{Columns, Kind, Sample};
-use super::{Sink, io, write_json};
+use super::sink::{Sink, io, write_json};
 
 /// Tar's block: headers and the padding of each file's data.
 const BLOCK: u64 = 512;
