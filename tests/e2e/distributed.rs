@@ -316,9 +316,16 @@ async fn the_shipped_model_gives_the_same_bytes_distributed_and_embedded() {
         .map(|j| (j.key, j.sha256.unwrap()))
         .collect();
     let local = tempfile::tempdir().unwrap();
-    pixelfarm_cli::embedded::run(shapes, &repo().join("examples"), local.path(), 2, false)
-        .await
-        .unwrap();
+    pixelfarm_cli::embedded::run(
+        shapes,
+        &repo().join("examples"),
+        local.path(),
+        2,
+        false,
+        None,
+    )
+    .await
+    .unwrap();
     let embedded: BTreeMap<String, String> =
         std::fs::read_to_string(local.path().join("results.jsonl"))
             .unwrap()

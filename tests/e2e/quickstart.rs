@@ -273,4 +273,26 @@ async fn the_readme_quick_start_works_as_written() {
             v["sha256"].as_str().unwrap()
         );
     }
+
+    // The same batch as a dataset, over the API: every image, split by variant.
+    let shards = dir.path().join("shards");
+    let fetch = command("pixelfarm", &cli_env)
+        .args(["fetch", &batch, "--format", "webdataset", "--out"])
+        .arg(&shards)
+        .output()
+        .await
+        .unwrap();
+    let said = ok("pixelfarm fetch --format webdataset", &fetch);
+    assert!(said.starts_with("48 samples (train "), "{said}");
+    let mut pngs = 0;
+    for shard in std::fs::read_dir(&shards).unwrap() {
+        let name = shard.unwrap().file_name().into_string().unwrap();
+        assert!(name.ends_with("-000000.tar"), "one shard per split: {name}");
+        let tar = std::fs::read(shards.join(&name)).unwrap();
+        pngs += tar
+            .windows(8)
+            .filter(|w| *w == b"\x89PNG\r\n\x1a\n")
+            .count();
+    }
+    assert_eq!(pngs, 48);
 }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::dataset;
 use crate::export::{self, Local};
 
 /// State kept in the output folder: the job database (so a re-run with the same idempotency key
@@ -35,7 +36,12 @@ pub struct RunReport {
     pub batch: BatchView,
     /// What the export wrote.
     pub export: export::Summary,
+    /// What the dataset export wrote into [`DATASET_DIR`], when one was asked for.
+    pub dataset: Option<dataset::Summary>,
 }
+
+/// The folder of `out` a dataset export is written to (again at every run).
+pub const DATASET_DIR: &str = "dataset";
 
 /// The model name the embedded mode renders with the test-pattern renderer (no model).
 pub const TEST_PATTERN_MODEL: &str = "test-pattern";
@@ -67,9 +73,11 @@ pub fn renderer_for(model: &ModelName) -> anyhow::Result<Arc<dyn Renderer>> {
     Ok(Arc::new(DiffusionEngine::new(registry).chained()?))
 }
 
-/// Render `manifest` into `out` with `workers` concurrent jobs, and write `contact-sheet.png`.
-/// Init images and masks name local files, relative to `base` (the manifest's folder); each is
-/// uploaded into `out` as the distributed stack's upload API would, then the manifest names it.
+/// Render `manifest` into `out` with `workers` concurrent jobs, and write `contact-sheet.png`
+/// and, with `dataset`, a dataset of the succeeded jobs into `out/`[`DATASET_DIR`] (replacing
+/// the one there). Init images and masks name local files, relative to `base` (the manifest's
+/// folder); each is uploaded into `out` as the distributed stack's upload API would, then the
+/// manifest names it.
 ///
 /// # Errors
 /// A bad manifest, an unknown model or a missing input file (before anything is written), or I/O
@@ -80,6 +88,7 @@ pub async fn run(
     out: &Path,
     workers: usize,
     progress: bool,
+    dataset: Option<&dataset::Options>,
 ) -> anyhow::Result<RunReport> {
     // Refuse a bad manifest or a model we cannot serve before creating anything.
     let spec = parse_manifest(&manifest).chained()?;
@@ -135,7 +144,7 @@ pub async fn run(
         worker_cfg,
         store,
         broker,
-        blob,
+        blob.clone(),
         renderer,
         Arc::new(WorkerMetrics::register(&registry)),
     ));
@@ -172,12 +181,32 @@ pub async fn run(
         let source = Local {
             api: core.api.clone(),
             tenant,
+            blob: blob.clone(),
         };
         let export = export::export(&source, submitted.batch_id, out)
             .await
             .chained()?;
         write_contact_sheet(&source, submitted.batch_id, out).await?;
-        Ok(RunReport { batch, export })
+        let dataset = match dataset {
+            Some(opts) => {
+                let dir = out.join(DATASET_DIR);
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir)
+                        .with_context(|| format!("cannot replace {}", dir.display()))?;
+                }
+                Some(
+                    dataset::export(&source, submitted.batch_id, &dir, opts)
+                        .await
+                        .chained()?,
+                )
+            }
+            None => None,
+        };
+        Ok(RunReport {
+            batch,
+            export,
+            dataset,
+        })
     }
     .await;
     stop.cancel();

@@ -1,4 +1,5 @@
-//! Write a batch's images and `results.jsonl` to a folder.
+//! Write a batch's images and `results.jsonl` to a folder (`--format folder`), and the
+//! [`ResultSource`] every export reads from.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -25,6 +26,41 @@ pub trait ResultSource: Send + Sync {
     ) -> Result<(Vec<JobRecord>, Option<JobId>)>;
     /// The PNG of a succeeded job.
     async fn image(&self, job: JobId) -> Result<Bytes>;
+    /// Where the init images and masks the jobs name can be read, when this source serves them.
+    fn inputs(&self) -> Option<Inputs<'_>>;
+}
+
+/// The uploads (init images and masks) of one tenant in a blob store.
+#[derive(Clone, Copy)]
+pub struct Inputs<'a> {
+    blob: &'a dyn BlobStore,
+    tenant: TenantId,
+}
+
+impl Inputs<'_> {
+    /// The upload `image` names, checked against the sha256 pinned at submit.
+    ///
+    /// # Errors
+    /// `Permanent` for a key outside the tenant's uploads or bytes that changed since the
+    /// submit; the blob store's errors (`NotFound` for an upload no longer there).
+    pub async fn get(&self, image: &BlobImage) -> Result<Bytes> {
+        let key = &image.key;
+        if !is_tenant_input(self.tenant, key) {
+            return Err(Error::permanent(format!(
+                "input `{key}` is not an upload of the batch's tenant"
+            )));
+        }
+        let bytes = self.blob.get_limited(key, MAX_INPUT_BYTES).await?;
+        if let Some(pinned) = &image.sha256 {
+            let got = sha256_hex(&bytes);
+            if &got != pinned {
+                return Err(Error::permanent(format!(
+                    "input `{key}` has sha256 {got}, but the batch pinned {pinned}"
+                )));
+            }
+        }
+        Ok(bytes)
+    }
 }
 
 #[async_trait]
@@ -40,6 +76,11 @@ impl ResultSource for ApiClient {
     async fn image(&self, job: JobId) -> Result<Bytes> {
         ApiClient::image(self, job).await
     }
+
+    /// The API has no download of uploads.
+    fn inputs(&self) -> Option<Inputs<'_>> {
+        None
+    }
 }
 
 /// The in-process API as seen by one tenant.
@@ -48,6 +89,8 @@ pub struct Local {
     pub api: Arc<BatchApi>,
     /// The caller.
     pub tenant: TenantId,
+    /// The blob store behind the API, for the uploads (the API has no download of them).
+    pub blob: Arc<dyn BlobStore>,
 }
 
 #[async_trait]
@@ -63,6 +106,13 @@ impl ResultSource for Local {
 
     async fn image(&self, job: JobId) -> Result<Bytes> {
         self.api.image(self.tenant, job).await
+    }
+
+    fn inputs(&self) -> Option<Inputs<'_>> {
+        Some(Inputs {
+            blob: self.blob.as_ref(),
+            tenant: self.tenant,
+        })
     }
 }
 
@@ -262,6 +312,10 @@ mod tests {
 
         async fn image(&self, _job: JobId) -> Result<Bytes> {
             Ok(Bytes::from_static(PNG))
+        }
+
+        fn inputs(&self) -> Option<Inputs<'_>> {
+            None
         }
     }
 

@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pixelfarm_api::{ApiClient, CaCertificates};
+use pixelfarm_cli::dataset::{self, SplitRatios, parse_shard_bytes};
 use pixelfarm_cli::{embedded, export, progress};
 use pixelfarm_core::text::printable;
 use pixelfarm_core::{BatchId, ErrorKind};
@@ -49,6 +50,9 @@ enum Command {
         /// Jobs rendered at once.
         #[arg(long, default_value_t = 2)]
         workers: usize,
+        /// A dataset format also writes the succeeded jobs as a dataset into OUT/dataset.
+        #[command(flatten)]
+        export: ExportArgs,
     },
     /// Submit a manifest; prints the batch id.
     Submit {
@@ -85,14 +89,109 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
-    /// Download a batch's images and write results.jsonl.
+    /// Download a batch's images and write results.jsonl, or write its succeeded jobs as a
+    /// dataset (--format).
     Fetch {
         /// Batch id.
         batch: BatchId,
-        /// Output folder.
+        /// Output folder (new or empty for a dataset format).
         #[arg(long)]
         out: PathBuf,
+        #[command(flatten)]
+        export: ExportArgs,
     },
+}
+
+/// What `fetch` and `run` write.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    /// Every image under its object key, and results.jsonl with every job.
+    Folder,
+    /// Hugging Face imagefolder: train/, validation/, test/ with images and metadata.jsonl.
+    Imagefolder,
+    /// WebDataset tar shards {split}-000000.tar.
+    Webdataset,
+    /// One Parquet file per split, the images in Hugging Face Image columns.
+    Parquet,
+}
+
+/// The options of the export.
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// Layout of the output; the dataset formats hold the succeeded jobs only.
+    #[arg(long, value_enum, default_value_t = Format::Folder)]
+    format: Format,
+    /// Dataset formats: fractions of the variants in train, validation and test [default:
+    /// 0.8,0.1,0.1]. A variant (a job key without its `#N` seed index) is in one split only.
+    #[arg(long, value_name = "TRAIN,VALIDATION,TEST", value_parser = SplitRatios::parse)]
+    split: Option<SplitRatios>,
+    /// webdataset: the most bytes a shard holds, unless one sample alone is bigger: a number,
+    /// optionally with KiB, MiB or GiB [default: 1GiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_shard_bytes)]
+    shard_bytes: Option<u64>,
+}
+
+impl ExportArgs {
+    /// The dataset to write; `None` for the folder layout.
+    fn dataset(&self) -> anyhow::Result<Option<dataset::Options>> {
+        let format = match self.format {
+            Format::Folder => {
+                anyhow::ensure!(
+                    self.split.is_none() && self.shard_bytes.is_none(),
+                    "--split and --shard-bytes apply to a dataset; accepted with --format imagefolder, webdataset or parquet"
+                );
+                return Ok(None);
+            }
+            Format::Imagefolder => dataset::Format::ImageFolder,
+            Format::Webdataset => dataset::Format::WebDataset,
+            Format::Parquet => dataset::Format::Parquet,
+        };
+        anyhow::ensure!(
+            self.shard_bytes.is_none() || format == dataset::Format::WebDataset,
+            "--shard-bytes applies to --format webdataset only"
+        );
+        let mut opts = dataset::Options::new(format);
+        opts.split = self.split.unwrap_or_default();
+        opts.shard_bytes = self.shard_bytes.unwrap_or(opts.shard_bytes);
+        Ok(Some(opts))
+    }
+}
+
+/// Say what a dataset export wrote (stdout) and left out (stderr).
+fn report(s: &dataset::Summary, dir: &std::path::Path) {
+    let per_split: Vec<String> = dataset::Split::ALL
+        .iter()
+        .map(|split| format!("{split} {}", s.samples[split.index()]))
+        .collect();
+    println!(
+        "{} samples ({}) in {}",
+        s.total(),
+        per_split.join(", "),
+        dir.display()
+    );
+    let skipped = s.skipped.total();
+    if skipped > 0 {
+        let c = &s.skipped;
+        let states: Vec<String> = [
+            ("dead", c.dead),
+            ("cancelled", c.cancelled),
+            ("unfinished", c.pending + c.queued + c.running + c.retryable),
+        ]
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+        eprintln!(
+            "skipped {skipped} jobs that did not succeed ({})",
+            states.join(", ")
+        );
+    }
+    if s.inputs_left_out > 0 {
+        eprintln!(
+            "{} samples had an init image or mask that is not in the dataset: the API has no download of uploads",
+            s.inputs_left_out
+        );
+    }
 }
 
 fn read(path: &PathBuf) -> anyhow::Result<String> {
@@ -121,10 +220,12 @@ async fn run() -> anyhow::Result<()> {
         manifest,
         out,
         workers,
+        export,
     } = &cli.command
     {
         let base = manifest.parent().unwrap_or(std::path::Path::new(""));
-        let r = embedded::run(read(manifest)?, base, out, *workers, true).await?;
+        let dataset = export.dataset()?;
+        let r = embedded::run(read(manifest)?, base, out, *workers, true, dataset.as_ref()).await?;
         println!(
             "batch {} done: {}",
             r.batch.status.id,
@@ -136,6 +237,9 @@ async fn run() -> anyhow::Result<()> {
             embedded::CONTACT_SHEET,
             out.display()
         );
+        if let Some(d) = &r.dataset {
+            report(d, &out.join(embedded::DATASET_DIR));
+        }
         return Ok(());
     }
     anyhow::ensure!(
@@ -228,15 +332,23 @@ async fn run() -> anyhow::Result<()> {
                 up.sha256
             );
         }
-        Command::Fetch { batch, out } => {
-            let s = export::export(&client, batch, &out).await.map_err(e)?;
-            println!(
-                "{} images, {} lines in {}",
-                s.images,
-                s.jobs,
-                out.join("results.jsonl").display()
-            );
-        }
+        Command::Fetch { batch, out, export } => match export.dataset()? {
+            Some(opts) => {
+                let s = dataset::export(&client, batch, &out, &opts)
+                    .await
+                    .map_err(e)?;
+                report(&s, &out);
+            }
+            None => {
+                let s = export::export(&client, batch, &out).await.map_err(e)?;
+                println!(
+                    "{} images, {} lines in {}",
+                    s.images,
+                    s.jobs,
+                    out.join("results.jsonl").display()
+                );
+            }
+        },
     }
     Ok(())
 }

@@ -1,0 +1,307 @@
+//! One exported sample: its metadata row, in the columns every sink shares, and its images.
+
+use bytes::Bytes;
+use pixelfarm_core::{ImageFormat, JobRecord};
+use std::collections::BTreeSet;
+
+use super::split::{Split, variant_key};
+
+/// An image of a sample and the extension its format takes (`png`, `jpg`, `webp`).
+pub struct Media {
+    /// The file's bytes, as stored.
+    pub bytes: Bytes,
+    /// From the bytes' signature.
+    pub ext: &'static str,
+}
+
+impl Media {
+    /// `bytes` with the extension of the format they are in (`bin` for none of PNG, JPEG and
+    /// WebP: the blob store holds only those).
+    pub fn new(bytes: Bytes) -> Self {
+        let ext = ImageFormat::sniff(&bytes).map_or("bin", ImageFormat::extension);
+        Media { bytes, ext }
+    }
+}
+
+/// A succeeded job as a sink writes it.
+pub struct Sample {
+    /// Where its variant key sends it.
+    pub split: Split,
+    /// Its name in the export: the job id (unique in the batch, no dots, as WebDataset keys
+    /// need).
+    pub key: String,
+    /// Its metadata, one cell per [`Columns::metadata`] column.
+    pub row: Vec<Cell>,
+    /// The rendered image.
+    pub image: Media,
+    /// The img2img input, where the job had one and the source serves inputs.
+    pub init: Option<Media>,
+    /// The inpainting mask, likewise.
+    pub mask: Option<Media>,
+}
+
+/// The type of a metadata column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Text, or null.
+    Str,
+    /// A whole number.
+    Int,
+    /// A number, or null.
+    Float,
+}
+
+/// One value of a metadata row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    #[allow(missing_docs)]
+    Str(Option<String>),
+    #[allow(missing_docs)]
+    Int(i64),
+    #[allow(missing_docs)]
+    Float(Option<f64>),
+}
+
+/// The columns of one export, fixed before its first sample is written (a Parquet file's schema
+/// is, and Hugging Face `datasets` wants every split's metadata to have the same columns): the
+/// variables named by any job key of the batch, and whether any job has an init image or a mask.
+#[derive(Debug, Default, Clone)]
+pub struct Columns {
+    /// The variables' names, each a `var_<name>` column.
+    vars: BTreeSet<String>,
+    /// A job has an init image: an `init_strength` column.
+    pub init: bool,
+    /// A job has a mask.
+    pub mask: bool,
+    /// An `init` image column: a job has an init image and the source serves inputs.
+    pub init_image: bool,
+    /// A `mask` image column, likewise.
+    pub mask_image: bool,
+}
+
+impl Columns {
+    /// Take in the columns `job` needs.
+    pub fn see(&mut self, job: &JobRecord) {
+        if let Some(vars) = template_vars(job) {
+            for (name, _) in vars {
+                if !self.vars.contains(name) {
+                    self.vars.insert(name.to_string());
+                }
+            }
+        }
+        if let Some(init) = &job.params.init {
+            self.init = true;
+            self.mask |= init.mask.is_some();
+        }
+    }
+
+    /// Every metadata column, in order: the job, its prompts and variables, then the other
+    /// parameters, the model and the image's sha256.
+    pub fn metadata(&self) -> Vec<(String, Kind)> {
+        let mut cols: Vec<(String, Kind)> = ["job_id", "job_key", "variant_key", "prompt"]
+            .into_iter()
+            .chain(["negative_prompt"])
+            .map(|c| (c.to_string(), Kind::Str))
+            .collect();
+        cols.extend(self.vars.iter().map(|v| (format!("var_{v}"), Kind::Str)));
+        cols.extend(["seed", "width", "height", "steps"].map(|c| (c.to_string(), Kind::Int)));
+        cols.push(("guidance".into(), Kind::Float));
+        for c in ["sampler", "model", "model_sha256", "image_sha256"] {
+            cols.push((c.to_string(), Kind::Str));
+        }
+        if self.init {
+            cols.push(("init_strength".into(), Kind::Float));
+        }
+        cols
+    }
+
+    /// The metadata row of `job` (succeeded, with `image_sha256`), in [`Columns::metadata`]
+    /// order; `model_sha256` is what its image says of the model.
+    pub fn row(
+        &self,
+        job: &JobRecord,
+        image_sha256: &str,
+        model_sha256: Option<String>,
+    ) -> Vec<Cell> {
+        let p = &job.params;
+        let text = |s: &str| Cell::Str(Some(s.to_string()));
+        let mut row = vec![
+            text(&job.id.to_string()),
+            text(&job.key),
+            text(variant_key(&job.key)),
+            text(p.prompt.as_str()),
+            text(p.negative_prompt.as_str()),
+        ];
+        let vars = template_vars(job).unwrap_or_default();
+        row.extend(self.vars.iter().map(|name| {
+            Cell::Str(
+                vars.iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.to_string()),
+            )
+        }));
+        let seed = i64::try_from(p.seed.get()).expect("seeds have 53 bits");
+        row.extend([
+            Cell::Int(seed),
+            Cell::Int(p.width.into()),
+            Cell::Int(p.height.into()),
+            Cell::Int(p.steps.get().into()),
+            Cell::Float(Some(p.guidance.get())),
+            text(p.sampler.as_str()),
+            text(job.model.as_str()),
+            Cell::Str(model_sha256),
+            text(image_sha256),
+        ]);
+        if self.init {
+            row.push(Cell::Float(p.init.as_ref().map(|i| i.strength.get())));
+        }
+        row
+    }
+}
+
+/// The variables of a template job, from its key `name=value,…@WxH#i` (names in sorted order,
+/// the size the job's own); `None` for a key of another form (an explicit job's). A value that
+/// holds `,name=` with a later variable's name is read as that variable's start.
+fn template_vars(job: &JobRecord) -> Option<Vec<(&str, &str)>> {
+    let (rest, index) = job.key.rsplit_once('#')?;
+    let (stem, size) = rest.rsplit_once('@')?;
+    let size_matches = size.split_once('x').is_some_and(|(w, h)| {
+        w == job.params.width.to_string() && h == job.params.height.to_string()
+    });
+    if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) || !size_matches {
+        return None;
+    }
+    let is_name =
+        |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let (mut name, mut rest) = stem.split_once('=').filter(|(n, _)| is_name(n))?;
+    let mut vars = Vec::new();
+    loop {
+        let next = rest.match_indices(',').find_map(|(i, _)| {
+            let (n, value) = rest[i + 1..].split_once('=')?;
+            (is_name(n) && n > name).then_some((i, n, value))
+        });
+        match next {
+            Some((i, n, after)) => {
+                vars.push((name, &rest[..i]));
+                (name, rest) = (n, after);
+            }
+            None => {
+                vars.push((name, rest));
+                return Some(vars);
+            }
+        }
+    }
+}
+
+/// The model's weights identity (sha256 over its files' sha256s) as a PNG written by a worker
+/// records it in its `pixelfarm` text chunk; `None` for JPEG and WebP outputs (they do not carry
+/// it) and for renderers without weights (the test pattern).
+pub fn model_sha256(image: &[u8]) -> Option<String> {
+    if ImageFormat::sniff(image) != Some(ImageFormat::Png) {
+        return None;
+    }
+    let texts = pixelfarm_image::encode::decode_png_text(image).ok()?;
+    let (_, json) = texts.into_iter().find(|(k, _)| k == "pixelfarm")?;
+    let v: serde_json::Value = serde_json::from_str(&json).ok()?;
+    let id = v["model_identity"]["id"].as_str()?;
+    (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pixelfarm_core::parse_manifest;
+
+    fn job(key: &str, manifest: &str) -> JobRecord {
+        let spec = parse_manifest(manifest).expect("manifest parses");
+        let params = spec.jobs.iter().next().expect("a job").params;
+        JobRecord {
+            id: pixelfarm_core::JobId::generate(),
+            batch_id: pixelfarm_core::BatchId::generate(),
+            key: key.into(),
+            model: spec.model,
+            params,
+            state: pixelfarm_core::JobState::Succeeded,
+            attempt: 1,
+            max_attempts: 3,
+            object_key: None,
+            sha256: None,
+            last_error: None,
+            error_kind: None,
+            timings: Default::default(),
+            progress: None,
+            created_at: chrono::Utc::now(),
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    const SMALL: &str =
+        "name: n\nmodel: m\ndefaults: {width: 64, height: 32}\nprompt: p\nseeds: [1]\n";
+
+    #[test]
+    fn template_keys_give_their_variables() {
+        let vars = |key: &str| {
+            template_vars(&job(key, SMALL)).map(|v| {
+                v.into_iter()
+                    .map(|(n, v)| format!("{n}={v}"))
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(
+            vars("color=red,shape=big circle@64x32#3").unwrap(),
+            ["color=red", "shape=big circle"]
+        );
+        // Values may hold `,`, `=`, `@` and `#`; a `,name=` only ends a value before a later name.
+        assert_eq!(
+            vars("a=x,y,b=1=2,c=a=b,z@q#1@64x32#0").unwrap(),
+            ["a=x,y", "b=1=2", "c=a=b,z@q#1"]
+        );
+        assert_eq!(vars("b=1,a=2@64x32#0").unwrap(), ["b=1,a=2"]);
+        // Not a template key: explicit keys, another size, no seed index.
+        assert_eq!(vars("banner"), None);
+        assert_eq!(vars("prompt=a cat@64x32"), None);
+        assert_eq!(vars("color=red@32x32#0"), None);
+        assert_eq!(vars("color=red@64x32#"), None);
+        assert_eq!(vars("=red@64x32#0"), None);
+    }
+
+    #[test]
+    fn rows_follow_the_columns_and_leave_other_jobs_variables_null() {
+        let template = job("color=red,size=big@64x32#1", SMALL);
+        let explicit = job("banner", SMALL);
+        let mut cols = Columns::default();
+        cols.see(&explicit);
+        cols.see(&template);
+        let names: Vec<String> = cols.metadata().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "job_id",
+                "job_key",
+                "variant_key",
+                "prompt",
+                "negative_prompt",
+                "var_color",
+                "var_size",
+                "seed",
+                "width",
+                "height",
+                "steps",
+                "guidance",
+                "sampler",
+                "model",
+                "model_sha256",
+                "image_sha256"
+            ]
+        );
+        let row = cols.row(&template, "abc", None);
+        assert_eq!(row.len(), names.len());
+        assert_eq!(row[2], Cell::Str(Some("color=red,size=big@64x32".into())));
+        assert_eq!(row[5], Cell::Str(Some("red".into())));
+        assert_eq!(row[7], Cell::Int(1));
+        assert_eq!(row[8], Cell::Int(64));
+        let row = cols.row(&explicit, "abc", None);
+        assert_eq!((&row[5], &row[6]), (&Cell::Str(None), &Cell::Str(None)));
+    }
+}
