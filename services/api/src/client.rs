@@ -7,10 +7,36 @@ use pixelfarm_proto::v1;
 use pixelfarm_proto::v1::batch_service_client::BatchServiceClient;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+use std::time::Duration;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 use crate::BatchView;
+
+/// The longest a unary call (submit, batch, jobs, cancel) may take: a connection that went dead
+/// without closing fails the call instead of leaving it waiting forever. A submit of the largest
+/// manifest takes seconds.
+const UNARY_DEADLINE: Duration = Duration::from_secs(120);
+/// The longest a connect may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 pings on an idle connection, so a stream (watch, image, upload) on a dead one ends.
+const KEEP_ALIVE: Duration = Duration::from_secs(20);
+
+/// `call`, failed as `Transient` when no answer came within [`UNARY_DEADLINE`].
+async fn unary<T>(
+    call: impl std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<tonic::Response<T>> {
+    match tokio::time::timeout(UNARY_DEADLINE, call).await {
+        Ok(answer) => answer.map_err(|s| from_status(&s)),
+        Err(_) => Err(Error::new(
+            ErrorKind::Transient,
+            format!(
+                "the scheduler did not answer within {} s",
+                UNARY_DEADLINE.as_secs()
+            ),
+        )),
+    }
+}
 use crate::grpc::from_status;
 
 /// Bytes per `UploadInputRequest`: well within the server's 4 MiB message limit.
@@ -47,13 +73,18 @@ impl ApiClient {
     ) -> Result<Self> {
         let auth = MetadataValue::try_from(format!("Bearer {key}"))
             .map_err(|_| Error::invalid("the api key has characters not allowed in a header"))?;
-        let mut endpoint = Channel::from_shared(url.to_string()).map_err(|e| {
-            Error::with_source(
-                ErrorKind::Invalid,
-                format!("api url `{url}` is not valid"),
-                e,
-            )
-        })?;
+        let mut endpoint = Channel::from_shared(url.to_string())
+            .map_err(|e| {
+                Error::with_source(
+                    ErrorKind::Invalid,
+                    format!("api url `{url}` is not valid"),
+                    e,
+                )
+            })?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(KEEP_ALIVE)
+            .keep_alive_timeout(KEEP_ALIVE)
+            .keep_alive_while_idle(true);
         let https = endpoint.uri().scheme_str() == Some("https");
         if https {
             endpoint = endpoint
@@ -91,12 +122,12 @@ impl ApiClient {
     /// # Errors
     /// `Invalid` naming the manifest field; transport errors.
     pub async fn submit(&self, manifest: String) -> Result<SubmitOutcome> {
-        let r = self
-            .inner
-            .clone()
-            .submit_batch(self.req(v1::SubmitBatchRequest { manifest }))
-            .await
-            .map_err(|s| from_status(&s))?;
+        let r = unary(
+            self.inner
+                .clone()
+                .submit_batch(self.req(v1::SubmitBatchRequest { manifest })),
+        )
+        .await?;
         let r = r.into_inner();
         Ok(SubmitOutcome {
             batch_id: r.batch_id.parse()?,
@@ -110,14 +141,10 @@ impl ApiClient {
     /// # Errors
     /// `NotFound` for an unknown batch or another tenant's.
     pub async fn batch(&self, id: BatchId) -> Result<BatchView> {
-        let r = self
-            .inner
-            .clone()
-            .get_batch(self.req(v1::GetBatchRequest {
-                batch_id: id.to_string(),
-            }))
-            .await
-            .map_err(|s| from_status(&s))?;
+        let r = unary(self.inner.clone().get_batch(self.req(v1::GetBatchRequest {
+            batch_id: id.to_string(),
+        })))
+        .await?;
         r.into_inner().try_into()
     }
 
@@ -137,12 +164,8 @@ impl ApiClient {
             after: after.map(|a| a.to_string()).unwrap_or_default(),
             limit,
         };
-        let r = self
-            .inner
-            .clone()
-            .list_jobs(self.req(req))
-            .await
-            .map_err(|s| from_status(&s))?
+        let r = unary(self.inner.clone().list_jobs(self.req(req)))
+            .await?
             .into_inner();
         let next = if r.next_after.is_empty() {
             None
@@ -163,14 +186,14 @@ impl ApiClient {
     /// # Errors
     /// `NotFound` for an unknown batch or another tenant's.
     pub async fn cancel(&self, id: BatchId) -> Result<u64> {
-        let r = self
-            .inner
-            .clone()
-            .cancel_batch(self.req(v1::GetBatchRequest {
-                batch_id: id.to_string(),
-            }))
-            .await
-            .map_err(|s| from_status(&s))?;
+        let r = unary(
+            self.inner
+                .clone()
+                .cancel_batch(self.req(v1::GetBatchRequest {
+                    batch_id: id.to_string(),
+                })),
+        )
+        .await?;
         Ok(r.into_inner().cancelled)
     }
 
