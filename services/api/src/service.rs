@@ -152,15 +152,8 @@ impl BatchApi {
         limit: Option<u32>,
     ) -> Result<JobPage> {
         let limit = page_limit(limit)?;
-        // One row more than asked says whether another page follows, so a page that ends exactly
-        // at the last job has no cursor and every other full page has one.
         let mut jobs = self.store.jobs(tenant, batch, after, limit + 1).await?;
-        let next = if jobs.len() > limit as usize {
-            jobs.truncate(limit as usize);
-            jobs.last().map(|j| j.id)
-        } else {
-            None
-        };
+        let next = views::cut_page(&mut jobs, limit, |j| j.id);
         Ok(JobPage { jobs, next })
     }
 

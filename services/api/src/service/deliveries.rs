@@ -3,7 +3,7 @@
 use pixelfarm_core::*;
 
 use super::BatchApi;
-use super::views::{DeliveryPage, page_limit};
+use super::views::{DeliveryPage, cut_page, page_limit};
 
 impl BatchApi {
     /// A page of the webhook events of a batch of `tenant` after `after` (oldest first), each
@@ -25,12 +25,7 @@ impl BatchApi {
             .store
             .webhook_deliveries(tenant, batch, after, limit + 1)
             .await?;
-        let next = if deliveries.len() > limit as usize {
-            deliveries.truncate(limit as usize);
-            deliveries.last().map(|d| d.id)
-        } else {
-            None
-        };
+        let next = cut_page(&mut deliveries, limit, |d| d.id);
         Ok(DeliveryPage { deliveries, next })
     }
 }

@@ -29,6 +29,18 @@ pub struct DeliveryPage {
     pub next: Option<EventId>,
 }
 
+/// Cut `rows`, read with one row more than `limit`, to the page, and say the cursor of the next
+/// page: the last row's, only when a row follows (so a page ending exactly at the last row has no
+/// cursor, and every other full page has one).
+pub(crate) fn cut_page<T, C>(rows: &mut Vec<T>, limit: u32, cursor: impl Fn(&T) -> C) -> Option<C> {
+    if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(cursor)
+    } else {
+        None
+    }
+}
+
 /// The page size for `limit`: [`DEFAULT_PAGE`] when absent.
 ///
 /// # Errors

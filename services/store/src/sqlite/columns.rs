@@ -71,6 +71,12 @@ pub(super) fn uuid(r: &SqliteRow, col: &str) -> std::result::Result<Uuid, sqlx::
     Uuid::parse_str(&s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
+pub(super) fn opt_uuid(r: &SqliteRow, col: &str) -> std::result::Result<Option<Uuid>, sqlx::Error> {
+    let s: Option<String> = r.try_get(col)?;
+    s.map(|s| Uuid::parse_str(&s).map_err(|e| sqlx::Error::Decode(Box::new(e))))
+        .transpose()
+}
+
 pub(super) fn json(
     r: &SqliteRow,
     col: &str,

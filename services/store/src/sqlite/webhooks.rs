@@ -7,7 +7,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use std::time::Duration;
 
-use super::columns::{ms, now_ms, time, uuid};
+use super::columns::{ms, now_ms, opt_uuid, time, uuid};
 use crate::error::db;
 use crate::webhooks::*;
 
@@ -18,10 +18,7 @@ fn webhook(r: &SqliteRow) -> Result<Webhook> {
         Ok(WebhookRow {
             id: uuid(r, "id")?,
             tenant: uuid(r, "tenant_id")?,
-            batch: r
-                .try_get::<Option<String>, _>("batch_id")?
-                .map(|s| s.parse().map_err(|e| sqlx::Error::Decode(Box::new(e))))
-                .transpose()?,
+            batch: opt_uuid(r, "batch_id")?,
             url: r.try_get("url")?,
             events: r.try_get("events")?,
             created_at: time(r.try_get("created_at")?).unwrap_or_default(),
@@ -172,10 +169,7 @@ pub(super) async fn claim(pool: &SqlitePool, limit: u32, lease: Duration) -> Res
                     kind: r.try_get("kind")?,
                     tenant: uuid(r, "tenant_id")?,
                     batch: uuid(r, "batch_id")?,
-                    job: r
-                        .try_get::<Option<String>, _>("job_id")?
-                        .map(|s| s.parse().map_err(|e| sqlx::Error::Decode(Box::new(e))))
-                        .transpose()?,
+                    job: opt_uuid(r, "job_id")?,
                     url: r.try_get("url")?,
                     created_at: time(r.try_get("created_at")?).unwrap_or_default(),
                     attempts: r.try_get("attempts")?,
@@ -264,10 +258,7 @@ pub(super) async fn deliveries(
         Ok(LoggedEvent {
             id: uuid(r, "id")?,
             kind: r.try_get("kind")?,
-            job: r
-                .try_get::<Option<String>, _>("job_id")?
-                .map(|s| s.parse().map_err(|e| sqlx::Error::Decode(Box::new(e))))
-                .transpose()?,
+            job: opt_uuid(r, "job_id")?,
             url: r.try_get("url")?,
             created_at: time(r.try_get("created_at")?).unwrap_or_default(),
             next_attempt_at: time(r.try_get("next_attempt_at")?).unwrap_or_default(),
