@@ -128,6 +128,7 @@ fn parity(args: &[String]) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("--sampler: {e}"))?,
         seed: Seed::parse(u64::from(seed))?,
         init: None,
+        hires: None,
         output: Default::default(),
     };
     let img = engine.render(&model, &job).chained()?;
@@ -161,6 +162,7 @@ fn components(args: &[String]) -> anyhow::Result<()> {
         sampler: Sampler::Euler,
         seed: Seed::parse(0)?,
         init: None,
+        hires: None,
         output: Default::default(),
     };
     let (ctx, text_time) = m.text_conditioning(&job).chained()?;
@@ -220,6 +222,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             sampler: Sampler::Euler,
             seed: Seed::parse(i as u64)?,
             init: None,
+            hires: None,
             output: Default::default(),
         })
     };

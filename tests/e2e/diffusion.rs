@@ -265,6 +265,71 @@ async fn img2img_and_inpainting_start_from_uploaded_images(
         "the audit trail names the exact input"
     );
 
+    // A dataset fetched over the API pairs each output with its init image and mask, read back
+    // from the uploads (and checked against the pinned sha256).
+    let dir = tempfile::tempdir().unwrap();
+    let opts = pixelfarm_cli::dataset::Options::new(pixelfarm_cli::dataset::Format::ImageFolder);
+    pixelfarm_cli::dataset::export(a, out.batch_id, dir.path(), &opts)
+        .await
+        .unwrap();
+    let mut files = BTreeMap::new();
+    for split in std::fs::read_dir(dir.path()).unwrap() {
+        for f in std::fs::read_dir(split.unwrap().path()).unwrap() {
+            let f = f.unwrap();
+            files.insert(
+                f.file_name().into_string().unwrap(),
+                std::fs::read(f.path()).unwrap(),
+            );
+        }
+    }
+    let inpaint = jobs.iter().find(|j| j.key == "inpaint").unwrap();
+    assert_eq!(files[&format!("{}_init.png", img2img.id)], init);
+    assert_eq!(files[&format!("{}_init.png", inpaint.id)], init);
+    assert_eq!(
+        sha256_hex(&files[&format!("{}_mask.png", inpaint.id)]),
+        inpaint
+            .params
+            .init
+            .as_ref()
+            .unwrap()
+            .mask
+            .as_ref()
+            .unwrap()
+            .sha256
+            .clone()
+            .unwrap()
+    );
+    assert!(!files.keys().any(|f| f.starts_with(&format!(
+        "{}_",
+        jobs.iter().find(|j| j.key == "txt2img").unwrap().id
+    ))));
+
+    // Uploads are read back by their tenant only; another tenant's key answers as a missing one.
+    let name = init_key.rsplit('/').next().unwrap();
+    let get = |key: &'static str, name: String| async move {
+        let r = reqwest::Client::new()
+            .get(format!("http://{}/v1/inputs/{name}", stack.scheduler.http))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+    };
+    assert_eq!(get(KEY_A, name.to_owned()).await, (200, init.clone()));
+    assert_eq!(get(KEY_B, name.to_owned()).await.0, 404);
+    let b = stack.client(KEY_B).await;
+    let theirs = b.input(&init_key).await.unwrap_err();
+    let missing = b
+        .input(&init_key.replace(name, "missing.png"))
+        .await
+        .unwrap_err();
+    assert_eq!(theirs.kind(), pixelfarm_core::ErrorKind::NotFound);
+    assert_eq!(
+        theirs.to_string().replace(name, "X"),
+        missing.to_string().replace("missing.png", "X"),
+        "another tenant's upload is answered as a missing one"
+    );
+
     // Refused at submit, naming the field: a missing object, a wrong pin, a mask of another size.
     let refused =
         |init: String| async move { a.submit(manifest(&init)).await.unwrap_err().to_string() };

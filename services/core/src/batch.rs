@@ -10,7 +10,7 @@
 //! seeds and guidance scales are per row and differ freely. Jobs that start from an image render
 //! alone, so this rule is not asked about them.
 
-use crate::{JobParams, Sampler};
+use crate::{JobParams, Sampler, Upscaler};
 
 /// What jobs of one denoiser call have in common.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -20,6 +20,9 @@ pub struct BatchKey {
     steps: u32,
     sampler: Sampler,
     guided: bool,
+    /// The hires fix's scale, steps, strength and upscaler: the jobs refined after the shared
+    /// first pass report their steps in lockstep.
+    hires: Option<(u64, u32, u64, Upscaler)>,
 }
 
 impl BatchKey {
@@ -31,6 +34,7 @@ impl BatchKey {
             steps: params.steps.get(),
             sampler: params.sampler,
             guided: params.guidance.guides(),
+            hires: params.hires.map(|h| h.key(params.steps)),
         }
     }
 }
@@ -69,6 +73,7 @@ mod tests {
             sampler: Sampler::EulerA,
             seed: Seed::parse(seed).unwrap(),
             init: None,
+            hires: None,
             output: Default::default(),
         }
     }

@@ -49,14 +49,24 @@ pub struct OutputKey {
 impl OutputKey {
     /// The key of an image of `tenant` in `format` whose embedded description is `embedded`:
     /// the canonical JSON written into the file (model, model identity with its device, every
-    /// parameter with the seed, code version). Same inputs, same key: a retry overwrites the
-    /// object with the same bytes instead of adding one.
-    pub fn new(tenant: TenantId, embedded: &str, format: ImageFormat) -> Self {
+    /// parameter with the seed, code version), and `signer`, the fingerprint of the key that
+    /// signed its content credentials when it has some (another key makes other bytes). Same
+    /// inputs, same key: a retry overwrites the object with the same bytes instead of adding one.
+    pub fn new(
+        tenant: TenantId,
+        embedded: &str,
+        format: ImageFormat,
+        signer: Option<&str>,
+    ) -> Self {
         let mut h = Sha256::new();
         h.update(b"pixelfarm-output/v2\0");
         h.update(format.extension().as_bytes());
         h.update(b"\0");
         h.update(embedded.as_bytes());
+        if let Some(signer) = signer {
+            h.update(b"\0signed-by\0");
+            h.update(signer.as_bytes());
+        }
         OutputKey {
             tenant,
             hex: hex::encode(h.finalize()),
@@ -105,18 +115,25 @@ mod tests {
     #[test]
     fn output_keys_are_per_tenant_and_cover_what_the_file_embeds() {
         let (a, b) = (TenantId::generate(), TenantId::generate());
-        let k = OutputKey::new(a, "{\"seed\":1}", ImageFormat::Png);
-        assert_eq!(k, OutputKey::new(a, "{\"seed\":1}", ImageFormat::Png));
+        let k = OutputKey::new(a, "{\"seed\":1}", ImageFormat::Png, None);
+        assert_eq!(k, OutputKey::new(a, "{\"seed\":1}", ImageFormat::Png, None));
         assert_ne!(
             k.image(),
-            OutputKey::new(b, "{\"seed\":1}", ImageFormat::Png).image()
+            OutputKey::new(b, "{\"seed\":1}", ImageFormat::Png, None).image()
         );
-        assert_ne!(k, OutputKey::new(a, "{\"seed\":2}", ImageFormat::Png));
+        assert_ne!(k, OutputKey::new(a, "{\"seed\":2}", ImageFormat::Png, None));
         let prefix = format!("images/{a}/");
         assert!(k.image().starts_with(&prefix) && k.image().ends_with(".png"));
         assert_eq!(k.image().replace(".png", ".json"), k.provenance());
-        let j = OutputKey::new(a, "{\"seed\":1}", ImageFormat::Jpeg);
+        let j = OutputKey::new(a, "{\"seed\":1}", ImageFormat::Jpeg, None);
         assert_ne!(j.image().replace(".jpg", ".png"), k.image());
         assert!(j.image().ends_with(".jpg"), "{}", j.image());
+        // Signed by another key, or not signed: other bytes, so another key.
+        let signed = OutputKey::new(a, "{\"seed\":1}", ImageFormat::Png, Some("ab12"));
+        assert_ne!(signed, k);
+        assert_ne!(
+            signed,
+            OutputKey::new(a, "{\"seed\":1}", ImageFormat::Png, Some("cd34"))
+        );
     }
 }

@@ -42,6 +42,19 @@ impl ModelLimits {
         if params.steps.get() > self.max_steps {
             return Err(over("steps", params.steps.get(), self.max_steps));
         }
+        if let Some(h) = &params.hires {
+            let (w, hh) = h.size(params.width, params.height)?;
+            if w > self.max_width {
+                return Err(over("hires.scale: the refined width", w, self.max_width));
+            }
+            if hh > self.max_height {
+                return Err(over("hires.scale: the refined height", hh, self.max_height));
+            }
+            let steps = h.steps_for(params.steps).get();
+            if steps > self.max_steps {
+                return Err(over("hires.steps", steps, self.max_steps));
+            }
+        }
         if let Some(r) = params.output.resize {
             let side = r.width.get().max(r.height.get());
             if side > self.max_output_side {
@@ -56,6 +69,16 @@ impl ModelLimits {
 mod tests {
     use super::*;
     use crate::params::*;
+
+    /// A hires fix doubling each side, refined in `steps` (the job's when `None`).
+    fn doubled(steps: Option<u32>) -> Option<HiresSpec> {
+        Some(HiresSpec {
+            scale: HiresScale::parse(2.0).unwrap(),
+            steps: steps.map(|s| StepCount::parse(s).unwrap()),
+            strength: Strength::parse(0.5).unwrap(),
+            upscaler: Upscaler::Lanczos,
+        })
+    }
 
     #[test]
     fn each_bound_is_named_when_exceeded() {
@@ -77,6 +100,7 @@ mod tests {
             sampler: Sampler::Euler,
             seed: Seed::parse(1).unwrap(),
             init: None,
+            hires: None,
             output: OutputSpec {
                 resize: Some(Resize {
                     width: OutputSide::parse(1024).unwrap(),
@@ -88,10 +112,22 @@ mod tests {
         };
         limits.check(&model, &base).unwrap();
         type Change = fn(&mut JobParams);
-        let cases: [(&str, Change); 4] = [
+        let mut small = base.clone();
+        (small.width, small.height, small.hires) = (256, 128, doubled(Some(50)));
+        limits.check(&model, &small).unwrap();
+        let cases: [(&str, Change); 7] = [
             ("`width` is 520", |p| p.width = 520),
             ("`height` is 264", |p| p.height = 264),
             ("`steps` is 51", |p| p.steps = StepCount::parse(51).unwrap()),
+            ("`hires.scale: the refined width` is 768", |p| {
+                (p.width, p.height, p.hires) = (384, 128, doubled(None));
+            }),
+            ("`hires.scale: the refined height` is 384", |p| {
+                (p.width, p.height, p.hires) = (128, 192, doubled(None));
+            }),
+            ("`hires.steps` is 51", |p| {
+                (p.width, p.height, p.hires) = (128, 64, doubled(Some(51)));
+            }),
             ("`output.resize` is 1025", |p| {
                 p.output.resize.as_mut().unwrap().height = OutputSide::parse(1025).unwrap()
             }),

@@ -1,14 +1,18 @@
 //! Parse, don't validate: every job parameter is a newtype that can only hold an accepted value.//!
-//! Here: the text, sampling and routing parameters and [`JobParams`]; `init` holds the
-//! img2img / inpainting input ([`InitSpec`]), `output` the post-processing and file format
-//! ([`OutputSpec`]).
+//! Here: the text, sampling and routing parameters and [`JobParams`]; `size` holds the render's
+//! [`ImageSize`] and [`StepCount`], `init` the img2img / inpainting input ([`InitSpec`]), `hires`
+//! the hires fix ([`HiresSpec`]), `output` the post-processing and file format ([`OutputSpec`]).
 
 mod deserialize;
+mod hires;
 mod init;
 mod output;
+mod size;
 
+pub use hires::{HiresScale, HiresSpec, Upscaler};
 pub use init::{BlobImage, InitSpec, Strength};
 pub use output::{Fit, ImageFormat, Level, OutputSide, OutputSpec, Quality, Resize};
+pub use size::{ImageSize, StepCount};
 
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
@@ -123,76 +127,6 @@ impl fmt::Display for Seed {
         self.0.fmt(f)
     }
 }
-
-/// Output size in pixels: each side a multiple of 8 between 8 and 4096, at most 16 Mpx.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub struct ImageSize {
-    width: u32,
-    height: u32,
-}
-
-impl ImageSize {
-    /// Longest accepted side.
-    pub const MAX_SIDE: u32 = 4096;
-
-    /// # Errors
-    /// `Invalid` naming the side that is out of range or not a multiple of 8.
-    pub fn new(width: u32, height: u32) -> Result<Self> {
-        for (name, v) in [("width", width), ("height", height)] {
-            if !(8..=Self::MAX_SIDE).contains(&v) || v % 8 != 0 {
-                return Err(Error::invalid(format!(
-                    "{name} is {v}; accepted: a multiple of 8 between 8 and {}",
-                    Self::MAX_SIDE
-                )));
-            }
-        }
-        Ok(ImageSize { width, height })
-    }
-
-    /// Width in pixels.
-    pub fn width(self) -> u32 {
-        self.width
-    }
-
-    /// Height in pixels.
-    pub fn height(self) -> u32 {
-        self.height
-    }
-}
-
-impl fmt::Display for ImageSize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}x{}", self.width, self.height)
-    }
-}
-
-/// Number of denoising steps, 1 to 200.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
-#[serde(transparent)]
-pub struct StepCount(u32);
-
-impl StepCount {
-    /// Most steps accepted.
-    pub const MAX: u32 = 200;
-
-    /// # Errors
-    /// `Invalid` outside 1..=200.
-    pub fn parse(v: u32) -> Result<Self> {
-        if !(1..=Self::MAX).contains(&v) {
-            return Err(Error::invalid(format!(
-                "is {v}; accepted: 1 to {}",
-                Self::MAX
-            )));
-        }
-        Ok(StepCount(v))
-    }
-
-    /// The step count.
-    pub fn get(self) -> u32 {
-        self.0
-    }
-}
-deserialize_via_parse!(StepCount, u32);
 
 /// Classifier-free guidance scale, finite, 0 to 50 (no guidance at 1 or less: [`Self::guides`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
@@ -392,6 +326,9 @@ pub struct JobParams {
     /// img2img / inpainting input; absent for txt2img.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<InitSpec>,
+    /// Hires fix: the render enlarged and refined; absent for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hires: Option<HiresSpec>,
     /// Post-processing and file format; absent for the default (PNG of the rendered pixels).
     #[serde(default, skip_serializing_if = "OutputSpec::is_default")]
     pub output: OutputSpec,
@@ -404,6 +341,17 @@ impl JobParams {
     /// `Invalid` if the stored width/height are not an accepted size (only for rows written by hand).
     pub fn size(&self) -> Result<ImageSize> {
         ImageSize::new(self.width, self.height)
+    }
+
+    /// The size the renderer delivers: `width x height`, or what the hires fix enlarges it to.
+    ///
+    /// # Errors
+    /// As [`HiresSpec::size`] (only for rows written by hand: manifests are checked).
+    pub fn render_size(&self) -> Result<(u32, u32)> {
+        match &self.hires {
+            Some(h) => h.size(self.width, self.height),
+            None => Ok((self.width, self.height)),
+        }
     }
 }
 

@@ -8,7 +8,8 @@
 //! - `engine`: [`DiffusionEngine`], the worker's `Renderer` (LRU of loaded models, micro-batches
 //!   grouped by `pixelfarm_core::BatchKey`).
 //! - `model`: [`LoadedModel`], a model's renders: txt2img over a group, img2img and inpainting,
-//!   and its stages one at a time for parity checks. It is built by `load` (registry files into
+//!   each refined by its hires fix ([`hires`] enlarges in pixel space), and its stages one at a
+//!   time for parity checks. It is built by `load` (registry files into
 //!   networks), conditions with `condition` (tokenizers, text encoders, SDXL's micro-conditioning)
 //!   and denoises with `denoise`, the one loop every render goes through (guidance, prediction
 //!   type, per-job noise, inpainting's kept area, cancellation).
@@ -31,6 +32,7 @@ mod denoise;
 mod engine;
 mod failure;
 pub mod family;
+pub mod hires;
 mod load;
 mod model;
 pub mod registry;

@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use pixelfarm_core::{
-    BatchKey, Error, JobParams, MASK_REPAINT_ABOVE, RenderedImage, Result, RgbImage,
+    BatchKey, Error, JobParams, MASK_REPAINT_ABOVE, RenderedImage, Result, RgbImage, Upscaler,
 };
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -57,6 +57,19 @@ fn rgb_tensor(
     Tensor::from_vec(pixels, (1, height, width, 3), dev)?
         .permute((0, 3, 1, 2))?
         .contiguous()
+}
+
+/// The steps of a `steps`-step schedule that a render from an image at `strength` runs: its
+/// last ones, `strength` of them.
+fn kept_steps(steps: usize, strength: f64) -> usize {
+    ((steps as f64 * strength).round() as usize).min(steps)
+}
+
+/// The refining steps of `job`'s hires fix that run (0 without one).
+fn refine_steps(job: &JobParams) -> usize {
+    job.hires.map_or(0, |h| {
+        kept_steps(h.steps_for(job.steps).get() as usize, h.strength.get())
+    })
 }
 
 /// The seconds of each phase of one job's render.
@@ -190,11 +203,84 @@ impl LoadedModel {
             extra: None,
             keep: None,
         };
-        let latents = self
-            .denoise_loop(fused)
-            .run(first.sampler, &plan, x, &mut rows, on_step)?;
+        let refine_steps = refine_steps(first);
+        let total = plan.steps() + refine_steps;
+        let latents =
+            self.denoise_loop(fused)
+                .run(first.sampler, &plan, x, &mut rows, &mut |s, _| {
+                    on_step(s, total)
+                })?;
         let denoise_secs = t0.elapsed().as_secs_f64();
-        self.finish(jobs, &latents, text_secs, denoise_secs)
+        if first.hires.is_none() {
+            return self.finish(jobs, &latents, text_secs, denoise_secs);
+        }
+        let n = plan.steps();
+        let mut out = Vec::with_capacity(jobs.len());
+        for (i, job) in jobs.iter().enumerate() {
+            let t0 = Instant::now();
+            let row = latents.i(i..i + 1).map_err(render_error)?;
+            let refined = self.refine(job, &row, &mut |s, _| on_step(n + s, total))?;
+            let secs = denoise_secs / jobs.len() as f64 + t0.elapsed().as_secs_f64();
+            out.append(&mut self.finish(&[job], &refined, text_secs / jobs.len() as f64, secs)?);
+        }
+        Ok(out)
+    }
+
+    /// The hires fix of one job: its first pass's `latents` (`(1, c, h, w)`) enlarged by its
+    /// upscaler, then `strength` of its refining schedule run on them with the job's prompt and
+    /// seed, as img2img of the enlarged image does (for `lanczos`, exactly: the enlarged image is
+    /// encoded the same way). `on_step` gets the refining steps. Without a hires fix, `latents`.
+    ///
+    /// # Errors
+    /// `Invalid` for an inpainting model (its UNet wants a mask) or a size the hires fix cannot
+    /// make; else as [`Self::render_group`].
+    fn refine(
+        &self,
+        job: &JobParams,
+        latents: &Tensor,
+        on_step: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<Tensor> {
+        let Some(h) = job.hires else {
+            return Ok(latents.clone());
+        };
+        if self.unet_input != UnetInput::Latents {
+            return Err(Error::invalid(
+                "`hires` needs a model that renders without a mask; this one is an inpainting model",
+            ));
+        }
+        let (width, height) = h.size(job.width, job.height)?;
+        let (lh, lw) = self.latent_size(width, height)?;
+        let enlarged = match h.upscaler {
+            Upscaler::Latent => latents.upsample_nearest2d(lh, lw).map_err(render_error)?,
+            Upscaler::Lanczos => {
+                let rgb = self.decode(latents)?;
+                let big = crate::hires::enlarge(&rgb, job.width, job.height, width, height);
+                rgb_tensor(&big, width as usize, height as usize, &self.device)
+                    .and_then(|img| self.encode_image(&img))
+                    .map_err(render_error)?
+            }
+        };
+        let refined = JobParams {
+            width,
+            height,
+            steps: h.steps_for(job.steps),
+            init: None,
+            hires: None,
+            ..job.clone()
+        };
+        let (conds, _) = self.conditions(&[&refined])?;
+        let (plan, x, rng, _) = self
+            .noised(&refined, &enlarged, h.strength.get())
+            .map_err(render_error)?;
+        let mut rows = Rows {
+            conds,
+            guidance: self.guidance(&[&refined])?,
+            rngs: vec![rng],
+            extra: None,
+            keep: None,
+        };
+        self.denoise_loop(false)
+            .run(job.sampler, &plan, x, &mut rows, on_step)
     }
 
     /// Each job's image from its row of `latents`, with the group's text and denoise seconds
@@ -210,13 +296,10 @@ impl LoadedModel {
         let mut out = Vec::with_capacity(jobs.len());
         for (i, job) in jobs.iter().enumerate() {
             let t0 = Instant::now();
+            let (width, height) = job.render_size()?;
             let rgb = self.decode(&latents.i(i..i + 1).map_err(render_error)?)?;
             out.push(RenderedImage {
-                image: RgbImage {
-                    width: job.width,
-                    height: job.height,
-                    rgb,
-                },
+                image: RgbImage { width, height, rgb },
                 phases: phases(text_secs / n, denoise_secs / n, t0.elapsed().as_secs_f64()),
             });
         }
@@ -241,8 +324,13 @@ impl LoadedModel {
         mask: Option<&[u8]>,
         on_step: &mut dyn FnMut(usize, usize) -> bool,
     ) -> Result<RenderedImage> {
+        let n = kept_steps(job.steps.get() as usize, strength);
+        let total = n + refine_steps(job);
         let (latents, _, text_secs, denoise_secs) =
-            self.image_latents(job, init, strength, mask, on_step)?;
+            self.image_latents(job, init, strength, mask, &mut |s, _| on_step(s, total))?;
+        let t0 = Instant::now();
+        let latents = self.refine(job, &latents, &mut |s, _| on_step(n + s, total))?;
+        let denoise_secs = denoise_secs + t0.elapsed().as_secs_f64();
         let mut images = self.finish(&[job], &latents, text_secs, denoise_secs)?;
         Ok(images.remove(0))
     }
@@ -301,7 +389,6 @@ impl LoadedModel {
         let (w, h) = (job.width as usize, job.height as usize);
         let down = self.defaults.vae_downscale as usize;
         let (lh, lw) = (h / down, w / down);
-        let c = self.defaults.latent_channels;
         let dev = &self.device;
         let img = rgb_tensor(init, w, h, dev)?;
         let init_latent = self.encode_image(&img)?;
@@ -329,16 +416,7 @@ impl LoadedModel {
             }
             _ => None,
         };
-        let full = Plan::new(job.sampler, &self.schedule, job.steps.get() as usize);
-        let keep_steps = ((full.steps() as f64) * strength).round() as usize;
-        let first = full.steps() - keep_steps.min(full.steps());
-        let plan = Plan {
-            sigmas: full.sigmas[first..].to_vec(),
-            timesteps: full.timesteps[first..].to_vec(),
-        };
-        let mut rng = JobRng::new(job.seed.get());
-        let noise = job_noise(std::slice::from_mut(&mut rng), (1, c, lh, lw), dev)?;
-        let x = (&init_latent + (&noise * plan.sigma_start())?)?;
+        let (plan, x, rng, noise) = self.noised(job, &init_latent, strength)?;
         let keep = match (mask_latent, self.unet_input) {
             (Some(mask), UnetInput::Latents) => Some(Keep {
                 init: init_latent.clone(),
@@ -355,6 +433,31 @@ impl LoadedModel {
             extra,
             keep,
         })
+    }
+
+    /// The tail of `job`'s plan that `strength` keeps, and `init_latent` noised to its first
+    /// level with noise from the job's seed (returned too): where every render from an image
+    /// starts.
+    fn noised(
+        &self,
+        job: &JobParams,
+        init_latent: &Tensor,
+        strength: f64,
+    ) -> candle_core::Result<(Plan, Tensor, JobRng, Tensor)> {
+        let full = Plan::new(job.sampler, &self.schedule, job.steps.get() as usize);
+        let first = full.steps() - kept_steps(full.steps(), strength);
+        let plan = Plan {
+            sigmas: full.sigmas[first..].to_vec(),
+            timesteps: full.timesteps[first..].to_vec(),
+        };
+        let mut rng = JobRng::new(job.seed.get());
+        let noise = job_noise(
+            std::slice::from_mut(&mut rng),
+            init_latent.dims().to_vec(),
+            &self.device,
+        )?;
+        let x = (init_latent + (&noise * plan.sigma_start())?)?;
+        Ok((plan, x, rng, noise))
     }
 
     /// Pixels `(1, 3, h, w)` in -1..1 to scaled latents (the VAE's mean; the pixels themselves

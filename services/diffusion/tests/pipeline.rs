@@ -10,6 +10,8 @@ use pixelfarm_diffusion::{DiffusionEngine, ModelEntry, RegistryConfig, tiny};
 use std::collections::BTreeMap;
 
 mod common;
+mod pixels;
+use pixels::mean_abs_diff;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -56,6 +58,7 @@ fn job(prompt: &str, seed: u64, sampler: Sampler, steps: u32, guidance: f64) -> 
         sampler,
         seed: Seed::parse(seed).unwrap(),
         init: None,
+        hires: None,
         output: Default::default(),
     }
 }
@@ -457,14 +460,6 @@ fn gradient(w: usize, h: usize) -> Vec<u8> {
             [x * 255 / w, y * 255 / h, (x + y) * 127 / w][c] as u8
         })
         .collect()
-}
-
-fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| x.abs_diff(*y) as f64)
-        .sum::<f64>()
-        / a.len() as f64
 }
 
 #[test]

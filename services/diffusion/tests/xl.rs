@@ -31,6 +31,7 @@ fn job(prompt: &str, negative: &str, seed: u64, guidance: f64) -> JobParams {
         sampler: Sampler::Euler,
         seed: Seed::parse(seed).unwrap(),
         init: None,
+        hires: None,
         output: Default::default(),
     }
 }

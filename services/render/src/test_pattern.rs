@@ -55,8 +55,9 @@ impl Renderer for TestPattern {
 
     fn render(&self, _model: &ModelName, params: &JobParams) -> Result<RenderedImage> {
         let t0 = Instant::now();
-        let size = params.size()?;
-        let (w, h) = (size.width(), size.height());
+        params.size()?;
+        // The size delivered: a hires fix enlarges it.
+        let (w, h) = params.render_size()?;
         let mut hasher = Sha256::new();
         hasher.update(params.prompt.as_str().as_bytes());
         hasher.update(params.seed.get().to_le_bytes());
@@ -124,6 +125,7 @@ mod tests {
             sampler: Sampler::Euler,
             seed: Seed::parse(seed).unwrap(),
             init: None,
+            hires: None,
             output: Default::default(),
         }
     }

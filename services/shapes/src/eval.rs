@@ -54,6 +54,7 @@ pub fn job(attrs: &Attributes, seed: u64, s: RenderSettings) -> Result<JobParams
         sampler: s.sampler,
         seed: Seed::parse(seed)?,
         init: None,
+        hires: None,
         output: Default::default(),
     })
 }

@@ -22,6 +22,7 @@ struct Defaults {
     sampler: Sampler,
     negative_prompt: NegativePrompt,
     init: Option<InitSpec>,
+    hires: Option<HiresSpec>,
     output: OutputSpec,
 }
 
@@ -39,6 +40,7 @@ impl Defaults {
             sampler: d.sampler.unwrap_or(Sampler::EulerA),
             negative_prompt: d.negative_prompt.unwrap_or_default(),
             init: d.init,
+            hires: d.hires,
             output: d.output.unwrap_or_default(),
         }
     }
@@ -49,6 +51,17 @@ fn check_output(text: &str, path: &str, output: &OutputSpec) -> Result<()> {
     output
         .check()
         .map_err(|(field, msg)| cross_error(text, &format!("{path}.{field}"), msg))
+}
+
+/// The hires fix at `path` must fit a render of `width x height`.
+fn check_hires(text: &str, path: &str, hires: Option<&HiresSpec>, size: (u32, u32)) -> Result<()> {
+    match hires {
+        Some(h) => h
+            .size(size.0, size.1)
+            .map(|_| ())
+            .map_err(|e| cross_error(text, &format!("{path}.scale"), e.to_string())),
+        None => Ok(()),
+    }
 }
 
 /// A part of a prompt template: literal text or a placeholder, by name (`{name}`) as written,
@@ -180,6 +193,11 @@ pub(super) fn expand(raw: RawManifest, text: &str) -> Result<BatchSpec> {
         Some(s) => s.iter().map(|[w, h]| (w.0, h.0)).collect(),
         None => vec![(d.width, d.height)],
     };
+    if raw.prompt.is_some() {
+        for &size in &sizes {
+            check_hires(text, "defaults.hires", d.hires.as_ref(), size)?;
+        }
+    }
 
     let template = match &raw.prompt {
         Some(prompt) => Some(template(
@@ -400,6 +418,7 @@ fn template(
             guidance: d.guidance,
             sampler: d.sampler,
             init: d.init.clone(),
+            hires: d.hires,
             output: d.output,
         },
     })
@@ -505,6 +524,11 @@ fn explicit_jobs(text: &str, raw: Vec<RawJob>, d: &Defaults, base: u64) -> Resul
         let seed = j.seed.unwrap_or_else(|| derive_seed(base, &key, 0));
         let output = j.output.unwrap_or(d.output);
         check_output(text, &field("output"), &output)?;
+        let (hires, hires_path) = match j.hires {
+            Some(h) => (Some(h), field("hires")),
+            None => (d.hires, "defaults.hires".to_string()),
+        };
+        check_hires(text, &hires_path, hires.as_ref(), (width, height))?;
         if !keys.insert(key.clone()) {
             return Err(cross_error(
                 text,
@@ -526,6 +550,7 @@ fn explicit_jobs(text: &str, raw: Vec<RawJob>, d: &Defaults, base: u64) -> Resul
                 sampler: j.sampler.unwrap_or(d.sampler),
                 seed,
                 init: j.init.or_else(|| d.init.clone()),
+                hires,
                 output,
             },
         });

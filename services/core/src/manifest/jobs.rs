@@ -79,6 +79,7 @@ pub(super) struct Shared {
     pub(super) guidance: GuidanceScale,
     pub(super) sampler: Sampler,
     pub(super) init: Option<InitSpec>,
+    pub(super) hires: Option<HiresSpec>,
     pub(super) output: OutputSpec,
 }
 
@@ -197,6 +198,7 @@ impl Jobs {
                             sampler: t.shared.sampler,
                             seed: t.seeds.get(&vkey, i),
                             init: t.shared.init.clone(),
+                            hires: t.shared.hires,
                             output: t.shared.output,
                         },
                     })
@@ -224,6 +226,15 @@ impl Jobs {
                     .iter_mut()
                     .filter_map(|j| j.params.init.as_mut()),
             )
+    }
+
+    /// Every output section of the jobs, once per section (the template's jobs share one), to
+    /// change (e.g. to apply the tenant's content-credentials setting).
+    pub fn outputs_mut(&mut self) -> impl Iterator<Item = &mut OutputSpec> {
+        self.template
+            .iter_mut()
+            .map(|t| &mut t.shared.output)
+            .chain(self.explicit.iter_mut().map(|j| &mut j.params.output))
     }
 }
 

@@ -31,6 +31,7 @@ pub(super) struct RawDefaults {
     pub(super) sampler: Option<Sampler>,
     pub(super) negative_prompt: Option<NegativePrompt>,
     pub(super) init: Option<InitSpec>,
+    pub(super) hires: Option<HiresSpec>,
     pub(super) output: Option<OutputSpec>,
 }
 
@@ -54,6 +55,7 @@ pub(super) struct RawJob {
     pub(super) sampler: Option<Sampler>,
     pub(super) seed: Option<Seed>,
     pub(super) init: Option<InitSpec>,
+    pub(super) hires: Option<HiresSpec>,
     pub(super) output: Option<OutputSpec>,
 }
 

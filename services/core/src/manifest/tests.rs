@@ -154,6 +154,39 @@ fn output_settings_reach_every_job_and_jobs_may_override_them() {
 }
 
 #[test]
+fn hires_reaches_every_job_checked_against_each_size() {
+    let text = "name: n\nmodel: m\ndefaults:\n  hires: {scale: 2, steps: 10}\nprompt: p\nsizes: [[512, 512], [768, 512]]\nseeds: [1]\njobs:\n  - {key: plain, prompt: q, hires: {scale: 1.5, strength: 0.3, upscaler: latent}}\n";
+    let b = parse_manifest(text).unwrap();
+    let h = job(&b, 1).params.hires.unwrap();
+    assert_eq!((h.scale.get(), h.strength.get()), (2.0, 0.5));
+    assert_eq!(job(&b, 1).params.render_size().unwrap(), (1536, 1024));
+    let h = job(&b, 2).params.hires.unwrap();
+    assert_eq!((h.upscaler, h.strength.get()), (Upscaler::Latent, 0.3));
+    assert_eq!(job(&b, 2).params.render_size().unwrap(), (768, 768));
+
+    // A scale that takes a size past 4096 is refused at the field, saying what fits.
+    let e = err(
+        "name: n\nmodel: m\ndefaults:\n  hires: {scale: 4}\nprompt: p\nsizes: [[512, 512], [2048, 512]]\nseeds: [1]\n",
+    );
+    assert!(
+        e.contains("`defaults.hires.scale` (line 4)") && e.contains("up to 2.00"),
+        "{e}"
+    );
+    let e = err("name: n\nmodel: m\njobs:\n  - {prompt: a, width: 1024, hires: {scale: 4.5}}\n");
+    assert!(
+        e.contains("jobs[0].hires.scale") && e.contains("at most 4"),
+        "{e}"
+    );
+    // Without `hires`, params serialize as before (keys of old jobs do not move).
+    let plain = parse_manifest("name: n\nmodel: m\nprompt: p\nseeds: [1]\n").unwrap();
+    assert!(
+        !serde_json::to_string(&job(&plain, 0).params)
+            .unwrap()
+            .contains("hires")
+    );
+}
+
+#[test]
 fn the_readme_manifest_parses() {
     let readme = include_str!("../../../../README.md");
     let start = readme

@@ -161,8 +161,8 @@ pub struct Resize {
 }
 
 /// What happens to the rendered pixels before they are stored: resize/crop, colour, sharpen
-/// (in that order), then encoding. The default — the rendered pixels as PNG — serializes to
-/// nothing, so jobs without an `output` keep the output keys they always had.
+/// (in that order), then encoding, with content credentials unless they are turned off. The
+/// default — the rendered pixels as PNG, with credentials — serializes to nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
@@ -187,6 +187,11 @@ pub struct OutputSpec {
     /// Unsharp-mask amount (radius 1 px; 0 = none).
     #[serde(default = "level_zero", skip_serializing_if = "is_zero")]
     pub sharpen: Level,
+    /// Content credentials (a signed C2PA manifest and the XMP digital source type) in the file:
+    /// `false` leaves them out. Absent in a manifest, the tenant's setting applies at submit
+    /// (`tenant set-content-credentials`); absent in a job, they are written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_credentials: Option<bool>,
 }
 
 impl Default for OutputSpec {
@@ -199,6 +204,7 @@ impl Default for OutputSpec {
             contrast: Level::ONE,
             saturation: Level::ONE,
             sharpen: Level::ZERO,
+            content_credentials: None,
         }
     }
 }
@@ -207,9 +213,22 @@ impl OutputSpec {
     /// JPEG's quality when none is given.
     pub const DEFAULT_JPEG_QUALITY: u8 = 90;
 
-    /// Whether this is the default (PNG of the rendered pixels).
+    /// Whether this is the default (PNG of the rendered pixels, with content credentials).
     pub fn is_default(&self) -> bool {
         *self == OutputSpec::default()
+    }
+
+    /// Whether the file gets content credentials: unless `content_credentials` says `false`.
+    pub fn content_credentials(&self) -> bool {
+        self.content_credentials != Some(false)
+    }
+
+    /// Apply the tenant's `content_credentials` setting where the manifest said nothing; an
+    /// explicit value stays. Only `false` is kept (absent means on), so a job with credentials
+    /// keeps the output key it had without the setting.
+    pub fn resolve_content_credentials(&mut self, tenant_default: bool) {
+        let on = self.content_credentials.unwrap_or(tenant_default);
+        self.content_credentials = (!on).then_some(false);
     }
 
     /// The checks across fields: the name of the offending field and what is wrong.
