@@ -2,7 +2,7 @@
 """Load every shipped configuration through the real binaries (used by scripts/check-deploy).
 
   load_configs.py --bin-dir DIR [--repo-config DIR] [--layer-files FILE...]
-                  [--rendered NAME=PATH...] [--self-test]
+                  [--rendered NAME=PATH...] [--own-key NAME...] [--self-test]
 
 Each case runs `pixelfarm-scheduler check-config` and/or `pixelfarm-worker check-config`: the
 binaries load their settings exactly as at start (PIXELFARM_CONFIG_DIR, PIXELFARM_ENV,
@@ -16,18 +16,26 @@ connecting to nothing. Any failure fails the run.
                       output, the chart rendered per values file). For every scheduler, migrate
                       and worker container: a scratch root laid out as the container sees it --
                       the image's files and ENV (from deploy/docker/<binary>.Dockerfile's final
-                      stage), each ConfigMap volume mounted at its mountPath, emptyDirs -- and
-                      the container's env (values, ConfigMap and Secret keys from the same
-                      render, a placeholder for a Secret created out of band, the pod name for a
-                      fieldRef); then the binary's check-config from the image's WORKDIR.
+                      stage), each ConfigMap and Secret volume mounted at its mountPath (its
+                      items, or all its keys), emptyDirs -- and the container's env (values,
+                      ConfigMap and Secret keys from the same render, a placeholder for a Secret
+                      created out of band, the pod name for a fieldRef); then the binary's
+                      check-config from the image's WORKDIR. A Secret volume of a Secret created
+                      out of band holds SECRET_FILES' test files where it has an entry (the
+                      TEST ONLY content-credentials pair for pixelfarm-c2pa, so a worker proves
+                      its content_credentials name the mounted files), else nothing.
                       A scheduler container must bootstrap no API key.
+  --own-key N...      renders (names given to --rendered) whose every worker must sign content
+                      credentials with a mounted key, not the TEST ONLY development key.
   --layer-files F...  without kustomize: each config layer F (PIXELFARM_ENV=<stem>) on the
                       image's files, both binaries; model registries (registry*.yaml) through a
                       diffusion worker that serves every model they list.
   --image-defaults    each image alone (no mounts, no env beyond its own): the scheduler must
                       bootstrap no API key -- config/local.yaml's dev-key stays out of images.
-  --self-test         the check must reject a layer with worker.max_attempts, and an image
-                      whose files bootstrap an API key.
+  --self-test         the check must reject a layer with worker.max_attempts, an image whose
+                      files bootstrap an API key, a worker whose content_credentials name files
+                      no volume mounts (and pass it with pixelfarm-c2pa mounted there), and,
+                      under --own-key, a worker that signs with the development key.
 """
 from __future__ import annotations
 
@@ -51,7 +59,14 @@ PLACEHOLDERS = {
     "PIXELFARM__DATABASE__URL": "postgres://pixelfarm:secret@postgres:5432/pixelfarm",
     "PIXELFARM__BROKER__URL": "amqp://pixelfarm:secret@rabbitmq:5672/%2f",
 }
+# What an out-of-band Secret mounted as a volume holds, by Secret name and key: a file of the
+# repository (test material only; the real one is made with `kubectl create secret`).
+CREDENTIALS = REPO / "services" / "image" / "credentials"  # README.md there: TEST ONLY
+SECRET_FILES = {
+    "pixelfarm-c2pa": {"signer.pem": CREDENTIALS / "cert-chain.pem", "signer.key": CREDENTIALS / "key.pem"},
+}
 NO_KEYS = "0 bootstrap api key(s)"
+DEV_KEY = "TEST ONLY development key"
 
 
 class Image:
@@ -109,10 +124,10 @@ class Runner:
         self.cases = 0
 
     def run(self, label: str, binary: str, env: dict[str, str], cwd: Path,
-            no_keys: bool = False, expect_refusal: str = "") -> tuple[bool, str]:
+            no_keys: bool = False, own_key: bool = False, expect_refusal: str = "") -> tuple[bool, str]:
         """check-config of `binary`; records a failure unless it passes (and, with `no_keys`,
-        bootstraps no API key) -- or, with `expect_refusal`, unless it is refused with that
-        text in the output."""
+        bootstraps no API key; with `own_key`, a worker signs with a configured key) -- or, with
+        `expect_refusal`, unless it is refused with that text in the output."""
         self.cases += 1
         full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUST_LOG": "warn", **env}
         p = subprocess.run([str(self.bins[binary]), "check-config"], env=full, cwd=cwd,
@@ -122,6 +137,9 @@ class Runner:
         why = "" if ok else f"exit {p.returncode}"
         if ok and no_keys and binary == "scheduler" and NO_KEYS not in p.stdout:
             ok, why = False, "a container config bootstraps an API key (scheduler.tenants[].api_keys)"
+        if ok and own_key and binary == "worker" and DEV_KEY in p.stdout:
+            ok, why = False, (f"the worker signs with the {DEV_KEY} (kustomize: components/content-credentials"
+                              " mounts one; the chart: contentCredentials.existingSecret)")
         head = f"{label}: {BINARIES[binary]} check-config"
         if expect_refusal:
             last = out.splitlines()[-1] if out else ""
@@ -134,7 +152,7 @@ class Runner:
         if ok:
             print(f"  ok   {head}")
             for line in p.stdout.splitlines():
-                if line.startswith("warning:") or "api key" in line or line.startswith("settings ok"):
+                if line.startswith(("warning:", "settings ok", "worker.content_credentials")) or "api key" in line:
                     print(f"         {line}")
         else:
             print(f"  FAIL {head}: {why}\n" + "\n".join("         " + l for l in out.splitlines()))
@@ -196,7 +214,7 @@ class Runner:
                 self.run(f"{rel} on the {binary} image", binary, env,
                          root / img.workdir.lstrip("/"), no_keys=True)
 
-    def rendered(self, name: str, path: Path) -> None:
+    def rendered(self, name: str, path: Path, own_key: bool = False) -> None:
         files = sorted(path.rglob("*.yaml")) if path.is_dir() else [path]
         docs = [d for f in files for d in yaml.safe_load_all(f.read_text()) if isinstance(d, dict)]
         cms = {d["metadata"]["name"]: d.get("data") or {} for d in docs if d.get("kind") == "ConfigMap"}
@@ -221,34 +239,58 @@ class Runner:
                     continue
                 found += 1
                 label = f"{name} {d['kind']}/{d['metadata']['name']} container {c['name']}"
-                self.container(label, binary, c, volumes, cms, secrets, d["metadata"]["name"])
+                self.container(label, binary, c, volumes, cms, secrets, d["metadata"]["name"], own_key)
         if not found:
             self.failures.append(f"{name}: no scheduler or worker container in {path}")
 
+    @staticmethod
+    def volume_files(v: dict, cms: dict, secrets: dict) -> dict[str, str] | str | None:
+        """What a ConfigMap or Secret volume shows, by path in it: the rendered object's keys,
+        or SECRET_FILES' for a Secret created out of band; None for an emptyDir or a Secret
+        whose content is unknown here (laid out empty); a string saying what is wrong."""
+        if "configMap" in v:
+            src, kind, name = v["configMap"], "ConfigMap", v["configMap"]["name"]
+            data = cms.get(name)
+            if data is None:
+                return f"ConfigMap {name} is not in the render"
+        elif "secret" in v:
+            src, kind, name = v["secret"], "Secret", v["secret"]["secretName"]
+            data = secrets.get(name)
+            if data is None and name in SECRET_FILES:
+                data = {k: f.read_text() for k, f in SECRET_FILES[name].items()}
+            if data is None:
+                return None
+        else:
+            return None
+        items = {i["path"]: i["key"] for i in src.get("items") or []} or {k: k for k in data}
+        missing = sorted(k for k in items.values() if k not in data)
+        if missing:
+            return f"{kind} {name} has no key {', '.join(missing)}"
+        return {p: data[k] for p, k in items.items()}
+
     def container(self, label: str, binary: str, c: dict, volumes: dict, cms: dict,
-                  secrets: dict, pod: str) -> None:
+                  secrets: dict, pod: str, own_key: bool = False, expect_refusal: str = "") -> None:
         img = self.images[binary]
         root = self.root_for_image(label, binary)
         for m in c.get("volumeMounts") or []:
-            v = volumes.get(m["name"]) or {}
             target = root / m["mountPath"].lstrip("/")
-            if "configMap" in v:
-                data = cms.get(v["configMap"]["name"])
-                if data is None:
-                    self.failures.append(f"{label}: ConfigMap {v['configMap']['name']} is not in the render")
-                    return
-                items = {i["path"]: i["key"] for i in v["configMap"].get("items") or []} or {k: k for k in data}
-                if m.get("subPath"):
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_text(data[items.get(m["subPath"], m["subPath"])])
-                else:
-                    if target.exists():
-                        shutil.rmtree(target)  # a volume hides what the image has there
-                    for p, k in items.items():
-                        (target / p).parent.mkdir(parents=True, exist_ok=True)
-                        (target / p).write_text(data[k])
-            else:
+            files = self.volume_files(volumes.get(m["name"]) or {}, cms, secrets)
+            if isinstance(files, dict) and m.get("subPath") and m["subPath"] not in files:
+                files = f"subPath {m['subPath']} is not in it"
+            if isinstance(files, str):
+                self.failures.append(f"{label}: volume {m['name']}: {files}")
+                return
+            if files is None:
                 target.mkdir(parents=True, exist_ok=True)
+            elif m.get("subPath"):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(files[m["subPath"]])
+            else:
+                if target.exists():
+                    shutil.rmtree(target)  # a volume hides what the image has there
+                for p, text in files.items():
+                    (target / p).parent.mkdir(parents=True, exist_ok=True)
+                    (target / p).write_text(text)
         env = dict(img.env)
         for e in c.get("env") or []:
             if "value" in e:
@@ -267,7 +309,8 @@ class Runner:
                 elif not ref.get("optional"):
                     self.failures.append(f"{label}: {e['name']}: key {ref['key']} is not in {ref['name']}")
                     return
-        self.run(label, binary, self.in_root(root, env), root / img.workdir.lstrip("/"), no_keys=True)
+        self.run(label, binary, self.in_root(root, env), root / img.workdir.lstrip("/"), no_keys=True,
+                 own_key=own_key, expect_refusal=expect_refusal)
 
     def self_test(self) -> None:
         """The check must refuse what the binaries would not start with."""
@@ -281,6 +324,18 @@ class Runner:
         (bad / "kubernetes.yaml").write_text("scheduler:\n  tenants: [{name: dev, api_keys: [dev-key]}]\n")
         self.run("self-test: a bootstrap API key in a container config", "scheduler", env, bad,
                  no_keys=True, expect_refusal="1 bootstrap api key(s)")
+        # A worker container as components/content-credentials makes it, but for the mount.
+        c = {"env": [
+            {"name": "PIXELFARM__WORKER__CONTENT_CREDENTIALS__CERT_FILE", "value": "/etc/pixelfarm/c2pa/signer.pem"},
+            {"name": "PIXELFARM__WORKER__CONTENT_CREDENTIALS__KEY_FILE", "value": "/etc/pixelfarm/c2pa/signer.key"},
+        ]}
+        self.container("self-test: content_credentials files no volume mounts", "worker", c, {}, {}, {},
+                       "self-test", expect_refusal="worker.content_credentials.cert_file: cannot read")
+        mounted = {**c, "volumeMounts": [{"name": "c2pa", "mountPath": "/etc/pixelfarm/c2pa", "readOnly": True}]}
+        self.container("self-test: the same with Secret pixelfarm-c2pa mounted there", "worker", mounted,
+                       {"c2pa": {"secret": {"secretName": "pixelfarm-c2pa"}}}, {}, {}, "self-test", own_key=True)
+        self.container("self-test: --own-key, no key configured", "worker", {}, {}, {}, {}, "self-test",
+                       own_key=True, expect_refusal=DEV_KEY)
 
 
 def main() -> int:
@@ -290,6 +345,7 @@ def main() -> int:
     p.add_argument("--image-defaults", action="store_true")
     p.add_argument("--layer-files", nargs="*", type=Path, default=[])
     p.add_argument("--rendered", nargs="*", default=[], metavar="NAME=PATH")
+    p.add_argument("--own-key", nargs="*", default=[], metavar="NAME")
     p.add_argument("--self-test", action="store_true")
     a = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="load-configs-") as scratch:
@@ -301,9 +357,12 @@ def main() -> int:
         if a.image_defaults:
             r.image_defaults()
         r.layer_files(a.layer_files)
+        names = set()
         for spec in a.rendered:
             name, _, path = spec.partition("=")
-            r.rendered(name, Path(path))
+            names.add(name)
+            r.rendered(name, Path(path), own_key=name in a.own_key)
+        r.failures += [f"--own-key {n}: no --rendered {n}" for n in sorted(set(a.own_key) - names)]
     if r.failures:
         print(f"FAILED: {len(r.failures)} configuration(s) do not load:", file=sys.stderr)
         for f in r.failures:

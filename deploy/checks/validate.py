@@ -80,6 +80,8 @@ CHART_MUST_FAIL = {
                                                    "autoscaling": {"minReplicas": 5, "maxReplicas": 2}}]},
     "unknown keda trigger": {"keda": {"trigger": "sqs"}},
     "scheduler tls without its Secret": {"scheduler": {"tls": {"enabled": True}}},
+    "content-credentials mountPath not absolute": {"contentCredentials": {
+        "existingSecret": "pixelfarm-c2pa", "mountPath": "etc/pixelfarm/c2pa"}},
     "unknown renderer": {"workerDefaults": {"renderer": "dall-e"}},
     "registry sha256 not 64 hex": {"modelRegistry": {"models": {"sd15": {
         "family": "sd15", "source": "s3://m/sd15", "files": {"unet/diffusion_pytorch_model.safetensors": "abc123"}}}}},

@@ -1,7 +1,9 @@
 """Read pixelfarm's dataset exports with the tools users load them with, and check them against
 the batch's results.jsonl: the rows per split (recomputed here from the documented split rule),
 prompts, seeds, variables, image sizes, the init images and masks, the shard size bound, and that
-exporting the same batch twice gives the same bytes.
+exporting the same batch twice gives the same bytes. It also reads the content credentials of
+every image `pixelfarm run` wrote with the Python c2pa package (another build of the C2PA SDK than
+the Rust tests').
 
     python export_check.py PIXELFARM_BIN WORK_DIR    (scripts/export-check runs it)
 """
@@ -16,6 +18,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import c2pa
 import datasets
 import pyarrow.parquet as pq
 import webdataset as wds
@@ -107,6 +110,32 @@ def check_row(fmt, split, row, expected, image, init, mask):
         check(img.tobytes() == want.tobytes(), f"{fmt}: {key} {what} is the job's input")
 
 
+def check_credentials(out, expected):
+    """Every image carries a C2PA manifest the c2pa package validates (signed by the TEST ONLY
+    development key, so `Valid`, not `Trusted`), stating a model made it, which model, and the
+    weights' sha256 the dataset rows name; and the XMP digital source type."""
+    source = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+    images = sorted((out / "images").rglob("*.png"))
+    check(len(images) == len(expected), f"{len(images)} images for {len(expected)} jobs")
+    shas = set()
+    for path in images:
+        with open(path, "rb") as f:
+            store = json.loads(c2pa.Reader("image/png", f).json())
+        state, status = store.get("validation_state"), store.get("validation_status")
+        check(state == "Valid", f"{path.name}: c2pa says {state} {status}")
+        manifest = store["manifests"][store["active_manifest"]]
+        actions = next(a for a in manifest["assertions"] if a["label"] == "c2pa.actions.v2")
+        created = actions["data"]["actions"][0]
+        check(created["action"] == "c2pa.created", f"{path.name}: {created}")
+        check(created["digitalSourceType"] == source, f"{path.name}: {created}")
+        check(created["parameters"]["org.pixelfarm.model"] == "shapes", f"{path.name}: {created}")
+        shas.add(created["parameters"]["org.pixelfarm.model_sha256"])
+        xmp = f'Iptc4xmpExt:DigitalSourceType="{source}"'.encode()
+        check(xmp in path.read_bytes(), f"{path.name}: XMP DigitalSourceType")
+    print(f"  content credentials: {len(images)} images valid (c2pa {c2pa.__version__})")
+    return shas
+
+
 def summarize(fmt, seen):
     counts = {s: len(seen[s]) for s in NAMES}
     print(f"  {fmt}: {counts}")
@@ -140,6 +169,8 @@ def main():
             check_row("imagefolder", split, row, expected, row["image"], row["init"], row["mask"])
             seen[split].append(row["job_key"])
     check(summarize("imagefolder", seen) == want, "imagefolder rows per split")
+    shas = {row["model_sha256"] for split in ds for row in ds[split]}
+    check(check_credentials(work / "out", expected) == shas, "credentials name the model's sha256")
 
     # parquet: with pyarrow, and with datasets (the Image features in the file's metadata).
     parquet = run(binary, work, "parquet")

@@ -157,6 +157,9 @@ pub struct TenantInfo {
     pub quota: Quota,
     /// Its own retention of finished batches' job rows; `None` follows the scheduler's default.
     pub retention: Option<Retention>,
+    /// Whether its images get content credentials unless a manifest says otherwise
+    /// (`output.content_credentials`); on for a new tenant.
+    pub content_credentials: bool,
 }
 
 /// An API key to register: only its sha256 and a non-secret prefix are stored.

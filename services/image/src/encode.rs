@@ -40,6 +40,19 @@ pub fn a1111_parameters(params: &JobParams, model: &str, renderer: &str) -> Stri
         params.width,
         params.height,
     ));
+    // A1111's names for its hires fix, so its readers show the same settings.
+    if let Some(h) = &params.hires {
+        let upscaler = match h.upscaler {
+            pixelfarm_core::Upscaler::Lanczos => "Lanczos",
+            pixelfarm_core::Upscaler::Latent => "Latent (nearest)",
+        };
+        out.push_str(&format!(
+            ", Denoising strength: {}, Hires upscale: {}, Hires steps: {}, Hires upscaler: {upscaler}",
+            h.strength.get(),
+            h.scale.get(),
+            h.steps_for(params.steps).get(),
+        ));
+    }
     out
 }
 
@@ -142,6 +155,7 @@ mod tests {
             sampler: Sampler::Dpmpp2m,
             seed: Seed::parse(1234).unwrap(),
             init: None,
+            hires: None,
             output: Default::default(),
         };
         let img = RgbImage {
@@ -188,5 +202,23 @@ mod tests {
             ..img
         };
         assert!(encode_png(&bad, &meta).is_err());
+
+        // The hires fix in A1111's words.
+        let hires = JobParams {
+            hires: Some(HiresSpec {
+                scale: HiresScale::parse(1.5).unwrap(),
+                steps: None,
+                strength: Strength::parse(0.4).unwrap(),
+                upscaler: Upscaler::Latent,
+            }),
+            ..params
+        };
+        assert!(
+            a1111_parameters(&hires, "sd15", "candle-sd/1").ends_with(
+                "Renderer: candle-sd/1, Denoising strength: 0.4, Hires upscale: 1.5, Hires steps: 20, Hires upscaler: Latent (nearest)"
+            ),
+            "{}",
+            a1111_parameters(&hires, "sd15", "candle-sd/1")
+        );
     }
 }

@@ -7,7 +7,7 @@ pub mod webhooks;
 use lookup::by_name;
 
 use chrono::{DateTime, Utc};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use pixelfarm_core::{
     ApiKeyInfo, Error, ErrorKind, JobStore, NewApiKey, Priority, Result, Retention, TenantId,
     WebhookPolicy, hash_api_key,
@@ -97,6 +97,15 @@ pub enum TenantCommand {
         #[arg(value_parser = parse_retention)]
         retention: Setting<Retention>,
     },
+    /// Set whether the tenant's images get content credentials (a signed C2PA manifest stating
+    /// that a model made them, and the XMP digital source type) where a manifest's
+    /// `output.content_credentials` does not say.
+    SetContentCredentials {
+        /// Tenant name.
+        name: String,
+        /// `on` (a new tenant's setting) or `off`.
+        state: Switch,
+    },
     /// Manage a tenant's API keys.
     Key {
         #[command(subcommand)]
@@ -107,6 +116,15 @@ pub enum TenantCommand {
         #[command(subcommand)]
         command: webhooks::WebhookCommand,
     },
+}
+
+/// A setting that is on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 /// `tenant set-quota` (see [`pixelfarm_core::Quota`] for what each limit counts).
@@ -269,6 +287,13 @@ pub async fn run(
             store.set_retention(tenant, retention.0).await?;
             show(store, &name, default_retention).await
         }
+        TenantCommand::SetContentCredentials { name, state } => {
+            let tenant = by_name(store, &name).await?;
+            store
+                .set_content_credentials(tenant, state == Switch::On)
+                .await?;
+            show(store, &name, default_retention).await
+        }
         TenantCommand::Key { command } => match command {
             KeyCommand::Create { name, expires_in } => {
                 let tenant = by_name(store, &name).await?;
@@ -359,6 +384,14 @@ async fn show(
                 "job retention       {default_retention} after a batch finished (scheduler.retention)"
             ),
         },
+        format!(
+            "content credentials {} (unless a manifest's output.content_credentials says)",
+            if info.content_credentials {
+                "on"
+            } else {
+                "off"
+            }
+        ),
         format!("api keys            {valid} valid of {}", keys.len()),
     ])
 }

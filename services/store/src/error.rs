@@ -1,6 +1,6 @@
 //! sqlx errors to error kinds, by SQLSTATE, in one place.
 
-use pixelfarm_core::{Error, ErrorKind};
+use pixelfarm_core::{Error, ErrorKind, Result};
 
 /// Classify a database error so callers can decide retry vs fail without reading messages.
 pub(crate) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
@@ -36,4 +36,13 @@ pub(crate) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
         };
         Error::with_source(kind, what, e)
     }
+}
+
+/// `Ok` when an update of one tenant's row changed `rows` rows, `NotFound` when it changed none
+/// (no such tenant).
+pub(crate) fn tenant_updated(tenant: pixelfarm_core::TenantId, rows: u64) -> Result<()> {
+    if rows == 0 {
+        return Err(Error::not_found(format!("tenant {tenant} not found")));
+    }
+    Ok(())
 }

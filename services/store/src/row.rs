@@ -51,6 +51,7 @@ impl JobRow {
             max_attempts: u32::try_from(self.max_attempts).unwrap_or(1),
             object_key: self.object_key,
             sha256: self.sha256,
+            image_url: None,
             last_error: self.last_error,
             error_kind: self.error_kind,
             timings,

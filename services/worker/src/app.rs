@@ -4,7 +4,9 @@ use anyhow::Context;
 use pixelfarm_blob::{S3Blob, S3Config};
 use pixelfarm_core::{Backoff, BlobStore, ChainResult, Renderer};
 use pixelfarm_diffusion::{DiffusionEngine, RegistryConfig, registry::sha256_file};
+use pixelfarm_image::ContentSigner;
 use pixelfarm_runtime::health::{Health, blob_probe, broker_probe, store_probe};
+use pixelfarm_runtime::settings::ContentCredentialsSettings;
 use pixelfarm_runtime::{Settings, ops};
 use prometheus::Registry;
 use std::net::SocketAddr;
@@ -15,6 +17,34 @@ use tokio_util::sync::CancellationToken;
 
 use crate::group::GroupConfig;
 use crate::{Worker, WorkerConfig, WorkerMetrics};
+
+/// The key that signs content credentials: `worker.content_credentials`, or the shipped TEST
+/// ONLY development key when neither file is named.
+///
+/// # Errors
+/// One file named without the other, an unreadable file, or a chain and key that do not make a
+/// signer (the field and what is wrong named).
+pub fn content_signer(c: &ContentCredentialsSettings) -> anyhow::Result<ContentSigner> {
+    if !c.configured() {
+        return Ok(ContentSigner::development());
+    }
+    let read = |field: &str, path: &std::path::Path| {
+        anyhow::ensure!(
+            !path.as_os_str().is_empty(),
+            "worker.content_credentials.{field}: is empty while the other file is set; accepted: both files, or neither (the TEST ONLY development key)"
+        );
+        std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "worker.content_credentials.{field}: cannot read {}",
+                path.display()
+            )
+        })
+    };
+    let chain = read("cert_file", &c.cert_file)?;
+    let key = read("key_file", &c.key_file)?;
+    ContentSigner::from_pem(&chain, &key)
+        .map_err(|e| anyhow::anyhow!("worker.content_credentials: {e}"))
+}
 
 /// The renderers `worker.renderer` accepts.
 pub const RENDERERS: &[&str] = &["diffusion", "test-pattern"];
@@ -200,6 +230,7 @@ pub fn config(settings: &Settings) -> anyhow::Result<WorkerConfig> {
             max: g.max,
             wait: Duration::from_millis(g.wait_ms),
         },
+        signer: Arc::new(content_signer(&w.content_credentials)?),
     })
 }
 
@@ -276,6 +307,11 @@ pub async fn start(settings: Settings, stop: CancellationToken) -> anyhow::Resul
     let registry = Registry::new();
     let metrics = Arc::new(WorkerMetrics::register(&registry));
     tracing::info!(id = %cfg.id, "worker starting");
+    if cfg.signer.is_development() {
+        tracing::warn!(
+            "content credentials are signed with the TEST ONLY development key, which no verifier trusts; set worker.content_credentials.cert_file and key_file"
+        );
+    }
     let worker = Arc::new(Worker::new(
         cfg,
         store.clone(),

@@ -313,6 +313,7 @@ mod tests {
             sampler: Sampler::ALL[pick(2)],
             seed: Seed::parse(pick(1000) as u64).unwrap(),
             init: None,
+            hires: None,
             output: Default::default(),
         };
         (model, params)

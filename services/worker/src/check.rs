@@ -32,6 +32,14 @@ pub fn settings(settings: &Settings) -> anyhow::Result<Vec<String>> {
         w.lease_seconds,
         w.heartbeat_seconds
     ));
+    report.push(if cfg.signer.is_development() {
+        "warning: worker.content_credentials: no key configured; images are signed with the TEST ONLY development key, which no verifier trusts".to_string()
+    } else {
+        format!(
+            "worker.content_credentials: signer certificate sha256 {}",
+            cfg.signer.fingerprint()
+        )
+    });
     if let Some((reg, source)) = &registry {
         let listed: Vec<&str> = reg.models.keys().map(|m| m.as_str()).collect();
         report.push(format!(
@@ -86,7 +94,45 @@ mod tests {
                 .any(|l| l.contains("the shipped models") && l.contains("[shapes]")),
             "{r:?}"
         );
-        assert!(!r.iter().any(|l| l.starts_with("warning:")), "{r:?}");
+        assert!(
+            !r.iter()
+                .any(|l| l.starts_with("warning:") && l.contains("worker.models")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn content_credentials_keys_are_checked() {
+        let r = settings(&Settings::default()).unwrap();
+        assert!(
+            r.iter()
+                .any(|l| l.starts_with("warning:") && l.contains("TEST ONLY development key")),
+            "{r:?}"
+        );
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../image/credentials");
+        let mut s = Settings::default();
+        s.worker.content_credentials.cert_file = shipped.join("cert-chain.pem");
+        let e = settings(&s).unwrap_err().to_string();
+        assert!(
+            e.starts_with("worker.content_credentials.key_file: is empty"),
+            "{e}"
+        );
+        s.worker.content_credentials.key_file = shipped.join("nonexistent.pem");
+        let e = format!("{:#}", settings(&s).unwrap_err());
+        assert!(
+            e.starts_with("worker.content_credentials.key_file: cannot read"),
+            "{e}"
+        );
+        s.worker.content_credentials.key_file = shipped.join("cert-chain.pem");
+        let e = settings(&s).unwrap_err().to_string();
+        assert!(e.contains("not a PEM PKCS#8 Ed25519 key"), "{e}");
+        s.worker.content_credentials.key_file = shipped.join("key.pem");
+        let r = settings(&s).unwrap();
+        assert!(
+            r.iter()
+                .any(|l| l.starts_with("worker.content_credentials: signer certificate sha256")),
+            "{r:?}"
+        );
     }
 
     #[test]

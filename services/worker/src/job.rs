@@ -3,9 +3,10 @@
 use bytes::Bytes;
 use chrono::Utc;
 use pixelfarm_core::*;
+use pixelfarm_image::credentials::{DigitalSource, Generation, embed};
 use pixelfarm_image::input::decode_input;
 use pixelfarm_image::output::{encode, postprocess};
-use pixelfarm_image::{PngMetadata, a1111_parameters};
+use pixelfarm_image::{ContentSigner, PngMetadata, a1111_parameters};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -54,10 +55,23 @@ pub struct Provenance<'a> {
     pub object_key: &'a str,
     #[allow(missing_docs)]
     pub sha256: &'a str,
+    /// The content credentials embedded in the image; `null` when the job asked for none.
+    pub content_credentials: Option<CredentialsRecord<'a>>,
     /// Seconds per phase.
     pub timings: &'a BTreeMap<String, f64>,
     /// When the record was written.
     pub rendered_at: chrono::DateTime<Utc>,
+}
+
+/// The content credentials of one image, in its provenance record.
+#[derive(Serialize)]
+pub struct CredentialsRecord<'a> {
+    /// The C2PA manifest's label (`urn:c2pa:…`).
+    pub manifest: &'a str,
+    /// sha256 of the signer's certificate.
+    pub signer_sha256: &'a str,
+    /// Signed with the shipped TEST ONLY development key (no key configured).
+    pub development_key: bool,
 }
 
 /// Schema name of the provenance records.
@@ -80,6 +94,8 @@ pub struct Execution<'a> {
     pub control: RenderControl,
     /// The longest the render may take (`worker.render_timeout_seconds`).
     pub render_timeout: std::time::Duration,
+    /// Signs the content credentials (`worker.content_credentials`).
+    pub signer: &'a Arc<ContentSigner>,
 }
 
 impl Execution<'_> {
@@ -196,14 +212,37 @@ impl Execution<'_> {
         })
         .expect("provenance serializes");
         let output = job.params.output;
-        let key = OutputKey::new(self.claimed.tenant, &png_prov, output.format);
+        let signer = output.content_credentials().then(|| self.signer.clone());
+        let key = OutputKey::new(
+            self.claimed.tenant,
+            &png_prov,
+            output.format,
+            signer.as_ref().map(|s| s.fingerprint()),
+        );
         let meta = PngMetadata {
             parameters: a1111_parameters(&job.params, model.as_str(), &identity.renderer),
             provenance_json: png_prov,
         };
-        let encoded = blocking(move || {
+        let (model_name, model_id) = (model.to_string(), identity.id.clone());
+        let source = if identity.test_pattern {
+            DigitalSource::AlgorithmicMedia
+        } else {
+            DigitalSource::TrainedAlgorithmicMedia
+        };
+        let (encoded, manifest) = blocking(move || {
             let image = postprocess(rendered.image, &output)?;
-            encode(&image, &output, &meta)
+            let encoded = encode(&image, &output, &meta)?;
+            let Some(signer) = signer else {
+                return Ok((encoded, None));
+            };
+            let what = Generation {
+                model: &model_name,
+                model_sha256: &model_id,
+                source,
+            };
+            let size = (image.width, image.height);
+            let (signed, label) = embed(&encoded, output.format, size, &what, &signer)?;
+            Ok((signed, Some(label)))
         })
         .await?;
         let sha256 = sha256_hex(&encoded);
@@ -226,6 +265,11 @@ impl Execution<'_> {
             code_version: CODE_VERSION,
             object_key: &image_key,
             sha256: &sha256,
+            content_credentials: manifest.as_deref().map(|manifest| CredentialsRecord {
+                manifest,
+                signer_sha256: self.signer.fingerprint(),
+                development_key: self.signer.is_development(),
+            }),
             timings,
             rendered_at: Utc::now(),
         };

@@ -1,6 +1,7 @@
 //! [`Worker`]: consume → claim → render → upload → complete → ack.
 
 use pixelfarm_core::*;
+use pixelfarm_image::ContentSigner;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +49,8 @@ pub struct WorkerConfig {
     pub render_timeout: Duration,
     /// How claims and completions are grouped into one statement each.
     pub write_group: GroupConfig,
+    /// Signs the content credentials of the images whose jobs ask for them.
+    pub signer: Arc<ContentSigner>,
 }
 
 /// The worker's grouped store writes, shared by its executions.
@@ -336,6 +339,7 @@ impl Worker {
             blob: self.blob.clone(),
             control: control.clone(),
             render_timeout: self.cfg.render_timeout,
+            signer: &self.cfg.signer,
         };
         let result = tokio::select! {
             r = exec.run(&mut timings) => Some(r),

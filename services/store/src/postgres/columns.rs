@@ -40,7 +40,7 @@ pub(super) fn record(r: &PgRow) -> Result<JobRecord> {
 }
 
 pub(super) const TENANT_COLUMNS: &str = "id, name, weight, max_queued_jobs, max_jobs_per_day, max_watches, \
-    submits_per_minute, max_priority, job_retention_seconds";
+    submits_per_minute, max_priority, job_retention_seconds, content_credentials";
 
 pub(super) fn tenant_info(r: &PgRow) -> Result<TenantInfo> {
     let read = || -> std::result::Result<_, sqlx::Error> {
@@ -54,9 +54,10 @@ pub(super) fn tenant_info(r: &PgRow) -> Result<TenantInfo> {
             r.try_get::<Option<i32>, _>("submits_per_minute")?,
             r.try_get::<Option<i16>, _>("max_priority")?,
             r.try_get::<Option<i64>, _>("job_retention_seconds")?,
+            r.try_get::<bool, _>("content_credentials")?,
         ))
     };
-    let (id, name, weight, queued, day, watches, rate, prio, retention) =
+    let (id, name, weight, queued, day, watches, rate, prio, retention, content_credentials) =
         read().map_err(db("cannot read tenant row"))?;
     Ok(TenantInfo {
         id: TenantId::from_uuid(id),
@@ -72,6 +73,7 @@ pub(super) fn tenant_info(r: &PgRow) -> Result<TenantInfo> {
                 .transpose()?,
         },
         retention: retention.map(|s| Retention::from_seconds(s.max(0) as u64)),
+        content_credentials,
     })
 }
 

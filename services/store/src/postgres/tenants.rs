@@ -5,7 +5,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::columns::{TENANT_COLUMNS, clamp_i32, clamp_i64, tenant_info};
-use crate::error::db;
+use crate::error::{db, tenant_updated};
 
 /// The name of a key in listings and `revoke`: its prefix, or for a key registered without one
 /// (by an older scheduler) `sha256:` and 8 digits of its hash, as `core::key_prefix` names such keys.
@@ -78,10 +78,7 @@ pub(super) async fn set_quota(pool: &PgPool, tenant: TenantId, quota: &Quota) ->
     .await
     .map_err(db("cannot set quota"))?
     .rows_affected();
-    if n == 0 {
-        return Err(Error::not_found(format!("tenant {tenant} not found")));
-    }
-    Ok(())
+    tenant_updated(tenant, n)
 }
 
 pub(super) async fn set_retention(
@@ -96,10 +93,22 @@ pub(super) async fn set_retention(
         .await
         .map_err(db("cannot set retention"))?
         .rows_affected();
-    if n == 0 {
-        return Err(Error::not_found(format!("tenant {tenant} not found")));
-    }
-    Ok(())
+    tenant_updated(tenant, n)
+}
+
+pub(super) async fn set_content_credentials(
+    pool: &PgPool,
+    tenant: TenantId,
+    on: bool,
+) -> Result<()> {
+    let n = sqlx::query("UPDATE tenants SET content_credentials = $2 WHERE id = $1")
+        .bind(tenant.as_uuid())
+        .bind(on)
+        .execute(pool)
+        .await
+        .map_err(db("cannot set content credentials"))?
+        .rows_affected();
+    tenant_updated(tenant, n)
 }
 
 pub(super) async fn usage(pool: &PgPool, tenant: TenantId) -> Result<Usage> {

@@ -14,7 +14,7 @@ pub(super) const JOB_COLUMNS: &str = "id, batch_id, key, model, params, state, a
     object_key, sha256, last_error, error_kind, timings, created_at, started_at, finished_at, steps_done, steps_total";
 
 pub(super) const TENANT_COLUMNS: &str = "id, name, weight, max_queued_jobs, max_jobs_per_day, max_watches, \
-    submits_per_minute, max_priority, job_retention_seconds";
+    submits_per_minute, max_priority, job_retention_seconds, content_credentials";
 
 pub(super) fn tenant_info(r: &SqliteRow) -> Result<TenantInfo> {
     let read = || -> std::result::Result<_, sqlx::Error> {
@@ -28,9 +28,10 @@ pub(super) fn tenant_info(r: &SqliteRow) -> Result<TenantInfo> {
             r.try_get::<Option<i64>, _>("submits_per_minute")?,
             r.try_get::<Option<i64>, _>("max_priority")?,
             r.try_get::<Option<i64>, _>("job_retention_seconds")?,
+            r.try_get::<bool, _>("content_credentials")?,
         ))
     };
-    let (id, name, weight, queued, day, watches, rate, prio, retention) =
+    let (id, name, weight, queued, day, watches, rate, prio, retention, content_credentials) =
         read().map_err(db("cannot read tenant row"))?;
     let small = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
     Ok(TenantInfo {
@@ -47,6 +48,7 @@ pub(super) fn tenant_info(r: &SqliteRow) -> Result<TenantInfo> {
                 .transpose()?,
         },
         retention: retention.map(|s| Retention::from_seconds(s.max(0) as u64)),
+        content_credentials,
     })
 }
 

@@ -4,7 +4,7 @@ use pixelfarm_core::*;
 use sqlx::{Row, SqlitePool};
 
 use super::columns::{TENANT_COLUMNS, clamp_i64, now_ms, tenant_info, time};
-use crate::error::db;
+use crate::error::{db, tenant_updated};
 
 /// The name of a key in listings and `revoke`: its prefix, or for a key registered without one
 /// (by an older scheduler) `sha256:` and 8 digits of its hash, as `core::key_prefix` names such keys.
@@ -85,10 +85,7 @@ pub(super) async fn set_quota(pool: &SqlitePool, tenant: TenantId, quota: &Quota
     .await
     .map_err(db("cannot set quota"))?
     .rows_affected();
-    if n == 0 {
-        return Err(Error::not_found(format!("tenant {tenant} not found")));
-    }
-    Ok(())
+    tenant_updated(tenant, n)
 }
 
 pub(super) async fn set_retention(
@@ -103,10 +100,22 @@ pub(super) async fn set_retention(
         .await
         .map_err(db("cannot set retention"))?
         .rows_affected();
-    if n == 0 {
-        return Err(Error::not_found(format!("tenant {tenant} not found")));
-    }
-    Ok(())
+    tenant_updated(tenant, n)
+}
+
+pub(super) async fn set_content_credentials(
+    pool: &SqlitePool,
+    tenant: TenantId,
+    on: bool,
+) -> Result<()> {
+    let n = sqlx::query("UPDATE tenants SET content_credentials = ?2 WHERE id = ?1")
+        .bind(tenant.to_string())
+        .bind(on)
+        .execute(pool)
+        .await
+        .map_err(db("cannot set content credentials"))?
+        .rows_affected();
+    tenant_updated(tenant, n)
 }
 
 pub(super) async fn usage(pool: &SqlitePool, tenant: TenantId) -> Result<Usage> {

@@ -26,6 +26,17 @@ pub async fn tenants_and_keys(s: Store) {
     );
     let unknown = s.tenant(TenantId::generate()).await.unwrap_err();
     assert_eq!(unknown.kind(), ErrorKind::NotFound);
+
+    assert!(info.content_credentials, "on for a new tenant");
+    s.set_content_credentials(t, false).await.unwrap();
+    assert!(!s.tenant(t).await.unwrap().content_credentials);
+    s.set_content_credentials(t, true).await.unwrap();
+    assert!(s.tenant(t).await.unwrap().content_credentials);
+    let unknown = s
+        .set_content_credentials(TenantId::generate(), false)
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.kind(), ErrorKind::NotFound);
 }
 
 /// A refused submit: `QuotaExceeded` by `limit`, with a message naming it.

@@ -70,7 +70,7 @@ pub(crate) async fn harness_timed(
     settings.scheduler.dispatch_interval_ms = 5;
     settings.scheduler.maintenance_interval_ms = 20;
     let registry = Registry::new();
-    let core = Core::new(&settings, store.clone(), blob.clone(), &registry);
+    let core = Core::new(&settings, store.clone(), blob.clone(), None, &registry);
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
     core.spawn_loops(&settings, broker.clone(), &mut tasks, &stop);
@@ -98,6 +98,7 @@ pub(crate) async fn harness_timed(
             max: 8,
             wait: Duration::from_millis(2),
         },
+        signer: Arc::new(pixelfarm_image::ContentSigner::development()),
     };
     let worker = Arc::new(Worker::new(
         cfg,
