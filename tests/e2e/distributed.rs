@@ -1,7 +1,8 @@
 //! The distributed stack on real Postgres, RabbitMQ and SeaweedFS.
 
-use pixelfarm_core::{BlobStore, Broker, ErrorKind, JobState, ModelName};
+use pixelfarm_core::{BlobStore, Broker, ErrorKind, ImageFormat, JobState, ModelName};
 use pixelfarm_e2e::*;
+use pixelfarm_image::verify::read;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -311,6 +312,12 @@ async fn the_shipped_model_gives_the_same_bytes_distributed_and_embedded() {
         stack.logs()
     );
     let (jobs, _) = a.jobs(out.batch_id, None, 1000).await.unwrap();
+    // Signed content credentials, part of the bytes compared below.
+    let image = a.image(jobs[0].id).await.unwrap();
+    let c = read(&image, ImageFormat::Png, None)
+        .unwrap()
+        .expect("a manifest");
+    assert_eq!((c.state.as_str(), c.model.as_str()), ("Valid", "shapes"));
     let distributed: BTreeMap<String, String> = jobs
         .into_iter()
         .map(|j| (j.key, j.sha256.unwrap()))
@@ -320,9 +327,13 @@ async fn the_shipped_model_gives_the_same_bytes_distributed_and_embedded() {
         shapes,
         &repo().join("examples"),
         local.path(),
-        2,
-        false,
-        None,
+        pixelfarm_cli::embedded::RunOptions {
+            workers: 2,
+            progress: false,
+            dataset: None,
+            webhook_wait: std::time::Duration::ZERO,
+            signing: &Default::default(),
+        },
     )
     .await
     .unwrap();

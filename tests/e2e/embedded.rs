@@ -1,7 +1,9 @@
 //! The embedded mode, through the real `pixelfarm` binary as a user runs it.
 
-use pixelfarm_core::sha256_hex;
+use pixelfarm_core::{ImageFormat, sha256_hex};
 use pixelfarm_e2e::{bin, repo};
+use pixelfarm_image::credentials::DigitalSource;
+use pixelfarm_image::verify::read;
 
 #[test]
 fn run_renders_the_example_batch_into_a_folder_and_resumes() {
@@ -29,6 +31,15 @@ fn run_renders_the_example_batch_into_a_folder_and_resumes() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let png = std::fs::read(out.path().join(v["file"].as_str().unwrap())).unwrap();
         assert_eq!(sha256_hex(&png), v["sha256"].as_str().unwrap());
+        // Content credentials out of the box, signed by the development key.
+        let c = read(&png, ImageFormat::Png, None)
+            .unwrap()
+            .expect("a manifest");
+        assert_eq!((c.state.as_str(), c.model.as_str()), ("Valid", "shapes"));
+        assert_eq!(
+            c.digital_source_type,
+            DigitalSource::TrainedAlgorithmicMedia.uri()
+        );
     }
     // Same idempotency key: the second run finds the batch done and rewrites nothing else.
     let second = run();
@@ -45,13 +56,23 @@ fn run_renders_the_example_batch_into_a_folder_and_resumes() {
 /// `pixelfarm run` on `manifest`, written into a fresh folder: the folder (kept alive), the output
 /// folder and how the process ended.
 fn run_manifest(manifest: &str) -> (tempfile::TempDir, std::path::PathBuf, std::process::Output) {
-    run_manifest_with(manifest, &[])
+    run_manifest_with(manifest, &[], &[])
 }
 
-/// [`run_manifest`] with `files` (path relative to the manifest's folder, bytes) beside it.
+/// [`run_manifest`] with more arguments to `pixelfarm run`.
+fn run_manifest_args(
+    manifest: &str,
+    args: &[&str],
+) -> (tempfile::TempDir, std::path::PathBuf, std::process::Output) {
+    run_manifest_with(manifest, &[], args)
+}
+
+/// [`run_manifest`] with `files` (path relative to the manifest's folder, bytes) beside it and
+/// `args` after the usual ones.
 fn run_manifest_with(
     manifest: &str,
     files: &[(&str, &[u8])],
+    args: &[&str],
 ) -> (tempfile::TempDir, std::path::PathBuf, std::process::Output) {
     let dir = tempfile::tempdir().unwrap();
     for (name, bytes) in files {
@@ -67,6 +88,7 @@ fn run_manifest_with(
         .arg(&path)
         .arg("--out")
         .arg(&out)
+        .args(args)
         .output()
         .unwrap();
     (dir, out, r)
@@ -115,6 +137,12 @@ fn output_settings_give_the_asked_for_formats_and_sizes() {
             _ => ("png", (64, 64)),
         };
         assert!(file.ends_with(ext), "{key}: {file}");
+        let format = ImageFormat::sniff(&bytes).unwrap();
+        let c = read(&bytes, format, None).unwrap().expect("a manifest");
+        assert_eq!(
+            (c.state.as_str(), c.action.as_str()),
+            ("Valid", "c2pa.created")
+        );
         assert_eq!((img.width, img.height), size, "{key}");
         if key == "banner" {
             let comment = pixelfarm_image::output::jpeg_user_comment(&bytes).unwrap();
@@ -144,6 +172,7 @@ fn init_images_are_files_beside_the_manifest_uploaded_into_the_output_folder() {
     let (_dir, out, r) = run_manifest_with(
         &manifest("photos/start.png"),
         &[("photos/start.png", &init)],
+        &[],
     );
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let results = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
@@ -161,7 +190,7 @@ fn init_images_are_files_beside_the_manifest_uploaded_into_the_output_folder() {
         "uploaded into the output folder"
     );
 
-    let (_dir, out, r) = run_manifest_with(&manifest("photos/nope.png"), &[]);
+    let (_dir, out, r) = run_manifest_with(&manifest("photos/nope.png"), &[], &[]);
     assert!(!r.status.success());
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(
@@ -169,4 +198,177 @@ fn init_images_are_files_beside_the_manifest_uploaded_into_the_output_folder() {
         "{err}"
     );
     assert!(!out.exists(), "nothing written");
+}
+
+#[test]
+fn the_hires_fix_delivers_the_enlarged_size_and_says_so() {
+    let (_dir, out, r) = run_manifest(
+        "name: hires\nmodel: shapes\ndefaults: {width: 32, height: 32, steps: 6, sampler: euler}\njobs:\n  - {key: big, prompt: a large red circle on a white background, seed: 1, hires: {scale: 2, steps: 6, strength: 0.4}}\n",
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let results = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(results.lines().next().unwrap()).unwrap();
+    assert_eq!(v["params"]["hires"]["scale"], 2.0, "{v}");
+    let png = std::fs::read(out.join(v["file"].as_str().unwrap())).unwrap();
+    // The IHDR chunk's width and height, right after the signature and the chunk's header.
+    let side = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    assert_eq!((side(16), side(20)), (64, 64));
+    let text = pixelfarm_image::encode::decode_png_text(&png).unwrap();
+    let parameters = &text.iter().find(|(k, _)| k == "parameters").unwrap().1;
+    assert!(
+        parameters.contains("Size: 32x32")
+            && parameters.contains("Hires upscale: 2, Hires steps: 6, Hires upscaler: Lanczos"),
+        "{parameters}"
+    );
+}
+
+/// A CA and a signer it issued (Ed25519, as C2PA wants a signer), made with the openssl CLI in
+/// `dir`: the CA's certificate, the signer's chain and its key.
+fn signing_pair(dir: &std::path::Path) -> (String, std::path::PathBuf, std::path::PathBuf) {
+    let ssl = |args: &[&str]| pixelfarm_e2e::tls::openssl(dir, args);
+    ssl(&["genpkey", "-algorithm", "ed25519", "-out", "ca.key"]);
+    ssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "ca.key",
+        "-subj",
+        "/O=pixelfarm tests/CN=e2e CA",
+        "-days",
+        "2",
+        "-out",
+        "ca.pem",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    ssl(&["genpkey", "-algorithm", "ed25519", "-out", "signer.key"]);
+    ssl(&[
+        "req",
+        "-new",
+        "-key",
+        "signer.key",
+        "-subj",
+        "/O=pixelfarm tests/CN=e2e signer",
+        "-out",
+        "signer.csr",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=1.3.6.1.5.5.7.3.36,emailProtection\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
+    )
+    .unwrap();
+    ssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "signer.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "signer.pem",
+    ]);
+    let ca = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
+    let signer = std::fs::read_to_string(dir.join("signer.pem")).unwrap();
+    std::fs::write(dir.join("chain.pem"), format!("{signer}{ca}")).unwrap();
+    (ca, dir.join("chain.pem"), dir.join("signer.key"))
+}
+
+#[test]
+fn run_signs_with_the_key_it_is_given_and_refuses_a_mismatched_one_before_writing() {
+    let keys = tempfile::tempdir().unwrap();
+    let (ca, chain, key) = signing_pair(keys.path());
+    let (chain, key) = (chain.to_str().unwrap(), key.to_str().unwrap());
+    let manifest = "name: signed\nmodel: shapes\ndefaults: {width: 32, height: 32, steps: 4}\nprompt: a red circle\nseeds: [1]\n";
+    let (_dir, out, r) =
+        run_manifest_args(manifest, &["--signing-cert", chain, "--signing-key", key]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let results = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(results.lines().next().unwrap()).unwrap();
+    let png = std::fs::read(out.join(v["file"].as_str().unwrap())).unwrap();
+    let c = read(&png, ImageFormat::Png, Some(&ca))
+        .unwrap()
+        .expect("a manifest");
+    assert_eq!(
+        (c.state.as_str(), c.signer.as_str()),
+        ("Trusted", "e2e signer"),
+        "{c:?}"
+    );
+
+    // The CA's key does not match the signer's certificate: refused, nothing written.
+    let ca_key = keys.path().join("ca.key");
+    let (_dir, out, r) = run_manifest_args(
+        manifest,
+        &[
+            "--signing-cert",
+            chain,
+            "--signing-key",
+            ca_key.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(
+        err.contains("--signing-cert / --signing-key") && err.contains("does not match"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing written");
+}
+
+/// A manifest of two test-pattern jobs whose `webhook:` posts to `port`.
+fn hooked_manifest(port: u16) -> String {
+    format!(
+        "name: hooked\nmodel: test-pattern\nprompt: p\nseeds: [1, 2]\n\
+         defaults: {{width: 32, height: 32, steps: 2}}\n\
+         webhook: {{url: \"http://127.0.0.1:{port}/hook\", events: [batch.completed, job.succeeded]}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_delivers_the_manifests_webhook_and_keeps_what_it_could_not() {
+    // The receiver listens: the batch's events arrive, signed, before the run ends.
+    let port = pixelfarm_e2e::free_port();
+    let got = pixelfarm_e2e::receiver::receiver(port).await;
+    let manifest = hooked_manifest(port);
+    let (_dir, _out, r) = tokio::task::spawn_blocking(move || run_manifest(&manifest))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        stdout.contains("webhooks: 3 delivered, 0 failed, 0 pending"),
+        "{stdout}"
+    );
+    let received = got.lock().unwrap().clone();
+    let mut types: Vec<String> = received
+        .iter()
+        .map(|(headers, body)| {
+            assert!(headers.contains_key("webhook-signature"), "{headers:?}");
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            v["type"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    types.sort();
+    assert_eq!(types, ["batch.completed", "job.succeeded", "job.succeeded"]);
+
+    // Nothing listens: the run ends after --webhook-wait and says what is left to retry.
+    let port = pixelfarm_e2e::free_port();
+    let (_dir, _out, r) = run_manifest_args(&hooked_manifest(port), &["--webhook-wait", "1"]);
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        stdout.contains(
+            "webhooks: 0 delivered, 0 failed, 3 pending (the next run in this folder retries them)"
+        ),
+        "{stdout}"
+    );
 }

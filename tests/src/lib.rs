@@ -7,6 +7,7 @@
 mod cleanup;
 pub mod faults;
 mod promtool;
+pub mod receiver;
 pub mod tls;
 
 pub use promtool::promtool_check;
@@ -100,16 +101,7 @@ fn env(k: &str, d: &str) -> String {
 
 /// S3 settings of the test SeaweedFS (`scripts/dev-services` starts it with these credentials).
 pub fn s3_config(prefix: &str) -> S3Config {
-    S3Config {
-        bucket: BUCKET.into(),
-        endpoint: env("PIXELFARM_TEST_S3_ENDPOINT", "http://127.0.0.1:8333"),
-        region: "us-east-1".into(),
-        access_key_id: env("PIXELFARM_TEST_S3_ACCESS_KEY", "pixelfarm"),
-        secret_access_key: env("PIXELFARM_TEST_S3_SECRET_KEY", "pixelfarm-secret"),
-        path_style: true,
-        prefix: prefix.into(),
-        ..S3Config::default()
-    }
+    pixelfarm_blob::testing::s3_config(BUCKET, prefix)
 }
 
 /// A child process whose log goes to a file, killed when dropped.
@@ -174,6 +166,8 @@ pub struct StackOptions {
     pub write_group: Option<(usize, u64)>,
     /// `scheduler.webhooks`, as a YAML flow mapping; `None`: the defaults.
     pub webhooks: Option<String>,
+    /// `blob.signed_urls` (S3 only), as a YAML flow mapping; `None`: no signed URLs.
+    pub signed_urls: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -192,6 +186,7 @@ impl Default for StackOptions {
             local_blob: false,
             write_group: None,
             webhooks: None,
+            signed_urls: None,
         }
     }
 }
@@ -237,8 +232,12 @@ impl Stack {
                 dir.path().join("blobs").display()
             ),
             false => format!(
-                "{{kind: s3, bucket: {}, endpoint: \"{}\", region: us-east-1, access_key_id: {}, secret_access_key: {}, path_style: true, prefix: \"{prefix}\", create_bucket: true}}",
-                s3.bucket, s3.endpoint, s3.access_key_id, s3.secret_access_key
+                "{{kind: s3, bucket: {}, endpoint: \"{}\", region: us-east-1, access_key_id: {}, secret_access_key: {}, path_style: true, prefix: \"{prefix}\", create_bucket: true, signed_urls: {}}}",
+                s3.bucket,
+                s3.endpoint,
+                s3.access_key_id,
+                s3.secret_access_key,
+                opts.signed_urls.as_deref().unwrap_or("{}")
             ),
         };
         let write_group = opts

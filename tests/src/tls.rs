@@ -30,7 +30,8 @@ pub struct TestCa {
     pub ca_file: PathBuf,
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
+/// Run the `openssl` command line tool in `dir`, failing the test when it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
     let out = std::process::Command::new("openssl")
         .args(args)
         .current_dir(dir)

@@ -2,7 +2,10 @@
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
-use pixelfarm_core::{BatchId, Error, ErrorKind, JobId, JobRecord, Result, SubmitOutcome};
+use pixelfarm_core::{
+    BatchId, Error, ErrorKind, EventId, JobId, JobRecord, MAX_INPUT_BYTES, Result, SubmitOutcome,
+    WebhookDelivery,
+};
 use pixelfarm_proto::v1;
 use pixelfarm_proto::v1::batch_service_client::BatchServiceClient;
 use rustls::pki_types::CertificateDer;
@@ -12,6 +15,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 use crate::BatchView;
+use crate::convert::{cursor_from_proto, cursor_to_proto};
 
 /// The longest a unary call (submit, batch, jobs, cancel) may take: a connection that went dead
 /// without closing fails the call instead of leaving it waiting forever. A submit of the largest
@@ -148,6 +152,33 @@ impl ApiClient {
         r.into_inner().try_into()
     }
 
+    /// One page of a batch's webhook delivery log and the cursor of the next.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown batch or another tenant's.
+    pub async fn deliveries(
+        &self,
+        id: BatchId,
+        after: Option<EventId>,
+        limit: u32,
+    ) -> Result<(Vec<WebhookDelivery>, Option<EventId>)> {
+        let req = v1::ListWebhookDeliveriesRequest {
+            batch_id: id.to_string(),
+            after: cursor_to_proto(after),
+            limit,
+        };
+        let r = unary(self.inner.clone().list_webhook_deliveries(self.req(req)))
+            .await?
+            .into_inner();
+        let next = cursor_from_proto(&r.next_after)?;
+        let deliveries = r
+            .deliveries
+            .into_iter()
+            .map(crate::convert::delivery_from_proto)
+            .collect::<Result<_>>()?;
+        Ok((deliveries, next))
+    }
+
     /// One page of jobs and the cursor of the next.
     ///
     /// # Errors
@@ -161,17 +192,13 @@ impl ApiClient {
     ) -> Result<(Vec<JobRecord>, Option<JobId>)> {
         let req = v1::ListJobsRequest {
             batch_id: id.to_string(),
-            after: after.map(|a| a.to_string()).unwrap_or_default(),
+            after: cursor_to_proto(after),
             limit,
         };
         let r = unary(self.inner.clone().list_jobs(self.req(req)))
             .await?
             .into_inner();
-        let next = if r.next_after.is_empty() {
-            None
-        } else {
-            Some(r.next_after.parse()?)
-        };
+        let next = cursor_from_proto(&r.next_after)?;
         let jobs = r
             .jobs
             .into_iter()
@@ -256,15 +283,44 @@ impl ApiClient {
             .get_image(self.req(v1::GetImageRequest {
                 job_id: job.to_string(),
             }))
-            .await
-            .map_err(|s| from_status(&s))?;
-        let mut s = r.into_inner();
-        let mut buf = BytesMut::new();
-        while let Some(chunk) = s.next().await {
-            buf.extend_from_slice(&chunk.map_err(|st| from_status(&st))?.data);
-        }
-        Ok(buf.freeze())
+            .await;
+        collect(r, None).await
     }
+
+    /// The bytes of an upload of the caller's tenant, by the key the upload answered
+    /// (`inputs/<tenant>/<name>`).
+    ///
+    /// # Errors
+    /// `NotFound` for no such upload (another tenant's key included); `Permanent` for an answer
+    /// over [`MAX_INPUT_BYTES`], which no upload is.
+    pub async fn input(&self, key: &str) -> Result<Bytes> {
+        let r = self
+            .inner
+            .clone()
+            .get_input(self.req(v1::GetInputRequest { key: key.into() }))
+            .await;
+        collect(r, Some(MAX_INPUT_BYTES)).await
+    }
+}
+
+/// The bytes of a stream of chunks, refused past `max` bytes when given.
+async fn collect(
+    r: std::result::Result<tonic::Response<tonic::Streaming<v1::ImageChunk>>, tonic::Status>,
+    max: Option<u64>,
+) -> Result<Bytes> {
+    let mut s = r.map_err(|s| from_status(&s))?.into_inner();
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = s.next().await {
+        buf.extend_from_slice(&chunk.map_err(|st| from_status(&st))?.data);
+        if let Some(max) = max
+            && buf.len() as u64 > max
+        {
+            return Err(Error::permanent(format!(
+                "the server sent more than {max} bytes"
+            )));
+        }
+    }
+    Ok(buf.freeze())
 }
 
 /// Certificates an `https://` client trusts instead of the system's roots (a private CA's).

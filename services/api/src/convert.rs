@@ -91,6 +91,19 @@ impl TryFrom<v1::Batch> for BatchView {
     }
 }
 
+/// A page cursor as the protobuf messages carry it (`after`, `next_after`): empty for none.
+pub fn cursor_to_proto(cursor: Option<impl ToString>) -> String {
+    cursor.map(|c| c.to_string()).unwrap_or_default()
+}
+
+/// A page cursor from a protobuf message: `None` when empty.
+///
+/// # Errors
+/// `Invalid` when it is not an id.
+pub fn cursor_from_proto<T: std::str::FromStr<Err = Error>>(s: &str) -> Result<Option<T>> {
+    (!s.is_empty()).then(|| s.parse()).transpose()
+}
+
 /// A job record as a protobuf message.
 pub fn job_to_proto(j: &JobRecord) -> v1::Job {
     v1::Job {
@@ -112,6 +125,12 @@ pub fn job_to_proto(j: &JobRecord) -> v1::Job {
         finished_at: ts(j.finished_at),
         steps_done: j.progress.map_or(0, |p| p.done),
         steps_total: j.progress.map_or(0, |p| p.total),
+        image_url: j
+            .image_url
+            .as_ref()
+            .map(|u| u.url.clone())
+            .unwrap_or_default(),
+        image_url_expires_at: ts(j.image_url.as_ref().map(|u| u.expires_at)),
     }
 }
 
@@ -133,6 +152,10 @@ pub fn job_from_proto(j: v1::Job) -> Result<JobRecord> {
         max_attempts: j.max_attempts,
         object_key: opt(j.object_key),
         sha256: opt(j.sha256),
+        image_url: match (opt(j.image_url), parse_ts(&j.image_url_expires_at)?) {
+            (Some(url), Some(expires_at)) => Some(SignedUrl { url, expires_at }),
+            _ => None,
+        },
         last_error: opt(j.last_error),
         error_kind: opt(j.error_kind),
         timings: j.timings.into_iter().collect(),
@@ -175,5 +198,59 @@ pub fn uploaded_from_proto(u: v1::UploadedInput) -> Result<crate::UploadedInput>
         width: u.width,
         height: u.height,
         bytes: u.bytes,
+    })
+}
+
+/// A delivery log entry as protobuf.
+pub fn delivery_to_proto(d: &WebhookDelivery) -> v1::WebhookDelivery {
+    v1::WebhookDelivery {
+        id: d.id.to_string(),
+        r#type: d.kind.clone(),
+        job_id: d.job_id.map(|j| j.to_string()).unwrap_or_default(),
+        url: d.url.clone(),
+        created_at: d.created_at.to_rfc3339(),
+        state: d.state.clone(),
+        next_attempt_at: ts(d.next_attempt_at),
+        attempts: d
+            .attempts
+            .iter()
+            .map(|a| v1::DeliveryAttempt {
+                attempt: a.attempt,
+                at: a.at.to_rfc3339(),
+                status: a.status.map_or(0, u32::from),
+                error: a.error.clone().unwrap_or_default(),
+                duration_ms: a.duration_ms,
+            })
+            .collect(),
+    }
+}
+
+/// A protobuf delivery log entry as the API's record.
+///
+/// # Errors
+/// `Invalid` when a field does not parse.
+pub fn delivery_from_proto(d: v1::WebhookDelivery) -> Result<WebhookDelivery> {
+    let opt = |s: String| (!s.is_empty()).then_some(s);
+    Ok(WebhookDelivery {
+        id: d.id.parse()?,
+        kind: d.r#type,
+        job_id: opt(d.job_id).map(|j| j.parse()).transpose()?,
+        url: d.url,
+        created_at: parse_ts(&d.created_at)?.unwrap_or_default(),
+        state: d.state,
+        next_attempt_at: parse_ts(&d.next_attempt_at)?,
+        attempts: d
+            .attempts
+            .into_iter()
+            .map(|a| {
+                Ok(DeliveryAttempt {
+                    attempt: a.attempt,
+                    at: parse_ts(&a.at)?.unwrap_or_default(),
+                    status: u16::try_from(a.status).ok().filter(|s| *s != 0),
+                    error: opt(a.error),
+                    duration_ms: a.duration_ms,
+                })
+            })
+            .collect::<Result<_>>()?,
     })
 }

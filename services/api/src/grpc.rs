@@ -2,7 +2,7 @@
 
 use bytes::BytesMut;
 use futures::{Stream, StreamExt};
-use pixelfarm_core::{Error, ErrorKind, JobId, MAX_INPUT_BYTES, TenantId};
+use pixelfarm_core::{Error, ErrorKind, EventId, JobId, MAX_INPUT_BYTES, TenantId};
 use pixelfarm_proto::v1;
 use pixelfarm_proto::v1::batch_service_server::{BatchService, BatchServiceServer};
 use std::pin::Pin;
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::BatchApi;
+use crate::convert::{cursor_from_proto, cursor_to_proto};
 
 /// Bytes per `ImageChunk`.
 const CHUNK: usize = 64 * 1024;
@@ -84,6 +85,15 @@ pub fn from_status(s: &Status) -> Error {
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// `bytes` as a stream of [`CHUNK`]-sized messages.
+fn chunked(bytes: bytes::Bytes) -> BoxStream<v1::ImageChunk> {
+    let chunks: Vec<Result<v1::ImageChunk, Status>> = bytes
+        .chunks(CHUNK)
+        .map(|c| Ok(v1::ImageChunk { data: c.to_vec() }))
+        .collect();
+    Box::pin(futures::stream::iter(chunks))
+}
+
 #[tonic::async_trait]
 impl BatchService for GrpcApi {
     async fn submit_batch(
@@ -116,17 +126,36 @@ impl BatchService for GrpcApi {
         let t = self.tenant(&req).await?;
         let r = req.into_inner();
         let batch = r.batch_id.parse().map_err(status)?;
-        let after: Option<JobId> = if r.after.is_empty() {
-            None
-        } else {
-            Some(r.after.parse().map_err(status)?)
-        };
+        let after: Option<JobId> = cursor_from_proto(&r.after).map_err(status)?;
         // proto3 cannot tell 0 from unset: 0 asks for the default page.
         let limit = (r.limit != 0).then_some(r.limit);
         let page = self.observe("list", self.0.page(t, batch, after, limit).await)?;
         Ok(Response::new(v1::ListJobsResponse {
             jobs: page.jobs.iter().map(crate::convert::job_to_proto).collect(),
-            next_after: page.next.map(|n| n.to_string()).unwrap_or_default(),
+            next_after: cursor_to_proto(page.next),
+        }))
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        req: Request<v1::ListWebhookDeliveriesRequest>,
+    ) -> Result<Response<v1::ListWebhookDeliveriesResponse>, Status> {
+        let t = self.tenant(&req).await?;
+        let r = req.into_inner();
+        let batch = r.batch_id.parse().map_err(status)?;
+        let after: Option<EventId> = cursor_from_proto(&r.after).map_err(status)?;
+        let limit = (r.limit != 0).then_some(r.limit);
+        let page = self.observe(
+            "deliveries",
+            self.0.deliveries(t, batch, after, limit).await,
+        )?;
+        Ok(Response::new(v1::ListWebhookDeliveriesResponse {
+            deliveries: page
+                .deliveries
+                .iter()
+                .map(crate::convert::delivery_to_proto)
+                .collect(),
+            next_after: cursor_to_proto(page.next),
         }))
     }
 
@@ -163,11 +192,19 @@ impl BatchService for GrpcApi {
         let t = self.tenant(&req).await?;
         let id = req.into_inner().job_id.parse().map_err(status)?;
         let bytes = self.observe("image", self.0.image(t, id).await)?;
-        let chunks: Vec<Result<v1::ImageChunk, Status>> = bytes
-            .chunks(CHUNK)
-            .map(|c| Ok(v1::ImageChunk { data: c.to_vec() }))
-            .collect();
-        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+        Ok(Response::new(chunked(bytes)))
+    }
+
+    type GetInputStream = BoxStream<v1::ImageChunk>;
+
+    async fn get_input(
+        &self,
+        req: Request<v1::GetInputRequest>,
+    ) -> Result<Response<Self::GetInputStream>, Status> {
+        let t = self.tenant(&req).await?;
+        let key = req.into_inner().key;
+        let bytes = self.observe("input", self.0.input(t, &key).await)?;
+        Ok(Response::new(chunked(bytes)))
     }
 
     async fn upload_input(

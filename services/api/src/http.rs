@@ -10,6 +10,7 @@
 //! | GET | `/v1/batches/{id}/watch` | → `text/event-stream` of `batch` events (`BatchView`) |
 //! | GET | `/v1/jobs/{id}/image` | → `image/png`, `image/jpeg` or `image/webp` |
 //! | PUT | `/v1/inputs/{name}` | image bytes (≤ `MAX_INPUT_BYTES`) → `UploadedInput` (201), stored as `inputs/<tenant>/<name>.<ext>` |
+//! | GET | `/v1/inputs/{name}` | → the upload `inputs/<tenant>/<name>` (`name` with its extension): `image/png`, `image/jpeg` or `image/webp` |
 //! | POST | `/v1/inputs` | image bytes → `UploadedInput` (201), named by its sha256 |
 //! | GET | `/v1/openapi.json` | → this API's OpenAPI document ([`openapi`]) |
 //!
@@ -27,14 +28,12 @@
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use pixelfarm_core::{
-    BatchId, Error, ImageFormat, JobId, JobRecord, MAX_INPUT_BYTES, SubmitOutcome,
-};
+use pixelfarm_core::{BatchId, Error, JobId, JobRecord, MAX_INPUT_BYTES, SubmitOutcome};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
@@ -48,8 +47,9 @@ use crate::{BatchApi, BatchView, UploadedInput};
 
 mod deliveries;
 mod handling;
+mod inputs;
 
-use handling::{ApiError, ApiResult, observed, tenant};
+use handling::{ApiError, ApiResult, image_response, observed, tenant};
 
 /// The API routes (merge them with the ops routes on one port).
 pub fn router(api: Arc<BatchApi>) -> Router {
@@ -76,7 +76,7 @@ fn routes() -> OpenApiRouter<Arc<BatchApi>> {
         .routes(routes!(watch))
         .routes(routes!(image))
         .routes(routes!(upload_unnamed))
-        .routes(routes!(upload_named))
+        .routes(routes!(upload_named, inputs::input))
         .routes(routes!(openapi_json))
 }
 
@@ -502,8 +502,7 @@ async fn image(
 ) -> ApiResult<Response> {
     let t = tenant(&api, &headers).await?;
     let bytes = observed(&api, "image", api.image(t, id.parse()?).await)?;
-    let format = ImageFormat::sniff(&bytes).unwrap_or_default();
-    Ok(([(header::CONTENT_TYPE, format.content_type())], bytes).into_response())
+    Ok(image_response(bytes))
 }
 
 /// The body of an upload: the image's bytes.

@@ -78,6 +78,8 @@ pub struct BatchApi {
     watch_fallback: Duration,
     /// Which receivers a manifest's `webhook.url` may name (`scheduler.webhooks`).
     webhook_policy: WebhookPolicy,
+    /// Presigned URLs of the images in job pages (`blob.signed_urls`).
+    signed_urls: Option<UrlSigning>,
 }
 
 impl BatchApi {
@@ -105,7 +107,15 @@ impl BatchApi {
             wakers: Default::default(),
             watch_fallback: DEFAULT_WATCH_FALLBACK,
             webhook_policy: WebhookPolicy::default(),
+            signed_urls: None,
         }
+    }
+
+    /// Answer each succeeded job with a presigned URL of its image (`JobRecord::image_url`);
+    /// `None` (the default) answers none.
+    pub fn with_signed_urls(mut self, urls: Option<UrlSigning>) -> Self {
+        self.signed_urls = urls;
+        self
     }
 
     /// Accept a manifest's `webhook.url` only under `policy` (the default allows any host at a
@@ -154,7 +164,25 @@ impl BatchApi {
         let limit = page_limit(limit)?;
         let mut jobs = self.store.jobs(tenant, batch, after, limit + 1).await?;
         let next = views::cut_page(&mut jobs, limit, |j| j.id);
+        if let Some(urls) = &self.signed_urls {
+            for job in &mut jobs {
+                job.image_url = match (&job.object_key, job.state) {
+                    (Some(key), JobState::Succeeded) => {
+                        // Signing is CPU only (about 30 µs): a page of thousands yields to the
+                        // runtime's other tasks as its budget runs out.
+                        tokio::task::coop::consume_budget().await;
+                        Some(urls.signer.signed_get(key, urls.expires_in).await?)
+                    }
+                    _ => None,
+                };
+            }
+        }
         Ok(JobPage { jobs, next })
+    }
+
+    /// The signer of the images' URLs and their validity, when the deployment signs them.
+    pub fn url_signing(&self) -> Option<&UrlSigning> {
+        self.signed_urls.as_ref()
     }
 
     /// The jobs of [`BatchApi::page`] without the cursor.

@@ -1,15 +1,18 @@
-//! [`S3Blob`]: any S3-compatible object store through aws-sdk-s3.
+//! [`S3Blob`]: any S3-compatible object store through aws-sdk-s3, and [`S3UrlSigner`], presigned
+//! GET URLs of its objects.
 
 use async_trait::async_trait;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
-use pixelfarm_core::{BlobStore, Error, ErrorKind, Result};
+use chrono::{DateTime, Utc};
+use pixelfarm_core::{BlobStore, Error, ErrorKind, Result, SignedUrl, UrlSigner};
 use serde::Deserialize;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::{too_large, validate_key};
 
@@ -104,58 +107,66 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>
     }
 }
 
+/// The SDK client for `cfg`'s bucket, addressed at `endpoint` (empty: AWS), and the key prefix
+/// (empty or ending in `/`). No request is made.
+async fn sdk_client(cfg: &S3Config, endpoint: &str) -> Result<(aws_sdk_s3::Client, String)> {
+    if cfg.bucket.is_empty() {
+        return Err(Error::invalid("blob.bucket is empty; set the bucket name"));
+    }
+    let region = if cfg.region.is_empty() {
+        "us-east-1".to_string()
+    } else {
+        cfg.region.clone()
+    };
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).region(Region::new(region));
+    if !cfg.access_key_id.is_empty() {
+        loader = loader.credentials_provider(Credentials::new(
+            cfg.access_key_id.clone(),
+            cfg.secret_access_key.clone(),
+            None,
+            None,
+            "pixelfarm-config",
+        ));
+    }
+    if !endpoint.is_empty() {
+        loader = loader.endpoint_url(endpoint);
+    }
+    let attempt = cfg.attempt_timeout();
+    loader = loader
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .read_timeout(attempt)
+                .operation_attempt_timeout(attempt)
+                .build(),
+        )
+        .retry_config(RetryConfig::standard().with_max_attempts(cfg.max_attempts.max(1)));
+    let shared = loader.load().await;
+    let conf = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(cfg.path_style)
+        .build();
+    let prefix = cfg.prefix.trim_matches('/');
+    let prefix = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    Ok((aws_sdk_s3::Client::from_conf(conf), prefix))
+}
+
 impl S3Blob {
     /// A client for the configured bucket (no request is made).
     ///
     /// # Errors
     /// `Invalid` when the bucket is empty.
     pub async fn connect(cfg: &S3Config) -> Result<Self> {
-        if cfg.bucket.is_empty() {
-            return Err(Error::invalid("blob.bucket is empty; set the bucket name"));
-        }
-        let region = if cfg.region.is_empty() {
-            "us-east-1".to_string()
-        } else {
-            cfg.region.clone()
-        };
-        let mut loader =
-            aws_config::defaults(aws_config::BehaviorVersion::latest()).region(Region::new(region));
-        if !cfg.access_key_id.is_empty() {
-            loader = loader.credentials_provider(Credentials::new(
-                cfg.access_key_id.clone(),
-                cfg.secret_access_key.clone(),
-                None,
-                None,
-                "pixelfarm-config",
-            ));
-        }
-        if !cfg.endpoint.is_empty() {
-            loader = loader.endpoint_url(cfg.endpoint.clone());
-        }
-        let attempt = cfg.attempt_timeout();
-        loader = loader
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .read_timeout(attempt)
-                    .operation_attempt_timeout(attempt)
-                    .build(),
-            )
-            .retry_config(RetryConfig::standard().with_max_attempts(cfg.max_attempts.max(1)));
-        let shared = loader.load().await;
-        let conf = aws_sdk_s3::config::Builder::from(&shared)
-            .force_path_style(cfg.path_style)
-            .build();
-        let prefix = cfg.prefix.trim_matches('/').to_string();
+        let (client, prefix) = sdk_client(cfg, &cfg.endpoint).await?;
         Ok(S3Blob {
-            client: aws_sdk_s3::Client::from_conf(conf),
-            body_timeout: attempt,
+            client,
+            body_timeout: cfg.attempt_timeout(),
             bucket: cfg.bucket.clone(),
-            prefix: if prefix.is_empty() {
-                prefix
-            } else {
-                format!("{prefix}/")
-            },
+            prefix,
         })
     }
 
@@ -319,5 +330,81 @@ impl BlobStore for S3Blob {
             .await
             .map_err(classify("cannot reach the bucket"))?;
         Ok(())
+    }
+}
+
+/// Presigned GET URLs (SigV4 query signing) of the objects of an [`S3Blob`] with the same
+/// settings. The URLs name `public_endpoint`, the store's address as their users reach it (the
+/// host is part of what is signed, so a store behind a proxy must see that host); an empty one
+/// names the store's own endpoint.
+#[derive(Debug, Clone)]
+pub struct S3UrlSigner {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+}
+
+/// The longest a SigV4 presigned URL can be valid: 7 days.
+pub const MAX_SIGNED_URL_SECONDS: u64 = 7 * 24 * 3600;
+
+impl S3UrlSigner {
+    /// A signer for `cfg`'s bucket whose URLs name `public_endpoint` (empty: `cfg.endpoint`).
+    /// No request is made.
+    ///
+    /// # Errors
+    /// `Invalid` when the bucket is empty.
+    pub async fn connect(cfg: &S3Config, public_endpoint: &str) -> Result<Self> {
+        let endpoint = if public_endpoint.is_empty() {
+            &cfg.endpoint
+        } else {
+            public_endpoint
+        };
+        let (client, prefix) = sdk_client(cfg, endpoint).await?;
+        Ok(S3UrlSigner {
+            client,
+            bucket: cfg.bucket.clone(),
+            prefix,
+        })
+    }
+}
+
+#[async_trait]
+impl UrlSigner for S3UrlSigner {
+    async fn signed_get(&self, key: &str, expires_in: Duration) -> Result<SignedUrl> {
+        validate_key(key)?;
+        // Whole seconds: the signature's date has no finer grain, so `expires_at` is exact.
+        let now = SystemTime::now();
+        let start = now
+            - Duration::from_nanos(u64::from(
+                now.duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .subsec_nanos(),
+            ));
+        let config = PresigningConfig::builder()
+            .start_time(start)
+            .expires_in(expires_in)
+            .build()
+            .map_err(|e| {
+                Error::with_source(
+                    ErrorKind::Invalid,
+                    format!(
+                        "a signed URL valid for {} s cannot be made; accepted: 1 to {MAX_SIGNED_URL_SECONDS} s",
+                        expires_in.as_secs()
+                    ),
+                    e,
+                )
+            })?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(format!("{}{key}", self.prefix))
+            .presigned(config)
+            .await
+            .map_err(classify("cannot sign a URL"))?;
+        Ok(SignedUrl {
+            url: request.uri().to_string(),
+            expires_at: DateTime::<Utc>::from(start + expires_in),
+        })
     }
 }

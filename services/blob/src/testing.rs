@@ -12,6 +12,43 @@ fn keep() -> bool {
     std::env::var("PIXELFARM_TEST_KEEP").is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
+fn env(k: &str, default: &str) -> String {
+    std::env::var(k).unwrap_or_else(|_| default.to_string())
+}
+
+/// S3 settings of the test SeaweedFS (`scripts/dev-services` starts it with these credentials;
+/// `PIXELFARM_TEST_S3_ENDPOINT`, `_ACCESS_KEY` and `_SECRET_KEY` point elsewhere).
+pub fn s3_config(bucket: &str, prefix: &str) -> S3Config {
+    S3Config {
+        bucket: bucket.to_string(),
+        endpoint: env("PIXELFARM_TEST_S3_ENDPOINT", "http://127.0.0.1:8333"),
+        region: "us-east-1".into(),
+        access_key_id: env("PIXELFARM_TEST_S3_ACCESS_KEY", "pixelfarm"),
+        secret_access_key: env("PIXELFARM_TEST_S3_SECRET_KEY", "pixelfarm-secret"),
+        path_style: true,
+        prefix: prefix.to_string(),
+        ..S3Config::default()
+    }
+}
+
+/// A store under a new prefix of `bucket` (created if missing), its settings, and the guard
+/// that empties the prefix.
+///
+/// # Panics
+/// When the test store cannot be reached, saying where it was looked for.
+pub async fn s3_store(bucket: &str) -> (S3Blob, S3Config, TestPrefix) {
+    let cfg = s3_config(bucket, &format!("t-{}", uuid::Uuid::new_v4().simple()));
+    let s = S3Blob::connect(&cfg).await.expect("settings are complete");
+    s.ensure_bucket().await.unwrap_or_else(|e| {
+        panic!(
+            "S3 at {} is needed for this test (run .ci/run): {}",
+            cfg.endpoint,
+            e.chain()
+        )
+    });
+    (s, cfg.clone(), TestPrefix::new(cfg))
+}
+
 /// Every object under `cfg.prefix` in `cfg.bucket`, deleted on drop.
 pub struct TestPrefix {
     cfg: S3Config,

@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use crate::export::{Inputs, ResultSource};
+use crate::export::{ResultSource, input};
 use sample::{Columns, Media, Sample};
 use sink::{Sink, io};
 
@@ -84,8 +84,6 @@ pub struct Summary {
     pub samples: [u64; 3],
     /// Jobs left out because they did not succeed, per state.
     pub skipped: StateCounts,
-    /// Samples whose init image or mask is not in the export: the source does not serve inputs.
-    pub inputs_left_out: u64,
 }
 
 impl Summary {
@@ -117,14 +115,11 @@ pub async fn export(
         )));
     }
     std::fs::create_dir_all(dir).map_err(io("cannot create the output folder"))?;
-    let inputs = source.inputs();
     let mut columns = Columns::default();
     let mut pages = Pages::default();
     while let Some(jobs) = pages.next(source, batch).await? {
         jobs.iter().for_each(|j| columns.see(j));
     }
-    columns.init_image = columns.init && inputs.is_some();
-    columns.mask_image = columns.mask && inputs.is_some();
 
     let mut sink: Box<dyn Sink> = match opts.format {
         Format::ImageFolder => Box::new(imagefolder::ImageFolder::new(dir, &columns)),
@@ -139,12 +134,8 @@ pub async fn export(
             summary.skipped.add(j.state, 1);
         }
         let succeeded = jobs.iter().filter(|j| j.state == JobState::Succeeded);
-        summary.inputs_left_out += succeeded
-            .clone()
-            .filter(|j| j.params.init.is_some() && inputs.is_none())
-            .count() as u64;
         let mut samples = futures::stream::iter(succeeded)
-            .map(|j| sample(source, inputs, &cache, &columns, &opts.split, j))
+            .map(|j| sample(source, &cache, &columns, &opts.split, j))
             .buffered(FETCH_CONCURRENCY);
         while let Some(s) = samples.next().await {
             let s = s?;
@@ -182,11 +173,10 @@ impl Pages {
     }
 }
 
-/// The sample of the succeeded job `j`: its image (checked against its sha256), its inputs where
-/// the columns have them, and its row.
+/// The sample of the succeeded job `j`: its image (checked against its sha256), its init image
+/// and mask (checked against theirs), and its row.
 async fn sample(
     source: &dyn ResultSource,
-    inputs: Option<Inputs<'_>>,
     cache: &InputCache,
     columns: &Columns,
     ratios: &SplitRatios,
@@ -207,17 +197,13 @@ async fn sample(
         )));
     }
     let init = j.params.init.as_ref();
-    let init_image = match (columns.init_image, init, inputs) {
-        (true, Some(i), Some(inputs)) => Some(cache.get(inputs, &i.image).await?),
-        _ => None,
+    let init_image = match init {
+        Some(i) => Some(cache.get(source, &i.image).await?),
+        None => None,
     };
-    let mask_image = match (
-        columns.mask_image,
-        init.and_then(|i| i.mask.as_ref()),
-        inputs,
-    ) {
-        (true, Some(m), Some(inputs)) => Some(cache.get(inputs, m).await?),
-        _ => None,
+    let mask_image = match init.and_then(|i| i.mask.as_ref()) {
+        Some(m) => Some(cache.get(source, m).await?),
+        None => None,
     };
     Ok(Sample {
         split: ratios.split_of(variant_key(&j.key)),
@@ -237,12 +223,12 @@ struct InputCache(Mutex<HashMap<String, Bytes>>);
 const CACHED_INPUTS: usize = 4;
 
 impl InputCache {
-    async fn get(&self, inputs: Inputs<'_>, image: &BlobImage) -> Result<Bytes> {
+    async fn get(&self, source: &dyn ResultSource, image: &BlobImage) -> Result<Bytes> {
         let id = format!("{}\0{}", image.key, image.sha256.as_deref().unwrap_or(""));
         if let Some(b) = self.0.lock().expect("not poisoned").get(&id) {
             return Ok(b.clone());
         }
-        let bytes = inputs.get(image).await?;
+        let bytes = input(source, image).await?;
         let mut cached = self.0.lock().expect("not poisoned");
         if cached.len() >= CACHED_INPUTS {
             cached.clear();
@@ -274,8 +260,8 @@ mod tests {
             panic!("an image was read")
         }
 
-        fn inputs(&self) -> Option<Inputs<'_>> {
-            None
+        async fn upload(&self, key: &str) -> Result<Bytes> {
+            panic!("upload {key} was read")
         }
     }
 

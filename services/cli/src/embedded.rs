@@ -9,10 +9,11 @@ use pixelfarm_blob::LocalBlob;
 use pixelfarm_broker::InProcBroker;
 use pixelfarm_core::{
     BatchId, BatchSpec, BlobStore, Broker, ChainResult, JobState, JobStore, MAX_INPUT_BYTES,
-    ModelName, Renderer, parse_manifest,
+    ModelName, Renderer, TenantId, parse_manifest,
 };
 use pixelfarm_diffusion::DiffusionEngine;
 use pixelfarm_runtime::Settings;
+use pixelfarm_runtime::settings::ContentCredentialsSettings;
 use pixelfarm_scheduler::app::Core;
 use pixelfarm_store::SqliteStore;
 use pixelfarm_worker::{Worker, WorkerMetrics};
@@ -20,6 +21,7 @@ use prometheus::Registry;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +32,24 @@ use crate::export::{self, Local};
 /// resumes the same batch).
 pub const STATE_DIR: &str = ".pixelfarm";
 
+/// How a run goes, besides its manifest and output folder.
+#[derive(Clone, Copy)]
+pub struct RunOptions<'a> {
+    /// Jobs rendered at once.
+    pub workers: usize,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+    /// Also write the succeeded jobs as a dataset into `out/`[`DATASET_DIR`].
+    pub dataset: Option<&'a dataset::Options>,
+    /// How long the run waits, once its images are written, for the batch's webhooks to be
+    /// delivered (retries included); what is still pending then stays in the output folder's
+    /// state, and the next run in that folder delivers it.
+    pub webhook_wait: Duration,
+    /// The key that signs the images' content credentials; none configured: the TEST ONLY
+    /// development key.
+    pub signing: &'a ContentCredentialsSettings,
+}
+
 /// What a run produced.
 pub struct RunReport {
     /// The final view of the batch.
@@ -38,6 +58,19 @@ pub struct RunReport {
     pub export: export::Summary,
     /// What the dataset export wrote into [`DATASET_DIR`], when one was asked for.
     pub dataset: Option<dataset::Summary>,
+    /// What became of the batch's webhook events.
+    pub webhooks: WebhookOutcome,
+}
+
+/// The batch's webhook events by state when the run ended.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookOutcome {
+    /// Answered 2xx.
+    pub delivered: u64,
+    /// Given up.
+    pub failed: u64,
+    /// Still to be retried.
+    pub pending: u64,
 }
 
 /// The folder of `out` a dataset export is written to (again at every run).
@@ -73,11 +106,12 @@ pub fn renderer_for(model: &ModelName) -> anyhow::Result<Arc<dyn Renderer>> {
     Ok(Arc::new(DiffusionEngine::new(registry).chained()?))
 }
 
-/// Render `manifest` into `out` with `workers` concurrent jobs, and write `contact-sheet.png`
-/// and, with `dataset`, a dataset of the succeeded jobs into `out/`[`DATASET_DIR`] (replacing
-/// the one there). Init images and masks name local files, relative to `base` (the manifest's
-/// folder); each is uploaded into `out` as the distributed stack's upload API would, then the
-/// manifest names it.
+/// Render `manifest` into `out` and write `contact-sheet.png` and, with `opts.dataset`, a dataset
+/// of the succeeded jobs into `out/`[`DATASET_DIR`] (replacing the one there). Init images and
+/// masks name local files, relative to `base` (the manifest's folder); each is uploaded into
+/// `out` as the distributed stack's upload API would, then the manifest names it. A manifest's
+/// `webhook:` is delivered as the scheduler does (signed, retried), to any address: the user
+/// running this is the operator, so private networks are not refused.
 ///
 /// # Errors
 /// A bad manifest, an unknown model or a missing input file (before anything is written), or I/O
@@ -86,15 +120,23 @@ pub async fn run(
     manifest: String,
     base: &Path,
     out: &Path,
-    workers: usize,
-    progress: bool,
-    dataset: Option<&dataset::Options>,
+    opts: RunOptions<'_>,
 ) -> anyhow::Result<RunReport> {
+    let RunOptions {
+        workers,
+        progress,
+        dataset,
+        webhook_wait,
+        signing,
+    } = opts;
     // Refuse a bad manifest or a model we cannot serve before creating anything.
     let spec = parse_manifest(&manifest).chained()?;
     let model = spec.model.clone();
     let renderer = renderer_for(&model)?;
     let inputs = read_inputs(&spec, base)?;
+    if signing.configured() {
+        pixelfarm_worker::app::content_signer(signing).context("--signing-cert / --signing-key")?;
+    }
 
     let mut settings = Settings::default();
     settings.scheduler.dispatch_interval_ms = 10;
@@ -104,6 +146,9 @@ pub async fn run(
     settings.worker.id = "embedded".into();
     settings.worker.concurrency = workers.max(1);
     settings.worker.prefetch = (workers.max(1) * 2).min(u16::MAX as usize) as u16;
+    settings.worker.content_credentials = signing.clone();
+    settings.scheduler.webhooks.allow_private_networks = true;
+    settings.scheduler.webhooks.poll_ms = 100;
 
     std::fs::create_dir_all(out.join(STATE_DIR))
         .with_context(|| format!("cannot create {}", out.display()))?;
@@ -119,7 +164,8 @@ pub async fn run(
         .chained()?;
 
     let registry = Registry::new();
-    let core = Core::new(&settings, store.clone(), blob.clone(), &registry);
+    // The output folder is the blob store: its images have no URLs to sign.
+    let core = Core::new(&settings, store.clone(), blob.clone(), None, &registry);
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
     core.spawn_loops(&settings, broker.clone(), &mut tasks, &stop);
@@ -181,7 +227,6 @@ pub async fn run(
         let source = Local {
             api: core.api.clone(),
             tenant,
-            blob: blob.clone(),
         };
         let export = export::export(&source, submitted.batch_id, out)
             .await
@@ -202,10 +247,19 @@ pub async fn run(
             }
             None => None,
         };
+        let webhooks = settle_webhooks(
+            core.store.as_ref(),
+            tenant,
+            submitted.batch_id,
+            webhook_wait,
+        )
+        .await
+        .chained()?;
         Ok(RunReport {
             batch,
             export,
             dataset,
+            webhooks,
         })
     }
     .await;
@@ -214,6 +268,39 @@ pub async fn run(
         r.context("embedded task panicked")??;
     }
     result
+}
+
+/// Wait until none of `batch`'s webhook events is pending, or `wait` passed; count them by state.
+async fn settle_webhooks(
+    store: &dyn JobStore,
+    tenant: TenantId,
+    batch: BatchId,
+    wait: Duration,
+) -> pixelfarm_core::Result<WebhookOutcome> {
+    const PAGE: u32 = 1000;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let mut outcome = WebhookOutcome::default();
+        let mut after = None;
+        loop {
+            let page = store.webhook_deliveries(tenant, batch, after, PAGE).await?;
+            for d in &page {
+                match d.state.as_str() {
+                    "delivered" => outcome.delivered += 1,
+                    "pending" => outcome.pending += 1,
+                    _ => outcome.failed += 1,
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE as usize => after = Some(last.id),
+                _ => break,
+            }
+        }
+        if outcome.pending == 0 || tokio::time::Instant::now() >= deadline {
+            return Ok(outcome);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The bytes of every distinct local file the manifest's init images and masks name, relative

@@ -15,7 +15,8 @@ use std::sync::Arc;
 /// Jobs per page when reading a batch.
 const PAGE: u32 = 1000;
 
-/// Where job records and images come from: the gRPC API or the in-process API.
+/// Where job records, images and the uploads jobs name come from: the gRPC API or the
+/// in-process API.
 #[async_trait]
 pub trait ResultSource: Send + Sync {
     /// A page of jobs after `after`, and the cursor of the next page.
@@ -26,41 +27,27 @@ pub trait ResultSource: Send + Sync {
     ) -> Result<(Vec<JobRecord>, Option<JobId>)>;
     /// The PNG of a succeeded job.
     async fn image(&self, job: JobId) -> Result<Bytes>;
-    /// Where the init images and masks the jobs name can be read, when this source serves them.
-    fn inputs(&self) -> Option<Inputs<'_>>;
+    /// The bytes of the upload (init image or mask) under `key`.
+    async fn upload(&self, key: &str) -> Result<Bytes>;
 }
 
-/// The uploads (init images and masks) of one tenant in a blob store.
-#[derive(Clone, Copy)]
-pub struct Inputs<'a> {
-    blob: &'a dyn BlobStore,
-    tenant: TenantId,
-}
-
-impl Inputs<'_> {
-    /// The upload `image` names, checked against the sha256 pinned at submit.
-    ///
-    /// # Errors
-    /// `Permanent` for a key outside the tenant's uploads or bytes that changed since the
-    /// submit; the blob store's errors (`NotFound` for an upload no longer there).
-    pub async fn get(&self, image: &BlobImage) -> Result<Bytes> {
-        let key = &image.key;
-        if !is_tenant_input(self.tenant, key) {
+/// The upload `image` names, checked against the sha256 pinned at submit.
+///
+/// # Errors
+/// The source's errors (`NotFound` for an upload no longer there); `Permanent` for bytes that
+/// changed since the submit.
+pub async fn input(source: &dyn ResultSource, image: &BlobImage) -> Result<Bytes> {
+    let bytes = source.upload(&image.key).await?;
+    if let Some(pinned) = &image.sha256 {
+        let got = sha256_hex(&bytes);
+        if &got != pinned {
             return Err(Error::permanent(format!(
-                "input `{key}` is not an upload of the batch's tenant"
+                "input `{}` has sha256 {got}, but the batch pinned {pinned}",
+                image.key
             )));
         }
-        let bytes = self.blob.get_limited(key, MAX_INPUT_BYTES).await?;
-        if let Some(pinned) = &image.sha256 {
-            let got = sha256_hex(&bytes);
-            if &got != pinned {
-                return Err(Error::permanent(format!(
-                    "input `{key}` has sha256 {got}, but the batch pinned {pinned}"
-                )));
-            }
-        }
-        Ok(bytes)
     }
+    Ok(bytes)
 }
 
 #[async_trait]
@@ -77,9 +64,8 @@ impl ResultSource for ApiClient {
         ApiClient::image(self, job).await
     }
 
-    /// The API has no download of uploads.
-    fn inputs(&self) -> Option<Inputs<'_>> {
-        None
+    async fn upload(&self, key: &str) -> Result<Bytes> {
+        self.input(key).await
     }
 }
 
@@ -89,8 +75,6 @@ pub struct Local {
     pub api: Arc<BatchApi>,
     /// The caller.
     pub tenant: TenantId,
-    /// The blob store behind the API, for the uploads (the API has no download of them).
-    pub blob: Arc<dyn BlobStore>,
 }
 
 #[async_trait]
@@ -108,11 +92,8 @@ impl ResultSource for Local {
         self.api.image(self.tenant, job).await
     }
 
-    fn inputs(&self) -> Option<Inputs<'_>> {
-        Some(Inputs {
-            blob: self.blob.as_ref(),
-            tenant: self.tenant,
-        })
+    async fn upload(&self, key: &str) -> Result<Bytes> {
+        self.api.input(self.tenant, key).await
     }
 }
 
@@ -130,6 +111,10 @@ struct ResultLine<'a> {
     sha256: Option<&'a str>,
     /// Path of the image relative to the output folder.
     file: Option<&'a str>,
+    /// A presigned GET URL of the image, when the scheduler signs them (`blob.signed_urls`).
+    image_url: Option<&'a str>,
+    /// When `image_url` stops working.
+    image_url_expires_at: Option<String>,
     attempt: u32,
     error_kind: Option<&'a str>,
     last_error: Option<&'a str>,
@@ -206,6 +191,8 @@ pub async fn export(source: &dyn ResultSource, batch: BatchId, dir: &Path) -> Re
                 object_key: j.object_key.as_deref(),
                 sha256: j.sha256.as_deref(),
                 file,
+                image_url: j.image_url.as_ref().map(|u| u.url.as_str()),
+                image_url_expires_at: j.image_url.as_ref().map(|u| u.expires_at.to_rfc3339()),
                 attempt: j.attempt,
                 error_kind: j.error_kind.as_deref(),
                 last_error: j.last_error.as_deref(),
@@ -290,6 +277,7 @@ mod tests {
             max_attempts: 3,
             object_key: Some(key.to_string()),
             sha256: Some(sha256_hex(PNG)),
+            image_url: None,
             last_error: None,
             error_kind: None,
             timings: BTreeMap::new(),
@@ -314,8 +302,8 @@ mod tests {
             Ok(Bytes::from_static(PNG))
         }
 
-        fn inputs(&self) -> Option<Inputs<'_>> {
-            None
+        async fn upload(&self, key: &str) -> Result<Bytes> {
+            panic!("upload {key} was read")
         }
     }
 

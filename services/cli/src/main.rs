@@ -7,6 +7,7 @@ use pixelfarm_cli::dataset::{self, SplitRatios, parse_shard_bytes};
 use pixelfarm_cli::{embedded, export, progress};
 use pixelfarm_core::text::printable;
 use pixelfarm_core::{BatchId, ErrorKind};
+use pixelfarm_runtime::settings::ContentCredentialsSettings;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -50,6 +51,18 @@ enum Command {
         /// Jobs rendered at once.
         #[arg(long, default_value_t = 2)]
         workers: usize,
+        /// Seconds to wait, once the images are written, for the manifest's webhook to be
+        /// delivered (retries included); what is still pending then is retried by the next run in
+        /// OUT.
+        #[arg(long, default_value_t = 30)]
+        webhook_wait: u64,
+        /// PEM certificate chain (the signer's certificate first) that signs the images' content
+        /// credentials, with --signing-key; without them, the TEST ONLY development key signs.
+        #[arg(long, requires = "signing_key")]
+        signing_cert: Option<PathBuf>,
+        /// PEM PKCS#8 Ed25519 private key of --signing-cert.
+        #[arg(long, requires = "signing_cert")]
+        signing_key: Option<PathBuf>,
         /// A dataset format also writes the succeeded jobs as a dataset into OUT/dataset.
         #[command(flatten)]
         export: ExportArgs,
@@ -88,6 +101,14 @@ enum Command {
         /// Name to store it under (A-Z a-z 0-9 . _ -); default: the sha256 of its bytes.
         #[arg(long)]
         name: Option<String>,
+    },
+    /// The batch's webhook delivery log: each event, its state and its attempts.
+    Deliveries {
+        /// Batch id.
+        batch: BatchId,
+        /// Print one JSON object per event (every attempt with its time, status and error).
+        #[arg(long)]
+        json: bool,
     },
     /// Download a batch's images and write results.jsonl, or write its succeeded jobs as a
     /// dataset (--format).
@@ -186,12 +207,6 @@ fn report(s: &dataset::Summary, dir: &std::path::Path) {
             states.join(", ")
         );
     }
-    if s.inputs_left_out > 0 {
-        eprintln!(
-            "{} samples had an init image or mask that is not in the dataset: the API has no download of uploads",
-            s.inputs_left_out
-        );
-    }
 }
 
 fn read(path: &PathBuf) -> anyhow::Result<String> {
@@ -220,12 +235,26 @@ async fn run() -> anyhow::Result<()> {
         manifest,
         out,
         workers,
+        webhook_wait,
+        signing_cert,
+        signing_key,
         export,
     } = &cli.command
     {
+        let signing = ContentCredentialsSettings {
+            cert_file: signing_cert.clone().unwrap_or_default(),
+            key_file: signing_key.clone().unwrap_or_default(),
+        };
         let base = manifest.parent().unwrap_or(std::path::Path::new(""));
         let dataset = export.dataset()?;
-        let r = embedded::run(read(manifest)?, base, out, *workers, true, dataset.as_ref()).await?;
+        let opts = embedded::RunOptions {
+            workers: *workers,
+            progress: true,
+            dataset: dataset.as_ref(),
+            webhook_wait: std::time::Duration::from_secs(*webhook_wait),
+            signing: &signing,
+        };
+        let r = embedded::run(read(manifest)?, base, out, opts).await?;
         println!(
             "batch {} done: {}",
             r.batch.status.id,
@@ -239,6 +268,20 @@ async fn run() -> anyhow::Result<()> {
         );
         if let Some(d) = &r.dataset {
             report(d, &out.join(embedded::DATASET_DIR));
+        }
+        let w = r.webhooks;
+        if w != embedded::WebhookOutcome::default() {
+            println!(
+                "webhooks: {} delivered, {} failed, {} pending{}",
+                w.delivered,
+                w.failed,
+                w.pending,
+                if w.pending > 0 {
+                    " (the next run in this folder retries them)"
+                } else {
+                    ""
+                }
+            );
         }
         return Ok(());
     }
@@ -332,6 +375,23 @@ async fn run() -> anyhow::Result<()> {
                 up.sha256
             );
         }
+        Command::Deliveries { batch, json } => {
+            let mut after = None;
+            loop {
+                let (page, next) = client.deliveries(batch, after, 1000).await.map_err(e)?;
+                for d in &page {
+                    if json {
+                        println!("{}", serde_json::to_string(d)?);
+                    } else {
+                        println!("{}", describe_delivery(d));
+                    }
+                }
+                match next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+        }
         Command::Fetch { batch, out, export } => match export.dataset()? {
             Some(opts) => {
                 let s = dataset::export(&client, batch, &out, &opts)
@@ -351,6 +411,27 @@ async fn run() -> anyhow::Result<()> {
         },
     }
     Ok(())
+}
+
+/// One line of the delivery log: when, what, where, its state and its last attempt.
+fn describe_delivery(d: &pixelfarm_core::WebhookDelivery) -> String {
+    let last = d.attempts.last().map_or_else(
+        || "not attempted yet".to_string(),
+        |a| match (&a.error, a.status) {
+            (Some(err), _) => format!("attempt {}: {err}", a.attempt),
+            (None, Some(status)) => format!("attempt {}: {status}", a.attempt),
+            (None, None) => format!("attempt {}", a.attempt),
+        },
+    );
+    let job = d.job_id.map(|j| format!(" job {j}")).unwrap_or_default();
+    format!(
+        "{} {} {}{job} {} {} ({last})",
+        d.created_at.format("%Y-%m-%dT%H:%M:%SZ"),
+        d.id,
+        d.kind,
+        d.url,
+        d.state
+    )
 }
 
 /// Watch `batch` until it is done, drawing progress. A transient failure (the scheduler or its

@@ -58,7 +58,14 @@ fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 
 /// Render (or resume) the batch into `out` with a dataset in `opts`' format.
 async fn run(base: &Path, out: &Path, opts: &Options) -> dataset::Summary {
-    let r = embedded::run(MANIFEST.into(), base, out, 2, false, Some(opts))
+    let opts = embedded::RunOptions {
+        workers: 2,
+        progress: false,
+        dataset: Some(opts),
+        webhook_wait: std::time::Duration::ZERO,
+        signing: &Default::default(),
+    };
+    let r = embedded::run(MANIFEST.into(), base, out, opts)
         .await
         .unwrap();
     r.dataset.unwrap()

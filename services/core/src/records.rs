@@ -172,6 +172,10 @@ pub struct JobRecord {
     pub object_key: Option<String>,
     /// sha256 of the PNG bytes once succeeded.
     pub sha256: Option<String>,
+    /// A presigned GET URL of the image, when the deployment signs URLs
+    /// (`blob.signed_urls`): set by the API when it answers, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<SignedUrl>,
     /// Why it last failed.
     pub last_error: Option<String>,
     /// Kind of the last failure (`transient`, `permanent`, `lease_expired` …).
@@ -187,6 +191,15 @@ pub struct JobRecord {
     pub started_at: Option<DateTime<Utc>>,
     #[allow(missing_docs)]
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A presigned GET URL of a stored object ([`crate::UrlSigner`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SignedUrl {
+    /// The URL: a plain GET downloads the object until `expires_at`.
+    pub url: String,
+    /// When the store stops accepting it.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A job a worker now holds the lease of.

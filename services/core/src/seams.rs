@@ -69,6 +69,9 @@ pub trait JobStore: Send + Sync + 'static {
     /// Set a tenant's retention of finished batches' job rows (`None`: the scheduler's default);
     /// `NotFound` for an unknown id.
     async fn set_retention(&self, tenant: TenantId, retention: Option<Retention>) -> Result<()>;
+    /// Set whether a tenant's images get content credentials when a manifest does not say;
+    /// `NotFound` for an unknown id.
+    async fn set_content_credentials(&self, tenant: TenantId, on: bool) -> Result<()>;
     /// What the tenant uses of the limits the store counts.
     async fn usage(&self, tenant: TenantId) -> Result<Usage>;
     /// [`JobStore::usage`] of every tenant, by name (for the per-tenant gauges).
@@ -210,8 +213,9 @@ pub trait JobStore: Send + Sync + 'static {
     /// Up to `limit` events due for an attempt, oldest due first, each held for `lease` (then due
     /// again) and its attempt counted. Events are written by the store in the transaction of the
     /// change that causes them: `batch.completed` / `batch.failed` when a batch's last unfinished
-    /// job becomes final (failed when one is dead), `job.failed` when a job becomes dead, one per
-    /// webhook of the batch or its tenant that asked for the kind.
+    /// job becomes final (failed when one is dead), `job.failed` when a job becomes dead,
+    /// `job.succeeded` when its image is stored, one per webhook of the batch or its tenant that
+    /// asked for the kind.
     async fn claim_webhook_events(&self, limit: u32, lease: Duration) -> Result<Vec<DueEvent>>;
     /// Log attempt number `attempt` of `event` and keep `body` for the next attempts; the outcome
     /// settles the event (delivered, retried at its time, or given up) only while `attempt` is
@@ -322,6 +326,27 @@ pub trait BlobStore: Send + Sync + 'static {
     /// `Ok` when the store answers now (the bucket or folder exists and is reachable); the error
     /// says why not. For readiness and the dependency gauge.
     async fn ping(&self) -> Result<()>;
+}
+
+/// Presigned GET URLs of stored objects: a link anyone holding it can download the object
+/// with until it expires, without credentials of the store. Contract (checked against a real
+/// store by `services/blob/tests/signed_urls.rs`): a plain HTTP GET of the URL answers the
+/// object's bytes until `expires_at` and is refused after it; `Invalid` for a malformed key, as
+/// [`BlobStore::get`]. Signing makes no request: a URL for a missing key is made, and its GET
+/// answers 404.
+#[async_trait]
+pub trait UrlSigner: Send + Sync + 'static {
+    /// A URL for the object under `key`, valid for `expires_in` from now.
+    async fn signed_get(&self, key: &str, expires_in: Duration) -> Result<SignedUrl>;
+}
+
+/// A signer and how long the URLs it makes for readers are valid (`blob.signed_urls`).
+#[derive(Clone)]
+pub struct UrlSigning {
+    /// Makes the URLs.
+    pub signer: std::sync::Arc<dyn UrlSigner>,
+    /// How long each is valid.
+    pub expires_in: Duration,
 }
 
 /// What a renderer says about the model it renders a job with.

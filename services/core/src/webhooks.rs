@@ -21,15 +21,21 @@ pub enum EventKind {
     BatchFailed,
     /// A job failed for good: it is dead (its retries spent, or a permanent failure).
     JobFailed,
+    /// A job's image is stored (one event per job: asked for explicitly, never by default).
+    JobSucceeded,
 }
 
 impl EventKind {
     /// Every kind, in the order of their bits.
-    pub const ALL: [EventKind; 3] = [
+    pub const ALL: [EventKind; 4] = [
         EventKind::BatchCompleted,
         EventKind::BatchFailed,
         EventKind::JobFailed,
+        EventKind::JobSucceeded,
     ];
+
+    /// Every kind's name, for messages saying what is accepted.
+    pub const NAMES: &'static str = "batch.completed, batch.failed, job.failed, job.succeeded";
 
     /// The name on the wire and in manifests.
     pub fn as_str(self) -> &'static str {
@@ -37,6 +43,7 @@ impl EventKind {
             EventKind::BatchCompleted => "batch.completed",
             EventKind::BatchFailed => "batch.failed",
             EventKind::JobFailed => "job.failed",
+            EventKind::JobSucceeded => "job.succeeded",
         }
     }
 
@@ -46,6 +53,7 @@ impl EventKind {
             EventKind::BatchCompleted => 1,
             EventKind::BatchFailed => 2,
             EventKind::JobFailed => 4,
+            EventKind::JobSucceeded => 8,
         }
     }
 
@@ -59,7 +67,8 @@ impl EventKind {
             .find(|k| k.as_str() == name)
             .ok_or_else(|| {
                 Error::invalid(format!(
-                    "unknown event {name:?}; accepted: batch.completed, batch.failed, job.failed"
+                    "unknown event {name:?}; accepted: {}",
+                    EventKind::NAMES
                 ))
             })
     }
@@ -93,10 +102,11 @@ impl EventSet {
     /// # Errors
     /// `Invalid` for no event or an unknown bit.
     pub fn from_bits(bits: u8) -> Result<Self> {
-        if bits == 0 || bits > 7 {
-            return Err(Error::invalid(
-                "events must name at least one of batch.completed, batch.failed, job.failed",
-            ));
+        if bits == 0 || bits > 15 {
+            return Err(Error::invalid(format!(
+                "events must name at least one of {}",
+                EventKind::NAMES
+            )));
         }
         Ok(EventSet(bits))
     }
@@ -365,10 +375,10 @@ pub struct DeliveryAttempt {
 pub struct WebhookDelivery {
     /// The event's id (the `webhook-id` header).
     pub id: EventId,
-    /// `batch.completed`, `batch.failed` or `job.failed`.
+    /// `batch.completed`, `batch.failed`, `job.failed` or `job.succeeded`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// The job of a `job.failed`.
+    /// The job of a `job.failed` or `job.succeeded`.
     pub job_id: Option<JobId>,
     #[allow(missing_docs)]
     pub url: String,

@@ -5,6 +5,7 @@
 //! Each check returns `Invalid` with a message that starts with the field (`database.url: …`)
 //! and says what is accepted. Secrets are never printed: a URL is described by its scheme only.
 
+use pixelfarm_blob::MAX_SIGNED_URL_SECONDS;
 use pixelfarm_core::{Error, Result};
 
 use crate::Settings;
@@ -121,11 +122,7 @@ pub fn blob(s: &BlobSettings) -> Result<()> {
                 )));
             }
             let e = &s.s3.endpoint;
-            let has_host = e
-                .strip_prefix("http://")
-                .or_else(|| e.strip_prefix("https://"))
-                .is_some_and(|rest| !rest.is_empty());
-            if !e.is_empty() && !has_host {
+            if !e.is_empty() && !has_host(e) {
                 return Err(Error::invalid(format!(
                     "blob.endpoint: is `{e}`; accepted: empty (AWS) or http(s)://HOST[:PORT]"
                 )));
@@ -143,7 +140,41 @@ pub fn blob(s: &BlobSettings) -> Result<()> {
             }
         }
     }
+    signed_urls(s)
+}
+
+/// `blob.signed_urls`: an expiry SigV4 can sign (kind `s3` only) and an `http(s)://` public
+/// endpoint or none.
+fn signed_urls(s: &BlobSettings) -> Result<()> {
+    let u = &s.signed_urls;
+    if u.expiry_seconds > MAX_SIGNED_URL_SECONDS {
+        return Err(Error::invalid(format!(
+            "blob.signed_urls.expiry_seconds: is {}; accepted: 0 (no signed URLs) to \
+             {MAX_SIGNED_URL_SECONDS} (7 days)",
+            u.expiry_seconds
+        )));
+    }
+    if u.expiry_seconds > 0 && s.kind != BlobKind::S3 {
+        return Err(Error::invalid(
+            "blob.signed_urls.expiry_seconds: is set, but blob.kind is `local`; accepted: 0 \
+             unless blob.kind is `s3` (a folder has no URLs to sign)",
+        ));
+    }
+    let e = &u.public_endpoint;
+    if !e.is_empty() && !has_host(e) {
+        return Err(Error::invalid(format!(
+            "blob.signed_urls.public_endpoint: is `{e}`; accepted: empty (blob.endpoint) or \
+             http(s)://HOST[:PORT]"
+        )));
+    }
     Ok(())
+}
+
+/// Whether `url` is `http://` or `https://` followed by something.
+fn has_host(url: &str) -> bool {
+    url.strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .is_some_and(|rest| !rest.is_empty())
 }
 
 /// One line per shared section, for the `check-config` report (URLs by scheme only: no secrets).
@@ -151,13 +182,17 @@ pub fn describe(settings: &Settings) -> Vec<String> {
     let scheme = |url: &str| url.split_once("://").map_or(url, |(s, _)| s).to_string();
     let blob = match settings.blob.kind {
         BlobKind::S3 => format!(
-            "blob: s3 bucket `{}`, prefix `{}`, endpoint {}",
+            "blob: s3 bucket `{}`, prefix `{}`, endpoint {}, {}",
             settings.blob.s3.bucket,
             settings.blob.s3.prefix,
             if settings.blob.s3.endpoint.is_empty() {
                 "AWS".to_string()
             } else {
                 scheme(&settings.blob.s3.endpoint)
+            },
+            match settings.blob.signed_urls.expiry_seconds {
+                0 => "no signed URLs".to_string(),
+                n => format!("signed URLs valid {n} s"),
             }
         ),
         BlobKind::Local => format!("blob: local folder {}", settings.blob.dir.display()),
@@ -267,6 +302,17 @@ mod tests {
         s.blob.s3.endpoint = String::new();
         s.blob.s3.access_key_id = "only-one".into();
         assert!(err(common(&s)).contains("blob.access_key_id"));
+        s.blob.s3.access_key_id = String::new();
+        s.blob.signed_urls.expiry_seconds = MAX_SIGNED_URL_SECONDS + 1;
+        assert!(err(common(&s)).starts_with("blob.signed_urls.expiry_seconds: is 604801"));
+        s.blob.signed_urls.expiry_seconds = MAX_SIGNED_URL_SECONDS;
+        common(&s).unwrap();
+        s.blob.signed_urls.public_endpoint = "images.example.com".into();
+        assert!(err(common(&s)).starts_with("blob.signed_urls.public_endpoint"));
+        s.blob.signed_urls.public_endpoint = "https://images.example.com".into();
+        common(&s).unwrap();
+        s.blob.kind = BlobKind::Local;
+        assert!(err(common(&s)).contains("blob.kind is `local`"));
 
         assert!(err(listen_addr("worker.http_addr", "9091")).contains("worker.http_addr"));
 

@@ -1,9 +1,11 @@
 //! Layered settings. Every field has a default so a partial file works; `config/base.yaml`
 //! documents them all.
 
-use pixelfarm_blob::{LocalBlob, S3Blob, S3Config};
+use pixelfarm_blob::{LocalBlob, S3Blob, S3Config, S3UrlSigner};
 use pixelfarm_broker::{InProcBroker, RabbitBroker, Topology};
-use pixelfarm_core::{BlobStore, Broker, Error, JobStore, ModelName, Result, Retention};
+use pixelfarm_core::{
+    BlobStore, Broker, Error, JobStore, ModelName, Result, Retention, UrlSigning,
+};
 use pixelfarm_store::{PgStore, SqliteStore};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,9 @@ use std::time::Duration;
 
 use crate::health::HealthConfig;
 
+mod credentials;
 mod webhooks;
+pub use credentials::ContentCredentialsSettings;
 pub use webhooks::WebhookSettings;
 
 /// All settings of a pixelfarm process (a scheduler reads some sections, a worker others).
@@ -178,9 +182,24 @@ pub struct BlobSettings {
     pub dir: PathBuf,
     /// Create the bucket at start if it is missing (development).
     pub create_bucket: bool,
+    /// Presigned GET URLs of the images, for kind `s3`.
+    pub signed_urls: SignedUrlSettings,
     /// S3 settings for `s3`.
     #[serde(flatten)]
     pub s3: S3Config,
+}
+
+/// `blob.signed_urls`: presigned GET URLs of each image in the API's job records (and so in
+/// `results.jsonl`), which anyone holding one can download until it expires.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SignedUrlSettings {
+    /// How long each URL is valid, in seconds: 0 signs none; at most
+    /// [`pixelfarm_blob::MAX_SIGNED_URL_SECONDS`] (7 days, SigV4's limit).
+    pub expiry_seconds: u64,
+    /// The store's address as the URLs' users reach it (`https://images.example.com`); empty:
+    /// `blob.endpoint`. The host is signed, so the store must see this host.
+    pub public_endpoint: String,
 }
 
 impl Default for BlobSettings {
@@ -189,6 +208,7 @@ impl Default for BlobSettings {
             kind: BlobKind::S3,
             dir: PathBuf::from("out/blobs"),
             create_bucket: false,
+            signed_urls: SignedUrlSettings::default(),
             s3: S3Config {
                 bucket: "pixelfarm".into(),
                 region: "us-east-1".into(),
@@ -214,6 +234,23 @@ impl BlobSettings {
                 Ok(Arc::new(s))
             }
         }
+    }
+
+    /// The signer of the images' URLs with how long each is valid, when `signed_urls` asks
+    /// for them (no request is made).
+    ///
+    /// # Errors
+    /// `Invalid` for incomplete settings.
+    pub async fn url_signing(&self) -> Result<Option<UrlSigning>> {
+        let expiry = self.signed_urls.expiry_seconds;
+        if expiry == 0 || self.kind != BlobKind::S3 {
+            return Ok(None);
+        }
+        let signer = S3UrlSigner::connect(&self.s3, &self.signed_urls.public_endpoint).await?;
+        Ok(Some(UrlSigning {
+            signer: Arc::new(signer),
+            expires_in: Duration::from_secs(expiry),
+        }))
     }
 }
 
@@ -389,6 +426,8 @@ pub struct WorkerSettings {
     pub render_timeout_seconds: u64,
     /// How the worker groups its claims and its completions into one statement each.
     pub write_group: WriteGroupSettings,
+    /// The key that signs the images' content credentials.
+    pub content_credentials: ContentCredentialsSettings,
 }
 
 /// `worker.write_group` section: concurrent jobs' claims (and completions) wait together at most
@@ -429,6 +468,7 @@ impl Default for WorkerSettings {
             batch_linger_ms: 10,
             render_timeout_seconds: 600,
             write_group: WriteGroupSettings::default(),
+            content_credentials: ContentCredentialsSettings::default(),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use pixelfarm_api::{ApiMetrics, BatchApi};
-use pixelfarm_core::{BlobStore, Broker, ChainResult, JobStore};
+use pixelfarm_core::{BlobStore, Broker, ChainResult, JobStore, UrlSigning};
 use pixelfarm_runtime::health::{Beat, Health, ping, store_probe};
 use pixelfarm_runtime::tls::{ALPN_GRPC, ALPN_HTTP1, ServerTls, TlsListener};
 use pixelfarm_runtime::{Settings, ops};
@@ -41,11 +41,13 @@ pub struct Core {
 }
 
 impl Core {
-    /// Register metrics on `registry` and build the API over the seams.
+    /// Register metrics on `registry` and build the API over the seams; `urls` signs the
+    /// images' URLs in job pages.
     pub fn new(
         settings: &Settings,
         store: Arc<dyn JobStore>,
         blob: Arc<dyn BlobStore>,
+        urls: Option<UrlSigning>,
         registry: &Registry,
     ) -> Self {
         let api_metrics = ApiMetrics::register(registry);
@@ -57,7 +59,8 @@ impl Core {
                 settings.scheduler.models.clone(),
                 api_metrics,
             )
-            .with_webhook_policy(settings.scheduler.webhooks.policy()),
+            .with_webhook_policy(settings.scheduler.webhooks.policy())
+            .with_signed_urls(urls),
         );
         Core {
             api,
@@ -114,6 +117,7 @@ impl Core {
         match Relay::new(
             self.store.clone(),
             webhooks::Config::from_settings(&s.webhooks),
+            self.api.url_signing().cloned(),
             self.metrics.clone(),
         ) {
             Ok(relay) => {
@@ -188,8 +192,9 @@ pub async fn start(settings: Settings, stop: CancellationToken) -> anyhow::Resul
         .await
         .chained()?;
 
+    let urls = settings.blob.url_signing().await.chained()?;
     let registry = Registry::new();
-    let core = Core::new(&settings, store.clone(), blob, &registry);
+    let core = Core::new(&settings, store.clone(), blob, urls, &registry);
     let mut tasks = JoinSet::new();
     core.spawn_loops(&settings, broker.clone(), &mut tasks, &stop);
 

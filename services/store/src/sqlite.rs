@@ -100,6 +100,10 @@ impl JobStore for SqliteStore {
         tenants::set_retention(&self.pool, tenant, retention).await
     }
 
+    async fn set_content_credentials(&self, tenant: TenantId, on: bool) -> Result<()> {
+        tenants::set_content_credentials(&self.pool, tenant, on).await
+    }
+
     async fn usage(&self, tenant: TenantId) -> Result<Usage> {
         tenants::usage(&self.pool, tenant).await
     }

@@ -2,7 +2,7 @@
 
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use pixelfarm_core::{Error, ErrorKind, TenantId};
+use pixelfarm_core::{Error, ErrorKind, ImageFormat, TenantId};
 use std::sync::Arc;
 
 use crate::BatchApi;
@@ -42,6 +42,12 @@ pub(super) async fn tenant(api: &BatchApi, headers: &HeaderMap) -> ApiResult<Ten
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     Ok(api.authenticate(auth).await?)
+}
+
+/// Image bytes with the content type their format says (PNG when unrecognised).
+pub(super) fn image_response(bytes: bytes::Bytes) -> Response {
+    let format = ImageFormat::sniff(&bytes).unwrap_or_default();
+    ([(header::CONTENT_TYPE, format.content_type())], bytes).into_response()
 }
 
 pub(super) fn observed<T>(

@@ -23,6 +23,23 @@ async fn inspect_input(
 }
 
 impl BatchApi {
+    /// The bytes of `tenant`'s upload under `key` (`inputs/<tenant>/<file>`, as a manifest
+    /// names it).
+    ///
+    /// # Errors
+    /// `NotFound` for no such upload, worded alike for a key outside the tenant's uploads (another
+    /// tenant's included: the answer tells nothing of whether it exists); store errors.
+    pub async fn input(&self, tenant: TenantId, key: &str) -> Result<Bytes> {
+        let missing = || Error::not_found(format!("no upload `{key}`"));
+        if !is_tenant_input(tenant, key) {
+            return Err(missing());
+        }
+        match self.blob.get_limited(key, MAX_INPUT_BYTES).await {
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(missing()),
+            other => other,
+        }
+    }
+
     /// Check an init image or mask and store it under the tenant's prefix
     /// ([`input_prefix`]) as `name` (its sha256 when `None`), replacing an earlier upload of that
     /// name. The bytes are checked before anything is stored: at most [`MAX_INPUT_BYTES`], a PNG,

@@ -30,7 +30,8 @@ fn within_limits(spec: &BatchSpec, limits: &ModelLimits) -> Result<()> {
 }
 
 impl BatchApi {
-    /// Parse, expand and store a manifest in one transaction.
+    /// Parse, expand and store a manifest in one transaction. Jobs whose `output` does not say
+    /// `content_credentials` get the tenant's setting.
     ///
     /// # Errors
     /// `RateLimited` over the tenant's `submits_per_minute` (counted before any parsing);
@@ -86,6 +87,9 @@ impl BatchApi {
                 .map_err(|e| field_error_in(&manifest, "webhook.url", &e.to_string()))?;
         }
         drop(manifest);
+        for output in spec.jobs.outputs_mut() {
+            output.resolve_content_credentials(owner.content_credentials);
+        }
         for init in spec.jobs.inits_mut() {
             for img in init.images_mut() {
                 if let Some(key) = renamed.get(&img.key) {

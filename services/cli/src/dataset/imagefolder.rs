@@ -27,8 +27,8 @@ impl ImageFolder {
         ImageFolder {
             dir: dir.to_path_buf(),
             columns: columns.metadata(),
-            init: columns.init_image,
-            mask: columns.mask_image,
+            init: columns.init,
+            mask: columns.mask,
             metadata: Default::default(),
         }
     }

@@ -188,14 +188,14 @@ impl Files {
             suffix: "",
             of: image_of,
         }];
-        if columns.init_image {
+        if columns.init {
             media.push(Medium {
                 name: "init",
                 suffix: "_init",
                 of: init_of,
             });
         }
-        if columns.mask_image {
+        if columns.mask {
             media.push(Medium {
                 name: "mask",
                 suffix: "_mask",

@@ -69,14 +69,10 @@ pub enum Cell {
 pub struct Columns {
     /// The variables' names, each a `var_<name>` column.
     vars: BTreeSet<String>,
-    /// A job has an init image: an `init_strength` column.
+    /// A job has an init image: an `init_strength` column and an `init` image.
     pub init: bool,
-    /// A job has a mask.
+    /// A job has a mask: a `mask` image.
     pub mask: bool,
-    /// An `init` image column: a job has an init image and the source serves inputs.
-    pub init_image: bool,
-    /// A `mask` image column, likewise.
-    pub mask_image: bool,
 }
 
 impl Columns {
@@ -226,6 +222,7 @@ mod tests {
             max_attempts: 3,
             object_key: None,
             sha256: None,
+            image_url: None,
             last_error: None,
             error_kind: None,
             timings: Default::default(),

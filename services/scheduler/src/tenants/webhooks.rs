@@ -18,7 +18,8 @@ pub enum WebhookCommand {
         name: String,
         /// Receiver: an http:// or https:// URL.
         url: String,
-        /// Comma-separated events: batch.completed, batch.failed, job.failed.
+        /// Comma-separated events: batch.completed, batch.failed, job.failed, job.succeeded (one
+        /// per image).
         #[arg(long, default_value = "batch.completed,batch.failed", value_parser = parse_events)]
         events: EventSet,
     },

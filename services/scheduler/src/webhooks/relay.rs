@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use pixelfarm_core::{
-    AttemptOutcome, DueEvent, ErrorKind, EventKind, JobStore, Result, WebhookPolicy,
+    AttemptOutcome, DueEvent, ErrorKind, EventKind, JobStore, Result, UrlSigning, WebhookPolicy,
 };
 use pixelfarm_runtime::settings::WebhookSettings;
 use rand::Rng;
@@ -82,23 +82,27 @@ pub struct Relay {
     store: Arc<dyn JobStore>,
     sender: Sender,
     config: Config,
+    /// Signs the image URL of `job.succeeded` bodies.
+    urls: Option<UrlSigning>,
     metrics: Arc<SchedulerMetrics>,
 }
 
 impl Relay {
-    /// A relay over `store`.
+    /// A relay over `store`; `urls` signs the image URL `job.succeeded` bodies carry.
     ///
     /// # Errors
     /// When the HTTP client cannot be built.
     pub fn new(
         store: Arc<dyn JobStore>,
         config: Config,
+        urls: Option<UrlSigning>,
         metrics: Arc<SchedulerMetrics>,
     ) -> Result<Self> {
         Ok(Relay {
             sender: Sender::new(config.policy.clone(), config.timeout)?,
             store,
             config,
+            urls,
             metrics,
         })
     }
@@ -186,17 +190,30 @@ impl Relay {
     }
 
     /// The body every attempt of `event` sends: `{type, timestamp, data}` (the Standard Webhooks
-    /// payload shape), `data` as the API shows the batch or the dead job when the event is first
-    /// attempted.
+    /// payload shape), `data` as the API shows the batch, the dead job or the stored image (with
+    /// its signed URL, when URLs are signed) when the event is first attempted.
     async fn body(&self, event: &DueEvent) -> Result<String> {
         let data = match (event.kind, event.job) {
-            (EventKind::JobFailed, Some(job)) => {
+            (kind @ (EventKind::JobFailed | EventKind::JobSucceeded), Some(job)) => {
                 let job = match self.store.job(event.tenant, job).await {
-                    Ok(j) => json!({
+                    Ok(j) if kind == EventKind::JobFailed => json!({
                         "id": j.id, "key": j.key, "attempt": j.attempt,
                         "error_kind": j.error_kind, "error": j.last_error,
                         "finished_at": j.finished_at,
                     }),
+                    Ok(j) => {
+                        let image_url = match (&self.urls, &j.object_key) {
+                            (Some(urls), Some(key)) => {
+                                Some(urls.signer.signed_get(key, urls.expires_in).await?)
+                            }
+                            _ => None,
+                        };
+                        json!({
+                            "id": j.id, "key": j.key, "object_key": j.object_key,
+                            "sha256": j.sha256, "image_url": image_url,
+                            "finished_at": j.finished_at,
+                        })
+                    }
                     // Retention took the row before the first attempt: the ids still say which.
                     Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Gone) => {
                         json!({ "id": job })

@@ -1,5 +1,5 @@
 //! Webhooks: events written with the change that causes them (a batch's last job final, a job
-//! dead), for the webhooks that asked, to their own tenant only; claims, attempts and the
+//! dead or succeeded), for the webhooks that asked, to their own tenant only; claims, attempts and the
 //! delivery log; secrets and their rotation.
 
 use chrono::Utc;
@@ -51,14 +51,17 @@ pub async fn webhook_events_follow_their_changes(s: Store) {
     let tenant_hook = s
         .add_webhook(
             t,
-            &spec("https://hooks.example.com/all", &[EventKind::JobFailed]),
+            &spec(
+                "https://hooks.example.com/all",
+                &[EventKind::JobFailed, EventKind::JobSucceeded],
+            ),
         )
         .await
         .unwrap();
     assert_eq!(s.list_webhooks(t).await.unwrap().len(), 1);
     assert!(s.list_webhooks(other).await.unwrap().is_empty());
 
-    // A batch with its own webhook (the outcome only) beside the tenant's (job failures only).
+    // A batch with its own webhook (the outcome only) beside the tenant's (each job's end).
     let mut m = manifest("b1", 3, 0, None);
     m.webhook = Some(spec(
         "https://example.com/b1",
@@ -80,13 +83,26 @@ pub async fn webhook_events_follow_their_changes(s: Store) {
         .iter()
         .map(|e| (e.kind.as_str(), e.url.as_str(), e.job.is_some()))
         .collect();
+    let all = "https://hooks.example.com/all";
     assert_eq!(
         kinds,
         [
             ("batch.failed", "https://example.com/b1", false),
-            ("job.failed", "https://hooks.example.com/all", true)
+            ("job.failed", all, true),
+            ("job.succeeded", all, true),
+            ("job.succeeded", all, true),
         ]
     );
+    let mut succeeded: Vec<JobId> = events[2..].iter().filter_map(|e| e.job).collect();
+    succeeded.sort();
+    let mut expected: Vec<JobId> = all_jobs(&s, t, b1)
+        .await
+        .into_iter()
+        .filter(|j| j.state == JobState::Succeeded)
+        .map(|j| j.id)
+        .collect();
+    expected.sort();
+    assert_eq!(succeeded, expected, "one event per stored image");
     assert!(events.iter().all(|e| e.tenant == t && e.batch == b1));
     assert!(events.iter().all(|e| e.attempt == 1 && e.body.is_none()));
     assert_eq!(events[0].secrets.len(), 1, "the tenant's secret signs");
@@ -98,7 +114,7 @@ pub async fn webhook_events_follow_their_changes(s: Store) {
         due(&s).await.is_empty(),
         "claimed events wait for their lease"
     );
-    assert_eq!(s.pending_webhook_events().await.unwrap(), 2);
+    assert_eq!(s.pending_webhook_events().await.unwrap(), 4);
 
     // A batch that all succeeds is completed; removing the tenant's webhook stops its events.
     let mut m2 = manifest("b2", 2, 0, None);
