@@ -5,10 +5,12 @@
 //! ```sh
 //! bench-diffusion write DIR [--family tiny|tiny-xl|sd15|sd21|sdxl]   # random weights, diffusers layout
 //! bench-diffusion run DIR --size 64 --steps 20 --batch 4 --images 32 [--per-job] [--device cuda]
-//!     [--warmup-steps N]
+//!     [--warmup-steps N] [--lora FILE:WEIGHT ...]
 //! bench-diffusion parity DIR --seed 5 --steps 4 --guidance 5 --prompt P --negative N [--size 64]
 //!     [--sampler euler] [--device cuda]
 //! bench-diffusion components DIR --latent 16 --out FILE --prompt P --negative N [--t 500]
+//!     [--lora FILE:WEIGHT ...]
+//! bench-diffusion write-lora DIR --out FILE [--layout kohya|peft] [--rank 4] [--seed 7]
 //! ```
 //!
 //! `write` prints the registry entry (every file's sha256) and leaves it in `DIR/registry-entry.yaml`.
@@ -16,7 +18,9 @@
 //! step) and pixels as JSON, for `bench/xl_parity.py` (diffusers' reference modules) or
 //! `bench/diffusers_bench.py --parity` (the diffusers pipeline) to redo from the same noise.
 //! `components` writes each stage's inputs and outputs on its own (text encoders, one UNet call on
-//! fixed latents, one VAE decode) as safetensors, on the CPU in f32, for `bench/parity.py`.
+//! fixed latents, one VAE decode) as safetensors, on the CPU in f32, for `bench/parity.py`; with
+//! `--lora`, each LoRA file merged at its weight first, as a job's LoRAs are. `write-lora` writes
+//! a random LoRA for the model in DIR (`tiny_lora`) and prints its registry entry.
 //!
 //! A batch runs as one fused UNet call per step, as diffusers does; `--per-job` runs it as the
 //! worker's default does (`fused_batches: false`: the jobs step together, one UNet call each).
@@ -26,10 +30,13 @@
 
 use candle_core::{DType, Device, Tensor};
 use pixelfarm_core::{
-    ChainResult, GuidanceScale, JobParams, ModelName, NegativePrompt, Prompt, RenderControl,
-    Renderer, Sampler, Seed, StepCount,
+    ChainResult, GuidanceScale, JobParams, LoraSpec, LoraWeight, Loras, ModelName, NegativePrompt,
+    Prompt, RenderControl, Renderer, Sampler, Seed, StepCount,
 };
-use pixelfarm_diffusion::{DeviceChoice, DiffusionEngine, Family, RegistryConfig, tiny};
+use pixelfarm_diffusion::tiny_lora::{LoraLayout, write_random_lora};
+use pixelfarm_diffusion::{
+    DeviceChoice, DiffusionEngine, Family, LoraEntry, ModelEntry, RegistryConfig, tiny,
+};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -37,9 +44,10 @@ use std::time::Instant;
 fn usage() -> ! {
     eprintln!(
         "usage: bench-diffusion write DIR [--family F] | run DIR [--size N] [--steps N] [--batch N] \
-         [--images N] [--per-job] [--device cpu|cuda] [--warmup-steps N] | parity DIR [--seed N] \
+         [--images N] [--per-job] [--device cpu|cuda] [--warmup-steps N] [--lora FILE:WEIGHT]... | parity DIR [--seed N] \
          [--steps N] [--guidance G] [--prompt P] [--negative N] [--size N] [--sampler S] \
-         [--device cpu|cuda] | components DIR [--latent N] --out FILE [--prompt P] [--negative N] [--t T]"
+         [--device cpu|cuda] | components DIR [--latent N] --out FILE [--prompt P] [--negative N] [--t T] \
+         [--lora FILE:WEIGHT]... | write-lora DIR --out FILE [--layout kohya|peft] [--rank N] [--seed N]"
     );
     std::process::exit(2)
 }
@@ -65,6 +73,7 @@ fn main() -> anyhow::Result<()> {
         Some("run") => run(&args[1..]),
         Some("parity") => parity(&args[1..]),
         Some("components") => components(&args[1..]),
+        Some("write-lora") => write_lora(&args[1..]),
         _ => usage(),
     }
 }
@@ -91,6 +100,13 @@ fn device_flag(args: &[String]) -> anyhow::Result<DeviceChoice> {
         .map_err(|e| anyhow::anyhow!("--device: {e} (accepted: cpu, cuda)"))
 }
 
+/// The registry entry `write` left in `dir`.
+fn written_entry(dir: &std::path::Path) -> anyhow::Result<ModelEntry> {
+    Ok(serde_yaml::from_str(&std::fs::read_to_string(
+        dir.join("registry-entry.yaml"),
+    )?)?)
+}
+
 /// The engine over the model `write` left in `dir`, served as `bench`.
 fn engine_for(
     dir: &std::path::Path,
@@ -98,7 +114,18 @@ fn engine_for(
     fused: bool,
     device: DeviceChoice,
 ) -> anyhow::Result<(DiffusionEngine, ModelName)> {
-    let entry = serde_yaml::from_str(&std::fs::read_to_string(dir.join("registry-entry.yaml"))?)?;
+    engine_with_loras(dir, batch, fused, device, BTreeMap::new())
+}
+
+/// [`engine_for`], with `loras` in the registry.
+fn engine_with_loras(
+    dir: &std::path::Path,
+    batch: usize,
+    fused: bool,
+    device: DeviceChoice,
+    loras: BTreeMap<ModelName, LoraEntry>,
+) -> anyhow::Result<(DiffusionEngine, ModelName)> {
+    let entry = written_entry(dir)?;
     let model = ModelName::parse("bench")?;
     let engine = DiffusionEngine::new(RegistryConfig {
         cache_dir: std::env::temp_dir(),
@@ -107,9 +134,59 @@ fn engine_for(
         fused_batches: fused,
         device,
         models: BTreeMap::from([(model.clone(), entry)]),
+        loras,
+        max_lora_sets: pixelfarm_diffusion::registry::DEFAULT_MAX_LORA_SETS,
     })
     .chained()?;
     Ok((engine, model))
+}
+
+fn write_lora(args: &[String]) -> anyhow::Result<()> {
+    let dir = PathBuf::from(args.first().unwrap_or_else(|| usage()));
+    let out = PathBuf::from(text_flag(args, "--out", ""));
+    anyhow::ensure!(!out.as_os_str().is_empty(), "--out FILE is needed");
+    let layout = match text_flag(args, "--layout", "kohya").as_str() {
+        "kohya" => LoraLayout::Kohya,
+        "peft" => LoraLayout::Peft,
+        other => anyhow::bail!("--layout is `{other}`; accepted: kohya, peft"),
+    };
+    let family = written_entry(&dir)?.family;
+    let rank = flag(args, "--rank", 4)? as usize;
+    let seed = u64::from(flag(args, "--seed", 7)?);
+    let entry = write_random_lora(&dir, family, &out, layout, rank, seed).chained()?;
+    print!("{}", serde_yaml::to_string(&entry)?);
+    Ok(())
+}
+
+/// Every `--lora FILE:WEIGHT` of `args`, registered as `lora0`, `lora1`, … for the family of the
+/// model in `dir`, and the job's LoRA list naming them.
+fn lora_flags(
+    args: &[String],
+    dir: &std::path::Path,
+) -> anyhow::Result<(BTreeMap<ModelName, LoraEntry>, Loras)> {
+    let family = written_entry(dir)?.family;
+    let mut registry = BTreeMap::new();
+    let mut specs = Vec::new();
+    for (i, pair) in args.windows(2).filter(|w| w[0] == "--lora").enumerate() {
+        let (file, weight) = pair[1]
+            .rsplit_once(':')
+            .ok_or_else(|| anyhow::anyhow!("--lora is `{}`; accepted: FILE:WEIGHT", pair[1]))?;
+        let path = std::path::absolute(file)?;
+        let name = ModelName::parse(format!("lora{i}"))?;
+        registry.insert(
+            name.clone(),
+            LoraEntry {
+                family,
+                sha256: pixelfarm_diffusion::registry::sha256_file(&path).chained()?,
+                source: pixelfarm_diffusion::Source::File(path),
+            },
+        );
+        specs.push(LoraSpec {
+            name,
+            weight: LoraWeight::parse(weight.parse()?)?,
+        });
+    }
+    Ok((registry, Loras::new(specs)?))
 }
 
 fn parity(args: &[String]) -> anyhow::Result<()> {
@@ -129,6 +206,7 @@ fn parity(args: &[String]) -> anyhow::Result<()> {
         seed: Seed::parse(u64::from(seed))?,
         init: None,
         hires: None,
+        loras: Default::default(),
         output: Default::default(),
     };
     let img = engine.render(&model, &job).chained()?;
@@ -150,8 +228,9 @@ fn components(args: &[String]) -> anyhow::Result<()> {
     anyhow::ensure!(!out.as_os_str().is_empty(), "--out FILE is needed");
     let latent = flag(args, "--latent", 16)? as usize;
     let t: f64 = text_flag(args, "--t", "500").parse()?;
-    let (engine, model) = engine_for(&dir, 1, false, DeviceChoice::Cpu)?;
-    let m = engine.loaded_model(&model).chained()?;
+    let (registry, loras) = lora_flags(args, &dir)?;
+    let (engine, model) = engine_with_loras(&dir, 1, false, DeviceChoice::Cpu, registry)?;
+    let m = engine.loaded_model_with(&model, &loras).chained()?;
     let job = JobParams {
         prompt: Prompt::parse(text_flag(args, "--prompt", "a photo of a red house"))?,
         negative_prompt: NegativePrompt::parse(text_flag(args, "--negative", "blurry"))?,
@@ -163,6 +242,7 @@ fn components(args: &[String]) -> anyhow::Result<()> {
         seed: Seed::parse(0)?,
         init: None,
         hires: None,
+        loras: Default::default(),
         output: Default::default(),
     };
     let (ctx, text_time) = m.text_conditioning(&job).chained()?;
@@ -208,9 +288,14 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     let warmup_steps = flag(args, "--warmup-steps", steps)?;
     let fused = batch > 1 && !args.iter().any(|a| a == "--per-job");
     let device = device_flag(args)?;
-    let (engine, model) = engine_for(&dir, batch, fused, device)?;
+    let (registry, loras) = lora_flags(args, &dir)?;
+    let (engine, model) = engine_with_loras(&dir, batch, fused, device, registry)?;
     let family = engine.config().entry(&model)?.family;
     engine.preload(&model).chained()?;
+    // The LoRA set's merge, once, as the first job with it pays it (not in the timed loop).
+    let t = Instant::now();
+    engine.loaded_model_with(&model, &loras).chained()?;
+    let merge_secs = t.elapsed().as_secs_f64();
     let job_of = |i: usize, steps: u32| -> anyhow::Result<JobParams> {
         Ok(JobParams {
             prompt: Prompt::parse(format!("a photo of a red fox number {i}"))?,
@@ -223,6 +308,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             seed: Seed::parse(i as u64)?,
             init: None,
             hires: None,
+            loras: loras.clone(),
             output: Default::default(),
         })
     };
@@ -272,6 +358,8 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             "seconds": secs,
             "images_per_s": images as f64 / secs,
             "seconds_per_image": per_image,
+            "loras": loras.iter().count(),
+            "lora_merge_seconds": merge_secs,
         })
     );
     Ok(())

@@ -11,6 +11,11 @@ latents. diffusers redoes each stage from the same inputs (its own tokenizer and
 for the text, pixelfarm's conditioning for the UNet, so each stage is checked alone). Prints one
 JSON line per stage (largest absolute difference, relative L2 error ‖ours − theirs‖ / ‖theirs‖) and
 exits 1 when a relative error is above --max-rel.
+
+With `--lora FILE:WEIGHT` (repeated, the same as given to `bench-diffusion components`), diffusers
+loads each file with `load_lora_weights` (its own reading of the kohya or PEFT layout, through
+peft) and applies them at their weights with `set_adapters`, unfused, before the stages: the text
+encoders and the UNet are then checked with the LoRAs.
 """
 
 import argparse
@@ -44,11 +49,20 @@ def main():
     ap.add_argument("--prompt", default="a photo of a red house")
     ap.add_argument("--negative", default="blurry")
     ap.add_argument("--max-rel", type=float, default=1e-4)
+    ap.add_argument("--lora", action="append", default=[], help="FILE:WEIGHT, repeatable")
     a = ap.parse_args()
     torch.set_grad_enabled(False)
     torch.manual_seed(0)
     ours = load_file(a.components)
     pipe, _ = pipeline(a.dir, a.family, torch.device("cpu"), torch.float32)
+    if a.lora:
+        names, weights = [], []
+        for i, spec in enumerate(a.lora):
+            path, weight = spec.rsplit(":", 1)
+            pipe.load_lora_weights(path, adapter_name=f"lora{i}")
+            names.append(f"lora{i}")
+            weights.append(float(weight))
+        pipe.set_adapters(names, adapter_weights=weights)
     xl = "text.pooled" in ours
     rows = []
 
@@ -81,6 +95,8 @@ def main():
     failed = False
     for r in rows:
         r["family"] = a.family
+        if a.lora:
+            r["loras"] = a.lora
         r["ok"] = r["rel_l2"] <= a.max_rel
         failed |= not r["ok"]
         print(json.dumps(r))

@@ -29,6 +29,25 @@ async fn the_worker_renders_with_a_model_from_s3_and_refuses_tampered_weights() 
         .await
         .unwrap();
     }
+    // A LoRA for the model, in S3 beside it, and one registered with a sha256 its file lacks.
+    let lora = pixelfarm_diffusion::tiny_lora::write_random_lora(
+        local.path(),
+        pixelfarm_diffusion::Family::Tiny,
+        &local.path().join("style.safetensors"),
+        pixelfarm_diffusion::tiny_lora::LoraLayout::Kohya,
+        4,
+        7,
+    )
+    .unwrap();
+    root.put(
+        &format!("{models_prefix}/loras/style.safetensors"),
+        std::fs::read(local.path().join("style.safetensors"))
+            .unwrap()
+            .into(),
+        "application/octet-stream",
+    )
+    .await
+    .unwrap();
     let files = |tamper: bool| {
         let mut s = String::new();
         for (rel, sha) in &entry.files {
@@ -44,10 +63,13 @@ async fn the_worker_renders_with_a_model_from_s3_and_refuses_tampered_weights() 
     let cache = local.path().join("cache");
     let registry = local.path().join("registry.yaml");
     let text = format!(
-        "cache_dir: \"{cache}\"\nmodels:\n    tiny:\n      family: tiny\n      source: \"s3://{BUCKET}/{models_prefix}/tiny\"\n      files:\n{ok}    tampered:\n      family: tiny\n      source: \"s3://{BUCKET}/{models_prefix}/tiny\"\n      files:\n{bad}",
+        "cache_dir: \"{cache}\"\nmodels:\n    tiny:\n      family: tiny\n      source: \"s3://{BUCKET}/{models_prefix}/tiny\"\n      files:\n{ok}    tampered:\n      family: tiny\n      source: \"s3://{BUCKET}/{models_prefix}/tiny\"\n      files:\n{bad}loras:\n    style:\n      family: tiny\n      source: \"s3://{BUCKET}/{models_prefix}/loras/style.safetensors\"\n      sha256: \"{sha}\"\n    stale:\n      family: tiny\n      source: \"file://{style}\"\n      sha256: \"{zeros}\"\n",
         cache = cache.display(),
         ok = files(false),
         bad = files(true),
+        sha = lora.sha256,
+        style = local.path().join("style.safetensors").display(),
+        zeros = "0".repeat(64),
     );
     std::fs::write(&registry, text).unwrap();
     let stack = Stack::start(StackOptions {
@@ -208,7 +230,71 @@ async fn the_worker_renders_with_a_model_from_s3_and_refuses_tampered_weights() 
         "{err}"
     );
 
+    loras_sweep_their_weights(&stack, &a, &lora.sha256, &cache).await;
     img2img_and_inpainting_start_from_uploaded_images(&stack, &a).await;
+}
+
+/// A batch sweeping a LoRA's weight: each weight its own image, each image naming the LoRA's
+/// sha256 in its provenance and A1111 text; a LoRA whose file does not match the registry kills
+/// its job, naming it.
+async fn loras_sweep_their_weights(
+    stack: &Stack,
+    a: &pixelfarm_api::ApiClient,
+    sha: &str,
+    cache: &std::path::Path,
+) {
+    assert!(
+        cache.join(".loras/style.safetensors").is_file(),
+        "the s3:// LoRA was downloaded into the cache"
+    );
+    let manifest = "name: lora-sweep\nmodel: tiny\ndefaults: {width: 64, height: 64, steps: 3, guidance: 3.0, sampler: euler}\njobs:
+  - {key: none, prompt: a red house, seed: 1}
+  - {key: half, prompt: a red house, seed: 1, loras: [{name: style, weight: 0.5}]}
+  - {key: full, prompt: a red house, seed: 1, loras: [{name: style, weight: 1.0}]}
+  - {key: zero, prompt: a red house, seed: 1, loras: [{name: style, weight: 0}]}
+  - {key: stale, prompt: a red house, seed: 1, loras: [{name: stale, weight: 1.0}]}
+";
+    let out = a.submit(manifest.to_string()).await.unwrap();
+    let v = wait_batch(stack, a, out.batch_id, Duration::from_secs(300), |v| v.done).await;
+    assert_eq!(
+        (v.status.counts.succeeded, v.status.counts.dead),
+        (4, 1),
+        "{:?}\n{}",
+        v.status.counts,
+        stack.logs()
+    );
+    let (jobs, _) = a.jobs(out.batch_id, None, 10).await.unwrap();
+    let job = |key: &str| jobs.iter().find(|j| j.key == key).unwrap();
+    let stale = job("stale").last_error.clone().unwrap();
+    assert!(
+        stale.contains("LoRA `stale`") && stale.contains("sha256 mismatch"),
+        "{stale}"
+    );
+    let shas: std::collections::BTreeSet<_> = ["none", "half", "full"]
+        .iter()
+        .map(|k| job(k).sha256.clone().unwrap())
+        .collect();
+    assert_eq!(shas.len(), 3, "each weight its own image");
+    // Weight 0 renders the base model's pixels; its file still says what was asked.
+    let pixels = |png: &[u8]| pixelfarm_image::input::decode_input(png).unwrap().1.rgb;
+    assert_eq!(
+        pixels(&a.image(job("zero").id).await.unwrap()),
+        pixels(&a.image(job("none").id).await.unwrap())
+    );
+    let png = a.image(job("half").id).await.unwrap();
+    let text = pixelfarm_image::decode_png_text(&png).unwrap();
+    let params = &text.iter().find(|(k, _)| k == "parameters").unwrap().1;
+    assert!(
+        params.starts_with("a red house <lora:style:0.5>\n")
+            && params.contains(&format!("Lora hashes: \"style: {}\"", &sha[..12])),
+        "{params}"
+    );
+    let prov: serde_json::Value =
+        serde_json::from_str(&text.iter().find(|(k, _)| k == "pixelfarm").unwrap().1).unwrap();
+    assert_eq!(
+        prov["loras"],
+        serde_json::json!([{"name": "style", "weight": 0.5, "sha256": sha}])
+    );
 }
 
 async fn img2img_and_inpainting_start_from_uploaded_images(

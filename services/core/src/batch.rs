@@ -23,6 +23,8 @@ pub struct BatchKey {
     /// The hires fix's scale, steps, strength and upscaler: the jobs refined after the shared
     /// first pass report their steps in lockstep.
     hires: Option<(u64, u32, u64, Upscaler)>,
+    /// The LoRA set ([`crate::Loras::fingerprint`]): a group renders with one set of weights.
+    loras: u64,
 }
 
 impl BatchKey {
@@ -35,6 +37,7 @@ impl BatchKey {
             sampler: params.sampler,
             guided: params.guidance.guides(),
             hires: params.hires.map(|h| h.key(params.steps)),
+            loras: params.loras.fingerprint(),
         }
     }
 }
@@ -74,6 +77,7 @@ mod tests {
             seed: Seed::parse(seed).unwrap(),
             init: None,
             hires: None,
+            loras: Default::default(),
             output: Default::default(),
         }
     }

@@ -101,6 +101,7 @@ mod tests {
             seed: Seed::parse(1).unwrap(),
             init: None,
             hires: None,
+            loras: Default::default(),
             output: OutputSpec {
                 resize: Some(Resize {
                     width: OutputSide::parse(1024).unwrap(),

@@ -1,16 +1,20 @@
 //! Parse, don't validate: every job parameter is a newtype that can only hold an accepted value.//!
 //! Here: the text, sampling and routing parameters and [`JobParams`]; `size` holds the render's
 //! [`ImageSize`] and [`StepCount`], `init` the img2img / inpainting input ([`InitSpec`]), `hires`
-//! the hires fix ([`HiresSpec`]), `output` the post-processing and file format ([`OutputSpec`]).
+//! the hires fix ([`HiresSpec`]), `lora` the adapters ([`Loras`]), `output` the post-processing and file format ([`OutputSpec`]).
 
 mod deserialize;
 mod hires;
 mod init;
+mod lora;
+mod name;
 mod output;
 mod size;
 
 pub use hires::{HiresScale, HiresSpec, Upscaler};
 pub use init::{BlobImage, InitSpec, Strength};
+pub use lora::{LoraSpec, LoraWeight, Loras};
+pub use name::ModelName;
 pub use output::{Fit, ImageFormat, Level, OutputSide, OutputSpec, Quality, Resize};
 pub use size::{ImageSize, StepCount};
 
@@ -239,44 +243,6 @@ impl fmt::Display for Sampler {
     }
 }
 
-/// A model name as routed on the broker: `[a-z0-9][a-z0-9._-]{0,63}`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
-#[serde(transparent)]
-pub struct ModelName(String);
-
-impl ModelName {
-    /// # Errors
-    /// `Invalid` when empty, longer than 64 or holding characters other than `a-z 0-9 . _ -`.
-    pub fn parse(s: impl Into<String>) -> Result<Self> {
-        let s: String = s.into();
-        let ok = !s.is_empty()
-            && s.len() <= 64
-            && s.bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-        if !ok {
-            return Err(Error::invalid(format!(
-                "is `{s}`; accepted: 1 to 64 characters of a-z, 0-9, `.`, `_`, `-`, starting with a letter or digit"
-            )));
-        }
-        Ok(ModelName(s))
-    }
-
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-deserialize_via_parse!(ModelName, String);
-
-impl fmt::Display for ModelName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// Batch priority, 0 (lowest) to 9; higher is dispatched first.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema,
@@ -329,6 +295,9 @@ pub struct JobParams {
     /// Hires fix: the render enlarged and refined; absent for none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hires: Option<HiresSpec>,
+    /// LoRA adapters applied to the model, each at its weight; absent for none.
+    #[serde(default, skip_serializing_if = "Loras::is_empty")]
+    pub loras: Loras,
     /// Post-processing and file format; absent for the default (PNG of the rendered pixels).
     #[serde(default, skip_serializing_if = "OutputSpec::is_default")]
     pub output: OutputSpec,

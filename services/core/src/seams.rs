@@ -362,6 +362,18 @@ pub struct ModelIdentity {
     pub test_pattern: bool,
 }
 
+/// A LoRA a job is rendered with, as its provenance records it: the file's sha256 names the
+/// weights, as the model identity's does the model's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppliedLora {
+    /// Its name in the registry.
+    pub name: ModelName,
+    /// The weight it was applied at.
+    pub weight: crate::LoraWeight,
+    /// sha256 of its file (lowercase hex).
+    pub sha256: String,
+}
+
 /// A render's pixels plus per-phase timings.
 #[derive(Debug, Clone)]
 pub struct RenderedImage {
@@ -387,6 +399,22 @@ pub trait Renderer: Send + Sync + 'static {
     /// # Errors
     /// `Permanent` for parameters it can never render, `Transient` for device trouble.
     fn render(&self, model: &ModelName, params: &JobParams) -> Result<RenderedImage>;
+
+    /// The LoRAs of a job on `model` as they will be applied, in the job's order (empty for
+    /// none), checked before the render starts.
+    ///
+    /// # Errors
+    /// `Permanent` for any LoRA by default: only diffusion renderers apply them; theirs for a
+    /// LoRA they do not know or one of another family.
+    fn loras(&self, model: &ModelName, loras: &crate::Loras) -> Result<Vec<AppliedLora>> {
+        match loras.iter().next() {
+            None => Ok(Vec::new()),
+            Some(l) => Err(Error::permanent(format!(
+                "model `{model}`: this renderer cannot apply LoRA `{}`; LoRAs need a diffusion model",
+                l.name
+            ))),
+        }
+    }
 
     /// Render one job that starts from an image (img2img; inpainting when `input.mask` is set).
     ///

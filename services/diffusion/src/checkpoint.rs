@@ -17,13 +17,15 @@
 //! `convert_open_clip_checkpoint` does. Its `text_projection` and `logit_scale` are unused.
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 use pixelfarm_core::{Error, ErrorKind, Result};
 use std::collections::HashMap;
 use std::path::Path;
 
 use crate::family::Family;
 use crate::registry::{ModelEntry, read_verified};
+
+/// A network's tensors by name.
+pub type TensorMap = HashMap<String, Tensor>;
 
 /// Name prefix of the UNet's tensors in a Stability checkpoint.
 pub const UNET_PREFIX: &str = "model.diffusion_model.";
@@ -365,6 +367,14 @@ fn is_vae_attn_projection(hf_name: &str) -> bool {
         && hf_name.ends_with(".weight")
 }
 
+/// The original-layout (`ldm`) name of each diffusers UNet tensor name of `family`, without the
+/// checkpoint prefix (`down_blocks.1.attentions.0.proj_in.weight` →
+/// `input_blocks.4.1.proj_in.weight`); `None` for a name outside the table.
+pub(crate) fn ldm_unet_names(family: Family) -> impl Fn(&str) -> Option<String> {
+    let map = NameMap::for_family(family);
+    move |name| map.unet_name(name, false)
+}
+
 fn unmapped(part: &str, name: &str, family: Family) -> Error {
     Error::permanent(format!(
         "checkpoint tensor `{name}` has no place in the {part} of family `{family}`; \
@@ -476,8 +486,8 @@ fn bad_tensor(name: &str, e: candle_core::Error) -> Error {
     )
 }
 
-/// The parts of the single-file checkpoint `ckpt` of `entry` (sha256 verified), as variable
-/// builders for the UNet (`dtype`), the VAE (prepared by `vae`) and the text encoder (`dtype`).
+/// The parts of the single-file checkpoint `ckpt` of `entry` (sha256 verified), as tensors by
+/// diffusers name: the UNet (`dtype`), the VAE (f32) and the text encoder (`dtype`).
 ///
 /// # Errors
 /// As [`read_verified`] and [`to_diffusers_layout`]; `Permanent` for a file that is not safetensors.
@@ -487,11 +497,7 @@ pub fn split(
     ckpt: &str,
     dtype: DType,
     device: &Device,
-) -> Result<(
-    VarBuilder<'static>,
-    VarBuilder<'static>,
-    VarBuilder<'static>,
-)> {
+) -> Result<(TensorMap, TensorMap, TensorMap)> {
     let bytes = read_verified(entry, dir, ckpt)?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
         Error::with_source(
@@ -501,11 +507,25 @@ pub fn split(
         )
     })?;
     let [unet, vae, text] = to_diffusers_layout(tensors, entry.family)?;
+    let cast = |map: TensorMap, dtype: DType| -> Result<TensorMap> {
+        map.into_iter()
+            .map(|(name, t)| {
+                let t = t.to_dtype(dtype).map_err(|e| {
+                    Error::with_source(
+                        ErrorKind::Permanent,
+                        format!("checkpoint tensor `{name}` cannot be read as {dtype:?}"),
+                        e,
+                    )
+                })?;
+                Ok((name, t))
+            })
+            .collect()
+    };
+    // The VAE stays f32, as from a diffusers folder.
     Ok((
-        VarBuilder::from_tensors(unet, dtype, device),
-        // The VAE stays f32, as from a diffusers folder.
-        VarBuilder::from_tensors(vae, DType::F32, device),
-        VarBuilder::from_tensors(text, dtype, device),
+        cast(unet, dtype)?,
+        cast(vae, DType::F32)?,
+        cast(text, dtype)?,
     ))
 }
 

@@ -96,6 +96,12 @@ fn xl_time_ids(width: u32, height: u32) -> [f32; TIME_IDS] {
     [h, w, 0.0, 0.0, h, w]
 }
 
+/// A model's tokenizers: CLIP's, and SDXL's second with its padding token.
+pub(crate) struct Tokenizers {
+    pub clip: Tokenizer,
+    pub clip_g: Option<(Tokenizer, u32)>,
+}
+
 /// A model's prompt encoder: its tokenizer and networks.
 pub(crate) struct TextSide {
     encoder: TextEncoder,
@@ -111,6 +117,17 @@ pub(crate) struct TextSide {
 }
 
 impl TextSide {
+    /// Copies of its tokenizers, to build a text side over other weights.
+    pub fn tokenizers(&self) -> Tokenizers {
+        Tokenizers {
+            clip: self.tokenizer.clone(),
+            clip_g: match &self.encoder {
+                TextEncoder::Xl(x) => Some((x.tokenizer_2.clone(), x.pad_2)),
+                _ => None,
+            },
+        }
+    }
+
     /// `encoder` with the tokenizer of `family` (read from the model's [`layout::TOKENIZER`]).
     ///
     /// # Errors

@@ -2,8 +2,8 @@
 
 use candle_core::Device;
 use pixelfarm_core::{
-    Error, ErrorKind, JobParams, ModelIdentity, ModelLimits, ModelName, RenderControl,
-    RenderedImage, Renderer, Result,
+    AppliedLora, Error, ErrorKind, JobParams, Loras, ModelIdentity, ModelLimits, ModelName,
+    RenderControl, RenderedImage, Renderer, Result,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -23,6 +23,9 @@ pub struct DiffusionEngine {
     device_name: String,
     /// Most recently used first.
     loaded: Mutex<Vec<(ModelName, Arc<LoadedModel>)>>,
+    /// Loaded models with a LoRA set merged, by model and [`Loras::fingerprint`]; most recently
+    /// used first, at most `max_lora_sets`.
+    variants: Mutex<Vec<(ModelName, u64, Arc<LoadedModel>)>>,
     /// Held by the render that is on the CPU kernels' thread pool ([`Self::compute`]).
     cpu_render: Mutex<()>,
 }
@@ -53,6 +56,7 @@ impl DiffusionEngine {
             device,
             device_name,
             loaded: Mutex::new(Vec::new()),
+            variants: Mutex::new(Vec::new()),
             cpu_render: Mutex::new(()),
         })
     }
@@ -115,6 +119,15 @@ impl DiffusionEngine {
         self.get(model).map(|(m, _)| m)
     }
 
+    /// [`Self::loaded_model`] with the LoRA set `loras` merged, as a job with them renders.
+    ///
+    /// # Errors
+    /// As [`Self::preload`], and `Permanent` for a LoRA the registry does not list or that does
+    /// not fit the model.
+    pub fn loaded_model_with(&self, model: &ModelName, loras: &Loras) -> Result<Arc<LoadedModel>> {
+        self.get_with(model, loras).map(|(m, _)| m)
+    }
+
     /// The loaded model, loading it (and evicting the least recently used) when needed.
     fn get(&self, model: &ModelName) -> Result<(Arc<LoadedModel>, f64)> {
         let entry = self.config.entry(model)?;
@@ -132,7 +145,50 @@ impl DiffusionEngine {
         tracing::info!(model = %model, family = %entry.family, seconds = m.load_seconds, "model loaded");
         loaded.insert(0, (model.clone(), m.clone()));
         loaded.truncate(self.config.max_loaded);
+        // An evicted model's LoRA sets would keep its weights alive: they go with it.
+        self.variants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(name, _, _)| loaded.iter().any(|(n, _)| n == name));
         Ok((m, start.elapsed().as_secs_f64()))
+    }
+
+    /// `model` with the LoRAs of a job merged (the model itself when none has a non-zero
+    /// weight), building the set now unless it is one of the last `max_lora_sets`; returns the
+    /// seconds spent loading and merging.
+    fn get_with(&self, model: &ModelName, loras: &Loras) -> Result<(Arc<LoadedModel>, f64)> {
+        let (base, load_secs) = self.get(model)?;
+        let fingerprint = loras.fingerprint();
+        if fingerprint == 0 {
+            return Ok((base, load_secs));
+        }
+        // Held while merging: two groups with a new set merge it once.
+        let mut variants = self.variants.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pos) = variants
+            .iter()
+            .position(|(n, f, _)| n == model && *f == fingerprint)
+        {
+            let hit = variants.remove(pos);
+            let m = hit.2.clone();
+            variants.insert(0, hit);
+            return Ok((m, load_secs));
+        }
+        let entry = self.config.entry(model)?;
+        let files = loras
+            .effective()
+            .into_iter()
+            .map(|l| {
+                let lora = self.config.lora(model, &l.name)?;
+                let bytes = self.config.read_lora(&l.name, lora)?;
+                Ok((l.name.as_str(), bytes, l.weight.get()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let m = Arc::new(self.compute(|| base.with_loras(entry, &files))?);
+        tracing::info!(model = %model, loras = files.len(), seconds = m.load_seconds, "LoRA set merged");
+        variants.insert(0, (model.clone(), fingerprint, m.clone()));
+        variants.truncate(self.config.max_lora_sets);
+        let secs = load_secs + m.load_seconds;
+        Ok((m, secs))
     }
 
     /// [`Renderer::render_batch`]: groups the jobs by [`pixelfarm_core::BatchKey`] (at most the
@@ -145,8 +201,8 @@ impl DiffusionEngine {
         jobs: &[JobParams],
         controls: &[RenderControl],
     ) -> Vec<Result<RenderedImage>> {
-        let (m, load_secs) = match self.get(model) {
-            Ok(x) => x,
+        let base_secs = match self.get(model) {
+            Ok((_, secs)) => secs,
             Err(e) => return jobs.iter().map(|_| Err(copy_error(&e))).collect(),
         };
         let max_batch = self
@@ -161,8 +217,12 @@ impl DiffusionEngine {
                 idx.iter().filter_map(|&i| controls.get(i)).collect();
             let all_cancelled =
                 || !group_controls.is_empty() && group_controls.iter().all(|c| c.is_cancelled());
+            // The model with the group's LoRAs: the same for every job of a group.
+            let variant = self.get_with(model, &group[0].loras);
             let outcome = if all_cancelled() {
                 Err(Error::cancelled())
+            } else if let Err(e) = &variant {
+                Err(copy_error(e))
             } else {
                 let mut cb = |step: usize, steps: usize| {
                     for c in &group_controls {
@@ -170,13 +230,16 @@ impl DiffusionEngine {
                     }
                     !all_cancelled()
                 };
+                let (m, _) = variant.as_ref().expect("checked above");
                 self.compute(|| m.render_group(&group, self.config.fused_batches, &mut cb))
             };
+            // The model's load shared by every job, its LoRA set's merge by the group's.
+            let load_secs = base_secs / jobs.len() as f64
+                + variant.map_or(0.0, |(_, secs)| secs) / idx.len() as f64;
             match outcome {
                 Ok(images) => {
                     for (&i, mut img) in idx.iter().zip(images) {
-                        img.phases
-                            .insert("model_load".into(), load_secs / jobs.len() as f64);
+                        img.phases.insert("model_load".into(), load_secs);
                         results[i] = Some(Ok(img));
                     }
                 }
@@ -211,7 +274,7 @@ impl DiffusionEngine {
         control: &RenderControl,
     ) -> Result<RenderedImage> {
         let (rgb, mask) = input.prepared(params.width, params.height)?;
-        let (m, load_secs) = self.get(model)?;
+        let (m, load_secs) = self.get_with(model, &params.loras)?;
         let mut on_step = |step: usize, steps: usize| {
             control.report(step as u32, steps as u32);
             !control.is_cancelled()
@@ -237,7 +300,7 @@ impl DiffusionEngine {
         input: &ImageInput,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
         let (rgb, mask) = input.prepared(params.width, params.height)?;
-        let (m, _) = self.get(model)?;
+        let (m, _) = self.get_with(model, &params.loras)?;
         let (out, init, _, _) = self.compute(|| {
             m.image_latents(
                 params,
@@ -292,6 +355,20 @@ impl Renderer for DiffusionEngine {
         self.render_groups(model, std::slice::from_ref(params), &[])
             .pop()
             .unwrap_or_else(|| Err(Error::permanent("job was not rendered")))
+    }
+
+    fn loras(&self, model: &ModelName, loras: &Loras) -> Result<Vec<AppliedLora>> {
+        loras
+            .iter()
+            .map(|l| {
+                let entry = self.config.lora(model, &l.name)?;
+                Ok(AppliedLora {
+                    name: l.name.clone(),
+                    weight: l.weight,
+                    sha256: entry.sha256.clone(),
+                })
+            })
+            .collect()
     }
 
     fn limits(&self, model: &ModelName) -> Option<ModelLimits> {

@@ -13,6 +13,8 @@
 //!   networks), conditions with `condition` (tokenizers, text encoders, SDXL's micro-conditioning)
 //!   and denoises with `denoise`, the one loop every render goes through (guidance, prediction
 //!   type, per-job noise, inpainting's kept area, cancellation).
+//! - `lora`: LoRA files (kohya and diffusers / PEFT layouts) matched to a model's tensors and
+//!   merged into copies of the layers they change; the engine keeps the last few sets merged.
 //! - `failure`: candle's errors classified by variant (device trouble is transient).
 //! - [`unet`]: the SD UNet, with SDXL's micro-conditioning; [`vae`]: the SD VAE; both built from
 //!   `blocks` (resnets, samplers, spatial transformer, VAE attention) on `pixelfarm_kernels`.
@@ -21,7 +23,7 @@
 //!   the tiny family).
 //! - [`shapes_net`]: the `shapes` family's small pixel-space UNet and text encoder (trainable).
 //! - `tiny` (feature `testing`): tiny random-weight models + a CLIP BPE tokenizer for tests and
-//!   benchmarks.
+//!   benchmarks; `tiny_lora`: random LoRAs for them in both file layouts.
 //! - [`rng`]: [`JobRng`], each job's own deterministic noise.
 
 mod blocks;
@@ -34,6 +36,7 @@ mod failure;
 pub mod family;
 pub mod hires;
 mod load;
+mod lora;
 mod model;
 pub mod registry;
 pub mod rng;
@@ -41,6 +44,8 @@ pub mod sampler;
 pub mod shapes_net;
 #[cfg(feature = "testing")]
 pub mod tiny;
+#[cfg(feature = "testing")]
+pub mod tiny_lora;
 pub mod unet;
 pub mod vae;
 
@@ -48,5 +53,7 @@ pub use engine::{DiffusionEngine, RENDERER};
 pub use family::{Family, FamilyDefaults, Prediction};
 pub use model::LoadedModel;
 pub use pixelfarm_core::{ImageInput, RgbImage};
-pub use registry::{DeviceChoice, LimitsConfig, ModelEntry, RegistryConfig, RemoteFile, Source};
+pub use registry::{
+    DeviceChoice, LimitsConfig, LoraEntry, ModelEntry, RegistryConfig, RemoteFile, Source,
+};
 pub use rng::JobRng;

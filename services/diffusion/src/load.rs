@@ -1,14 +1,15 @@
 //! A registry entry's files, sha256-verified, built into the networks of its family: the
 //! denoiser, the VAE (latent families) and the text side.
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use pixelfarm_core::{Error, ErrorKind, Result};
+use std::collections::HashMap;
 use std::path::Path;
 use tokenizers::Tokenizer;
 
 use crate::clip::ClipText;
-use crate::condition::{TextEncoder, TextSide, XlText, token_id};
+use crate::condition::{TextEncoder, TextSide, Tokenizers, XlText, token_id};
 use crate::denoise::{Denoiser, UnetInput};
 use crate::family::Family;
 use crate::registry::{ModelEntry, layout, read_verified};
@@ -25,6 +26,20 @@ pub(crate) struct Networks {
     pub text: TextSide,
     /// The denoiser's and text encoders' dtype: f16 on CUDA, f32 on the CPU.
     pub dtype: DType,
+    /// The tensors the denoiser and text encoders were built from (`None` for `shapes`, which
+    /// takes no LoRAs).
+    pub weights: Option<Weights>,
+}
+
+/// The UNet's and text encoders' tensors by diffusers name, in the networks' dtype. The networks
+/// share their storage; a LoRA set replaces the layers it changes in a copy of the maps
+/// ([`crate::lora`]), and networks are built again from that copy.
+#[derive(Clone)]
+pub(crate) struct Weights {
+    pub unet: HashMap<String, Tensor>,
+    pub text: HashMap<String, Tensor>,
+    /// SDXL's second text encoder.
+    pub text_2: Option<HashMap<String, Tensor>>,
 }
 
 /// A candle error while loading: the weights do not fit the architecture.
@@ -45,6 +60,28 @@ fn load_tokenizer(entry: &ModelEntry, dir: &Path, file: &str) -> Result<Tokenize
         .map_err(|e| Error::permanent(format!("`{file}` is not a tokenizer.json: {e}")))
 }
 
+/// Every tensor of safetensors `bytes` (the file `rel`), in `dtype` on `device`.
+pub(crate) fn tensors_of(
+    bytes: &[u8],
+    rel: &str,
+    dtype: DType,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
+    let read = || -> candle_core::Result<HashMap<String, Tensor>> {
+        candle_core::safetensors::load_buffer(bytes, device)?
+            .into_iter()
+            .map(|(name, t)| Ok((name, t.to_dtype(dtype)?)))
+            .collect()
+    };
+    read().map_err(|e| {
+        Error::with_source(
+            ErrorKind::Permanent,
+            format!("file `{rel}` is not a safetensors file"),
+            e,
+        )
+    })
+}
+
 /// The networks of `entry`, from `dir`, on `device`, verifying every file's sha256 first.
 ///
 /// # Errors
@@ -55,17 +92,15 @@ pub(crate) fn networks(entry: &ModelEntry, dir: &Path, device: &Device) -> Resul
     if family == Family::Shapes {
         return shapes(entry, dir, device);
     }
-    let defaults = family.defaults();
     let dtype = if device.is_cuda() {
         DType::F16
     } else {
         DType::F32
     };
-    let tensors = |rel: &str, dtype: DType| -> Result<VarBuilder<'static>> {
-        let bytes = read_verified(entry, dir, rel)?;
-        VarBuilder::from_buffered_safetensors(bytes, dtype, device).map_err(bad_weights(rel))
+    let tensors = |rel: &str, dtype: DType| -> Result<HashMap<String, Tensor>> {
+        tensors_of(&read_verified(entry, dir, rel)?, rel, dtype, device)
     };
-    let (unet_vb, vae_vb, text_vb) = match &entry.checkpoint {
+    let (unet, vae, text) = match &entry.checkpoint {
         None => (
             tensors(layout::UNET, dtype)?,
             // The VAE stays f32: SDXL's overflows in f16, and it is cheap.
@@ -74,13 +109,70 @@ pub(crate) fn networks(entry: &ModelEntry, dir: &Path, device: &Device) -> Resul
         ),
         Some(ckpt) => crate::checkpoint::split(entry, dir, ckpt, dtype, device)?,
     };
-    let unet_name = entry.checkpoint.as_deref().unwrap_or(layout::UNET);
+    let text_2 = match family.xl() {
+        Some(_) => Some(tensors(layout::TEXT_ENCODER_2, dtype)?),
+        None => None,
+    };
     let vae_name = entry.checkpoint.as_deref().unwrap_or(layout::VAE);
+    let vae = Vae::new(
+        VarBuilder::from_tensors(vae, DType::F32, device),
+        3,
+        3,
+        &family.vae_config(),
+    )
+    .map_err(bad_weights(vae_name))?;
+    let tokenizers = Tokenizers {
+        clip: load_tokenizer(entry, dir, layout::TOKENIZER)?,
+        clip_g: match family.xl() {
+            Some(_) => {
+                let t = load_tokenizer(entry, dir, layout::TOKENIZER_2)?;
+                let pad = token_id(&t, layout::TOKENIZER_2, "!")?;
+                Some((t, pad))
+            }
+            None => None,
+        },
+    };
+    let weights = Weights { unet, text, text_2 };
+    let built = build(entry, &weights, tokenizers, dtype, device)?;
+    Ok(Networks {
+        denoiser: built.denoiser,
+        unet_input: built.unet_input,
+        vae: Some(vae),
+        text: built.text,
+        dtype,
+        weights: Some(weights),
+    })
+}
+
+/// The networks built from a model's [`Weights`].
+pub(crate) struct Built {
+    pub denoiser: Denoiser,
+    pub unet_input: UnetInput,
+    pub text: TextSide,
+}
+
+/// The denoiser and text side of `entry` built from `weights` (which share their tensors).
+///
+/// # Errors
+/// `Permanent` when the weights do not fit the family's architecture.
+pub(crate) fn build(
+    entry: &ModelEntry,
+    weights: &Weights,
+    tokenizers: Tokenizers,
+    dtype: DType,
+    device: &Device,
+) -> Result<Built> {
+    let family = entry.family;
+    let vb = |map: &HashMap<String, Tensor>| VarBuilder::from_tensors(map.clone(), dtype, device);
+    let unet_name = entry.checkpoint.as_deref().unwrap_or(layout::UNET);
     let text_name = entry.checkpoint.as_deref().unwrap_or(layout::TEXT_ENCODER);
-    let latent = defaults.latent_channels;
-    let in_channels = unet_vb
-        .get_unchecked("conv_in.weight")
-        .map_err(bad_weights(unet_name))?
+    let latent = family.defaults().latent_channels;
+    let in_channels = weights
+        .unet
+        .get("conv_in.weight")
+        .ok_or_else(|| {
+            Error::permanent(format!("model file `{unet_name}` has no `conv_in.weight`"))
+        })?
         .dim(1)
         .map_err(bad_weights(unet_name))?;
     let unet_input = UnetInput::of_channels(in_channels, latent).ok_or_else(|| {
@@ -92,44 +184,38 @@ pub(crate) fn networks(entry: &ModelEntry, dir: &Path, device: &Device) -> Resul
     })?;
     let xl = family.xl();
     let unet = Unet::new(
-        unet_vb,
+        vb(&weights.unet),
         in_channels,
         latent,
         &family.unet_config(),
         xl.map(|x| x.text_time),
     )
     .map_err(bad_weights(unet_name))?;
-    let vae = Vae::new(vae_vb, 3, 3, &family.vae_config()).map_err(bad_weights(vae_name))?;
-    let encoder = match (xl, family.text_config()) {
-        (Some(cfg), _) => {
-            let text_2 = tensors(layout::TEXT_ENCODER_2, dtype)?;
-            let tokenizer_2 = load_tokenizer(entry, dir, layout::TOKENIZER_2)?;
-            let pad_2 = token_id(&tokenizer_2, layout::TOKENIZER_2, "!")?;
+    let encoder = match (xl, family.text_config(), &weights.text_2, tokenizers.clip_g) {
+        (Some(cfg), _, Some(text_2), Some((tokenizer_2, pad_2))) => {
             TextEncoder::Xl(Box::new(XlText {
                 cfg,
-                clip_l: ClipText::new(text_vb, cfg.clip_l).map_err(bad_weights(text_name))?,
-                clip_g: ClipText::new(text_2, cfg.clip_g)
+                clip_l: ClipText::new(vb(&weights.text), cfg.clip_l)
+                    .map_err(bad_weights(text_name))?,
+                clip_g: ClipText::new(vb(text_2), cfg.clip_g)
                     .map_err(bad_weights(layout::TEXT_ENCODER_2))?,
                 tokenizer_2,
                 pad_2,
             }))
         }
-        (None, Some(cfg)) => {
-            TextEncoder::Clip(ClipText::new(text_vb, cfg).map_err(bad_weights(text_name))?)
-        }
-        (None, None) => {
+        (None, Some(cfg), _, _) => TextEncoder::Clip(
+            ClipText::new(vb(&weights.text), cfg).map_err(bad_weights(text_name))?,
+        ),
+        _ => {
             return Err(Error::permanent(format!(
                 "family {family} has no text encoder"
             )));
         }
     };
-    let tokenizer = load_tokenizer(entry, dir, layout::TOKENIZER)?;
-    Ok(Networks {
+    Ok(Built {
         denoiser: Denoiser::Sd(Box::new(unet)),
         unet_input,
-        vae: Some(vae),
-        text: TextSide::new(encoder, tokenizer, family, dtype, device)?,
-        dtype,
+        text: TextSide::new(encoder, tokenizers.clip, family, dtype, device)?,
     })
 }
 
@@ -158,5 +244,6 @@ fn shapes(entry: &ModelEntry, dir: &Path, device: &Device) -> Result<Networks> {
             device,
         )?,
         dtype: DType::F32,
+        weights: None,
     })
 }

@@ -9,13 +9,15 @@ use pixelfarm_core::{
 };
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::condition::{Cond, TextSide};
 use crate::denoise::{Denoiser, Keep, Loop, Rows, UnetInput, job_noise};
 use crate::failure::render_error;
 use crate::family::FamilyDefaults;
-use crate::load::networks;
+use crate::load::{Weights, build, networks};
+use crate::lora::{Lora, merged};
 use crate::registry::ModelEntry;
 use crate::rng::JobRng;
 use crate::sampler::{NoiseSchedule, Plan};
@@ -26,13 +28,17 @@ pub struct LoadedModel {
     defaults: FamilyDefaults,
     denoiser: Denoiser,
     unet_input: UnetInput,
-    /// `None` for pixel-space families (`shapes`): latents are pixels.
-    vae: Option<Vae>,
+    /// `None` for pixel-space families (`shapes`): latents are pixels. Shared with the model's
+    /// LoRA variants, which leave it as it is.
+    vae: Option<Arc<Vae>>,
     text: TextSide,
     schedule: NoiseSchedule,
     device: Device,
     dtype: DType,
-    /// Seconds the load took.
+    /// What the denoiser and text side were built from; `None` for a family that takes no LoRAs
+    /// and for a LoRA variant (LoRAs merge into the base model's weights only).
+    weights: Option<Weights>,
+    /// Seconds the load took (for a LoRA variant: the merge and build).
     pub load_seconds: f64,
 }
 
@@ -101,11 +107,58 @@ impl LoadedModel {
             defaults,
             denoiser: nets.denoiser,
             unet_input: nets.unet_input,
-            vae: nets.vae,
+            vae: nets.vae.map(Arc::new),
             text: nets.text,
             schedule,
             device: device.clone(),
             dtype: nets.dtype,
+            weights: nets.weights,
+            load_seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// The LoRA files `loras` (name and bytes, sha256 already checked) of `entry`'s family,
+    /// merged at their weights into a copy of this model: a new denoiser and text side over the
+    /// changed layers, everything else shared.
+    ///
+    /// # Errors
+    /// `Permanent` for a family that takes no LoRAs and for a file [`Lora::parse`] refuses;
+    /// `Transient` when the device fails.
+    pub(crate) fn with_loras(
+        &self,
+        entry: &ModelEntry,
+        loras: &[(&str, Vec<u8>, f64)],
+    ) -> Result<LoadedModel> {
+        let start = Instant::now();
+        let weights = self
+            .weights
+            .as_ref()
+            .ok_or_else(|| Error::permanent(format!("family `{}` takes no LoRAs", entry.family)))?;
+        let parsed = loras
+            .iter()
+            .map(|(name, bytes, w)| {
+                Lora::parse(bytes, name, entry.family, weights, &self.device).map(|l| (l, *w))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let pairs: Vec<(&Lora, f64)> = parsed.iter().map(|(l, w)| (l, *w)).collect();
+        let changed = merged(weights, &pairs)?;
+        let built = build(
+            entry,
+            &changed,
+            self.text.tokenizers(),
+            self.dtype,
+            &self.device,
+        )?;
+        Ok(LoadedModel {
+            defaults: self.defaults,
+            denoiser: built.denoiser,
+            unet_input: built.unet_input,
+            vae: self.vae.clone(),
+            text: built.text,
+            schedule: self.schedule.clone(),
+            device: self.device.clone(),
+            dtype: self.dtype,
+            weights: None,
             load_seconds: start.elapsed().as_secs_f64(),
         })
     }

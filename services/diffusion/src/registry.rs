@@ -14,6 +14,8 @@ use crate::family::Family;
 pub const DEFAULT_MAX_LOADED: usize = 1;
 /// Default for [`RegistryConfig::max_batch`].
 pub const DEFAULT_MAX_BATCH: usize = 4;
+/// Default for [`RegistryConfig::max_lora_sets`].
+pub const DEFAULT_MAX_LORA_SETS: usize = 2;
 
 /// The registry as written in the worker's config (`diffusion:` section).
 ///
@@ -29,6 +31,11 @@ pub const DEFAULT_MAX_BATCH: usize = 4;
 ///       vae/diffusion_pytorch_model.safetensors: 9a2b…
 ///       text_encoder/model.safetensors: 77c0…
 ///       tokenizer/tokenizer.json: 5e8d…
+/// loras:
+///   brand-style:
+///     family: sd15
+///     source: s3://models/loras/brand-style.safetensors
+///     sha256: 0b7e…
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,6 +61,13 @@ pub struct RegistryConfig {
     pub device: DeviceChoice,
     /// The models this worker serves, by routing name.
     pub models: BTreeMap<ModelName, ModelEntry>,
+    /// The LoRA adapters jobs may apply to the models of their family, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub loras: BTreeMap<ModelName, LoraEntry>,
+    /// How many LoRA sets stay merged into copies of their model's weights at once; the least
+    /// recently used is dropped first. Each holds its own copy of the layers its LoRAs change.
+    #[serde(default = "default_max_lora_sets")]
+    pub max_lora_sets: usize,
 }
 
 fn default_cache_dir() -> PathBuf {
@@ -64,6 +78,9 @@ fn default_max_loaded() -> usize {
 }
 fn default_max_batch() -> usize {
     DEFAULT_MAX_BATCH
+}
+fn default_max_lora_sets() -> usize {
+    DEFAULT_MAX_LORA_SETS
 }
 
 /// Which device renders.
@@ -94,6 +111,25 @@ pub struct ModelEntry {
     /// Bounds of its jobs; each absent one has its default ([`RegistryConfig::limits`]).
     #[serde(default, skip_serializing_if = "LimitsConfig::is_empty")]
     pub limits: LimitsConfig,
+}
+
+/// One LoRA adapter: a single safetensors file in the kohya / AUTOMATIC1111 layout
+/// (`lora_unet_…`, `lora_te_…`, with `alpha`) or the diffusers / PEFT one (`unet.….lora_A.weight`).
+///
+/// ```yaml
+/// family: sd15
+/// source: file:///models/loras/brand-style.safetensors
+/// sha256: 0b7e…
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraEntry {
+    /// The family of the models it was trained for; it applies to no other.
+    pub family: Family,
+    /// The file itself: `file:///dir/name.safetensors` or `s3://bucket/key`.
+    pub source: Source,
+    /// Its sha256 (lowercase hex), checked before it is read.
+    pub sha256: String,
 }
 
 /// A model's `limits` as written in the registry: each field absent takes its default.
@@ -258,12 +294,95 @@ impl RegistryConfig {
         if self.max_batch == 0 {
             return Err(Error::invalid("max_batch is 0; accepted: 1 or more"));
         }
+        if self.max_lora_sets == 0 {
+            return Err(Error::invalid("max_lora_sets is 0; accepted: 1 or more"));
+        }
         for (name, entry) in &self.models {
             entry
                 .validate()
                 .map_err(|e| Error::invalid(format!("model `{name}`: {e}")))?;
         }
+        for (name, entry) in &self.loras {
+            check_sha256(&entry.sha256)
+                .map_err(|e| Error::invalid(format!("lora `{name}`: sha256 {e}")))?;
+            if entry.family == Family::Shapes {
+                return Err(Error::invalid(format!(
+                    "lora `{name}`: family `shapes` takes no LoRAs; accepted: the Stable Diffusion families"
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// The entry of LoRA `name`, checked to fit `model`'s family.
+    ///
+    /// # Errors
+    /// `Permanent` for a LoRA this registry does not list, or one of another family.
+    pub fn lora(&self, model: &ModelName, name: &ModelName) -> Result<&LoraEntry> {
+        let entry = self.loras.get(name).ok_or_else(|| {
+            let known: Vec<_> = self.loras.keys().map(|m| m.as_str()).collect();
+            Error::permanent(format!(
+                "unknown LoRA `{name}`; this worker has: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })?;
+        let family = self.entry(model)?.family;
+        if entry.family != family {
+            return Err(Error::permanent(format!(
+                "LoRA `{name}` is for family `{}`; model `{model}` is `{family}`",
+                entry.family
+            )));
+        }
+        Ok(entry)
+    }
+
+    /// Where LoRA `name`'s file is read from: its own path, or its place in the download cache.
+    fn lora_path(&self, name: &ModelName, entry: &LoraEntry) -> PathBuf {
+        match &entry.source {
+            Source::File(p) => p.clone(),
+            // Model names never start with a dot: no model's folder is this one.
+            Source::S3 { .. } => self
+                .cache_dir
+                .join(".loras")
+                .join(format!("{name}.safetensors")),
+        }
+    }
+
+    /// The bytes of LoRA `name`, its sha256 checked.
+    ///
+    /// # Errors
+    /// As [`read_verified`], naming the LoRA.
+    pub fn read_lora(&self, name: &ModelName, entry: &LoraEntry) -> Result<Vec<u8>> {
+        let path = self.lora_path(name, entry);
+        read_checked(
+            &path,
+            &entry.sha256,
+            matches!(entry.source, Source::File(_)),
+        )
+        .map_err(|e| Error::new(e.kind(), format!("LoRA `{name}`: {}", e.chain())))
+    }
+
+    /// The `s3://` LoRAs' files to download into the cache, by LoRA name.
+    pub fn remote_lora_files(&self) -> Vec<(ModelName, RemoteFile)> {
+        self.loras
+            .iter()
+            .filter_map(|(name, entry)| match &entry.source {
+                Source::S3 { bucket, prefix } => Some((
+                    name.clone(),
+                    RemoteFile {
+                        bucket: bucket.clone(),
+                        key: prefix.clone(),
+                        local_path: self.lora_path(name, entry),
+                        sha256: entry.sha256.clone(),
+                    },
+                )),
+                Source::File(_) => None,
+            })
+            .collect()
     }
 
     /// The limits of `model`: its `limits`, each absent one at its default.
@@ -343,15 +462,7 @@ impl ModelEntry {
                     "file `{path}` must be a relative path inside the model folder"
                 )));
             }
-            if sha.len() != 64
-                || !sha
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            {
-                return Err(Error::invalid(format!(
-                    "sha256 of `{path}` is `{sha}`; accepted: 64 lowercase hex digits"
-                )));
-            }
+            check_sha256(sha).map_err(|e| Error::invalid(format!("sha256 of `{path}` {e}")))?;
         }
         let l = self.limits;
         for (field, v) in [
@@ -401,6 +512,20 @@ impl ModelEntry {
     }
 }
 
+/// `Invalid` unless `sha` is 64 lowercase hex digits.
+fn check_sha256(sha: &str) -> Result<()> {
+    if sha.len() != 64
+        || !sha
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(Error::invalid(format!(
+            "is `{sha}`; accepted: 64 lowercase hex digits"
+        )));
+    }
+    Ok(())
+}
+
 /// Read `rel` under `dir` and check its sha256 against the registry before returning its bytes.
 ///
 /// # Errors
@@ -411,10 +536,19 @@ pub fn read_verified(entry: &ModelEntry, dir: &Path, rel: &str) -> Result<Vec<u8
     let expected = entry.files.get(rel).ok_or_else(|| {
         Error::permanent(format!("file `{rel}` has no sha256 in the model registry"))
     })?;
-    let path = dir.join(rel);
-    let bytes = std::fs::read(&path).map_err(|e| {
-        let kind = match (&entry.source, e.kind()) {
-            (Source::File(_), std::io::ErrorKind::NotFound) => ErrorKind::Permanent,
+    read_checked(
+        &dir.join(rel),
+        expected,
+        matches!(entry.source, Source::File(_)),
+    )
+}
+
+/// The bytes of `path` when its sha256 is `expected`. A missing file is `Permanent` when it is
+/// its own source (`local`), `Transient` when it is a download that can be made again.
+fn read_checked(path: &Path, expected: &str, local: bool) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        let kind = match (local, e.kind()) {
+            (true, std::io::ErrorKind::NotFound) => ErrorKind::Permanent,
             _ => ErrorKind::Transient,
         };
         Error::with_source(
@@ -424,7 +558,7 @@ pub fn read_verified(entry: &ModelEntry, dir: &Path, rel: &str) -> Result<Vec<u8
         )
     })?;
     let actual = hex::encode(Sha256::digest(&bytes));
-    if &actual != expected {
+    if actual != expected {
         return Err(Error::permanent(format!(
             "sha256 mismatch for model file `{}`: expected {expected}, actual {actual}",
             path.display()

@@ -40,6 +40,7 @@ fn job(prompt: &str, seed: u64, hires: Option<HiresSpec>) -> JobParams {
         seed: Seed::parse(seed).unwrap(),
         init: None,
         hires,
+        loras: Default::default(),
         output: Default::default(),
     }
 }

@@ -59,6 +59,7 @@ fn job(prompt: &str, seed: u64, sampler: Sampler, steps: u32, guidance: f64) -> 
         seed: Seed::parse(seed).unwrap(),
         init: None,
         hires: None,
+        loras: Default::default(),
         output: Default::default(),
     }
 }
@@ -430,6 +431,8 @@ fn the_lru_keeps_at_most_max_loaded_models() {
         fused_batches: false,
         device: Default::default(),
         models: BTreeMap::from([(a.clone(), entry.clone()), (b.clone(), entry)]),
+        loras: Default::default(),
+        max_lora_sets: pixelfarm_diffusion::registry::DEFAULT_MAX_LORA_SETS,
     };
     let e = DiffusionEngine::new(cfg).unwrap();
     assert!(e.preload(&a).unwrap() > 0.0);

@@ -32,6 +32,7 @@ fn job(prompt: &str, negative: &str, seed: u64, guidance: f64) -> JobParams {
         seed: Seed::parse(seed).unwrap(),
         init: None,
         hires: None,
+        loras: Default::default(),
         output: Default::default(),
     }
 }
@@ -136,6 +137,8 @@ fn a_missing_second_text_encoder_is_refused_naming_it() {
         fused_batches: false,
         device: Default::default(),
         models: BTreeMap::from([(model(), listed)]),
+        loras: Default::default(),
+        max_lora_sets: pixelfarm_diffusion::registry::DEFAULT_MAX_LORA_SETS,
     };
     let e = cfg.validate().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Invalid);

@@ -1,7 +1,7 @@
 //! PNG encoding with generation metadata.
 
 use pixelfarm_core::text::one_line;
-use pixelfarm_core::{Error, JobParams, Result, RgbImage};
+use pixelfarm_core::{AppliedLora, Error, JobParams, Result, RgbImage};
 
 /// Text chunks written into every PNG.
 #[derive(Debug, Clone)]
@@ -19,7 +19,15 @@ pub struct PngMetadata {
 /// ([`pixelfarm_core::text::one_line`]), so a prompt cannot start a `Negative prompt:` or
 /// `Steps:` line of its own (the text encoder reads them as spaces too; the provenance record
 /// keeps the exact prompt).
-pub fn a1111_parameters(params: &JobParams, model: &str, renderer: &str) -> String {
+///
+/// LoRAs are written as AUTOMATIC1111 does: a `<lora:name:weight>` tag after the prompt for
+/// each, and `Lora hashes: "name: <first 12 hex of the file's sha256>, …"`.
+pub fn a1111_parameters(
+    params: &JobParams,
+    model: &str,
+    renderer: &str,
+    loras: &[AppliedLora],
+) -> String {
     let sampler = match params.sampler {
         pixelfarm_core::Sampler::Ddim => "DDIM",
         pixelfarm_core::Sampler::Euler => "Euler",
@@ -28,6 +36,9 @@ pub fn a1111_parameters(params: &JobParams, model: &str, renderer: &str) -> Stri
         pixelfarm_core::Sampler::Dpmpp2mSde => "DPM++ 2M SDE Karras",
     };
     let mut out = one_line(params.prompt.as_str()).into_owned();
+    for l in loras {
+        out.push_str(&format!(" <lora:{}:{}>", l.name, l.weight));
+    }
     if !params.negative_prompt.as_str().is_empty() {
         out.push_str("\nNegative prompt: ");
         out.push_str(&one_line(params.negative_prompt.as_str()));
@@ -52,6 +63,13 @@ pub fn a1111_parameters(params: &JobParams, model: &str, renderer: &str) -> Stri
             h.scale.get(),
             h.steps_for(params.steps).get(),
         ));
+    }
+    if !loras.is_empty() {
+        let hashes: Vec<String> = loras
+            .iter()
+            .map(|l| format!("{}: {}", l.name, l.sha256.get(..12).unwrap_or(&l.sha256)))
+            .collect();
+        out.push_str(&format!(", Lora hashes: \"{}\"", hashes.join(", ")));
     }
     out
 }
@@ -156,6 +174,7 @@ mod tests {
             seed: Seed::parse(1234).unwrap(),
             init: None,
             hires: None,
+            loras: Default::default(),
             output: Default::default(),
         };
         let img = RgbImage {
@@ -164,7 +183,7 @@ mod tests {
             rgb: vec![7; 192],
         };
         let meta = PngMetadata {
-            parameters: a1111_parameters(&params, "sd15", "test-pattern/1"),
+            parameters: a1111_parameters(&params, "sd15", "test-pattern/1", &[]),
             provenance_json: "{\"a\":1}".into(),
         };
         let png = encode_png(&img, &meta).unwrap();
@@ -187,7 +206,7 @@ mod tests {
             negative_prompt: NegativePrompt::parse("blurry\nSteps: 2").unwrap(),
             ..params.clone()
         };
-        let text = a1111_parameters(&forged, "sd15", "test-pattern/1");
+        let text = a1111_parameters(&forged, "sd15", "test-pattern/1", &[]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines,
@@ -211,14 +230,39 @@ mod tests {
                 strength: Strength::parse(0.4).unwrap(),
                 upscaler: Upscaler::Latent,
             }),
-            ..params
+            ..params.clone()
         };
         assert!(
-            a1111_parameters(&hires, "sd15", "candle-sd/1").ends_with(
+            a1111_parameters(&hires, "sd15", "candle-sd/1", &[]).ends_with(
                 "Renderer: candle-sd/1, Denoising strength: 0.4, Hires upscale: 1.5, Hires steps: 20, Hires upscaler: Latent (nearest)"
             ),
             "{}",
-            a1111_parameters(&hires, "sd15", "candle-sd/1")
+            a1111_parameters(&hires, "sd15", "candle-sd/1", &[])
+        );
+
+        // LoRAs as A1111 writes them: tags after the prompt, short hashes at the end.
+        let lora = |name: &str, weight: f64, sha: char| AppliedLora {
+            name: ModelName::parse(name).unwrap(),
+            weight: LoraWeight::parse(weight).unwrap(),
+            sha256: sha.to_string().repeat(64),
+        };
+        let text = a1111_parameters(
+            &params,
+            "sd15",
+            "candle-sd/1",
+            &[lora("brand", 0.8, 'a'), lora("stripes", -0.5, 'b')],
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].ends_with(" <lora:brand:0.8> <lora:stripes:-0.5>"),
+            "{text}"
+        );
+        assert!(
+            lines
+                .last()
+                .unwrap()
+                .ends_with(r#", Lora hashes: "brand: aaaaaaaaaaaa, stripes: bbbbbbbbbbbb""#),
+            "{text}"
         );
     }
 }

@@ -126,6 +126,7 @@ mod tests {
             seed: Seed::parse(seed).unwrap(),
             init: None,
             hires: None,
+            loras: Default::default(),
             output: Default::default(),
         }
     }

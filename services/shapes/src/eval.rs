@@ -55,6 +55,7 @@ pub fn job(attrs: &Attributes, seed: u64, s: RenderSettings) -> Result<JobParams
         seed: Seed::parse(seed)?,
         init: None,
         hires: None,
+        loras: Default::default(),
         output: Default::default(),
     })
 }

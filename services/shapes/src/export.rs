@@ -112,6 +112,8 @@ pub fn shipped_registry(repo_models_dir: &Path) -> pixelfarm_core::Result<Regist
     }
     let cfg = RegistryConfig {
         cache_dir: std::env::temp_dir().join("pixelfarm-models"),
+        loras: Default::default(),
+        max_lora_sets: pixelfarm_diffusion::registry::DEFAULT_MAX_LORA_SETS,
         max_loaded: 1,
         max_batch: pixelfarm_diffusion::registry::DEFAULT_MAX_BATCH,
         fused_batches: false,

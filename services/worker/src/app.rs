@@ -3,7 +3,7 @@
 use anyhow::Context;
 use pixelfarm_blob::{S3Blob, S3Config};
 use pixelfarm_core::{Backoff, BlobStore, ChainResult, Renderer};
-use pixelfarm_diffusion::{DiffusionEngine, RegistryConfig, registry::sha256_file};
+use pixelfarm_diffusion::{DiffusionEngine, RegistryConfig, RemoteFile, registry::sha256_file};
 use pixelfarm_image::ContentSigner;
 use pixelfarm_runtime::health::{Health, blob_probe, broker_probe, store_probe};
 use pixelfarm_runtime::settings::ContentCredentialsSettings;
@@ -109,37 +109,46 @@ pub async fn renderer(settings: &Settings) -> anyhow::Result<Arc<dyn Renderer>> 
     }
 }
 
-/// Download the files of `s3://` models that are missing from the cache or differ from their
-/// recorded sha256, with the blob store's endpoint and credentials.
+/// Download the files of `s3://` models and LoRAs that are missing from the cache or differ from
+/// their recorded sha256, with the blob store's endpoint and credentials.
 async fn fetch_models(cfg: &RegistryConfig, s3: &S3Config) -> anyhow::Result<()> {
     for model in cfg.models.keys() {
         for f in cfg.remote_files(model).chained()? {
-            if sha256_file(&f.local_path).is_ok_and(|h| h == f.sha256) {
-                continue;
-            }
-            let store = S3Blob::connect(&S3Config {
-                bucket: f.bucket.clone(),
-                prefix: String::new(),
-                ..s3.clone()
-            })
-            .await
-            .chained()?;
-            let bytes = store.get(&f.key).await.map_err(|e| {
-                anyhow::anyhow!(
-                    "model `{model}`: cannot download s3://{}/{}: {}",
-                    f.bucket,
-                    f.key,
-                    e.chain()
-                )
-            })?;
-            let dir = f.local_path.parent().context("cache paths have a folder")?;
-            tokio::fs::create_dir_all(dir).await?;
-            let tmp = f.local_path.with_extension("download");
-            tokio::fs::write(&tmp, &bytes).await?;
-            tokio::fs::rename(&tmp, &f.local_path).await?;
-            tracing::info!(%model, key = %f.key, bytes = bytes.len(), "model file downloaded");
+            download(&format!("model `{model}`"), &f, s3).await?;
         }
     }
+    for (lora, f) in cfg.remote_lora_files() {
+        download(&format!("LoRA `{lora}`"), &f, s3).await?;
+    }
+    Ok(())
+}
+
+/// Download `f` into the cache unless it is there with its sha256 (the loader checks it again).
+async fn download(what: &str, f: &RemoteFile, s3: &S3Config) -> anyhow::Result<()> {
+    if sha256_file(&f.local_path).is_ok_and(|h| h == f.sha256) {
+        return Ok(());
+    }
+    let store = S3Blob::connect(&S3Config {
+        bucket: f.bucket.clone(),
+        prefix: String::new(),
+        ..s3.clone()
+    })
+    .await
+    .chained()?;
+    let bytes = store.get(&f.key).await.map_err(|e| {
+        anyhow::anyhow!(
+            "{what}: cannot download s3://{}/{}: {}",
+            f.bucket,
+            f.key,
+            e.chain()
+        )
+    })?;
+    let dir = f.local_path.parent().context("cache paths have a folder")?;
+    tokio::fs::create_dir_all(dir).await?;
+    let tmp = f.local_path.with_extension("download");
+    tokio::fs::write(&tmp, &bytes).await?;
+    tokio::fs::rename(&tmp, &f.local_path).await?;
+    tracing::info!(what, key = %f.key, bytes = bytes.len(), "model file downloaded");
     Ok(())
 }
 

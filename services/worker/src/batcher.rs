@@ -314,6 +314,7 @@ mod tests {
             seed: Seed::parse(pick(1000) as u64).unwrap(),
             init: None,
             hires: None,
+            loras: Default::default(),
             output: Default::default(),
         };
         (model, params)

@@ -52,6 +52,19 @@ pub fn settings(settings: &Settings) -> anyhow::Result<Vec<String>> {
                 "warning: worker.models serves `{m}`, which the registry does not list: its jobs fail"
             ));
         }
+        if !reg.loras.is_empty() {
+            let loras: Vec<String> = reg
+                .loras
+                .iter()
+                .map(|(name, l)| format!("{name} ({})", l.family))
+                .collect();
+            report.push(format!(
+                "worker.registry: {} LoRA(s) [{}], {} set(s) kept merged",
+                loras.len(),
+                loras.join(", "),
+                reg.max_lora_sets
+            ));
+        }
     }
     Ok(report)
 }

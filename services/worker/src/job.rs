@@ -23,6 +23,9 @@ struct PngProvenance<'a> {
     model: &'a str,
     model_identity: &'a ModelIdentity,
     params: &'a JobParams,
+    /// Each LoRA's file sha256 (absent without LoRAs: older keys do not move).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    loras: &'a [AppliedLora],
     code_version: &'static str,
 }
 
@@ -45,6 +48,9 @@ pub struct Provenance<'a> {
     pub model_identity: &'a ModelIdentity,
     /// Every parameter, seed included.
     pub params: &'a JobParams,
+    /// The LoRAs applied, each with its weight and the sha256 of its file.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub loras: &'a [AppliedLora],
     /// Lease owner that rendered it, and which attempt.
     pub worker: &'a str,
     #[allow(missing_docs)]
@@ -171,6 +177,7 @@ impl Execution<'_> {
         let job = &self.claimed.job;
         let model = job.model.clone();
         let identity = self.batcher.renderer().identity(&model)?;
+        let loras = self.batcher.renderer().loras(&model, &job.params.loras)?;
         if let Some(limits) = self.batcher.renderer().limits(&model) {
             limits.check(&model, &job.params)?;
         }
@@ -208,6 +215,7 @@ impl Execution<'_> {
             model: model.as_str(),
             model_identity: &identity,
             params: &job.params,
+            loras: &loras,
             code_version: CODE_VERSION,
         })
         .expect("provenance serializes");
@@ -220,7 +228,7 @@ impl Execution<'_> {
             signer.as_ref().map(|s| s.fingerprint()),
         );
         let meta = PngMetadata {
-            parameters: a1111_parameters(&job.params, model.as_str(), &identity.renderer),
+            parameters: a1111_parameters(&job.params, model.as_str(), &identity.renderer, &loras),
             provenance_json: png_prov,
         };
         let (model_name, model_id) = (model.to_string(), identity.id.clone());
@@ -260,6 +268,7 @@ impl Execution<'_> {
             model: model.as_str(),
             model_identity: &identity,
             params: &job.params,
+            loras: &loras,
             worker: self.worker,
             attempt: job.attempt,
             code_version: CODE_VERSION,

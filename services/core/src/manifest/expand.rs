@@ -23,6 +23,7 @@ struct Defaults {
     negative_prompt: NegativePrompt,
     init: Option<InitSpec>,
     hires: Option<HiresSpec>,
+    loras: Loras,
     output: OutputSpec,
 }
 
@@ -41,6 +42,7 @@ impl Defaults {
             negative_prompt: d.negative_prompt.unwrap_or_default(),
             init: d.init,
             hires: d.hires,
+            loras: d.loras.unwrap_or_default(),
             output: d.output.unwrap_or_default(),
         }
     }
@@ -419,6 +421,7 @@ fn template(
             sampler: d.sampler,
             init: d.init.clone(),
             hires: d.hires,
+            loras: d.loras.clone(),
             output: d.output,
         },
     })
@@ -551,6 +554,7 @@ fn explicit_jobs(text: &str, raw: Vec<RawJob>, d: &Defaults, base: u64) -> Resul
                 seed,
                 init: j.init.or_else(|| d.init.clone()),
                 hires,
+                loras: j.loras.unwrap_or_else(|| d.loras.clone()),
                 output,
             },
         });

@@ -80,6 +80,7 @@ pub(super) struct Shared {
     pub(super) sampler: Sampler,
     pub(super) init: Option<InitSpec>,
     pub(super) hires: Option<HiresSpec>,
+    pub(super) loras: Loras,
     pub(super) output: OutputSpec,
 }
 
@@ -199,6 +200,7 @@ impl Jobs {
                             seed: t.seeds.get(&vkey, i),
                             init: t.shared.init.clone(),
                             hires: t.shared.hires,
+                            loras: t.shared.loras.clone(),
                             output: t.shared.output,
                         },
                     })

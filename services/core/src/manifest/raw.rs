@@ -32,6 +32,7 @@ pub(super) struct RawDefaults {
     pub(super) negative_prompt: Option<NegativePrompt>,
     pub(super) init: Option<InitSpec>,
     pub(super) hires: Option<HiresSpec>,
+    pub(super) loras: Option<Loras>,
     pub(super) output: Option<OutputSpec>,
 }
 
@@ -56,6 +57,7 @@ pub(super) struct RawJob {
     pub(super) seed: Option<Seed>,
     pub(super) init: Option<InitSpec>,
     pub(super) hires: Option<HiresSpec>,
+    pub(super) loras: Option<Loras>,
     pub(super) output: Option<OutputSpec>,
 }
 

@@ -154,6 +154,53 @@ fn output_settings_reach_every_job_and_jobs_may_override_them() {
 }
 
 #[test]
+fn loras_reach_every_job_and_jobs_may_override_them() {
+    let text = "name: n\nmodel: m\ndefaults:\n  loras: [{name: brand, weight: 0.8}]\nprompt: p\nseeds: [1]\njobs:\n  - {key: two, prompt: q, loras: [{name: brand, weight: 0.5}, {name: texture, weight: -1}]}\n  - {key: none, prompt: q, loras: []}\n";
+    let b = parse_manifest(text).unwrap();
+    let names = |i: usize| -> Vec<(String, f64)> {
+        job(&b, i)
+            .params
+            .loras
+            .iter()
+            .map(|l| (l.name.to_string(), l.weight.get()))
+            .collect()
+    };
+    assert_eq!(names(0), [("brand".to_string(), 0.8)]);
+    assert_eq!(
+        names(1),
+        [("brand".to_string(), 0.5), ("texture".to_string(), -1.0)]
+    );
+    assert!(names(2).is_empty());
+    // The template's jobs and an override differ in their batch key (one set of weights per group).
+    assert_ne!(
+        crate::BatchKey::of(&job(&b, 0).params),
+        crate::BatchKey::of(&job(&b, 1).params)
+    );
+
+    // Each field is named, with what is accepted.
+    let e = err(
+        "name: n\nmodel: m\ndefaults:\n  loras: [{name: a, weight: 9}]\nprompt: p\nseeds: [1]\n",
+    );
+    assert!(e.contains("defaults.loras") && e.contains("-4 to 4"), "{e}");
+    let e = err(
+        "name: n\nmodel: m\njobs:\n  - {prompt: a, loras: [{name: a, weight: 1}, {name: a, weight: 2}]}\n",
+    );
+    assert!(
+        e.contains("jobs[0].loras") && e.contains("names `a` twice"),
+        "{e}"
+    );
+    let e = err("name: n\nmodel: m\njobs:\n  - {prompt: a, loras: [{name: Bad, weight: 1}]}\n");
+    assert!(e.contains("jobs[0].loras") && e.contains("a-z"), "{e}");
+    // Without `loras`, params serialize as before (keys of old jobs do not move).
+    let plain = parse_manifest("name: n\nmodel: m\nprompt: p\nseeds: [1]\n").unwrap();
+    assert!(
+        !serde_json::to_string(&job(&plain, 0).params)
+            .unwrap()
+            .contains("loras")
+    );
+}
+
+#[test]
 fn hires_reaches_every_job_checked_against_each_size() {
     let text = "name: n\nmodel: m\ndefaults:\n  hires: {scale: 2, steps: 10}\nprompt: p\nsizes: [[512, 512], [768, 512]]\nseeds: [1]\njobs:\n  - {key: plain, prompt: q, hires: {scale: 1.5, strength: 0.3, upscaler: latent}}\n";
     let b = parse_manifest(text).unwrap();
@@ -195,11 +242,13 @@ fn the_readme_manifest_parses() {
         + 8;
     let text = &readme[start..start + readme[start..].find("```").unwrap()];
     let b = parse_manifest(text).unwrap();
-    assert_eq!(b.jobs.len(), 2 * 2 * 2 * 2 * 4 + 2);
+    assert_eq!(b.jobs.len(), 2 * 2 * 2 * 2 * 4 + 3);
     assert_eq!(
         b.jobs.iter().last().unwrap().params.output.format,
         ImageFormat::Jpeg
     );
+    let lora = b.jobs.iter().find(|j| !j.params.loras.is_empty()).unwrap();
+    assert_eq!(lora.params.loras.iter().next().unwrap().weight.get(), 0.8);
 }
 
 #[test]

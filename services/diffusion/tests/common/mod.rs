@@ -14,6 +14,8 @@ pub fn engine_serving(model: ModelName, entry: ModelEntry) -> DiffusionEngine {
         fused_batches: false,
         device: Default::default(),
         models: BTreeMap::from([(model, entry)]),
+        loras: Default::default(),
+        max_lora_sets: pixelfarm_diffusion::registry::DEFAULT_MAX_LORA_SETS,
     })
     .unwrap()
 }
