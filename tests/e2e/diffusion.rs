@@ -254,6 +254,19 @@ async fn loras_sweep_their_weights(
   - {key: zero, prompt: a red house, seed: 1, loras: [{name: style, weight: 0}]}
   - {key: stale, prompt: a red house, seed: 1, loras: [{name: stale, weight: 1.0}]}
 ";
+    // A LoRA no worker of the model has is refused at submit (the workers announce theirs with
+    // the model's limits), naming the job, the field and the names accepted.
+    let e = a
+        .submit(manifest.replace("name: stale", "name: nope"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(
+            "job `stale`: `loras[0].name` is `nope`; accepted for model `tiny`: stale, style"
+        ),
+        "{e}"
+    );
     let out = a.submit(manifest.to_string()).await.unwrap();
     let v = wait_batch(stack, a, out.batch_id, Duration::from_secs(300), |v| v.done).await;
     assert_eq!(

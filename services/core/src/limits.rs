@@ -7,7 +7,7 @@ use crate::{Error, JobParams, ModelName, Result};
 /// Bounds of the jobs one model renders (the worker registry's `limits`, defaults from the
 /// model's family). Each bounds the memory or the time one job may take from the jobs beside it
 /// on its worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelLimits {
     /// Widest render in pixels.
     pub max_width: u32,
@@ -20,6 +20,10 @@ pub struct ModelLimits {
     pub max_output_side: u32,
     /// Most jobs of this model in one renderer call (the worker's micro-batch).
     pub max_batch: usize,
+    /// The LoRAs its jobs may name: those of its family in the worker registry. `None` when the
+    /// worker did not say (a renderer without LoRAs, an older worker): nothing is checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loras: Option<Vec<ModelName>>,
 }
 
 impl ModelLimits {
@@ -61,6 +65,22 @@ impl ModelLimits {
                 return Err(over("output.resize", side, self.max_output_side));
             }
         }
+        if let Some(known) = &self.loras {
+            for (i, l) in params.loras.iter().enumerate() {
+                if !known.contains(&l.name) {
+                    let names: Vec<&str> = known.iter().map(ModelName::as_str).collect();
+                    return Err(Error::invalid(format!(
+                        "`loras[{i}].name` is `{}`; accepted for model `{model}`: {} (the worker registry's `loras` of its family)",
+                        l.name,
+                        if names.is_empty() {
+                            "none".to_string()
+                        } else {
+                            names.join(", ")
+                        }
+                    )));
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -88,6 +108,7 @@ mod tests {
             max_steps: 50,
             max_output_side: 1024,
             max_batch: 4,
+            loras: Some(vec![ModelName::parse("brand").unwrap()]),
         };
         let model = ModelName::parse("sd15").unwrap();
         let base = JobParams {
@@ -116,7 +137,7 @@ mod tests {
         let mut small = base.clone();
         (small.width, small.height, small.hires) = (256, 128, doubled(Some(50)));
         limits.check(&model, &small).unwrap();
-        let cases: [(&str, Change); 7] = [
+        let cases: [(&str, Change); 8] = [
             ("`width` is 520", |p| p.width = 520),
             ("`height` is 264", |p| p.height = 264),
             ("`steps` is 51", |p| p.steps = StepCount::parse(51).unwrap()),
@@ -132,6 +153,16 @@ mod tests {
             ("`output.resize` is 1025", |p| {
                 p.output.resize.as_mut().unwrap().height = OutputSide::parse(1025).unwrap()
             }),
+            (
+                "`loras[1].name` is `other`; accepted for model `sd15`: brand",
+                |p| {
+                    let spec = |n: &str| LoraSpec {
+                        name: ModelName::parse(n).unwrap(),
+                        weight: LoraWeight::parse(1.0).unwrap(),
+                    };
+                    p.loras = Loras::new(vec![spec("brand"), spec("other")]).unwrap();
+                },
+            ),
         ];
         for (want, change) in cases {
             let mut p = base.clone();

@@ -399,6 +399,13 @@ impl RegistryConfig {
             max_steps: l.max_steps.unwrap_or(DEFAULT_MAX_STEPS),
             max_output_side: l.max_output_side.unwrap_or(DEFAULT_MAX_OUTPUT_SIDE),
             max_batch: l.max_batch.unwrap_or(self.max_batch),
+            loras: Some(
+                self.loras
+                    .iter()
+                    .filter(|(_, lora)| lora.family == entry.family)
+                    .map(|(name, _)| name.clone())
+                    .collect(),
+            ),
         })
     }
 

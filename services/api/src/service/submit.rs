@@ -138,7 +138,7 @@ impl BatchApi {
     async fn check_model(&self, model: &ModelName, manifest: &str) -> Result<Option<ModelLimits>> {
         let presence = self.store.model_presence().await?;
         if let Some(p) = presence.iter().find(|p| &p.model == model) {
-            return Ok(p.limits);
+            return Ok(p.limits.clone());
         }
         if self.allowed_models.contains(model) {
             return Ok(None);

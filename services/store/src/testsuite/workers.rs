@@ -66,6 +66,7 @@ pub async fn worker_presence(s: Store) {
         max_steps: steps,
         max_output_side: 4096,
         max_batch: 4,
+        loras: None,
     };
     s.set_model_limits(&[(m("m1"), limits(50)), (m("m4"), limits(20))])
         .await
@@ -74,7 +75,13 @@ pub async fn worker_presence(s: Store) {
         .await
         .expect("set limits");
     let p = s.model_presence().await.expect("presence");
-    let of = |n: &str| p.iter().find(|r| r.model.as_str() == n).expect(n).limits;
+    let of = |n: &str| {
+        p.iter()
+            .find(|r| r.model.as_str() == n)
+            .expect(n)
+            .limits
+            .clone()
+    };
     assert_eq!(of("m1"), Some(limits(60)));
     assert_eq!(of("m4"), Some(limits(20)));
     assert_eq!(of("m2"), None);

@@ -171,7 +171,7 @@ impl Renderer for SteppingRenderer {
         pixelfarm_render::TestPattern::default().identity(model)
     }
     fn limits(&self, _: &ModelName) -> Option<ModelLimits> {
-        self.limits
+        self.limits.clone()
     }
     fn render(&self, model: &ModelName, params: &JobParams) -> Result<RenderedImage> {
         pixelfarm_render::TestPattern::default().render(model, params)
