@@ -22,7 +22,7 @@ fn engine() -> &'static DiffusionEngine {
     &E.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let entry = tiny::write_tiny_model(dir.path(), 4).unwrap();
-        let e = common::engine_serving(model(), entry);
+        let e = common::engine_serving(model(), entry, Default::default());
         (dir, e)
     })
     .1

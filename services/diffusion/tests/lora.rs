@@ -7,32 +7,24 @@ use pixelfarm_core::{
     Prompt, RenderControl, Renderer, Sampler, Seed, StepCount,
 };
 use pixelfarm_diffusion::tiny_lora::{LoraLayout, write_random_lora};
-use pixelfarm_diffusion::{DiffusionEngine, Family, LoraEntry, RegistryConfig, tiny};
-use std::collections::BTreeMap;
+use pixelfarm_diffusion::{DiffusionEngine, Family, LoraEntry, tiny};
 use std::path::Path;
 use std::sync::OnceLock;
+
+mod common;
 
 fn name(s: &str) -> ModelName {
     ModelName::parse(s).unwrap()
 }
 
-/// An engine serving the tiny model written into `dir` with `entry`, and `loras`.
+/// An engine serving `entry` as `model`, with `loras`.
 fn engine_with(
     model: &str,
     entry: pixelfarm_diffusion::ModelEntry,
     loras: Vec<(&str, LoraEntry)>,
 ) -> DiffusionEngine {
-    DiffusionEngine::new(RegistryConfig {
-        cache_dir: std::env::temp_dir(),
-        max_loaded: 1,
-        max_batch: 4,
-        fused_batches: false,
-        device: Default::default(),
-        models: BTreeMap::from([(name(model), entry)]),
-        loras: loras.into_iter().map(|(n, e)| (name(n), e)).collect(),
-        max_lora_sets: 2,
-    })
-    .unwrap()
+    let loras = loras.into_iter().map(|(n, e)| (name(n), e)).collect();
+    common::engine_serving(name(model), entry, loras)
 }
 
 /// The tiny model with the same random LoRA written in both layouts (`kohya`, `peft`) and a
@@ -156,6 +148,15 @@ fn the_renderer_names_each_lora_with_its_sha256() {
     assert!(err.to_string().contains("unknown LoRA `nope`"), "{err}");
 }
 
+/// The file at `path` registered as a LoRA of the tiny family, with its sha256 as it is now.
+fn tiny_lora_at(path: &Path) -> LoraEntry {
+    LoraEntry {
+        family: Family::Tiny,
+        source: pixelfarm_diffusion::Source::File(path.to_path_buf()),
+        sha256: pixelfarm_diffusion::registry::sha256_file(path).unwrap(),
+    }
+}
+
 /// `job` rendered by an engine whose `bad` LoRA is `entry`: the error.
 fn refused(model_dir: &Path, entry: LoraEntry) -> pixelfarm_core::Error {
     let model = tiny::write_tiny_model(model_dir, 4).unwrap();
@@ -196,14 +197,7 @@ fn tampered_foreign_and_malformed_files_are_refused_naming_them() {
 
     // A model file registered as a LoRA: its tensors are no LoRA parts.
     let unet = model.join(pixelfarm_diffusion::registry::layout::UNET);
-    let e = refused(
-        &model,
-        LoraEntry {
-            family: Family::Tiny,
-            source: pixelfarm_diffusion::Source::File(unet.clone()),
-            sha256: pixelfarm_diffusion::registry::sha256_file(&unet).unwrap(),
-        },
-    );
+    let e = refused(&model, tiny_lora_at(&unet));
     assert_eq!(e.kind(), ErrorKind::Permanent);
     assert!(
         e.to_string().contains("LoRA `bad`") && e.to_string().contains("is not a LoRA part"),
@@ -227,14 +221,7 @@ fn tampered_foreign_and_malformed_files_are_refused_naming_them() {
         ),
     ]);
     candle_core::safetensors::save(&tensors, &stray).unwrap();
-    let e = refused(
-        &model,
-        LoraEntry {
-            family: Family::Tiny,
-            source: pixelfarm_diffusion::Source::File(stray.clone()),
-            sha256: pixelfarm_diffusion::registry::sha256_file(&stray).unwrap(),
-        },
-    );
+    let e = refused(&model, tiny_lora_at(&stray));
     assert!(
         e.to_string()
             .contains("layer `lora_unet_down_blocks_9_attentions_0_proj_in` names no layer"),

@@ -35,7 +35,7 @@ fn model() -> ModelName {
 }
 
 fn engine_with(entry: ModelEntry) -> DiffusionEngine {
-    common::engine_serving(model(), entry)
+    common::engine_serving(model(), entry, Default::default())
 }
 
 fn engine() -> &'static DiffusionEngine {

@@ -17,7 +17,7 @@ fn model() -> ModelName {
 }
 
 fn engine_with(entry: ModelEntry) -> DiffusionEngine {
-    common::engine_serving(model(), entry)
+    common::engine_serving(model(), entry, Default::default())
 }
 
 fn job(prompt: &str, negative: &str, seed: u64, guidance: f64) -> JobParams {

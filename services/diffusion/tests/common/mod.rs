@@ -1,12 +1,16 @@
 //! Helpers shared by the engine's integration tests.
 
 use pixelfarm_core::ModelName;
-use pixelfarm_diffusion::{DiffusionEngine, ModelEntry, RegistryConfig};
+use pixelfarm_diffusion::{DiffusionEngine, LoraEntry, ModelEntry, RegistryConfig};
 use std::collections::BTreeMap;
 
-/// An engine on the CPU serving `entry` alone as `model` (one model loaded, micro-batches of up
-/// to 4, unfused).
-pub fn engine_serving(model: ModelName, entry: ModelEntry) -> DiffusionEngine {
+/// An engine on the CPU serving `entry` alone as `model` with `loras` (one model loaded,
+/// micro-batches of up to 4, unfused, two LoRA sets kept merged).
+pub fn engine_serving(
+    model: ModelName,
+    entry: ModelEntry,
+    loras: BTreeMap<ModelName, LoraEntry>,
+) -> DiffusionEngine {
     DiffusionEngine::new(RegistryConfig {
         cache_dir: std::env::temp_dir(),
         max_loaded: 1,
@@ -14,8 +18,8 @@ pub fn engine_serving(model: ModelName, entry: ModelEntry) -> DiffusionEngine {
         fused_batches: false,
         device: Default::default(),
         models: BTreeMap::from([(model, entry)]),
-        loras: Default::default(),
-        max_lora_sets: pixelfarm_diffusion::registry::DEFAULT_MAX_LORA_SETS,
+        loras,
+        max_lora_sets: 2,
     })
     .unwrap()
 }
