@@ -169,5 +169,29 @@ mod tests {
                 .any(|l| l.starts_with("warning:") && l.contains("`sd15`")),
             "{r:?}"
         );
+
+        // LoRAs are reported with their family; a malformed sha256 or a family that takes none
+        // is refused, naming the LoRA.
+        let lora = |family: &str, sha: &str| {
+            format!(
+                "models: {{}}\nloras:\n  brand:\n    family: {family}\n    source: file:///l/brand.safetensors\n    sha256: \"{sha}\"\n"
+            )
+        };
+        std::fs::write(&path, lora("sd15", &"a".repeat(64))).unwrap();
+        let r = settings(&s).unwrap();
+        assert!(
+            r.iter()
+                .any(|l| l.contains("1 LoRA(s) [brand (sd15)], 2 set(s) kept merged")),
+            "{r:?}"
+        );
+        std::fs::write(&path, lora("sd15", "abc")).unwrap();
+        let e = settings(&s).unwrap_err().to_string();
+        assert!(e.contains("lora `brand`: sha256 is `abc`"), "{e}");
+        std::fs::write(&path, lora("shapes", &"a".repeat(64))).unwrap();
+        let e = settings(&s).unwrap_err().to_string();
+        assert!(
+            e.contains("lora `brand`: family `shapes` takes no LoRAs"),
+            "{e}"
+        );
     }
 }
