@@ -96,8 +96,11 @@ CHART_MUST_FAIL = {
 }
 # The worker's model registry (services/diffusion/src/registry.rs).
 RENDERERS = ("diffusion", "test-pattern")
-REGISTRY_KEYS = {"cache_dir", "max_loaded", "max_batch", "fused_batches", "device", "models"}
+REGISTRY_KEYS = {"cache_dir", "max_loaded", "max_batch", "fused_batches", "device", "models",
+                 "loras", "max_lora_sets"}
 MODEL_KEYS = {"family", "source", "checkpoint", "files"}
+LORA_KEYS = {"family", "source", "sha256"}
+SOURCE = re.compile(r"file:///.*|s3://[^/]+(/.*)?")
 FAMILIES = ("tiny", "tiny-xl", "sd15", "sd21", "sdxl", "sdxl-turbo", "shapes")
 LAYOUT = ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
           "text_encoder/model.safetensors", "tokenizer/tokenizer.json")
@@ -279,7 +282,7 @@ def check_registry(text: str, where: str, ck: Checker) -> dict | None:
         return None
     for k in sorted(set(reg) - REGISTRY_KEYS):
         ck.err(where, f"registry: unknown key {k!r}")
-    for k in ("max_loaded", "max_batch"):
+    for k in ("max_loaded", "max_batch", "max_lora_sets"):
         if k in reg and (not isinstance(reg[k], int) or reg[k] < 1):
             ck.err(where, f"registry: {k} must be an integer >= 1, got {reg[k]!r}")
     if reg.get("device", "cpu") not in ("cpu", "cuda"):
@@ -294,7 +297,7 @@ def check_registry(text: str, where: str, ck: Checker) -> dict | None:
         if e.get("family") not in FAMILIES:
             ck.err(mw, f"family {e.get('family')!r} is not one of {', '.join(FAMILIES)}")
         src = str(e.get("source", ""))
-        if not (src.startswith("file:///") or re.fullmatch(r"s3://[^/]+(/.*)?", src)):
+        if not SOURCE.fullmatch(src):
             ck.err(mw, f"source {src!r}: accepted file:///dir or s3://bucket/prefix")
         files = e.get("files")
         if not isinstance(files, dict) or not files:
@@ -312,6 +315,17 @@ def check_registry(text: str, where: str, ck: Checker) -> dict | None:
         for f in required:
             if f not in files:
                 ck.err(mw, f"files has no {f} (every file the model reads needs its sha256)")
+    for name, e in (reg.get("loras") or {}).items():
+        lw = f"{where} lora {name}"
+        if not isinstance(e, dict) or set(e) != LORA_KEYS:
+            ck.err(lw, f"entry must have exactly the keys {', '.join(sorted(LORA_KEYS))}")
+            continue
+        if e["family"] not in FAMILIES or e["family"] == "shapes":
+            ck.err(lw, f"family {e['family']!r}: accepted the SD families of {', '.join(FAMILIES)}")
+        if not SOURCE.fullmatch(str(e["source"])):
+            ck.err(lw, f"source {e['source']!r}: accepted file:///path or s3://bucket/key")
+        if not SHA256.fullmatch(str(e["sha256"])):
+            ck.err(lw, f"sha256 {e['sha256']!r} is not 64 lowercase hex digits")
     return reg
 
 
