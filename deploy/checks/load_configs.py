@@ -152,7 +152,7 @@ class Runner:
         if ok:
             print(f"  ok   {head}")
             for line in p.stdout.splitlines():
-                if line.startswith(("warning:", "settings ok", "worker.content_credentials")) or "api key" in line:
+                if line.startswith(("warning:", "settings ok", "worker.content_credentials", "worker.registry")) or "api key" in line:
                     print(f"         {line}")
         else:
             print(f"  FAIL {head}: {why}\n" + "\n".join("         " + l for l in out.splitlines()))
