@@ -217,25 +217,28 @@ impl DiffusionEngine {
                 idx.iter().filter_map(|&i| controls.get(i)).collect();
             let all_cancelled =
                 || !group_controls.is_empty() && group_controls.iter().all(|c| c.is_cancelled());
-            // The model with the group's LoRAs: the same for every job of a group.
-            let variant = self.get_with(model, &group[0].loras);
-            let outcome = if all_cancelled() {
-                Err(Error::cancelled())
-            } else if let Err(e) = &variant {
-                Err(copy_error(e))
+            // The model with the group's LoRAs (the same for every job of a group), merged
+            // only for a group that still has a job to render.
+            let (outcome, merge_secs) = if all_cancelled() {
+                (Err(Error::cancelled()), 0.0)
             } else {
-                let mut cb = |step: usize, steps: usize| {
-                    for c in &group_controls {
-                        c.report(step as u32, steps as u32);
+                match self.get_with(model, &group[0].loras) {
+                    Err(e) => (Err(e), 0.0),
+                    Ok((m, secs)) => {
+                        let mut cb = |step: usize, steps: usize| {
+                            for c in &group_controls {
+                                c.report(step as u32, steps as u32);
+                            }
+                            !all_cancelled()
+                        };
+                        let images = self
+                            .compute(|| m.render_group(&group, self.config.fused_batches, &mut cb));
+                        (images, secs)
                     }
-                    !all_cancelled()
-                };
-                let (m, _) = variant.as_ref().expect("checked above");
-                self.compute(|| m.render_group(&group, self.config.fused_batches, &mut cb))
+                }
             };
             // The model's load shared by every job, its LoRA set's merge by the group's.
-            let load_secs = base_secs / jobs.len() as f64
-                + variant.map_or(0.0, |(_, secs)| secs) / idx.len() as f64;
+            let load_secs = base_secs / jobs.len() as f64 + merge_secs / idx.len() as f64;
             match outcome {
                 Ok(images) => {
                     for (&i, mut img) in idx.iter().zip(images) {
