@@ -48,8 +48,10 @@ mod postgres_only {
         let b = PgStore::connect(db.url(), 2).await.unwrap();
         let mut lead = a.try_lead().await.unwrap().expect("a leads");
         assert!(lead.still_leader().await);
+        // With a timeout, pg_terminate_backend returns once the backend has exited, which is
+        // after it released its locks; without one it only signals, and b could race the exit.
         let killed: Vec<bool> = sqlx::query_scalar(
-            "SELECT pg_terminate_backend(pid) FROM pg_locks
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_locks
              WHERE locktype = 'advisory'
                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         )
