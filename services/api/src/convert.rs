@@ -131,6 +131,13 @@ pub fn job_to_proto(j: &JobRecord) -> v1::Job {
             .map(|u| u.url.clone())
             .unwrap_or_default(),
         image_url_expires_at: ts(j.image_url.as_ref().map(|u| u.expires_at)),
+        review: j
+            .review
+            .as_ref()
+            .map(|r| r.verdict.as_str().to_string())
+            .unwrap_or_default(),
+        reviewed_by: j.review.as_ref().map(|r| r.by.clone()).unwrap_or_default(),
+        reviewed_at: ts(j.review.as_ref().map(|r| r.at)),
     }
 }
 
@@ -166,6 +173,14 @@ pub fn job_from_proto(j: v1::Job) -> Result<JobRecord> {
             done: j.steps_done,
             total: j.steps_total,
         }),
+        review: match (opt(j.review), parse_ts(&j.reviewed_at)?) {
+            (Some(verdict), Some(at)) => Some(Review {
+                verdict: Verdict::parse(&verdict)?,
+                by: j.reviewed_by,
+                at,
+            }),
+            _ => None,
+        },
     })
 }
 

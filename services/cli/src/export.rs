@@ -31,6 +31,35 @@ pub trait ResultSource: Send + Sync {
     async fn upload(&self, key: &str) -> Result<Bytes>;
 }
 
+/// A [`ResultSource`] whose pages hold only the jobs a reviewer approved (`fetch --approved`):
+/// every export writes the approved set and nothing else.
+pub struct ApprovedOnly<'a>(pub &'a dyn ResultSource);
+
+#[async_trait]
+impl ResultSource for ApprovedOnly<'_> {
+    async fn page(
+        &self,
+        batch: BatchId,
+        after: Option<JobId>,
+    ) -> Result<(Vec<JobRecord>, Option<JobId>)> {
+        let (mut jobs, next) = self.0.page(batch, after).await?;
+        jobs.retain(|j| {
+            j.review
+                .as_ref()
+                .is_some_and(|r| r.verdict == Verdict::Approved)
+        });
+        Ok((jobs, next))
+    }
+
+    async fn image(&self, job: JobId) -> Result<Bytes> {
+        self.0.image(job).await
+    }
+
+    async fn upload(&self, key: &str) -> Result<Bytes> {
+        self.0.upload(key).await
+    }
+}
+
 /// The upload `image` names, checked against the sha256 pinned at submit.
 ///
 /// # Errors
@@ -122,6 +151,9 @@ struct ResultLine<'a> {
     created_at: String,
     started_at: Option<String>,
     finished_at: Option<String>,
+    /// The latest review of the image: verdict, reviewer, when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    review: Option<&'a Review>,
 }
 
 /// What an export wrote.
@@ -200,6 +232,7 @@ pub async fn export(source: &dyn ResultSource, batch: BatchId, dir: &Path) -> Re
                 created_at: j.created_at.to_rfc3339(),
                 started_at: j.started_at.map(|t| t.to_rfc3339()),
                 finished_at: j.finished_at.map(|t| t.to_rfc3339()),
+                review: j.review.as_ref(),
             };
             serde_json::to_writer(&mut out, &line).expect("result line serializes");
             out.write_all(b"\n")
@@ -285,6 +318,7 @@ mod tests {
             created_at: chrono::Utc::now(),
             started_at: None,
             finished_at: None,
+            review: None,
         }
     }
 

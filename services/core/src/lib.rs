@@ -43,6 +43,7 @@ pub mod manifest;
 pub mod params;
 pub mod records;
 pub mod retention;
+pub mod review;
 pub mod rgb_image;
 pub mod seams;
 pub mod state;
@@ -61,10 +62,13 @@ pub use image_input::{
 };
 pub use keys::{OutputKey, derive_seed, hash_api_key, sha256_hex};
 pub use limits::ModelLimits;
-pub use manifest::{BatchSpec, JobSpec, MAX_JOBS_PER_BATCH, field_error_in, parse_manifest};
+pub use manifest::{
+    BatchSpec, JobSpec, MAX_JOBS_PER_BATCH, Product, field_error_in, key_vars, parse_manifest,
+};
 pub use params::*;
 pub use records::*;
 pub use retention::{PurgeOutcome, PurgedBatch, Retention, job_not_found, jobs_gone};
+pub use review::{MAX_REVIEW_JOBS, NewSession, Review, SESSION_TTL, Session, Verdict};
 pub use rgb_image::RgbImage;
 pub use seams::*;
 pub use state::JobState;

@@ -20,7 +20,7 @@ pub use budget::{
     MAX_OPEN_BRACKETS, MAX_TAG_KEY_BYTES, MAX_TAG_VALUE_BYTES, MAX_TAGS,
 };
 pub use errors::field_error_in;
-pub use jobs::{JobSpec, Jobs};
+pub use jobs::{JobSpec, Jobs, Product, key_vars};
 pub use spec::BatchSpec;
 
 use crate::Result;

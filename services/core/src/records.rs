@@ -191,6 +191,17 @@ pub struct JobRecord {
     pub started_at: Option<DateTime<Utc>>,
     #[allow(missing_docs)]
     pub finished_at: Option<DateTime<Utc>>,
+    /// The latest review of its image, once a reviewer approved or rejected it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<crate::review::Review>,
+}
+
+impl JobRecord {
+    /// The manifest variables of a template job, read from its key ([`crate::key_vars`]);
+    /// `None` for an explicit job.
+    pub fn vars(&self) -> Option<Vec<(&str, &str)>> {
+        crate::manifest::key_vars(&self.key, self.params.width, self.params.height)
+    }
 }
 
 /// A presigned GET URL of a stored object ([`crate::UrlSigner`]).

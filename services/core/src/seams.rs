@@ -16,6 +16,7 @@ use crate::manifest::BatchSpec;
 use crate::params::{JobParams, ModelName};
 use crate::records::*;
 use crate::retention::{PurgeOutcome, Retention};
+use crate::review::{NewSession, Session, Verdict};
 use crate::tenant::{ApiKeyInfo, NewApiKey, Quota, TenantInfo, Usage};
 use crate::webhooks::{
     AttemptOutcome, DueEvent, Webhook, WebhookDelivery, WebhookSecret, WebhookSpec,
@@ -55,6 +56,10 @@ pub trait Leadership: Send {
 /// - `purge_expired` deletes job rows only of batches whose every job is final and finished more
 ///   than their tenant's [`Retention`] ago, never the batch row; a batch it started on answers
 ///   `batch` with `jobs_purged_at` set and `jobs` with `Gone`;
+/// - `review` decides every listed job or none: each must be a succeeded job of the tenant;
+///   the latest decision is the job's [`Review`](crate::Review), gone with the job's row;
+/// - a console session is valid from `open_session` until `close_session`, its expiry, or the
+///   revocation or expiry of the API key it was opened with, whichever comes first;
 /// - time comparisons use the store's clock.
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
@@ -111,6 +116,26 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> Result<Vec<JobRecord>>;
     /// One job.
     async fn job(&self, tenant: TenantId, job: JobId) -> Result<JobRecord>;
+    /// The tenant's batches, newest first: those older than `before` (the last of a previous
+    /// page), at most `limit`.
+    async fn batches(
+        &self,
+        tenant: TenantId,
+        before: Option<BatchId>,
+        limit: u32,
+    ) -> Result<Vec<BatchStatus>>;
+    /// The manifest of a batch exactly as it was submitted.
+    async fn batch_manifest(&self, tenant: TenantId, batch: BatchId) -> Result<String>;
+    /// Record `verdict` by reviewer `by` on each of `jobs` (`None` clears their review); returns
+    /// how many changed. `Invalid` when one is not a succeeded job of the tenant, and then
+    /// none changes.
+    async fn review(
+        &self,
+        tenant: TenantId,
+        jobs: &[JobId],
+        verdict: Option<Verdict>,
+        by: &str,
+    ) -> Result<u64>;
     /// Cancel every job of the batch not yet final, running ones included (their lease ends, so the
     /// worker's next heartbeat fails and it stops the render); returns how many.
     async fn cancel(&self, tenant: TenantId, batch: BatchId) -> Result<u64>;
@@ -239,6 +264,14 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> Result<Vec<WebhookDelivery>>;
     /// Events neither delivered nor given up.
     async fn pending_webhook_events(&self) -> Result<u64>;
+
+    /// Open a console session for the API key `new.key_sha256`; `None` when the key is unknown,
+    /// revoked or expired. Prunes sessions expired for a day.
+    async fn open_session(&self, new: &NewSession) -> Result<Option<Session>>;
+    /// The open session whose token has this sha256, if it is still valid.
+    async fn session(&self, token_sha256: &str) -> Result<Option<Session>>;
+    /// End a session (sign out); ending an unknown one is `Ok`.
+    async fn close_session(&self, token_sha256: &str) -> Result<()>;
 
     /// Become the single leader if nobody else is.
     async fn try_lead(&self) -> Result<Option<Box<dyn Leadership>>>;

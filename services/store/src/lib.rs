@@ -7,6 +7,7 @@
 //! - `feed`: the in-process fan-out of the batch change feed both stores share.
 //! - `progress`: the batch progress counters as both stores read them (backlog, finished).
 //! - `row`: the row shape both stores read jobs into.
+//! - `review`: the all-or-none rule of reviews both stores apply.
 //! - `purge`: the purge of finished batches' job rows, written once over each store's statements.
 //! - [`testsuite`]: the conformance suite every implementation passes.
 //! - [`testing`]: fresh databases for tests.
@@ -16,6 +17,7 @@ mod feed;
 pub mod postgres;
 mod progress;
 mod purge;
+mod review;
 mod row;
 pub mod sqlite;
 pub mod testing;

@@ -3,13 +3,15 @@
 //! The queries are grouped by concern of [`JobStore`], a module each: `tenants` (tenants, quotas,
 //! usage, API keys), `batches` (submit, read, cancel), `dispatch` (what to publish next, the
 //! backlog), `workers` (presence, model limits), `leases` (claim, heartbeat, complete, fail) and
-//! `maintenance` (rescue, retry, requeue, leadership) and `retention` (the statements of the purge of
+//! `maintenance` (rescue, retry, requeue, leadership), `console` (batch listing, reviews,
+//! console sessions) and `retention` (the statements of the purge of
 //! finished batches' job rows); `columns` holds the column lists and the row decoding they share.
 //! Batch progress is kept by triggers (migration 0007), and `listen` follows their notifications
 //! for [`JobStore::batch_changes`].
 
 mod batches;
 mod columns;
+mod console;
 mod dispatch;
 mod leases;
 mod listen;
@@ -201,6 +203,29 @@ impl JobStore for PgStore {
         batches::job(&self.pool, tenant, job).await
     }
 
+    async fn batches(
+        &self,
+        tenant: TenantId,
+        before: Option<BatchId>,
+        limit: u32,
+    ) -> Result<Vec<BatchStatus>> {
+        console::batches(&self.pool, tenant, before, limit).await
+    }
+
+    async fn batch_manifest(&self, tenant: TenantId, batch: BatchId) -> Result<String> {
+        console::batch_manifest(&self.pool, tenant, batch).await
+    }
+
+    async fn review(
+        &self,
+        tenant: TenantId,
+        jobs: &[JobId],
+        verdict: Option<Verdict>,
+        by: &str,
+    ) -> Result<u64> {
+        console::review(&self.pool, tenant, jobs, verdict, by).await
+    }
+
     async fn cancel(&self, tenant: TenantId, batch: BatchId) -> Result<u64> {
         batches::cancel(&self.pool, tenant, batch).await
     }
@@ -360,6 +385,18 @@ impl JobStore for PgStore {
 
     async fn pending_webhook_events(&self) -> Result<u64> {
         webhooks::pending(&self.pool).await
+    }
+
+    async fn open_session(&self, new: &NewSession) -> Result<Option<Session>> {
+        console::open_session(&self.pool, new).await
+    }
+
+    async fn session(&self, token_sha256: &str) -> Result<Option<Session>> {
+        console::session(&self.pool, token_sha256).await
+    }
+
+    async fn close_session(&self, token_sha256: &str) -> Result<()> {
+        console::close_session(&self.pool, token_sha256).await
     }
 
     async fn try_lead(&self) -> Result<Option<Box<dyn Leadership>>> {

@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use pixelfarm_core::{
-    BatchId, Error, JobId, JobParams, JobRecord, JobState, ModelName, Result, StepProgress,
+    BatchId, Error, JobId, JobParams, JobRecord, JobState, ModelName, Result, Review, StepProgress,
+    Verdict,
 };
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -27,6 +28,9 @@ pub(crate) struct JobRow {
     pub finished_at: Option<DateTime<Utc>>,
     pub steps_done: Option<i64>,
     pub steps_total: Option<i64>,
+    pub review: Option<String>,
+    pub reviewed_by: Option<String>,
+    pub reviewed_at: Option<DateTime<Utc>>,
 }
 
 impl JobRow {
@@ -65,6 +69,14 @@ impl JobRow {
             created_at: self.created_at,
             started_at: self.started_at,
             finished_at: self.finished_at,
+            review: match (self.review, self.reviewed_by, self.reviewed_at) {
+                (Some(verdict), Some(by), Some(at)) => Some(Review {
+                    verdict: Verdict::parse(&verdict).map_err(|e| corrupt("review", &e))?,
+                    by,
+                    at,
+                }),
+                _ => None,
+            },
         })
     }
 }

@@ -4,13 +4,14 @@
 //! this process's clock (one process owns the file), ids are uuid text.
 //!
 //! The queries are grouped as in the Postgres store, by concern of [`JobStore`]: `tenants`,
-//! `batches`, `dispatch`, `workers`, `leases`, `maintenance` and `retention`, with the column lists
+//! `batches`, `dispatch`, `workers`, `leases`, `maintenance`, `console` and `retention`, with the column lists
 //! and row decoding they share in `columns`. Batch progress is kept by triggers (migration 0007);
 //! SQLite has no notifications, so the store announces the batches its writes changed after each
 //! commit (one process owns the file: its writes are all the changes there are).
 
 mod batches;
 mod columns;
+mod console;
 mod dispatch;
 mod leases;
 mod maintenance;
@@ -161,6 +162,29 @@ impl JobStore for SqliteStore {
 
     async fn job(&self, tenant: TenantId, job: JobId) -> Result<JobRecord> {
         batches::job(&self.pool, tenant, job).await
+    }
+
+    async fn batches(
+        &self,
+        tenant: TenantId,
+        before: Option<BatchId>,
+        limit: u32,
+    ) -> Result<Vec<BatchStatus>> {
+        console::batches(&self.pool, tenant, before, limit).await
+    }
+
+    async fn batch_manifest(&self, tenant: TenantId, batch: BatchId) -> Result<String> {
+        console::batch_manifest(&self.pool, tenant, batch).await
+    }
+
+    async fn review(
+        &self,
+        tenant: TenantId,
+        jobs: &[JobId],
+        verdict: Option<Verdict>,
+        by: &str,
+    ) -> Result<u64> {
+        console::review(&self.pool, tenant, jobs, verdict, by).await
     }
 
     async fn cancel(&self, tenant: TenantId, batch: BatchId) -> Result<u64> {
@@ -340,6 +364,18 @@ impl JobStore for SqliteStore {
 
     async fn pending_webhook_events(&self) -> Result<u64> {
         webhooks::pending(&self.pool).await
+    }
+
+    async fn open_session(&self, new: &NewSession) -> Result<Option<Session>> {
+        console::open_session(&self.pool, new).await
+    }
+
+    async fn session(&self, token_sha256: &str) -> Result<Option<Session>> {
+        console::session(&self.pool, token_sha256).await
+    }
+
+    async fn close_session(&self, token_sha256: &str) -> Result<()> {
+        console::close_session(&self.pool, token_sha256).await
     }
 
     async fn try_lead(&self) -> Result<Option<Box<dyn Leadership>>> {

@@ -2,10 +2,11 @@
 //! case through [`store_conformance!`](crate::store_conformance), each case on a fresh store.
 //!
 //! The cases are grouped as the stores' queries are, by concern of the store: `tenants`,
-//! `batches`, `dispatch`, `workers`, `leases`, `maintenance` and `retention`, and `progress` for
+//! `batches`, `console`, `dispatch`, `workers`, `leases`, `maintenance` and `retention`, and `progress` for
 //! the batch progress counters and their change feed; `fixtures` holds what they share.
 
 mod batches;
+mod console;
 mod dispatch;
 mod fixtures;
 mod leases;
@@ -17,6 +18,9 @@ mod webhooks;
 mod workers;
 
 pub use batches::{cancel_stops_unfinished, idempotent_submit, submit_and_read, tenant_isolation};
+pub use console::{
+    batches_are_listed_newest_first, reviews_decide_all_or_none, sessions_end_with_their_key,
+};
 pub use dispatch::{backlog_and_finished_counts, priority_then_fair_share};
 pub use leases::{
     claim_lifecycle, failures_retry_and_die, grouped_claims_and_completions,
@@ -54,7 +58,8 @@ macro_rules! store_conformance {
             batch_changes_announce_a_completion, retention_purges_finished_batches_past_it,
             retention_follows_each_tenants_setting, retention_chunks_span_batches,
             webhook_events_follow_their_changes, webhook_attempts_settle_and_log,
-            webhook_secrets_rotate);
+            webhook_secrets_rotate, batches_are_listed_newest_first, reviews_decide_all_or_none,
+            sessions_end_with_their_key);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(

@@ -78,7 +78,7 @@ pub struct Columns {
 impl Columns {
     /// Take in the columns `job` needs.
     pub fn see(&mut self, job: &JobRecord) {
-        if let Some(vars) = template_vars(job) {
+        if let Some(vars) = job.vars() {
             for (name, _) in vars {
                 if !self.vars.contains(name) {
                     self.vars.insert(name.to_string());
@@ -128,7 +128,7 @@ impl Columns {
             text(p.prompt.as_str()),
             text(p.negative_prompt.as_str()),
         ];
-        let vars = template_vars(job).unwrap_or_default();
+        let vars = job.vars().unwrap_or_default();
         row.extend(self.vars.iter().map(|name| {
             Cell::Str(
                 vars.iter()
@@ -152,40 +152,6 @@ impl Columns {
             row.push(Cell::Float(p.init.as_ref().map(|i| i.strength.get())));
         }
         row
-    }
-}
-
-/// The variables of a template job, from its key `name=value,…@WxH#i` (names in sorted order,
-/// the size the job's own); `None` for a key of another form (an explicit job's). A value that
-/// holds `,name=` with a later variable's name is read as that variable's start.
-fn template_vars(job: &JobRecord) -> Option<Vec<(&str, &str)>> {
-    let (rest, index) = job.key.rsplit_once('#')?;
-    let (stem, size) = rest.rsplit_once('@')?;
-    let size_matches = size.split_once('x').is_some_and(|(w, h)| {
-        w == job.params.width.to_string() && h == job.params.height.to_string()
-    });
-    if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) || !size_matches {
-        return None;
-    }
-    let is_name =
-        |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    let (mut name, mut rest) = stem.split_once('=').filter(|(n, _)| is_name(n))?;
-    let mut vars = Vec::new();
-    loop {
-        let next = rest.match_indices(',').find_map(|(i, _)| {
-            let (n, value) = rest[i + 1..].split_once('=')?;
-            (is_name(n) && n > name).then_some((i, n, value))
-        });
-        match next {
-            Some((i, n, after)) => {
-                vars.push((name, &rest[..i]));
-                (name, rest) = (n, after);
-            }
-            None => {
-                vars.push((name, rest));
-                return Some(vars);
-            }
-        }
     }
 }
 
@@ -230,38 +196,12 @@ mod tests {
             created_at: chrono::Utc::now(),
             started_at: None,
             finished_at: None,
+            review: None,
         }
     }
 
     const SMALL: &str =
         "name: n\nmodel: m\ndefaults: {width: 64, height: 32}\nprompt: p\nseeds: [1]\n";
-
-    #[test]
-    fn template_keys_give_their_variables() {
-        let vars = |key: &str| {
-            template_vars(&job(key, SMALL)).map(|v| {
-                v.into_iter()
-                    .map(|(n, v)| format!("{n}={v}"))
-                    .collect::<Vec<_>>()
-            })
-        };
-        assert_eq!(
-            vars("color=red,shape=big circle@64x32#3").unwrap(),
-            ["color=red", "shape=big circle"]
-        );
-        // Values may hold `,`, `=`, `@` and `#`; a `,name=` only ends a value before a later name.
-        assert_eq!(
-            vars("a=x,y,b=1=2,c=a=b,z@q#1@64x32#0").unwrap(),
-            ["a=x,y", "b=1=2", "c=a=b,z@q#1"]
-        );
-        assert_eq!(vars("b=1,a=2@64x32#0").unwrap(), ["b=1,a=2"]);
-        // Not a template key: explicit keys, another size, no seed index.
-        assert_eq!(vars("banner"), None);
-        assert_eq!(vars("prompt=a cat@64x32"), None);
-        assert_eq!(vars("color=red@32x32#0"), None);
-        assert_eq!(vars("color=red@64x32#"), None);
-        assert_eq!(vars("=red@64x32#0"), None);
-    }
 
     #[test]
     fn rows_follow_the_columns_and_leave_other_jobs_variables_null() {

@@ -210,6 +210,25 @@ impl Jobs {
         template.chain(self.explicit.iter().cloned())
     }
 
+    /// The template's axes, when the manifest has a prompt template: each variable with its
+    /// values (by name), the sizes and the seeds per variant and size.
+    pub fn product(&self) -> Option<Product<'_>> {
+        self.template.as_ref().map(|t| Product {
+            vars: t
+                .vars
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_slice()))
+                .collect(),
+            sizes: &t.sizes,
+            seeds: t.seeds.len(),
+        })
+    }
+
+    /// Jobs listed one by one (`jobs:`), after the template's.
+    pub fn explicit(&self) -> usize {
+        self.explicit.len()
+    }
+
     /// Every init section of the jobs, once per section: the template's jobs share one.
     pub fn inits(&self) -> impl Iterator<Item = &InitSpec> {
         self.template
@@ -246,6 +265,52 @@ impl From<Vec<JobSpec>> for Jobs {
         Jobs {
             template: None,
             explicit,
+        }
+    }
+}
+
+/// A template's product as [`Jobs::product`] gives it: jobs = the product of the variables'
+/// value counts × sizes × seeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Product<'a> {
+    /// Each variable by name (sorted) with its values.
+    pub vars: Vec<(&'a str, &'a [String])>,
+    /// `(width, height)` of each size.
+    pub sizes: &'a [(u32, u32)],
+    /// Seeds per variant and size.
+    pub seeds: usize,
+}
+
+/// The variables of a template job, from its key `name=value,…@WxH#i` (names in sorted order)
+/// and its size; `None` for a key of another form (an explicit job's). A value that holds
+/// `,name=` with a later variable's name is read as that variable's start.
+pub fn key_vars(key: &str, width: u32, height: u32) -> Option<Vec<(&str, &str)>> {
+    let (rest, index) = key.rsplit_once('#')?;
+    let (stem, size) = rest.rsplit_once('@')?;
+    let size_matches = size
+        .split_once('x')
+        .is_some_and(|(w, h)| w == width.to_string() && h == height.to_string());
+    if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) || !size_matches {
+        return None;
+    }
+    let is_name =
+        |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let (mut name, mut rest) = stem.split_once('=').filter(|(n, _)| is_name(n))?;
+    let mut vars = Vec::new();
+    loop {
+        let next = rest.match_indices(',').find_map(|(i, _)| {
+            let (n, value) = rest[i + 1..].split_once('=')?;
+            (is_name(n) && n > name).then_some((i, n, value))
+        });
+        match next {
+            Some((i, n, after)) => {
+                vars.push((name, &rest[..i]));
+                (name, rest) = (n, after);
+            }
+            None => {
+                vars.push((name, rest));
+                return Some(vars);
+            }
         }
     }
 }

@@ -565,3 +565,30 @@ fn an_explicit_key_equal_to_a_template_key_is_refused() {
     let fine = text.replace("#1\"", "#2\"");
     assert_eq!(parse_manifest(&fine).unwrap().jobs.len(), 3 * 2 * 2 * 2 + 1);
 }
+
+#[test]
+fn template_keys_give_their_variables() {
+    let vars = |key: &str| {
+        key_vars(key, 64, 32).map(|v| {
+            v.into_iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect::<Vec<_>>()
+        })
+    };
+    assert_eq!(
+        vars("color=red,shape=big circle@64x32#3").unwrap(),
+        ["color=red", "shape=big circle"]
+    );
+    // Values may hold `,`, `=`, `@` and `#`; a `,name=` only ends a value before a later name.
+    assert_eq!(
+        vars("a=x,y,b=1=2,c=a=b,z@q#1@64x32#0").unwrap(),
+        ["a=x,y", "b=1=2", "c=a=b,z@q#1"]
+    );
+    assert_eq!(vars("b=1,a=2@64x32#0").unwrap(), ["b=1,a=2"]);
+    // Not a template key: explicit keys, another size, no seed index.
+    assert_eq!(vars("banner"), None);
+    assert_eq!(vars("prompt=a cat@64x32"), None);
+    assert_eq!(vars("color=red@32x32#0"), None);
+    assert_eq!(vars("color=red@64x32#"), None);
+    assert_eq!(vars("=red@64x32#0"), None);
+}

@@ -1,6 +1,7 @@
 //! Batches: the submit transaction, reading a batch and its jobs, cancelling.
 
 use pixelfarm_core::*;
+use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -116,23 +117,16 @@ pub(super) async fn submit(
     })
 }
 
-pub(super) async fn batch(pool: &PgPool, tenant: TenantId, batch: BatchId) -> Result<BatchStatus> {
-    let row = sqlx::query(
-        "SELECT b.name, b.model, b.priority, b.tags, b.created_at, p.pending, p.queued, p.running,
-                p.succeeded, p.retryable, p.dead, p.cancelled, p.first_started_at,
-                p.last_finished_at, p.device_seconds, b.jobs_purged_at
-         FROM batches b JOIN batch_progress p ON p.batch_id = b.id
-         WHERE b.id = $1 AND b.tenant_id = $2",
-    )
-    .bind(batch.as_uuid())
-    .bind(tenant.as_uuid())
-    .fetch_optional(pool)
-    .await
-    .map_err(db("cannot read batch"))?
-    .ok_or_else(|| Error::not_found(format!("batch {batch} not found")))?;
+/// The columns [`batch_status`] reads, from `batches b JOIN batch_progress p`.
+pub(super) const BATCH_COLUMNS: &str = "b.id, b.name, b.model, b.priority, b.tags, b.created_at, \
+    p.pending, p.queued, p.running, p.succeeded, p.retryable, p.dead, p.cancelled, \
+    p.first_started_at, p.last_finished_at, p.device_seconds, b.jobs_purged_at";
+
+/// A batch with its counts, from a row of [`BATCH_COLUMNS`].
+pub(super) fn batch_status(row: &PgRow) -> Result<BatchStatus> {
     let tags: serde_json::Value = row.get("tags");
     Ok(BatchStatus {
-        id: batch,
+        id: BatchId::from_uuid(row.get("id")),
         name: row.get("name"),
         model: ModelName::parse(row.get::<String, _>("model"))?,
         priority: Priority::parse(u8::try_from(row.get::<i16, _>("priority")).unwrap_or(0))?,
@@ -144,6 +138,21 @@ pub(super) async fn batch(pool: &PgPool, tenant: TenantId, batch: BatchId) -> Re
         device_seconds: row.get("device_seconds"),
         jobs_purged_at: row.get("jobs_purged_at"),
     })
+}
+
+pub(super) async fn batch(pool: &PgPool, tenant: TenantId, batch: BatchId) -> Result<BatchStatus> {
+    let row = sqlx::query(&format!(
+        "SELECT {BATCH_COLUMNS}
+         FROM batches b JOIN batch_progress p ON p.batch_id = b.id
+         WHERE b.id = $1 AND b.tenant_id = $2"
+    ))
+    .bind(batch.as_uuid())
+    .bind(tenant.as_uuid())
+    .fetch_optional(pool)
+    .await
+    .map_err(db("cannot read batch"))?
+    .ok_or_else(|| Error::not_found(format!("batch {batch} not found")))?;
+    batch_status(&row)
 }
 
 pub(super) async fn jobs(

@@ -10,7 +10,7 @@ use crate::error::db;
 use crate::row::JobRow;
 
 pub(super) const JOB_COLUMNS: &str = "id, batch_id, key, model, params, state::text AS state, attempt, max_attempts, \
-    object_key, sha256, last_error, error_kind, timings, created_at, started_at, finished_at, steps_done, steps_total";
+    object_key, sha256, last_error, error_kind, timings, created_at, started_at, finished_at, steps_done, steps_total, review, reviewed_by, reviewed_at";
 
 pub(super) fn job_row(r: &PgRow) -> std::result::Result<JobRow, sqlx::Error> {
     Ok(JobRow {
@@ -32,6 +32,9 @@ pub(super) fn job_row(r: &PgRow) -> std::result::Result<JobRow, sqlx::Error> {
         finished_at: r.try_get("finished_at")?,
         steps_done: r.try_get::<Option<i32>, _>("steps_done")?.map(i64::from),
         steps_total: r.try_get::<Option<i32>, _>("steps_total")?.map(i64::from),
+        review: r.try_get("review")?,
+        reviewed_by: r.try_get("reviewed_by")?,
+        reviewed_at: r.try_get("reviewed_at")?,
     })
 }
 

@@ -9,7 +9,7 @@ use crate::error::{db, tenant_updated};
 
 /// The name of a key in listings and `revoke`: its prefix, or for a key registered without one
 /// (by an older scheduler) `sha256:` and 8 digits of its hash, as `core::key_prefix` names such keys.
-const KEY_PREFIX: &str = "coalesce(prefix, 'sha256:' || left(key_sha256, 8))";
+pub(super) const KEY_PREFIX: &str = "coalesce(prefix, 'sha256:' || left(key_sha256, 8))";
 
 /// [`JobStore::usage`] on one connection (the submit's transaction, or a pooled one).
 pub(super) async fn usage_of(conn: &mut PgConnection, tenant: TenantId) -> Result<Usage> {

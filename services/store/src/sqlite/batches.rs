@@ -1,6 +1,7 @@
 //! Batches: the submit transaction, reading a batch and its jobs, cancelling.
 
 use pixelfarm_core::*;
+use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 
 use super::columns::{JOB_COLUMNS, TENANT_COLUMNS, now_ms, record, tenant_info, time};
@@ -104,26 +105,15 @@ pub(super) async fn submit(
     })
 }
 
-pub(super) async fn batch(
-    pool: &SqlitePool,
-    tenant: TenantId,
-    batch: BatchId,
-) -> Result<BatchStatus> {
-    let row = sqlx::query(
-        "SELECT b.name, b.model, b.priority, b.tags, b.created_at, p.pending, p.queued, p.running,
-                p.succeeded, p.retryable, p.dead, p.cancelled, p.first_started_at,
-                p.last_finished_at, p.device_seconds, b.jobs_purged_at
-         FROM batches b JOIN batch_progress p ON p.batch_id = b.id
-         WHERE b.id = ?1 AND b.tenant_id = ?2",
-    )
-    .bind(batch.to_string())
-    .bind(tenant.to_string())
-    .fetch_optional(pool)
-    .await
-    .map_err(db("cannot read batch"))?
-    .ok_or_else(|| Error::not_found(format!("batch {batch} not found")))?;
+/// The columns [`batch_status`] reads, from `batches b JOIN batch_progress p`.
+pub(super) const BATCH_COLUMNS: &str = "b.id, b.name, b.model, b.priority, b.tags, b.created_at, \
+    p.pending, p.queued, p.running, p.succeeded, p.retryable, p.dead, p.cancelled, \
+    p.first_started_at, p.last_finished_at, p.device_seconds, b.jobs_purged_at";
+
+/// A batch with its counts, from a row of [`BATCH_COLUMNS`].
+pub(super) fn batch_status(row: &SqliteRow) -> Result<BatchStatus> {
     Ok(BatchStatus {
-        id: batch,
+        id: row.get::<String, _>("id").parse()?,
         name: row.get("name"),
         model: ModelName::parse(row.get::<String, _>("model"))?,
         priority: Priority::parse(u8::try_from(row.get::<i64, _>("priority")).unwrap_or(0))?,
@@ -135,6 +125,25 @@ pub(super) async fn batch(
         device_seconds: row.get("device_seconds"),
         jobs_purged_at: time(row.get("jobs_purged_at")),
     })
+}
+
+pub(super) async fn batch(
+    pool: &SqlitePool,
+    tenant: TenantId,
+    batch: BatchId,
+) -> Result<BatchStatus> {
+    let row = sqlx::query(&format!(
+        "SELECT {BATCH_COLUMNS}
+         FROM batches b JOIN batch_progress p ON p.batch_id = b.id
+         WHERE b.id = ?1 AND b.tenant_id = ?2"
+    ))
+    .bind(batch.to_string())
+    .bind(tenant.to_string())
+    .fetch_optional(pool)
+    .await
+    .map_err(db("cannot read batch"))?
+    .ok_or_else(|| Error::not_found(format!("batch {batch} not found")))?;
+    batch_status(&row)
 }
 
 pub(super) async fn jobs(

@@ -11,7 +11,7 @@ use crate::error::db;
 use crate::row::JobRow;
 
 pub(super) const JOB_COLUMNS: &str = "id, batch_id, key, model, params, state, attempt, max_attempts, \
-    object_key, sha256, last_error, error_kind, timings, created_at, started_at, finished_at, steps_done, steps_total";
+    object_key, sha256, last_error, error_kind, timings, created_at, started_at, finished_at, steps_done, steps_total, review, reviewed_by, reviewed_at";
 
 pub(super) const TENANT_COLUMNS: &str = "id, name, weight, max_queued_jobs, max_jobs_per_day, max_watches, \
     submits_per_minute, max_priority, job_retention_seconds, content_credentials";
@@ -108,6 +108,9 @@ pub(super) fn job_row(r: &SqliteRow) -> std::result::Result<JobRow, sqlx::Error>
         finished_at: time(r.try_get("finished_at")?),
         steps_done: r.try_get("steps_done")?,
         steps_total: r.try_get("steps_total")?,
+        review: r.try_get("review")?,
+        reviewed_by: r.try_get("reviewed_by")?,
+        reviewed_at: time(r.try_get("reviewed_at")?),
     })
 }
 

@@ -8,7 +8,7 @@ use crate::error::{db, tenant_updated};
 
 /// The name of a key in listings and `revoke`: its prefix, or for a key registered without one
 /// (by an older scheduler) `sha256:` and 8 digits of its hash, as `core::key_prefix` names such keys.
-const KEY_PREFIX: &str = "coalesce(prefix, 'sha256:' || substr(key_sha256, 1, 8))";
+pub(super) const KEY_PREFIX: &str = "coalesce(prefix, 'sha256:' || substr(key_sha256, 1, 8))";
 
 /// The quotas' day, in milliseconds.
 const DAY_MS: i64 = 24 * 3600 * 1000;
