@@ -29,6 +29,21 @@ pub fn code(kind: ErrorKind) -> &'static str {
     }
 }
 
+/// The HTTP status of an error kind (the API's and the console's answers).
+pub fn http_status(kind: ErrorKind) -> axum::http::StatusCode {
+    use axum::http::StatusCode;
+    match kind {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Gone => StatusCode::GONE,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::QuotaExceeded | ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Transient => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Permanent => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 /// The message for the client; the whole error goes to the log under `request_id` first
 /// (`call` names the transport and method, e.g. `http GET /v1/batches/{id}`).
 pub fn public_message(e: &Error, request_id: &str, call: &str) -> String {

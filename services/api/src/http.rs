@@ -232,7 +232,7 @@ pub struct ErrorDetail {
     pub request_id: String,
 }
 
-fn error_body(code: &str, message: &str, request_id: &str) -> ErrorBody {
+pub(crate) fn error_body(code: &str, message: &str, request_id: &str) -> ErrorBody {
     ErrorBody {
         error: ErrorDetail {
             code: code.to_string(),

@@ -5,6 +5,7 @@
 //!   watch, cancel, image) over a [`pixelfarm_core::JobStore`] and a [`pixelfarm_core::BlobStore`].
 //! - [`grpc`]: the tonic `BatchService` over [`BatchApi`].
 //! - [`http`]: the axum HTTP/JSON + SSE routes over [`BatchApi`].
+//! - [`console`]: the web console (sign-in, batches, submit, gallery, review) over [`BatchApi`].
 //! - [`limits`]: what a replica counts in memory: failed authentications per address, submits
 //!   per tenant and minute, open watches per tenant.
 //! - [`errors`]: what a client is told when a call fails (code, message, request id).
@@ -13,6 +14,7 @@
 //! - [`metrics`]: the API's counters ([`ApiMetrics`]).
 
 pub mod client;
+pub mod console;
 pub mod convert;
 pub mod errors;
 pub mod grpc;

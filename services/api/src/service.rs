@@ -1,12 +1,14 @@
 //! [`BatchApi`]: every API call, scoped to the caller's tenant.
 //!
 //! Here: [`BatchApi`] itself, reading batches, jobs and images, and cancelling. Its other calls
-//! are each in a module of their own: `auth` (API keys and failed authentications), `submit`
+//! are each in a module of their own: `auth` (API keys and failed authentications), `console`
+//! (what the web console adds: batch listing, reviews, sessions), `submit`
 //! (manifests), `inputs` (uploads and the init images a manifest names), `watch` (one poll per
 //! watched batch, shared by its watches) with `wakers` (the store's change feed waking those
 //! polls); `views` holds what the calls answer.
 
 mod auth;
+mod console;
 mod deliveries;
 mod inputs;
 mod submit;
@@ -15,7 +17,8 @@ mod wakers;
 mod watch;
 
 pub use views::{
-    BatchView, DEFAULT_PAGE, DeliveryPage, JobPage, MAX_PAGE, UploadedInput, page_limit,
+    BatchView, DEFAULT_PAGE, DeliveryPage, JobPage, MAX_BATCH_PAGE, MAX_PAGE, UploadedInput,
+    page_limit,
 };
 
 use bytes::Bytes;
@@ -213,14 +216,30 @@ impl BatchApi {
     /// # Errors
     /// `NotFound` for an unknown job, another tenant's, or one without an image yet.
     pub async fn image(&self, tenant: TenantId, job: JobId) -> Result<Bytes> {
-        let rec = self.store.job(tenant, job).await?;
+        self.image_of(&self.job(tenant, job).await?).await
+    }
+
+    /// One job of the tenant.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown job or another tenant's.
+    pub async fn job(&self, tenant: TenantId, job: JobId) -> Result<JobRecord> {
+        self.store.job(tenant, job).await
+    }
+
+    /// The image of `rec`, a job [`BatchApi::job`] read for the caller.
+    ///
+    /// # Errors
+    /// `NotFound` for a job without an image yet.
+    pub async fn image_of(&self, rec: &JobRecord) -> Result<Bytes> {
         let key = rec
             .object_key
+            .as_ref()
             .filter(|_| rec.state == JobState::Succeeded)
             .ok_or_else(|| {
-                Error::not_found(format!("job {job} has no image (state {})", rec.state))
+                Error::not_found(format!("job {} has no image (state {})", rec.id, rec.state))
             })?;
-        self.blob.get(&key).await
+        self.blob.get(key).await
     }
 
     /// Live workers of `model` (0 for a model no worker announced).

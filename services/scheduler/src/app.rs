@@ -213,7 +213,9 @@ pub async fn start(settings: Settings, stop: CancellationToken) -> anyhow::Resul
         .condition("leader loop", core.leader_beat.probe(LEADER_PASS_STALL));
     let health = Arc::new(health);
     health.spawn(&mut tasks, stop.clone());
-    let http = pixelfarm_api::http::router(core.api.clone()).merge(ops::router(registry, health));
+    let http = pixelfarm_api::http::router(core.api.clone())
+        .merge(pixelfarm_api::console::router(core.api.clone()))
+        .merge(ops::router(registry, health));
     let grpc = pixelfarm_api::grpc::GrpcApi(core.api.clone()).into_server();
     let (http_listener, http_addr) = ops::bind(&settings.scheduler.http_addr).await?;
     let (grpc_listener, grpc_addr) = ops::bind(&settings.scheduler.grpc_addr).await?;

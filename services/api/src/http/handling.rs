@@ -1,8 +1,8 @@
 //! What every handler shares: the error answer, the caller's tenant, the call's metrics.
 
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use pixelfarm_core::{Error, ErrorKind, ImageFormat, TenantId};
+use pixelfarm_core::{Error, ImageFormat, TenantId};
 use std::sync::Arc;
 
 use crate::BatchApi;
@@ -13,16 +13,7 @@ pub(super) struct ApiError(pub(super) Error);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = match self.0.kind() {
-            ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            ErrorKind::Gone => StatusCode::GONE,
-            ErrorKind::Conflict => StatusCode::CONFLICT,
-            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
-            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ErrorKind::QuotaExceeded | ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ErrorKind::Transient => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::Permanent => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let status = crate::errors::http_status(self.0.kind());
         let mut res = status.into_response();
         res.extensions_mut().insert(Arc::new(self.0));
         res

@@ -64,29 +64,7 @@ impl BatchApi {
         self.submit_rate
             .admit(tenant, owner.quota.submits_per_minute)
             .inspect_err(refused)?;
-        // A slot before any work: parsing and expanding are what the slots bound. The parse
-        // holds it too, so a client that hangs up does not free it while its parse still runs.
-        let slot = self.slot().await?;
-        // Expanding a big manifest is CPU work: keep it off the async runtime.
-        let (parsed, _slot) = tokio::task::spawn_blocking(move || {
-            let parsed = parse_manifest(&manifest)
-                .and_then(|spec| text::check_batch(&manifest, &spec).map(|()| spec))
-                .map(|spec| (spec, manifest));
-            (parsed, slot)
-        })
-        .await
-        .map_err(|e| Error::with_source(ErrorKind::Permanent, "manifest parser crashed", e))?;
-        let (spec, manifest) = parsed?;
-        let mut spec = spec;
-        if let Some(limits) = self.check_model(&spec.model, &manifest).await? {
-            within_limits(&spec, &limits)?;
-        }
-        if let Some(hook) = &spec.webhook {
-            self.webhook_policy
-                .check(&hook.url)
-                .map_err(|e| field_error_in(&manifest, "webhook.url", &e.to_string()))?;
-        }
-        drop(manifest);
+        let mut spec = self.checked(manifest).await?;
         for output in spec.jobs.outputs_mut() {
             output.resolve_content_credentials(owner.content_credentials);
         }
@@ -114,6 +92,42 @@ impl BatchApi {
             .submit_seconds
             .observe(t0.elapsed().as_secs_f64());
         Ok(out)
+    }
+
+    /// Parse and check a manifest as a submit does before it stores anything (text policy,
+    /// model, the model's limits, the webhook's receiver), without storing it: the web console's
+    /// check before a submit. Inputs are checked by the submit only.
+    ///
+    /// # Errors
+    /// As [`BatchApi::submit`], but for quotas and inputs.
+    pub async fn preview(&self, manifest: String) -> Result<BatchSpec> {
+        self.checked(manifest).await
+    }
+
+    /// The parse and the checks of a manifest that [`BatchApi::submit`] and
+    /// [`BatchApi::preview`] share.
+    async fn checked(&self, manifest: String) -> Result<BatchSpec> {
+        // A slot before any work: parsing and expanding are what the slots bound. The parse
+        // holds it too, so a client that hangs up does not free it while its parse still runs.
+        let slot = self.slot().await?;
+        // Expanding a big manifest is CPU work: keep it off the async runtime.
+        let (parsed, _slot) = tokio::task::spawn_blocking(move || {
+            let parsed = parse_manifest(&manifest)
+                .and_then(|spec| text::check_batch(&manifest, &spec).map(|()| spec));
+            (parsed, slot)
+        })
+        .await
+        .map_err(|e| Error::with_source(ErrorKind::Permanent, "manifest parser crashed", e))?;
+        let spec = parsed?;
+        if let Some(limits) = self.check_model(&spec.model, &spec.source).await? {
+            within_limits(&spec, &limits)?;
+        }
+        if let Some(hook) = &spec.webhook {
+            self.webhook_policy
+                .check(&hook.url)
+                .map_err(|e| field_error_in(&spec.source, "webhook.url", &e.to_string()))?;
+        }
+        Ok(spec)
     }
 
     /// One of the [`MAX_CONCURRENT_SUBMITS`] slots, waiting at most [`SUBMIT_QUEUE_WAIT`].

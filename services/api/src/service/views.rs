@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 /// Largest page of jobs one call returns.
 pub const MAX_PAGE: u32 = 10_000;
 
+/// Most batches one listing of a tenant's batches returns.
+pub const MAX_BATCH_PAGE: u32 = 200;
+
 /// Jobs per page when the caller names no limit.
 pub const DEFAULT_PAGE: u32 = 1000;
 
