@@ -8,7 +8,7 @@ use pixelfarm_cli::{embedded, export, progress};
 use pixelfarm_core::text::printable;
 use pixelfarm_core::{BatchId, ErrorKind};
 use pixelfarm_runtime::settings::ContentCredentialsSettings;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
 #[command(version, about = "pixelfarm: batch image generation")]
@@ -118,6 +118,10 @@ enum Command {
         /// Output folder (new or empty for a dataset format).
         #[arg(long)]
         out: PathBuf,
+        /// Only the images a reviewer approved (in the web console); results.jsonl lists only
+        /// their jobs.
+        #[arg(long)]
+        approved: bool,
         #[command(flatten)]
         export: ExportArgs,
     },
@@ -392,23 +396,47 @@ async fn run() -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Fetch { batch, out, export } => match export.dataset()? {
-            Some(opts) => {
-                let s = dataset::export(&client, batch, &out, &opts)
-                    .await
-                    .map_err(e)?;
-                report(&s, &out);
-            }
-            None => {
-                let s = export::export(&client, batch, &out).await.map_err(e)?;
-                println!(
-                    "{} images, {} lines in {}",
-                    s.images,
-                    s.jobs,
-                    out.join("results.jsonl").display()
-                );
-            }
-        },
+        Command::Fetch {
+            batch,
+            out,
+            approved,
+            export,
+        } => {
+            let approved_only = export::ApprovedOnly(&client);
+            let source: &dyn export::ResultSource = match approved {
+                true => &approved_only,
+                false => &client,
+            };
+            fetch(source, batch, &out, &export).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `fetch`: the batch's images from `source` as `export` says.
+async fn fetch(
+    source: &dyn export::ResultSource,
+    batch: BatchId,
+    out: &Path,
+    export: &ExportArgs,
+) -> anyhow::Result<()> {
+    let e = |e: pixelfarm_core::Error| anyhow::anyhow!(printable(&e.chain()).into_owned());
+    match export.dataset()? {
+        Some(opts) => {
+            let s = dataset::export(source, batch, out, &opts)
+                .await
+                .map_err(e)?;
+            report(&s, out);
+        }
+        None => {
+            let s = export::export(source, batch, out).await.map_err(e)?;
+            println!(
+                "{} images, {} lines in {}",
+                s.images,
+                s.jobs,
+                out.join("results.jsonl").display()
+            );
+        }
     }
     Ok(())
 }
