@@ -1,9 +1,10 @@
 //! Harness for the end-to-end tests: a fresh Postgres database, a unique RabbitMQ prefix and a
 //! unique S3 prefix per stack; the real `pixelfarm-scheduler` and `pixelfarm-worker` binaries as
-//! child processes; helpers to scrape, wait and check.
+//! child processes; helpers to scrape, wait and check; a headless browser (`browser`).
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`; `scripts/test` does it).
 
+pub mod browser;
 mod cleanup;
 pub mod faults;
 mod promtool;

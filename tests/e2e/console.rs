@@ -1,0 +1,558 @@
+//! The web console in a real headless Chromium (Debian's `chromium` driven through
+//! `chromedriver`) against the real stack: sign in, submit a manifest with an error and then
+//! fixed, watch it complete, filter the gallery by a variable, approve three images and reject
+//! one, export the approved set, and a second tenant's session sees none of it. Screenshots of
+//! every page go to `target/console-screenshots/`.
+//!
+//! Needs `cargo build --workspace --bins` first, and `chromium` with `chromium-driver`
+//! (`PIXELFARM_CHROMIUM`, `PIXELFARM_CHROMEDRIVER` name others).
+
+use fantoccini::{Client, Locator};
+use pixelfarm_e2e::browser::{Shots, browser, count, driver, text, until};
+use pixelfarm_e2e::{KEY_A, KEY_B, Stack, StackOptions, bin};
+use serde_json::{Value, json};
+use tokio::process::Command;
+
+const MANIFEST: &str = "name: console-review
+model: test
+defaults: {width: 32, height: 32, steps: 2}
+prompt: \"a {color} {shape}\"
+vars:
+  color: [red, blue]
+  shape: [circle, square]
+seeds: {base: 3, count: 2}
+";
+
+async fn sign_in(c: &Client, base: &str, key: &str) {
+    c.goto(&format!("{base}/console")).await.unwrap();
+    let url = c.current_url().await.unwrap();
+    assert_eq!(url.path(), "/console/login", "signed out: the sign-in form");
+    c.find(Locator::Css("#key"))
+        .await
+        .unwrap()
+        .send_keys(key)
+        .await
+        .unwrap();
+    c.find(Locator::Css(".login button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        c,
+        "the batches page after signing in",
+        "return location.pathname === '/console/batches'",
+        vec![],
+    )
+    .await;
+}
+
+/// The flows of issue 36 in one browser session per tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn review_a_batch_in_the_browser() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let stack = Stack::start(StackOptions::default()).await;
+    let base = format!("http://{}", stack.scheduler.http);
+    let driver = driver().await;
+    let c = browser(&driver).await;
+    let mut shots = Shots::fresh();
+
+    // Sign in: a wrong key is refused on the form, the tenant's key opens the console.
+    c.goto(&format!("{base}/console/login")).await.unwrap();
+    c.find(Locator::Css("#key"))
+        .await
+        .unwrap()
+        .send_keys("not-a-key")
+        .await
+        .unwrap();
+    c.find(Locator::Css(".login button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let refused = text(&c, "#login-error").await;
+    assert!(
+        refused.contains("unknown, revoked or expired api key"),
+        "{refused}"
+    );
+    shots.take(&c, "login-refused").await;
+    sign_in(&c, &base, KEY_A).await;
+    let cookie = c.get_named_cookie("pixelfarm_session").await.unwrap();
+    assert_eq!(
+        cookie.http_only(),
+        Some(true),
+        "the script cannot read the session"
+    );
+    assert_eq!(
+        cookie.same_site().map(|s| s.to_string()),
+        Some("Strict".to_string())
+    );
+    assert!(
+        !c.source().await.unwrap().contains(KEY_A),
+        "the key is never written back to the page"
+    );
+
+    // Submit with an error: the message names the field and its line, the text is kept.
+    c.goto(&format!("{base}/console/submit")).await.unwrap();
+    let broken = MANIFEST.replace("steps: 2", "steps: 0");
+    c.execute(
+        "document.getElementById('manifest').value = arguments[0]",
+        vec![json!(broken)],
+    )
+    .await
+    .unwrap();
+    c.find(Locator::Css("button.primary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let error = text(&c, "#submit-error").await;
+    assert!(
+        error.contains("defaults.steps") && error.contains("line 3"),
+        "{error}"
+    );
+    let kept = c
+        .execute("return document.getElementById('manifest').value", vec![])
+        .await
+        .unwrap();
+    assert_eq!(kept, json!(broken), "the manifest is kept as typed");
+    shots.take(&c, "submit-error").await;
+
+    // Fixed: the check shows the product before anything is submitted.
+    c.execute(
+        "document.getElementById('manifest').value = arguments[0]",
+        vec![json!(MANIFEST)],
+    )
+    .await
+    .unwrap();
+    c.find(Locator::Css("#check"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let preview = until(
+        &c,
+        "the preview",
+        "return document.getElementById('preview-count')?.textContent",
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        preview,
+        json!("console-review on test: 2 × 2 × 1 × 2 = 8 jobs"),
+        "variables × sizes × seeds"
+    );
+    shots.take(&c, "submit-preview").await;
+    c.find(Locator::Css("button.primary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let batch = until(
+        &c,
+        "the batch page",
+        "const m = location.pathname.match(/^\\/console\\/batches\\/([0-9a-f-]{36})$/); return m && m[1]",
+        vec![],
+    )
+    .await;
+    let batch = batch.as_str().unwrap().to_string();
+
+    // Watch it complete: progress is pushed, then the gallery holds every image.
+    until(
+        &c,
+        "the batch done",
+        "return document.getElementById('batch-progress').dataset.done === 'true'",
+        vec![],
+    )
+    .await;
+    until(
+        &c,
+        "eight images in the gallery",
+        "return document.querySelectorAll('#gallery figure[data-state=succeeded] img').length === 8",
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        text(&c, "#progress-text").await,
+        "8 of 8 finished",
+        "{}",
+        stack.logs()
+    );
+    shots.take(&c, "batch-done").await;
+
+    // Filter by a variable: the red half.
+    c.find(Locator::Css("select[data-var=color]"))
+        .await
+        .unwrap()
+        .select_by_value("red")
+        .await
+        .unwrap();
+    assert_eq!(count(&c, "#gallery figure").await, 4);
+    let captions: Vec<String> = {
+        let mut v = Vec::new();
+        for f in c
+            .find_all(Locator::Css("#gallery figcaption"))
+            .await
+            .unwrap()
+        {
+            v.push(f.text().await.unwrap());
+        }
+        v
+    };
+    assert!(
+        captions.iter().all(|t| t.starts_with("color=red · shape=")),
+        "{captions:?}"
+    );
+
+    // Approve three (two selected in bulk, one by key) and reject one (by key).
+    let tiles = c.find_all(Locator::Css("#gallery figure")).await.unwrap();
+    let mut ids = Vec::new();
+    for t in &tiles {
+        ids.push(t.attr("data-job").await.unwrap().unwrap());
+    }
+    for id in &ids[..2] {
+        c.find(Locator::Css(&format!("figure[data-job='{id}'] input.sel")))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+    assert_eq!(text(&c, "#selection-count").await, "2 selected");
+    c.find(Locator::Css("#approve-selected"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &c,
+        "two approved",
+        "return document.querySelectorAll('#gallery figure[data-verdict=approved]').length === 2",
+        vec![],
+    )
+    .await;
+    for (id, key, verdict) in [(&ids[2], "a", "approved"), (&ids[3], "r", "rejected")] {
+        let tile = c
+            .find(Locator::Css(&format!("figure[data-job='{id}']")))
+            .await
+            .unwrap();
+        c.execute("arguments[0].focus()", vec![json!(tile)])
+            .await
+            .unwrap();
+        tile.send_keys(key).await.unwrap();
+        until(
+            &c,
+            "the key's verdict",
+            "return document.querySelector(`figure[data-job='${arguments[0]}']`).dataset.verdict === arguments[1]",
+            vec![json!(id), json!(verdict)],
+        )
+        .await;
+    }
+    let status = text(&c, "#gallery-status").await;
+    assert!(status.contains("3 approved · 1 rejected"), "{status}");
+    shots.take(&c, "gallery-reviewed").await;
+
+    // The comparison grid: rows by shape, columns by colour, every image in its cell.
+    c.find(Locator::Css("select[data-var=color]"))
+        .await
+        .unwrap()
+        .select_by_value("")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#rows-by"))
+        .await
+        .unwrap()
+        .select_by_value("shape")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#cols-by"))
+        .await
+        .unwrap()
+        .select_by_value("color")
+        .await
+        .unwrap();
+    assert_eq!(count(&c, "#gallery table.grid tbody tr").await, 2);
+    assert_eq!(count(&c, "#gallery table.grid tbody td").await, 4);
+    assert_eq!(count(&c, "#gallery table.grid td figure").await, 8);
+    shots.take(&c, "gallery-grid").await;
+
+    // An image's detail: its parameters and its review.
+    let tile = c
+        .find(Locator::Css(&format!("figure[data-job='{}']", ids[0])))
+        .await
+        .unwrap();
+    c.execute("arguments[0].focus()", vec![json!(tile)])
+        .await
+        .unwrap();
+    tile.send_keys("\u{E007}").await.unwrap(); // Enter
+    let fields = until(
+        &c,
+        "the detail dialog",
+        "const d = document.getElementById('detail'); return d.open && document.getElementById('detail-fields').textContent",
+        vec![],
+    )
+    .await;
+    let fields = fields.as_str().unwrap();
+    assert!(
+        fields.contains("seed") && fields.contains("approved by sha256:"),
+        "{fields}"
+    );
+    shots.take(&c, "image-detail").await;
+
+    // The batches page, live counts of the finished batch.
+    c.goto(&format!("{base}/console/batches")).await.unwrap();
+    let row = text(&c, &format!("tr[data-batch='{batch}']")).await;
+    assert!(
+        row.contains("console-review") && row.contains("8 / 8"),
+        "{row}"
+    );
+    shots.take(&c, "batches").await;
+
+    // Export the approved set: exactly the three approved images.
+    let out = stack.dir.path().join("approved");
+    let fetch = Command::new(bin("pixelfarm"))
+        .args(["fetch", &batch, "--approved", "--out"])
+        .arg(&out)
+        .env("PIXELFARM_API_URL", &stack.grpc_url)
+        .env("PIXELFARM_API_KEY", KEY_A)
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&fetch.stdout);
+    assert!(
+        fetch.status.success() && said.starts_with("3 images, 3 lines"),
+        "{said}{}",
+        String::from_utf8_lossy(&fetch.stderr)
+    );
+    let lines = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    let mut exported: Vec<String> = lines
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .inspect(|v| assert_eq!(v["review"]["verdict"], "approved", "{v}"))
+        .map(|v| v["job_id"].as_str().unwrap().to_string())
+        .collect();
+    exported.sort();
+    let mut approved = ids[..3].to_vec();
+    approved.sort();
+    assert_eq!(exported, approved);
+
+    // Sign out; the second tenant sees none of it.
+    c.find(Locator::Css("header form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &c,
+        "the sign-in form after signing out",
+        "return location.pathname === '/console/login'",
+        vec![],
+    )
+    .await;
+    sign_in(&c, &base, KEY_B).await;
+    assert_eq!(count(&c, "#batches tbody tr").await, 0);
+    let empty = c
+        .find(Locator::Css("#no-batches"))
+        .await
+        .unwrap()
+        .is_displayed()
+        .await
+        .unwrap();
+    assert!(empty, "tenant b has no batches");
+    shots.take(&c, "other-tenant-batches").await;
+    let answers = c
+        .execute_async(
+            "const [ids, done] = arguments;
+             (async () => {
+               const csrf = document.querySelector('meta[name=csrf-token]').content;
+               const review = await fetch('/console/reviews', {method: 'POST',
+                 headers: {'content-type': 'application/json', 'x-csrf-token': csrf},
+                 body: JSON.stringify({jobs: ids, verdict: 'rejected'})});
+               const image = await fetch(`/console/jobs/${ids[0]}/image`, {cache: 'no-store'});
+               done([review.status, (await review.json()).error.message, image.status]);
+             })();",
+            vec![json!(ids[..3])],
+        )
+        .await
+        .unwrap();
+    assert_eq!(answers[0], json!(400), "{answers}");
+    assert!(
+        answers[1]
+            .as_str()
+            .unwrap()
+            .contains("3 of the 3 jobs are not succeeded jobs of this tenant"),
+        "{answers}"
+    );
+    assert_eq!(answers[2], json!(404), "{answers}");
+    c.goto(&format!("{base}/console/batches/{batch}"))
+        .await
+        .unwrap();
+    let refused = text(&c, "main").await;
+    assert!(
+        refused.contains("404") && refused.contains("not found"),
+        "{refused}"
+    );
+    shots.take(&c, "other-tenant-batch").await;
+    c.close().await.unwrap();
+
+    // Tenant b's attempt changed nothing.
+    let client = stack.client(KEY_A).await;
+    let (jobs, _) = client
+        .jobs(batch.parse().unwrap(), None, 100)
+        .await
+        .unwrap();
+    let approved = jobs
+        .iter()
+        .filter(|j| {
+            j.review
+                .as_ref()
+                .is_some_and(|r| r.verdict == pixelfarm_core::Verdict::Approved)
+        })
+        .count();
+    assert_eq!(approved, 3);
+}
+
+/// What the browser does not show: cookie attributes, CSRF and origin checks, answers without a
+/// session.
+#[tokio::test]
+async fn sessions_refuse_forged_and_missing_credentials() {
+    let stack = Stack::start(StackOptions {
+        workers: 0,
+        ..StackOptions::default()
+    })
+    .await;
+    let base = format!("http://{}", stack.scheduler.http);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    let page = http
+        .get(format!("{base}/console/batches"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        page.status(),
+        303,
+        "a page without a session goes to sign in"
+    );
+    assert_eq!(page.headers()["location"], "/console/login");
+    let call = http
+        .get(format!("{base}/console/batches/{}/jobs", uuid::Uuid::nil()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(call.status(), 401, "a script's call gets the API's error");
+    let body: Value = call.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthenticated");
+
+    let login = http
+        .post(format!("{base}/console/login"))
+        .form(&[("key", KEY_A)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    let set = login.headers()["set-cookie"].to_str().unwrap().to_string();
+    for part in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/console",
+        "Max-Age=43200",
+    ] {
+        assert!(set.contains(part), "{set}");
+    }
+    let csp = login.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    let cookie = set.split(';').next().unwrap().to_string();
+
+    // A signed-in page carries the CSRF token; a change without it, or from another origin, is
+    // refused.
+    let page = http
+        .get(format!("{base}/console/submit"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string();
+    assert_eq!(csrf.len(), 64);
+    let review = |token: Option<&str>, origin: Option<&str>| {
+        let mut r = http
+            .post(format!("{base}/console/reviews"))
+            .header("cookie", &cookie)
+            .json(&json!({"jobs": [uuid::Uuid::nil()], "verdict": "approved"}));
+        if let Some(t) = token {
+            r = r.header("x-csrf-token", t);
+        }
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        r.send()
+    };
+    for (token, origin, says) in [
+        (None, None, "CSRF token does not match"),
+        (Some("0".repeat(64)), None, "CSRF token does not match"),
+        (
+            Some(csrf.clone()),
+            Some("https://evil.example"),
+            "came from another site",
+        ),
+    ] {
+        let res = review(token.as_deref(), origin).await.unwrap();
+        assert_eq!(res.status(), 400);
+        let body: Value = res.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{message}");
+    }
+    let res = review(Some(&csrf), Some(&base)).await.unwrap();
+    assert_eq!(res.status(), 400, "the token passes; the job is unknown");
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not succeeded jobs")
+    );
+
+    // Signing out ends the session on the server, whatever the browser keeps.
+    let out = http
+        .post(format!("{base}/console/logout"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    assert!(
+        out.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let after = http
+        .get(format!("{base}/console/batches"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 303, "the old cookie opens nothing");
+}

@@ -1,0 +1,120 @@
+//! A real headless Chromium for the console's tests: Debian's `chromium` driven through
+//! `chromedriver` (`PIXELFARM_CHROMIUM`, `PIXELFARM_CHROMEDRIVER` name others), and what the
+//! tests do with it.
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+use crate::{free_port, repo};
+
+/// A hang guard for each wait, not a timing the console must meet.
+pub const PATIENCE: Duration = Duration::from_secs(90);
+
+/// `chromedriver` on a free port, killed when dropped.
+pub struct Driver {
+    _child: Child,
+    url: String,
+}
+
+pub async fn driver() -> Driver {
+    let port = free_port();
+    let exe = std::env::var("PIXELFARM_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+    let child = Command::new(&exe)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{exe} does not start ({e}): apt install chromium-driver"));
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + PATIENCE;
+    while reqwest::get(format!("{url}/status")).await.is_err() {
+        assert!(Instant::now() < deadline, "chromedriver not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Driver { _child: child, url }
+}
+
+/// A browser session: headless, 1400×1000, English.
+pub async fn browser(driver: &Driver) -> Client {
+    let binary = std::env::var("PIXELFARM_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": binary,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1400,1000", "--lang=en-US"],
+        }),
+    );
+    ClientBuilder::rustls()
+        .expect("tls roots")
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a chromium session")
+}
+
+/// Screenshots, numbered in the order taken.
+pub struct Shots {
+    dir: PathBuf,
+    n: u32,
+}
+
+impl Shots {
+    /// Screenshots under `target/console-screenshots/`, emptied first.
+    pub fn fresh() -> Shots {
+        let dir = repo().join("target/console-screenshots");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Shots { dir, n: 0 }
+    }
+
+    /// Save the page as `NN-name.png`.
+    pub async fn take(&mut self, c: &Client, name: &str) {
+        self.n += 1;
+        let png = c.screenshot().await.unwrap();
+        std::fs::write(self.dir.join(format!("{:02}-{name}.png", self.n)), png).unwrap();
+    }
+}
+
+/// Evaluate `script` (a function body; `arguments` holds `args`) until it returns a truthy value.
+pub async fn until(c: &Client, what: &str, script: &str, args: Vec<Value>) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let v = c.execute(script, args.clone()).await.unwrap();
+        let truthy =
+            !matches!(&v, Value::Null | Value::Bool(false)) && v != json!(0) && v != json!("");
+        if truthy {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still {v} after {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The text of the element `css` names, once there is one (a click that navigates returns
+/// before the next page is in).
+pub async fn text(c: &Client, css: &str) -> String {
+    c.wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+/// How many elements `css` names now.
+pub async fn count(c: &Client, css: &str) -> usize {
+    c.find_all(Locator::Css(css)).await.unwrap().len()
+}
