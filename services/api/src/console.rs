@@ -4,6 +4,7 @@
 //!
 //! | method | path | what |
 //! |---|---|---|
+//! | GET | `/console` | → `/console/batches` |
 //! | GET, POST | `/console/login` | the sign-in form; an API key exchanged for a session cookie |
 //! | POST | `/console/logout` | end the session |
 //! | GET | `/console/batches?before=` | the tenant's batches, newest first, live |

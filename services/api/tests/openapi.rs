@@ -89,10 +89,17 @@ async fn every_documented_operation_is_routed_and_answers_as_documented() {
 
 /// Every `.route("…")`, `.route_service("…")` and `.nest("…")` in the API's source, which would
 /// add a path the document does not know (documented routes are `routes!(…)` lines instead).
+/// The web console's pages (`/console…`) are not the JSON API: each is in the table of the
+/// console module's documentation instead.
 #[test]
 fn every_route_in_the_source_is_documented() {
     let paths: Vec<String> = documented().into_iter().map(|(_, p)| p).collect();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let console_doc: String = std::fs::read_to_string(src.join("console.rs"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("//! |"))
+        .collect();
     let mut undocumented = Vec::new();
     // Every file under src/, modules in folders included.
     let mut files = vec![src];
@@ -106,7 +113,10 @@ fn every_route_in_the_source_is_documented() {
             for (i, _) in text.match_indices(call) {
                 let rest = &text[i + call.len()..];
                 let path = &rest[..rest.find('"').unwrap()];
-                if !paths.iter().any(|p| p == path) {
+                let in_console_table = path.starts_with("/console")
+                    && (console_doc.contains(&format!("`{path}`"))
+                        || console_doc.contains(&format!("`{path}?")));
+                if !paths.iter().any(|p| p == path) && !in_console_table {
                     undocumented.push(format!("{}: {path}", file.display()));
                 }
             }
