@@ -8,7 +8,7 @@
 //! (`PIXELFARM_CHROMIUM`, `PIXELFARM_CHROMEDRIVER` name others).
 
 use fantoccini::{Client, Locator};
-use pixelfarm_e2e::browser::{Shots, browser, count, driver, text, until};
+use pixelfarm_e2e::browser::{Shots, browser, count, driver, element, text, until};
 use pixelfarm_e2e::{KEY_A, KEY_B, Stack, StackOptions, bin};
 use serde_json::{Value, json};
 use tokio::process::Command;
@@ -27,15 +27,9 @@ async fn sign_in(c: &Client, base: &str, key: &str) {
     c.goto(&format!("{base}/console")).await.unwrap();
     let url = c.current_url().await.unwrap();
     assert_eq!(url.path(), "/console/login", "signed out: the sign-in form");
-    c.find(Locator::Css("#key"))
+    element(c, "#key").await.send_keys(key).await.unwrap();
+    element(c, ".login button[type=submit]")
         .await
-        .unwrap()
-        .send_keys(key)
-        .await
-        .unwrap();
-    c.find(Locator::Css(".login button[type=submit]"))
-        .await
-        .unwrap()
         .click()
         .await
         .unwrap();
@@ -60,15 +54,13 @@ async fn review_a_batch_in_the_browser() {
 
     // Sign in: a wrong key is refused on the form, the tenant's key opens the console.
     c.goto(&format!("{base}/console/login")).await.unwrap();
-    c.find(Locator::Css("#key"))
+    element(&c, "#key")
         .await
-        .unwrap()
         .send_keys("not-a-key")
         .await
         .unwrap();
-    c.find(Locator::Css(".login button[type=submit]"))
+    element(&c, ".login button[type=submit]")
         .await
-        .unwrap()
         .click()
         .await
         .unwrap();
@@ -103,12 +95,7 @@ async fn review_a_batch_in_the_browser() {
     )
     .await
     .unwrap();
-    c.find(Locator::Css("button.primary"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    element(&c, "button.primary").await.click().await.unwrap();
     let error = text(&c, "#submit-error").await;
     assert!(
         error.contains("defaults.steps") && error.contains("line 3"),
@@ -128,12 +115,7 @@ async fn review_a_batch_in_the_browser() {
     )
     .await
     .unwrap();
-    c.find(Locator::Css("#check"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    element(&c, "#check").await.click().await.unwrap();
     let preview = until(
         &c,
         "the preview",
@@ -147,12 +129,7 @@ async fn review_a_batch_in_the_browser() {
         "variables × sizes × seeds"
     );
     shots.take(&c, "submit-preview").await;
-    c.find(Locator::Css("button.primary"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    element(&c, "button.primary").await.click().await.unwrap();
     let batch = until(
         &c,
         "the batch page",
@@ -186,9 +163,8 @@ async fn review_a_batch_in_the_browser() {
     shots.take(&c, "batch-done").await;
 
     // Filter by a variable: the red half.
-    c.find(Locator::Css("select[data-var=color]"))
+    element(&c, "select[data-var=color]")
         .await
-        .unwrap()
         .select_by_value("red")
         .await
         .unwrap();
@@ -216,17 +192,15 @@ async fn review_a_batch_in_the_browser() {
         ids.push(t.attr("data-job").await.unwrap().unwrap());
     }
     for id in &ids[..2] {
-        c.find(Locator::Css(&format!("figure[data-job='{id}'] input.sel")))
+        element(&c, &format!("figure[data-job='{id}'] input.sel"))
             .await
-            .unwrap()
             .click()
             .await
             .unwrap();
     }
     assert_eq!(text(&c, "#selection-count").await, "2 selected");
-    c.find(Locator::Css("#approve-selected"))
+    element(&c, "#approve-selected")
         .await
-        .unwrap()
         .click()
         .await
         .unwrap();
@@ -238,10 +212,7 @@ async fn review_a_batch_in_the_browser() {
     )
     .await;
     for (id, key, verdict) in [(&ids[2], "a", "approved"), (&ids[3], "r", "rejected")] {
-        let tile = c
-            .find(Locator::Css(&format!("figure[data-job='{id}']")))
-            .await
-            .unwrap();
+        let tile = element(&c, &format!("figure[data-job='{id}']")).await;
         c.execute("arguments[0].focus()", vec![json!(tile)])
             .await
             .unwrap();
@@ -259,21 +230,18 @@ async fn review_a_batch_in_the_browser() {
     shots.take(&c, "gallery-reviewed").await;
 
     // The comparison grid: rows by shape, columns by colour, every image in its cell.
-    c.find(Locator::Css("select[data-var=color]"))
+    element(&c, "select[data-var=color]")
         .await
-        .unwrap()
         .select_by_value("")
         .await
         .unwrap();
-    c.find(Locator::Css("#rows-by"))
+    element(&c, "#rows-by")
         .await
-        .unwrap()
         .select_by_value("shape")
         .await
         .unwrap();
-    c.find(Locator::Css("#cols-by"))
+    element(&c, "#cols-by")
         .await
-        .unwrap()
         .select_by_value("color")
         .await
         .unwrap();
@@ -283,10 +251,7 @@ async fn review_a_batch_in_the_browser() {
     shots.take(&c, "gallery-grid").await;
 
     // An image's detail: its parameters and its review.
-    let tile = c
-        .find(Locator::Css(&format!("figure[data-job='{}']", ids[0])))
-        .await
-        .unwrap();
+    let tile = element(&c, &format!("figure[data-job='{}']", ids[0])).await;
     c.execute("arguments[0].focus()", vec![json!(tile)])
         .await
         .unwrap();
@@ -343,9 +308,8 @@ async fn review_a_batch_in_the_browser() {
     assert_eq!(exported, approved);
 
     // Sign out; the second tenant sees none of it.
-    c.find(Locator::Css("header form button"))
+    element(&c, "header form button")
         .await
-        .unwrap()
         .click()
         .await
         .unwrap();
@@ -358,10 +322,8 @@ async fn review_a_batch_in_the_browser() {
     .await;
     sign_in(&c, &base, KEY_B).await;
     assert_eq!(count(&c, "#batches tbody tr").await, 0);
-    let empty = c
-        .find(Locator::Css("#no-batches"))
+    let empty = element(&c, "#no-batches")
         .await
-        .unwrap()
         .is_displayed()
         .await
         .unwrap();

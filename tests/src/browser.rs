@@ -2,6 +2,7 @@
 //! `chromedriver` (`PIXELFARM_CHROMIUM`, `PIXELFARM_CHROMEDRIVER` name others), and what the
 //! tests do with it.
 
+use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -101,17 +102,19 @@ pub async fn until(c: &Client, what: &str, script: &str, args: Vec<Value>) -> Va
     }
 }
 
-/// The text of the element `css` names, once there is one (a click that navigates returns
-/// before the next page is in).
-pub async fn text(c: &Client, css: &str) -> String {
+/// The element `css` names, once there is one (a click that navigates returns before the next
+/// page is in).
+pub async fn element(c: &Client, css: &str) -> Element {
     c.wait()
         .at_most(PATIENCE)
         .for_element(Locator::Css(css))
         .await
         .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .text()
-        .await
-        .unwrap()
+}
+
+/// The text of the element `css` names, once there is one.
+pub async fn text(c: &Client, css: &str) -> String {
+    element(c, css).await.text().await.unwrap()
 }
 
 /// How many elements `css` names now.
