@@ -282,16 +282,7 @@ async fn batch_page(
         let id: BatchId = id.parse()?;
         let view = api.batch(s.session.tenant, id).await?;
         let manifest = api.manifest(s.session.tenant, id).await?;
-        // The variables in the manifest's order of values, parsed as a submit parses (in one
-        // of its slots, off the runtime); a manifest this version refuses (its model no longer
-        // served, say) shows the variables the jobs' keys give.
-        let spec = api.preview(manifest.clone()).await.ok();
-        let vars: Vec<(&str, &[String])> = spec
-            .as_ref()
-            .and_then(|s| s.jobs.product())
-            .map(|p| p.vars)
-            .unwrap_or_default();
-        Ok::<_, Error>(pages::batch(&s.session, &view, &vars, &manifest))
+        Ok::<_, Error>(pages::batch(&s.session, &view, &manifest))
     };
     Ok(page.await.map_err(Fail::Page)?.into_response())
 }

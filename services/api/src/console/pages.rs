@@ -154,22 +154,10 @@ pub(super) fn batches(s: &Session, views: &[BatchView], older: Option<BatchId>) 
 #[derive(Serialize)]
 struct BatchData<'a> {
     batch: &'a BatchView,
-    vars: Vec<VarData<'a>>,
-}
-
-#[derive(Serialize)]
-struct VarData<'a> {
-    name: &'a str,
-    values: &'a [String],
 }
 
 /// A batch: progress, its manifest, the gallery and its review.
-pub(super) fn batch(
-    s: &Session,
-    view: &BatchView,
-    vars: &[(&str, &[String])],
-    manifest: &str,
-) -> Html<String> {
+pub(super) fn batch(s: &Session, view: &BatchView, manifest: &str) -> Html<String> {
     let name = &view.status.name;
     let body = format!(
         r#"<h1 id="batch-name">{name}</h1>
@@ -210,13 +198,7 @@ pub(super) fn batch(
         manifest = esc(manifest),
         id = view.status.id,
         csrf = esc(&s.csrf),
-        data = island(&BatchData {
-            batch: view,
-            vars: vars
-                .iter()
-                .map(|&(name, values)| VarData { name, values })
-                .collect(),
-        }),
+        data = island(&BatchData { batch: view }),
     );
     layout(name, "batch", Some(s), &body)
 }

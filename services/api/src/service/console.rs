@@ -77,17 +77,20 @@ impl BatchApi {
             self.admit_peer(p)?;
         }
         let key = key.trim();
-        let (token, new) = NewSession::for_key(key, SESSION_TTL);
-        match self.store.open_session(&new).await? {
-            Some(session) if !key.is_empty() => Ok((token, session)),
-            _ => {
-                self.auth_failed(peer);
-                Err(Error::new(
-                    ErrorKind::Unauthenticated,
-                    "unknown, revoked or expired api key",
-                ))
+        let opened = match key.is_empty() {
+            true => None,
+            false => {
+                let (token, new) = NewSession::for_key(key, SESSION_TTL);
+                self.store.open_session(&new).await?.map(|s| (token, s))
             }
-        }
+        };
+        opened.ok_or_else(|| {
+            self.auth_failed(peer);
+            Error::new(
+                ErrorKind::Unauthenticated,
+                "unknown, revoked or expired api key",
+            )
+        })
     }
 
     /// The session a console cookie's token opens.

@@ -219,8 +219,9 @@
     const jobs = [];
     const byId = new Map();
     const selected = new Set();
-    // Each variable's values: the manifest's order first, then any the keys add.
-    const vars = new Map(data.vars.map((v) => [v.name, [...v.values]]));
+    // Each variable's values, read from the jobs' keys in the order they first appear: the jobs
+    // come in id order, and a batch's ids are made in manifest order, so that is the manifest's.
+    const vars = new Map();
     const filters = new Map();
     const gallery = document.getElementById("gallery");
     const statusLine = document.getElementById("gallery-status");
