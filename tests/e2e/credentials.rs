@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use pixelfarm_core::*;
+use pixelfarm_e2e::results::wait_batch;
 use pixelfarm_e2e::*;
 use pixelfarm_image::verify::{read, xmp_digital_source_type};
 

@@ -2,6 +2,7 @@
 //! stored in S3 (SeaweedFS), downloaded into the worker's cache, verified and rendered.
 
 use pixelfarm_core::{BlobStore, JobState, sha256_hex};
+use pixelfarm_e2e::results::wait_batch;
 use pixelfarm_e2e::*;
 use pixelfarm_image::testing::png;
 use std::collections::BTreeMap;

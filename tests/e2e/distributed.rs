@@ -1,6 +1,7 @@
 //! The distributed stack on real Postgres, RabbitMQ and SeaweedFS.
 
 use pixelfarm_core::{BlobStore, Broker, ErrorKind, ImageFormat, JobState, ModelName};
+use pixelfarm_e2e::results::{verify_results, wait_batch};
 use pixelfarm_e2e::*;
 use pixelfarm_image::verify::read;
 use std::collections::BTreeMap;

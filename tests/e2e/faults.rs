@@ -10,6 +10,7 @@
 use pixelfarm_api::ApiClient;
 use pixelfarm_core::BatchId;
 use pixelfarm_e2e::faults::{freeze_seaweedfs, kill_seaweedfs, restart_postgres, stop_rabbitmq};
+use pixelfarm_e2e::results::{verify_results, wait_batch};
 use pixelfarm_e2e::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -5,6 +5,7 @@
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use pixelfarm_core::ErrorKind;
+use pixelfarm_e2e::results::wait_batch;
 use pixelfarm_e2e::*;
 use std::process::Stdio;
 use std::time::{Duration, Instant};

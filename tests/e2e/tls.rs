@@ -3,6 +3,7 @@
 //! `https://` and `--ca-file`, clients that must be refused, and a certificate rotated on disk
 //! while the scheduler runs.
 
+use pixelfarm_e2e::results::verify_results;
 use pixelfarm_e2e::tls::{self, ServerFiles, TestCa};
 use pixelfarm_e2e::*;
 use std::net::SocketAddr;

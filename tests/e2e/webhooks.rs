@@ -9,6 +9,7 @@
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use pixelfarm_e2e::receiver::receiver;
+use pixelfarm_e2e::results::wait_batch;
 use pixelfarm_e2e::*;
 use sha2::Sha256;
 use std::time::{Duration, Instant};

@@ -76,24 +76,36 @@ impl OutputKey {
 
     /// `images/<tenant>/ab/<sha256>.png` (`.jpg`, `.webp` for those formats).
     pub fn image(&self) -> String {
-        format!(
-            "images/{}/{}/{}.{}",
-            self.tenant,
-            &self.hex[..2],
-            self.hex,
-            self.format.extension()
-        )
+        self.beside(self.format.extension())
     }
 
     /// `images/<tenant>/ab/<sha256>.json`, beside the image.
     pub fn provenance(&self) -> String {
+        self.beside("json")
+    }
+
+    /// `images/<tenant>/ab/<sha256>.thumb.webp`, the image's small preview, beside it.
+    pub fn thumbnail(&self) -> String {
+        self.beside(THUMBNAIL_SUFFIX)
+    }
+
+    fn beside(&self, extension: &str) -> String {
         format!(
-            "images/{}/{}/{}.json",
+            "images/{}/{}/{}.{extension}",
             self.tenant,
             &self.hex[..2],
             self.hex
         )
     }
+}
+
+const THUMBNAIL_SUFFIX: &str = "thumb.webp";
+
+/// The key of the thumbnail beside the image stored at `image_key` ([`OutputKey::thumbnail`]);
+/// `None` for a key that has no extension.
+pub fn thumbnail_key(image_key: &str) -> Option<String> {
+    let (stem, _) = image_key.rsplit_once('.')?;
+    (!stem.contains('.') && !stem.ends_with('/')).then(|| format!("{stem}.{THUMBNAIL_SUFFIX}"))
 }
 
 #[cfg(test)]
@@ -125,6 +137,9 @@ mod tests {
         let prefix = format!("images/{a}/");
         assert!(k.image().starts_with(&prefix) && k.image().ends_with(".png"));
         assert_eq!(k.image().replace(".png", ".json"), k.provenance());
+        assert_eq!(k.image().replace(".png", ".thumb.webp"), k.thumbnail());
+        assert_eq!(thumbnail_key(&k.image()), Some(k.thumbnail()));
+        assert_eq!(thumbnail_key("images/a/ab/nodot"), None);
         let j = OutputKey::new(a, "{\"seed\":1}", ImageFormat::Jpeg, None);
         assert_ne!(j.image().replace(".jpg", ".png"), k.image());
         assert!(j.image().ends_with(".jpg"), "{}", j.image());

@@ -60,7 +60,7 @@ pub use ids::{BatchId, EventId, JobId, TenantId, WebhookId};
 pub use image_input::{
     ImageInput, InputName, MASK_REPAINT_ABOVE, MAX_INPUT_BYTES, input_prefix, is_tenant_input,
 };
-pub use keys::{OutputKey, derive_seed, hash_api_key, sha256_hex};
+pub use keys::{OutputKey, derive_seed, hash_api_key, sha256_hex, thumbnail_key};
 pub use limits::ModelLimits;
 pub use manifest::{
     BatchSpec, JobSpec, MAX_JOBS_PER_BATCH, Product, field_error_in, key_vars, parse_manifest,

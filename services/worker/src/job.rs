@@ -5,7 +5,7 @@ use chrono::Utc;
 use pixelfarm_core::*;
 use pixelfarm_image::credentials::{DigitalSource, Generation, embed};
 use pixelfarm_image::input::decode_input;
-use pixelfarm_image::output::{encode, postprocess};
+use pixelfarm_image::output::{encode, postprocess, thumbnail};
 use pixelfarm_image::{ContentSigner, PngMetadata, a1111_parameters};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -237,11 +237,12 @@ impl Execution<'_> {
         } else {
             DigitalSource::TrainedAlgorithmicMedia
         };
-        let (encoded, manifest) = blocking(move || {
+        let (encoded, manifest, thumb) = blocking(move || {
             let image = postprocess(rendered.image, &output)?;
             let encoded = encode(&image, &output, &meta)?;
+            let thumb = thumbnail(&image)?;
             let Some(signer) = signer else {
-                return Ok((encoded, None));
+                return Ok((encoded, None, thumb));
             };
             let what = Generation {
                 model: &model_name,
@@ -250,15 +251,15 @@ impl Execution<'_> {
             };
             let size = (image.width, image.height);
             let (signed, label) = embed(&encoded, output.format, size, &what, &signer)?;
-            Ok((signed, Some(label)))
+            Ok((signed, Some(label), thumb))
         })
         .await?;
         let sha256 = sha256_hex(&encoded);
         timings.insert("encode".into(), t.elapsed().as_secs_f64());
 
-        // The record names the image's key and sha256, known before either upload, so the two
-        // PUTs go out together: a job's upload takes one round trip to the store, not two.
-        let (image_key, record_key) = (key.image(), key.provenance());
+        // The record names the image's key and sha256, known before any upload, so the image, its
+        // record and its thumbnail go out together: one round trip to the store, not three.
+        let (image_key, record_key, thumb_key) = (key.image(), key.provenance(), key.thumbnail());
         let record = Provenance {
             schema: PROVENANCE_SCHEMA,
             job_id: job.id,
@@ -292,8 +293,9 @@ impl Execution<'_> {
             ),
             self.blob
                 .put(&record_key, Bytes::from(json), "application/json"),
+            self.blob.put(&thumb_key, Bytes::from(thumb), "image/webp"),
         )?;
-        // The record above holds every phase but this one: it is measured around both uploads.
+        // The record above holds every phase but this one: it is measured around the uploads.
         timings.insert("upload".into(), t.elapsed().as_secs_f64());
 
         Ok((
