@@ -3,14 +3,15 @@
 //!
 //! The parts, each a module: `budget` (what a manifest may cost, and the scan of YAML text that
 //! enforces it before a parser runs), `raw` (the manifest as written), `expand` (defaults,
-//! templates and seeds into jobs), `spec` (the result, [`BatchSpec`]) and `errors` (errors that
-//! name the field and its line).
+//! templates and seeds into jobs), `spec` (the result, [`BatchSpec`]), `errors` (errors that
+//! name the field and its line) and `rerender` (a job written back as a manifest).
 
 mod budget;
 mod errors;
 mod expand;
 mod jobs;
 mod raw;
+mod rerender;
 mod spec;
 #[cfg(test)]
 mod tests;
@@ -21,6 +22,7 @@ pub use budget::{
 };
 pub use errors::field_error_in;
 pub use jobs::{JobSpec, Jobs, Product, key_vars};
+pub use rerender::rerender_manifest;
 pub use spec::BatchSpec;
 
 use crate::Result;
@@ -84,4 +86,33 @@ pub fn parse_manifest(text: &str) -> Result<BatchSpec> {
         return Err(e);
     }
     expand(raw, text)
+}
+
+#[cfg(test)]
+mod rerender_tests {
+    use super::*;
+
+    #[test]
+    fn a_rerender_parses_back_to_the_same_job() {
+        let text = "name: spring\nmodel: sd15\ntags: {team: ads}\n\
+                    defaults: {steps: 12, sampler: ddim, negative_prompt: blurry}\n\
+                    jobs:\n  - prompt: \"a red \\\"sneaker\\\"\\non: snow\"\n    seed: 7\n    width: 512\n    height: 288\n\
+                    \x20   hires: {scale: 2, steps: 5, strength: 0.4}\n\
+                    \x20   loras: [{name: brand, weight: 0.8}]\n\
+                    \x20   output: {format: jpeg, quality: 80, sharpen: 0.5}\n";
+        let spec = parse_manifest(text).unwrap();
+        let job = spec.jobs.iter().next().unwrap();
+        let again = rerender_manifest(&spec.name, &spec.model, &spec.tags, &job.params);
+        let back = parse_manifest(&again).unwrap_or_else(|e| panic!("{e}\n{again}"));
+        assert_eq!(back.name, "spring (re-render)");
+        assert_eq!(back.tags, spec.tags);
+        assert_eq!(back.jobs.len(), 1);
+        let rejob = back.jobs.iter().next().unwrap();
+        assert_eq!(
+            serde_json::to_value(&rejob.params).unwrap(),
+            serde_json::to_value(&job.params).unwrap()
+        );
+        let long = rerender_manifest(&"n".repeat(300), &spec.model, &spec.tags, &job.params);
+        assert!(parse_manifest(&long).is_ok(), "a long name is cut to fit");
+    }
 }
