@@ -12,10 +12,12 @@
 //! | GET | `/console/batches/{id}` | a batch: progress, gallery, review |
 //! | GET | `/console/batches/{id}/jobs?after=` | a page of its jobs as JSON, each with its variables |
 //! | POST | `/console/batches/{id}/cancel` | cancel it |
-//! | GET, POST | `/console/submit` | the submit form; submitting |
+//! | GET | `/console/batches/{id}/approved.tar` | its approved images, each with its job record |
+//! | GET, POST | `/console/submit?from=` | the submit form (with a job's manifest to re-render it); submitting |
 //! | POST | `/console/submit/preview` | a manifest's job count and axes, checked as a submit checks it |
 //! | POST | `/console/reviews` | `{jobs, verdict}`: approve, reject or clear |
 //! | GET | `/console/jobs/{id}/image` | a job's image |
+//! | GET | `/console/jobs/{id}/thumbnail` | its thumbnail (WebP, ≤ 256 px a side) |
 //! | GET | `/console/assets/{name}` | the stylesheet and the script |
 //!
 //! Sessions: the key is checked and forgotten; the browser holds a random token in an
@@ -24,11 +26,14 @@
 //! or the `x-csrf-token` header) and is refused from another origin.
 //!
 //! Here: the routes and their handlers. `session` holds the cookie, the session lookup and the
-//! origin and CSRF checks; `pages` the HTML and the assets.
+//! origin and CSRF checks; `pages` the HTML and the assets; `files` the images, thumbnails and
+//! the approved set's download.
 
+mod files;
 mod pages;
 mod session;
 
+use pages::Fail;
 use session::{Peer, check_csrf, same_origin, session_cookie, signed_in};
 
 use axum::Router;
@@ -46,7 +51,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::BatchApi;
-use crate::http::error_body;
 
 /// Most batches one live listing follows (each holds one of the tenant's `max_watches`).
 pub const MAX_WATCHED: usize = 20;
@@ -84,7 +88,9 @@ pub fn router(api: Arc<BatchApi>) -> Router {
             post(preview).layer(DefaultBodyLimit::max(submit_body)),
         )
         .route("/console/reviews", post(review))
-        .route("/console/jobs/{id}/image", get(image))
+        .route("/console/batches/{id}/approved.tar", get(files::approved))
+        .route("/console/jobs/{id}/image", get(files::image))
+        .route("/console/jobs/{id}/thumbnail", get(files::thumbnail))
         .route("/console/assets/{name}", get(asset))
         .layer(middleware::from_fn(security_headers))
         .with_state(api)
@@ -117,34 +123,6 @@ async fn security_headers(req: axum::extract::Request, next: Next) -> Response {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     res
-}
-
-/// A failed console request: a page (an HTML error, or the sign-in form when the session is
-/// missing) or a script's call (the API's JSON error shape).
-enum Fail {
-    Page(Error),
-    Json(Error),
-}
-
-impl IntoResponse for Fail {
-    fn into_response(self) -> Response {
-        let request_id = crate::errors::request_id();
-        match self {
-            Fail::Page(e) if e.kind() == ErrorKind::Unauthenticated => {
-                Redirect::to("/console/login").into_response()
-            }
-            Fail::Page(e) => {
-                let message = crate::errors::public_message(&e, &request_id, "console page");
-                let status = crate::errors::http_status(e.kind());
-                (status, pages::error(status, &message)).into_response()
-            }
-            Fail::Json(e) => {
-                let message = crate::errors::public_message(&e, &request_id, "console call");
-                let body = error_body(crate::errors::code(e.kind()), &message, &request_id);
-                (crate::errors::http_status(e.kind()), Json(body)).into_response()
-            }
-        }
-    }
 }
 
 fn see_other(to: &str) -> Response {
@@ -342,12 +320,33 @@ async fn cancel(
     Ok(see_other(&format!("/console/batches/{id}")))
 }
 
+#[derive(Deserialize)]
+struct SubmitQuery {
+    /// A job to render again: the form starts with its one-job manifest.
+    from: Option<String>,
+}
+
 async fn submit_page(
     State(api): State<Arc<BatchApi>>,
     headers: HeaderMap,
+    Query(q): Query<SubmitQuery>,
 ) -> Result<Response, Fail> {
     let s = signed_in(&api, &headers).await.map_err(Fail::Page)?;
-    Ok(pages::submit(&s.session, "", None).into_response())
+    let Some(from) = q.from else {
+        return Ok(pages::submit(&s.session, "", None).into_response());
+    };
+    let manifest = async {
+        let job = api.job(s.session.tenant, from.parse()?).await?;
+        let batch = api.batch(s.session.tenant, job.batch_id).await?.status;
+        Ok::<_, Error>(pixelfarm_core::manifest::rerender_manifest(
+            &batch.name,
+            &job.model,
+            &batch.tags,
+            &job.params,
+        ))
+    };
+    let manifest = manifest.await.map_err(Fail::Page)?;
+    Ok(pages::submit(&s.session, &manifest, None).into_response())
 }
 
 #[derive(Deserialize)]
@@ -448,47 +447,6 @@ async fn review(
     };
     let reviewed = decided.await.map_err(Fail::Json)?;
     Ok(Json(serde_json::json!({ "reviewed": reviewed, "by": s.session.who })).into_response())
-}
-
-async fn image(
-    State(api): State<Arc<BatchApi>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, Fail> {
-    let s = signed_in(&api, &headers).await.map_err(Fail::Json)?;
-    let job = async {
-        let id: JobId = id.parse()?;
-        api.job(s.session.tenant, id).await
-    };
-    let job = job.await.map_err(Fail::Json)?;
-    // The browser keeps an image but asks again each time (`no-cache`): the answer goes through
-    // the session, and an unchanged image costs a 304 on its sha256, not its bytes.
-    let etag = job.sha256.as_ref().map(|sha| format!("\"{sha}\""));
-    let cache = [(header::CACHE_CONTROL, "private, no-cache")];
-    if let Some(tag) = &etag
-        && headers
-            .get(header::IF_NONE_MATCH)
-            .is_some_and(|v| v.as_bytes() == tag.as_bytes())
-    {
-        return Ok((
-            StatusCode::NOT_MODIFIED,
-            cache,
-            [(header::ETAG, tag.clone())],
-        )
-            .into_response());
-    }
-    let bytes = api.image_of(&job).await.map_err(Fail::Json)?;
-    let format = ImageFormat::sniff(&bytes).unwrap_or_default();
-    let mut res = (
-        cache,
-        [(header::CONTENT_TYPE, format.content_type())],
-        bytes,
-    )
-        .into_response();
-    if let Some(tag) = etag.and_then(|t| HeaderValue::from_str(&t).ok()) {
-        res.headers_mut().insert(header::ETAG, tag);
-    }
-    Ok(res)
 }
 
 async fn asset(Path(name): Path<String>) -> Response {

@@ -232,14 +232,23 @@ impl BatchApi {
     /// # Errors
     /// `NotFound` for a job without an image yet.
     pub async fn image_of(&self, rec: &JobRecord) -> Result<Bytes> {
-        let key = rec
-            .object_key
-            .as_ref()
-            .filter(|_| rec.state == JobState::Succeeded)
-            .ok_or_else(|| {
-                Error::not_found(format!("job {} has no image (state {})", rec.id, rec.state))
-            })?;
-        self.blob.get(key).await
+        self.blob.get(image_key(rec)?).await
+    }
+
+    /// The thumbnail the worker stored beside the image of `rec`; the image itself for a job
+    /// rendered before workers made thumbnails.
+    ///
+    /// # Errors
+    /// `NotFound` for a job without an image yet.
+    pub async fn thumbnail_of(&self, rec: &JobRecord) -> Result<Bytes> {
+        let key = image_key(rec)?;
+        match thumbnail_key(key) {
+            Some(thumb) => match self.blob.get(&thumb).await {
+                Err(e) if e.kind() == ErrorKind::NotFound => self.blob.get(key).await,
+                found => found,
+            },
+            None => self.blob.get(key).await,
+        }
     }
 
     /// Live workers of `model` (0 for a model no worker announced).
@@ -252,4 +261,14 @@ impl BatchApi {
             .find(|p| &p.model == model)
             .map_or(0, |p| p.live_workers))
     }
+}
+
+/// Where the image of `rec` is stored.
+fn image_key(rec: &JobRecord) -> Result<&str> {
+    rec.object_key
+        .as_deref()
+        .filter(|_| rec.state == JobState::Succeeded)
+        .ok_or_else(|| {
+            Error::not_found(format!("job {} has no image (state {})", rec.id, rec.state))
+        })
 }

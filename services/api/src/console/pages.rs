@@ -2,12 +2,14 @@
 //! JSON island, and the one stylesheet and script (`assets/`) every page loads. Text from the
 //! store or the client is escaped wherever it is written ([`esc`], [`island`]).
 
+use axum::Json;
 use axum::http::StatusCode;
-use axum::response::Html;
-use pixelfarm_core::{BatchId, Session};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use pixelfarm_core::{BatchId, Error, ErrorKind, Session};
 use serde::Serialize;
 
 use crate::BatchView;
+use crate::http::error_body;
 
 /// The stylesheet.
 pub(super) const CSS: &str = include_str!("assets/console.css");
@@ -183,15 +185,18 @@ pub(super) fn batch(s: &Session, view: &BatchView, manifest: &str) -> Html<Strin
     <button type="button" id="approve-selected" class="approve">Approve selected (A)</button>
     <button type="button" id="reject-selected" class="reject">Reject selected (R)</button>
     <span id="selection-count" aria-live="polite"></span>
+    <a id="download-approved" class="button" href="/console/batches/{id}/approved.tar" download>Download approved (.tar)</a>
   </div>
   <p class="hint">Keys: arrows or j/k move, a approve, r reject, u clear, x select, Enter opens; with a selection, Shift+A and Shift+R decide it.</p>
   <p id="gallery-status" role="status"></p>
 </section>
 <div id="gallery" class="gallery"></div>
+<p id="gallery-more" hidden><button type="button" id="show-more">Show more</button></p>
 <dialog id="detail" aria-labelledby="detail-title">
   <form method="dialog"><button class="close" aria-label="Close">×</button></form>
   <h2 id="detail-title"></h2>
   <div class="detail-body"><img id="detail-image" alt=""><dl id="detail-fields"></dl></div>
+  <p><a id="detail-rerender" class="button" href="">Re-render with changes</a></p>
 </dialog>
 {data}"#,
         name = esc(name),
@@ -241,4 +246,32 @@ pub(super) fn error(status: StatusCode, message: &str) -> Html<String> {
         message = esc(message),
     );
     layout("Error", "error", None, &body)
+}
+
+/// A failed console request: a page (an HTML error, or the sign-in form when the session is
+/// missing) or a script's call (the API's JSON error shape).
+pub(super) enum Fail {
+    Page(Error),
+    Json(Error),
+}
+
+impl IntoResponse for Fail {
+    fn into_response(self) -> Response {
+        let request_id = crate::errors::request_id();
+        match self {
+            Fail::Page(e) if e.kind() == ErrorKind::Unauthenticated => {
+                Redirect::to("/console/login").into_response()
+            }
+            Fail::Page(e) => {
+                let message = crate::errors::public_message(&e, &request_id, "console page");
+                let status = crate::errors::http_status(e.kind());
+                (status, error(status, &message)).into_response()
+            }
+            Fail::Json(e) => {
+                let message = crate::errors::public_message(&e, &request_id, "console call");
+                let body = error_body(crate::errors::code(e.kind()), &message, &request_id);
+                (crate::errors::http_status(e.kind()), Json(body)).into_response()
+            }
+        }
+    }
 }
