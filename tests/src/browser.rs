@@ -121,3 +121,23 @@ pub async fn text(c: &Client, css: &str) -> String {
 pub async fn count(c: &Client, css: &str) -> usize {
     c.find_all(Locator::Css(css)).await.unwrap().len()
 }
+
+/// Open the console at `base` and sign in with `key`; returns on the batches page.
+pub async fn sign_in(c: &Client, base: &str, key: &str) {
+    c.goto(&format!("{base}/console")).await.unwrap();
+    let url = c.current_url().await.unwrap();
+    assert_eq!(url.path(), "/console/login", "signed out: the sign-in form");
+    element(c, "#key").await.send_keys(key).await.unwrap();
+    element(c, ".login button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    until(
+        c,
+        "the batches page after signing in",
+        "return location.pathname === '/console/batches'",
+        vec![],
+    )
+    .await;
+}
