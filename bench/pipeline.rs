@@ -24,6 +24,7 @@
 use futures::StreamExt;
 use pixelfarm_api::ApiClient;
 use pixelfarm_core::{BlobStore, hash_api_key, parse_manifest};
+use pixelfarm_e2e::results::wait_batch;
 use pixelfarm_e2e::*;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};

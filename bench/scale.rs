@@ -15,6 +15,7 @@
 use futures::StreamExt;
 use pixelfarm_api::ApiClient;
 use pixelfarm_core::BatchId;
+use pixelfarm_e2e::results::wait_batch;
 use pixelfarm_e2e::*;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -235,8 +235,8 @@ impl BatchApi {
         self.blob.get(image_key(rec)?).await
     }
 
-    /// The thumbnail the worker stored beside the image of `rec`; the image itself for a job
-    /// rendered before workers made thumbnails.
+    /// The thumbnail the worker stored beside the image of `rec`; the image itself when it is
+    /// its own preview (256 px or less) or was rendered before workers made thumbnails.
     ///
     /// # Errors
     /// `NotFound` for a job without an image yet.

@@ -140,30 +140,28 @@ pub const THUMBNAIL_SIDE: u32 = 256;
 /// WebP quality of thumbnails: small files that still show what a review needs.
 const THUMBNAIL_QUALITY: f32 = 80.0;
 
-/// A lossy WebP preview of `image`, at most [`THUMBNAIL_SIDE`] pixels a side with its aspect kept
-/// (a smaller image keeps its size). Deterministic, like the image it previews.
+/// A lossy WebP preview of `image`, at most [`THUMBNAIL_SIDE`] pixels a side with its aspect kept;
+/// `None` for an image no larger than that, which is its own preview (no second object to store
+/// for small renders). Deterministic, like the image it previews.
 ///
 /// # Errors
 /// `Invalid` if the pixel buffer does not match the size or the encoder refuses it.
-pub fn thumbnail(image: &RgbImage) -> Result<Vec<u8>> {
+pub fn thumbnail(image: &RgbImage) -> Result<Option<Vec<u8>>> {
     check_buffer(image)?;
     let (w, h) = (image.width, image.height);
-    let scale = f64::min(1.0, f64::from(THUMBNAIL_SIDE) / f64::from(w.max(h)));
+    if w.max(h) <= THUMBNAIL_SIDE {
+        return Ok(None);
+    }
+    let scale = f64::from(THUMBNAIL_SIDE) / f64::from(w.max(h));
     let side = |v: u32| ((f64::from(v) * scale).round() as u32).max(1);
     let (tw, th) = (side(w), side(h));
-    let small;
-    let rgb = if (tw, th) == (w, h) {
-        &image.rgb
-    } else {
-        let full = image::ImageBuffer::<Rgb<u8>, &[u8]>::from_raw(w, h, &image.rgb[..])
-            .ok_or_else(|| Error::invalid(format!("pixel buffer does not hold {w}x{h} rgb")))?;
-        small = imageops::thumbnail(&full, tw, th).into_raw();
-        &small
-    };
-    let mem = webp::Encoder::from_rgb(rgb, tw, th)
+    let full = image::ImageBuffer::<Rgb<u8>, &[u8]>::from_raw(w, h, &image.rgb[..])
+        .ok_or_else(|| Error::invalid(format!("pixel buffer does not hold {w}x{h} rgb")))?;
+    let small = imageops::thumbnail(&full, tw, th).into_raw();
+    let mem = webp::Encoder::from_rgb(&small, tw, th)
         .encode_simple(false, THUMBNAIL_QUALITY)
         .map_err(|e| Error::invalid(format!("cannot encode the thumbnail: {e:?}")))?;
-    Ok(mem.to_vec())
+    Ok(Some(mem.to_vec()))
 }
 
 /// An EXIF APP1 payload holding `text` as `UserComment` (`UNICODE` prefix, UTF-16BE, as
@@ -413,7 +411,7 @@ mod tests {
     #[test]
     fn thumbnails_are_small_webp_with_the_aspect_kept() {
         let wide = halves(1024, 512);
-        let bytes = thumbnail(&wide).unwrap();
+        let bytes = thumbnail(&wide).unwrap().unwrap();
         assert_eq!(ImageFormat::sniff(&bytes), Some(ImageFormat::Webp));
         let back = decode_rgb(&bytes).unwrap();
         assert_eq!(
@@ -422,11 +420,15 @@ mod tests {
         );
         let [r, _, b] = pixel(&back, 10, 100);
         assert!(r > 150 && b < 80, "the left half stays red: {r} {b}");
-        assert_eq!(bytes, thumbnail(&wide).unwrap(), "deterministic");
-        let tall = decode_rgb(&thumbnail(&halves(40, 600)).unwrap()).unwrap();
+        assert_eq!(Some(bytes), thumbnail(&wide).unwrap(), "deterministic");
+        let tall = thumbnail(&halves(40, 600)).unwrap().unwrap();
+        let tall = decode_rgb(&tall).unwrap();
         assert_eq!((tall.width, tall.height), (17, THUMBNAIL_SIDE));
-        let small = decode_rgb(&thumbnail(&halves(32, 24)).unwrap()).unwrap();
-        assert_eq!((small.width, small.height), (32, 24), "never enlarged");
+        assert_eq!(
+            thumbnail(&halves(256, 24)).unwrap(),
+            None,
+            "its own preview"
+        );
     }
 
     #[test]

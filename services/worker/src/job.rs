@@ -258,7 +258,7 @@ impl Execution<'_> {
         timings.insert("encode".into(), t.elapsed().as_secs_f64());
 
         // The record names the image's key and sha256, known before any upload, so the image, its
-        // record and its thumbnail go out together: one round trip to the store, not three.
+        // record and its thumbnail (for an image over 256 px) go out together: one round trip.
         let (image_key, record_key, thumb_key) = (key.image(), key.provenance(), key.thumbnail());
         let record = Provenance {
             schema: PROVENANCE_SCHEMA,
@@ -293,7 +293,15 @@ impl Execution<'_> {
             ),
             self.blob
                 .put(&record_key, Bytes::from(json), "application/json"),
-            self.blob.put(&thumb_key, Bytes::from(thumb), "image/webp"),
+            async {
+                match thumb {
+                    Some(thumb) => {
+                        let thumb = Bytes::from(thumb);
+                        self.blob.put(&thumb_key, thumb, "image/webp").await
+                    }
+                    None => Ok(()),
+                }
+            },
         )?;
         // The record above holds every phase but this one: it is measured around the uploads.
         timings.insert("upload".into(), t.elapsed().as_secs_f64());

@@ -1,5 +1,5 @@
 //! What a reviewer hands on: thumbnails made by the workers, the approved set downloaded from the
-//! console, and an image rendered again from its detail dialog.
+//! console, and an image rendered again, changed, from its detail dialog.
 
 use fantoccini::Client;
 use pixelfarm_core::sha256_hex;
@@ -22,24 +22,21 @@ async fn jobs(c: &Client, batch: &str) -> Vec<Value> {
 
 /// With the detail dialog of `approved[0]` open on the page of `batch`.
 pub async fn check(c: &Client, base: &str, batch: &str, approved: &[String], shots: &mut Shots) {
-    // Tiles show the worker's WebP thumbnail, not the PNG.
-    let thumb = c
-        .execute_async(
-            "const [id, done] = arguments;
-             const img = document.querySelector(`figure[data-job='${id}'] img`);
-             fetch(`/console/jobs/${id}/thumbnail`, {cache: 'no-store'}).then((r) =>
-               done([img.getAttribute('src'), r.status, r.headers.get('content-type')]));",
+    // Tiles show thumbnails; a 32 px image is its own.
+    let src = c
+        .execute(
+            "return document.querySelector(`figure[data-job='${arguments[0]}'] img`).getAttribute('src')",
             vec![json!(approved[0])],
         )
         .await
         .unwrap();
     assert_eq!(
-        thumb,
-        json!([
-            format!("/console/jobs/{}/thumbnail", approved[0]),
-            200,
-            "image/webp"
-        ])
+        src,
+        json!(format!("/console/jobs/{}/thumbnail", approved[0]))
+    );
+    assert_eq!(
+        thumbnail(c, &approved[0]).await,
+        json!([200, "image/png", 32, 32])
     );
 
     // The approved set as the download link fetches it: each approved image with its record.
@@ -101,8 +98,8 @@ pub async fn check(c: &Client, base: &str, batch: &str, approved: &[String], sho
         assert_eq!(Some(&images[stem][..]), record["sha256"].as_str(), "{stem}");
     }
 
-    // Re-render with changes: the submit form holds the job's own manifest; submitted as it is,
-    // it renders the same bytes again.
+    // Re-render with changes: the submit form holds the job's own manifest; the size changed,
+    // it renders the same seed at 512 px, whose tile is a 256 px WebP thumbnail.
     let original = jobs(c, batch)
         .await
         .into_iter()
@@ -123,6 +120,13 @@ pub async fn check(c: &Client, base: &str, batch: &str, approved: &[String], sho
             && manifest.contains(&format!("seed: {seed}")),
         "{manifest}"
     );
+    c.execute(
+        "const m = document.getElementById('manifest');
+         m.value = m.value.replace('width: 32', 'width: 512').replace('height: 32', 'height: 512');",
+        vec![],
+    )
+    .await
+    .unwrap();
     element(c, "#check").await.click().await.unwrap();
     let preview = until(
         c,
@@ -142,12 +146,35 @@ pub async fn check(c: &Client, base: &str, batch: &str, approved: &[String], sho
         vec![],
     )
     .await;
+    until(
+        c,
+        "the re-render's tile with its image",
+        "return document.querySelector('#gallery figure[data-state=succeeded] img')",
+        vec![],
+    )
+    .await;
     let rerendered = jobs(c, again.as_str().unwrap()).await;
     assert_eq!(rerendered.len(), 1);
-    assert_eq!(rerendered[0]["state"], "succeeded", "{}", rerendered[0]);
-    assert_eq!(
-        rerendered[0]["sha256"], original["sha256"],
-        "the same parameters render the same bytes"
-    );
+    let job = &rerendered[0];
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["params"]["seed"], original["params"]["seed"]);
+    assert_eq!(job["params"]["prompt"], original["params"]["prompt"]);
+    assert_eq!(job["params"]["width"], 512);
+    let id = job["id"].as_str().unwrap();
+    assert_eq!(thumbnail(c, id).await, json!([200, "image/webp", 256, 256]));
     shots.take(c, "rerender-done").await;
+}
+
+/// Status, content type and pixel size of the thumbnail of `job`, as the browser gets it.
+async fn thumbnail(c: &Client, job: &str) -> Value {
+    c.execute_async(
+        "const [id, done] = arguments;
+         fetch(`/console/jobs/${id}/thumbnail`, {cache: 'no-store'}).then(async (r) => {
+           const bitmap = await createImageBitmap(await r.blob());
+           done([r.status, r.headers.get('content-type'), bitmap.width, bitmap.height]);
+         });",
+        vec![json!(job)],
+    )
+    .await
+    .unwrap()
 }

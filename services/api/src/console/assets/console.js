@@ -510,10 +510,14 @@
       source.addEventListener("batch", (ev) => {
         batch = JSON.parse(ev.data);
         progress();
-        if (!reload) {
+        if (batch.done) {
+          // The last states at once: a finished batch shows no tile still running.
+          source.close();
+          clearTimeout(reload);
+          load();
+        } else if (!reload) {
           reload = setTimeout(async () => { await load(); reload = null; }, Math.max(2000, jobs.length));
         }
-        if (batch.done) source.close();
       });
     }
   }
