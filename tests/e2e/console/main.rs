@@ -266,6 +266,26 @@ async fn review_a_batch_in_the_browser() {
         "{row}"
     );
     shots.take(&c, "batches").await;
+    // Sorted by name both ways, then filtered to the re-render.
+    let names =
+        "return [...document.querySelectorAll('#batches tbody tr th')].map((t) => t.textContent)";
+    let sort = element(&c, "th button[data-sort=name]").await;
+    sort.click().await.unwrap();
+    let up = c.execute(names, vec![]).await.unwrap();
+    assert_eq!(up, json!(["console-review", "console-review (re-render)"]));
+    sort.click().await.unwrap();
+    let down = c.execute(names, vec![]).await.unwrap();
+    assert_eq!(
+        down,
+        json!(["console-review (re-render)", "console-review"])
+    );
+    element(&c, "#batch-filter")
+        .await
+        .send_keys("re-render")
+        .await
+        .unwrap();
+    let filtered = c.execute(names, vec![]).await.unwrap();
+    assert_eq!(filtered, json!(["console-review (re-render)"]));
 
     // Export the approved set: exactly the three approved images.
     let out = stack.dir.path().join("approved");
