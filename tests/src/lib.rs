@@ -167,6 +167,9 @@ pub struct StackOptions {
     pub webhooks: Option<String>,
     /// `blob.signed_urls` (S3 only), as a YAML flow mapping; `None`: no signed URLs.
     pub signed_urls: Option<String>,
+    /// `scheduler.models`: models accepted at submit though no worker serves them (their jobs
+    /// wait).
+    pub unserved_models: Vec<String>,
 }
 
 impl Default for StackOptions {
@@ -186,6 +189,7 @@ impl Default for StackOptions {
             write_group: None,
             webhooks: None,
             signed_urls: None,
+            unserved_models: Vec::new(),
         }
     }
 }
@@ -250,7 +254,7 @@ blob: {blob}
 scheduler:
   grpc_addr: 127.0.0.1:{grpc}
   http_addr: 127.0.0.1:{http}
-{tls}{retention}{webhooks}  dispatch_interval_ms: 20
+{tls}{retention}{webhooks}{unserved}  dispatch_interval_ms: 20
   maintenance_interval_ms: 300
   tenants:
     - {{name: a, api_keys: [{KEY_A}]}}
@@ -292,6 +296,11 @@ worker:
                 .as_ref()
                 .map(|w| format!("  webhooks: {w}\n"))
                 .unwrap_or_default(),
+            unserved = if opts.unserved_models.is_empty() {
+                String::new()
+            } else {
+                format!("  models: [{}]\n", opts.unserved_models.join(", "))
+            },
             retention = opts
                 .retention_seconds
                 .map(|s| format!("  retention: {{seconds: {s}, interval_seconds: 1}}\n"))

@@ -31,7 +31,11 @@ seeds: {base: 3, count: 2}
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn review_a_batch_in_the_browser() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let stack = Stack::start(StackOptions::default()).await;
+    let stack = Stack::start(StackOptions {
+        unserved_models: vec!["parked".into()],
+        ..StackOptions::default()
+    })
+    .await;
     let base = format!("http://{}", stack.scheduler.http);
     let driver = driver().await;
     let c = browser(&driver).await;
@@ -370,6 +374,9 @@ async fn review_a_batch_in_the_browser() {
         "{refused}"
     );
     shots.take(&c, "other-tenant-batch").await;
+
+    // Cancelled from its page: a batch of a model no worker serves shows why its tiles failed.
+    cancelled_tiles(&c, &base, &mut shots).await;
     c.close().await.unwrap();
 
     // Tenant b's attempt changed nothing.
@@ -387,4 +394,44 @@ async fn review_a_batch_in_the_browser() {
         })
         .count();
     assert_eq!(approved, 3);
+}
+
+/// Submit a batch no worker can render, cancel it from its page, and find its jobs under
+/// "failed" with their reason.
+async fn cancelled_tiles(c: &fantoccini::Client, base: &str, shots: &mut Shots) {
+    c.goto(&format!("{base}/console/submit")).await.unwrap();
+    c.execute(
+        "document.getElementById('manifest').value = arguments[0]",
+        vec![json!(MANIFEST.replace("model: test", "model: parked"))],
+    )
+    .await
+    .unwrap();
+    element(c, "button.primary").await.click().await.unwrap();
+    let waiting = text(c, "#batch-progress").await;
+    assert!(
+        waiting.contains("no live worker serves this model"),
+        "{waiting}"
+    );
+    element(c, "#cancel-form button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    c.accept_alert().await.unwrap();
+    until(
+        c,
+        "eight cancelled tiles",
+        "return document.querySelectorAll('#gallery figure[data-state=cancelled]').length === 8",
+        vec![],
+    )
+    .await;
+    element(c, "#review-filter")
+        .await
+        .select_by_value("failed")
+        .await
+        .unwrap();
+    assert_eq!(count(c, "#gallery figure.failed").await, 8);
+    let reason = text(c, "#gallery figure.failed .reason").await;
+    assert!(reason.starts_with("cancelled"), "{reason}");
+    shots.take(c, "cancelled-tiles").await;
 }

@@ -310,7 +310,8 @@
         picture = h("img", { src: `/console/jobs/${job.id}/thumbnail`, loading: "lazy", decoding: "async",
           alt: job.params.prompt, width: 164, height: 164 });
       } else if (job.state === "dead" || job.state === "cancelled") {
-        picture = h("div", { class: "reason" }, `${job.state}${job.error_kind ? ` (${job.error_kind})` : ""}: ${job.last_error ?? "cancelled"}`);
+        picture = h("div", { class: "reason" }, job.last_error
+          ? `${job.state}${job.error_kind ? ` (${job.error_kind})` : ""}: ${job.last_error}` : job.state);
       } else {
         picture = h("div", { class: "pending" }, job.progress ? `${job.state} ${job.progress.done}/${job.progress.total}` : job.state);
       }
@@ -366,6 +367,7 @@
       }
       const approved = jobs.filter((j) => j.review?.verdict === "approved").length;
       const rejected = jobs.filter((j) => j.review?.verdict === "rejected").length;
+      document.getElementById("download-approved").hidden = approved === 0;
       statusLine.textContent = `${number(list.length)} shown of ${number(jobs.length)}${loading ? " (loading…)" : ""}` +
         ` · ${number(approved)} approved · ${number(rejected)} rejected`;
       document.getElementById("selection-count").textContent = selected.size ? `${selected.size} selected` : "";
