@@ -141,3 +141,26 @@ pub async fn sign_in(c: &Client, base: &str, key: &str) {
     )
     .await;
 }
+
+/// Check the page against the WCAG 2.1 A and AA rules and axe-core's best practices
+/// (`PIXELFARM_AXE` names its `axe.min.js`; `scripts/browser-tests` fetches it from npm); a
+/// failure lists each broken rule as `[rule, impact, how many elements, the first one]`.
+pub async fn assert_accessible(c: &Client, page: &str) {
+    let path = std::env::var("PIXELFARM_AXE")
+        .expect("PIXELFARM_AXE names axe.min.js (scripts/browser-tests fetches it from npm)");
+    let axe = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    c.execute(&format!("{axe}\nreturn true;"), vec![])
+        .await
+        .unwrap();
+    let found = c
+        .execute_async(
+            "const done = arguments[0];
+             axe.run(document, {runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']})
+               .then((r) => done(r.violations.map((v) =>
+                 [v.id, v.impact, v.nodes.length, v.nodes[0].target.join(' ')])));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(found, json!([]), "{page}: accessibility rules broken");
+}

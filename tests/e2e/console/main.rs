@@ -12,7 +12,9 @@ mod handoff;
 mod sessions;
 
 use fantoccini::Locator;
-use pixelfarm_e2e::browser::{Shots, browser, count, driver, element, sign_in, text, until};
+use pixelfarm_e2e::browser::{
+    Shots, assert_accessible, browser, count, driver, element, sign_in, text, until,
+};
 use pixelfarm_e2e::{KEY_A, KEY_B, Stack, StackOptions, bin};
 use serde_json::{Value, json};
 use tokio::process::Command;
@@ -59,6 +61,7 @@ async fn review_a_batch_in_the_browser() {
         "{refused}"
     );
     shots.take(&c, "login-refused").await;
+    assert_accessible(&c, "login-refused").await;
     sign_in(&c, &base, KEY_A).await;
     let cookie = c.get_named_cookie("pixelfarm_session").await.unwrap();
     assert_eq!(
@@ -118,6 +121,7 @@ async fn review_a_batch_in_the_browser() {
         "variables × sizes × seeds"
     );
     shots.take(&c, "submit-preview").await;
+    assert_accessible(&c, "submit-preview").await;
     element(&c, "button.primary").await.click().await.unwrap();
     let batch = until(
         &c,
@@ -217,6 +221,7 @@ async fn review_a_batch_in_the_browser() {
     let status = text(&c, "#gallery-status").await;
     assert!(status.contains("3 approved · 1 rejected"), "{status}");
     shots.take(&c, "gallery-reviewed").await;
+    assert_accessible(&c, "gallery-reviewed").await;
 
     // The comparison grid: rows by shape, columns by colour, every image in its cell.
     element(&c, "select[data-var=color]")
@@ -238,6 +243,7 @@ async fn review_a_batch_in_the_browser() {
     assert_eq!(count(&c, "#gallery table.grid tbody td").await, 4);
     assert_eq!(count(&c, "#gallery table.grid td figure").await, 8);
     shots.take(&c, "gallery-grid").await;
+    assert_accessible(&c, "gallery-grid").await;
 
     // An image's detail: its parameters and its review.
     let tile = element(&c, &format!("figure[data-job='{}']", ids[0])).await;
@@ -258,6 +264,7 @@ async fn review_a_batch_in_the_browser() {
         "{fields}"
     );
     shots.take(&c, "image-detail").await;
+    assert_accessible(&c, "image-detail").await;
 
     // Hand-off: thumbnails, the approved set's download, a re-render of the image just opened.
     handoff::check(&c, &base, &batch, &ids[..3], &mut shots).await;
@@ -270,6 +277,7 @@ async fn review_a_batch_in_the_browser() {
         "{row}"
     );
     shots.take(&c, "batches").await;
+    assert_accessible(&c, "batches").await;
     // Sorted by name both ways, then filtered to the re-render.
     let names =
         "return [...document.querySelectorAll('#batches tbody tr th')].map((t) => t.textContent)";

@@ -126,12 +126,13 @@
     document.getElementById("batch-filter").addEventListener("input", render);
     document.getElementById("state-filter").addEventListener("change", render);
     for (const btn of document.querySelectorAll("th button[data-sort]")) {
-      btn.setAttribute("aria-sort", "none");
+      // The column header, not its button, says how the table is sorted (ARIA allows it there).
+      btn.parentElement.setAttribute("aria-sort", "none");
       btn.addEventListener("click", () => {
         sortDir = sortKey === btn.dataset.sort ? -sortDir : 1;
         sortKey = btn.dataset.sort;
-        for (const o of document.querySelectorAll("th button[data-sort]")) o.setAttribute("aria-sort", "none");
-        btn.setAttribute("aria-sort", sortDir > 0 ? "ascending" : "descending");
+        for (const o of document.querySelectorAll("th button[data-sort]")) o.parentElement.setAttribute("aria-sort", "none");
+        btn.parentElement.setAttribute("aria-sort", sortDir > 0 ? "ascending" : "descending");
         render();
       });
     }
