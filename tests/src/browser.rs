@@ -128,11 +128,7 @@ pub async fn sign_in(c: &Client, base: &str, key: &str) {
     let url = c.current_url().await.unwrap();
     assert_eq!(url.path(), "/console/login", "signed out: the sign-in form");
     element(c, "#key").await.send_keys(key).await.unwrap();
-    element(c, ".login button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, ".login button[type=submit]").await;
     until(
         c,
         "the batches page after signing in",
@@ -163,4 +159,14 @@ pub async fn assert_accessible(c: &Client, page: &str) {
         .await
         .unwrap();
     assert_eq!(found, json!([]), "{page}: accessibility rules broken");
+}
+
+/// Click the element `css` names, once there is one.
+pub async fn click(c: &Client, css: &str) {
+    element(c, css).await.click().await.unwrap();
+}
+
+/// Choose `value` in the `<select>` `css` names, once there is one.
+pub async fn select(c: &Client, css: &str, value: &str) {
+    element(c, css).await.select_by_value(value).await.unwrap();
 }

@@ -3,7 +3,7 @@
 
 use fantoccini::Client;
 use pixelfarm_core::sha256_hex;
-use pixelfarm_e2e::browser::{Shots, element, until};
+use pixelfarm_e2e::browser::{Shots, click, element, until};
 use serde_json::{Value, json};
 use std::io::Read;
 
@@ -105,7 +105,7 @@ pub async fn check(c: &Client, base: &str, batch: &str, approved: &[String], sho
         .into_iter()
         .find(|j| j["id"] == json!(approved[0]))
         .unwrap();
-    element(c, "#detail-rerender").await.click().await.unwrap();
+    click(c, "#detail-rerender").await;
     let manifest = until(
         c,
         "the submit form with the job's manifest",
@@ -127,17 +127,10 @@ pub async fn check(c: &Client, base: &str, batch: &str, approved: &[String], sho
     )
     .await
     .unwrap();
-    element(c, "#check").await.click().await.unwrap();
-    let preview = until(
-        c,
-        "the re-render's preview",
-        "return document.getElementById('preview-count')?.textContent",
-        vec![],
-    )
-    .await;
-    assert!(preview.as_str().unwrap().ends_with(": 1 job"), "{preview}");
+    let preview = super::form::check(c).await;
+    assert!(preview.ends_with(": 1 job"), "{preview}");
     shots.take(c, "rerender-form").await;
-    element(c, "button.primary").await.click().await.unwrap();
+    click(c, "button.primary").await;
     let again = until(
         c,
         "the re-render's batch done",

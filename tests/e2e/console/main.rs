@@ -7,13 +7,14 @@
 //! Needs `cargo build --workspace --bins` first, and `chromium` with `chromium-driver`
 //! (`PIXELFARM_CHROMIUM`, `PIXELFARM_CHROMEDRIVER` name others).
 
+mod form;
 mod gallery_bench;
 mod handoff;
 mod sessions;
 
 use fantoccini::Locator;
 use pixelfarm_e2e::browser::{
-    Shots, assert_accessible, browser, count, driver, element, sign_in, text, until,
+    Shots, assert_accessible, browser, click, count, driver, element, select, sign_in, text, until,
 };
 use pixelfarm_e2e::{KEY_A, KEY_B, Stack, StackOptions, bin};
 use serde_json::{Value, json};
@@ -50,11 +51,7 @@ async fn review_a_batch_in_the_browser() {
         .send_keys("not-a-key")
         .await
         .unwrap();
-    element(&c, ".login button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(&c, ".login button[type=submit]").await;
     let refused = text(&c, "#login-error").await;
     assert!(
         refused.contains("unknown, revoked or expired api key"),
@@ -81,13 +78,8 @@ async fn review_a_batch_in_the_browser() {
     // Submit with an error: the message names the field and its line, the text is kept.
     c.goto(&format!("{base}/console/submit")).await.unwrap();
     let broken = MANIFEST.replace("steps: 2", "steps: 0");
-    c.execute(
-        "document.getElementById('manifest').value = arguments[0]",
-        vec![json!(broken)],
-    )
-    .await
-    .unwrap();
-    element(&c, "button.primary").await.click().await.unwrap();
+    form::set_manifest(&c, &broken).await;
+    click(&c, "button.primary").await;
     let error = text(&c, "#submit-error").await;
     assert!(
         error.contains("defaults.steps") && error.contains("line 3"),
@@ -101,28 +93,15 @@ async fn review_a_batch_in_the_browser() {
     shots.take(&c, "submit-error").await;
 
     // Fixed: the check shows the product before anything is submitted.
-    c.execute(
-        "document.getElementById('manifest').value = arguments[0]",
-        vec![json!(MANIFEST)],
-    )
-    .await
-    .unwrap();
-    element(&c, "#check").await.click().await.unwrap();
-    let preview = until(
-        &c,
-        "the preview",
-        "return document.getElementById('preview-count')?.textContent",
-        vec![],
-    )
-    .await;
+    form::set_manifest(&c, MANIFEST).await;
+    let preview = form::check(&c).await;
     assert_eq!(
-        preview,
-        json!("console-review on test: 2 × 2 × 1 × 2 = 8 jobs"),
+        preview, "console-review on test: 2 × 2 × 1 × 2 = 8 jobs",
         "variables × sizes × seeds"
     );
     shots.take(&c, "submit-preview").await;
     assert_accessible(&c, "submit-preview").await;
-    element(&c, "button.primary").await.click().await.unwrap();
+    click(&c, "button.primary").await;
     let batch = until(
         &c,
         "the batch page",
@@ -156,11 +135,7 @@ async fn review_a_batch_in_the_browser() {
     shots.take(&c, "batch-done").await;
 
     // Filter by a variable: the red half.
-    element(&c, "select[data-var=color]")
-        .await
-        .select_by_value("red")
-        .await
-        .unwrap();
+    select(&c, "select[data-var=color]", "red").await;
     assert_eq!(count(&c, "#gallery figure").await, 4);
     let captions: Vec<String> = {
         let mut v = Vec::new();
@@ -185,18 +160,10 @@ async fn review_a_batch_in_the_browser() {
         ids.push(t.attr("data-job").await.unwrap().unwrap());
     }
     for id in &ids[..2] {
-        element(&c, &format!("figure[data-job='{id}'] input.sel"))
-            .await
-            .click()
-            .await
-            .unwrap();
+        click(&c, &format!("figure[data-job='{id}'] input.sel")).await;
     }
     assert_eq!(text(&c, "#selection-count").await, "2 selected");
-    element(&c, "#approve-selected")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#approve-selected").await;
     until(
         &c,
         "two approved",
@@ -224,21 +191,9 @@ async fn review_a_batch_in_the_browser() {
     assert_accessible(&c, "gallery-reviewed").await;
 
     // The comparison grid: rows by shape, columns by colour, every image in its cell.
-    element(&c, "select[data-var=color]")
-        .await
-        .select_by_value("")
-        .await
-        .unwrap();
-    element(&c, "#rows-by")
-        .await
-        .select_by_value("shape")
-        .await
-        .unwrap();
-    element(&c, "#cols-by")
-        .await
-        .select_by_value("color")
-        .await
-        .unwrap();
+    select(&c, "select[data-var=color]", "").await;
+    select(&c, "#rows-by", "shape").await;
+    select(&c, "#cols-by", "color").await;
     assert_eq!(count(&c, "#gallery table.grid tbody tr").await, 2);
     assert_eq!(count(&c, "#gallery table.grid tbody td").await, 4);
     assert_eq!(count(&c, "#gallery table.grid td figure").await, 8);
@@ -328,11 +283,7 @@ async fn review_a_batch_in_the_browser() {
     assert_eq!(exported, approved);
 
     // Sign out; the second tenant sees none of it.
-    element(&c, "header form button")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(&c, "header form button").await;
     until(
         &c,
         "the sign-in form after signing out",
@@ -408,23 +359,14 @@ async fn review_a_batch_in_the_browser() {
 /// "failed" with their reason.
 async fn cancelled_tiles(c: &fantoccini::Client, base: &str, shots: &mut Shots) {
     c.goto(&format!("{base}/console/submit")).await.unwrap();
-    c.execute(
-        "document.getElementById('manifest').value = arguments[0]",
-        vec![json!(MANIFEST.replace("model: test", "model: parked"))],
-    )
-    .await
-    .unwrap();
-    element(c, "button.primary").await.click().await.unwrap();
+    form::set_manifest(c, &MANIFEST.replace("model: test", "model: parked")).await;
+    click(c, "button.primary").await;
     let waiting = text(c, "#batch-progress").await;
     assert!(
         waiting.contains("no live worker serves this model"),
         "{waiting}"
     );
-    element(c, "#cancel-form button")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(c, "#cancel-form button").await;
     c.accept_alert().await.unwrap();
     until(
         c,
@@ -433,11 +375,7 @@ async fn cancelled_tiles(c: &fantoccini::Client, base: &str, shots: &mut Shots) 
         vec![],
     )
     .await;
-    element(c, "#review-filter")
-        .await
-        .select_by_value("failed")
-        .await
-        .unwrap();
+    select(c, "#review-filter", "failed").await;
     assert_eq!(count(c, "#gallery figure.failed").await, 8);
     let reason = text(c, "#gallery figure.failed .reason").await;
     assert!(reason.starts_with("cancelled"), "{reason}");
