@@ -302,16 +302,20 @@ async fn review_a_batch_in_the_browser() {
     shots.take(&c, "other-tenant-batches").await;
     let answers = c
         .execute_async(
-            "const [ids, done] = arguments;
+            "const [ids, batch, done] = arguments;
              (async () => {
                const csrf = document.querySelector('meta[name=csrf-token]').content;
                const review = await fetch('/console/reviews', {method: 'POST',
                  headers: {'content-type': 'application/json', 'x-csrf-token': csrf},
                  body: JSON.stringify({jobs: ids, verdict: 'rejected'})});
-               const image = await fetch(`/console/jobs/${ids[0]}/image`, {cache: 'no-store'});
-               done([review.status, (await review.json()).error.message, image.status]);
+               const status = async (url) => (await fetch(url, {cache: 'no-store'})).status;
+               done([review.status, (await review.json()).error.message,
+                 await status(`/console/jobs/${ids[0]}/image`),
+                 await status(`/console/jobs/${ids[0]}/thumbnail`),
+                 await status(`/console/batches/${batch}/approved.tar`),
+                 await status(`/console/submit?from=${ids[0]}`)]);
              })();",
-            vec![json!(ids[..3])],
+            vec![json!(ids[..3]), json!(batch)],
         )
         .await
         .unwrap();
@@ -323,7 +327,11 @@ async fn review_a_batch_in_the_browser() {
             .contains("3 of the 3 jobs are not succeeded jobs of this tenant"),
         "{answers}"
     );
-    assert_eq!(answers[2], json!(404), "{answers}");
+    assert_eq!(
+        answers.as_array().unwrap()[2..],
+        [json!(404), json!(404), json!(404), json!(404)],
+        "a's image, thumbnail, approved set and re-render form: {answers}"
+    );
     c.goto(&format!("{base}/console/batches/{batch}"))
         .await
         .unwrap();
