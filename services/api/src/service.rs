@@ -23,6 +23,7 @@ pub use views::{
 
 use bytes::Bytes;
 use pixelfarm_core::*;
+use pixelfarm_image::output::has_thumbnail;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -236,13 +237,16 @@ impl BatchApi {
     }
 
     /// The thumbnail the worker stored beside the image of `rec`; the image itself when it is
-    /// its own preview (256 px or less) or was rendered before workers made thumbnails.
+    /// its own preview (read without asking for a thumbnail first) or was rendered before
+    /// workers made thumbnails.
     ///
     /// # Errors
     /// `NotFound` for a job without an image yet.
     pub async fn thumbnail_of(&self, rec: &JobRecord) -> Result<Bytes> {
         let key = image_key(rec)?;
-        match thumbnail_key(key) {
+        let (width, height) = rec.params.delivered_size()?;
+        let thumb = thumbnail_key(key).filter(|_| has_thumbnail(width, height));
+        match thumb {
             Some(thumb) => match self.blob.get(&thumb).await {
                 Err(e) if e.kind() == ErrorKind::NotFound => self.blob.get(key).await,
                 found => found,

@@ -322,6 +322,17 @@ impl JobParams {
             None => Ok((self.width, self.height)),
         }
     }
+
+    /// The size of the stored image: `output.resize` when set, the rendered size otherwise.
+    ///
+    /// # Errors
+    /// As [`Self::render_size`].
+    pub fn delivered_size(&self) -> Result<(u32, u32)> {
+        match self.output.resize {
+            Some(r) => Ok((r.width.get(), r.height.get())),
+            None => self.render_size(),
+        }
+    }
 }
 
 #[cfg(test)]

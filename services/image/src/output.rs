@@ -140,16 +140,21 @@ pub const THUMBNAIL_SIDE: u32 = 256;
 /// WebP quality of thumbnails: small files that still show what a review needs.
 const THUMBNAIL_QUALITY: f32 = 80.0;
 
+/// Whether an image of `width x height` gets a [`thumbnail`]: one no larger than
+/// [`THUMBNAIL_SIDE`] is its own preview (no second object to store for small renders).
+pub fn has_thumbnail(width: u32, height: u32) -> bool {
+    width.max(height) > THUMBNAIL_SIDE
+}
+
 /// A lossy WebP preview of `image`, at most [`THUMBNAIL_SIDE`] pixels a side with its aspect kept;
-/// `None` for an image no larger than that, which is its own preview (no second object to store
-/// for small renders). Deterministic, like the image it previews.
+/// `None` when it [has none](has_thumbnail). Deterministic, like the image it previews.
 ///
 /// # Errors
 /// `Invalid` if the pixel buffer does not match the size or the encoder refuses it.
 pub fn thumbnail(image: &RgbImage) -> Result<Option<Vec<u8>>> {
     check_buffer(image)?;
     let (w, h) = (image.width, image.height);
-    if w.max(h) <= THUMBNAIL_SIDE {
+    if !has_thumbnail(w, h) {
         return Ok(None);
     }
     let scale = f64::from(THUMBNAIL_SIDE) / f64::from(w.max(h));

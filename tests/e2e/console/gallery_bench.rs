@@ -8,7 +8,7 @@ use pixelfarm_core::BatchId;
 use pixelfarm_e2e::browser::{browser, driver, sign_in};
 use pixelfarm_e2e::results::wait_batch;
 use pixelfarm_e2e::{KEY_A, Stack, StackOptions};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::time::Duration;
 
 /// A batch of `side`² jobs: two variables of `side` values each, one seed, 8×8 pixels.
@@ -132,6 +132,5 @@ async fn gallery_of_10000_jobs_against_100() {
         all["review_all"].as_f64().unwrap() / all["review"].as_f64().unwrap(),
         all["elements_all"].as_f64().unwrap() / all["elements"].as_f64().unwrap(),
     );
-    assert_eq!(rows.len(), 2, "{}", json!(rows));
     c.close().await.unwrap();
 }

@@ -116,21 +116,20 @@ pub(super) async fn approved(
         let mut n = 0usize;
         loop {
             let page = api.page(tenant, batch.id, after, Some(APPROVED_PAGE)).await?;
-            let approved: Vec<JobRecord> = page.jobs.into_iter().filter(is_approved).collect();
-            let mut images = futures::stream::iter(approved.clone())
-                .map(|job| {
-                    let api = Arc::clone(&api);
-                    async move { api.image_of(&job).await }
-                })
-                .buffered(APPROVED_CONCURRENCY);
-            for job in &approved {
-                let bytes = images.try_next().await?.ok_or_else(|| {
-                    Error::permanent("the approved set's image stream ended early")
-                })?;
+            let approved = page.jobs.into_iter().filter(is_approved).map(|job| {
+                let api = Arc::clone(&api);
+                async move {
+                    let bytes = api.image_of(&job).await;
+                    (job, bytes)
+                }
+            });
+            let mut images = futures::stream::iter(approved).buffered(APPROVED_CONCURRENCY);
+            while let Some((job, bytes)) = images.next().await {
+                let bytes = bytes?;
                 n += 1;
                 let stem = entry_stem(n, &job.key);
                 let ext = ImageFormat::sniff(&bytes).map_or("bin", ImageFormat::extension);
-                let record = serde_json::to_vec_pretty(job).expect("a job record serializes");
+                let record = serde_json::to_vec_pretty(&job).expect("a job record serializes");
                 let mtime = job.finished_at.map_or(0, |t| t.timestamp().max(0) as u64);
                 for (name, data) in [(format!("{stem}.{ext}"), bytes), (format!("{stem}.json"), Bytes::from(record))] {
                     yield tar_header(&name, data.len() as u64, mtime)?;

@@ -31,6 +31,9 @@ pub const MAX_EXPANDED_BYTES: u64 = 512 << 20;
 /// Most tags on one batch: tags are re-sent with every GET and watch event of the batch.
 pub const MAX_TAGS: usize = 64;
 
+/// Longest batch name, in bytes.
+pub const MAX_NAME_BYTES: usize = 200;
+
 /// Longest tag key, in bytes.
 pub const MAX_TAG_KEY_BYTES: usize = 64;
 

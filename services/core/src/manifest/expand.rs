@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::budget::{
-    MAX_EXPANDED_BYTES, MAX_JOBS_PER_BATCH, MAX_TAG_KEY_BYTES, MAX_TAG_VALUE_BYTES, MAX_TAGS,
+    MAX_EXPANDED_BYTES, MAX_JOBS_PER_BATCH, MAX_NAME_BYTES, MAX_TAG_KEY_BYTES, MAX_TAG_VALUE_BYTES,
+    MAX_TAGS,
 };
 use super::errors::cross_error;
 use super::jobs::{JobSpec, Jobs, Part, Seeds, Shared, Template};
@@ -167,8 +168,12 @@ fn explicit_job_bytes(j: &RawJob, d: &Defaults) -> u128 {
 }
 
 pub(super) fn expand(raw: RawManifest, text: &str) -> Result<BatchSpec> {
-    if raw.name.trim().is_empty() || raw.name.len() > 200 {
-        return Err(cross_error(text, "name", "must be 1 to 200 characters"));
+    if raw.name.trim().is_empty() || raw.name.len() > MAX_NAME_BYTES {
+        return Err(cross_error(
+            text,
+            "name",
+            format!("must be 1 to {MAX_NAME_BYTES} characters"),
+        ));
     }
     if raw
         .idempotency_key

@@ -3,13 +3,11 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+use super::budget::MAX_NAME_BYTES;
 use crate::params::{JobParams, ModelName};
 
 /// Suffix of the re-render's batch name.
 const SUFFIX: &str = " (re-render)";
-
-/// Longest batch name a manifest accepts.
-const MAX_NAME: usize = 200;
 
 #[derive(Serialize)]
 struct Rerender<'a> {
@@ -30,7 +28,7 @@ pub fn rerender_manifest(
     params: &JobParams,
 ) -> String {
     let mut name = batch.to_string();
-    while name.len() + SUFFIX.len() > MAX_NAME {
+    while name.len() + SUFFIX.len() > MAX_NAME_BYTES {
         name.pop();
     }
     let manifest = Rerender {
