@@ -147,9 +147,8 @@ impl BatchApi {
     /// `NotFound` for an unknown batch or another tenant's.
     pub async fn batch(&self, tenant: TenantId, batch: BatchId) -> Result<BatchView> {
         let mut view: BatchView = self.store.batch(tenant, batch).await?.into();
-        if !view.done {
-            view.live_workers = Some(self.live_workers(&view.status.model).await?);
-        }
+        self.count_live_workers(std::slice::from_mut(&mut view))
+            .await?;
         Ok(view)
     }
 
@@ -255,15 +254,18 @@ impl BatchApi {
         }
     }
 
-    /// Live workers of `model` (0 for a model no worker announced).
-    async fn live_workers(&self, model: &ModelName) -> Result<u64> {
-        Ok(self
-            .store
-            .model_presence()
-            .await?
-            .into_iter()
-            .find(|p| &p.model == model)
-            .map_or(0, |p| p.live_workers))
+    /// Set each unfinished view's live workers of its model (0 for a model no worker
+    /// announced), reading the workers' presence once for all of them.
+    async fn count_live_workers(&self, views: &mut [BatchView]) -> Result<()> {
+        if views.iter().all(|v| v.done) {
+            return Ok(());
+        }
+        let presence = self.store.model_presence().await?;
+        for view in views.iter_mut().filter(|v| !v.done) {
+            let live = presence.iter().find(|p| p.model == view.status.model);
+            view.live_workers = Some(live.map_or(0, |p| p.live_workers));
+        }
+        Ok(())
     }
 }
 

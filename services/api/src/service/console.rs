@@ -26,14 +26,8 @@ impl BatchApi {
             )));
         }
         let batches = self.store.batches(tenant, before, limit).await?;
-        let mut views = Vec::with_capacity(batches.len());
-        for b in batches {
-            let mut view: BatchView = b.into();
-            if !view.done {
-                view.live_workers = Some(self.live_workers(&view.status.model).await?);
-            }
-            views.push(view);
-        }
+        let mut views: Vec<BatchView> = batches.into_iter().map(BatchView::from).collect();
+        self.count_live_workers(&mut views).await?;
         Ok(views)
     }
 
