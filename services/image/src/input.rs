@@ -52,12 +52,15 @@ fn reader(bytes: &[u8], format: ImageFormat, pixels: bool) -> ImageReader<Cursor
 ///
 /// # Errors
 /// `Invalid`, worded to follow the input's name (`` `key` is not an image; accepted: … ``), for
-/// bytes that are not PNG, JPEG or WebP, a header that does not parse, or a size of 0 or over
-/// [`ImageSize::MAX_SIDE`] a side.
+/// bytes that are not PNG, JPEG or WebP, a header that does not parse, a PNG palette that is not
+/// whole RGB entries, or a size of 0 or over [`ImageSize::MAX_SIDE`] a side.
 pub fn probe(bytes: &[u8]) -> Result<InputInfo> {
     let format = ImageFormat::sniff(bytes)
         .ok_or_else(|| Error::invalid(format!("is not an image; {ACCEPTED}")))?;
     let name = format.extension().to_uppercase();
+    if format == ImageFormat::Png {
+        check_png_palette(bytes)?;
+    }
     // A decoder reads the header only; the size is checked here, by hand.
     let (width, height) = reader(bytes, format, false)
         .into_decoder()
@@ -78,6 +81,27 @@ pub fn probe(bytes: &[u8]) -> Result<InputInfo> {
         width,
         height,
     })
+}
+
+/// Refuses a palette (PLTE chunk) that is not 1 to 256 RGB entries of 3 bytes, as the PNG
+/// specification requires: png 0.18.1's decoder panics on one whose length is not a multiple of 3
+/// (image-rs/image-png#694). Walks the chunk headers only, skipping their data; a chunk that runs
+/// past the end is left for the decoder to refuse.
+fn check_png_palette(bytes: &[u8]) -> Result<()> {
+    let mut rest = bytes.get(8..).unwrap_or_default();
+    while let Some((header, data)) = rest.split_first_chunk::<8>() {
+        let [l0, l1, l2, l3, kind @ ..] = *header;
+        let len = u32::from_be_bytes([l0, l1, l2, l3]);
+        if &kind == b"PLTE" && (len % 3 != 0 || !(3..=768).contains(&len)) {
+            return Err(Error::invalid(format!(
+                "has a PNG palette (PLTE chunk) of {len} bytes; accepted: 1 to 256 entries of 3 bytes (3 to 768 bytes, a multiple of 3)"
+            )));
+        }
+        // The data and the 4-byte CRC.
+        let skip = usize::try_from(len).map_or(usize::MAX, |l| l.saturating_add(4));
+        rest = data.get(skip..).unwrap_or_default();
+    }
+    Ok(())
 }
 
 /// [`probe`], then the pixels as RGB8, decoded under the limits ([`MAX_DECODE_ALLOC`]).
@@ -108,7 +132,7 @@ pub fn decode_input(bytes: &[u8]) -> Result<(InputInfo, RgbImage)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{png, png_bomb, png_declaring};
+    use crate::testing::{png, png_bomb, png_declaring, png_with_palette};
 
     #[test]
     fn inputs_within_the_limits_decode() {
@@ -143,6 +167,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("does not decode as PNG"), "{e}");
+    }
+
+    #[test]
+    fn palettes_that_are_not_whole_rgb_entries_are_refused_before_decoding() {
+        for ok in [3, 48, 768] {
+            let (_, img) = decode_input(&png_with_palette(ok)).unwrap();
+            assert_eq!(img.rgb, [0x40; 3]);
+        }
+        for bad in [1, 2, 4, 28, 767, 771] {
+            let e = decode_input(&png_with_palette(bad))
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "has a PNG palette (PLTE chunk) of {bad} bytes; accepted: 1 to 256 entries of 3 bytes (3 to 768 bytes, a multiple of 3)"
+                )
+            );
+        }
     }
 
     #[test]

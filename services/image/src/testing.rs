@@ -74,16 +74,35 @@ pub fn png_bomb(side: u32) -> Vec<u8> {
     ihdr.extend(side.to_be_bytes());
     ihdr.extend(side.to_be_bytes());
     ihdr.extend([8, 2, 0, 0, 0]); // 8 bits, RGB, deflate, adaptive filters, no interlace
+    png_file(&[(b"IHDR", &ihdr), (b"IDAT", &zlib), (b"IEND", &[])])
+}
+
+/// A 1x1 indexed-colour PNG whose palette (PLTE chunk) holds `palette_bytes` bytes, every chunk
+/// with its right CRC: with a length that is not a multiple of 3 (which the PNG specification
+/// forbids), what made png 0.18.1's decoder panic (image-rs/image-png#694).
+pub fn png_with_palette(palette_bytes: usize) -> Vec<u8> {
+    let ihdr = [0, 0, 0, 1, 0, 0, 0, 1, 8, 3, 0, 0, 0]; // 1x1, 8 bits, indexed colour
+    let palette = vec![0x40; palette_bytes];
+    // One stored deflate block holding the row: filter byte 0 and palette index 0.
+    let zlib = [
+        0x78, 0x01, 0x01, 0x02, 0x00, 0xFD, 0xFF, 0, 0, 0x00, 0x02, 0x00, 0x01,
+    ];
+    png_file(&[
+        (b"IHDR", &ihdr),
+        (b"PLTE", &palette),
+        (b"IDAT", &zlib),
+        (b"IEND", &[]),
+    ])
+}
+
+/// The PNG signature and `chunks` (type and data), each with its length and CRC.
+fn png_file(chunks: &[(&[u8; 4], &[u8])]) -> Vec<u8> {
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    for (kind, data) in [
-        (b"IHDR", &ihdr[..]),
-        (b"IDAT", &zlib[..]),
-        (b"IEND", &[][..]),
-    ] {
+    for (kind, data) in chunks {
         out.extend((data.len() as u32).to_be_bytes());
         let start = out.len();
-        out.extend(kind);
-        out.extend(data);
+        out.extend(*kind);
+        out.extend(*data);
         let crc = crc32(&out[start..]);
         out.extend(crc.to_be_bytes());
     }
