@@ -10,7 +10,8 @@
 //!    a baseline measured in the same run: the same jobs inserted one row per statement.
 //! 2. End to end: a 20k-job batch, 64×64 test-pattern images, one scheduler and two workers, from
 //!    submit to the last job succeeded; against the object store's own ceiling measured in the same
-//!    run (each job costs two PUTs: image and provenance).
+//!    run: with `worker.provenance_records: always` each job costs two PUTs (image and provenance
+//!    record), with `unless_embedded` one (the PNG carries the provenance); each on a fresh stack.
 //! 3. A GPU-like worker: one worker with one slot whose renderer takes [`GPU_LIKE_RENDER_MS`] per
 //!    image, a backlog of 300 jobs: the share of the worker's wall time spent inside the renderer,
 //!    and the pipeline's time per job around it (claim, upload, state changes), against the
@@ -436,38 +437,52 @@ async fn submit_case(submit_jobs: usize, concurrency: usize) {
     drop(stack);
 }
 
+/// `worker.provenance_records` of the end-to-end runs, with the PUTs each job then costs.
+const E2E_RECORDS: [(&str, f64); 2] = [("always", 2.0), ("unless_embedded", 1.0)];
+
 async fn e2e_case(e2e_jobs: usize, concurrency: usize) {
-    let mut stack = bench_stack(2, concurrency, 0).await;
-    let client = stack.client(KEY_A).await;
-    let ceiling = s3_put_rate(&stack, 2 * concurrency, 5.0).await;
-    let (submitted, total) = run_batch(&stack, &client, "e2e", e2e_jobs).await;
-    let rate = e2e_jobs as f64 / total;
-    let mut scrapes = Vec::new();
-    for w in &stack.workers {
-        scrapes.push(scrape(w.http).await);
-    }
     println!(
         "## end to end ({e2e_jobs} jobs, 64x64 test pattern, 1 scheduler + 2 workers x {concurrency} slots)"
     );
-    println!("| measure | value |\n|---|---|");
-    println!("| submit | {submitted:.2} s |");
-    println!("| submit to last success | {total:.2} s |");
-    println!("| pipeline | {rate:.0} jobs/s |");
     println!(
-        "| baseline: S3 PUTs/s at {} in flight | {ceiling:.0} |",
+        "| worker.provenance_records | PUTs per job | submit | submit to last success | pipeline | S3 PUTs/s at {} in flight (baseline) | ceiling from S3 alone | pipeline / ceiling |",
         2 * concurrency
     );
-    println!(
-        "| ceiling from S3 alone (2 PUTs per job) | {:.0} jobs/s |",
-        ceiling / 2.0
-    );
-    println!("| pipeline / S3 ceiling | {:.2} |", rate / (ceiling / 2.0));
-    println!("\nmean seconds per phase (workers):");
-    for (phase, mean) in phase_means(&scrapes) {
-        println!("- {phase}: {:.4}", mean);
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut phases = Vec::new();
+    for (records, puts) in E2E_RECORDS {
+        let mut stack = Stack::start(StackOptions {
+            workers: 2,
+            concurrency,
+            render_delay_ms: 0,
+            window: 4096,
+            provenance_records: Some(records),
+            ..Default::default()
+        })
+        .await;
+        let client = stack.client(KEY_A).await;
+        // The object store's own rate, measured on each stack just before its batch.
+        let ceiling = s3_put_rate(&stack, 2 * concurrency, 5.0).await;
+        let (submitted, total) = run_batch(&stack, &client, records, e2e_jobs).await;
+        let rate = e2e_jobs as f64 / total;
+        let mut scrapes = Vec::new();
+        for w in &stack.workers {
+            scrapes.push(scrape(w.http).await);
+        }
+        println!(
+            "| {records} | {puts} | {submitted:.2} s | {total:.2} s | {rate:.0} jobs/s | {ceiling:.0} | {:.0} jobs/s | {:.2} |",
+            ceiling / puts,
+            rate / (ceiling / puts)
+        );
+        phases.push((records, phase_means(&scrapes)));
+        stack.workers.clear();
     }
-    stack.workers.clear();
-    drop(stack);
+    for (records, means) in phases {
+        println!("\nmean seconds per phase (workers, {records}):");
+        for (phase, mean) in means {
+            println!("- {phase}: {mean:.4}");
+        }
+    }
 }
 
 async fn gpu_like_case(gpu_like_jobs: usize) {

@@ -106,6 +106,11 @@ fn a_bad_value_is_refused_naming_the_field() {
             "database:\n  url: mysql://db/x\n",
             "database.url",
         ),
+        (
+            "pixelfarm-worker",
+            "worker:\n  provenance_records: sometimes\n",
+            "worker.provenance_records",
+        ),
     ] {
         std::fs::write(dir.path().join("bad.yaml"), layer).unwrap();
         let o = check_config(binary, dir.path(), "bad");

@@ -1,6 +1,7 @@
-//! Content credentials on the real stack: a tenant's images carry a C2PA manifest the `c2pa`
-//! crate validates, a tenant that turned them off gets none, and a manifest's
-//! `output.content_credentials` wins over the tenant's setting.
+//! What an image carries and what is stored beside it, on the real stack: a tenant's images carry
+//! a C2PA manifest the `c2pa` crate validates, a tenant that turned them off gets none, and a
+//! manifest's `output.content_credentials` wins over the tenant's setting; the provenance record
+//! beside each image, or only beside those that do not carry it (`worker.provenance_records`).
 
 use std::time::Duration;
 
@@ -11,12 +12,12 @@ use pixelfarm_image::verify::{read, xmp_digital_source_type};
 
 const TEST_PATTERN: &str = "http://cv.iptc.org/newscodes/digitalsourcetype/algorithmicMedia";
 
-/// The image and parameters of each job of a batch of `manifest`, submitted as `client`.
-async fn images(
+/// The jobs of a batch of `manifest`, submitted as `client`, once every one has succeeded.
+async fn succeeded(
     stack: &Stack,
     client: &pixelfarm_api::ApiClient,
     manifest: &str,
-) -> Vec<(JobParams, Vec<u8>)> {
+) -> Vec<JobRecord> {
     let out = client.submit(manifest.to_string()).await.unwrap();
     let v = wait_batch(stack, client, out.batch_id, Duration::from_secs(60), |v| {
         v.done
@@ -29,9 +30,17 @@ async fn images(
         v.status.counts,
         stack.logs()
     );
-    let (jobs, _) = client.jobs(out.batch_id, None, 100).await.unwrap();
+    client.jobs(out.batch_id, None, 100).await.unwrap().0
+}
+
+/// The image and parameters of each job of a batch of `manifest`, submitted as `client`.
+async fn images(
+    stack: &Stack,
+    client: &pixelfarm_api::ApiClient,
+    manifest: &str,
+) -> Vec<(JobParams, Vec<u8>)> {
     let mut out = Vec::new();
-    for j in jobs {
+    for j in succeeded(stack, client, manifest).await {
         let bytes = client.image(j.id).await.unwrap().to_vec();
         out.push((j.params, bytes));
     }
@@ -115,5 +124,45 @@ async fn images_carry_credentials_unless_their_tenant_or_manifest_says_not() {
     {
         assert_eq!(params.output.content_credentials, Some(false));
         assert_eq!(read(&bytes, params.output.format, None).unwrap(), None);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unless_embedded_stores_records_only_beside_images_that_do_not_carry_them() {
+    let stack = Stack::start(StackOptions {
+        workers: 1,
+        provenance_records: Some("unless_embedded"),
+        ..Default::default()
+    })
+    .await;
+    let (a, blob) = (stack.client(KEY_A).await, stack.blob().await);
+    for (output, record) in [
+        ("", false),
+        (", output: {format: jpeg}", true),
+        (", output: {format: webp}", true),
+    ] {
+        let manifest = format!(
+            "name: records\nmodel: test\ndefaults: {{width: 32, height: 24, steps: 2{output}}}\nprompt: a lighthouse\nseeds: [1, 2]\n"
+        );
+        for j in succeeded(&stack, &a, &manifest).await {
+            let key = j.object_key.unwrap();
+            let (stem, _) = key.rsplit_once('.').unwrap();
+            let got = blob.get(&format!("{stem}.json")).await;
+            if record {
+                let prov: serde_json::Value = serde_json::from_slice(&got.unwrap()).unwrap();
+                assert_eq!(
+                    (prov["job_id"].as_str(), prov["object_key"].as_str()),
+                    (Some(&*j.id.to_string()), Some(&*key))
+                );
+            } else {
+                assert_eq!(got.unwrap_err().kind(), ErrorKind::NotFound, "{key}");
+                // The PNG carries the generation's provenance in its `pixelfarm` text chunk.
+                let png = blob.get(&key).await.unwrap();
+                let text = pixelfarm_image::decode_png_text(&png).unwrap();
+                let (_, prov) = text.iter().find(|(k, _)| k == "pixelfarm").unwrap();
+                let prov: serde_json::Value = serde_json::from_str(prov).unwrap();
+                assert_eq!(prov["params"]["seed"], serde_json::json!(j.params.seed));
+            }
+        }
     }
 }

@@ -163,6 +163,8 @@ pub struct StackOptions {
     pub local_blob: bool,
     /// `worker.write_group` as `(max, wait_ms)`; `None`: the worker's default.
     pub write_group: Option<(usize, u64)>,
+    /// `worker.provenance_records`; `None`: the worker's default (`always`).
+    pub provenance_records: Option<&'static str>,
     /// `scheduler.webhooks`, as a YAML flow mapping; `None`: the defaults.
     pub webhooks: Option<String>,
     /// `blob.signed_urls` (S3 only), as a YAML flow mapping; `None`: no signed URLs.
@@ -187,6 +189,7 @@ impl Default for StackOptions {
             retention_seconds: None,
             local_blob: false,
             write_group: None,
+            provenance_records: None,
             webhooks: None,
             signed_urls: None,
             unserved_models: Vec::new(),
@@ -246,7 +249,11 @@ impl Stack {
         let write_group = opts
             .write_group
             .map(|(max, wait_ms)| format!("  write_group: {{max: {max}, wait_ms: {wait_ms}}}\n"))
-            .unwrap_or_default();
+            .unwrap_or_default()
+            + &opts
+                .provenance_records
+                .map(|r| format!("  provenance_records: {r}\n"))
+                .unwrap_or_default();
         let config = format!(
             "database: {{url: \"{db_url}\", max_connections: 16}}
 broker: {{url: \"{amqp}\", prefix: \"{prefix}\", window_per_model: {window}}}

@@ -16,8 +16,10 @@ use crate::health::HealthConfig;
 
 mod credentials;
 mod webhooks;
+mod worker;
 pub use credentials::ContentCredentialsSettings;
 pub use webhooks::WebhookSettings;
+pub use worker::{ProvenanceRecords, WorkerSettings, WriteGroupSettings};
 
 /// All settings of a pixelfarm process (a scheduler reads some sections, a worker others).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -384,124 +386,6 @@ impl Default for SchedulerSettings {
             retention: RetentionSettings::default(),
             webhooks: WebhookSettings::default(),
         }
-    }
-}
-
-/// `worker` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WorkerSettings {
-    /// Lease owner name; defaults to the host name (the pod name on Kubernetes).
-    pub id: String,
-    /// Models this worker serves (one queue each).
-    pub models: Vec<String>,
-    /// Most unsettled messages held at once.
-    pub prefetch: u16,
-    /// Jobs processed at the same time.
-    pub concurrency: usize,
-    /// Lease length; a killed worker's jobs return to pending this long after its last heartbeat.
-    pub lease_seconds: u64,
-    /// Lease renewal period; well under `lease_seconds`.
-    pub heartbeat_seconds: u64,
-    /// On SIGTERM, how long the jobs in hand may take to finish.
-    pub drain_grace_seconds: u64,
-    /// `/metrics` + health listen address.
-    pub http_addr: String,
-    /// `diffusion` (the candle engine, models from the `diffusion` section) or `test-pattern`
-    /// (pipeline tests and benchmarks; no model).
-    pub renderer: String,
-    /// Model registry file of the `diffusion` renderer (YAML: services/diffusion, registry.rs).
-    /// A file of its own so it can be shipped and mounted separately (a ConfigMap on Kubernetes),
-    /// and so its file names, which contain dots, are not split into config paths.
-    pub registry: Option<PathBuf>,
-    /// Sleep added to each test-pattern render, standing in for device time (tests, benchmarks).
-    pub test_pattern_delay_ms: u64,
-    /// Micro-batching renderers (`diffusion` with `max_batch` > 1): how long the first render of an
-    /// idle worker waits for the others claimed with it before its batch starts. Later batches
-    /// form while the device works, without waiting.
-    pub batch_linger_ms: u64,
-    /// The longest one job's render may take; past it the render stops and the job dies with
-    /// error kind `invalid` (a job that slow would take a worker from every other job on each
-    /// retry). Bound what a job may ask for with the registry's per-model `limits`.
-    pub render_timeout_seconds: u64,
-    /// How the worker groups its claims and its completions into one statement each.
-    pub write_group: WriteGroupSettings,
-    /// The key that signs the images' content credentials.
-    pub content_credentials: ContentCredentialsSettings,
-}
-
-/// `worker.write_group` section: concurrent jobs' claims (and completions) wait together at most
-/// `wait_ms`, and at most `max` of them go to the database as one statement. `max: 1` writes
-/// each alone, at once.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WriteGroupSettings {
-    /// Most jobs in one grouped write.
-    pub max: usize,
-    /// Longest a claim or completion waits for company, in milliseconds.
-    pub wait_ms: u64,
-}
-
-impl Default for WriteGroupSettings {
-    fn default() -> Self {
-        WriteGroupSettings {
-            max: 64,
-            wait_ms: 2,
-        }
-    }
-}
-
-impl Default for WorkerSettings {
-    fn default() -> Self {
-        WorkerSettings {
-            id: String::new(),
-            models: vec!["test".into()],
-            prefetch: 8,
-            concurrency: 4,
-            lease_seconds: 30,
-            heartbeat_seconds: 10,
-            drain_grace_seconds: 30,
-            http_addr: "0.0.0.0:9091".into(),
-            renderer: "test-pattern".into(),
-            registry: None,
-            test_pattern_delay_ms: 0,
-            batch_linger_ms: 10,
-            render_timeout_seconds: 600,
-            write_group: WriteGroupSettings::default(),
-            content_credentials: ContentCredentialsSettings::default(),
-        }
-    }
-}
-
-impl WorkerSettings {
-    /// The validated model names.
-    ///
-    /// # Errors
-    /// `Invalid` naming the bad entry.
-    pub fn model_names(&self) -> Result<Vec<ModelName>> {
-        if self.models.is_empty() {
-            return Err(Error::invalid(
-                "worker.models is empty; list the models this worker serves",
-            ));
-        }
-        self.models
-            .iter()
-            .map(|m| {
-                ModelName::parse(m.trim())
-                    .map_err(|e| Error::invalid(format!("worker.models entry {e}")))
-            })
-            .collect()
-    }
-
-    /// The lease owner name.
-    pub fn worker_id(&self) -> String {
-        if !self.id.is_empty() {
-            return self.id.clone();
-        }
-        std::env::var("HOSTNAME")
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| format!("worker-{}", std::process::id()))
     }
 }
 

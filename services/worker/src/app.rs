@@ -240,6 +240,7 @@ pub fn config(settings: &Settings) -> anyhow::Result<WorkerConfig> {
             wait: Duration::from_millis(g.wait_ms),
         },
         signer: Arc::new(content_signer(&w.content_credentials)?),
+        provenance_records: w.provenance_records,
     })
 }
 

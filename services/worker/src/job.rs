@@ -7,6 +7,7 @@ use pixelfarm_image::credentials::{DigitalSource, Generation, embed};
 use pixelfarm_image::input::decode_input;
 use pixelfarm_image::output::{encode, postprocess, thumbnail};
 use pixelfarm_image::{ContentSigner, PngMetadata, a1111_parameters};
+use pixelfarm_runtime::settings::ProvenanceRecords;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -102,6 +103,8 @@ pub struct Execution<'a> {
     pub render_timeout: std::time::Duration,
     /// Signs the content credentials (`worker.content_credentials`).
     pub signer: &'a Arc<ContentSigner>,
+    /// Whether this image's provenance record is stored beside it (`worker.provenance_records`).
+    pub provenance_records: ProvenanceRecords,
 }
 
 impl Execution<'_> {
@@ -258,7 +261,8 @@ impl Execution<'_> {
         timings.insert("encode".into(), t.elapsed().as_secs_f64());
 
         // The record names the image's key and sha256, known before any upload, so the image, its
-        // record and its thumbnail (for an image over 256 px) go out together: one round trip.
+        // record (unless the PNG carries the provenance and the deployment leaves it there) and
+        // its thumbnail (for an image over 256 px) go out together: one round trip.
         let (image_key, record_key, thumb_key) = (key.image(), key.provenance(), key.thumbnail());
         let record = Provenance {
             schema: PROVENANCE_SCHEMA,
@@ -283,7 +287,8 @@ impl Execution<'_> {
             timings,
             rendered_at: Utc::now(),
         };
-        let json = serde_json::to_vec_pretty(&record).expect("provenance serializes");
+        let json = (self.provenance_records.stored(output.format))
+            .then(|| serde_json::to_vec_pretty(&record).expect("provenance serializes"));
         let t = Instant::now();
         tokio::try_join!(
             self.blob.put(
@@ -291,17 +296,8 @@ impl Execution<'_> {
                 Bytes::from(encoded),
                 output.format.content_type(),
             ),
-            self.blob
-                .put(&record_key, Bytes::from(json), "application/json"),
-            async {
-                match thumb {
-                    Some(thumb) => {
-                        let thumb = Bytes::from(thumb);
-                        self.blob.put(&thumb_key, thumb, "image/webp").await
-                    }
-                    None => Ok(()),
-                }
-            },
+            put_some(&*self.blob, &record_key, json, "application/json"),
+            put_some(&*self.blob, &thumb_key, thumb, "image/webp"),
         )?;
         // The record above holds every phase but this one: it is measured around the uploads.
         timings.insert("upload".into(), t.elapsed().as_secs_f64());
@@ -315,5 +311,18 @@ impl Execution<'_> {
             },
             identity.device,
         ))
+    }
+}
+
+/// Stores `body` at `key`, when there is a body.
+async fn put_some(
+    blob: &dyn BlobStore,
+    key: &str,
+    body: Option<Vec<u8>>,
+    content_type: &str,
+) -> Result<()> {
+    match body {
+        Some(body) => blob.put(key, Bytes::from(body), content_type).await,
+        None => Ok(()),
     }
 }

@@ -2,6 +2,7 @@
 
 use pixelfarm_core::*;
 use pixelfarm_image::ContentSigner;
+use pixelfarm_runtime::settings::ProvenanceRecords;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,6 +52,8 @@ pub struct WorkerConfig {
     pub write_group: GroupConfig,
     /// Signs the content credentials of the images whose jobs ask for them.
     pub signer: Arc<ContentSigner>,
+    /// Which images get their provenance record beside them (`worker.provenance_records`).
+    pub provenance_records: ProvenanceRecords,
 }
 
 /// The worker's grouped store writes, shared by its executions.
@@ -340,6 +343,7 @@ impl Worker {
             control: control.clone(),
             render_timeout: self.cfg.render_timeout,
             signer: &self.cfg.signer,
+            provenance_records: self.cfg.provenance_records,
         };
         let result = tokio::select! {
             r = exec.run(&mut timings) => Some(r),

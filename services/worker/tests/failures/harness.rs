@@ -99,6 +99,7 @@ pub(crate) async fn harness_timed(
             wait: Duration::from_millis(2),
         },
         signer: Arc::new(pixelfarm_image::ContentSigner::development()),
+        provenance_records: Default::default(),
     };
     let worker = Arc::new(Worker::new(
         cfg,
