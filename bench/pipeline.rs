@@ -1,8 +1,10 @@
 //! Pipeline benchmark on the real services (scripts/dev-services), with the release binaries:
 //!
 //! ```text
-//! cargo build --release --workspace --bins && target/release/bench-pipeline [JOBS_E2E] [JOBS_SUBMIT] [JOBS_GPU_LIKE] [JOBS_NOOP]
+//! cargo build --release --workspace --bins && target/release/bench-pipeline [JOBS_E2E] [JOBS_SUBMIT] [JOBS_GPU_LIKE] [JOBS_NOOP] [SLOTS]
 //! ```
+//!
+//! SLOTS: jobs each worker holds in the submit and end-to-end cases (default 16).
 //!
 //! A count of 0 skips its case (`bench-pipeline 0 0 0 100000`: the no-op case alone).
 //!
@@ -382,7 +384,7 @@ async fn main() {
     let submit_jobs = args.get(1).copied().unwrap_or(100_000);
     let gpu_like_jobs = args.get(2).copied().unwrap_or(300);
     let noop_jobs = args.get(3).copied().unwrap_or(100_000);
-    let concurrency = 16;
+    let concurrency = args.get(4).copied().unwrap_or(16);
 
     if submit_jobs > 0 {
         submit_case(submit_jobs, concurrency).await;
