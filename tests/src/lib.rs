@@ -249,11 +249,11 @@ impl Stack {
         let write_group = opts
             .write_group
             .map(|(max, wait_ms)| format!("  write_group: {{max: {max}, wait_ms: {wait_ms}}}\n"))
-            .unwrap_or_default()
-            + &opts
-                .provenance_records
-                .map(|r| format!("  provenance_records: {r}\n"))
-                .unwrap_or_default();
+            .unwrap_or_default();
+        let records = opts
+            .provenance_records
+            .map(|r| format!("  provenance_records: {r}\n"))
+            .unwrap_or_default();
         let config = format!(
             "database: {{url: \"{db_url}\", max_connections: 16}}
 broker: {{url: \"{amqp}\", prefix: \"{prefix}\", window_per_model: {window}}}
@@ -275,7 +275,7 @@ worker:
   drain_grace_seconds: 10
   test_pattern_delay_ms: {delay}
   renderer: {renderer}
-{registry}{write_group}health: {{interval_ms: 500, timeout_ms: 2000}}
+{registry}{write_group}{records}health: {{interval_ms: 500, timeout_ms: 2000}}
 ",
             window = opts.window,
             prefetch = opts.concurrency * 2,

@@ -287,7 +287,9 @@ impl Execution<'_> {
             timings,
             rendered_at: Utc::now(),
         };
-        let json = (self.provenance_records.stored(output.format))
+        let json = self
+            .provenance_records
+            .stored(output.format)
             .then(|| serde_json::to_vec_pretty(&record).expect("provenance serializes"));
         let t = Instant::now();
         tokio::try_join!(
