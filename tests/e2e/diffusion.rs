@@ -309,6 +309,26 @@ async fn loras_sweep_their_weights(
         prov["loras"],
         serde_json::json!([{"name": "style", "weight": 0.5, "sha256": sha}])
     );
+
+    // The same sweep as a template: the weight is a variable of the product, and each of its
+    // jobs renders the pixels of the explicit job with that weight.
+    let template = "name: lora-vars\nmodel: tiny\ndefaults: {width: 64, height: 64, steps: 3, guidance: 3.0, sampler: euler, loras: [{name: style, weight: {w}}]}\nprompt: a red house\nvars:\n  w: [0, 0.5, 1.0]\nseeds: [1]\n";
+    let swept = a.submit(template.to_string()).await.unwrap();
+    let v = wait_batch(stack, a, swept.batch_id, Duration::from_secs(300), |v| {
+        v.done
+    })
+    .await;
+    assert_eq!(v.status.counts.succeeded, 3, "{:?}", v.status.counts);
+    let (swept_jobs, _) = a.jobs(swept.batch_id, None, 10).await.unwrap();
+    for (w, explicit) in [("0", "none"), ("0.5", "half"), ("1.0", "full")] {
+        let key = format!("w={w}@64x64#0");
+        let j = swept_jobs.iter().find(|j| j.key == key).unwrap();
+        assert_eq!(
+            pixels(&a.image(j.id).await.unwrap()),
+            pixels(&a.image(job(explicit).id).await.unwrap()),
+            "{key}"
+        );
+    }
 }
 
 async fn img2img_and_inpainting_start_from_uploaded_images(

@@ -3,13 +3,17 @@
 //!
 //! The parts, each a module: `budget` (what a manifest may cost, and the scan of YAML text that
 //! enforces it before a parser runs), `raw` (the manifest as written), `expand` (defaults,
-//! templates and seeds into jobs), `spec` (the result, [`BatchSpec`]), `errors` (errors that
+//! templates and seeds into jobs), `loras` (`defaults.loras`, whose names and weights may be
+//! variables), `spec` (the result, [`BatchSpec`]), `errors` (errors that
 //! name the field and its line) and `rerender` (a job written back as a manifest).
 
 mod budget;
 mod errors;
 mod expand;
 mod jobs;
+mod loras;
+#[cfg(test)]
+mod loras_tests;
 mod raw;
 mod rerender;
 mod spec;

@@ -9,6 +9,7 @@ use super::budget::{
 };
 use super::errors::cross_error;
 use super::jobs::{JobSpec, Jobs, Part, Seeds, Shared, Template};
+use super::loras::LoraPlan;
 use super::raw::{RawDefaults, RawJob, RawManifest, RawSeeds};
 use super::spec::BatchSpec;
 use crate::Result;
@@ -24,13 +25,14 @@ struct Defaults {
     negative_prompt: NegativePrompt,
     init: Option<InitSpec>,
     hires: Option<HiresSpec>,
-    loras: Loras,
+    loras: LoraPlan,
     output: OutputSpec,
 }
 
 impl Defaults {
-    fn from_raw(d: RawDefaults) -> Self {
-        Defaults {
+    /// The defaults of the manifest `text`, whose `loras` may use `vars`.
+    fn from_raw(text: &str, d: RawDefaults, vars: &BTreeMap<String, Vec<String>>) -> Result<Self> {
+        Ok(Defaults {
             width: d.width.map_or(512, |s| s.0),
             height: d.height.map_or(512, |s| s.0),
             steps: d
@@ -43,9 +45,9 @@ impl Defaults {
             negative_prompt: d.negative_prompt.unwrap_or_default(),
             init: d.init,
             hires: d.hires,
-            loras: d.loras.unwrap_or_default(),
+            loras: LoraPlan::new(text, d.loras, vars)?,
             output: d.output.unwrap_or_default(),
-        }
+        })
     }
 }
 
@@ -187,7 +189,7 @@ pub(super) fn expand(raw: RawManifest, text: &str) -> Result<BatchSpec> {
         ));
     }
     check_tags(text, &raw.tags)?;
-    let d = Defaults::from_raw(raw.defaults);
+    let d = Defaults::from_raw(text, raw.defaults, &raw.vars)?;
     check_output(text, "defaults.output", &d.output)?;
     let sizes: Vec<(u32, u32)> = match &raw.sizes {
         Some(s) if s.is_empty() => {
@@ -294,11 +296,11 @@ fn template(
         });
     }
     for (i, (name, values)) in vars.iter().enumerate() {
-        if !parts.contains(&Piece::Var(i)) {
+        if !parts.contains(&Piece::Var(i)) && !d.loras.uses(i) {
             return Err(cross_error(
                 text,
                 &format!("vars.{name}"),
-                "is not used by any `{placeholder}` in `prompt`",
+                "is not used by any `{placeholder}` in `prompt` or `defaults.loras`",
             ));
         }
         if values.is_empty() {
@@ -476,10 +478,20 @@ fn check_variants(text: &str, t: &Template, explicit: &[JobSpec]) -> Result<()> 
             explicit_stems.insert(stem, &j.key);
         }
     }
+    let per_variant_loras = t.shared.loras.fixed().is_none();
     for choice in t.choices() {
         let (prompt, stem) = t.variant(&choice);
         Prompt::parse(prompt)
             .map_err(|e| cross_error(text, "prompt", format!("expands to a prompt that {e}")))?;
+        if per_variant_loras {
+            t.shared.loras.for_variant(&choice).map_err(|e| {
+                cross_error(
+                    text,
+                    "defaults.loras",
+                    format!("for the variant `{stem}` {e}"),
+                )
+            })?;
+        }
         if let Some(key) = explicit_stems.get(stem.as_str()) {
             let i = explicit.iter().position(|j| &j.key == key).unwrap_or(0);
             return Err(cross_error(
@@ -559,7 +571,17 @@ fn explicit_jobs(text: &str, raw: Vec<RawJob>, d: &Defaults, base: u64) -> Resul
                 seed,
                 init: j.init.or_else(|| d.init.clone()),
                 hires,
-                loras: j.loras.unwrap_or_else(|| d.loras.clone()),
+                loras: match (j.loras, d.loras.fixed()) {
+                    (Some(l), _) => l,
+                    (None, Some(l)) => l.clone(),
+                    (None, None) => {
+                        return Err(cross_error(
+                            text,
+                            &field("loras"),
+                            "is not given, and `defaults.loras` uses `vars`, which only the `prompt` template's jobs have; give this job its own `loras`",
+                        ));
+                    }
+                },
                 output,
             },
         });

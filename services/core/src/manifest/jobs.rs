@@ -80,7 +80,7 @@ pub(super) struct Shared {
     pub(super) sampler: Sampler,
     pub(super) init: Option<InitSpec>,
     pub(super) hires: Option<HiresSpec>,
-    pub(super) loras: Loras,
+    pub(super) loras: super::loras::LoraPlan,
     pub(super) output: OutputSpec,
 }
 
@@ -184,9 +184,11 @@ impl Jobs {
                 let (prompt, stem) = t.variant(&choice);
                 // Checked for every variant by the manifest's expansion, which built this template.
                 let prompt = Prompt::checked(prompt);
+                let loras = t.shared.loras.checked(&choice);
                 t.sizes.iter().flat_map(move |&(width, height)| {
                     let vkey = format!("{stem}@{width}x{height}");
                     let prompt = prompt.clone();
+                    let loras = loras.clone();
                     (0..t.seeds.len()).map(move |i| JobSpec {
                         key: format!("{vkey}#{i}"),
                         params: JobParams {
@@ -200,7 +202,7 @@ impl Jobs {
                             seed: t.seeds.get(&vkey, i),
                             init: t.shared.init.clone(),
                             hires: t.shared.hires,
-                            loras: t.shared.loras.clone(),
+                            loras: loras.clone(),
                             output: t.shared.output,
                         },
                     })

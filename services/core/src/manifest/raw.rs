@@ -32,7 +32,7 @@ pub(super) struct RawDefaults {
     pub(super) negative_prompt: Option<NegativePrompt>,
     pub(super) init: Option<InitSpec>,
     pub(super) hires: Option<HiresSpec>,
-    pub(super) loras: Option<Loras>,
+    pub(super) loras: Option<Vec<super::loras::RawLora>>,
     pub(super) output: Option<OutputSpec>,
 }
 

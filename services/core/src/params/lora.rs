@@ -87,6 +87,12 @@ impl Loras {
         Ok(Loras(loras))
     }
 
+    /// A set [`Loras::new`] accepted before (a manifest template's variant, built again when
+    /// its jobs are read).
+    pub(crate) fn checked(loras: Vec<LoraSpec>) -> Self {
+        Loras(loras)
+    }
+
     /// None at all.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
