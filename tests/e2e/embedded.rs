@@ -117,6 +117,9 @@ fn output_settings_give_the_asked_for_formats_and_sizes() {
   - key: web
     prompt: a web image
     output: {format: webp, resize: {width: 100, height: 40, fit: stretch}, sharpen: 0.5}
+  - key: big
+    prompt: a big image
+    output: {upscale: 2.5}
   - key: plain
     prompt: a plain image
 ",
@@ -134,6 +137,7 @@ fn output_settings_give_the_asked_for_formats_and_sizes() {
         let (ext, size) = match key.as_str() {
             "banner" => ("jpg", (300, 250)),
             "web" => ("webp", (100, 40)),
+            "big" => ("png", (160, 160)),
             _ => ("png", (64, 64)),
         };
         assert!(file.ends_with(ext), "{key}: {file}");
@@ -151,10 +155,20 @@ fn output_settings_give_the_asked_for_formats_and_sizes() {
                 "{comment}"
             );
         }
+        if key == "big" {
+            let text = pixelfarm_image::decode_png_text(&bytes).unwrap();
+            let params = &text.iter().find(|(k, _)| k == "parameters").unwrap().1;
+            assert!(
+                params.contains("Size: 64x64")
+                    && params
+                        .ends_with("Postprocess upscale by: 2.5, Postprocess upscaler: Lanczos"),
+                "{params}"
+            );
+        }
         seen.push(key);
     }
     seen.sort();
-    assert_eq!(seen, ["banner", "plain", "web"]);
+    assert_eq!(seen, ["banner", "big", "plain", "web"]);
     assert!(out.join("contact-sheet.png").is_file());
 }
 

@@ -59,10 +59,15 @@ impl ModelLimits {
                 return Err(over("hires.steps", steps, self.max_steps));
             }
         }
-        if let Some(r) = params.output.resize {
-            let side = r.width.get().max(r.height.get());
-            if side > self.max_output_side {
-                return Err(over("output.resize", side, self.max_output_side));
+        let delivery = match (params.output.resize, params.output.upscale) {
+            (Some(_), _) => Some("output.resize"),
+            (None, Some(_)) => Some("output.upscale: the delivered side"),
+            (None, None) => None,
+        };
+        if let Some(field) = delivery {
+            let (w, h) = params.delivered_size()?;
+            if w.max(h) > self.max_output_side {
+                return Err(over(field, w.max(h), self.max_output_side));
             }
         }
         if let Some(known) = &self.loras {
@@ -137,7 +142,7 @@ mod tests {
         let mut small = base.clone();
         (small.width, small.height, small.hires) = (256, 128, doubled(Some(50)));
         limits.check(&model, &small).unwrap();
-        let cases: [(&str, Change); 8] = [
+        let cases: [(&str, Change); 9] = [
             ("`width` is 520", |p| p.width = 520),
             ("`height` is 264", |p| p.height = 264),
             ("`steps` is 51", |p| p.steps = StepCount::parse(51).unwrap()),
@@ -152,6 +157,10 @@ mod tests {
             }),
             ("`output.resize` is 1025", |p| {
                 p.output.resize.as_mut().unwrap().height = OutputSide::parse(1025).unwrap()
+            }),
+            ("`output.upscale: the delivered side` is 1280", |p| {
+                p.output.resize = None;
+                p.output.upscale = Some(UpscaleFactor::parse(2.5).unwrap());
             }),
             (
                 "`loras[1].name` is `other`; accepted for model `sd15`: brand",

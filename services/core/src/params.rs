@@ -15,7 +15,7 @@ pub use hires::{HiresScale, HiresSpec, Upscaler};
 pub use init::{BlobImage, InitSpec, Strength};
 pub use lora::{LoraSpec, LoraWeight, Loras};
 pub use name::ModelName;
-pub use output::{Fit, ImageFormat, Level, OutputSide, OutputSpec, Quality, Resize};
+pub use output::{Fit, ImageFormat, Level, OutputSide, OutputSpec, Quality, Resize, UpscaleFactor};
 pub use size::{ImageSize, StepCount};
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -323,15 +323,15 @@ impl JobParams {
         }
     }
 
-    /// The size of the stored image: `output.resize` when set, the rendered size otherwise.
+    /// The size of the stored image: `output.resize`, or the rendered size times
+    /// `output.upscale`, or the rendered size.
     ///
     /// # Errors
-    /// As [`Self::render_size`].
+    /// As [`Self::render_size`] and [`OutputSpec::delivered`] (only for rows written by hand:
+    /// manifests are checked).
     pub fn delivered_size(&self) -> Result<(u32, u32)> {
-        match self.output.resize {
-            Some(r) => Ok((r.width.get(), r.height.get())),
-            None => self.render_size(),
-        }
+        let (w, h) = self.render_size()?;
+        self.output.delivered(w, h)
     }
 }
 

@@ -64,6 +64,13 @@ pub fn a1111_parameters(
             h.steps_for(params.steps).get(),
         ));
     }
+    // A1111's names for an upscale in its "Extras" tab.
+    if let Some(u) = params.output.upscale {
+        out.push_str(&format!(
+            ", Postprocess upscale by: {}, Postprocess upscaler: Lanczos",
+            u.get()
+        ));
+    }
     if !loras.is_empty() {
         let hashes: Vec<String> = loras
             .iter()
@@ -238,6 +245,14 @@ mod tests {
             ),
             "{}",
             a1111_parameters(&hires, "sd15", "candle-sd/1", &[])
+        );
+        // And an upscale as A1111's Extras tab says it.
+        let mut upscaled = params.clone();
+        upscaled.output.upscale = Some(pixelfarm_core::UpscaleFactor::parse(2.0).unwrap());
+        assert!(
+            a1111_parameters(&upscaled, "sd15", "candle-sd/1", &[]).ends_with(
+                "Renderer: candle-sd/1, Postprocess upscale by: 2, Postprocess upscaler: Lanczos"
+            )
         );
 
         // LoRAs as A1111 writes them: tags after the prompt, short hashes at the end.

@@ -1,5 +1,5 @@
 //! What happens to rendered pixels before they are stored, per the job's [`OutputSpec`]:
-//! resize/crop to the delivered size, colour adjustments, sharpening (in that order), then the
+//! resize/crop to the delivered size or upscale, colour adjustments, sharpening (in that order), then the
 //! file format — PNG with text chunks, JPEG with the parameters in EXIF `UserComment` (where
 //! AUTOMATIC1111-compatible tools look), or WebP. Every step is deterministic, so a job gives the
 //! same bytes on every CPU worker.
@@ -13,10 +13,12 @@ use crate::encode::{PngMetadata, check_buffer, encode_png};
 /// Radius (Gaussian sigma, pixels) of the unsharp mask.
 const SHARPEN_SIGMA: f32 = 1.0;
 
-/// Apply the resize, colour and sharpening of `spec` to `image` (a no-op for the default spec).
+/// Apply the resize or upscale, colour and sharpening of `spec` to `image` (a no-op for the
+/// default spec).
 ///
 /// # Errors
-/// `Invalid` if the pixel buffer does not match the image size.
+/// `Invalid` if the pixel buffer does not match the image size, or the upscale would pass the
+/// largest delivered side.
 pub fn postprocess(image: RgbImage, spec: &OutputSpec) -> Result<RgbImage> {
     let RgbImage { width, height, rgb } = image;
     let mut img = image::RgbImage::from_raw(width, height, rgb).ok_or_else(|| {
@@ -24,6 +26,9 @@ pub fn postprocess(image: RgbImage, spec: &OutputSpec) -> Result<RgbImage> {
     })?;
     if let Some(r) = spec.resize {
         img = resize(&img, r);
+    } else if spec.upscale.is_some() {
+        let (w, h) = spec.delivered(width, height)?;
+        img = imageops::resize(&img, w, h, FilterType::Lanczos3);
     }
     let (b, c, s) = (
         spec.brightness.get() as f32,
@@ -304,6 +309,21 @@ mod tests {
         let img = halves(16, 8);
         let out = postprocess(img.clone(), &OutputSpec::default()).unwrap();
         assert_eq!((out.width, out.height, &out.rgb), (16, 8, &img.rgb));
+    }
+
+    #[test]
+    fn upscale_multiplies_each_side_with_the_resize_filter() {
+        let spec = OutputSpec {
+            upscale: Some(pixelfarm_core::UpscaleFactor::parse(2.5).unwrap()),
+            ..OutputSpec::default()
+        };
+        let out = postprocess(halves(64, 40), &spec).unwrap();
+        assert_eq!((out.width, out.height), (160, 100));
+        // The same pixels as a stretch to that size: one Lanczos filter for both.
+        let stretched = postprocess(halves(64, 40), &resize(160, 100, Fit::Stretch)).unwrap();
+        assert_eq!(out.rgb, stretched.rgb);
+        assert_eq!(pixel(&out, 5, 50), [200, 30, 30]);
+        assert_eq!(pixel(&out, 155, 50), [30, 30, 200]);
     }
 
     #[test]

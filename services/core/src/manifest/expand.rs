@@ -12,6 +12,7 @@ use super::jobs::{JobSpec, Jobs, Part, Seeds, Shared, Template};
 use super::loras::LoraPlan;
 use super::raw::{RawDefaults, RawJob, RawManifest, RawSeeds};
 use super::spec::BatchSpec;
+use super::variants::check_variants;
 use crate::Result;
 use crate::keys::derive_seed;
 use crate::params::*;
@@ -58,15 +59,25 @@ fn check_output(text: &str, path: &str, output: &OutputSpec) -> Result<()> {
         .map_err(|(field, msg)| cross_error(text, &format!("{path}.{field}"), msg))
 }
 
-/// The hires fix at `path` must fit a render of `width x height`.
-fn check_hires(text: &str, path: &str, hires: Option<&HiresSpec>, size: (u32, u32)) -> Result<()> {
-    match hires {
-        Some(h) => h
+/// The hires fix at `hires.0` must fit a render of `width x height`, and the upscale of the
+/// output at `output.0` must fit what the renderer delivers.
+fn check_sizes(
+    text: &str,
+    hires: (&str, Option<&HiresSpec>),
+    output: (&str, &OutputSpec),
+    size: (u32, u32),
+) -> Result<()> {
+    let (w, h) = match hires.1 {
+        Some(spec) => spec
             .size(size.0, size.1)
-            .map(|_| ())
-            .map_err(|e| cross_error(text, &format!("{path}.scale"), e.to_string())),
-        None => Ok(()),
-    }
+            .map_err(|e| cross_error(text, &format!("{}.scale", hires.0), e.to_string()))?,
+        None => size,
+    };
+    output
+        .1
+        .delivered(w, h)
+        .map(|_| ())
+        .map_err(|e| cross_error(text, &format!("{}.upscale", output.0), e.to_string()))
 }
 
 /// A part of a prompt template: literal text or a placeholder, by name (`{name}`) as written,
@@ -204,7 +215,12 @@ pub(super) fn expand(raw: RawManifest, text: &str) -> Result<BatchSpec> {
     };
     if raw.prompt.is_some() {
         for &size in &sizes {
-            check_hires(text, "defaults.hires", d.hires.as_ref(), size)?;
+            check_sizes(
+                text,
+                ("defaults.hires", d.hires.as_ref()),
+                ("defaults.output", &d.output),
+                size,
+            )?;
         }
     }
 
@@ -434,94 +450,6 @@ fn template(
     })
 }
 
-/// Check every variant of `t` without keeping its jobs: its prompt is one [`Prompt::parse`]
-/// accepts, and no two jobs of the batch share a key. A template's keys (`stem@WxH#i`) are
-/// distinct when its sizes are and each variable's values are, as long as the stems parse back
-/// one way: a value holding `,name=` of a later variable could make two stems equal, and only
-/// then are the stems themselves remembered. An explicit job's key is compared with the
-/// variants it could collide with, found from its `@WxH#i` suffix.
-fn check_variants(text: &str, t: &Template, explicit: &[JobSpec]) -> Result<()> {
-    let twice = |key: String| {
-        cross_error(
-            text,
-            "vars",
-            format!("produce the job `{key}` twice; values must be unique"),
-        )
-    };
-    for (i, size) in t.sizes.iter().enumerate() {
-        if t.sizes[..i].contains(size) {
-            let (_, stem) = t.variant(&vec![0; t.vars.len()]);
-            return Err(twice(format!("{stem}@{}x{}#0", size.0, size.1)));
-        }
-    }
-    for (i, (_, values)) in t.vars.iter().enumerate() {
-        let mut seen = HashSet::new();
-        if let Some(dup) = values.iter().position(|v| !seen.insert(v)) {
-            let mut choice = vec![0; t.vars.len()];
-            choice[i] = dup;
-            let (_, stem) = t.variant(&choice);
-            let (w, h) = t.sizes[0];
-            return Err(twice(format!("{stem}@{w}x{h}#0")));
-        }
-    }
-    let ambiguous = t.vars.iter().enumerate().any(|(i, (_, values))| {
-        t.vars[i + 1..].iter().any(|(later, _)| {
-            let marker = format!(",{later}=");
-            values.iter().any(|v| v.contains(&marker))
-        })
-    });
-    let mut stems = HashSet::new();
-    // Explicit keys that have the form of one of this template's keys, by stem.
-    let mut explicit_stems: std::collections::HashMap<&str, &str> = Default::default();
-    for j in explicit {
-        if let Some(stem) = template_stem(&j.key, &t.sizes, t.seeds_len()) {
-            explicit_stems.insert(stem, &j.key);
-        }
-    }
-    let per_variant_loras = t.shared.loras.fixed().is_none();
-    for choice in t.choices() {
-        let (prompt, stem) = t.variant(&choice);
-        Prompt::parse(prompt)
-            .map_err(|e| cross_error(text, "prompt", format!("expands to a prompt that {e}")))?;
-        if per_variant_loras {
-            t.shared.loras.for_variant(&choice).map_err(|e| {
-                cross_error(
-                    text,
-                    "defaults.loras",
-                    format!("for the variant `{stem}` {e}"),
-                )
-            })?;
-        }
-        if let Some(key) = explicit_stems.get(stem.as_str()) {
-            let i = explicit.iter().position(|j| &j.key == key).unwrap_or(0);
-            return Err(cross_error(
-                text,
-                &format!("jobs[{i}].key"),
-                format!("`{key}` is used by another job; give each job a distinct `key`"),
-            ));
-        }
-        if ambiguous && !stems.insert(stem.clone()) {
-            let (w, h) = t.sizes[0];
-            return Err(twice(format!("{stem}@{w}x{h}#0")));
-        }
-    }
-    Ok(())
-}
-
-/// The stem of `key` when it ends like a key of the template with these sizes and seeds count
-/// (`@WxH#i`, a listed size, `i` below the count).
-fn template_stem<'k>(key: &'k str, sizes: &[(u32, u32)], seeds: usize) -> Option<&'k str> {
-    let (rest, index) = key.rsplit_once('#')?;
-    if !index.bytes().all(|b| b.is_ascii_digit()) || index.parse::<usize>().ok()? >= seeds {
-        return None;
-    }
-    let (stem, size) = rest.rsplit_once('@')?;
-    let (w, h) = size.split_once('x')?;
-    sizes
-        .contains(&(w.parse().ok()?, h.parse().ok()?))
-        .then_some(stem)
-}
-
 /// The explicit jobs, each with its defaults, key and seed; their keys distinct.
 fn explicit_jobs(text: &str, raw: Vec<RawJob>, d: &Defaults, base: u64) -> Result<Vec<JobSpec>> {
     let mut keys = HashSet::new();
@@ -542,13 +470,21 @@ fn explicit_jobs(text: &str, raw: Vec<RawJob>, d: &Defaults, base: u64) -> Resul
             None => format!("prompt={}@{width}x{height}", j.prompt.as_str()),
         };
         let seed = j.seed.unwrap_or_else(|| derive_seed(base, &key, 0));
-        let output = j.output.unwrap_or(d.output);
-        check_output(text, &field("output"), &output)?;
+        let (output, output_path) = match j.output {
+            Some(o) => (o, field("output")),
+            None => (d.output, "defaults.output".to_string()),
+        };
+        check_output(text, &output_path, &output)?;
         let (hires, hires_path) = match j.hires {
             Some(h) => (Some(h), field("hires")),
             None => (d.hires, "defaults.hires".to_string()),
         };
-        check_hires(text, &hires_path, hires.as_ref(), (width, height))?;
+        check_sizes(
+            text,
+            (&hires_path, hires.as_ref()),
+            (&output_path, &output),
+            (width, height),
+        )?;
         if !keys.insert(key.clone()) {
             return Err(cross_error(
                 text,

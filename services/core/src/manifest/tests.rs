@@ -3,7 +3,7 @@ use crate::params::*;
 use std::collections::HashSet;
 
 /// The `i`-th job of a batch.
-fn job(b: &BatchSpec, i: usize) -> JobSpec {
+pub(super) fn job(b: &BatchSpec, i: usize) -> JobSpec {
     b.jobs.iter().nth(i).expect("the batch has that job")
 }
 
@@ -61,7 +61,7 @@ fn explicit_jobs_override_defaults() {
     assert_eq!(job(&b, 1).params.seed.get(), 5);
 }
 
-fn err(text: &str) -> String {
+pub(super) fn err(text: &str) -> String {
     let e = parse_manifest(text).unwrap_err();
     assert_eq!(e.kind(), crate::ErrorKind::Invalid);
     e.to_string()
@@ -124,33 +124,6 @@ fn cross_field_errors_name_the_field() {
     assert!(e.contains("`jobs[1].key`"), "{e}");
     let e = err("name: n\nmodel: m\n");
     assert!(e.contains("no jobs"), "{e}");
-}
-
-#[test]
-fn output_settings_reach_every_job_and_jobs_may_override_them() {
-    let text = "name: n\nmodel: m\ndefaults:\n  output: {format: jpeg, quality: 80, resize: {width: 300, height: 250}}\njobs:\n  - prompt: a\n  - prompt: b\n    output: {format: webp, sharpen: 0.5, saturation: 1.2}\n";
-    let b = parse_manifest(text).unwrap();
-    let o = &job(&b, 0).params.output;
-    assert_eq!(o.format, ImageFormat::Jpeg);
-    assert_eq!(o.quality.map(Quality::get), Some(80));
-    let r = o.resize.unwrap();
-    assert_eq!(
-        (r.width.get(), r.height.get(), r.fit),
-        (300, 250, Fit::Cover)
-    );
-    let o = &job(&b, 1).params.output;
-    assert_eq!(
-        (o.format, o.quality, o.resize),
-        (ImageFormat::Webp, None, None)
-    );
-    assert_eq!(
-        (o.sharpen.get(), o.saturation.get(), o.contrast.get()),
-        (0.5, 1.2, 1.0)
-    );
-    // Without `output`, params serialize as before (output keys of old jobs do not move).
-    let plain = parse_manifest("name: n\nmodel: m\nprompt: p\nseeds: [1]\n").unwrap();
-    let json = serde_json::to_string(&job(&plain, 0).params).unwrap();
-    assert!(!json.contains("output"), "{json}");
 }
 
 #[test]
@@ -249,45 +222,6 @@ fn the_readme_manifest_parses() {
     );
     let lora = b.jobs.iter().find(|j| !j.params.loras.is_empty()).unwrap();
     assert_eq!(lora.params.loras.iter().next().unwrap().weight.get(), 0.8);
-}
-
-#[test]
-fn bad_output_settings_name_the_field() {
-    let base = "name: n\nmodel: m\nprompt: p\nseeds: [1]\ndefaults:\n  output:\n";
-    let e = err(&format!("{base}    format: gif\n"));
-    assert!(
-        e.contains("`defaults.output.format` (line 7)") && e.contains("jpeg"),
-        "{e}"
-    );
-    let e = err(&format!("{base}    format: jpeg\n    quality: 101\n"));
-    assert!(
-        e.contains("`defaults.output.quality` (line 8)") && e.contains("1 to 100"),
-        "{e}"
-    );
-    let e = err(&format!("{base}    quality: 80\n"));
-    assert!(
-        e.contains("`defaults.output.quality` (line 7)") && e.contains("png"),
-        "{e}"
-    );
-    let e = err(&format!("{base}    sharpen: -1\n"));
-    assert!(
-        e.contains("`defaults.output.sharpen`") && e.contains("0 to 4"),
-        "{e}"
-    );
-    let e = err(&format!("{base}    resize: {{width: 0, height: 5}}\n"));
-    assert!(
-        e.contains("`defaults.output.resize.width`") && e.contains("1 to 8192"),
-        "{e}"
-    );
-    let e = err(&format!(
-        "{base}    resize: {{width: 5, height: 5, fit: squash}}\n"
-    ));
-    assert!(
-        e.contains("`defaults.output.resize.fit`") && e.contains("cover"),
-        "{e}"
-    );
-    let e = err("name: n\nmodel: m\njobs:\n  - prompt: a\n    output: {quality: 5}\n");
-    assert!(e.contains("`jobs[0].output.quality` (line 5)"), "{e}");
 }
 
 #[test]

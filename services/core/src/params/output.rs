@@ -136,6 +136,34 @@ impl OutputSide {
 }
 deserialize_via_parse!(OutputSide, u32);
 
+/// How much `output.upscale` enlarges the rendered image: finite, more than 1 and at most 4.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
+#[serde(transparent)]
+pub struct UpscaleFactor(f64);
+
+impl UpscaleFactor {
+    /// Largest factor accepted.
+    pub const MAX: f64 = 4.0;
+
+    /// # Errors
+    /// `Invalid` when not finite or outside (1, 4].
+    pub fn parse(v: f64) -> Result<Self> {
+        if !v.is_finite() || v <= 1.0 || v > Self::MAX {
+            return Err(Error::invalid(format!(
+                "is {v}; accepted: a number above 1 and at most {}",
+                Self::MAX
+            )));
+        }
+        Ok(UpscaleFactor(v))
+    }
+
+    /// The factor.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+deserialize_via_parse!(UpscaleFactor, f64);
+
 /// How the rendered image becomes the delivered size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -160,8 +188,8 @@ pub struct Resize {
     pub fit: Fit,
 }
 
-/// What happens to the rendered pixels before they are stored: resize/crop, colour, sharpen
-/// (in that order), then encoding, with content credentials unless they are turned off. The
+/// What happens to the rendered pixels before they are stored: resize/crop or upscale, colour,
+/// sharpen (in that order), then encoding, with content credentials unless they are turned off. The
 /// default — the rendered pixels as PNG, with credentials — serializes to nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -175,6 +203,10 @@ pub struct OutputSpec {
     /// Deliver exactly this size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resize: Option<Resize>,
+    /// Enlarge the rendered image by this factor (Lanczos, each side rounded to the nearest
+    /// pixel), whatever its size; not with `resize`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upscale: Option<UpscaleFactor>,
     /// Brightness factor (1 = unchanged).
     #[serde(default = "level_one", skip_serializing_if = "is_one")]
     pub brightness: Level,
@@ -200,6 +232,7 @@ impl Default for OutputSpec {
             format: ImageFormat::Png,
             quality: None,
             resize: None,
+            upscale: None,
             brightness: Level::ONE,
             contrast: Level::ONE,
             saturation: Level::ONE,
@@ -242,7 +275,39 @@ impl OutputSpec {
                 "is given for format png, which is lossless; accepted: quality with format jpeg or webp".into(),
             ));
         }
+        if self.resize.is_some() && self.upscale.is_some() {
+            return Err((
+                "upscale",
+                "is given with `resize`; accepted: one of them (`resize` delivers an exact size, `upscale` multiplies the rendered one)".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// The size delivered for a render of `width x height`: `resize`'s, the upscaled one, or
+    /// the rendered size.
+    ///
+    /// # Errors
+    /// `Invalid` when `upscale` makes a side larger than [`OutputSide::MAX`], saying the largest
+    /// factor that fits.
+    pub fn delivered(&self, width: u32, height: u32) -> Result<(u32, u32)> {
+        if let Some(r) = self.resize {
+            return Ok((r.width.get(), r.height.get()));
+        }
+        let Some(u) = self.upscale else {
+            return Ok((width, height));
+        };
+        let side = |v: u32| ((f64::from(v) * u.get()).round() as u32).max(1);
+        let (w, h) = (side(width), side(height));
+        if w > OutputSide::MAX || h > OutputSide::MAX {
+            return Err(Error::invalid(format!(
+                "{} makes {width}x{height} {w}x{h}; accepted: at most {} a side (an upscale up to {:.2} for this size)",
+                u.get(),
+                OutputSide::MAX,
+                f64::from(OutputSide::MAX) / f64::from(width.max(height))
+            )));
+        }
+        Ok((w, h))
     }
 }
 
