@@ -98,7 +98,7 @@ mod tests {
     /// A hires fix doubling each side, refined in `steps` (the job's when `None`).
     fn doubled(steps: Option<u32>) -> Option<HiresSpec> {
         Some(HiresSpec {
-            scale: HiresScale::parse(2.0).unwrap(),
+            scale: ScaleFactor::parse(2.0).unwrap(),
             steps: steps.map(|s| StepCount::parse(s).unwrap()),
             strength: Strength::parse(0.5).unwrap(),
             upscaler: Upscaler::Lanczos,
@@ -160,7 +160,7 @@ mod tests {
             }),
             ("`output.upscale: the delivered side` is 1280", |p| {
                 p.output.resize = None;
-                p.output.upscale = Some(UpscaleFactor::parse(2.5).unwrap());
+                p.output.upscale = Some(ScaleFactor::parse(2.5).unwrap());
             }),
             (
                 "`loras[1].name` is `other`; accepted for model `sd15`: brand",

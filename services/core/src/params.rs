@@ -11,11 +11,11 @@ mod name;
 mod output;
 mod size;
 
-pub use hires::{HiresScale, HiresSpec, Upscaler};
+pub use hires::{HiresSpec, ScaleFactor, Upscaler};
 pub use init::{BlobImage, InitSpec, Strength};
 pub use lora::{LoraSpec, LoraWeight, Loras};
 pub use name::ModelName;
-pub use output::{Fit, ImageFormat, Level, OutputSide, OutputSpec, Quality, Resize, UpscaleFactor};
+pub use output::{Fit, ImageFormat, Level, OutputSide, OutputSpec, Quality, Resize};
 pub use size::{ImageSize, StepCount};
 
 use serde::{Deserialize, Deserializer, Serialize};

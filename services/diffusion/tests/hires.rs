@@ -2,8 +2,9 @@
 //! the refined size, the exact img2img it is, its upscalers, batching and progress.
 
 use pixelfarm_core::{
-    GuidanceScale, HiresScale, HiresSpec, ImageInput, JobParams, ModelName, NegativePrompt, Prompt,
-    RenderControl, Renderer, RgbImage, Sampler, Seed, StepCount, StepProgress, Strength, Upscaler,
+    GuidanceScale, HiresSpec, ImageInput, JobParams, ModelName, NegativePrompt, Prompt,
+    RenderControl, Renderer, RgbImage, Sampler, ScaleFactor, Seed, StepCount, StepProgress,
+    Strength, Upscaler,
 };
 use pixelfarm_diffusion::{DiffusionEngine, hires::enlarge, tiny};
 use std::sync::OnceLock;
@@ -47,7 +48,7 @@ fn job(prompt: &str, seed: u64, hires: Option<HiresSpec>) -> JobParams {
 
 fn hires(scale: f64, strength: f64, upscaler: Upscaler) -> Option<HiresSpec> {
     Some(HiresSpec {
-        scale: HiresScale::parse(scale).unwrap(),
+        scale: ScaleFactor::parse(scale).unwrap(),
         steps: Some(StepCount::parse(6).unwrap()),
         strength: Strength::parse(strength).unwrap(),
         upscaler,

@@ -232,7 +232,7 @@ mod tests {
         // The hires fix in A1111's words.
         let hires = JobParams {
             hires: Some(HiresSpec {
-                scale: HiresScale::parse(1.5).unwrap(),
+                scale: ScaleFactor::parse(1.5).unwrap(),
                 steps: None,
                 strength: Strength::parse(0.4).unwrap(),
                 upscaler: Upscaler::Latent,
@@ -248,7 +248,7 @@ mod tests {
         );
         // And an upscale as A1111's Extras tab says it.
         let mut upscaled = params.clone();
-        upscaled.output.upscale = Some(pixelfarm_core::UpscaleFactor::parse(2.0).unwrap());
+        upscaled.output.upscale = Some(pixelfarm_core::ScaleFactor::parse(2.0).unwrap());
         assert!(
             a1111_parameters(&upscaled, "sd15", "candle-sd/1", &[]).ends_with(
                 "Renderer: candle-sd/1, Postprocess upscale by: 2, Postprocess upscaler: Lanczos"

@@ -314,7 +314,7 @@ mod tests {
     #[test]
     fn upscale_multiplies_each_side_with_the_resize_filter() {
         let spec = OutputSpec {
-            upscale: Some(pixelfarm_core::UpscaleFactor::parse(2.5).unwrap()),
+            upscale: Some(pixelfarm_core::ScaleFactor::parse(2.5).unwrap()),
             ..OutputSpec::default()
         };
         let out = postprocess(halves(64, 40), &spec).unwrap();

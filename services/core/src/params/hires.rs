@@ -9,12 +9,12 @@ use super::init::Strength;
 use super::size::{ImageSize, StepCount};
 use crate::{Error, Result};
 
-/// How much a hires fix enlarges: finite, more than 1 and at most 4.
+/// An enlargement: finite, more than 1 and at most 4 (`hires.scale`, `output.upscale`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
 #[serde(transparent)]
-pub struct HiresScale(f64);
+pub struct ScaleFactor(f64);
 
-impl HiresScale {
+impl ScaleFactor {
     /// Largest factor accepted.
     pub const MAX: f64 = 4.0;
 
@@ -27,7 +27,7 @@ impl HiresScale {
                 Self::MAX
             )));
         }
-        Ok(HiresScale(v))
+        Ok(ScaleFactor(v))
     }
 
     /// The factor.
@@ -35,7 +35,7 @@ impl HiresScale {
         self.0
     }
 }
-deserialize_via_parse!(HiresScale, f64);
+deserialize_via_parse!(ScaleFactor, f64);
 
 /// How the first pass is enlarged before it is refined.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -57,7 +57,7 @@ pub enum Upscaler {
 #[serde(deny_unknown_fields)]
 pub struct HiresSpec {
     /// Enlargement, above 1 and at most 4.
-    pub scale: HiresScale,
+    pub scale: ScaleFactor,
     /// Steps of the refining schedule; absent: the job's `steps`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<StepCount>,
@@ -117,7 +117,7 @@ mod tests {
 
     fn spec(scale: f64) -> HiresSpec {
         HiresSpec {
-            scale: HiresScale::parse(scale).unwrap(),
+            scale: ScaleFactor::parse(scale).unwrap(),
             steps: None,
             strength: half(),
             upscaler: Upscaler::Lanczos,
@@ -135,7 +135,7 @@ mod tests {
             "{e}"
         );
         for bad in [1.0, 0.5, 4.01, f64::NAN, f64::INFINITY] {
-            let e = HiresScale::parse(bad).unwrap_err().to_string();
+            let e = ScaleFactor::parse(bad).unwrap_err().to_string();
             assert!(e.contains("above 1 and at most 4"), "{bad}: {e}");
         }
     }

@@ -4,6 +4,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use super::deserialize::deserialize_via_parse;
+use super::hires::ScaleFactor;
 use crate::{Error, Result};
 
 /// Encoded file format of a job's image.
@@ -136,34 +137,6 @@ impl OutputSide {
 }
 deserialize_via_parse!(OutputSide, u32);
 
-/// How much `output.upscale` enlarges the rendered image: finite, more than 1 and at most 4.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
-#[serde(transparent)]
-pub struct UpscaleFactor(f64);
-
-impl UpscaleFactor {
-    /// Largest factor accepted.
-    pub const MAX: f64 = 4.0;
-
-    /// # Errors
-    /// `Invalid` when not finite or outside (1, 4].
-    pub fn parse(v: f64) -> Result<Self> {
-        if !v.is_finite() || v <= 1.0 || v > Self::MAX {
-            return Err(Error::invalid(format!(
-                "is {v}; accepted: a number above 1 and at most {}",
-                Self::MAX
-            )));
-        }
-        Ok(UpscaleFactor(v))
-    }
-
-    /// The factor.
-    pub fn get(self) -> f64 {
-        self.0
-    }
-}
-deserialize_via_parse!(UpscaleFactor, f64);
-
 /// How the rendered image becomes the delivered size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -206,7 +179,7 @@ pub struct OutputSpec {
     /// Enlarge the rendered image by this factor (Lanczos, each side rounded to the nearest
     /// pixel), whatever its size; not with `resize`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upscale: Option<UpscaleFactor>,
+    pub upscale: Option<ScaleFactor>,
     /// Brightness factor (1 = unchanged).
     #[serde(default = "level_one", skip_serializing_if = "is_one")]
     pub brightness: Level,
