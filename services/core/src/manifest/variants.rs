@@ -9,7 +9,8 @@ use crate::Result;
 use crate::params::Prompt;
 
 /// Check every variant of `t` without keeping its jobs: its prompt is one [`Prompt::parse`]
-/// accepts, and no two jobs of the batch share a key. A template's keys (`stem@WxH#i`) are
+/// accepts, its LoRA set (when `defaults.loras` uses variables) names each LoRA once, and no two
+/// jobs of the batch share a key. A template's keys (`stem@WxH#i`) are
 /// distinct when its sizes are and each variable's values are, as long as the stems parse back
 /// one way: a value holding `,name=` of a later variable could make two stems equal, and only
 /// then are the stems themselves remembered. An explicit job's key is compared with the
