@@ -4,9 +4,9 @@
 //! The parts, each a module: `budget` (what a manifest may cost, and the scan of YAML text that
 //! enforces it before a parser runs), `raw` (the manifest as written), `expand` (defaults,
 //! templates and seeds into jobs), `loras` (`defaults.loras`, whose names and weights may be
-//! variables), `variants` (the checks over every variant of a template), `spec` (the result,
-//! [`BatchSpec`]), `errors` (errors that name the field and its line) and `rerender` (a job
-//! written back as a manifest).
+//! variables), `variants` (the checks over every variant of a template), `vars` (variables'
+//! names), `spec` (the result, [`BatchSpec`]), `errors` (errors that name the field and its
+//! line) and `rerender` (a job written back as a manifest).
 
 mod budget;
 mod errors;
@@ -23,6 +23,7 @@ mod spec;
 #[cfg(test)]
 mod tests;
 mod variants;
+mod vars;
 
 pub use budget::{
     MAX_EXPANDED_BYTES, MAX_JOBS_PER_BATCH, MAX_MANIFEST_BYTES, MAX_NAME_BYTES, MAX_NESTING_DEPTH,

@@ -13,6 +13,7 @@ use super::loras::LoraPlan;
 use super::raw::{RawDefaults, RawJob, RawManifest, RawSeeds};
 use super::spec::BatchSpec;
 use super::variants::check_variants;
+use super::vars::placeholder;
 use crate::Result;
 use crate::keys::derive_seed;
 use crate::params::*;
@@ -97,12 +98,7 @@ fn split_template(template: &str) -> std::result::Result<Vec<Piece<'_>>, String>
     while let Some(open) = rest.find('{') {
         let after = &rest[open + 1..];
         let close = after.find('}').ok_or("has a `{` without a closing `}`")?;
-        let name = &after[..close];
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!(
-                "placeholder `{{{name}}}` is not a name of letters, digits and `_`"
-            ));
-        }
+        let name = placeholder(&after[..close])?;
         if open > 0 {
             out.push(Piece::Text(&rest[..open]));
         }

@@ -2,6 +2,7 @@
 //! job when read, so a million-job batch never sits expanded in memory (the scheduler's memory per
 //! submit stays the size of the manifest, whatever the job count).
 
+use super::vars::is_var_name;
 use crate::keys::derive_seed;
 use crate::params::*;
 
@@ -295,14 +296,12 @@ pub fn key_vars(key: &str, width: u32, height: u32) -> Option<Vec<(&str, &str)>>
     if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) || !size_matches {
         return None;
     }
-    let is_name =
-        |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    let (mut name, mut rest) = stem.split_once('=').filter(|(n, _)| is_name(n))?;
+    let (mut name, mut rest) = stem.split_once('=').filter(|(n, _)| is_var_name(n))?;
     let mut vars = Vec::new();
     loop {
         let next = rest.match_indices(',').find_map(|(i, _)| {
             let (n, value) = rest[i + 1..].split_once('=')?;
-            (is_name(n) && n > name).then_some((i, n, value))
+            (is_var_name(n) && n > name).then_some((i, n, value))
         });
         match next {
             Some((i, n, after)) => {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
 use super::errors::cross_error;
+use super::vars::placeholder;
 use crate::Result;
 use crate::params::{LoraSpec, LoraWeight, Loras, ModelName};
 
@@ -28,12 +29,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Field<T> {
 struct FieldVisitor<T>(PhantomData<T>);
 
 fn var_name<E: de::Error>(name: &str) -> std::result::Result<String, E> {
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-        return Err(E::custom(format!(
-            "placeholder `{{{name}}}` is not a name of letters, digits and `_`"
-        )));
-    }
-    Ok(name.to_string())
+    placeholder(name).map(str::to_string).map_err(E::custom)
 }
 
 impl<'de, T: Deserialize<'de>> Visitor<'de> for FieldVisitor<T> {
@@ -111,12 +107,6 @@ impl<T: Clone> Slot<T> {
 pub(super) enum LoraPlan {
     Fixed(Loras),
     PerVariant(Vec<(Slot<ModelName>, Slot<LoraWeight>)>),
-}
-
-impl Default for LoraPlan {
-    fn default() -> Self {
-        LoraPlan::Fixed(Loras::default())
-    }
 }
 
 impl LoraPlan {
