@@ -3,6 +3,8 @@
 //! without linking one.
 //!
 //! # Layout
+//! - [`canny`]: [`canny::canny`], the Canny edge map of an image (OpenCV's `cv2.Canny`), a
+//!   ControlNet control image.
 //! - [`encode`]: [`encode_png`] with the AUTOMATIC1111 `parameters` text chunk and pixelfarm's own
 //!   provenance chunk; [`a1111_parameters`] formats the former.
 //! - [`output`]: the job's post-processing (resize/crop, colour, sharpen) and file format
@@ -15,6 +17,7 @@
 //!   decompression bombs).
 //! - `verify` (feature `testing`): content credentials read back with the `c2pa` crate.
 
+pub mod canny;
 pub mod credentials;
 pub mod encode;
 pub mod input;
