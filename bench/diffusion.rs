@@ -9,8 +9,9 @@
 //! bench-diffusion parity DIR --seed 5 --steps 4 --guidance 5 --prompt P --negative N [--size 64]
 //!     [--sampler euler] [--device cuda]
 //! bench-diffusion components DIR --latent 16 --out FILE --prompt P --negative N [--t 500]
-//!     [--lora FILE:WEIGHT ...]
+//!     [--lora FILE:WEIGHT ...] [--controlnet FILE:WEIGHT]
 //! bench-diffusion write-lora DIR --out FILE [--layout kohya|peft] [--rank 4] [--seed 7]
+//! bench-diffusion write-controlnet DIR --out FILE [--seed 5]
 //! ```
 //!
 //! `write` prints the registry entry (every file's sha256) and leaves it in `DIR/registry-entry.yaml`.
@@ -19,8 +20,11 @@
 //! `bench/diffusers_bench.py --parity` (the diffusers pipeline) to redo from the same noise.
 //! `components` writes each stage's inputs and outputs on its own (text encoders, one UNet call on
 //! fixed latents, one VAE decode) as safetensors, on the CPU in f32, for `bench/parity.py`; with
-//! `--lora`, each LoRA file merged at its weight first, as a job's LoRAs are. `write-lora` writes
-//! a random LoRA for the model in DIR (`tiny_lora`) and prints its registry entry.
+//! `--lora`, each LoRA file merged at its weight first, as a job's LoRAs are; with `--controlnet`,
+//! the UNet call adds that ControlNet's residuals at its weight for a fixed random control image
+//! (`control.image`, in 0..1). `write-lora` writes a random LoRA for the model in DIR
+//! (`tiny_lora`), `write-controlnet` a random ControlNet for its family (`tiny`); each prints
+//! its registry entry.
 //!
 //! A batch runs as one fused UNet call per step, as diffusers does; `--per-job` runs it as the
 //! worker's default does (`fused_batches: false`: the jobs step together, one UNet call each).
@@ -35,7 +39,7 @@ use pixelfarm_core::{
 };
 use pixelfarm_diffusion::tiny_lora::{LoraLayout, write_random_lora};
 use pixelfarm_diffusion::{
-    DeviceChoice, DiffusionEngine, Family, LoraEntry, ModelEntry, RegistryConfig, tiny,
+    AdapterEntry, DeviceChoice, DiffusionEngine, Family, ModelEntry, RegistryConfig, tiny,
 };
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -47,7 +51,8 @@ fn usage() -> ! {
          [--images N] [--per-job] [--device cpu|cuda] [--warmup-steps N] [--lora FILE:WEIGHT]... | parity DIR [--seed N] \
          [--steps N] [--guidance G] [--prompt P] [--negative N] [--size N] [--sampler S] \
          [--device cpu|cuda] | components DIR [--latent N] --out FILE [--prompt P] [--negative N] [--t T] \
-         [--lora FILE:WEIGHT]... | write-lora DIR --out FILE [--layout kohya|peft] [--rank N] [--seed N]"
+         [--lora FILE:WEIGHT]... [--controlnet FILE:WEIGHT] | write-lora DIR --out FILE \
+         [--layout kohya|peft] [--rank N] [--seed N] | write-controlnet DIR --out FILE [--seed N]"
     );
     std::process::exit(2)
 }
@@ -74,6 +79,16 @@ fn main() -> anyhow::Result<()> {
         Some("parity") => parity(&args[1..]),
         Some("components") => components(&args[1..]),
         Some("write-lora") => write_lora(&args[1..]),
+        Some("write-controlnet") => {
+            let dir = PathBuf::from(args.get(1).unwrap_or_else(|| usage()));
+            let out = PathBuf::from(text_flag(&args, "--out", ""));
+            anyhow::ensure!(!out.as_os_str().is_empty(), "--out FILE is needed");
+            let family = written_entry(&dir)?.family;
+            let seed = u64::from(flag(&args, "--seed", 5)?);
+            let entry = tiny::write_random_controlnet(&out, family, seed).chained()?;
+            print!("{}", serde_yaml::to_string(&entry)?);
+            Ok(())
+        }
         _ => usage(),
     }
 }
@@ -123,7 +138,7 @@ fn engine_with_loras(
     batch: usize,
     fused: bool,
     device: DeviceChoice,
-    loras: BTreeMap<ModelName, LoraEntry>,
+    loras: BTreeMap<ModelName, AdapterEntry>,
 ) -> anyhow::Result<(DiffusionEngine, ModelName)> {
     let entry = written_entry(dir)?;
     let model = ModelName::parse("bench")?;
@@ -136,6 +151,8 @@ fn engine_with_loras(
         models: BTreeMap::from([(model.clone(), entry)]),
         loras,
         max_lora_sets: pixelfarm_diffusion::registry::DEFAULT_MAX_LORA_SETS,
+        controlnets: Default::default(),
+        max_controlnets: pixelfarm_diffusion::registry::DEFAULT_MAX_CONTROLNETS,
     })
     .chained()?;
     Ok((engine, model))
@@ -163,7 +180,7 @@ fn write_lora(args: &[String]) -> anyhow::Result<()> {
 fn lora_flags(
     args: &[String],
     dir: &std::path::Path,
-) -> anyhow::Result<(BTreeMap<ModelName, LoraEntry>, Loras)> {
+) -> anyhow::Result<(BTreeMap<ModelName, AdapterEntry>, Loras)> {
     let family = written_entry(dir)?.family;
     let mut registry = BTreeMap::new();
     let mut specs = Vec::new();
@@ -175,7 +192,7 @@ fn lora_flags(
         let name = ModelName::parse(format!("lora{i}"))?;
         registry.insert(
             name.clone(),
-            LoraEntry {
+            AdapterEntry {
                 family,
                 sha256: pixelfarm_diffusion::registry::sha256_file(&path).chained()?,
                 source: pixelfarm_diffusion::Source::File(path),
@@ -207,6 +224,7 @@ fn parity(args: &[String]) -> anyhow::Result<()> {
         init: None,
         hires: None,
         loras: Default::default(),
+        control: Default::default(),
         output: Default::default(),
     };
     let img = engine.render(&model, &job).chained()?;
@@ -243,6 +261,7 @@ fn components(args: &[String]) -> anyhow::Result<()> {
         init: None,
         hires: None,
         loras: Default::default(),
+        control: Default::default(),
         output: Default::default(),
     };
     let (ctx, text_time) = m.text_conditioning(&job).chained()?;
@@ -256,7 +275,26 @@ fn components(args: &[String]) -> anyhow::Result<()> {
         )
     };
     let x = normals(11, (rows, 4, latent, latent))?;
-    let unet = m.denoiser_output(&x, t, &job).chained()?;
+    let control = match text_flag(args, "--controlnet", "").rsplit_once(':') {
+        Some((file, weight)) => {
+            let family = written_entry(&dir)?.family;
+            let net = m
+                .load_controlnet("controlnet", family, &std::fs::read(file)?)
+                .chained()?;
+            let side = latent * 8;
+            let image = pixelfarm_diffusion::JobRng::new(13)
+                .normals(rows * 3 * side * side)
+                .iter()
+                .map(|v| (v * 0.25 + 0.5).clamp(0.0, 1.0))
+                .collect();
+            let image = Tensor::from_vec(image, (rows, 3, side, side), &Device::Cpu)?;
+            Some((net, image, weight.parse::<f64>()?))
+        }
+        None => None,
+    };
+    let unet = m
+        .denoiser_output(&x, t, &job, control.as_ref().map(|(n, i, w)| (n, i, *w)))
+        .chained()?;
     let z = normals(12, (1, 4, latent, latent))?;
     let pixels = m.decode_to_pixels(&z).chained()?;
     let mut tensors = std::collections::HashMap::from([
@@ -270,6 +308,13 @@ fn components(args: &[String]) -> anyhow::Result<()> {
         ("vae.z".to_string(), z),
         ("vae.out".to_string(), pixels),
     ]);
+    if let Some((_, image, weight)) = control {
+        tensors.insert("control.image".into(), image);
+        tensors.insert(
+            "control.weight".into(),
+            Tensor::new(&[weight as f32], &Device::Cpu)?,
+        );
+    }
     if let Some((pooled, time_ids)) = text_time {
         tensors.insert("text.pooled".into(), pooled.to_dtype(DType::F32)?);
         tensors.insert("text.time_ids".into(), time_ids);
@@ -309,6 +354,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             init: None,
             hires: None,
             loras: loras.clone(),
+            control: Default::default(),
             output: Default::default(),
         })
     };

@@ -16,6 +16,12 @@ With `--lora FILE:WEIGHT` (repeated, the same as given to `bench-diffusion compo
 loads each file with `load_lora_weights` (its own reading of the kohya or PEFT layout, through
 peft) and applies them at their weights with `set_adapters`, unfused, before the stages: the text
 encoders and the UNet are then checked with the LoRAs.
+
+With `--controlnet FILE:WEIGHT` (the same as given to `bench-diffusion components`), the UNet call
+is checked with that ControlNet: diffusers' `ControlNetModel.from_unet` of the pipeline's UNet
+(its condition embedding's widths read from the file) loads the file strictly, reads the
+components' control image at that conditioning scale, and its residuals go into the UNet call as
+`down_block_additional_residuals` and `mid_block_additional_residual`.
 """
 
 import argparse
@@ -41,6 +47,21 @@ def compare(stage, ours, theirs):
     }
 
 
+def controlnet(unet, path):
+    """diffusers' ControlNet for `unet` with the weights of `path` (strict: every tensor of the
+    file is one of the model's, and every one of the model's is in the file)."""
+    from diffusers import ControlNetModel
+
+    state = {k: v.float() for k, v in load_file(path).items()}
+    prefix = "controlnet_cond_embedding."
+    pairs = sum(1 for k in state if k.startswith(prefix + "blocks.") and k.endswith(".weight")) // 2
+    widths = [state[prefix + "conv_in.weight"].shape[0]]
+    widths += [state[f"{prefix}blocks.{2 * i + 1}.weight"].shape[0] for i in range(pairs)]
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=tuple(widths))
+    net.load_state_dict(state, strict=True)
+    return net.eval()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("dir", type=Path)
@@ -50,6 +71,7 @@ def main():
     ap.add_argument("--negative", default="blurry")
     ap.add_argument("--max-rel", type=float, default=1e-4)
     ap.add_argument("--lora", action="append", default=[], help="FILE:WEIGHT, repeatable")
+    ap.add_argument("--controlnet", help="FILE:WEIGHT")
     a = ap.parse_args()
     torch.set_grad_enabled(False)
     torch.manual_seed(0)
@@ -81,13 +103,29 @@ def main():
         rows.append(compare("text_encoder", ours["text.ctx"], torch.cat([uncond, cond])))
 
     added = {"text_embeds": ours["text.pooled"], "time_ids": ours["text.time_ids"]} if xl else None
+    residuals = {}
+    stage = "unet (one call)"
+    if a.controlnet:
+        path, weight = a.controlnet.rsplit(":", 1)
+        down, mid = controlnet(pipe.unet, path)(
+            ours["unet.x"],
+            ours["unet.t"].item(),
+            encoder_hidden_states=ours["text.ctx"],
+            controlnet_cond=ours["control.image"],
+            conditioning_scale=float(weight),
+            added_cond_kwargs=added,
+            return_dict=False,
+        )
+        residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+        stage = f"unet (one call) with a ControlNet at {weight}"
     theirs = pipe.unet(
         ours["unet.x"],
         ours["unet.t"].item(),
         encoder_hidden_states=ours["text.ctx"],
         added_cond_kwargs=added,
+        **residuals,
     ).sample
-    rows.append(compare("unet (one call)", ours["unet.out"], theirs))
+    rows.append(compare(stage, ours["unet.out"], theirs))
 
     theirs = pipe.vae.decode(ours["vae.z"] / pipe.vae.config.scaling_factor).sample
     rows.append(compare("vae decode", ours["vae.out"], theirs))
@@ -97,6 +135,8 @@ def main():
         r["family"] = a.family
         if a.lora:
             r["loras"] = a.lora
+        if a.controlnet:
+            r["controlnet"] = a.controlnet
         r["ok"] = r["rel_l2"] <= a.max_rel
         failed |= not r["ok"]
         print(json.dumps(r))

@@ -208,7 +208,7 @@ fn init_images_are_files_beside_the_manifest_uploaded_into_the_output_folder() {
     assert!(!r.status.success());
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(
-        err.contains("manifest field `init`: input `photos/nope.png` is not a file"),
+        err.contains("manifest field `init.image`: input `photos/nope.png` is not a file"),
         "{err}"
     );
     assert!(!out.exists(), "nothing written");

@@ -90,6 +90,7 @@ async fn a_job_over_its_models_limits_is_refused_at_submit_naming_it() {
                 max_output_side: 2048,
                 max_batch: 4,
                 loras: None,
+                controlnets: None,
             },
         )])
         .await

@@ -303,34 +303,32 @@ async fn settle_webhooks(
     }
 }
 
-/// The bytes of every distinct local file the manifest's init images and masks name, relative
-/// to `base`, keyed by the manifest's text for it.
+/// The bytes of every distinct local file the manifest's init images, masks and control images
+/// name, relative to `base`, keyed by the manifest's text for it.
 fn read_inputs(spec: &BatchSpec, base: &Path) -> anyhow::Result<BTreeMap<String, Bytes>> {
     let mut inputs = BTreeMap::new();
-    for init in spec.jobs.inits() {
-        for img in init.images() {
-            if inputs.contains_key(&img.key) {
-                continue;
-            }
-            let path = base.join(&img.key);
-            let meta = std::fs::metadata(&path).with_context(|| {
-                format!(
-                    "manifest field `init`: input `{}` is not a file ({}); accepted: a path relative to the manifest's folder",
-                    img.key,
-                    path.display()
-                )
-            })?;
-            // The limit before reading: the upload refuses bigger files anyway.
-            anyhow::ensure!(
-                meta.len() <= MAX_INPUT_BYTES,
-                "manifest field `init`: input `{}` is {} bytes; accepted: at most {MAX_INPUT_BYTES} bytes",
-                img.key,
-                meta.len()
-            );
-            let bytes =
-                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            inputs.insert(img.key.clone(), Bytes::from(bytes));
+    for (field, img) in spec.jobs.input_images() {
+        if inputs.contains_key(&img.key) {
+            continue;
         }
+        let path = base.join(&img.key);
+        let meta = std::fs::metadata(&path).with_context(|| {
+            format!(
+                "manifest field `{field}`: input `{}` is not a file ({}); accepted: a path relative to the manifest's folder",
+                img.key,
+                path.display()
+            )
+        })?;
+        // The limit before reading: the upload refuses bigger files anyway.
+        anyhow::ensure!(
+            meta.len() <= MAX_INPUT_BYTES,
+            "manifest field `{field}`: input `{}` is {} bytes; accepted: at most {MAX_INPUT_BYTES} bytes",
+            img.key,
+            meta.len()
+        );
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        inputs.insert(img.key.clone(), Bytes::from(bytes));
     }
     Ok(inputs)
 }

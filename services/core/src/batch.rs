@@ -78,6 +78,7 @@ mod tests {
             init: None,
             hires: None,
             loras: Default::default(),
+            control: Default::default(),
             output: Default::default(),
         }
     }

@@ -78,6 +78,33 @@ impl InputName {
     }
 }
 
+/// What a job renders from besides its parameters, fetched and decoded by the caller: the init
+/// image of img2img / inpainting, and the control images of its ControlNets.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobInputs {
+    /// img2img / inpainting input; `None` for a render from noise.
+    pub init: Option<ImageInput>,
+    /// One image per entry of the job's `control`, in its order, as its ControlNet reads it
+    /// (preprocessed; any size, resized to the render's).
+    pub control: Vec<RgbImage>,
+}
+
+impl JobInputs {
+    /// No input image at all: a plain text-to-image render.
+    pub fn is_empty(&self) -> bool {
+        self.init.is_none() && self.control.is_empty()
+    }
+}
+
+impl From<ImageInput> for JobInputs {
+    fn from(init: ImageInput) -> Self {
+        JobInputs {
+            init: Some(init),
+            control: Vec::new(),
+        }
+    }
+}
+
 /// What img2img / inpainting start from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageInput {
@@ -100,22 +127,12 @@ impl ImageInput {
     /// `Permanent` (a bad input image never gets better on retry) for an empty image, or a pixel or
     /// mask buffer whose length does not match the stated size; `Invalid` for a strength outside 0..=1.
     pub fn prepared(&self, width: u32, height: u32) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
-        let RgbImage {
-            width: iw,
-            height: ih,
-            rgb,
-        } = &self.init;
-        let (iw, ih) = (*iw as usize, *ih as usize);
-        if iw == 0 || ih == 0 {
-            return Err(Error::permanent("init image is empty"));
-        }
-        if rgb.len() != iw * ih * 3 {
-            return Err(Error::permanent(format!(
-                "init image is {iw}x{ih} but has {} bytes; expected {} (RGB8)",
-                rgb.len(),
-                iw * ih * 3
-            )));
-        }
+        let rgb = self
+            .init
+            .resized(width, height)
+            .map_err(|e| Error::permanent(format!("init image {e}")))?
+            .rgb;
+        let (iw, ih) = (self.init.width as usize, self.init.height as usize);
         if !(0.0..=1.0).contains(&self.strength) || !self.strength.is_finite() {
             return Err(Error::invalid(format!(
                 "strength is {}; accepted: 0 to 1",
@@ -132,11 +149,6 @@ impl ImageInput {
             )));
         }
         let (w, h) = (width as usize, height as usize);
-        let rgb = if (iw, ih) == (w, h) {
-            rgb.clone()
-        } else {
-            resize_bilinear(rgb, iw, ih, w, h)
-        };
         let mask = self.mask.as_ref().map(|m| {
             let mut out = vec![0u8; w * h];
             for y in 0..h {
@@ -148,28 +160,6 @@ impl ImageInput {
         });
         Ok((rgb, mask))
     }
-}
-
-fn resize_bilinear(src: &[u8], sw: usize, sh: usize, w: usize, h: usize) -> Vec<u8> {
-    let mut out = vec![0u8; w * h * 3];
-    let coord = |i: usize, s: usize, d: usize| {
-        let f = ((i as f64 + 0.5) * s as f64 / d as f64 - 0.5).clamp(0.0, (s - 1) as f64);
-        let lo = f.floor() as usize;
-        (lo, (lo + 1).min(s - 1), f - lo as f64)
-    };
-    for y in 0..h {
-        let (y0, y1, fy) = coord(y, sh, h);
-        for x in 0..w {
-            let (x0, x1, fx) = coord(x, sw, w);
-            for c in 0..3 {
-                let p = |yy: usize, xx: usize| src[(yy * sw + xx) * 3 + c] as f64;
-                let top = p(y0, x0) * (1.0 - fx) + p(y0, x1) * fx;
-                let bottom = p(y1, x0) * (1.0 - fx) + p(y1, x1) * fx;
-                out[(y * w + x) * 3 + c] = (top * (1.0 - fy) + bottom * fy).round() as u8;
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

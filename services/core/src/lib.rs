@@ -58,7 +58,8 @@ pub use error::{ChainResult, Chained, Error, ErrorKind, Result};
 pub use failure::{Backoff, decide};
 pub use ids::{BatchId, EventId, JobId, TenantId, WebhookId};
 pub use image_input::{
-    ImageInput, InputName, MASK_REPAINT_ABOVE, MAX_INPUT_BYTES, input_prefix, is_tenant_input,
+    ImageInput, InputName, JobInputs, MASK_REPAINT_ABOVE, MAX_INPUT_BYTES, input_prefix,
+    is_tenant_input,
 };
 pub use keys::{OutputKey, derive_seed, hash_api_key, sha256_hex, thumbnail_key};
 pub use limits::ModelLimits;

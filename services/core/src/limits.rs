@@ -24,6 +24,10 @@ pub struct ModelLimits {
     /// worker did not say (a renderer without LoRAs, an older worker): nothing is checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loras: Option<Vec<ModelName>>,
+    /// The ControlNets its jobs may name: those of its family in the worker registry. `None`
+    /// when the worker did not say: nothing is checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controlnets: Option<Vec<ModelName>>,
 }
 
 impl ModelLimits {
@@ -70,24 +74,46 @@ impl ModelLimits {
                 return Err(over(field, w.max(h), self.max_output_side));
             }
         }
-        if let Some(known) = &self.loras {
-            for (i, l) in params.loras.iter().enumerate() {
-                if !known.contains(&l.name) {
-                    let names: Vec<&str> = known.iter().map(ModelName::as_str).collect();
-                    return Err(Error::invalid(format!(
-                        "`loras[{i}].name` is `{}`; accepted for model `{model}`: {} (the worker registry's `loras` of its family)",
-                        l.name,
-                        if names.is_empty() {
-                            "none".to_string()
-                        } else {
-                            names.join(", ")
-                        }
-                    )));
-                }
-            }
-        }
+        let loras = params.loras.iter().map(|l| &l.name);
+        registered(
+            model,
+            "loras[{i}].name",
+            "loras",
+            self.loras.as_deref(),
+            loras,
+        )?;
+        let controls = params.control.iter().map(|c| &c.model);
+        let known = self.controlnets.as_deref();
+        registered(model, "control[{i}].model", "controlnets", known, controls)?;
         Ok(())
     }
+}
+
+/// Whether each of `names` (the job's field `field`, `{i}` standing for its index) is one of
+/// `known`, the worker registry's `registry` entries of `model`'s family; `None` checks nothing.
+fn registered<'a>(
+    model: &ModelName,
+    field: &str,
+    registry: &str,
+    known: Option<&[ModelName]>,
+    names: impl Iterator<Item = &'a ModelName>,
+) -> Result<()> {
+    let Some(known) = known else { return Ok(()) };
+    for (i, name) in names.enumerate() {
+        if !known.contains(name) {
+            let names: Vec<&str> = known.iter().map(ModelName::as_str).collect();
+            let field = field.replace("{i}", &i.to_string());
+            return Err(Error::invalid(format!(
+                "`{field}` is `{name}`; accepted for model `{model}`: {} (the worker registry's `{registry}` of its family)",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -114,6 +140,7 @@ mod tests {
             max_output_side: 1024,
             max_batch: 4,
             loras: Some(vec![ModelName::parse("brand").unwrap()]),
+            controlnets: Some(vec![ModelName::parse("canny").unwrap()]),
         };
         let model = ModelName::parse("sd15").unwrap();
         let base = JobParams {
@@ -128,6 +155,7 @@ mod tests {
             init: None,
             hires: None,
             loras: Default::default(),
+            control: Default::default(),
             output: OutputSpec {
                 resize: Some(Resize {
                     width: OutputSide::parse(1024).unwrap(),
@@ -142,7 +170,7 @@ mod tests {
         let mut small = base.clone();
         (small.width, small.height, small.hires) = (256, 128, doubled(Some(50)));
         limits.check(&model, &small).unwrap();
-        let cases: [(&str, Change); 9] = [
+        let cases: [(&str, Change); 10] = [
             ("`width` is 520", |p| p.width = 520),
             ("`height` is 264", |p| p.height = 264),
             ("`steps` is 51", |p| p.steps = StepCount::parse(51).unwrap()),
@@ -170,6 +198,13 @@ mod tests {
                         weight: LoraWeight::parse(1.0).unwrap(),
                     };
                     p.loras = Loras::new(vec![spec("brand"), spec("other")]).unwrap();
+                },
+            ),
+            (
+                "`control[0].model` is `depth`; accepted for model `sd15`: canny (the worker registry's `controlnets` of its family)",
+                |p| {
+                    let yaml = "[{model: depth, image: {key: k}}]";
+                    p.control = serde_yaml::from_str(yaml).unwrap();
                 },
             ),
         ];

@@ -3,6 +3,7 @@
 //! [`ImageSize`] and [`StepCount`], `init` the img2img / inpainting input ([`InitSpec`]), `hires`
 //! the hires fix ([`HiresSpec`]), `lora` the adapters ([`Loras`]), `output` the post-processing and file format ([`OutputSpec`]).
 
+mod control;
 mod deserialize;
 mod hires;
 mod init;
@@ -11,6 +12,7 @@ mod name;
 mod output;
 mod size;
 
+pub use control::{ControlSpec, ControlWeight, Controls, Preprocess, StepFraction};
 pub use hires::{HiresSpec, ScaleFactor, Upscaler};
 pub use init::{BlobImage, InitSpec, Strength};
 pub use lora::{LoraSpec, LoraWeight, Loras};
@@ -298,6 +300,9 @@ pub struct JobParams {
     /// LoRA adapters applied to the model, each at its weight; absent for none.
     #[serde(default, skip_serializing_if = "Loras::is_empty")]
     pub loras: Loras,
+    /// ControlNets steering the render, each with its control image; absent for none.
+    #[serde(default, skip_serializing_if = "Controls::is_empty")]
+    pub control: Controls,
     /// Post-processing and file format; absent for the default (PNG of the rendered pixels).
     #[serde(default, skip_serializing_if = "OutputSpec::is_default")]
     pub output: OutputSpec,

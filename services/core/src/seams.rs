@@ -407,6 +407,25 @@ pub struct AppliedLora {
     pub sha256: String,
 }
 
+/// A ControlNet a job is rendered with, as its provenance records it (its weight, window and
+/// image are the job's parameters).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppliedControlNet {
+    /// Its name in the registry.
+    pub name: ModelName,
+    /// sha256 of its file (lowercase hex).
+    pub sha256: String,
+}
+
+/// The adapters a job is rendered with, as the renderer resolved them before the render.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Applied {
+    /// Its LoRAs, in the job's order.
+    pub loras: Vec<AppliedLora>,
+    /// Its ControlNets, in the order of its `control`.
+    pub controlnets: Vec<AppliedControlNet>,
+}
+
 /// A render's pixels plus per-phase timings.
 #[derive(Debug, Clone)]
 pub struct RenderedImage {
@@ -449,19 +468,40 @@ pub trait Renderer: Send + Sync + 'static {
         }
     }
 
-    /// Render one job that starts from an image (img2img; inpainting when `input.mask` is set).
+    /// The ControlNets of a job on `model` as they will be applied, in the job's order (empty
+    /// for none), checked before the render starts.
     ///
     /// # Errors
-    /// `Permanent` by default: only diffusion renderers start from images.
+    /// `Permanent` for any ControlNet by default: only diffusion renderers apply them; theirs
+    /// for one they do not know or one of another family.
+    fn controlnets(
+        &self,
+        model: &ModelName,
+        control: &crate::Controls,
+    ) -> Result<Vec<AppliedControlNet>> {
+        match control.iter().next() {
+            None => Ok(Vec::new()),
+            Some(c) => Err(Error::permanent(format!(
+                "model `{model}`: this renderer cannot apply ControlNet `{}`; ControlNets need a diffusion model",
+                c.model
+            ))),
+        }
+    }
+
+    /// Render one job with input images: an init image (img2img; inpainting when its mask is
+    /// set), control images for its ControlNets, or both.
+    ///
+    /// # Errors
+    /// `Permanent` by default: only diffusion renderers read input images.
     fn render_from(
         &self,
         model: &ModelName,
         _params: &JobParams,
-        _input: &crate::ImageInput,
+        _inputs: &crate::JobInputs,
         _control: &RenderControl,
     ) -> Result<RenderedImage> {
         Err(crate::Error::permanent(format!(
-            "model `{model}`: this renderer cannot start from an image; img2img and inpainting need a diffusion model"
+            "model `{model}`: this renderer cannot render from input images; img2img, inpainting and ControlNets need a diffusion model"
         )))
     }
 

@@ -1,19 +1,21 @@
 //! The denoising loop, one for every kind of render: text-to-image, img2img and inpainting differ
 //! only in where the latents start and in the [`Rows`] they bring (extra UNet channels, an area
-//! kept from the init image); guidance, the prediction type, per-job noise and cancellation are
-//! decided here once.
+//! kept from the init image, ControlNets and their images); guidance, the prediction type,
+//! per-job noise, ControlNet residuals and cancellation are decided here once.
 
 use candle_core::{DType, Device, IndexOp, Shape, Tensor};
-use pixelfarm_core::{Error, Result, Sampler};
+use pixelfarm_core::{ControlSpec, Error, Result, Sampler};
 use std::ops::Range;
+use std::sync::Arc;
 
 use crate::condition::Cond;
+use crate::controlnet::ControlNet;
 use crate::failure::render_error;
 use crate::family::Prediction;
 use crate::rng::JobRng;
 use crate::sampler::{Plan, sample_with};
 use crate::shapes_net::ShapesUnet;
-use crate::unet::Unet;
+use crate::unet::{Residuals, Unet};
 
 /// The network that predicts noise (or v).
 pub(crate) enum Denoiser {
@@ -24,10 +26,20 @@ pub(crate) enum Denoiser {
 }
 
 impl Denoiser {
-    /// The prediction for input `x` (latents, plus any extra channels) at training timestep `t`.
-    pub fn forward(&self, x: &Tensor, t: f64, cond: &Cond) -> candle_core::Result<Tensor> {
+    /// The prediction for input `x` (latents, plus any extra channels) at training timestep `t`,
+    /// with ControlNets' `residuals` added (SD UNets only).
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        t: f64,
+        cond: &Cond,
+        residuals: Option<&Residuals>,
+    ) -> candle_core::Result<Tensor> {
         match self {
-            Denoiser::Sd(m) => m.forward(x, t, &cond.ctx, cond.text_time.as_ref()),
+            Denoiser::Sd(m) => m.forward(x, t, &cond.ctx, cond.text_time.as_ref(), residuals),
+            Denoiser::Shapes(_) if residuals.is_some() => {
+                candle_core::bail!("the shapes family takes no ControlNet")
+            }
             Denoiser::Shapes(m) => {
                 let ts = Tensor::full(t as f32, x.dim(0)?, x.device())?;
                 m.forward(x, &ts, &cond.ctx)
@@ -92,6 +104,15 @@ impl Keep {
     }
 }
 
+/// A ControlNet steering a group: its network, each job's control image, and the job's entry
+/// for it (weight, the part of the schedule it acts on).
+pub(crate) struct Guide {
+    pub net: Arc<ControlNet>,
+    /// `(n, 3, h, w)` RGB in 0..1 at the render's size, one row per job.
+    pub image: Tensor,
+    pub spec: ControlSpec,
+}
+
 /// A group's rows: per job, in the order of the latents' rows.
 pub(crate) struct Rows {
     /// Each job's text conditioning ([`Cond`]).
@@ -105,6 +126,24 @@ pub(crate) struct Rows {
     pub extra: Option<Tensor>,
     /// The area kept from an init image, for plain UNets that inpaint.
     pub keep: Option<Keep>,
+    /// The ControlNets steering every job of the group; their residuals add up.
+    pub control: Vec<Guide>,
+}
+
+/// What every UNet call of a group reads besides the latents (borrowed from its [`Rows`]).
+struct Inputs<'a> {
+    conds: &'a [Cond],
+    guidance: Option<&'a Tensor>,
+    extra: Option<&'a Tensor>,
+    control: &'a [Guide],
+}
+
+/// Where a UNet call is in its schedule: step `step` of `steps`, at training timestep `t`.
+#[derive(Clone, Copy)]
+struct At {
+    step: usize,
+    steps: usize,
+    t: f64,
 }
 
 /// The denoising of one group of jobs.
@@ -135,29 +174,27 @@ impl Loop<'_> {
         on_step: &mut dyn FnMut(usize, usize) -> bool,
     ) -> Result<Tensor> {
         let n = rows.conds.len();
-        let (conds, guidance, extra) = (&rows.conds, &rows.guidance, &rows.extra);
-        let mut denoise = |x: &Tensor,
-                           _step: usize,
-                           sigma: f64,
-                           t: f64|
-         -> candle_core::Result<Tensor> {
-            let mut scaled = (x / (sigma * sigma + 1.0).sqrt())?;
-            if let Some(e) = extra {
-                scaled = Tensor::cat(&[&scaled, e], 1)?;
-            }
-            let scaled = scaled.to_dtype(self.dtype)?;
-            let out = if self.fused || n == 1 {
-                self.predict(&scaled, 0..n, t, conds, guidance.as_ref())?
-            } else {
-                let parts: Vec<Tensor> = (0..n)
-                    .map(|j| {
-                        self.predict(&scaled.i(j..j + 1)?, j..j + 1, t, conds, guidance.as_ref())
-                    })
-                    .collect::<candle_core::Result<_>>()?;
-                Tensor::cat(&parts, 0)?
-            };
-            self.x0(x, &out, sigma)
+        let steps = plan.steps();
+        let inputs = Inputs {
+            conds: &rows.conds,
+            guidance: rows.guidance.as_ref(),
+            extra: rows.extra.as_ref(),
+            control: &rows.control,
         };
+        let mut denoise =
+            |x: &Tensor, step: usize, sigma: f64, t: f64| -> candle_core::Result<Tensor> {
+                let scaled = (x / (sigma * sigma + 1.0).sqrt())?.to_dtype(self.dtype)?;
+                let at = At { step, steps, t };
+                let out = if self.fused || n == 1 {
+                    self.predict(&scaled, 0..n, at, &inputs)?
+                } else {
+                    let parts: Vec<Tensor> = (0..n)
+                        .map(|j| self.predict(&scaled.i(j..j + 1)?, j..j + 1, at, &inputs))
+                        .collect::<candle_core::Result<_>>()?;
+                    Tensor::cat(&parts, 0)?
+                };
+                self.x0(x, &out, sigma)
+            };
         let rngs = &mut rows.rngs;
         let mut noise = |like: &Tensor| job_noise(rngs, like.shape(), like.device());
         let keep = rows.keep.as_ref();
@@ -166,7 +203,6 @@ impl Loop<'_> {
             Some(k) => k.blend(x, sigmas.next().unwrap_or(0.0)),
             None => Ok(x),
         };
-        let steps = plan.steps();
         let mut cancelled = false;
         let mut step_cb = |i: usize| {
             let go = on_step(i + 1, steps);
@@ -195,33 +231,88 @@ impl Loop<'_> {
         Ok(latents)
     }
 
-    /// The guided prediction for `scaled` (the UNet's input rows of jobs `jobs`) at timestep `t`:
-    /// with guidance, one call on the rows twice over (unconditional, then conditional) and each
-    /// job's `uncond + scale * (cond - uncond)`; without, one call on the rows.
+    /// The guided prediction for `scaled` (the latents of jobs `jobs`, scaled as the UNet reads
+    /// them) at step `at`: with guidance, one call on the rows twice over (unconditional, then
+    /// conditional) and each job's `uncond + scale * (cond - uncond)`; without, one call on the
+    /// rows. The UNet reads the inputs' extra channels after the latents, and the residuals of
+    /// the ControlNets acting on this step (which read the latents alone, as in diffusers).
     fn predict(
         &self,
         scaled: &Tensor,
         jobs: Range<usize>,
-        t: f64,
-        conds: &[Cond],
-        guidance: Option<&Tensor>,
+        at: At,
+        inputs: &Inputs,
     ) -> candle_core::Result<Tensor> {
-        let Some(scales) = guidance else {
-            let ctx = Cond::cat(&conds[jobs])?;
-            return self.denoiser.forward(scaled, t, &ctx)?.to_dtype(DType::F32);
+        let input = match inputs.extra {
+            Some(e) => Tensor::cat(&[scaled, &e.i(jobs.clone())?.to_dtype(self.dtype)?], 1)?,
+            None => scaled.clone(),
+        };
+        let Some(scales) = inputs.guidance else {
+            let ctx = Cond::cat(&inputs.conds[jobs.clone()])?;
+            let res = self.residuals(scaled, &jobs, at, &ctx, inputs.control, false)?;
+            return self
+                .denoiser
+                .forward(&input, at.t, &ctx, res.as_ref())?
+                .to_dtype(DType::F32);
         };
         let k = jobs.len();
         let rows = |r: Range<usize>| -> candle_core::Result<Vec<Cond>> {
-            jobs.clone().map(|j| conds[j].rows(r.clone())).collect()
+            jobs.clone()
+                .map(|j| inputs.conds[j].rows(r.clone()))
+                .collect()
         };
         let ctx = Cond::cat(&[rows(0..1)?, rows(1..2)?].concat())?;
-        let input = Tensor::cat(&[scaled, scaled], 0)?;
+        let twice = Tensor::cat(&[scaled, scaled], 0)?;
+        let res = self.residuals(&twice, &jobs, at, &ctx, inputs.control, true)?;
         let out = self
             .denoiser
-            .forward(&input, t, &ctx)?
+            .forward(
+                &Tensor::cat(&[&input, &input], 0)?,
+                at.t,
+                &ctx,
+                res.as_ref(),
+            )?
             .to_dtype(DType::F32)?;
         let (u, c) = (out.i(0..k)?, out.i(k..2 * k)?);
         &u + (c - &u)?.broadcast_mul(&scales.i(jobs)?)?
+    }
+
+    /// The sum of the residuals of the `guides` acting on step `at` for the UNet call on
+    /// `latents` (the rows of jobs `jobs`, `twice` over for guidance) with text `ctx`; `None`
+    /// when none acts (a weight of 0 adds nothing either).
+    fn residuals(
+        &self,
+        latents: &Tensor,
+        jobs: &Range<usize>,
+        at: At,
+        ctx: &Cond,
+        guides: &[Guide],
+        twice: bool,
+    ) -> candle_core::Result<Option<Residuals>> {
+        let mut sum: Option<Residuals> = None;
+        for g in guides {
+            let weight = g.spec.weight.get();
+            if weight == 0.0 || !g.spec.acts_on(at.step, at.steps) {
+                continue;
+            }
+            let mut image = g.image.i(jobs.clone())?;
+            if twice {
+                image = Tensor::cat(&[&image, &image], 0)?;
+            }
+            let r = g.net.forward(
+                latents,
+                at.t,
+                &ctx.ctx,
+                ctx.text_time.as_ref(),
+                &image,
+                weight,
+            )?;
+            sum = Some(match sum {
+                Some(s) => s.add(&r)?,
+                None => r,
+            });
+        }
+        Ok(sum)
     }
 
     /// The estimate of the clean latents from the prediction `out` for `x` at `sigma`.

@@ -2,15 +2,16 @@
 
 use candle_core::Device;
 use pixelfarm_core::{
-    AppliedLora, Error, ErrorKind, JobParams, Loras, ModelIdentity, ModelLimits, ModelName,
-    RenderControl, RenderedImage, Renderer, Result,
+    AppliedControlNet, AppliedLora, Controls, Error, ErrorKind, ImageInput, JobInputs, JobParams,
+    Loras, ModelIdentity, ModelLimits, ModelName, RenderControl, RenderedImage, Renderer, Result,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::control::JobControl;
+use crate::controlnet::ControlNet;
 use crate::model::LoadedModel;
-use crate::registry::{DeviceChoice, RegistryConfig};
-use pixelfarm_core::ImageInput;
+use crate::registry::{AdapterKind, DeviceChoice, RegistryConfig};
 
 /// The renderer implementation name that goes into [`ModelIdentity::renderer`]; bump the number
 /// whenever the same weights and parameters would give different pixels.
@@ -26,6 +27,8 @@ pub struct DiffusionEngine {
     /// Loaded models with a LoRA set merged, by model and [`Loras::fingerprint`]; most recently
     /// used first, at most `max_lora_sets`.
     variants: Mutex<Vec<(ModelName, u64, Arc<LoadedModel>)>>,
+    /// Loaded ControlNets by name; most recently used first, at most `max_controlnets`.
+    controlnets: Mutex<Vec<(ModelName, Arc<ControlNet>)>>,
     /// Held by the render that is on the CPU kernels' thread pool ([`Self::compute`]).
     cpu_render: Mutex<()>,
 }
@@ -57,6 +60,7 @@ impl DiffusionEngine {
             device_name,
             loaded: Mutex::new(Vec::new()),
             variants: Mutex::new(Vec::new()),
+            controlnets: Mutex::new(Vec::new()),
             cpu_render: Mutex::new(()),
         })
     }
@@ -178,8 +182,8 @@ impl DiffusionEngine {
             .effective()
             .into_iter()
             .map(|l| {
-                let lora = self.config.lora(model, &l.name)?;
-                let bytes = self.config.read_lora(&l.name, lora)?;
+                let lora = self.config.adapter(AdapterKind::Lora, model, &l.name)?;
+                let bytes = self.config.read_adapter(AdapterKind::Lora, &l.name, lora)?;
                 Ok((l.name.as_str(), bytes, l.weight.get()))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -189,6 +193,45 @@ impl DiffusionEngine {
         variants.truncate(self.config.max_lora_sets);
         let secs = load_secs + m.load_seconds;
         Ok((m, secs))
+    }
+
+    /// The ControlNets of `params` for `model` (loaded `m`), each loaded now unless it is one of
+    /// the last `max_controlnets`; returns the seconds spent loading.
+    ///
+    /// # Errors
+    /// `Permanent` for a ControlNet the registry does not list, of another family, or whose
+    /// file does not fit the family's UNet; as [`RegistryConfig::read_adapter`] for its file.
+    fn controlnets_for(
+        &self,
+        model: &ModelName,
+        m: &LoadedModel,
+        params: &JobParams,
+    ) -> Result<(Vec<Arc<ControlNet>>, f64)> {
+        let start = Instant::now();
+        let family = self.config.entry(model)?.family;
+        let mut nets = Vec::new();
+        for c in params.control.iter() {
+            let entry = self
+                .config
+                .adapter(AdapterKind::ControlNet, model, &c.model)?;
+            // Held while loading: two jobs needing a new ControlNet load it once.
+            let mut cache = self.controlnets.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(pos) = cache.iter().position(|(n, _)| *n == c.model) {
+                let hit = cache.remove(pos);
+                nets.push(hit.1.clone());
+                cache.insert(0, hit);
+                continue;
+            }
+            let bytes = self
+                .config
+                .read_adapter(AdapterKind::ControlNet, &c.model, entry)?;
+            let net = Arc::new(m.load_controlnet(c.model.as_str(), family, &bytes)?);
+            tracing::info!(model = %model, controlnet = %c.model, "ControlNet loaded");
+            cache.insert(0, (c.model.clone(), net.clone()));
+            cache.truncate(self.config.max_controlnets);
+            nets.push(net);
+        }
+        Ok((nets, start.elapsed().as_secs_f64()))
     }
 
     /// [`Renderer::render_batch`]: groups the jobs by [`pixelfarm_core::BatchKey`] (at most the
@@ -231,8 +274,9 @@ impl DiffusionEngine {
                             }
                             !all_cancelled()
                         };
-                        let images = self
-                            .compute(|| m.render_group(&group, self.config.fused_batches, &mut cb));
+                        let fused = self.config.fused_batches;
+                        let none = &JobControl::NONE;
+                        let images = self.compute(|| m.render_group(&group, fused, none, &mut cb));
                         (images, secs)
                     }
                 }
@@ -261,37 +305,56 @@ impl DiffusionEngine {
 }
 
 impl DiffusionEngine {
-    /// img2img (`input.mask` = `None`) or inpainting for one job. Plain UNets inpaint by blending the
-    /// kept area back into the latents at every step; 9-channel inpainting UNets get the mask and
-    /// the masked image as extra input channels.
+    /// One job with input images: img2img (`inputs.init` without a mask) or inpainting from an
+    /// init image, text-to-image without one; steered by the job's ControlNets when it has
+    /// some (one control image each, `inputs.control`). Plain UNets inpaint by blending the kept
+    /// area back into the latents at every step; 9-channel inpainting UNets get the mask and the
+    /// masked image as extra input channels.
     ///
     /// `control` gets the progress and stops the render between steps once cancelled.
     ///
     /// # Errors
-    /// As [`ImageInput::prepared`] for the input, else as [`Renderer::render`].
+    /// As [`ImageInput::prepared`] for the init image, as [`Self::controlnets_for`] for the
+    /// ControlNets, `Permanent` when the control images are not one per ControlNet, else as
+    /// [`Renderer::render`].
     pub fn render_image(
         &self,
         model: &ModelName,
         params: &JobParams,
-        input: &ImageInput,
+        inputs: &JobInputs,
         control: &RenderControl,
     ) -> Result<RenderedImage> {
-        let (rgb, mask) = input.prepared(params.width, params.height)?;
         let (m, load_secs) = self.get_with(model, &params.loras)?;
+        let (nets, net_secs) = self.controlnets_for(model, &m, params)?;
+        let guides = JobControl {
+            nets,
+            specs: params.control.iter().cloned().collect(),
+            images: &inputs.control,
+        };
         let mut on_step = |step: usize, steps: usize| {
             control.report(step as u32, steps as u32);
             !control.is_cancelled()
         };
-        let mut img = self.compute(|| {
-            m.render_from_image(params, &rgb, input.strength, mask.as_deref(), &mut on_step)
-        })?;
-        img.phases.insert("model_load".into(), load_secs);
+        let mut img = match &inputs.init {
+            Some(input) => {
+                let (rgb, mask) = input.prepared(params.width, params.height)?;
+                self.compute(|| {
+                    let mask = mask.as_deref();
+                    m.render_from_image(params, &rgb, input.strength, mask, &guides, &mut on_step)
+                })?
+            }
+            None => self
+                .compute(|| m.render_group(&[params], false, &guides, &mut on_step))?
+                .pop()
+                .ok_or_else(|| Error::permanent("job was not rendered"))?,
+        };
+        img.phases.insert("model_load".into(), load_secs + net_secs);
         Ok(img)
     }
 
-    /// The final latents of [`Self::render_image`] and the init image's latents (flattened, `(4, h/8,
-    /// w/8)`), for tests that must look before the VAE decoder, whose receptive field covers the
-    /// whole image.
+    /// The final latents of [`Self::render_image`] from an init image and the init image's
+    /// latents (flattened, `(4, h/8, w/8)`), for tests that must look before the VAE decoder,
+    /// whose receptive field covers the whole image.
     ///
     /// # Errors
     /// As [`Self::render_image`].
@@ -310,6 +373,7 @@ impl DiffusionEngine {
                 &rgb,
                 input.strength,
                 mask.as_deref(),
+                &JobControl::NONE,
                 &mut |_, _| true,
             )
         })?;
@@ -364,7 +428,7 @@ impl Renderer for DiffusionEngine {
         loras
             .iter()
             .map(|l| {
-                let entry = self.config.lora(model, &l.name)?;
+                let entry = self.config.adapter(AdapterKind::Lora, model, &l.name)?;
                 Ok(AppliedLora {
                     name: l.name.clone(),
                     weight: l.weight,
@@ -382,14 +446,29 @@ impl Renderer for DiffusionEngine {
         self.config.max_batch
     }
 
+    fn controlnets(&self, model: &ModelName, control: &Controls) -> Result<Vec<AppliedControlNet>> {
+        control
+            .iter()
+            .map(|c| {
+                let entry = self
+                    .config
+                    .adapter(AdapterKind::ControlNet, model, &c.model)?;
+                Ok(AppliedControlNet {
+                    name: c.model.clone(),
+                    sha256: entry.sha256.clone(),
+                })
+            })
+            .collect()
+    }
+
     fn render_from(
         &self,
         model: &ModelName,
         params: &JobParams,
-        input: &ImageInput,
+        inputs: &JobInputs,
         control: &RenderControl,
     ) -> Result<RenderedImage> {
-        self.render_image(model, params, input, control)
+        self.render_image(model, params, inputs, control)
     }
 
     fn render_batch(

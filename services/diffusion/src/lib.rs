@@ -12,12 +12,14 @@
 //!   time for parity checks. It is built by `load` (registry files into
 //!   networks), conditions with `condition` (tokenizers, text encoders, SDXL's micro-conditioning)
 //!   and denoises with `denoise`, the one loop every render goes through (guidance, prediction
-//!   type, per-job noise, inpainting's kept area, cancellation).
+//!   type, per-job noise, inpainting's kept area, ControlNet residuals, cancellation).
 //! - `lora`: LoRA files (kohya and diffusers / PEFT layouts) matched to a model's tensors and
 //!   merged into copies of the layers they change; the engine keeps the last few sets merged.
 //! - `failure`: candle's errors classified by variant (device trouble is transient).
-//! - [`unet`]: the SD UNet, with SDXL's micro-conditioning; [`vae`]: the SD VAE; both built from
-//!   `blocks` (resnets, samplers, spatial transformer, VAE attention) on `pixelfarm_kernels`.
+//! - [`unet`]: the SD UNet, with SDXL's micro-conditioning and ControlNet residuals;
+//!   [`controlnet`]: ControlNets (a copy of the UNet's way down reading a control image);
+//!   [`vae`]: the SD VAE; all built from `blocks` (resnets, samplers, spatial transformer, VAE
+//!   attention) on `pixelfarm_kernels`.
 //! - [`clip`]: the CLIP text transformer as SDXL reads it (penultimate state, pooled projection).
 //! - [`checkpoint`]: single-file checkpoints in the original Stability layout (SD 1.x / 2.x and
 //!   the tiny family).
@@ -30,6 +32,8 @@ mod blocks;
 pub mod checkpoint;
 pub mod clip;
 mod condition;
+mod control;
+pub mod controlnet;
 mod denoise;
 mod engine;
 mod failure;
@@ -54,6 +58,7 @@ pub use family::{Family, FamilyDefaults, Prediction};
 pub use model::LoadedModel;
 pub use pixelfarm_core::{ImageInput, RgbImage};
 pub use registry::{
-    DeviceChoice, LimitsConfig, LoraEntry, ModelEntry, RegistryConfig, RemoteFile, Source,
+    AdapterEntry, AdapterKind, DeviceChoice, LimitsConfig, ModelEntry, RegistryConfig, RemoteFile,
+    Source,
 };
 pub use rng::JobRng;

@@ -1,7 +1,8 @@
 //! A loaded model and its renders: text-to-image over a group of jobs that share a
-//! [`BatchKey`], img2img and inpainting for one job, and the stages one at a time for parity
-//! checks. Each render conditions every job on its own text ([`crate::condition`]), makes its
-//! starting latents and [`Rows`], and hands them to the one denoising loop ([`Loop`]).
+//! [`BatchKey`], img2img and inpainting for one job, each steered by the job's ControlNets when
+//! it renders alone, and (`stages`) the stages one at a time for parity checks. Each render
+//! conditions every job on its own text ([`crate::condition`]), makes its starting latents and
+//! [`Rows`], and hands them to the one denoising loop ([`Loop`]).
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use pixelfarm_core::{
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::condition::{Cond, TextSide};
+use crate::control::JobControl;
 use crate::denoise::{Denoiser, Keep, Loop, Rows, UnetInput, job_noise};
 use crate::failure::render_error;
 use crate::family::FamilyDefaults;
@@ -213,22 +215,27 @@ impl LoadedModel {
 
     /// Render jobs sharing one [`BatchKey`] in lockstep. With `fused`, the UNet runs once per step
     /// on the whole group (faster; results equal to rendering alone only up to float rounding),
-    /// else once per job (bit-identical to rendering alone). `on_step(step, steps)` is called
-    /// after each denoising step; returning false cancels the group.
+    /// else once per job (bit-identical to rendering alone). `control` steers a group of one job
+    /// ([`JobControl::NONE`] for none). `on_step(step, steps)` is called after each denoising
+    /// step; returning false cancels the group.
     ///
     /// # Errors
     /// `Invalid` for jobs with different keys, a size that is not a multiple of the VAE's
-    /// downscale, or an inpainting model; `Conflict` when cancelled; `Transient` when the device
-    /// fails; `Permanent` for candle's other errors.
-    pub fn render_group(
+    /// downscale, an inpainting model, or ControlNets on a group of several jobs; `Conflict`
+    /// when cancelled; `Transient` when the device fails; `Permanent` for candle's other errors.
+    pub(crate) fn render_group(
         &self,
         jobs: &[&JobParams],
         fused: bool,
+        control: &JobControl,
         on_step: &mut dyn FnMut(usize, usize) -> bool,
     ) -> Result<Vec<RenderedImage>> {
         let Some(first) = jobs.first() else {
             return Ok(Vec::new());
         };
+        if !control.is_empty() && jobs.len() > 1 {
+            return Err(Error::invalid("a job with ControlNets renders alone"));
+        }
         if jobs.iter().any(|j| BatchKey::of(j) != BatchKey::of(first)) {
             return Err(Error::invalid(
                 "jobs of one group must share size, steps, sampler and guidance on/off",
@@ -255,6 +262,7 @@ impl LoadedModel {
             rngs,
             extra: None,
             keep: None,
+            control: control.guides(first.width, first.height, &self.device)?,
         };
         let refine_steps = refine_steps(first);
         let total = plan.steps() + refine_steps;
@@ -272,7 +280,7 @@ impl LoadedModel {
         for (i, job) in jobs.iter().enumerate() {
             let t0 = Instant::now();
             let row = latents.i(i..i + 1).map_err(render_error)?;
-            let refined = self.refine(job, &row, &mut |s, _| on_step(n + s, total))?;
+            let refined = self.refine(job, &row, control, &mut |s, _| on_step(n + s, total))?;
             let secs = denoise_secs / jobs.len() as f64 + t0.elapsed().as_secs_f64();
             out.append(&mut self.finish(&[job], &refined, text_secs / jobs.len() as f64, secs)?);
         }
@@ -291,6 +299,7 @@ impl LoadedModel {
         &self,
         job: &JobParams,
         latents: &Tensor,
+        control: &JobControl,
         on_step: &mut dyn FnMut(usize, usize) -> bool,
     ) -> Result<Tensor> {
         let Some(h) = job.hires else {
@@ -331,6 +340,7 @@ impl LoadedModel {
             rngs: vec![rng],
             extra: None,
             keep: None,
+            control: control.guides(width, height, &self.device)?,
         };
         self.denoise_loop(false)
             .run(job.sampler, &plan, x, &mut rows, on_step)
@@ -364,25 +374,28 @@ impl LoadedModel {
     /// = repaint) the kept area is blended back at every step (plain UNets), or given to the UNet
     /// (inpainting UNets).
     ///
-    /// `on_step` as for [`Self::render_group`].
+    /// `control` and `on_step` as for [`Self::render_group`].
     ///
     /// # Errors
     /// `Invalid` for a strength outside 0..=1, or an inpainting model without a mask; else as
     /// [`Self::render_group`].
-    pub fn render_from_image(
+    pub(crate) fn render_from_image(
         &self,
         job: &JobParams,
         init: &[u8],
         strength: f64,
         mask: Option<&[u8]>,
+        control: &JobControl,
         on_step: &mut dyn FnMut(usize, usize) -> bool,
     ) -> Result<RenderedImage> {
         let n = kept_steps(job.steps.get() as usize, strength);
         let total = n + refine_steps(job);
         let (latents, _, text_secs, denoise_secs) =
-            self.image_latents(job, init, strength, mask, &mut |s, _| on_step(s, total))?;
+            self.image_latents(job, init, strength, mask, control, &mut |s, _| {
+                on_step(s, total)
+            })?;
         let t0 = Instant::now();
-        let latents = self.refine(job, &latents, &mut |s, _| on_step(n + s, total))?;
+        let latents = self.refine(job, &latents, control, &mut |s, _| on_step(n + s, total))?;
         let denoise_secs = denoise_secs + t0.elapsed().as_secs_f64();
         let mut images = self.finish(&[job], &latents, text_secs, denoise_secs)?;
         Ok(images.remove(0))
@@ -396,6 +409,7 @@ impl LoadedModel {
         init: &[u8],
         strength: f64,
         mask: Option<&[u8]>,
+        control: &JobControl,
         on_step: &mut dyn FnMut(usize, usize) -> bool,
     ) -> Result<(Tensor, Tensor, f64, f64)> {
         if !(0.0..=1.0).contains(&strength) {
@@ -419,6 +433,7 @@ impl LoadedModel {
             rngs: vec![start.rng],
             extra: start.extra,
             keep: start.keep,
+            control: control.guides(job.width, job.height, &self.device)?,
         };
         let latents =
             self.denoise_loop(false)
@@ -547,31 +562,6 @@ impl LoadedModel {
             .map_err(render_error)
     }
 
-    /// The text conditioning of `p`'s prompts, rows `[negative, prompt]` with guidance and
-    /// `[prompt]` without: the cross-attention states and, for SDXL, the pooled text embedding and
-    /// the time ids. With [`Self::denoiser_output`] and [`Self::decode_to_pixels`], a render's
-    /// stages one at a time, which `bench/parity.py` checks against diffusers.
-    ///
-    /// # Errors
-    /// As a render's text stage.
-    pub fn text_conditioning(&self, p: &JobParams) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
-        let cond = self.text.encode(p)?;
-        Ok((cond.ctx, cond.text_time.map(|tt| (tt.pooled, tt.time_ids))))
-    }
-
-    /// The denoiser's prediction (noise or v, as the family's) for latents `x`, one row per row of
-    /// `p`'s [`Self::text_conditioning`], at training timestep `t`, in f32; no guidance applied.
-    ///
-    /// # Errors
-    /// `Transient` when the device fails, else `Permanent` (candle's errors, by variant).
-    pub fn denoiser_output(&self, x: &Tensor, t: f64, p: &JobParams) -> Result<Tensor> {
-        let cond = self.text.encode(p)?;
-        x.to_dtype(self.dtype)
-            .and_then(|x| self.denoiser.forward(&x, t, &cond))
-            .and_then(|out| out.to_dtype(DType::F32))
-            .map_err(render_error)
-    }
-
     /// Latents `(1, c, h, w)` to RGB8 bytes.
     fn decode(&self, latents: &Tensor) -> Result<Vec<u8>> {
         let img = (self.decode_to_pixels(latents)? / 2.0)
@@ -583,3 +573,5 @@ impl LoadedModel {
         Ok(img)
     }
 }
+
+mod stages;

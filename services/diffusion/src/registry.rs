@@ -16,6 +16,8 @@ pub const DEFAULT_MAX_LOADED: usize = 1;
 pub const DEFAULT_MAX_BATCH: usize = 4;
 /// Default for [`RegistryConfig::max_lora_sets`].
 pub const DEFAULT_MAX_LORA_SETS: usize = 2;
+/// Default for [`RegistryConfig::max_controlnets`].
+pub const DEFAULT_MAX_CONTROLNETS: usize = 2;
 
 /// The registry as written in the worker's config (`diffusion:` section).
 ///
@@ -36,6 +38,11 @@ pub const DEFAULT_MAX_LORA_SETS: usize = 2;
 ///     family: sd15
 ///     source: s3://models/loras/brand-style.safetensors
 ///     sha256: 0b7e…
+/// controlnets:
+///   canny:
+///     family: sd15
+///     source: s3://models/controlnets/sd15-canny.safetensors
+///     sha256: 4c1d…
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,11 +70,17 @@ pub struct RegistryConfig {
     pub models: BTreeMap<ModelName, ModelEntry>,
     /// The LoRA adapters jobs may apply to the models of their family, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub loras: BTreeMap<ModelName, LoraEntry>,
+    pub loras: BTreeMap<ModelName, AdapterEntry>,
+    /// The ControlNets jobs may steer the models of their family with, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub controlnets: BTreeMap<ModelName, AdapterEntry>,
     /// How many LoRA sets stay merged into copies of their model's weights at once; the least
     /// recently used is dropped first. Each holds its own copy of the layers its LoRAs change.
     #[serde(default = "default_max_lora_sets")]
     pub max_lora_sets: usize,
+    /// How many ControlNets stay loaded at once; the least recently used is dropped first.
+    #[serde(default = "default_max_controlnets")]
+    pub max_controlnets: usize,
 }
 
 fn default_cache_dir() -> PathBuf {
@@ -81,6 +94,9 @@ fn default_max_batch() -> usize {
 }
 fn default_max_lora_sets() -> usize {
     DEFAULT_MAX_LORA_SETS
+}
+fn default_max_controlnets() -> usize {
+    DEFAULT_MAX_CONTROLNETS
 }
 
 /// Which device renders.
@@ -113,8 +129,10 @@ pub struct ModelEntry {
     pub limits: LimitsConfig,
 }
 
-/// One LoRA adapter: a single safetensors file in the kohya / AUTOMATIC1111 layout
-/// (`lora_unet_…`, `lora_te_…`, with `alpha`) or the diffusers / PEFT one (`unet.….lora_A.weight`).
+/// One adapter of a family's models, a single safetensors file: a LoRA in the kohya /
+/// AUTOMATIC1111 layout (`lora_unet_…`, `lora_te_…`, with `alpha`) or the diffusers / PEFT one
+/// (`unet.….lora_A.weight`), or a ControlNet in diffusers' layout
+/// (`diffusion_pytorch_model.safetensors` of a `ControlNetModel`).
 ///
 /// ```yaml
 /// family: sd15
@@ -123,13 +141,40 @@ pub struct ModelEntry {
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LoraEntry {
+pub struct AdapterEntry {
     /// The family of the models it was trained for; it applies to no other.
     pub family: Family,
     /// The file itself: `file:///dir/name.safetensors` or `s3://bucket/key`.
     pub source: Source,
     /// Its sha256 (lowercase hex), checked before it is read.
     pub sha256: String,
+}
+
+/// What an [`AdapterEntry`] adapts: the registry's `loras` or its `controlnets`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdapterKind {
+    /// A LoRA, merged into a copy of the weights it changes.
+    Lora,
+    /// A ControlNet, run beside the UNet.
+    ControlNet,
+}
+
+impl AdapterKind {
+    /// How errors name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdapterKind::Lora => "LoRA",
+            AdapterKind::ControlNet => "ControlNet",
+        }
+    }
+
+    /// Its section of the registry.
+    pub fn section(self) -> &'static str {
+        match self {
+            AdapterKind::Lora => "loras",
+            AdapterKind::ControlNet => "controlnets",
+        }
+    }
 }
 
 /// A model's `limits` as written in the registry: each field absent takes its default.
@@ -297,92 +342,15 @@ impl RegistryConfig {
         if self.max_lora_sets == 0 {
             return Err(Error::invalid("max_lora_sets is 0; accepted: 1 or more"));
         }
+        if self.max_controlnets == 0 {
+            return Err(Error::invalid("max_controlnets is 0; accepted: 1 or more"));
+        }
         for (name, entry) in &self.models {
             entry
                 .validate()
                 .map_err(|e| Error::invalid(format!("model `{name}`: {e}")))?;
         }
-        for (name, entry) in &self.loras {
-            check_sha256(&entry.sha256)
-                .map_err(|e| Error::invalid(format!("lora `{name}`: sha256 {e}")))?;
-            if entry.family == Family::Shapes {
-                return Err(Error::invalid(format!(
-                    "lora `{name}`: family `shapes` takes no LoRAs; accepted: the Stable Diffusion families"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// The entry of LoRA `name`, checked to fit `model`'s family.
-    ///
-    /// # Errors
-    /// `Permanent` for a LoRA this registry does not list, or one of another family.
-    pub fn lora(&self, model: &ModelName, name: &ModelName) -> Result<&LoraEntry> {
-        let entry = self.loras.get(name).ok_or_else(|| {
-            let known: Vec<_> = self.loras.keys().map(|m| m.as_str()).collect();
-            Error::permanent(format!(
-                "unknown LoRA `{name}`; this worker has: {}",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            ))
-        })?;
-        let family = self.entry(model)?.family;
-        if entry.family != family {
-            return Err(Error::permanent(format!(
-                "LoRA `{name}` is for family `{}`; model `{model}` is `{family}`",
-                entry.family
-            )));
-        }
-        Ok(entry)
-    }
-
-    /// Where LoRA `name`'s file is read from: its own path, or its place in the download cache.
-    fn lora_path(&self, name: &ModelName, entry: &LoraEntry) -> PathBuf {
-        match &entry.source {
-            Source::File(p) => p.clone(),
-            // Model names never start with a dot: no model's folder is this one.
-            Source::S3 { .. } => self
-                .cache_dir
-                .join(".loras")
-                .join(format!("{name}.safetensors")),
-        }
-    }
-
-    /// The bytes of LoRA `name`, its sha256 checked.
-    ///
-    /// # Errors
-    /// As [`read_verified`], naming the LoRA.
-    pub fn read_lora(&self, name: &ModelName, entry: &LoraEntry) -> Result<Vec<u8>> {
-        let path = self.lora_path(name, entry);
-        read_checked(
-            &path,
-            &entry.sha256,
-            matches!(entry.source, Source::File(_)),
-        )
-        .map_err(|e| Error::new(e.kind(), format!("LoRA `{name}`: {}", e.chain())))
-    }
-
-    /// The `s3://` LoRAs' files to download into the cache, by LoRA name.
-    pub fn remote_lora_files(&self) -> Vec<(ModelName, RemoteFile)> {
-        self.loras
-            .iter()
-            .filter_map(|(name, entry)| match &entry.source {
-                Source::S3 { bucket, prefix } => Some((
-                    name.clone(),
-                    RemoteFile {
-                        bucket: bucket.clone(),
-                        key: prefix.clone(),
-                        local_path: self.lora_path(name, entry),
-                        sha256: entry.sha256.clone(),
-                    },
-                )),
-                Source::File(_) => None,
-            })
-            .collect()
+        self.validate_adapters()
     }
 
     /// The limits of `model`: its `limits`, each absent one at its default.
@@ -399,13 +367,8 @@ impl RegistryConfig {
             max_steps: l.max_steps.unwrap_or(DEFAULT_MAX_STEPS),
             max_output_side: l.max_output_side.unwrap_or(DEFAULT_MAX_OUTPUT_SIDE),
             max_batch: l.max_batch.unwrap_or(self.max_batch),
-            loras: Some(
-                self.loras
-                    .iter()
-                    .filter(|(_, lora)| lora.family == entry.family)
-                    .map(|(name, _)| name.clone())
-                    .collect(),
-            ),
+            loras: Some(self.adapters_of(AdapterKind::Lora, entry.family)),
+            controlnets: Some(self.adapters_of(AdapterKind::ControlNet, entry.family)),
         })
     }
 
@@ -584,5 +547,6 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
+mod adapters;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,6 @@
 //! Random-weight models of the SD architectures, tiny ones and the real full-size ones, written in
-//! the diffusers folder layout with a CLIP-style BPE `tokenizer.json`, for tests and benchmarks
-//! (nothing is downloaded).
+//! the diffusers folder layout with a CLIP-style BPE `tokenizer.json`, and ControlNets for them,
+//! for tests and benchmarks (nothing is downloaded).
 
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
@@ -13,8 +13,9 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use crate::clip::ClipText;
+use crate::controlnet::ControlNet;
 use crate::family::Family;
-use crate::registry::{ModelEntry, Source, layout, sha256_file};
+use crate::registry::{AdapterEntry, ModelEntry, Source, layout, sha256_file};
 use crate::rng::JobRng;
 use crate::unet::Unet;
 use crate::vae::Vae;
@@ -371,6 +372,33 @@ pub fn write_tiny_checkpoint(
         checkpoint: Some(TINY_CHECKPOINT.to_string()),
         files,
         limits: Default::default(),
+    })
+}
+
+/// Write a deterministic random-weight ControlNet for `family` in diffusers' layout (one
+/// safetensors file, the family's dtype as [`write_random_model`] writes it) to `path`, and
+/// return its registry entry (`file://`, real sha256). Its condition embedding has diffusers'
+/// default widths (16, 32, 96, 256) for the full-size families, (8, 16, 16, 32) for the tiny
+/// ones; its zero convolutions are random too (a trained ControlNet's are not zero), so it
+/// changes the renders it steers.
+///
+/// # Errors
+/// `Invalid` for the `shapes` family; `Transient` when the file cannot be written.
+pub fn write_random_controlnet(path: &Path, family: Family, seed: u64) -> Result<AdapterEntry> {
+    let (dtype, widths): (DType, &[usize]) = match family {
+        Family::Tiny | Family::TinyXl => (DType::F32, &[8, 16, 16, 32]),
+        Family::Sd15 | Family::Sd21 | Family::Sdxl | Family::SdxlTurbo => {
+            (DType::F16, &[16, 32, 96, 256])
+        }
+        Family::Shapes => return Err(Error::invalid("family `shapes` takes no ControlNet")),
+    };
+    write_random(path, seed, dtype, &|vb| {
+        ControlNet::new(vb, family, widths).map(|_| ())
+    })?;
+    Ok(AdapterEntry {
+        family,
+        source: Source::File(path.to_path_buf()),
+        sha256: sha256_file(path)?,
     })
 }
 

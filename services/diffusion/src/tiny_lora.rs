@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::checkpoint::ldm_unet_names;
 use crate::family::Family;
-use crate::registry::{LoraEntry, Source, layout, sha256_file};
+use crate::registry::{AdapterEntry, Source, layout, sha256_file};
 use crate::rng::JobRng;
 
 /// How a LoRA file names its tensors.
@@ -70,7 +70,7 @@ pub fn write_random_lora(
     layout: LoraLayout,
     rank: usize,
     seed: u64,
-) -> Result<LoraEntry> {
+) -> Result<AdapterEntry> {
     if family == Family::Shapes {
         return Err(Error::invalid("family `shapes` takes no LoRAs"));
     }
@@ -160,7 +160,7 @@ pub fn write_random_lora(
     candle_core::safetensors::save(&out, path).map_err(candle)?;
     let path = std::path::absolute(path)
         .map_err(|e| Error::transient("cannot write the random LoRA", e))?;
-    Ok(LoraEntry {
+    Ok(AdapterEntry {
         family,
         source: Source::File(path.clone()),
         sha256: sha256_file(&path)?,

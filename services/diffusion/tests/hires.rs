@@ -42,6 +42,7 @@ fn job(prompt: &str, seed: u64, hires: Option<HiresSpec>) -> JobParams {
         init: None,
         hires,
         loras: Default::default(),
+        control: Default::default(),
         output: Default::default(),
     }
 }
@@ -83,7 +84,12 @@ fn lanczos_hires_is_exactly_img2img_of_the_enlarged_first_pass() {
         mask: None,
     };
     let by_hand = e
-        .render_image(&model(), &refined, &input, &RenderControl::new())
+        .render_image(
+            &model(),
+            &refined,
+            &input.clone().into(),
+            &RenderControl::new(),
+        )
         .unwrap();
     assert!(
         out.image.rgb == by_hand.image.rgb,
@@ -198,7 +204,7 @@ fn img2img_jobs_are_refined_too() {
         .render_image(
             &model(),
             &job("a grey wall", 4, hires(1.5, 0.5, Upscaler::Latent)),
-            &input,
+            &input.clone().into(),
             &control,
         )
         .unwrap();

@@ -7,7 +7,7 @@ use pixelfarm_core::{
     Prompt, RenderControl, Renderer, Sampler, Seed, StepCount,
 };
 use pixelfarm_diffusion::tiny_lora::{LoraLayout, write_random_lora};
-use pixelfarm_diffusion::{DiffusionEngine, Family, LoraEntry, tiny};
+use pixelfarm_diffusion::{AdapterEntry, DiffusionEngine, Family, tiny};
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -21,7 +21,7 @@ fn name(s: &str) -> ModelName {
 fn engine_with(
     model: &str,
     entry: pixelfarm_diffusion::ModelEntry,
-    loras: Vec<(&str, LoraEntry)>,
+    loras: Vec<(&str, AdapterEntry)>,
 ) -> DiffusionEngine {
     let loras = loras.into_iter().map(|(n, e)| (name(n), e)).collect();
     common::engine_serving(name(model), entry, loras)
@@ -82,6 +82,7 @@ fn job(seed: u64, set: &[(&str, f64)]) -> JobParams {
         init: None,
         hires: None,
         loras: loras(set),
+        control: Default::default(),
         output: Default::default(),
     }
 }
@@ -149,8 +150,8 @@ fn the_renderer_names_each_lora_with_its_sha256() {
 }
 
 /// The file at `path` registered as a LoRA of the tiny family, with its sha256 as it is now.
-fn tiny_lora_at(path: &Path) -> LoraEntry {
-    LoraEntry {
+fn tiny_lora_at(path: &Path) -> AdapterEntry {
+    AdapterEntry {
         family: Family::Tiny,
         source: pixelfarm_diffusion::Source::File(path.to_path_buf()),
         sha256: pixelfarm_diffusion::registry::sha256_file(path).unwrap(),
@@ -158,7 +159,7 @@ fn tiny_lora_at(path: &Path) -> LoraEntry {
 }
 
 /// `job` rendered by an engine whose `bad` LoRA is `entry`: the error.
-fn refused(model_dir: &Path, entry: LoraEntry) -> pixelfarm_core::Error {
+fn refused(model_dir: &Path, entry: AdapterEntry) -> pixelfarm_core::Error {
     let model = tiny::write_tiny_model(model_dir, 4).unwrap();
     let e = engine_with("tiny", model, vec![("bad", entry)]);
     e.render(&name("tiny"), &job(1, &[("bad", 1.0)]))
@@ -188,7 +189,7 @@ fn tampered_foreign_and_malformed_files_are_refused_naming_them() {
     // Registered for another family.
     let e = refused(
         &model,
-        LoraEntry {
+        AdapterEntry {
             family: Family::TinyXl,
             ..entry.clone()
         },
@@ -263,7 +264,7 @@ fn sdxl_loras_under_sd_scripts_names_match_the_diffusers_layout() {
     assert_eq!(k, pixels(&e, "xl", &job(5, &[("peft", 1.0)])));
 }
 
-fn kohya_path(entry: &LoraEntry) -> std::path::PathBuf {
+fn kohya_path(entry: &AdapterEntry) -> std::path::PathBuf {
     match &entry.source {
         pixelfarm_diffusion::Source::File(p) => p.clone(),
         other => panic!("a written LoRA is a local file, not {other}"),

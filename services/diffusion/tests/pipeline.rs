@@ -60,6 +60,7 @@ fn job(prompt: &str, seed: u64, sampler: Sampler, steps: u32, guidance: f64) -> 
         init: None,
         hires: None,
         loras: Default::default(),
+        control: Default::default(),
         output: Default::default(),
     }
 }
@@ -166,10 +167,15 @@ fn renders_from_several_threads_at_once_give_the_bytes_each_gives_alone() {
         mask: None,
     };
     let img2img = || {
-        e.render_image(&model(), &jobs[0], &input, &RenderControl::new())
-            .unwrap()
-            .image
-            .rgb
+        e.render_image(
+            &model(),
+            &jobs[0],
+            &input.clone().into(),
+            &RenderControl::new(),
+        )
+        .unwrap()
+        .image
+        .rgb
     };
     let alone: Vec<Vec<u8>> = jobs
         .iter()
@@ -276,7 +282,7 @@ fn progress_reaches_the_controls_and_cancellation_stops_between_steps() {
         mask: None,
     };
     let err = e
-        .render_image(&model(), &jobs[0], &input, &control)
+        .render_image(&model(), &jobs[0], &input.clone().into(), &control)
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict);
     assert_eq!(control.progress(), Some(StepProgress { done: 1, total: 2 }));
@@ -433,6 +439,8 @@ fn the_lru_keeps_at_most_max_loaded_models() {
         models: BTreeMap::from([(a.clone(), entry.clone()), (b.clone(), entry)]),
         loras: Default::default(),
         max_lora_sets: pixelfarm_diffusion::registry::DEFAULT_MAX_LORA_SETS,
+        controlnets: Default::default(),
+        max_controlnets: pixelfarm_diffusion::registry::DEFAULT_MAX_CONTROLNETS,
     };
     let e = DiffusionEngine::new(cfg).unwrap();
     assert!(e.preload(&a).unwrap() > 0.0);
@@ -482,7 +490,7 @@ fn img2img_at_strength_zero_returns_the_vae_round_trip_and_higher_strength_chang
     };
     let j = job("a red house", 3, Sampler::Euler, 4, 7.5);
     let still = e
-        .render_image(&model(), &j, &input, &RenderControl::new())
+        .render_image(&model(), &j, &input.clone().into(), &RenderControl::new())
         .unwrap();
     assert!(
         mean_abs_diff(&still.image.rgb, &round_trip) < 0.5,
@@ -491,7 +499,7 @@ fn img2img_at_strength_zero_returns_the_vae_round_trip_and_higher_strength_chang
     );
     input.strength = 1.0;
     let full = e
-        .render_image(&model(), &j, &input, &RenderControl::new())
+        .render_image(&model(), &j, &input.clone().into(), &RenderControl::new())
         .unwrap();
     // A quarter of 4 Euler steps: one step from the smallest sigma, the smallest change. (Random
     // weights predict arbitrary noise, so anything from a higher sigma is as far as strength 1;
@@ -500,7 +508,7 @@ fn img2img_at_strength_zero_returns_the_vae_round_trip_and_higher_strength_chang
     // apart is the strength being ignored: then both are equal, or zero.)
     input.strength = 0.25;
     let small = e
-        .render_image(&model(), &j, &input, &RenderControl::new())
+        .render_image(&model(), &j, &input.clone().into(), &RenderControl::new())
         .unwrap();
     let d_small = mean_abs_diff(&small.image.rgb, &round_trip);
     let d_full = mean_abs_diff(&full.image.rgb, &round_trip);
@@ -511,7 +519,7 @@ fn img2img_at_strength_zero_returns_the_vae_round_trip_and_higher_strength_chang
     input.strength = 1.0;
     // Deterministic, like txt2img.
     assert!(
-        e.render_image(&model(), &j, &input, &RenderControl::new())
+        e.render_image(&model(), &j, &input.clone().into(), &RenderControl::new())
             .unwrap()
             .image
             .rgb
@@ -524,7 +532,7 @@ fn img2img_at_strength_zero_returns_the_vae_round_trip_and_higher_strength_chang
         rgb: gradient(32, 32),
     };
     assert_eq!(
-        e.render_image(&model(), &j, &input, &RenderControl::new())
+        e.render_image(&model(), &j, &input.clone().into(), &RenderControl::new())
             .unwrap()
             .image
             .rgb
@@ -533,7 +541,7 @@ fn img2img_at_strength_zero_returns_the_vae_round_trip_and_higher_strength_chang
     );
     input.init.rgb.pop();
     assert_eq!(
-        e.render_image(&model(), &j, &input, &RenderControl::new())
+        e.render_image(&model(), &j, &input.clone().into(), &RenderControl::new())
             .unwrap_err()
             .kind(),
         ErrorKind::Permanent
@@ -561,7 +569,7 @@ fn inpainting_repaints_the_mask_and_keeps_the_rest() {
     };
     let j = job("a blue tree", 4, Sampler::Dpmpp2m, 4, 7.5);
     assert_eq!(
-        e.render_image(&model(), &j, &input, &RenderControl::new())
+        e.render_image(&model(), &j, &input.clone().into(), &RenderControl::new())
             .unwrap()
             .image
             .rgb

@@ -33,6 +33,7 @@ fn job(prompt: &str, negative: &str, seed: u64, guidance: f64) -> JobParams {
         init: None,
         hires: None,
         loras: Default::default(),
+        control: Default::default(),
         output: Default::default(),
     }
 }
@@ -139,6 +140,8 @@ fn a_missing_second_text_encoder_is_refused_naming_it() {
         models: BTreeMap::from([(model(), listed)]),
         loras: Default::default(),
         max_lora_sets: pixelfarm_diffusion::registry::DEFAULT_MAX_LORA_SETS,
+        controlnets: Default::default(),
+        max_controlnets: pixelfarm_diffusion::registry::DEFAULT_MAX_CONTROLNETS,
     };
     let e = cfg.validate().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Invalid);

@@ -1,7 +1,7 @@
 //! PNG encoding with generation metadata.
 
 use pixelfarm_core::text::one_line;
-use pixelfarm_core::{AppliedLora, Error, JobParams, Result, RgbImage};
+use pixelfarm_core::{Applied, Error, JobParams, Result, RgbImage};
 
 /// Text chunks written into every PNG.
 #[derive(Debug, Clone)]
@@ -21,13 +21,16 @@ pub struct PngMetadata {
 /// keeps the exact prompt).
 ///
 /// LoRAs are written as AUTOMATIC1111 does: a `<lora:name:weight>` tag after the prompt for
-/// each, and `Lora hashes: "name: <first 12 hex of the file's sha256>, …"`.
+/// each, and `Lora hashes: "name: <first 12 hex of the file's sha256>, …"`; ControlNets as its
+/// ControlNet extension does: `ControlNet 0: "Module: canny, Model: name [<first 8 hex>],
+/// Weight: 1, Resize Mode: Just Resize, Guidance Start: 0, Guidance End: 1"` for each.
 pub fn a1111_parameters(
     params: &JobParams,
     model: &str,
     renderer: &str,
-    loras: &[AppliedLora],
+    applied: &Applied,
 ) -> String {
+    let loras = &applied.loras;
     let sampler = match params.sampler {
         pixelfarm_core::Sampler::Ddim => "DDIM",
         pixelfarm_core::Sampler::Euler => "Euler",
@@ -77,6 +80,17 @@ pub fn a1111_parameters(
             .map(|l| format!("{}: {}", l.name, l.sha256.get(..12).unwrap_or(&l.sha256)))
             .collect();
         out.push_str(&format!(", Lora hashes: \"{}\"", hashes.join(", ")));
+    }
+    for (i, (c, net)) in params.control.iter().zip(&applied.controlnets).enumerate() {
+        out.push_str(&format!(
+            ", ControlNet {i}: \"Module: {}, Model: {} [{}], Weight: {}, Resize Mode: Just Resize, Guidance Start: {}, Guidance End: {}\"",
+            c.preprocess.as_str(),
+            net.name,
+            net.sha256.get(..8).unwrap_or(&net.sha256),
+            c.weight.get(),
+            c.start,
+            c.end,
+        ));
     }
     out
 }
@@ -182,6 +196,7 @@ mod tests {
             init: None,
             hires: None,
             loras: Default::default(),
+            control: Default::default(),
             output: Default::default(),
         };
         let img = RgbImage {
@@ -190,7 +205,7 @@ mod tests {
             rgb: vec![7; 192],
         };
         let meta = PngMetadata {
-            parameters: a1111_parameters(&params, "sd15", "test-pattern/1", &[]),
+            parameters: a1111_parameters(&params, "sd15", "test-pattern/1", &Applied::default()),
             provenance_json: "{\"a\":1}".into(),
         };
         let png = encode_png(&img, &meta).unwrap();
@@ -213,7 +228,7 @@ mod tests {
             negative_prompt: NegativePrompt::parse("blurry\nSteps: 2").unwrap(),
             ..params.clone()
         };
-        let text = a1111_parameters(&forged, "sd15", "test-pattern/1", &[]);
+        let text = a1111_parameters(&forged, "sd15", "test-pattern/1", &Applied::default());
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines,
@@ -240,17 +255,17 @@ mod tests {
             ..params.clone()
         };
         assert!(
-            a1111_parameters(&hires, "sd15", "candle-sd/1", &[]).ends_with(
+            a1111_parameters(&hires, "sd15", "candle-sd/1", &Applied::default()).ends_with(
                 "Renderer: candle-sd/1, Denoising strength: 0.4, Hires upscale: 1.5, Hires steps: 20, Hires upscaler: Latent (nearest)"
             ),
             "{}",
-            a1111_parameters(&hires, "sd15", "candle-sd/1", &[])
+            a1111_parameters(&hires, "sd15", "candle-sd/1", &Applied::default())
         );
         // And an upscale as A1111's Extras tab says it.
         let mut upscaled = params.clone();
         upscaled.output.upscale = Some(pixelfarm_core::ScaleFactor::parse(2.0).unwrap());
         assert!(
-            a1111_parameters(&upscaled, "sd15", "candle-sd/1", &[]).ends_with(
+            a1111_parameters(&upscaled, "sd15", "candle-sd/1", &Applied::default()).ends_with(
                 "Renderer: candle-sd/1, Postprocess upscale by: 2, Postprocess upscaler: Lanczos"
             )
         );
@@ -265,7 +280,10 @@ mod tests {
             &params,
             "sd15",
             "candle-sd/1",
-            &[lora("brand", 0.8, 'a'), lora("stripes", -0.5, 'b')],
+            &Applied {
+                loras: vec![lora("brand", 0.8, 'a'), lora("stripes", -0.5, 'b')],
+                controlnets: Vec::new(),
+            },
         );
         let lines: Vec<&str> = text.lines().collect();
         assert!(
@@ -277,6 +295,30 @@ mod tests {
                 .last()
                 .unwrap()
                 .ends_with(r#", Lora hashes: "brand: aaaaaaaaaaaa, stripes: bbbbbbbbbbbb""#),
+            "{text}"
+        );
+
+        // ControlNets as A1111's ControlNet extension writes them, one entry each.
+        let mut controlled = params.clone();
+        controlled.control = serde_json::from_str(
+            r#"[{"model": "canny", "image": {"key": "k"}, "preprocess": "canny"},
+                {"model": "depth", "image": {"key": "d"}, "weight": 0.5, "start": 0.25, "end": 0.75}]"#,
+        )
+        .unwrap();
+        let net = |name: &str, sha: char| AppliedControlNet {
+            name: ModelName::parse(name).unwrap(),
+            sha256: sha.to_string().repeat(64),
+        };
+        let applied = Applied {
+            loras: Vec::new(),
+            controlnets: vec![net("canny", 'c'), net("depth", 'd')],
+        };
+        let text = a1111_parameters(&controlled, "sd15", "candle-sd/1", &applied);
+        assert!(
+            text.ends_with(concat!(
+                r#", ControlNet 0: "Module: canny, Model: canny [cccccccc], Weight: 1, Resize Mode: Just Resize, Guidance Start: 0, Guidance End: 1""#,
+                r#", ControlNet 1: "Module: none, Model: depth [dddddddd], Weight: 0.5, Resize Mode: Just Resize, Guidance Start: 0.25, Guidance End: 0.75""#,
+            )),
             "{text}"
         );
     }

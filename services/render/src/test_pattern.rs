@@ -127,6 +127,7 @@ mod tests {
             init: None,
             hires: None,
             loras: Default::default(),
+            control: Default::default(),
             output: Default::default(),
         }
     }

@@ -56,6 +56,7 @@ pub fn job(attrs: &Attributes, seed: u64, s: RenderSettings) -> Result<JobParams
         init: None,
         hires: None,
         loras: Default::default(),
+        control: Default::default(),
         output: Default::default(),
     })
 }
@@ -356,7 +357,7 @@ pub fn renoise(
                 };
                 let params = job(a, 100 + i as u64, s)?;
                 let rendered =
-                    renderer.render_from(model, &params, &input, &RenderControl::new())?;
+                    renderer.render_from(model, &params, &input.into(), &RenderControl::new())?;
                 let v = check(&rendered.image.rgb, a);
                 out.matched += usize::from(v.matches());
                 out.mean_fill += v.fill / specs.len() as f64;

@@ -114,6 +114,8 @@ pub fn shipped_registry(repo_models_dir: &Path) -> pixelfarm_core::Result<Regist
         cache_dir: std::env::temp_dir().join("pixelfarm-models"),
         loras: Default::default(),
         max_lora_sets: pixelfarm_diffusion::registry::DEFAULT_MAX_LORA_SETS,
+        controlnets: Default::default(),
+        max_controlnets: pixelfarm_diffusion::registry::DEFAULT_MAX_CONTROLNETS,
         max_loaded: 1,
         max_batch: pixelfarm_diffusion::registry::DEFAULT_MAX_BATCH,
         fused_batches: false,

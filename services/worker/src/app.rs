@@ -109,7 +109,7 @@ pub async fn renderer(settings: &Settings) -> anyhow::Result<Arc<dyn Renderer>> 
     }
 }
 
-/// Download the files of `s3://` models and LoRAs that are missing from the cache or differ from
+/// Download the files of `s3://` models, LoRAs and ControlNets that are missing from the cache or differ from
 /// their recorded sha256, with the blob store's endpoint and credentials.
 async fn fetch_models(cfg: &RegistryConfig, s3: &S3Config) -> anyhow::Result<()> {
     for model in cfg.models.keys() {
@@ -117,8 +117,8 @@ async fn fetch_models(cfg: &RegistryConfig, s3: &S3Config) -> anyhow::Result<()>
             download(&format!("model `{model}`"), &f, s3).await?;
         }
     }
-    for (lora, f) in cfg.remote_lora_files() {
-        download(&format!("LoRA `{lora}`"), &f, s3).await?;
+    for (kind, name, f) in cfg.remote_adapter_files() {
+        download(&format!("{} `{name}`", kind.as_str()), &f, s3).await?;
     }
     Ok(())
 }

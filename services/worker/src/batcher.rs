@@ -87,7 +87,7 @@ impl Batcher {
     }
 
     /// Render one job, alone or inside a batch; the result is the same either way (the
-    /// [`Renderer::render_batch`] contract). Jobs that start from an image render alone. `control`
+    /// [`Renderer::render_batch`] contract). Jobs with input images (init, control) render alone. `control`
     /// receives the render's progress and stops it once cancelled (a batch stops when all of its
     /// jobs are).
     ///
@@ -97,7 +97,7 @@ impl Batcher {
         &self,
         model: &ModelName,
         params: &JobParams,
-        input: Option<ImageInput>,
+        inputs: JobInputs,
         control: &RenderControl,
     ) -> Result<RenderedImage> {
         let (r, m, p, c) = (
@@ -106,8 +106,8 @@ impl Batcher {
             params.clone(),
             control.clone(),
         );
-        if let Some(input) = input {
-            return blocking(move || r.render_from(&m, &p, &input, &c)).await;
+        if !inputs.is_empty() {
+            return blocking(move || r.render_from(&m, &p, &inputs, &c)).await;
         }
         let Some(queue) = &self.queue else {
             return blocking(move || {
@@ -315,6 +315,7 @@ mod tests {
             init: None,
             hires: None,
             loras: Default::default(),
+            control: Default::default(),
             output: Default::default(),
         };
         (model, params)

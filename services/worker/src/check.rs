@@ -186,11 +186,11 @@ mod tests {
         );
         std::fs::write(&path, lora("sd15", "abc")).unwrap();
         let e = settings(&s).unwrap_err().to_string();
-        assert!(e.contains("lora `brand`: sha256 is `abc`"), "{e}");
+        assert!(e.contains("loras `brand`: sha256 is `abc`"), "{e}");
         std::fs::write(&path, lora("shapes", &"a".repeat(64))).unwrap();
         let e = settings(&s).unwrap_err().to_string();
         assert!(
-            e.contains("lora `brand`: family `shapes` takes no LoRAs"),
+            e.contains("loras `brand`: family `shapes` takes no LoRAs"),
             "{e}"
         );
     }

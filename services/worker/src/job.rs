@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use chrono::Utc;
 use pixelfarm_core::*;
+use pixelfarm_image::canny::{CannyThresholds, canny};
 use pixelfarm_image::credentials::{DigitalSource, Generation, embed};
 use pixelfarm_image::input::decode_input;
 use pixelfarm_image::output::{encode, postprocess, thumbnail};
@@ -27,6 +28,9 @@ struct PngProvenance<'a> {
     /// Each LoRA's file sha256 (absent without LoRAs: older keys do not move).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     loras: &'a [AppliedLora],
+    /// Each ControlNet's file sha256 (absent without: older keys do not move).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    controlnets: &'a [AppliedControlNet],
     code_version: &'static str,
 }
 
@@ -52,6 +56,10 @@ pub struct Provenance<'a> {
     /// The LoRAs applied, each with its weight and the sha256 of its file.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub loras: &'a [AppliedLora],
+    /// The ControlNets applied, each with the sha256 of its file (their weights, windows and
+    /// images are in `params.control`).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub controlnets: &'a [AppliedControlNet],
     /// Lease owner that rendered it, and which attempt.
     pub worker: &'a str,
     #[allow(missing_docs)]
@@ -132,6 +140,26 @@ impl Execution<'_> {
         })
     }
 
+    /// The job's input images: its init image and mask, and each ControlNet's control image,
+    /// preprocessed as its entry says.
+    async fn inputs(&self, params: &JobParams) -> Result<JobInputs> {
+        let init = match &params.init {
+            Some(init) => Some(self.input(init).await?),
+            None => None,
+        };
+        let mut control = Vec::with_capacity(params.control.iter().len());
+        for c in params.control.iter() {
+            let image = self.fetch(&c.image, "control image").await?;
+            control.push(match c.preprocess {
+                Preprocess::None => image,
+                Preprocess::Canny => {
+                    blocking(move || Ok(canny(&image, CannyThresholds::default()))).await?
+                }
+            });
+        }
+        Ok(JobInputs { init, control })
+    }
+
     /// One input, read only from the job's own tenant's prefix (the scheduler checked that at
     /// submit; this holds even for a job row written some other way), at most
     /// [`MAX_INPUT_BYTES`] of it, and decoded under the decoder's limits.
@@ -179,20 +207,21 @@ impl Execution<'_> {
     pub async fn run(&self, timings: &mut BTreeMap<String, f64>) -> Result<(Completion, String)> {
         let job = &self.claimed.job;
         let model = job.model.clone();
-        let identity = self.batcher.renderer().identity(&model)?;
-        let loras = self.batcher.renderer().loras(&model, &job.params.loras)?;
-        if let Some(limits) = self.batcher.renderer().limits(&model) {
+        let renderer = self.batcher.renderer();
+        let identity = renderer.identity(&model)?;
+        let applied = Applied {
+            loras: renderer.loras(&model, &job.params.loras)?,
+            controlnets: renderer.controlnets(&model, &job.params.control)?,
+        };
+        if let Some(limits) = renderer.limits(&model) {
             limits.check(&model, &job.params)?;
         }
 
         let t = Instant::now();
-        let input = match &job.params.init {
-            Some(init) => Some(self.input(init).await?),
-            None => None,
-        };
+        let inputs = self.inputs(&job.params).await?;
         let render = self
             .batcher
-            .render(&model, &job.params, input, &self.control);
+            .render(&model, &job.params, inputs, &self.control);
         let rendered = match tokio::time::timeout(self.render_timeout, render).await {
             Ok(rendered) => rendered?,
             Err(_) => {
@@ -218,7 +247,8 @@ impl Execution<'_> {
             model: model.as_str(),
             model_identity: &identity,
             params: &job.params,
-            loras: &loras,
+            loras: &applied.loras,
+            controlnets: &applied.controlnets,
             code_version: CODE_VERSION,
         })
         .expect("provenance serializes");
@@ -231,7 +261,7 @@ impl Execution<'_> {
             signer.as_ref().map(|s| s.fingerprint()),
         );
         let meta = PngMetadata {
-            parameters: a1111_parameters(&job.params, model.as_str(), &identity.renderer, &loras),
+            parameters: a1111_parameters(&job.params, model.as_str(), &identity.renderer, &applied),
             provenance_json: png_prov,
         };
         let (model_name, model_id) = (model.to_string(), identity.id.clone());
@@ -273,7 +303,8 @@ impl Execution<'_> {
             model: model.as_str(),
             model_identity: &identity,
             params: &job.params,
-            loras: &loras,
+            loras: &applied.loras,
+            controlnets: &applied.controlnets,
             worker: self.worker,
             attempt: job.attempt,
             code_version: CODE_VERSION,

@@ -8,6 +8,9 @@ use std::collections::HashMap;
 use super::views::UploadedInput;
 use super::{BatchApi, upload_too_large};
 
+/// The inputs a submit checked: key -> (sha256, width, height).
+type Pinned = HashMap<String, (String, u32, u32)>;
+
 /// The sha256 of an input's `bytes` and what its header says, once they decode under the input
 /// limits (`pixelfarm_image::input::decode_input`), both worked out on a blocking thread (up to
 /// [`MAX_INPUT_BYTES`] of hashing and decoding). The outer error is a crashed decoder; the inner
@@ -80,47 +83,59 @@ impl BatchApi {
         })
     }
 
-    /// Check every init image and mask of `spec` (fetched once per key: it is one of `tenant`'s
-    /// uploads, decodes, masks match their image's size) and pin its sha256 on every job that
-    /// uses it, so output keys and provenance name the exact pixels. A sha256 given in the
-    /// manifest must match.
+    /// Check every init image, mask and control image of `spec` (fetched once per key: it is
+    /// one of `tenant`'s uploads, decodes, masks match their image's size) and pin its sha256 on
+    /// every job that uses it, so output keys and provenance name the exact pixels. A sha256
+    /// given in the manifest must match.
     pub(super) async fn pin_inputs(&self, tenant: TenantId, spec: &mut BatchSpec) -> Result<()> {
-        // key -> (sha256, width, height)
-        let mut seen: HashMap<String, (String, u32, u32)> = Default::default();
+        let mut seen = Pinned::default();
         for init in spec.jobs.inits_mut() {
-            let mut image_size = None;
-            for (field, img) in [
-                ("init.image", Some(&mut init.image)),
-                ("init.mask", init.mask.as_mut()),
-            ] {
-                let Some(img) = img else { continue };
-                if !seen.contains_key(&img.key) {
-                    let checked = self.check_input(tenant, field, &img.key).await?;
-                    seen.insert(img.key.clone(), checked);
-                }
-                let (sha, w, h) = &seen[&img.key];
-                if let Some(given) = &img.sha256
-                    && given != sha
-                {
+            let size = self
+                .pin(tenant, &mut seen, "init.image", &mut init.image)
+                .await?;
+            if let Some(mask) = init.mask.as_mut() {
+                let (w, h) = self.pin(tenant, &mut seen, "init.mask", mask).await?;
+                if (w, h) != size {
                     return Err(Error::invalid(format!(
-                        "manifest field `{field}.sha256`: `{}` has sha256 {sha}; the manifest pins {given}",
-                        img.key
+                        "manifest field `init.mask`: mask `{}` is {w}x{h}; accepted: the init image's size, {}x{}",
+                        mask.key, size.0, size.1
                     )));
                 }
-                match image_size {
-                    None => image_size = Some((*w, *h)),
-                    Some((iw, ih)) if (iw, ih) != (*w, *h) => {
-                        return Err(Error::invalid(format!(
-                            "manifest field `{field}`: mask `{}` is {w}x{h}; accepted: the init image's size, {iw}x{ih}",
-                            img.key
-                        )));
-                    }
-                    Some(_) => {}
-                }
-                img.sha256 = Some(sha.clone());
+            }
+        }
+        for controls in spec.jobs.controls_mut() {
+            for c in controls.iter_mut() {
+                self.pin(tenant, &mut seen, "control.image", &mut c.image)
+                    .await?;
             }
         }
         Ok(())
+    }
+
+    /// Check `img` (once per key, remembered in `seen`), check a sha256 the manifest gives,
+    /// pin its own, and return its size.
+    async fn pin(
+        &self,
+        tenant: TenantId,
+        seen: &mut Pinned,
+        field: &str,
+        img: &mut BlobImage,
+    ) -> Result<(u32, u32)> {
+        if !seen.contains_key(&img.key) {
+            let checked = self.check_input(tenant, field, &img.key).await?;
+            seen.insert(img.key.clone(), checked);
+        }
+        let (sha, w, h) = &seen[&img.key];
+        if let Some(given) = &img.sha256
+            && given != sha
+        {
+            return Err(Error::invalid(format!(
+                "manifest field `{field}.sha256`: `{}` has sha256 {sha}; the manifest pins {given}",
+                img.key
+            )));
+        }
+        img.sha256 = Some(sha.clone());
+        Ok((*w, *h))
     }
 
     /// sha256 and size of the input image `key`, which must be one of `tenant`'s uploads and

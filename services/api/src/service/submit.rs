@@ -68,11 +68,9 @@ impl BatchApi {
         for output in spec.jobs.outputs_mut() {
             output.resolve_content_credentials(owner.content_credentials);
         }
-        for init in spec.jobs.inits_mut() {
-            for img in init.images_mut() {
-                if let Some(key) = renamed.get(&img.key) {
-                    img.key.clone_from(key);
-                }
+        for img in spec.jobs.input_images_mut() {
+            if let Some(key) = renamed.get(&img.key) {
+                img.key.clone_from(key);
             }
         }
         self.pin_inputs(tenant, &mut spec).await?;

@@ -28,6 +28,7 @@ struct Defaults {
     init: Option<InitSpec>,
     hires: Option<HiresSpec>,
     loras: LoraPlan,
+    control: Controls,
     output: OutputSpec,
 }
 
@@ -48,6 +49,7 @@ impl Defaults {
             init: d.init,
             hires: d.hires,
             loras: LoraPlan::new(text, d.loras, vars)?,
+            control: d.control.unwrap_or_default(),
             output: d.output.unwrap_or_default(),
         })
     }
@@ -441,6 +443,7 @@ fn template(
             init: d.init.clone(),
             hires: d.hires,
             loras: d.loras.clone(),
+            control: d.control.clone(),
             output: d.output,
         },
     })
@@ -514,6 +517,7 @@ fn explicit_jobs(text: &str, raw: Vec<RawJob>, d: &Defaults, base: u64) -> Resul
                         ));
                     }
                 },
+                control: j.control.unwrap_or_else(|| d.control.clone()),
                 output,
             },
         });

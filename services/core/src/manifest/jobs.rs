@@ -82,6 +82,7 @@ pub(super) struct Shared {
     pub(super) init: Option<InitSpec>,
     pub(super) hires: Option<HiresSpec>,
     pub(super) loras: super::loras::LoraPlan,
+    pub(super) control: Controls,
     pub(super) output: OutputSpec,
 }
 
@@ -204,6 +205,7 @@ impl Jobs {
                             init: t.shared.init.clone(),
                             hires: t.shared.hires,
                             loras: loras.clone(),
+                            control: t.shared.control.clone(),
                             output: t.shared.output,
                         },
                     })
@@ -232,15 +234,8 @@ impl Jobs {
         self.explicit.len()
     }
 
-    /// Every init section of the jobs, once per section: the template's jobs share one.
-    pub fn inits(&self) -> impl Iterator<Item = &InitSpec> {
-        self.template
-            .iter()
-            .filter_map(|t| t.shared.init.as_ref())
-            .chain(self.explicit.iter().filter_map(|j| j.params.init.as_ref()))
-    }
-
-    /// [`Jobs::inits`], to change (e.g. to pin the sha256 of an input on every job using it).
+    /// Every init section of the jobs, once per section (the template's jobs share one), to
+    /// change (e.g. to pin the sha256 of an input on every job using it).
     pub fn inits_mut(&mut self) -> impl Iterator<Item = &mut InitSpec> {
         self.template
             .iter_mut()
@@ -250,6 +245,53 @@ impl Jobs {
                     .iter_mut()
                     .filter_map(|j| j.params.init.as_mut()),
             )
+    }
+
+    /// Every control section of the jobs, once per section (the template's jobs share one), to
+    /// change (e.g. to pin the sha256 of each control image).
+    pub fn controls_mut(&mut self) -> impl Iterator<Item = &mut Controls> {
+        self.template
+            .iter_mut()
+            .map(|t| &mut t.shared.control)
+            .chain(self.explicit.iter_mut().map(|j| &mut j.params.control))
+    }
+
+    /// Every input image of the jobs — init images, masks, control images — once per section
+    /// that names it, with the manifest field it is under.
+    pub fn input_images(&self) -> impl Iterator<Item = (&'static str, &BlobImage)> {
+        let shared = self
+            .template
+            .iter()
+            .map(|t| (&t.shared.init, &t.shared.control));
+        let explicit = self
+            .explicit
+            .iter()
+            .map(|j| (&j.params.init, &j.params.control));
+        shared.chain(explicit).flat_map(|(init, control)| {
+            let init = init.iter().flat_map(|i| {
+                std::iter::once(("init.image", &i.image))
+                    .chain(i.mask.as_ref().map(|m| ("init.mask", m)))
+            });
+            init.chain(control.iter().map(|c| ("control.image", &c.image)))
+        })
+    }
+
+    /// [`Jobs::input_images`], to change (e.g. to replace the embedded mode's file names by the
+    /// keys of their uploads).
+    pub fn input_images_mut(&mut self) -> impl Iterator<Item = &mut BlobImage> {
+        let shared = self
+            .template
+            .iter_mut()
+            .map(|t| (&mut t.shared.init, &mut t.shared.control));
+        let explicit = self
+            .explicit
+            .iter_mut()
+            .map(|j| (&mut j.params.init, &mut j.params.control));
+        shared.chain(explicit).flat_map(|(init, control)| {
+            init.iter_mut()
+                .flat_map(InitSpec::images_mut)
+                .chain(control.iter_mut().map(|c| &mut c.image))
+        })
     }
 
     /// Every output section of the jobs, once per section (the template's jobs share one), to

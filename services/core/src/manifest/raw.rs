@@ -33,6 +33,7 @@ pub(super) struct RawDefaults {
     pub(super) init: Option<InitSpec>,
     pub(super) hires: Option<HiresSpec>,
     pub(super) loras: Option<Vec<super::loras::RawLora>>,
+    pub(super) control: Option<Controls>,
     pub(super) output: Option<OutputSpec>,
 }
 
@@ -58,6 +59,7 @@ pub(super) struct RawJob {
     pub(super) init: Option<InitSpec>,
     pub(super) hires: Option<HiresSpec>,
     pub(super) loras: Option<Loras>,
+    pub(super) control: Option<Controls>,
     pub(super) output: Option<OutputSpec>,
 }
 

@@ -13,7 +13,7 @@ fn input(shape: (usize, usize, usize, usize), seed: u64) -> Tensor {
 /// the outputs agree up to what differs on purpose — the exact GELU where candle uses the tanh
 /// approximation, and the order of a few sums.
 #[test]
-fn without_micro_conditioning_it_matches_candles_unet() {
+fn without_micro_conditioning_it_matches_candles_unet_with_and_without_residuals() {
     for family in [Family::Tiny, Family::TinyXl] {
         let cfg = family.unet_config();
         let vm = VarMap::new();
@@ -31,9 +31,31 @@ fn without_micro_conditioning_it_matches_candles_unet() {
         let ctx = input((2, 77, cfg.cross_attention_dim, 1), 2)
             .squeeze(3)
             .unwrap();
-        for t in [999.0, 500.5, 1.0] {
-            let a = theirs.forward(&x, t, &ctx).unwrap();
-            let b = ours.forward(&x, t, &ctx, None).unwrap();
+        // ControlNet residuals for each state of the way down (both tiny families: widths 32,
+        // 64, 64, one resnet per level, at 8x8) and for the middle block.
+        let down: Vec<Tensor> = [(32, 8), (32, 8), (32, 4), (64, 4), (64, 2), (64, 2)]
+            .iter()
+            .enumerate()
+            .map(|(i, &(c, s))| input((2, c, s, s), 20 + i as u64))
+            .collect();
+        let mid = input((2, 64, 2, 2), 30);
+        let residuals = Residuals {
+            down: down.clone(),
+            mid: mid.clone(),
+        };
+        for (t, with) in [(999.0, false), (500.5, false), (1.0, false), (500.5, true)] {
+            let (a, b) = if with {
+                let a = theirs
+                    .forward_with_additional_residuals(&x, t, &ctx, Some(&down), Some(&mid))
+                    .unwrap();
+                (
+                    a,
+                    ours.forward(&x, t, &ctx, None, Some(&residuals)).unwrap(),
+                )
+            } else {
+                let a = theirs.forward(&x, t, &ctx).unwrap();
+                (a, ours.forward(&x, t, &ctx, None, None).unwrap())
+            };
             let scale = a
                 .abs()
                 .unwrap()
@@ -44,7 +66,10 @@ fn without_micro_conditioning_it_matches_candles_unet() {
             let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
             let diff = diff.to_scalar::<f32>().unwrap();
             // Measured: ~3e-5 of outputs ~1.3 (tanh vs erf GELU).
-            assert!(diff <= 1e-4 * scale, "{family} at {t}: {diff} of {scale}");
+            assert!(
+                diff <= 1e-4 * scale,
+                "{family} at {t} ({with}): {diff} of {scale}"
+            );
         }
     }
 }
@@ -69,7 +94,7 @@ fn micro_conditioning_reaches_the_output_and_is_required() {
             pooled: pooled.clone(),
             time_ids: ids(h),
         };
-        unet.forward(&x, 500.0, &ctx, Some(&tt)).unwrap()
+        unet.forward(&x, 500.0, &ctx, Some(&tt), None).unwrap()
     };
     let differs = |a: &Tensor, b: &Tensor| {
         let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
@@ -81,5 +106,5 @@ fn micro_conditioning_reaches_the_output_and_is_required() {
         differs(&base, &run(&pooled.zeros_like().unwrap(), 64.0)),
         "the pooled embedding is read"
     );
-    assert!(unet.forward(&x, 500.0, &ctx, None).is_err());
+    assert!(unet.forward(&x, 500.0, &ctx, None, None).is_err());
 }

@@ -67,6 +67,7 @@ pub async fn worker_presence(s: Store) {
         max_output_side: 4096,
         max_batch: 4,
         loras: None,
+        controlnets: None,
     };
     s.set_model_limits(&[(m("m1"), limits(50)), (m("m4"), limits(20))])
         .await

@@ -253,6 +253,7 @@ async fn a_job_over_its_models_limits_dies_before_rendering() {
             max_output_side: 64,
             max_batch: 1,
             loras: None,
+            controlnets: None,
         }),
         ..Default::default()
     });
