@@ -1,5 +1,6 @@
 //! The candle engine inside the real worker: a tiny random-weight model of the SD architecture,
-//! stored in S3 (SeaweedFS), downloaded into the worker's cache, verified and rendered.
+//! with a LoRA and a ControlNet, stored in S3 (SeaweedFS), downloaded into the worker's cache,
+//! verified and rendered.
 
 use pixelfarm_core::{BlobStore, JobState, sha256_hex};
 use pixelfarm_e2e::results::wait_batch;
@@ -8,6 +9,8 @@ use pixelfarm_image::testing::png;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Duration;
+
+mod diffusion_control;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_worker_renders_with_a_model_from_s3_and_refuses_tampered_weights() {
@@ -61,9 +64,10 @@ async fn the_worker_renders_with_a_model_from_s3_and_refuses_tampered_weights() 
         }
         s
     };
+    let controlnets = diffusion_control::upload(&root, &models_prefix, local.path()).await;
     let cache = local.path().join("cache");
     let registry = local.path().join("registry.yaml");
-    let text = format!(
+    let mut text = format!(
         "cache_dir: \"{cache}\"\nmodels:\n    tiny:\n      family: tiny\n      source: \"s3://{BUCKET}/{models_prefix}/tiny\"\n      files:\n{ok}    tampered:\n      family: tiny\n      source: \"s3://{BUCKET}/{models_prefix}/tiny\"\n      files:\n{bad}loras:\n    style:\n      family: tiny\n      source: \"s3://{BUCKET}/{models_prefix}/loras/style.safetensors\"\n      sha256: \"{sha}\"\n    stale:\n      family: tiny\n      source: \"file://{style}\"\n      sha256: \"{zeros}\"\n",
         cache = cache.display(),
         ok = files(false),
@@ -72,6 +76,7 @@ async fn the_worker_renders_with_a_model_from_s3_and_refuses_tampered_weights() 
         style = local.path().join("style.safetensors").display(),
         zeros = "0".repeat(64),
     );
+    text.push_str(&controlnets);
     std::fs::write(&registry, text).unwrap();
     let stack = Stack::start(StackOptions {
         workers: 1,
@@ -233,6 +238,7 @@ async fn the_worker_renders_with_a_model_from_s3_and_refuses_tampered_weights() 
 
     loras_sweep_their_weights(&stack, &a, &lora.sha256, &cache).await;
     img2img_and_inpainting_start_from_uploaded_images(&stack, &a).await;
+    diffusion_control::controlnets_steer_with_uploaded_images(&stack, &a, &cache).await;
 }
 
 /// A batch sweeping a LoRA's weight: each weight its own image, each image naming the LoRA's
