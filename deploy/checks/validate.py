@@ -97,9 +97,10 @@ CHART_MUST_FAIL = {
 # The worker's model registry (services/diffusion/src/registry.rs).
 RENDERERS = ("diffusion", "test-pattern")
 REGISTRY_KEYS = {"cache_dir", "max_loaded", "max_batch", "fused_batches", "device", "models",
-                 "loras", "max_lora_sets"}
+                 "loras", "max_lora_sets", "controlnets", "max_controlnets"}
 MODEL_KEYS = {"family", "source", "checkpoint", "files"}
-LORA_KEYS = {"family", "source", "sha256"}
+# A LoRA or ControlNet entry: one file of one family.
+ADAPTER_KEYS = {"family", "source", "sha256"}
 SOURCE = re.compile(r"file:///.*|s3://[^/]+(/.*)?")
 FAMILIES = ("tiny", "tiny-xl", "sd15", "sd21", "sdxl", "sdxl-turbo", "shapes")
 LAYOUT = ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
@@ -282,7 +283,7 @@ def check_registry(text: str, where: str, ck: Checker) -> dict | None:
         return None
     for k in sorted(set(reg) - REGISTRY_KEYS):
         ck.err(where, f"registry: unknown key {k!r}")
-    for k in ("max_loaded", "max_batch", "max_lora_sets"):
+    for k in ("max_loaded", "max_batch", "max_lora_sets", "max_controlnets"):
         if k in reg and (not isinstance(reg[k], int) or reg[k] < 1):
             ck.err(where, f"registry: {k} must be an integer >= 1, got {reg[k]!r}")
     if reg.get("device", "cpu") not in ("cpu", "cuda"):
@@ -315,17 +316,18 @@ def check_registry(text: str, where: str, ck: Checker) -> dict | None:
         for f in required:
             if f not in files:
                 ck.err(mw, f"files has no {f} (every file the model reads needs its sha256)")
-    for name, e in (reg.get("loras") or {}).items():
-        lw = f"{where} lora {name}"
-        if not isinstance(e, dict) or set(e) != LORA_KEYS:
-            ck.err(lw, f"entry must have exactly the keys {', '.join(sorted(LORA_KEYS))}")
-            continue
-        if e["family"] not in FAMILIES or e["family"] == "shapes":
-            ck.err(lw, f"family {e['family']!r}: accepted the SD families of {', '.join(FAMILIES)}")
-        if not SOURCE.fullmatch(str(e["source"])):
-            ck.err(lw, f"source {e['source']!r}: accepted file:///path or s3://bucket/key")
-        if not SHA256.fullmatch(str(e["sha256"])):
-            ck.err(lw, f"sha256 {e['sha256']!r} is not 64 lowercase hex digits")
+    for section, what in (("loras", "lora"), ("controlnets", "controlnet")):
+        for name, e in (reg.get(section) or {}).items():
+            lw = f"{where} {what} {name}"
+            if not isinstance(e, dict) or set(e) != ADAPTER_KEYS:
+                ck.err(lw, f"entry must have exactly the keys {', '.join(sorted(ADAPTER_KEYS))}")
+                continue
+            if e["family"] not in FAMILIES or e["family"] == "shapes":
+                ck.err(lw, f"family {e['family']!r}: accepted the SD families of {', '.join(FAMILIES)}")
+            if not SOURCE.fullmatch(str(e["source"])):
+                ck.err(lw, f"source {e['source']!r}: accepted file:///path or s3://bucket/key")
+            if not SHA256.fullmatch(str(e["sha256"])):
+                ck.err(lw, f"sha256 {e['sha256']!r} is not 64 lowercase hex digits")
     return reg
 
 

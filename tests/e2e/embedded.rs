@@ -212,6 +212,29 @@ fn init_images_are_files_beside_the_manifest_uploaded_into_the_output_folder() {
         "{err}"
     );
     assert!(!out.exists(), "nothing written");
+
+    // Control images are files beside the manifest too; a missing one is named by its field,
+    // and the shipped shapes model takes no ControlNet.
+    let controlled = |path: &str| {
+        format!(
+            "name: controlled\nmodel: shapes\ndefaults: {{width: 32, height: 32, steps: 4}}\njobs:\n  - {{prompt: a red circle, control: [{{model: edges, image: {{key: {path}}}}}]}}\n"
+        )
+    };
+    let (_dir, out, r) = run_manifest_with(&controlled("photos/edges.png"), &[], &[]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("manifest field `control.image`: input `photos/edges.png` is not a file"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing written");
+    let files: &[(&str, &[u8])] = &[("photos/edges.png", &init)];
+    let (_dir, out, r) = run_manifest_with(&controlled("photos/edges.png"), files, &[]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("`control[0].model` is `edges`; accepted for model `shapes`: none (the worker registry's `controlnets` of its family)"),
+        "{err}"
+    );
+    assert!(!out.join("results.jsonl").exists(), "no job rendered");
 }
 
 #[test]

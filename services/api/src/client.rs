@@ -244,8 +244,8 @@ impl ApiClient {
             .map(|m| m.map_err(|s| from_status(&s)).and_then(BatchView::try_from)))
     }
 
-    /// Upload an init image or mask as `name` (its sha256 when `None`), in chunks of
-    /// [`UPLOAD_CHUNK`] bytes; answers the key to name in a manifest.
+    /// Upload an input image (init image, mask or control image) as `name` (its sha256 when
+    /// `None`), in chunks of [`UPLOAD_CHUNK`] bytes; answers the key to name in a manifest.
     ///
     /// # Errors
     /// `Invalid` naming what is wrong with the name or the bytes; transport errors.

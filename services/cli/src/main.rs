@@ -93,8 +93,8 @@ enum Command {
         /// Batch id.
         batch: BatchId,
     },
-    /// Upload an init image or mask (PNG, JPEG or WebP); prints the key to name in a manifest
-    /// (`init.image.key`, `init.mask.key`).
+    /// Upload an init image, mask or control image (PNG, JPEG or WebP); prints the key to name
+    /// in a manifest (`init.image.key`, `init.mask.key`, `control[].image.key`).
     Upload {
         /// The image file.
         file: PathBuf,

@@ -9,6 +9,8 @@
 //! line) and `rerender` (a job written back as a manifest).
 
 mod budget;
+#[cfg(test)]
+mod control_tests;
 mod errors;
 mod expand;
 mod jobs;

@@ -172,7 +172,7 @@ impl Controls {
         for (i, c) in controls.iter().enumerate() {
             if c.end.get() <= c.start.get() {
                 return Err(Error::invalid(format!(
-                    "[{i}] ends at {} and starts at {}; accepted: `end` above `start`",
+                    "has entry {i} ending at {} and starting at {}; accepted: `end` above `start`",
                     c.end, c.start
                 )));
             }
