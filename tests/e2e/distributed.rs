@@ -334,6 +334,7 @@ async fn the_shipped_model_gives_the_same_bytes_distributed_and_embedded() {
             dataset: None,
             webhook_wait: std::time::Duration::ZERO,
             signing: &Default::default(),
+            registry: None,
         },
     )
     .await

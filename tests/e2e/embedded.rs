@@ -409,3 +409,92 @@ async fn run_delivers_the_manifests_webhook_and_keeps_what_it_could_not() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_registry_file_serves_sd_models_with_loras_and_controlnets_and_the_sheet_shows_control_images()
+{
+    use pixelfarm_diffusion::{Family, RegistryConfig, tiny, tiny_lora};
+    let models = tempfile::tempdir().unwrap();
+    let dir = models.path();
+    let entry = tiny::write_tiny_model(&dir.join("tiny"), 4).unwrap();
+    let lora = tiny_lora::write_random_lora(
+        &dir.join("tiny"),
+        Family::Tiny,
+        &dir.join("style.safetensors"),
+        tiny_lora::LoraLayout::Peft,
+        4,
+        7,
+    )
+    .unwrap();
+    let edges =
+        tiny::write_random_controlnet(&dir.join("edges.safetensors"), Family::Tiny, 3).unwrap();
+    let name = |s: &str| pixelfarm_core::ModelName::parse(s).unwrap();
+    let mut cfg: RegistryConfig = serde_yaml::from_str("models: {}").unwrap();
+    cfg.models.insert(name("tiny"), entry);
+    cfg.loras.insert(name("style"), lora);
+    cfg.controlnets.insert(name("edges"), edges.clone());
+    let registry = dir.join("registry.yaml");
+    std::fs::write(&registry, serde_yaml::to_string(&cfg).unwrap()).unwrap();
+
+    // Two LoRA weights × two control images, one made into canny edges.
+    let layout = pixelfarm_image::testing::png(64, 64, |x, y| {
+        if (16..48).contains(&x) && (16..40).contains(&y) {
+            [255; 3]
+        } else {
+            [0; 3]
+        }
+    });
+    let photo = pixelfarm_image::testing::png(80, 80, |x, y| [(x * 3) as u8, (y * 3) as u8, 60]);
+    let job = |w: f64, image: &str, pre: &str| {
+        format!(
+            "  - {{key: '{image}-{w}', prompt: a red house, seed: 1, loras: [{{name: style, weight: {w}}}], control: [{{model: edges, image: {{key: {image}}}, preprocess: {pre}}}]}}\n"
+        )
+    };
+    let manifest = format!(
+        "name: sweep\nmodel: tiny\ndefaults: {{width: 64, height: 64, steps: 3, guidance: 3.0, sampler: euler}}\njobs:\n{}{}{}{}",
+        job(0.5, "layout.png", "none"),
+        job(1.0, "layout.png", "none"),
+        job(0.5, "photo.png", "canny"),
+        job(1.0, "photo.png", "canny"),
+    );
+    let files: &[(&str, &[u8])] = &[("layout.png", &layout), ("photo.png", &photo)];
+    let args = ["--registry", registry.to_str().unwrap()];
+    let (_dir, out, r) = run_manifest_with(&manifest, files, &args);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let results = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    let shas: std::collections::BTreeSet<String> = results
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["state"], "succeeded", "{l}");
+            v["sha256"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(
+        shas.len(),
+        4,
+        "each weight and each control image its own render"
+    );
+    // The sheet: each control image in a cell of its own, then the images it steered.
+    let sheet =
+        pixelfarm_image::output::decode_rgb(&std::fs::read(out.join("contact-sheet.png")).unwrap())
+            .unwrap();
+    let cell = (
+        pixelfarm_core::RgbImage::filled(1, 1, [0; 3]),
+        String::new(),
+    );
+    let six = pixelfarm_shapes::contact_sheet(&vec![cell; 6]);
+    assert_eq!((sheet.width, sheet.height), (six.width, six.height));
+
+    // A registry naming s3:// sources is refused: this mode has no object store.
+    let mut remote = cfg.clone();
+    remote.controlnets.get_mut(&name("edges")).unwrap().source =
+        serde_yaml::from_str("s3://models/edges.safetensors").unwrap();
+    std::fs::write(&registry, serde_yaml::to_string(&remote).unwrap()).unwrap();
+    let (_dir, _out, r) = run_manifest_with(&manifest, files, &args);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("`edges` is at s3://models/edges.safetensors; accepted in `pixelfarm run`: file:// sources"),
+        "{err}"
+    );
+}

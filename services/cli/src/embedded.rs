@@ -8,10 +8,10 @@ use pixelfarm_api::BatchView;
 use pixelfarm_blob::LocalBlob;
 use pixelfarm_broker::InProcBroker;
 use pixelfarm_core::{
-    BatchId, BatchSpec, BlobStore, Broker, ChainResult, JobState, JobStore, MAX_INPUT_BYTES,
-    ModelName, Renderer, TenantId, parse_manifest,
+    BatchId, BatchSpec, BlobStore, Broker, ChainResult, ControlSpec, JobState, JobStore,
+    MAX_INPUT_BYTES, ModelName, Preprocess, Renderer, RgbImage, TenantId, parse_manifest,
 };
-use pixelfarm_diffusion::DiffusionEngine;
+use pixelfarm_diffusion::{DiffusionEngine, RegistryConfig, Source};
 use pixelfarm_runtime::Settings;
 use pixelfarm_runtime::settings::ContentCredentialsSettings;
 use pixelfarm_scheduler::app::Core;
@@ -48,6 +48,9 @@ pub struct RunOptions<'a> {
     /// The key that signs the images' content credentials; none configured: the TEST ONLY
     /// development key.
     pub signing: &'a ContentCredentialsSettings,
+    /// A model registry (the worker's `diffusion:` section as YAML, `file://` sources) whose
+    /// models, LoRAs and ControlNets the run may name besides the shipped model.
+    pub registry: Option<&'a Path>,
 }
 
 /// What a run produced.
@@ -85,25 +88,63 @@ pub fn models_dir() -> PathBuf {
     pixelfarm_shapes::models_dir()
 }
 
-/// The renderer for `model`: the shipped model through the production diffusion engine, or the
-/// test pattern for [`TEST_PATTERN_MODEL`].
+/// The renderer for `model`: a model of `registry` (a registry file, see
+/// [`RunOptions::registry`]) or the shipped model through the production diffusion engine, or
+/// the test pattern for [`TEST_PATTERN_MODEL`].
 ///
 /// # Errors
-/// `Invalid` for any other model, naming the ones served.
-pub fn renderer_for(model: &ModelName) -> anyhow::Result<Arc<dyn Renderer>> {
+/// A registry file that does not load or names `s3://` sources; `Invalid` for any other model,
+/// naming the ones served.
+pub fn renderer_for(
+    model: &ModelName,
+    registry: Option<&Path>,
+) -> anyhow::Result<Arc<dyn Renderer>> {
     if model.as_str() == TEST_PATTERN_MODEL {
         return Ok(Arc::new(pixelfarm_render::TestPattern::default()));
     }
-    let registry = pixelfarm_shapes::shipped_registry(&models_dir()).chained()?;
-    if !registry.models.contains_key(model) {
-        let mut served: Vec<&str> = registry.models.keys().map(|m| m.as_str()).collect();
-        served.push(TEST_PATTERN_MODEL);
+    let mut served = Vec::new();
+    if let Some(path) = registry {
+        let cfg = local_registry(path)?;
+        if cfg.models.contains_key(model) {
+            return Ok(Arc::new(DiffusionEngine::new(cfg).chained()?));
+        }
+        served.extend(cfg.models.keys().map(|m| m.to_string()));
+    }
+    let shipped = pixelfarm_shapes::shipped_registry(&models_dir()).chained()?;
+    if !shipped.models.contains_key(model) {
+        served.extend(shipped.models.keys().map(|m| m.to_string()));
+        served.push(TEST_PATTERN_MODEL.to_string());
         anyhow::bail!(
             "manifest field `model`: `{model}` is not served by the embedded mode; accepted: {}",
             served.join(", ")
         );
     }
-    Ok(Arc::new(DiffusionEngine::new(registry).chained()?))
+    Ok(Arc::new(DiffusionEngine::new(shipped).chained()?))
+}
+
+/// The registry file at `path`, checked to name local files only: the embedded mode has no
+/// object store to download from.
+fn local_registry(path: &Path) -> anyhow::Result<RegistryConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--registry: cannot read {}", path.display()))?;
+    let cfg: RegistryConfig =
+        serde_yaml::from_str(&text).with_context(|| format!("--registry {}", path.display()))?;
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("--registry {}: {}", path.display(), e.chain()))?;
+    let remote = cfg
+        .models
+        .iter()
+        .map(|(n, e)| (n, &e.source))
+        .chain(cfg.loras.iter().map(|(n, e)| (n, &e.source)))
+        .chain(cfg.controlnets.iter().map(|(n, e)| (n, &e.source)))
+        .find(|(_, source)| matches!(source, Source::S3 { .. }));
+    if let Some((name, source)) = remote {
+        anyhow::bail!(
+            "--registry {}: `{name}` is at {source}; accepted in `pixelfarm run`: file:// sources (a distributed worker downloads s3:// ones)",
+            path.display()
+        );
+    }
+    Ok(cfg)
 }
 
 /// Render `manifest` into `out` and write `contact-sheet.png` and, with `opts.dataset`, a dataset
@@ -128,11 +169,12 @@ pub async fn run(
         dataset,
         webhook_wait,
         signing,
+        registry: models_file,
     } = opts;
     // Refuse a bad manifest or a model we cannot serve before creating anything.
     let spec = parse_manifest(&manifest).chained()?;
     let model = spec.model.clone();
-    let renderer = renderer_for(&model)?;
+    let renderer = renderer_for(&model, models_file)?;
     let inputs = read_inputs(&spec, base)?;
     if signing.configured() {
         pixelfarm_worker::app::content_signer(signing).context("--signing-cert / --signing-key")?;
@@ -336,15 +378,22 @@ fn read_inputs(spec: &BatchSpec, base: &Path) -> anyhow::Result<BTreeMap<String,
 /// Name of the grid of every image, captioned with its prompt.
 pub const CONTACT_SHEET: &str = "contact-sheet.png";
 
-/// Write `out/contact-sheet.png`: every succeeded image of the batch in a captioned grid.
+/// Write `out/contact-sheet.png`: every succeeded image of the batch in a captioned grid, each
+/// control image (as its ControlNet read it) in the cell before the first image it steered.
 async fn write_contact_sheet(source: &Local, batch: BatchId, out: &Path) -> anyhow::Result<()> {
     let mut cells = Vec::new();
+    let mut shown = std::collections::HashSet::new();
     let mut after = None;
     loop {
         let (jobs, next) = export::ResultSource::page(source, batch, after)
             .await
             .chained()?;
         for j in jobs.iter().filter(|j| j.state == JobState::Succeeded) {
+            for c in j.params.control.iter() {
+                if shown.insert((c.image.key.clone(), c.preprocess)) {
+                    cells.push(control_cell(out, c)?);
+                }
+            }
             let key = j
                 .object_key
                 .as_deref()
@@ -364,4 +413,18 @@ async fn write_contact_sheet(source: &Local, batch: BatchId, out: &Path) -> anyh
     let sheet = pixelfarm_shapes::sheet_png(&pixelfarm_shapes::contact_sheet(&cells))
         .context("cannot encode the contact sheet")?;
     std::fs::write(out.join(CONTACT_SHEET), sheet).context("cannot write the contact sheet")
+}
+
+/// The contact sheet's cell of a control image: the upload in `out`, preprocessed as the worker
+/// did, captioned with its ControlNet and preprocessor.
+fn control_cell(out: &Path, c: &ControlSpec) -> anyhow::Result<(RgbImage, String)> {
+    let key = &c.image.key;
+    let bytes = std::fs::read(out.join(key)).with_context(|| format!("cannot read {key}"))?;
+    let image = pixelfarm_image::output::decode_rgb(&bytes).chained()?;
+    let image = match c.preprocess {
+        Preprocess::None => image,
+        Preprocess::Canny => pixelfarm_image::canny::canny(&image, Default::default()),
+    };
+    let caption = format!("control {} {}", c.model, c.preprocess.as_str());
+    Ok((image, caption))
 }

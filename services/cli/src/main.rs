@@ -63,6 +63,10 @@ enum Command {
         /// PEM PKCS#8 Ed25519 private key of --signing-cert.
         #[arg(long, requires = "signing_cert")]
         signing_key: Option<PathBuf>,
+        /// A model registry (YAML: the worker's `diffusion:` section, `file://` sources) whose
+        /// models, LoRAs and ControlNets the manifest may name besides the shipped model.
+        #[arg(long)]
+        registry: Option<PathBuf>,
         /// A dataset format also writes the succeeded jobs as a dataset into OUT/dataset.
         #[command(flatten)]
         export: ExportArgs,
@@ -242,6 +246,7 @@ async fn run() -> anyhow::Result<()> {
         webhook_wait,
         signing_cert,
         signing_key,
+        registry,
         export,
     } = &cli.command
     {
@@ -257,6 +262,7 @@ async fn run() -> anyhow::Result<()> {
             dataset: dataset.as_ref(),
             webhook_wait: std::time::Duration::from_secs(*webhook_wait),
             signing: &signing,
+            registry: registry.as_deref(),
         };
         let r = embedded::run(read(manifest)?, base, out, opts).await?;
         println!(

@@ -64,6 +64,7 @@ async fn run(base: &Path, out: &Path, opts: &Options) -> dataset::Summary {
         dataset: Some(opts),
         webhook_wait: std::time::Duration::ZERO,
         signing: &Default::default(),
+        registry: None,
     };
     let r = embedded::run(MANIFEST.into(), base, out, opts)
         .await

@@ -82,7 +82,7 @@ impl fmt::Display for StepFraction {
 }
 
 /// What the worker makes of a control image before the ControlNet reads it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Preprocess {
     /// The image as given: a map the user made (depth, pose, segmentation, edges, a layout).
