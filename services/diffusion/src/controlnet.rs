@@ -127,7 +127,12 @@ impl ControlNet {
     /// # Errors
     /// For a file that is not safetensors, or weights that do not fit `family`'s UNet.
     pub fn load(bytes: &[u8], family: Family, dtype: DType, device: &Device) -> Result<Self> {
-        let tensors = candle_core::safetensors::load_buffer(bytes, device)?;
+        // Each tensor in the networks' dtype as it is read, its file-dtype copy dropped at once:
+        // the peak is the network in `dtype` plus one tensor, not both whole copies.
+        let tensors = candle_core::safetensors::load_buffer(bytes, device)?
+            .into_iter()
+            .map(|(name, t)| t.to_dtype(dtype).map(|t| (name, t)))
+            .collect::<Result<HashMap<_, _>>>()?;
         let widths = embedding_widths(&tensors)?;
         let down = family.defaults().vae_downscale as usize;
         let factor = 1usize << (widths.len() - 1);
