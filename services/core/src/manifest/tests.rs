@@ -215,13 +215,16 @@ fn the_readme_manifest_parses() {
         + 8;
     let text = &readme[start..start + readme[start..].find("```").unwrap()];
     let b = parse_manifest(text).unwrap();
-    assert_eq!(b.jobs.len(), 2 * 2 * 2 * 2 * 4 + 3);
+    assert_eq!(b.jobs.len(), 2 * 2 * 2 * 2 * 4 + 4);
     assert_eq!(
         b.jobs.iter().last().unwrap().params.output.format,
         ImageFormat::Jpeg
     );
     let lora = b.jobs.iter().find(|j| !j.params.loras.is_empty()).unwrap();
     assert_eq!(lora.params.loras.iter().next().unwrap().weight.get(), 0.8);
+    let controlled = b.jobs.iter().find(|j| !j.params.control.is_empty()).unwrap();
+    let c = controlled.params.control.iter().next().unwrap();
+    assert_eq!((c.model.as_str(), c.preprocess), ("canny", Preprocess::Canny));
 }
 
 #[test]
