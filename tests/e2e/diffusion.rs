@@ -3,7 +3,7 @@
 //! verified and rendered.
 
 use pixelfarm_core::{BlobStore, JobState, sha256_hex};
-use pixelfarm_e2e::results::wait_batch;
+use pixelfarm_e2e::results::{render_batch, wait_batch};
 use pixelfarm_e2e::*;
 use pixelfarm_image::testing::png;
 use std::collections::BTreeMap;
@@ -363,16 +363,7 @@ async fn img2img_and_inpainting_start_from_uploaded_images(
         )
     };
     let good = format!("{{image: {{key: {init_key}}}, strength: 0.5}}");
-    let out = a.submit(manifest(&good)).await.unwrap();
-    let v = wait_batch(stack, a, out.batch_id, Duration::from_secs(300), |v| v.done).await;
-    assert_eq!(
-        v.status.counts.succeeded,
-        3,
-        "{:?}\n{}",
-        v.status.counts,
-        stack.logs()
-    );
-    let (jobs, _) = a.jobs(out.batch_id, None, 10).await.unwrap();
+    let (batch, jobs) = render_batch(stack, a, manifest(&good), 3).await;
     let shas: std::collections::BTreeSet<_> = jobs.iter().map(|j| j.sha256.clone()).collect();
     assert_eq!(shas.len(), 3, "img2img, inpainting and txt2img differ");
     let img2img = jobs.iter().find(|j| j.key == "img2img").unwrap();
@@ -395,7 +386,7 @@ async fn img2img_and_inpainting_start_from_uploaded_images(
     // from the uploads (and checked against the pinned sha256).
     let dir = tempfile::tempdir().unwrap();
     let opts = pixelfarm_cli::dataset::Options::new(pixelfarm_cli::dataset::Format::ImageFolder);
-    pixelfarm_cli::dataset::export(a, out.batch_id, dir.path(), &opts)
+    pixelfarm_cli::dataset::export(a, batch, dir.path(), &opts)
         .await
         .unwrap();
     let mut files = BTreeMap::new();

@@ -4,7 +4,7 @@
 
 use pixelfarm_blob::S3Blob;
 use pixelfarm_core::{BlobStore, sha256_hex};
-use pixelfarm_e2e::results::wait_batch;
+use pixelfarm_e2e::results::{render_batch, wait_batch};
 use pixelfarm_e2e::{BUCKET, KEY_B, Stack};
 use pixelfarm_image::testing::png;
 use std::path::Path;
@@ -71,16 +71,7 @@ pub async fn controlnets_steer_with_uploaded_images(
         job("photo-half", 0.5, &photo_key, "canny"),
         job("photo-full", 1.0, &photo_key, "canny"),
     );
-    let out = a.submit(manifest.clone()).await.unwrap();
-    let v = wait_batch(stack, a, out.batch_id, Duration::from_secs(300), |v| v.done).await;
-    assert_eq!(
-        v.status.counts.succeeded,
-        4,
-        "{:?}\n{}",
-        v.status.counts,
-        stack.logs()
-    );
-    let (jobs, _) = a.jobs(out.batch_id, None, 10).await.unwrap();
+    let (_, jobs) = render_batch(stack, a, manifest.clone(), 4).await;
     let shas: std::collections::BTreeSet<_> = jobs.iter().map(|j| j.sha256.clone()).collect();
     assert_eq!(shas.len(), 4, "each weight and each image its own render");
 

@@ -32,6 +32,30 @@ pub async fn wait_batch(
     }
 }
 
+/// Submit `manifest`, wait until its batch is done, check that `succeeded` of its jobs did (else
+/// panic with the counts and the stack's logs), and return its id and jobs (the first 100).
+pub async fn render_batch(
+    stack: &Stack,
+    client: &ApiClient,
+    manifest: String,
+    succeeded: u64,
+) -> (BatchId, Vec<pixelfarm_core::JobRecord>) {
+    let out = client.submit(manifest).await.unwrap();
+    let v = wait_batch(stack, client, out.batch_id, Duration::from_secs(300), |v| {
+        v.done
+    })
+    .await;
+    assert_eq!(
+        v.status.counts.succeeded,
+        succeeded,
+        "{:?}\n{}",
+        v.status.counts,
+        stack.logs()
+    );
+    let jobs = client.jobs(out.batch_id, None, 100).await.unwrap().0;
+    (out.batch_id, jobs)
+}
+
 /// What a user checks once a batch of `jobs` is done: `pixelfarm fetch` writes `results.jsonl`
 /// naming `jobs` succeeded jobs and images whose bytes match their sha256, the keys are distinct
 /// (content-addressed), and the bucket holds exactly those images with those bytes. Returns the

@@ -4,9 +4,8 @@
 //! the files and jobs that cannot be rendered are refused by name.
 
 use pixelfarm_core::{
-    Controls, ErrorKind, GuidanceScale, ImageInput, JobInputs, JobParams, ModelName,
-    NegativePrompt, Prompt, RenderControl, RenderedImage, Renderer, RgbImage, Sampler, Seed,
-    StepCount,
+    Controls, ErrorKind, ImageInput, JobInputs, JobParams, ModelName, RenderControl, RenderedImage,
+    Renderer, RgbImage,
 };
 use pixelfarm_diffusion::{AdapterEntry, DiffusionEngine, Family, tiny};
 use std::collections::BTreeMap;
@@ -47,19 +46,8 @@ fn engine() -> &'static DiffusionEngine {
 
 fn job(control: &str) -> JobParams {
     JobParams {
-        prompt: Prompt::parse("a red house").unwrap(),
-        negative_prompt: NegativePrompt::parse("blurry").unwrap(),
-        width: 64,
-        height: 48,
-        steps: StepCount::parse(4).unwrap(),
-        guidance: GuidanceScale::parse(7.5).unwrap(),
-        sampler: Sampler::Euler,
-        seed: Seed::parse(11).unwrap(),
-        init: None,
-        hires: None,
-        loras: Default::default(),
         control: controls(control),
-        output: Default::default(),
+        ..common::job_at_64x48("a red house", 11)
     }
 }
 

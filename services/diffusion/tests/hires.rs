@@ -2,9 +2,8 @@
 //! the refined size, the exact img2img it is, its upscalers, batching and progress.
 
 use pixelfarm_core::{
-    GuidanceScale, HiresSpec, ImageInput, JobParams, ModelName, NegativePrompt, Prompt,
-    RenderControl, Renderer, RgbImage, Sampler, ScaleFactor, Seed, StepCount, StepProgress,
-    Strength, Upscaler,
+    HiresSpec, ImageInput, JobParams, ModelName, RenderControl, Renderer, RgbImage, ScaleFactor,
+    StepCount, StepProgress, Strength, Upscaler,
 };
 use pixelfarm_diffusion::{DiffusionEngine, hires::enlarge, tiny};
 use std::sync::OnceLock;
@@ -31,19 +30,8 @@ fn engine() -> &'static DiffusionEngine {
 
 fn job(prompt: &str, seed: u64, hires: Option<HiresSpec>) -> JobParams {
     JobParams {
-        prompt: Prompt::parse(prompt).unwrap(),
-        negative_prompt: NegativePrompt::parse("blurry").unwrap(),
-        width: 64,
-        height: 48,
-        steps: StepCount::parse(4).unwrap(),
-        guidance: GuidanceScale::parse(7.5).unwrap(),
-        sampler: Sampler::Euler,
-        seed: Seed::parse(seed).unwrap(),
-        init: None,
         hires,
-        loras: Default::default(),
-        control: Default::default(),
-        output: Default::default(),
+        ..common::job_at_64x48(prompt, seed)
     }
 }
 

@@ -3,8 +3,8 @@
 //! files that are refused.
 
 use pixelfarm_core::{
-    ErrorKind, GuidanceScale, JobParams, LoraSpec, LoraWeight, Loras, ModelName, NegativePrompt,
-    Prompt, RenderControl, Renderer, Sampler, Seed, StepCount,
+    ErrorKind, JobParams, LoraSpec, LoraWeight, Loras, ModelName, RenderControl, Renderer,
+    StepCount,
 };
 use pixelfarm_diffusion::tiny_lora::{LoraLayout, write_random_lora};
 use pixelfarm_diffusion::{AdapterEntry, DiffusionEngine, Family, tiny};
@@ -71,19 +71,9 @@ fn loras(set: &[(&str, f64)]) -> Loras {
 
 fn job(seed: u64, set: &[(&str, f64)]) -> JobParams {
     JobParams {
-        prompt: Prompt::parse("a red house").unwrap(),
-        negative_prompt: NegativePrompt::parse("blurry").unwrap(),
-        width: 64,
-        height: 48,
         steps: StepCount::parse(3).unwrap(),
-        guidance: GuidanceScale::parse(7.5).unwrap(),
-        sampler: Sampler::Euler,
-        seed: Seed::parse(seed).unwrap(),
-        init: None,
-        hires: None,
         loras: loras(set),
-        control: Default::default(),
-        output: Default::default(),
+        ..common::job_at_64x48("a red house", seed)
     }
 }
 

@@ -1,8 +1,8 @@
 //! The engine end to end on tiny random-weight models loaded through the registry, as in production.
 
 use pixelfarm_core::{
-    ErrorKind, GuidanceScale, ImageInput, JobParams, ModelName, NegativePrompt, Prompt,
-    RenderControl, Renderer, RgbImage, Sampler, Seed, StepCount, StepProgress,
+    ErrorKind, GuidanceScale, ImageInput, JobParams, ModelName, NegativePrompt, RenderControl,
+    Renderer, RgbImage, Sampler, StepCount, StepProgress,
 };
 use pixelfarm_diffusion::checkpoint::TextLayout;
 use pixelfarm_diffusion::registry::layout;
@@ -49,19 +49,12 @@ fn controls(n: usize) -> Vec<RenderControl> {
 
 fn job(prompt: &str, seed: u64, sampler: Sampler, steps: u32, guidance: f64) -> JobParams {
     JobParams {
-        prompt: Prompt::parse(prompt).unwrap(),
         negative_prompt: NegativePrompt::parse("blurry, ugly").unwrap(),
-        width: 64,
         height: 64,
         steps: StepCount::parse(steps).unwrap(),
         guidance: GuidanceScale::parse(guidance).unwrap(),
         sampler,
-        seed: Seed::parse(seed).unwrap(),
-        init: None,
-        hires: None,
-        loras: Default::default(),
-        control: Default::default(),
-        output: Default::default(),
+        ..common::job_at_64x48(prompt, seed)
     }
 }
 

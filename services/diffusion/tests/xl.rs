@@ -3,8 +3,8 @@
 //! Parity with diffusers' `StableDiffusionXLPipeline` on the same weights is `bench/xl_parity.py`.
 
 use pixelfarm_core::{
-    ErrorKind, GuidanceScale, JobParams, ModelName, NegativePrompt, Prompt, RenderControl,
-    Renderer, Sampler, Seed, StepCount,
+    ErrorKind, GuidanceScale, JobParams, ModelName, NegativePrompt, RenderControl, Renderer,
+    StepCount,
 };
 use pixelfarm_diffusion::registry::layout;
 use pixelfarm_diffusion::{DiffusionEngine, ModelEntry, RegistryConfig, tiny};
@@ -22,19 +22,11 @@ fn engine_with(entry: ModelEntry) -> DiffusionEngine {
 
 fn job(prompt: &str, negative: &str, seed: u64, guidance: f64) -> JobParams {
     JobParams {
-        prompt: Prompt::parse(prompt).unwrap(),
         negative_prompt: NegativePrompt::parse(negative).unwrap(),
-        width: 64,
         height: 64,
         steps: StepCount::parse(3).unwrap(),
         guidance: GuidanceScale::parse(guidance).unwrap(),
-        sampler: Sampler::Euler,
-        seed: Seed::parse(seed).unwrap(),
-        init: None,
-        hires: None,
-        loras: Default::default(),
-        control: Default::default(),
-        output: Default::default(),
+        ..common::job_at_64x48(prompt, seed)
     }
 }
 

@@ -222,9 +222,16 @@ fn the_readme_manifest_parses() {
     );
     let lora = b.jobs.iter().find(|j| !j.params.loras.is_empty()).unwrap();
     assert_eq!(lora.params.loras.iter().next().unwrap().weight.get(), 0.8);
-    let controlled = b.jobs.iter().find(|j| !j.params.control.is_empty()).unwrap();
+    let controlled = b
+        .jobs
+        .iter()
+        .find(|j| !j.params.control.is_empty())
+        .unwrap();
     let c = controlled.params.control.iter().next().unwrap();
-    assert_eq!((c.model.as_str(), c.preprocess), ("canny", Preprocess::Canny));
+    assert_eq!(
+        (c.model.as_str(), c.preprocess),
+        ("canny", Preprocess::Canny)
+    );
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Helpers shared by the engine's integration tests.
 
-use pixelfarm_core::ModelName;
+use pixelfarm_core::{
+    GuidanceScale, JobParams, ModelName, NegativePrompt, Prompt, Sampler, Seed, StepCount,
+};
 use pixelfarm_diffusion::{AdapterEntry, DiffusionEngine, ModelEntry, RegistryConfig};
 use std::collections::BTreeMap;
 
@@ -13,6 +15,26 @@ pub fn engine_serving(
     loras: BTreeMap<ModelName, AdapterEntry>,
 ) -> DiffusionEngine {
     engine_with_adapters(model, entry, loras, BTreeMap::new())
+}
+
+/// A tiny-model job: `prompt` at 64x48, 4 Euler steps at guidance 7.5, negative `blurry`,
+/// seed `seed`, nothing else.
+pub fn job_at_64x48(prompt: &str, seed: u64) -> JobParams {
+    JobParams {
+        prompt: Prompt::parse(prompt).unwrap(),
+        negative_prompt: NegativePrompt::parse("blurry").unwrap(),
+        width: 64,
+        height: 48,
+        steps: StepCount::parse(4).unwrap(),
+        guidance: GuidanceScale::parse(7.5).unwrap(),
+        sampler: Sampler::Euler,
+        seed: Seed::parse(seed).unwrap(),
+        init: None,
+        hires: None,
+        loras: Default::default(),
+        control: Default::default(),
+        output: Default::default(),
+    }
 }
 
 /// [`engine_serving`] with `controlnets` too (two kept loaded).
