@@ -1,7 +1,7 @@
 //! A job's ControlNets with their control images, made into the denoising loop's [`Guide`]s at
 //! the size of each pass (the hires fix's refining pass reads the images at its own size).
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use pixelfarm_core::{ControlSpec, Error, Result, RgbImage};
 use std::sync::Arc;
 
@@ -31,12 +31,18 @@ impl JobControl<'_> {
     }
 
     /// The guides of a pass at `width x height`: each image resized bilinearly to it (as init
-    /// images are), in 0..1, as ControlNets read their condition.
+    /// images are), in 0..1, and embedded by its ControlNet in `dtype` once for the whole pass.
     ///
     /// # Errors
     /// `Permanent` for an image that is empty or whose buffer does not match its size, or when
     /// the images are not one per ControlNet; `Transient` when the device fails.
-    pub fn guides(&self, width: u32, height: u32, device: &Device) -> Result<Vec<Guide>> {
+    pub fn guides(
+        &self,
+        width: u32,
+        height: u32,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Vec<Guide>> {
         if self.images.len() != self.nets.len() || self.specs.len() != self.nets.len() {
             return Err(Error::permanent(format!(
                 "the job has {} ControlNets and {} control images; accepted: one image each",
@@ -53,13 +59,14 @@ impl JobControl<'_> {
                     Error::permanent(format!("control image `{}` {e}", spec.image.key))
                 })?;
                 let pixels: Vec<f32> = sized.rgb.iter().map(|&v| f32::from(v) / 255.0).collect();
-                let image =
+                let hint =
                     Tensor::from_vec(pixels, (1, height as usize, width as usize, 3), device)
                         .and_then(|t| t.permute((0, 3, 1, 2))?.contiguous())
+                        .and_then(|image| net.condition(&image, dtype))
                         .map_err(render_error)?;
                 Ok(Guide {
                     net: net.clone(),
-                    image,
+                    hint,
                     spec: spec.clone(),
                 })
             })

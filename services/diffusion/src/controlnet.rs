@@ -148,9 +148,20 @@ impl ControlNet {
         )
     }
 
+    /// The embedding of control images `image` `(n, 3, h, w)` in 0..1 at the render's size, in
+    /// `dtype`: what [`Self::forward`] adds to its input convolution's output. It depends on the
+    /// image alone, so a render computes it once per pass, not at every step.
+    ///
+    /// # Errors
+    /// For an image of the wrong shape.
+    pub fn condition(&self, image: &Tensor, dtype: DType) -> Result<Tensor> {
+        self.cond.forward(&image.to_dtype(dtype)?)
+    }
+
     /// The residuals for the UNet call on `x` (the latents alone, scaled as the UNet reads them)
-    /// at `timestep` with text `ctx` and SDXL's `text_time`, for control images `cond`
-    /// `(n, 3, h, w)` in 0..1 at the render's size, times `scale` (the control's weight).
+    /// at `timestep` with text `ctx` and SDXL's `text_time`, for control images embedded as
+    /// `hint` ([`Self::condition`], one row per row of `x`), times `scale` (the control's
+    /// weight).
     ///
     /// # Errors
     /// For inputs of the wrong shape.
@@ -160,12 +171,11 @@ impl ControlNet {
         timestep: f64,
         ctx: &Tensor,
         text_time: Option<&TextTime>,
-        cond: &Tensor,
+        hint: &Tensor,
         scale: f64,
     ) -> Result<Residuals> {
         let emb = self.encoder.embedding(x, timestep, text_time)?;
-        let hint = self.cond.forward(&cond.to_dtype(x.dtype())?)?;
-        let (states, mid) = self.encoder.forward(x, &emb, ctx, Some(&hint))?;
+        let (states, mid) = self.encoder.forward(x, &emb, ctx, Some(hint))?;
         let down = states
             .iter()
             .zip(&self.down_convs)

@@ -104,12 +104,12 @@ impl Keep {
     }
 }
 
-/// A ControlNet steering a group: its network, each job's control image, and the job's entry
-/// for it (weight, the part of the schedule it acts on).
+/// A ControlNet steering a group: its network, each job's control image as it embeds it, and
+/// the job's entry for it (weight, the part of the schedule it acts on).
 pub(crate) struct Guide {
     pub net: Arc<ControlNet>,
-    /// `(n, 3, h, w)` RGB in 0..1 at the render's size, one row per job.
-    pub image: Tensor,
+    /// [`ControlNet::condition`] of the control images at the render's size, one row per job.
+    pub hint: Tensor,
     pub spec: ControlSpec,
 }
 
@@ -295,16 +295,16 @@ impl Loop<'_> {
             if weight == 0.0 || !g.spec.acts_on(at.step, at.steps) {
                 continue;
             }
-            let mut image = g.image.i(jobs.clone())?;
+            let mut hint = g.hint.i(jobs.clone())?;
             if twice {
-                image = Tensor::cat(&[&image, &image], 0)?;
+                hint = Tensor::cat(&[&hint, &hint], 0)?;
             }
             let r = g.net.forward(
                 latents,
                 at.t,
                 &ctx.ctx,
                 ctx.text_time.as_ref(),
-                &image,
+                &hint,
                 weight,
             )?;
             sum = Some(match sum {

@@ -262,7 +262,7 @@ impl LoadedModel {
             rngs,
             extra: None,
             keep: None,
-            control: control.guides(first.width, first.height, &self.device)?,
+            control: control.guides(first.width, first.height, &self.device, self.dtype)?,
         };
         let refine_steps = refine_steps(first);
         let total = plan.steps() + refine_steps;
@@ -340,7 +340,7 @@ impl LoadedModel {
             rngs: vec![rng],
             extra: None,
             keep: None,
-            control: control.guides(width, height, &self.device)?,
+            control: control.guides(width, height, &self.device, self.dtype)?,
         };
         self.denoise_loop(false)
             .run(job.sampler, &plan, x, &mut rows, on_step)
@@ -433,7 +433,7 @@ impl LoadedModel {
             rngs: vec![start.rng],
             extra: start.extra,
             keep: start.keep,
-            control: control.guides(job.width, job.height, &self.device)?,
+            control: control.guides(job.width, job.height, &self.device, self.dtype)?,
         };
         let latents =
             self.denoise_loop(false)

@@ -41,7 +41,8 @@ fn residuals_have_the_unets_down_states_shapes_and_scale_linearly() {
         .squeeze(3)
         .unwrap();
     let image = (normals((2, 3, 64, 64), 3, 0.25) + 0.5).unwrap();
-    let one = net.forward(&x, 500.0, &ctx, None, &image, 1.0).unwrap();
+    let hint = net.condition(&image, DType::F32).unwrap();
+    let one = net.forward(&x, 500.0, &ctx, None, &hint, 1.0).unwrap();
     // Tiny UNet: widths 32, 64, 64, one resnet per level, 8x8 latents.
     let shapes: Vec<Vec<usize>> = one.down.iter().map(|t| t.dims().to_vec()).collect();
     let want: Vec<Vec<usize>> = [(32, 8), (32, 8), (32, 4), (64, 4), (64, 2), (64, 2)]
@@ -56,12 +57,13 @@ fn residuals_have_the_unets_down_states_shapes_and_scale_linearly() {
     );
 
     // The weight scales every residual; the image is read.
-    let half = net.forward(&x, 500.0, &ctx, None, &image, 0.5).unwrap();
+    let half = net.forward(&x, 500.0, &ctx, None, &hint, 0.5).unwrap();
     let doubled = half.add(&half).unwrap();
     for (a, b) in one.down.iter().zip(&doubled.down) {
         assert_eq!(max_abs(&(a - b).unwrap()), 0.0, "0.5 + 0.5 is exactly 1");
     }
     let other = (normals((2, 3, 64, 64), 4, 0.25) + 0.5).unwrap();
+    let other = net.condition(&other, DType::F32).unwrap();
     let moved = net.forward(&x, 500.0, &ctx, None, &other, 1.0).unwrap();
     assert!(max_abs(&(&moved.mid - &one.mid).unwrap()) > 1e-4);
 }

@@ -41,7 +41,10 @@ impl LoadedModel {
         let x = x.to_dtype(self.dtype).map_err(render_error)?;
         let residuals = match control {
             Some((net, image, weight)) => Some(
-                net.forward(&x, t, &cond.ctx, cond.text_time.as_ref(), image, weight)
+                net.condition(image, self.dtype)
+                    .and_then(|hint| {
+                        net.forward(&x, t, &cond.ctx, cond.text_time.as_ref(), &hint, weight)
+                    })
                     .map_err(render_error)?,
             ),
             None => None,
