@@ -26,8 +26,7 @@ pub(crate) struct Networks {
     pub text: TextSide,
     /// The denoiser's and text encoders' dtype: f16 on CUDA, f32 on the CPU.
     pub dtype: DType,
-    /// The tensors the denoiser and text encoders were built from (`None` for `shapes`, which
-    /// takes no LoRAs).
+    /// The tensors the denoiser and text encoders were built from.
     pub weights: Option<Weights>,
 }
 
@@ -163,6 +162,9 @@ pub(crate) fn build(
     device: &Device,
 ) -> Result<Built> {
     let family = entry.family;
+    if family == Family::Shapes {
+        return build_shapes(weights, tokenizers, device);
+    }
     let vb = |map: &HashMap<String, Tensor>| VarBuilder::from_tensors(map.clone(), dtype, device);
     let unet_name = entry.checkpoint.as_deref().unwrap_or(layout::UNET);
     let text_name = entry.checkpoint.as_deref().unwrap_or(layout::TEXT_ENCODER);
@@ -221,29 +223,48 @@ pub(crate) fn build(
 
 /// The shapes family: its own pixel-space UNet and text encoder, no VAE, always f32.
 fn shapes(entry: &ModelEntry, dir: &Path, device: &Device) -> Result<Networks> {
-    let tensors = |rel: &str| -> Result<VarBuilder<'static>> {
-        let bytes = read_verified(entry, dir, rel)?;
-        VarBuilder::from_buffered_safetensors(bytes, DType::F32, device).map_err(bad_weights(rel))
+    let tensors = |rel: &str| -> Result<HashMap<String, Tensor>> {
+        tensors_of(&read_verified(entry, dir, rel)?, rel, DType::F32, device)
     };
-    let unet_vb = tensors(layout::UNET)?;
+    let weights = Weights {
+        unet: tensors(layout::UNET)?,
+        text: tensors(layout::TEXT_ENCODER)?,
+        text_2: None,
+    };
+    let tokenizers = Tokenizers {
+        clip: load_tokenizer(entry, dir, layout::TOKENIZER)?,
+        clip_g: None,
+    };
+    let built = build(entry, &weights, tokenizers, DType::F32, device)?;
+    Ok(Networks {
+        denoiser: built.denoiser,
+        unet_input: built.unet_input,
+        vae: None,
+        text: built.text,
+        dtype: DType::F32,
+        weights: Some(weights),
+    })
+}
+
+/// [`build`] for the shapes family: its pixel-space UNet (architecture read from the weights)
+/// and positional text encoder.
+fn build_shapes(weights: &Weights, tokenizers: Tokenizers, device: &Device) -> Result<Built> {
+    let vb =
+        |map: &HashMap<String, Tensor>| VarBuilder::from_tensors(map.clone(), DType::F32, device);
+    let unet_vb = vb(&weights.unet);
     let unet = ShapesConfig::of_weights(&unet_vb)
         .and_then(|cfg| ShapesUnet::new(cfg, unet_vb))
         .map_err(bad_weights(layout::UNET))?;
-    let encoder = ShapesText::new(tensors(layout::TEXT_ENCODER)?)
-        .map_err(bad_weights(layout::TEXT_ENCODER))?;
-    let tokenizer = load_tokenizer(entry, dir, layout::TOKENIZER)?;
-    Ok(Networks {
+    let encoder = ShapesText::new(vb(&weights.text)).map_err(bad_weights(layout::TEXT_ENCODER))?;
+    Ok(Built {
         denoiser: Denoiser::Shapes(Box::new(unet)),
         unet_input: UnetInput::Latents,
-        vae: None,
         text: TextSide::new(
             TextEncoder::Shapes(encoder),
-            tokenizer,
+            tokenizers.clip,
             Family::Shapes,
             DType::F32,
             device,
         )?,
-        dtype: DType::F32,
-        weights: None,
     })
 }

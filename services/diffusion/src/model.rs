@@ -37,8 +37,8 @@ pub struct LoadedModel {
     schedule: NoiseSchedule,
     device: Device,
     dtype: DType,
-    /// What the denoiser and text side were built from; `None` for a family that takes no LoRAs
-    /// and for a LoRA variant (LoRAs merge into the base model's weights only).
+    /// What the denoiser and text side were built from; `None` for a LoRA variant (LoRAs merge
+    /// into the base model's weights only).
     weights: Option<Weights>,
     /// Seconds the load took (for a LoRA variant: the merge and build).
     pub load_seconds: f64,
@@ -124,7 +124,8 @@ impl LoadedModel {
     /// changed layers, everything else shared.
     ///
     /// # Errors
-    /// `Permanent` for a family that takes no LoRAs and for a file [`Lora::parse`] refuses;
+    /// `Permanent` for a LoRA variant (never asked: variants are made from base models) and for
+    /// a file [`Lora::parse`] refuses;
     /// `Transient` when the device fails.
     pub(crate) fn with_loras(
         &self,
@@ -132,10 +133,9 @@ impl LoadedModel {
         loras: &[(&str, Vec<u8>, f64)],
     ) -> Result<LoadedModel> {
         let start = Instant::now();
-        let weights = self
-            .weights
-            .as_ref()
-            .ok_or_else(|| Error::permanent(format!("family `{}` takes no LoRAs", entry.family)))?;
+        let weights = self.weights.as_ref().ok_or_else(|| {
+            Error::permanent("LoRAs merge into a base model, not into a LoRA variant")
+        })?;
         let parsed = loras
             .iter()
             .map(|(name, bytes, w)| {

@@ -61,7 +61,7 @@ fn draws(seed: u64, name: &str, n: usize, std: f32) -> Vec<f32> {
 /// make exactly the same weights. Each layer changes by about a quarter of its own scale.
 ///
 /// # Errors
-/// `Invalid` for the `shapes` family; `Transient` when the model cannot be read or the file
+/// `Invalid` for the `shapes` family (its LoRA is trained, not random); `Transient` when the model cannot be read or the file
 /// written.
 pub fn write_random_lora(
     model_dir: &Path,
@@ -72,7 +72,10 @@ pub fn write_random_lora(
     seed: u64,
 ) -> Result<AdapterEntry> {
     if family == Family::Shapes {
-        return Err(Error::invalid("family `shapes` takes no LoRAs"));
+        return Err(Error::invalid(
+            "random LoRAs are written for the Stable Diffusion families; the shapes family's is \
+             trained (`pixelfarm-train-shapes lora`)",
+        ));
     }
     let xl = family.xl().is_some();
     let ldm = ldm_unet_names(family);

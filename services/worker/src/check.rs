@@ -170,8 +170,7 @@ mod tests {
             "{r:?}"
         );
 
-        // LoRAs are reported with their family; a malformed sha256 or a family that takes none
-        // is refused, naming the LoRA.
+        // LoRAs are reported with their family; a malformed sha256 is refused, naming the LoRA.
         let lora = |family: &str, sha: &str| {
             format!(
                 "models: {{}}\nloras:\n  brand:\n    family: {family}\n    source: file:///l/brand.safetensors\n    sha256: \"{sha}\"\n"
@@ -187,10 +186,17 @@ mod tests {
         std::fs::write(&path, lora("sd15", "abc")).unwrap();
         let e = settings(&s).unwrap_err().to_string();
         assert!(e.contains("loras `brand`: sha256 is `abc`"), "{e}");
+        // The shapes family takes LoRAs but has no ControlNet architecture.
         std::fs::write(&path, lora("shapes", &"a".repeat(64))).unwrap();
+        settings(&s).unwrap();
+        std::fs::write(
+            &path,
+            lora("shapes", &"a".repeat(64)).replace("loras:", "controlnets:"),
+        )
+        .unwrap();
         let e = settings(&s).unwrap_err().to_string();
         assert!(
-            e.contains("loras `brand`: family `shapes` takes no LoRAs"),
+            e.contains("controlnets `brand`: family `shapes` takes no ControlNets"),
             "{e}"
         );
     }

@@ -21,17 +21,17 @@ impl RegistryConfig {
             .collect()
     }
 
-    /// Each adapter's sha256 is well formed and its family takes adapters.
+    /// Each adapter's sha256 is well formed and its family takes its kind (every family takes
+    /// LoRAs; the shapes family has no ControlNet architecture).
     pub(super) fn validate_adapters(&self) -> Result<()> {
         for kind in [AdapterKind::Lora, AdapterKind::ControlNet] {
             let section = kind.section();
             for (name, entry) in self.adapters(kind) {
                 check_sha256(&entry.sha256)
                     .map_err(|e| Error::invalid(format!("{section} `{name}`: sha256 {e}")))?;
-                if entry.family == Family::Shapes {
+                if kind == AdapterKind::ControlNet && entry.family == Family::Shapes {
                     return Err(Error::invalid(format!(
-                        "{section} `{name}`: family `shapes` takes no {}s; accepted: the Stable Diffusion families",
-                        kind.as_str()
+                        "{section} `{name}`: family `shapes` takes no ControlNets; accepted: the Stable Diffusion families"
                     )));
                 }
             }
