@@ -49,10 +49,12 @@ pub enum Color {
     White,
     #[allow(missing_docs)]
     Black,
+    /// Never drawn for the base model: the colour its LoRA teaches ([`Color::NEW`]).
+    Purple,
 }
 
 impl Color {
-    /// Every colour.
+    /// The base model's colours: every colour its training draws.
     pub const ALL: [Color; 6] = [
         Color::Red,
         Color::Green,
@@ -60,6 +62,21 @@ impl Color {
         Color::Yellow,
         Color::White,
         Color::Black,
+    ];
+
+    /// Colours the base model never saw; its vocabulary has their words, so a LoRA can teach them
+    /// (`models/shapes/loras/`).
+    pub const NEW: [Color; 1] = [Color::Purple];
+
+    /// Every colour, the base model's first.
+    pub const EVERY: [Color; 7] = [
+        Color::Red,
+        Color::Green,
+        Color::Blue,
+        Color::Yellow,
+        Color::White,
+        Color::Black,
+        Color::Purple,
     ];
 
     /// The caption word.
@@ -71,6 +88,7 @@ impl Color {
             Color::Yellow => "yellow",
             Color::White => "white",
             Color::Black => "black",
+            Color::Purple => "purple",
         }
     }
 
@@ -83,6 +101,8 @@ impl Color {
             Color::Yellow => [240, 210, 40],
             Color::White => [240, 240, 240],
             Color::Black => [20, 20, 20],
+            // At least 118 RGB units from every other colour (blue is the nearest).
+            Color::Purple => [150, 40, 190],
         }
     }
 }
@@ -157,9 +177,9 @@ impl Attributes {
             return None;
         }
         let size = Size::ALL.into_iter().find(|s| s.word() == w[1])?;
-        let color = Color::ALL.into_iter().find(|c| c.word() == w[2])?;
+        let color = Color::EVERY.into_iter().find(|c| c.word() == w[2])?;
         let shape = Shape::ALL.into_iter().find(|s| s.word() == w[3])?;
-        let background = Color::ALL.into_iter().find(|c| c.word() == w[6])?;
+        let background = Color::EVERY.into_iter().find(|c| c.word() == w[6])?;
         Some(Attributes {
             shape,
             size,
@@ -173,13 +193,19 @@ impl Attributes {
         HELD_OUT.contains(&(self.shape, self.color))
     }
 
-    /// Every combination (shape × size × colour × background ≠ colour).
+    /// Every combination of the base model's colours (shape × size × colour × background ≠
+    /// colour).
     pub fn all() -> Vec<Attributes> {
+        Self::of_colors(&Color::ALL)
+    }
+
+    /// Every combination of `colors` (shape × size × colour × background ≠ colour).
+    fn of_colors(colors: &[Color]) -> Vec<Attributes> {
         let mut v = Vec::new();
         for shape in Shape::ALL {
             for size in Size::ALL {
-                for color in Color::ALL {
-                    for background in Color::ALL {
+                for &color in colors {
+                    for &background in colors {
                         if background != color {
                             v.push(Attributes {
                                 shape,
@@ -198,6 +224,17 @@ impl Attributes {
     /// The combinations training draws from.
     pub fn training() -> Vec<Attributes> {
         Self::all().into_iter().filter(|a| !a.held_out()).collect()
+    }
+
+    /// Every combination with `new` as the shape's or the background's colour, the other one of
+    /// the base model's colours: what a LoRA teaching `new` learns from and is graded on.
+    pub fn with_color(new: Color) -> Vec<Attributes> {
+        let mut colors = Color::ALL.to_vec();
+        colors.push(new);
+        Self::of_colors(&colors)
+            .into_iter()
+            .filter(|a| a.color == new || a.background == new)
+            .collect()
     }
 }
 
@@ -372,8 +409,9 @@ pub fn to_model_pixels(rgb: &[u8]) -> Vec<f32> {
 pub struct Generator {
     rng: JobRng,
     combos: Vec<Attributes>,
-    /// With a square share: the share, the training squares and the other combinations.
-    squares: Option<(f64, Vec<Attributes>, Vec<Attributes>)>,
+    /// Two pools instead of `combos`: with the probability, an example comes from the first,
+    /// else from the second.
+    pools: Option<(f64, Vec<Attributes>, Vec<Attributes>)>,
 }
 
 impl Generator {
@@ -382,29 +420,42 @@ impl Generator {
         Generator {
             rng: JobRng::new(seed),
             combos: Attributes::training(),
-            squares: None,
+            pools: None,
         }
     }
 
     /// Draw squares with probability `share` (the others uniformly among the rest); `None` keeps
     /// every training combination equally likely.
     pub fn with_square_share(mut self, share: Option<f64>) -> Self {
-        self.squares = share.map(|p| {
+        self.pools = share.map(|p| {
             let (sq, rest) = self.combos.iter().partition(|a| a.shape == Shape::Square);
             (p, sq, rest)
         });
         self
     }
 
+    /// Draw a combination of the new colour `color` ([`Attributes::with_color`], the held-out
+    /// pairs left out: a base colour's held-out shape on the new background stays unseen) with
+    /// probability `share`, else a training combination of the base model (what keeps a LoRA
+    /// from unlearning the rest).
+    pub fn with_new_color(mut self, color: Color, share: f64) -> Self {
+        let new = Attributes::with_color(color)
+            .into_iter()
+            .filter(|a| !a.held_out())
+            .collect();
+        self.pools = Some((share, new, self.combos.clone()));
+        self
+    }
+
     /// The next example: spec, caption, image.
     pub fn next_example(&mut self) -> (Spec, String, Vec<u8>) {
-        let pool = match &self.squares {
+        let pool = match &self.pools {
             None => &self.combos,
-            Some((p, sq, rest)) => {
+            Some((p, first, second)) => {
                 if self.rng.uniform() < *p {
-                    sq
+                    first
                 } else {
-                    rest
+                    second
                 }
             }
         };
@@ -422,103 +473,4 @@ impl Generator {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn captions_round_trip_and_hold_out_pairs() {
-        let all = Attributes::all();
-        assert_eq!(all.len(), 3 * 2 * 6 * 5);
-        for a in &all {
-            assert_eq!(Attributes::parse(&a.caption()), Some(*a));
-        }
-        let training = Attributes::training();
-        assert_eq!(training.len(), all.len() - HELD_OUT.len() * 2 * 5);
-        assert!(training.iter().all(|a| !a.held_out()));
-        // Every colour and every shape is still seen in training.
-        for c in Color::ALL {
-            assert!(training.iter().any(|a| a.color == c));
-        }
-    }
-
-    #[test]
-    fn the_outline_is_a_thin_band_around_the_shape() {
-        let spec = Spec {
-            attrs: Attributes::parse("a large red square on a blue background").unwrap(),
-            radius: 10.0,
-            center: (16.0, 16.0),
-        };
-        let outline = spec.outline();
-        let cov = spec.coverage();
-        // Half side 8.5 px: the square spans 7.5..24.5, so its edges cut pixels 7 and 24.
-        assert_eq!(cov[16 * SIDE + 16], 1.0);
-        assert_eq!(outline[16 * SIDE + 16], 0.0, "inside");
-        assert_eq!(outline[2 * SIDE + 2], 0.0, "far outside");
-        assert_eq!(outline[16 * SIDE + 7], 1.0, "on the left edge");
-        assert_eq!(outline[16 * SIDE + 24], 1.0, "on the right edge");
-        let band = outline.iter().filter(|&&v| v > 0.0).count();
-        // Four sides of ~17 px, a band ~3 px wide.
-        assert!((150..=250).contains(&band), "{band}");
-    }
-
-    #[test]
-    fn corners_mark_a_squares_corners_and_not_a_circle() {
-        let at = |text: &str| Spec {
-            attrs: Attributes::parse(text).unwrap(),
-            radius: 10.0,
-            center: (16.0, 16.0),
-        };
-        let square = at("a large red square on a blue background").corners();
-        // The corners sit at 16 ± 8.5: pixel 7 (centre 7.5) is 0 px from the top-left one.
-        assert_eq!(square[7 * SIDE + 7], 1.0);
-        assert_eq!(square[24 * SIDE + 24], 1.0);
-        assert_eq!(square[16 * SIDE + 16], 0.0, "the middle");
-        assert_eq!(square[16 * SIDE + 7], 0.0, "the middle of an edge");
-        let marked = square.iter().filter(|&&v| v > 0.0).count();
-        // Four discs of radius 2 px: ~12 pixel centres each.
-        assert!((32..=64).contains(&marked), "{marked}");
-        let triangle = at("a large red triangle on a blue background").corners();
-        // The apex is at (16, 6): the four pixels around it have their centres 0.71 px away.
-        assert!(
-            (triangle[6 * SIDE + 16] - (1.0 - 0.5f64.sqrt() / 2.0)).abs() < 1e-12,
-            "the apex"
-        );
-        let circle = at("a large red circle on a blue background").corners();
-        assert!(circle.iter().all(|&v| v == 0.0));
-    }
-
-    #[test]
-    fn a_square_share_sets_how_many_squares_are_drawn() {
-        let squares = |share: Option<f64>| {
-            let mut g = Generator::new(5).with_square_share(share);
-            (0..3000)
-                .filter(|_| {
-                    let (spec, _, _) = g.next_example();
-                    assert!(!spec.attrs.held_out());
-                    spec.attrs.shape == Shape::Square
-                })
-                .count()
-        };
-        assert_eq!(squares(Some(1.0)), 3000);
-        assert_eq!(squares(Some(0.0)), 0);
-        // A binomial's standard deviation here is ~27: five of them either side.
-        let half = squares(Some(0.5));
-        assert!((1365..=1635).contains(&half), "{half}");
-        // Without a share, the training combinations' own proportion (50 of 140 are squares).
-        let plain = squares(None);
-        assert!((936..=1207).contains(&plain), "{plain}");
-    }
-
-    #[test]
-    fn the_generator_is_deterministic_and_never_draws_held_out_pairs() {
-        let mut a = Generator::new(7);
-        let mut b = Generator::new(7);
-        for _ in 0..200 {
-            let (sa, ca, ia) = a.next_example();
-            let (sb, cb, ib) = b.next_example();
-            assert_eq!((sa, ca, ia.clone()), (sb, cb, ib));
-            assert!(!sa.attrs.held_out());
-            assert_eq!(ia.len(), SIDE * SIDE * 3);
-        }
-    }
-}
+mod tests;

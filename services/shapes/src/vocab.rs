@@ -15,12 +15,15 @@ pub const EOS: &str = "<|endoftext|>";
 /// Any word outside the vocabulary.
 pub const UNK: &str = "<unk>";
 
-/// Every token, in id order.
+/// Every token, in id order. The new colours' words ([`Color::NEW`]) come last, so the base
+/// model's ids are the ones it was trained with; their embedding rows are the base model's
+/// untrained spare ones until a LoRA teaches them.
 pub fn words() -> Vec<&'static str> {
     let mut w = vec![BOS, EOS, UNK, "a", "on", "background"];
     w.extend(Size::ALL.iter().map(|s| s.word()));
     w.extend(Color::ALL.iter().map(|c| c.word()));
     w.extend(Shape::ALL.iter().map(|s| s.word()));
+    w.extend(Color::NEW.iter().map(|c| c.word()));
     assert!(w.len() <= VOCAB_CAPACITY);
     w
 }
@@ -79,6 +82,8 @@ mod tests {
             token_ids(&back, "A Large YELLOW square on a black background")[..10],
             token_ids(&tok, "a large yellow square on a black background")[..10]
         );
-        assert_eq!(token_ids(&tok, "a purple circle")[2], 2);
+        assert_eq!(token_ids(&tok, "a pink circle")[2], 2);
+        // New colours' words come after the base vocabulary.
+        assert_eq!(token_ids(&tok, "a small purple circle")[3], 17);
     }
 }
