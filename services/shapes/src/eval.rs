@@ -4,12 +4,12 @@
 //! [`checker`]: crate::checker
 
 use pixelfarm_core::{
-    GuidanceScale, JobParams, ModelName, NegativePrompt, Prompt, RenderControl, Renderer, Result,
-    RgbImage, Sampler, Seed, StepCount,
+    GuidanceScale, JobParams, LoraSpec, LoraWeight, Loras, ModelName, NegativePrompt, Prompt,
+    RenderControl, Renderer, Result, RgbImage, Sampler, Seed, StepCount,
 };
 
 use crate::checker::{Verdict, check};
-use crate::data::{Attributes, SIDE};
+use crate::data::{Attributes, Color, SIDE};
 
 /// How the gate renders: the shipped defaults.
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +20,9 @@ pub struct RenderSettings {
     pub guidance: f64,
     /// Sampler.
     pub sampler: Sampler,
+    /// The weight of the shipped LoRA ([`crate::export::LORA_NAME`]) on every job; `None`: the
+    /// base model alone.
+    pub lora: Option<f64>,
 }
 
 impl Default for RenderSettings {
@@ -30,6 +33,7 @@ impl Default for RenderSettings {
             steps: d.steps,
             guidance: d.guidance,
             sampler: DEFAULT_SAMPLER,
+            lora: None,
         }
     }
 }
@@ -55,7 +59,13 @@ pub fn job(attrs: &Attributes, seed: u64, s: RenderSettings) -> Result<JobParams
         seed: Seed::parse(seed)?,
         init: None,
         hires: None,
-        loras: Default::default(),
+        loras: match s.lora {
+            None => Loras::default(),
+            Some(w) => Loras::new(vec![LoraSpec {
+                name: ModelName::parse(crate::export::LORA_NAME)?,
+                weight: LoraWeight::parse(w)?,
+            }])?,
+        },
         control: Default::default(),
         output: Default::default(),
     })
@@ -181,6 +191,31 @@ pub fn gate_prompts() -> (Vec<Attributes>, Vec<Attributes>) {
 /// The quality gate's seeds.
 pub const GATE_SEEDS: [u64; 3] = [1, 2, 3];
 
+/// Which prompts a [`report`] grades.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prompts {
+    /// The quality gate's ([`gate_prompts`]).
+    Gate,
+    /// Every combination of the base model's colours.
+    All,
+    /// Every combination with a new colour ([`Attributes::with_color`]).
+    Color(Color),
+}
+
+impl Prompts {
+    /// The prompts.
+    pub fn list(self) -> Vec<Attributes> {
+        match self {
+            Prompts::Gate => {
+                let (a, b) = gate_prompts();
+                a.into_iter().chain(b).collect()
+            }
+            Prompts::All => Attributes::all(),
+            Prompts::Color(c) => Attributes::with_color(c),
+        }
+    }
+}
+
 /// An accuracy table in Markdown and a contact sheet of the graded images.
 pub struct Report {
     /// Markdown: overall seen / held-out, then per shape, colour and size, then every miss with
@@ -190,14 +225,14 @@ pub struct Report {
     pub sheet: RgbImage,
 }
 
-/// Grade the model in `models/shapes` on the gate prompts (or every combination) × `seeds`.
+/// Grade the model in `models/shapes` on `prompts` × `seeds`.
 ///
 /// # Errors
 /// What loading and rendering return.
 pub fn report(
     models: &std::path::Path,
     seeds: &[u64],
-    all: bool,
+    prompts: Prompts,
     s: RenderSettings,
     device: pixelfarm_diffusion::registry::DeviceChoice,
 ) -> Result<Report> {
@@ -205,24 +240,22 @@ pub fn report(
     cfg.device = device;
     let engine = pixelfarm_diffusion::DiffusionEngine::new(cfg)?;
     let model = ModelName::parse(crate::MODEL_NAME)?;
-    let prompts: Vec<Attributes> = if all {
-        Attributes::all()
-    } else {
-        let (a, b) = gate_prompts();
-        a.into_iter().chain(b).collect()
-    };
+    let prompts = prompts.list();
     let start = std::time::Instant::now();
     let graded = grade(&engine, &model, &prompts, seeds, s)?;
     let secs = start.elapsed().as_secs_f64();
     let pct =
         |(m, n): (usize, usize)| format!("{m}/{n} ({:.1} %)", 100.0 * m as f64 / n.max(1) as f64);
     let mut table = format!(
-        "{} images, {} steps, guidance {}, sampler {}, {:.2} s per image\n\n\
+        "{} images, {} steps, guidance {}, sampler {}, LoRA {}, {:.2} s per image\n\n\
          | check | seen | held-out |\n|---|---|---|\n",
         graded.len(),
         s.steps,
         s.guidance,
         s.sampler.as_str(),
+        s.lora.map_or("none".to_string(), |w| {
+            format!("{} at {w}", crate::export::LORA_NAME)
+        }),
         secs / graded.len().max(1) as f64
     );
     type Row = (&'static str, fn(&Verdict) -> bool);
@@ -244,16 +277,19 @@ pub fn report(
     table.push_str("\n| prompt group | matched |\n|---|---|\n");
     let mut group = |name: String, keep: &dyn Fn(&Attributes) -> bool| {
         let sel: Vec<&Graded> = graded.iter().filter(|g| keep(&g.attrs)).collect();
+        if sel.is_empty() {
+            return;
+        }
         let m = sel.iter().filter(|g| g.verdict.matches()).count();
         table.push_str(&format!("| {name} | {} |\n", pct((m, sel.len()))));
     };
     for sh in crate::data::Shape::ALL {
         group(sh.word().to_string(), &|a| a.shape == sh);
     }
-    for c in crate::data::Color::ALL {
+    for c in Color::EVERY {
         group(format!("{} shape", c.word()), &|a| a.color == c);
     }
-    for c in crate::data::Color::ALL {
+    for c in Color::EVERY {
         group(format!("{} background", c.word()), &|a| a.background == c);
     }
     for (sh, c) in crate::data::HELD_OUT {

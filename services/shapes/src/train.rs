@@ -7,41 +7,44 @@
 //!
 //! Here: the loss, the learning rate and the loop. `config` holds a run's settings, `model` the
 //! networks and their variables, `batch` the batches (and the threads that make them ahead of the
-//! trainer), `checkpoint` what a run writes and resumes from.
+//! trainer), `checkpoint` what a run writes and resumes from, `lora` the training of a LoRA on a
+//! frozen model.
 
 mod batch;
 mod checkpoint;
 mod config;
+mod lora;
 mod model;
 
 pub use batch::{Batch, batch, schedule};
 pub use checkpoint::{RunState, import, load_ema, save_split};
 pub use config::{DataMix, LossWeighting, TrainConfig};
+pub use lora::{LoraConfig, LoraRun, train_lora};
 pub use model::Model;
 
 use anyhow::{Context, Result};
 use candle_core::Tensor;
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use pixelfarm_diffusion::JobRng;
-use pixelfarm_diffusion::shapes_net::Reach;
+use pixelfarm_diffusion::shapes_net::{Reach, ShapesText, ShapesUnet};
 use std::collections::HashMap;
 use std::time::Instant;
 
 use batch::Prefetch;
 use checkpoint::{STATE, load_split};
 
-/// The (weighted) v-prediction loss of `model` on `b`, its backward reaching `reach`.
+/// The (weighted) v-prediction loss of `unet` with `text` on `b`, its backward reaching `reach`.
 ///
 /// # Errors
 /// Only for candle errors.
-pub fn loss(model: &Model, b: &Batch, reach: Reach) -> Result<Tensor> {
+pub fn loss(unet: &ShapesUnet, text: &ShapesText, b: &Batch, reach: Reach) -> Result<Tensor> {
     let xt = (b.x0.broadcast_mul(&b.alpha)? + b.noise.broadcast_mul(&b.sigma)?)?;
     let v = (b.noise.broadcast_mul(&b.alpha)? - b.x0.broadcast_mul(&b.sigma)?)?;
     let ctx = match reach {
-        Reach::All => model.text.forward(&b.ids)?,
-        Reach::Refiner => model.text.forward(&b.ids)?.detach(),
+        Reach::All => text.forward(&b.ids)?,
+        Reach::Refiner => text.forward(&b.ids)?.detach(),
     };
-    let pred = model.unet.forward_with(&xt, &b.t, &ctx, reach)?;
+    let pred = unet.forward_with(&xt, &b.t, &ctx, reach)?;
     Ok((pred - v)?.sqr()?.broadcast_mul(&b.weight)?.mean_all()?)
 }
 
@@ -161,7 +164,7 @@ pub fn train(cfg: &TrainConfig) -> Result<RunState> {
         let lr = learning_rate(cfg, session_start, step);
         opt.set_learning_rate(lr);
         let b = data.take(step)?.to_device(&cfg.device)?;
-        let l = loss(&model, &b, cfg.reach)?;
+        let l = loss(&model.unet, &model.text, &b, cfg.reach)?;
         opt.backward_step(&l)?;
         let lv = l.to_scalar::<f32>()? as f64;
         state.loss_ema = if step == 0 || state.loss_ema == 0.0 {

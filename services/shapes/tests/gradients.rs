@@ -19,7 +19,10 @@ fn reached(model: &Model, reach: Reach) -> (Vec<String>, Vec<String>) {
         ..DataMix::default()
     };
     let b = batch(1, 0, 4, &mix, &weighting, &vocab::tokenizer(), &schedule()).unwrap();
-    let grads: GradStore = loss(model, &b, reach).unwrap().backward().unwrap();
+    let grads: GradStore = loss(&model.unet, &model.text, &b, reach)
+        .unwrap()
+        .backward()
+        .unwrap();
     let vars = model.named_vars();
     assert!(vars.len() > 50, "{} variables", vars.len());
     vars.into_iter()

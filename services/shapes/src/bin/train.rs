@@ -8,9 +8,11 @@ use pixelfarm_core::{ModelName, Sampler};
 use pixelfarm_diffusion::DiffusionEngine;
 use pixelfarm_diffusion::registry::DeviceChoice;
 use pixelfarm_diffusion::shapes_net::{Reach, ShapesConfig};
-use pixelfarm_shapes::data::Shape;
-use pixelfarm_shapes::eval::RenderSettings;
-use pixelfarm_shapes::train::{DataMix, LossWeighting, RunState, TrainConfig, load_ema, train};
+use pixelfarm_shapes::data::{Color, Shape};
+use pixelfarm_shapes::eval::{Prompts, RenderSettings};
+use pixelfarm_shapes::train::{
+    DataMix, LoraConfig, LossWeighting, RunState, TrainConfig, load_ema, train, train_lora,
+};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -48,8 +50,43 @@ enum Cmd {
         #[arg(long, default_value = "models/shapes")]
         model_dir: PathBuf,
     },
+    /// Train a LoRA on the frozen model in `--model-dir` that teaches it a colour it never saw
+    /// (its word is in the vocabulary), and write it in kohya's layout to `--out`.
+    Lora {
+        #[arg(long, default_value = "models/shapes")]
+        model_dir: PathBuf,
+        #[arg(long, default_value = "models/shapes/loras/purple.safetensors")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        rank: usize,
+        /// The new colour.
+        #[arg(long, default_value = "purple")]
+        color: String,
+        /// Share of examples showing the new colour (the rest: the base model's training data).
+        #[arg(long, default_value_t = 0.6)]
+        share: f64,
+        #[arg(long, default_value_t = 1000)]
+        steps: usize,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        #[arg(long, default_value_t = 50)]
+        warmup: usize,
+        #[arg(long, default_value_t = 21)]
+        seed: u64,
+        #[arg(long, default_value_t = 0.1)]
+        uncond_prob: f64,
+        /// Extra loss weight of the shape's outline pixels (0: plain mean).
+        #[arg(long, default_value_t = 4.0)]
+        outline_weight: f64,
+        /// `cpu`, or `cuda` / `cuda:N` (a build with the `cuda` feature).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
     /// Grade the model in `<models>/shapes` through the engine: the gate prompts, or every
-    /// combination with `--all`; prints the accuracy table and writes a contact sheet.
+    /// combination with `--all`, or every combination of a new colour with `--color`; prints the
+    /// accuracy table and writes a contact sheet.
     Eval {
         #[arg(long, default_value = "models")]
         models: PathBuf,
@@ -60,6 +97,12 @@ enum Cmd {
         first_seed: u64,
         #[arg(long)]
         all: bool,
+        /// Grade every combination with this new colour (`purple`) instead.
+        #[arg(long, conflicts_with = "all")]
+        color: Option<String>,
+        /// Apply the shipped LoRA (`purple`) at this weight to every job.
+        #[arg(long)]
+        lora: Option<f64>,
         #[arg(long)]
         steps: Option<u32>,
         #[arg(long)]
@@ -159,6 +202,17 @@ struct TrainArgs {
     data_threads: usize,
 }
 
+/// The new colour named `name`.
+fn new_color(name: &str) -> Result<Color> {
+    Color::NEW
+        .into_iter()
+        .find(|c| c.word() == name)
+        .with_context(|| {
+            let known: Vec<_> = Color::NEW.iter().map(|c| c.word()).collect();
+            format!("--color `{name}`: accepted: {}", known.join(", "))
+        })
+}
+
 /// The device named by `--device`.
 fn device(name: &str) -> Result<Device> {
     let ordinal = match name.split_once(':') {
@@ -198,6 +252,7 @@ impl TryFrom<TrainArgs> for TrainConfig {
             mix: DataMix {
                 uncond_prob: a.uncond_prob,
                 square_share: a.square_share,
+                new_color: None,
             },
             checkpoint_every: a.checkpoint_every,
             max_seconds: a.minutes.map(|m| m * 60.0),
@@ -259,11 +314,57 @@ fn main() -> Result<()> {
             std::fs::write(model_dir.join("registry.yaml"), snippet)?;
             println!("wrote {}", model_dir.display());
         }
+        Cmd::Lora {
+            model_dir,
+            out,
+            rank,
+            color,
+            share,
+            steps,
+            batch,
+            lr,
+            warmup,
+            seed,
+            uncond_prob,
+            outline_weight,
+            device: dev,
+        } => {
+            let run = train_lora(&LoraConfig {
+                model_dir,
+                out: out.clone(),
+                rank,
+                color: new_color(&color)?,
+                share,
+                steps,
+                batch,
+                lr,
+                warmup,
+                seed,
+                uncond_prob,
+                weighting: LossWeighting {
+                    outline: outline_weight,
+                    ..LossWeighting::default()
+                },
+                device: device(&dev)?,
+            })?;
+            println!(
+                "wrote {} ({} bytes, sha256 {}): {} parameters, {} steps in {:.0} s, final loss {:.4}",
+                out.display(),
+                std::fs::metadata(&out)?.len(),
+                pixelfarm_diffusion::registry::sha256_file(&out)?,
+                run.params,
+                run.steps,
+                run.seconds,
+                run.final_loss
+            );
+        }
         Cmd::Eval {
             models,
             seeds,
             first_seed,
             all,
+            color,
+            lora,
             steps,
             guidance,
             sampler,
@@ -271,6 +372,7 @@ fn main() -> Result<()> {
             device,
         } => {
             let mut s = RenderSettings::default();
+            s.lora = lora;
             s.steps = steps.unwrap_or(s.steps);
             s.guidance = guidance.unwrap_or(s.guidance);
             if let Some(name) = sampler {
@@ -279,7 +381,11 @@ fn main() -> Result<()> {
             let report = pixelfarm_shapes::eval::report(
                 &models,
                 &(first_seed..first_seed + seeds).collect::<Vec<_>>(),
-                all,
+                match (color, all) {
+                    (Some(c), _) => Prompts::Color(new_color(&c)?),
+                    (None, true) => Prompts::All,
+                    (None, false) => Prompts::Gate,
+                },
                 s,
                 match device {
                     EvalDevice::Cpu => DeviceChoice::Cpu,

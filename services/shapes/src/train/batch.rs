@@ -61,8 +61,11 @@ pub fn batch(
     tok: &Tokenizer,
     schedule: &NoiseSchedule,
 ) -> Result<Batch> {
-    let mut g = Generator::new(seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        .with_square_share(mix.square_share);
+    let g = Generator::new(seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut g = match mix.new_color {
+        Some((color, share)) => g.with_new_color(color, share),
+        None => g.with_square_share(mix.square_share),
+    };
     let dev = Device::Cpu;
     let mut pixels = Vec::with_capacity(n * 3 * SIDE * SIDE);
     let mut ids = Vec::with_capacity(n * vocab_len());

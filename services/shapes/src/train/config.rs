@@ -53,6 +53,9 @@ pub struct DataMix {
     /// Share of examples that are squares (`None`: every training combination equally often: 50
     /// of the 140 are squares). The weak shape can be drawn more often in a fine-tune.
     pub square_share: Option<f64>,
+    /// A new colour and the share of examples showing it ([`crate::data::Attributes::with_color`]),
+    /// the rest the base model's training combinations; replaces `square_share` when set.
+    pub new_color: Option<(crate::data::Color, f64)>,
 }
 
 impl Default for DataMix {
@@ -60,6 +63,7 @@ impl Default for DataMix {
         DataMix {
             uncond_prob: 0.1,
             square_share: None,
+            new_color: None,
         }
     }
 }
