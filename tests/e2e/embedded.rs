@@ -53,6 +53,52 @@ fn run_renders_the_example_batch_into_a_folder_and_resumes() {
     );
 }
 
+#[test]
+fn run_serves_the_shipped_lora_and_sweeps_its_weight() {
+    let out = tempfile::tempdir().unwrap();
+    let r = std::process::Command::new(bin("pixelfarm"))
+        .args(["run", "examples/shapes-lora.yaml", "--out"])
+        .arg(out.path())
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let results = std::fs::read_to_string(out.path().join("results.jsonl")).unwrap();
+    // Per LoRA weight: images the analytic checker grades as what the caption asks for.
+    let mut matched = std::collections::BTreeMap::<String, (usize, usize)>::new();
+    for line in results.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let weight = v["params"]["loras"][0]["weight"]
+            .as_f64()
+            .unwrap()
+            .to_string();
+        let png = std::fs::read(out.path().join(v["file"].as_str().unwrap())).unwrap();
+        let image = pixelfarm_image::output::decode_rgb(&png).unwrap();
+        let want =
+            pixelfarm_shapes::data::Attributes::parse(v["params"]["prompt"].as_str().unwrap())
+                .unwrap();
+        let n = matched.entry(weight.clone()).or_default();
+        n.0 += usize::from(pixelfarm_shapes::checker::check(&image.rgb, &want).matches());
+        n.1 += 1;
+        let text = pixelfarm_image::decode_png_text(&png).unwrap();
+        let parameters = &text.iter().find(|(k, _)| k == "parameters").unwrap().1;
+        // Weight 0 leaves the model as it is, and the text says no LoRA.
+        let tag = format!("<lora:purple:{weight}>");
+        assert_eq!(parameters.contains(&tag), weight != "0", "{parameters}");
+    }
+    println!("matched per LoRA weight: {matched:?}");
+    assert_eq!(matched.len(), 3, "{matched:?}");
+    assert!(matched.values().all(|(_, n)| *n == 12), "{matched:?}");
+    assert!(
+        matched["0"].0 <= 1,
+        "the base model draws purple: {matched:?}"
+    );
+    assert!(
+        matched["1"].0 >= 8,
+        "the LoRA draws purple too rarely: {matched:?}"
+    );
+}
+
 /// `pixelfarm run` on `manifest`, written into a fresh folder: the folder (kept alive), the output
 /// folder and how the process ended.
 fn run_manifest(manifest: &str) -> (tempfile::TempDir, std::path::PathBuf, std::process::Output) {
