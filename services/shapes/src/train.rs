@@ -5,48 +5,35 @@
 //! Every batch is a function of `(seed, step)` alone, so a resumed run sees the same data as an
 //! uninterrupted one (the optimizer's moments restart, a short disturbance).
 //!
-//! Here: the loss, the learning rate and the loop. `config` holds a run's settings, `model` the
-//! networks and their variables, `batch` the batches (and the threads that make them ahead of the
-//! trainer), `checkpoint` what a run writes and resumes from, `lora` the training of a LoRA on a
-//! frozen model.
+//! Here: the learning rate and the loop. `objective` holds the loss, `config` a run's settings,
+//! `model` the networks and their variables, `batch` the batches (and the threads that make them
+//! ahead of the trainer), `checkpoint` what a run writes and resumes from, `lora` the training of
+//! a LoRA on a frozen model.
 
 mod batch;
 mod checkpoint;
 mod config;
 mod lora;
 mod model;
+mod objective;
 
 pub use batch::{Batch, batch, schedule};
 pub use checkpoint::{RunState, import, load_ema, save_split};
 pub use config::{DataMix, LossWeighting, TrainConfig};
 pub use lora::{LoraConfig, LoraRun, train_lora};
 pub use model::Model;
+pub use objective::loss;
 
 use anyhow::{Context, Result};
 use candle_core::Tensor;
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use pixelfarm_diffusion::JobRng;
-use pixelfarm_diffusion::shapes_net::{Reach, ShapesText, ShapesUnet};
+use pixelfarm_diffusion::shapes_net::Reach;
 use std::collections::HashMap;
 use std::time::Instant;
 
 use batch::Prefetch;
 use checkpoint::{STATE, load_split};
-
-/// The (weighted) v-prediction loss of `unet` with `text` on `b`, its backward reaching `reach`.
-///
-/// # Errors
-/// Only for candle errors.
-pub fn loss(unet: &ShapesUnet, text: &ShapesText, b: &Batch, reach: Reach) -> Result<Tensor> {
-    let xt = (b.x0.broadcast_mul(&b.alpha)? + b.noise.broadcast_mul(&b.sigma)?)?;
-    let v = (b.noise.broadcast_mul(&b.alpha)? - b.x0.broadcast_mul(&b.sigma)?)?;
-    let ctx = match reach {
-        Reach::All => text.forward(&b.ids)?,
-        Reach::Refiner => text.forward(&b.ids)?.detach(),
-    };
-    let pred = unet.forward_with(&xt, &b.t, &ctx, reach)?;
-    Ok((pred - v)?.sqr()?.broadcast_mul(&b.weight)?.mean_all()?)
-}
 
 /// The learning rate of `step` in a session that started at `session_start`.
 pub fn learning_rate(cfg: &TrainConfig, session_start: usize, step: usize) -> f64 {

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use super::batch::{batch, schedule};
 use super::config::{DataMix, LossWeighting};
+use super::objective::loss;
 use crate::data::Color;
 
 /// Settings of a LoRA run.
@@ -198,7 +199,7 @@ pub fn train_lora(cfg: &LoraConfig) -> Result<LoraRun> {
             &sched,
         )?
         .to_device(dev)?;
-        let l = super::loss(&unet, &text, &b, Reach::All)?;
+        let l = loss(&unet, &text, &b, Reach::All)?;
         opt.backward_step(&l)?;
         let lv = f64::from(l.to_scalar::<f32>()?);
         recent.push_back(lv);
