@@ -28,7 +28,6 @@ use anyhow::{Context, Result};
 use candle_core::Tensor;
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use pixelfarm_diffusion::JobRng;
-use pixelfarm_diffusion::shapes_net::Reach;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -211,7 +210,7 @@ pub fn normals(seed: u64, n: usize) -> Vec<f32> {
 mod tests {
     use super::*;
     use candle_core::Device;
-    use pixelfarm_diffusion::shapes_net::ShapesConfig;
+    use pixelfarm_diffusion::shapes_net::{Reach, ShapesConfig};
     use std::path::PathBuf;
 
     fn cfg(decay_start: Option<usize>) -> TrainConfig {
