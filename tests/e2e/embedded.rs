@@ -82,9 +82,10 @@ fn run_serves_the_shipped_lora_and_sweeps_its_weight() {
         n.1 += 1;
         let text = pixelfarm_image::decode_png_text(&png).unwrap();
         let parameters = &text.iter().find(|(k, _)| k == "parameters").unwrap().1;
-        // Weight 0 leaves the model as it is, and the text says no LoRA.
+        // Every weight as the job asked, 0 included (the model as it is), as AUTOMATIC1111
+        // keeps a `<lora:name:0>` tag.
         let tag = format!("<lora:purple:{weight}>");
-        assert_eq!(parameters.contains(&tag), weight != "0", "{parameters}");
+        assert!(parameters.contains(&tag), "{parameters}");
     }
     println!("matched per LoRA weight: {matched:?}");
     assert_eq!(matched.len(), 3, "{matched:?}");
