@@ -68,16 +68,20 @@ impl Color {
     /// (`models/shapes/loras/`).
     pub const NEW: [Color; 1] = [Color::Purple];
 
-    /// Every colour, the base model's first.
-    pub const EVERY: [Color; 7] = [
-        Color::Red,
-        Color::Green,
-        Color::Blue,
-        Color::Yellow,
-        Color::White,
-        Color::Black,
-        Color::Purple,
-    ];
+    /// Every colour: [`Color::ALL`], then [`Color::NEW`].
+    pub const EVERY: [Color; Self::ALL.len() + Self::NEW.len()] = {
+        let mut every = [Color::Black; Self::ALL.len() + Self::NEW.len()];
+        let mut i = 0;
+        while i < every.len() {
+            every[i] = if i < Self::ALL.len() {
+                Self::ALL[i]
+            } else {
+                Self::NEW[i - Self::ALL.len()]
+            };
+            i += 1;
+        }
+        every
+    };
 
     /// The caption word.
     pub fn word(self) -> &'static str {

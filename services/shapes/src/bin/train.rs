@@ -52,38 +52,7 @@ enum Cmd {
     },
     /// Train a LoRA on the frozen model in `--model-dir` that teaches it a colour it never saw
     /// (its word is in the vocabulary), and write it in kohya's layout to `--out`.
-    Lora {
-        #[arg(long, default_value = "models/shapes")]
-        model_dir: PathBuf,
-        #[arg(long, default_value = "models/shapes/loras/purple.safetensors")]
-        out: PathBuf,
-        #[arg(long, default_value_t = 8)]
-        rank: usize,
-        /// The new colour.
-        #[arg(long, default_value = "purple")]
-        color: String,
-        /// Share of examples showing the new colour (the rest: the base model's training data).
-        #[arg(long, default_value_t = 0.6)]
-        share: f64,
-        #[arg(long, default_value_t = 1000)]
-        steps: usize,
-        #[arg(long, default_value_t = 64)]
-        batch: usize,
-        #[arg(long, default_value_t = 1e-3)]
-        lr: f64,
-        #[arg(long, default_value_t = 50)]
-        warmup: usize,
-        #[arg(long, default_value_t = 21)]
-        seed: u64,
-        #[arg(long, default_value_t = 0.1)]
-        uncond_prob: f64,
-        /// Extra loss weight of the shape's outline pixels (0: plain mean).
-        #[arg(long, default_value_t = 4.0)]
-        outline_weight: f64,
-        /// `cpu`, or `cuda` / `cuda:N` (a build with the `cuda` feature).
-        #[arg(long, default_value = "cpu")]
-        device: String,
-    },
+    Lora(LoraArgs),
     /// Grade the model in `<models>/shapes` through the engine: the gate prompts, or every
     /// combination with `--all`, or every combination of a new colour with `--color`; prints the
     /// accuracy table and writes a contact sheet.
@@ -202,6 +171,66 @@ struct TrainArgs {
     data_threads: usize,
 }
 
+/// The settings of `lora`; see [`LoraConfig`].
+#[derive(clap::Args)]
+struct LoraArgs {
+    #[arg(long, default_value = "models/shapes")]
+    model_dir: PathBuf,
+    #[arg(long, default_value = "models/shapes/loras/purple.safetensors")]
+    out: PathBuf,
+    #[arg(long, default_value_t = 8)]
+    rank: usize,
+    /// The new colour.
+    #[arg(long, default_value = "purple")]
+    color: String,
+    /// Share of examples showing the new colour (the rest: the base model's training data).
+    #[arg(long, default_value_t = 0.6)]
+    share: f64,
+    #[arg(long, default_value_t = 1000)]
+    steps: usize,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 50)]
+    warmup: usize,
+    #[arg(long, default_value_t = 21)]
+    seed: u64,
+    #[arg(long, default_value_t = 0.1)]
+    uncond_prob: f64,
+    /// Extra loss weight of the shape's outline pixels (0: plain mean).
+    #[arg(long, default_value_t = 4.0)]
+    outline_weight: f64,
+    /// `cpu`, or `cuda` / `cuda:N` (a build with the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+impl TryFrom<LoraArgs> for LoraConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(a: LoraArgs) -> Result<Self> {
+        Ok(LoraConfig {
+            model_dir: a.model_dir,
+            out: a.out,
+            rank: a.rank,
+            color: new_color(&a.color)?,
+            share: a.share,
+            steps: a.steps,
+            batch: a.batch,
+            lr: a.lr,
+            warmup: a.warmup,
+            seed: a.seed,
+            uncond_prob: a.uncond_prob,
+            weighting: LossWeighting {
+                outline: a.outline_weight,
+                ..LossWeighting::default()
+            },
+            device: device(&a.device)?,
+        })
+    }
+}
+
 /// The new colour named `name`.
 fn new_color(name: &str) -> Result<Color> {
     Color::NEW
@@ -314,44 +343,15 @@ fn main() -> Result<()> {
             std::fs::write(model_dir.join("registry.yaml"), snippet)?;
             println!("wrote {}", model_dir.display());
         }
-        Cmd::Lora {
-            model_dir,
-            out,
-            rank,
-            color,
-            share,
-            steps,
-            batch,
-            lr,
-            warmup,
-            seed,
-            uncond_prob,
-            outline_weight,
-            device: dev,
-        } => {
-            let run = train_lora(&LoraConfig {
-                model_dir,
-                out: out.clone(),
-                rank,
-                color: new_color(&color)?,
-                share,
-                steps,
-                batch,
-                lr,
-                warmup,
-                seed,
-                uncond_prob,
-                weighting: LossWeighting {
-                    outline: outline_weight,
-                    ..LossWeighting::default()
-                },
-                device: device(&dev)?,
-            })?;
+        Cmd::Lora(args) => {
+            let cfg: LoraConfig = args.try_into()?;
+            let run = train_lora(&cfg)?;
+            let out = &cfg.out;
             println!(
                 "wrote {} ({} bytes, sha256 {}): {} parameters, {} steps in {:.0} s, final loss {:.4}",
                 out.display(),
-                std::fs::metadata(&out)?.len(),
-                pixelfarm_diffusion::registry::sha256_file(&out)?,
+                std::fs::metadata(out)?.len(),
+                pixelfarm_diffusion::registry::sha256_file(out)?,
                 run.params,
                 run.steps,
                 run.seconds,
