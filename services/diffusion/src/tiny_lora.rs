@@ -61,8 +61,8 @@ fn draws(seed: u64, name: &str, n: usize, std: f32) -> Vec<f32> {
 /// make exactly the same weights. Each layer changes by about a quarter of its own scale.
 ///
 /// # Errors
-/// `Invalid` for the `shapes` family (its LoRA is trained, not random); `Transient` when the model cannot be read or the file
-/// written.
+/// `Invalid` for the `shapes` family (its LoRA is trained, not random); `Transient` when the
+/// model cannot be read or the file written.
 pub fn write_random_lora(
     model_dir: &Path,
     family: Family,

@@ -353,7 +353,7 @@ fn main() -> Result<()> {
                 std::fs::metadata(out)?.len(),
                 pixelfarm_diffusion::registry::sha256_file(out)?,
                 run.params,
-                run.steps,
+                cfg.steps,
                 run.seconds,
                 run.final_loss
             );

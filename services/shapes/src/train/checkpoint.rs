@@ -54,6 +54,15 @@ pub struct RunState {
     pub loss_ema: f64,
 }
 
+/// The tensors of the model folder's file `rel` (`unet/…`, `text_encoder/…`) on `dev`.
+///
+/// # Errors
+/// When the file cannot be read as safetensors.
+pub(super) fn model_file(dir: &Path, rel: &str, dev: &Device) -> Result<HashMap<String, Tensor>> {
+    let path = dir.join(rel);
+    candle_core::safetensors::load(&path, dev).with_context(|| format!("reading {path:?}"))
+}
+
 /// Start a run in `out_dir` from the weights of the model folder `model_dir` (as written by
 /// [`crate::export::write_model`]): they become both the trained and the EMA weights, and the run
 /// continues at `state.step` (so it sees new data). For continuing a shipped model whose training
@@ -76,10 +85,7 @@ pub fn import(model_dir: &Path, out_dir: &Path, state: &RunState, refine: usize)
         ("unet.", pixelfarm_diffusion::registry::layout::UNET),
         ("text.", pixelfarm_diffusion::registry::layout::TEXT_ENCODER),
     ] {
-        let path = model_dir.join(rel);
-        for (k, v) in candle_core::safetensors::load(&path, &Device::Cpu)
-            .with_context(|| format!("reading {path:?}"))?
-        {
+        for (k, v) in model_file(model_dir, rel, &Device::Cpu)? {
             tensors.insert(format!("{prefix}{k}"), v);
         }
     }

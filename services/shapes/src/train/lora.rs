@@ -7,7 +7,7 @@
 //! backward reaches `up` and `down` alone; the rebuild costs a few small matmuls next to the
 //! UNet's forward and backward.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder};
 use pixelfarm_diffusion::registry::layout;
@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::batch::{batch, schedule};
+use super::checkpoint::model_file;
 use super::config::{DataMix, LossWeighting};
 use super::objective::loss;
 use crate::data::Color;
@@ -58,8 +59,6 @@ pub struct LoraConfig {
 pub struct LoraRun {
     /// Trained parameters (every `up` and `down`).
     pub params: usize,
-    /// Steps taken.
-    pub steps: usize,
     /// Wall time.
     pub seconds: f64,
     /// Mean loss over the last 50 steps.
@@ -105,11 +104,6 @@ fn adapted(net: Net, name: &str, t: &Tensor) -> bool {
     }
 }
 
-fn load(dir: &Path, rel: &str, dev: &Device) -> Result<HashMap<String, Tensor>> {
-    candle_core::safetensors::load(dir.join(rel), dev)
-        .with_context(|| format!("cannot read `{}`", dir.join(rel).display()))
-}
-
 /// Train a LoRA per `cfg` and write it to `cfg.out`; logs one line per 25 steps to stdout.
 ///
 /// # Errors
@@ -119,8 +113,11 @@ pub fn train_lora(cfg: &LoraConfig) -> Result<LoraRun> {
     anyhow::ensure!((0.0..=1.0).contains(&cfg.share), "--share must be in 0..=1");
     let dev = &cfg.device;
     let base = [
-        (Net::Unet, load(&cfg.model_dir, layout::UNET, dev)?),
-        (Net::Text, load(&cfg.model_dir, layout::TEXT_ENCODER, dev)?),
+        (Net::Unet, model_file(&cfg.model_dir, layout::UNET, dev)?),
+        (
+            Net::Text,
+            model_file(&cfg.model_dir, layout::TEXT_ENCODER, dev)?,
+        ),
     ];
     let arch = ShapesConfig::of_weights(&VarBuilder::from_tensors(
         base[0].1.clone(),
@@ -215,10 +212,9 @@ pub fn train_lora(cfg: &LoraConfig) -> Result<LoraRun> {
             );
         }
     }
-    save_kohya(&adapters, cfg.rank, &cfg.out)?;
+    save_kohya(&adapters, &cfg.out)?;
     Ok(LoraRun {
         params,
-        steps: cfg.steps,
         seconds: start.elapsed().as_secs_f64(),
         final_loss: recent.iter().sum::<f64>() / recent.len().max(1) as f64,
     })
@@ -253,9 +249,10 @@ fn merged(
 
 /// Write the adapters in kohya's layout: a convolution's `down` as `(rank, in, k, k)` and its
 /// `up` as `(out, rank, 1, 1)`, `alpha` = rank (scale 1, as trained).
-fn save_kohya(adapters: &[Adapter], rank: usize, path: &Path) -> Result<()> {
+fn save_kohya(adapters: &[Adapter], path: &Path) -> Result<()> {
     let mut out: HashMap<String, Tensor> = HashMap::new();
     for a in adapters {
+        let rank = a.down.dims()[0];
         let module = a.tensor.strip_suffix(".weight").unwrap_or(&a.tensor);
         let key = format!("{}{}", a.net.prefix(), module.replace('.', "_"));
         let conv = a.dims.len() == 4;
