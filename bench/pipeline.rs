@@ -22,7 +22,8 @@
 //! 4. No-op jobs: the orchestration alone, as fast as it goes. 8×8 test-pattern images (the
 //!    smallest the manifest accepts) into the local blob store, one scheduler and two workers;
 //!    the baseline, one statement per claim and per completion (`worker.write_group.max` 1),
-//!    against grouped writes, in the same run, with the CPU seconds each process spent.
+//!    against grouped writes, longer groups, and the defaults without the image's own work (no
+//!    signature, no record file), in the same run, with the CPU each process spent per job.
 
 use futures::StreamExt;
 use pixelfarm_api::ApiClient;
@@ -173,8 +174,41 @@ async fn run_batch(stack: &Stack, client: &ApiClient, name: &str, jobs: usize) -
 /// overlap the others'.
 const NOOP_CONCURRENCY: usize = 64;
 
-/// `worker.write_group` `(max, wait_ms)` of the grouped no-op case.
-const NOOP_GROUPED: (usize, u64) = (64, 2);
+/// One configuration of the no-op case.
+struct NoopCase {
+    label: &'static str,
+    /// `worker.write_group` `(max, wait_ms)`.
+    write_group: (usize, u64),
+    /// Each image signed (content credentials) and its provenance record written beside it, as a
+    /// job gets them by default; `false`: neither (the PNG carries the provenance), leaving the
+    /// orchestration and one file per job.
+    image_work: bool,
+}
+
+/// The no-op cases, in the order they run, each on a fresh stack: the per-job baseline, the
+/// defaults, longer write groups, and the defaults without the image's own work.
+const NOOP_CASES: [NoopCase; 4] = [
+    NoopCase {
+        label: "baseline: one statement per claim and per completion (write_group 1)",
+        write_group: (1, 0),
+        image_work: true,
+    },
+    NoopCase {
+        label: "grouped writes (write_group 64 / 2 ms, the defaults)",
+        write_group: (64, 2),
+        image_work: true,
+    },
+    NoopCase {
+        label: "longer groups (write_group 256 / 10 ms)",
+        write_group: (256, 10),
+        image_work: true,
+    },
+    NoopCase {
+        label: "the defaults, images unsigned and no record file (orchestration + 1 file per job)",
+        write_group: (64, 2),
+        image_work: false,
+    },
+];
 
 /// Clock ticks per second of `/proc/*/stat` (`USER_HZ`, 100 on Linux).
 const USER_HZ: f64 = 100.0;
@@ -236,6 +270,8 @@ struct NoopRun {
     groups: (f64, f64),
     /// Cores each role kept busy over the run.
     cores: BTreeMap<&'static str, f64>,
+    /// CPU milliseconds each role spent per job.
+    cpu_per_job_ms: BTreeMap<&'static str, f64>,
 }
 
 /// Mean of a worker histogram's series with `label`, over the scrapes.
@@ -247,20 +283,26 @@ fn histogram_mean(scrapes: &[String], name: &str, label: &str) -> f64 {
     total("sum") / total("count").max(1.0)
 }
 
-/// `jobs` 8×8 test-pattern jobs on a stack with the local blob store and `write_group`.
-async fn noop_run(name: &str, jobs: usize, write_group: (usize, u64)) -> NoopRun {
+/// `jobs` 8×8 test-pattern jobs on a stack with the local blob store, configured as `case` says.
+async fn noop_run(name: &str, jobs: usize, case: &NoopCase) -> NoopRun {
     let stack = Stack::start(StackOptions {
         workers: 2,
         concurrency: NOOP_CONCURRENCY,
         render_delay_ms: 0,
         window: 4096,
         local_blob: true,
-        write_group: Some(write_group),
+        write_group: Some(case.write_group),
+        provenance_records: (!case.image_work).then_some("unless_embedded"),
         ..Default::default()
     })
     .await;
     let client = stack.client(KEY_A).await;
-    let text = manifest(name, jobs, None).replace("width: 32, height: 32", "width: 8, height: 8");
+    let size = if case.image_work {
+        "width: 8, height: 8"
+    } else {
+        "width: 8, height: 8, output: {content_credentials: false}"
+    };
+    let text = manifest(name, jobs, None).replace("width: 32, height: 32", size);
     let cpu_before = cpu_seconds();
     let wall = Instant::now();
     let start = SystemTime::now()
@@ -278,6 +320,10 @@ async fn noop_run(name: &str, jobs: usize, write_group: (usize, u64)) -> NoopRun
     };
     let wall = wall.elapsed().as_secs_f64();
     let cpu_after = cpu_seconds();
+    let spent: BTreeMap<&'static str, f64> = cpu_after
+        .iter()
+        .map(|(role, after)| (*role, after - cpu_before.get(role).unwrap_or(&0.0)))
+        .collect();
     assert_eq!(
         view.status.counts.succeeded as usize, jobs,
         "{:?}",
@@ -309,29 +355,19 @@ async fn noop_run(name: &str, jobs: usize, write_group: (usize, u64)) -> NoopRun
         end_to_end: (last - start as f64) / 1000.0,
         pipeline: (last - first) / 1000.0,
         groups: (group("claim"), group("complete")),
-        cores: cpu_after
+        cores: spent.iter().map(|(role, s)| (*role, s / wall)).collect(),
+        cpu_per_job_ms: spent
             .iter()
-            .map(|(role, after)| (*role, (after - cpu_before.get(role).unwrap_or(&0.0)) / wall))
+            .map(|(role, s)| (*role, s * 1000.0 / jobs as f64))
             .collect(),
     }
 }
 
-/// The no-op case: per-job writes, then grouped writes, each on a fresh stack.
+/// The no-op cases ([`NOOP_CASES`]), each on a fresh stack.
 async fn noop_case(jobs: usize) {
-    let (max, wait) = NOOP_GROUPED;
-    let cases = [
-        (
-            "baseline: one statement per claim and per completion (write_group.max 1)",
-            (1, 0),
-        ),
-        (
-            "grouped writes (write_group.max 64, wait_ms 2)",
-            (max, wait),
-        ),
-    ];
     let mut runs = Vec::new();
-    for (i, (label, group)) in cases.iter().enumerate() {
-        runs.push((label, noop_run(&format!("noop-{i}"), jobs, *group).await));
+    for (i, case) in NOOP_CASES.iter().enumerate() {
+        runs.push((case.label, noop_run(&format!("noop-{i}"), jobs, case).await));
     }
     println!(
         "\n## no-op jobs ({jobs} jobs, 8x8 test pattern, local blob store, 1 scheduler + 2 workers x {NOOP_CONCURRENCY} slots)"
@@ -358,16 +394,21 @@ async fn noop_case(jobs: usize) {
         "| case | all | postgres | rabbitmq | scheduler | workers |\n|---|---|---|---|---|---|"
     );
     for (label, r) in &runs {
-        let c = |role| r.cores.get(role).copied().unwrap_or(0.0);
-        println!(
-            "| {label} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
-            c("all"),
-            c("postgres"),
-            c("rabbitmq"),
-            c("scheduler"),
-            c("workers")
-        );
+        println!("| {label} | {} |", roles(&r.cores, 2));
     }
+    println!(
+        "\nCPU milliseconds per job (`all`: the whole host, whatever ran on it):\n| case | all | postgres | rabbitmq | scheduler | workers |\n|---|---|---|---|---|---|"
+    );
+    for (label, r) in &runs {
+        println!("| {label} | {} |", roles(&r.cpu_per_job_ms, 3));
+    }
+}
+
+/// The roles' values as table cells: all, postgres, rabbitmq, scheduler, workers.
+fn roles(values: &BTreeMap<&'static str, f64>, decimals: usize) -> String {
+    ["all", "postgres", "rabbitmq", "scheduler", "workers"]
+        .map(|role| format!("{:.decimals$}", values.get(role).copied().unwrap_or(0.0)))
+        .join(" | ")
 }
 
 /// Milliseconds an image holds the GPU-like renderer: diffusers' SD 1.5 at 512², batch 8, on an

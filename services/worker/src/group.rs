@@ -4,15 +4,18 @@
 //! its own result; a failed group fails each of its callers with the same kind, and each retries
 //! as it would have alone.
 //!
-//! A group is written once [`GroupConfig::max`] items wait, or [`GroupConfig::wait`] after its
-//! first item arrived, whichever comes first; groups are written concurrently, so a slow one does
-//! not hold up the next. With `max` 1 there is no grouping: each item is written at once by its
-//! caller, one statement per job (`docs/benchmarks.md`, "No-op jobs", measures both).
+//! A group is written once [`GroupConfig::max`] items wait, once every job the worker has in hand
+//! ([`InHand`]) is in it (no one else could join), or [`GroupConfig::wait`] after its first item
+//! arrived, whichever comes first: a worker with one job in hand (a GPU worker with one slot)
+//! never waits, a busy one gathers. Groups are written concurrently, so a slow one does not hold
+//! up the next. With `max` 1 there is no grouping: each item is written at once by its caller, one
+//! statement per job (`docs/benchmarks.md`, "No-op jobs", measures both).
 
 use pixelfarm_core::*;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -30,6 +33,34 @@ type Write<I, O> =
 
 type Waiting<I, O> = (I, oneshot::Sender<Result<O>>);
 
+/// The jobs a worker has in hand, from delivery to settlement: the writers a worker shares it
+/// with wait for company only while some of them are not in the group.
+#[derive(Debug, Clone, Default)]
+pub struct InHand(Arc<AtomicUsize>);
+
+impl InHand {
+    /// One more job in hand, until the returned guard is dropped.
+    pub fn enter(&self) -> Held {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        Held(self.0.clone())
+    }
+
+    fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// A job in hand ([`InHand::enter`]); dropping it lets it go.
+#[must_use = "the job is in hand only while this is held"]
+#[derive(Debug)]
+pub struct Held(Arc<AtomicUsize>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Groups the items of concurrent callers into writes of several items.
 pub struct GroupWriter<I, O> {
     write: Write<I, O>,
@@ -39,9 +70,10 @@ pub struct GroupWriter<I, O> {
 
 impl<I: Send + 'static, O: Send + 'static> GroupWriter<I, O> {
     /// A writer calling `write` with each group; `write` returns one result per item, in the
-    /// items' order. For `max` above 1 it starts the gathering task, which ends when the writer is
-    /// dropped (after writing the items then waiting).
-    pub fn start<F, Fut>(cfg: GroupConfig, write: F) -> Self
+    /// items' order; its groups wait for the jobs `in_hand`. For `max` above 1 it starts the
+    /// gathering task, which ends when the writer is dropped (after writing the items then
+    /// waiting).
+    pub fn start<F, Fut>(cfg: GroupConfig, in_hand: InHand, write: F) -> Self
     where
         F: Fn(Vec<I>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<O>>> + Send + 'static,
@@ -49,7 +81,7 @@ impl<I: Send + 'static, O: Send + 'static> GroupWriter<I, O> {
         let write: Write<I, O> = Arc::new(move |items| Box::pin(write(items)));
         let queue = (cfg.max > 1).then(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(gather(rx, cfg, write.clone()));
+            tokio::spawn(gather(rx, cfg, in_hand, write.clone()));
             tx
         });
         GroupWriter { write, queue }
@@ -83,17 +115,27 @@ fn miscounted() -> Error {
     )
 }
 
-/// Take the first waiting item, gather more until `max` or `wait`, write the group in a task of
-/// its own, and start the next.
+/// Take the first waiting item, gather more until `max`, until every job in hand is in the group
+/// or until `wait`, write the group in a task of its own, and start the next.
 async fn gather<I: Send + 'static, O: Send + 'static>(
     mut rx: mpsc::UnboundedReceiver<Waiting<I, O>>,
     cfg: GroupConfig,
+    in_hand: InHand,
     write: Write<I, O>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
         let deadline = tokio::time::Instant::now() + cfg.wait;
         while group.len() < cfg.max {
+            // What has arrived joins at once; a group that holds every job in hand waits for no
+            // one.
+            if let Ok(w) = rx.try_recv() {
+                group.push(w);
+                continue;
+            }
+            if group.len() >= in_hand.count() {
+                break;
+            }
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(w)) => group.push(w),
                 Ok(None) | Err(_) => break,
@@ -142,11 +184,12 @@ mod tests {
     type Sizes = Arc<Mutex<Vec<usize>>>;
 
     /// A writer that records the size of each group and answers ten times each item, or fails
-    /// every group of an item above 100.
-    fn tens(max: usize, wait: Duration) -> (Sizes, Arc<GroupWriter<u32, u32>>) {
+    /// every group of an item above 100; its groups wait for the jobs in `in_hand`.
+    fn tens(max: usize, wait: Duration, in_hand: &InHand) -> (Sizes, Arc<GroupWriter<u32, u32>>) {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let s = sizes.clone();
-        let writer = GroupWriter::start(GroupConfig { max, wait }, move |items: Vec<u32>| {
+        let cfg = GroupConfig { max, wait };
+        let writer = GroupWriter::start(cfg, in_hand.clone(), move |items: Vec<u32>| {
             s.lock().unwrap().push(items.len());
             let failed = items.iter().any(|i| *i > 100);
             async move {
@@ -159,11 +202,21 @@ mod tests {
         (sizes, Arc::new(writer))
     }
 
-    async fn submit_all(writer: &Arc<GroupWriter<u32, u32>>, items: &[u32]) -> Vec<Result<u32>> {
+    /// Submits each item from a task of its own, each a job in hand from before any submits
+    /// until its answer; the results in the items' order.
+    async fn submit_all(
+        writer: &Arc<GroupWriter<u32, u32>>,
+        in_hand: &InHand,
+        items: &[u32],
+    ) -> Vec<Result<u32>> {
         let mut set = JoinSet::new();
         for (n, i) in items.iter().enumerate() {
-            let (w, i) = (writer.clone(), *i);
-            set.spawn(async move { (n, w.submit(i).await) });
+            let (w, i, held) = (writer.clone(), *i, in_hand.enter());
+            set.spawn(async move {
+                let r = w.submit(i).await;
+                drop(held);
+                (n, r)
+            });
         }
         let mut out: Vec<(usize, Result<u32>)> = set.join_all().await;
         out.sort_by_key(|(n, _)| *n);
@@ -173,9 +226,10 @@ mod tests {
     #[tokio::test]
     async fn full_groups_are_written_at_once_and_each_caller_gets_its_own_result() {
         // The wait is never reached: 8 items make two full groups.
-        let (sizes, writer) = tens(4, Duration::from_secs(3600));
+        let in_hand = InHand::default();
+        let (sizes, writer) = tens(4, Duration::from_secs(3600), &in_hand);
         let items: Vec<u32> = (1..=8).collect();
-        let got: Vec<u32> = submit_all(&writer, &items)
+        let got: Vec<u32> = submit_all(&writer, &in_hand, &items)
             .await
             .into_iter()
             .map(Result::unwrap)
@@ -186,8 +240,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_group_short_of_max_is_written_after_the_wait() {
-        let (sizes, writer) = tens(100, Duration::from_millis(20));
-        let got = submit_all(&writer, &[1, 2, 3]).await;
+        let in_hand = InHand::default();
+        let (sizes, writer) = tens(100, Duration::from_millis(20), &in_hand);
+        // One more job in hand that never writes: only the wait ends the group.
+        let _rendering = in_hand.enter();
+        let got = submit_all(&writer, &in_hand, &[1, 2, 3]).await;
         assert_eq!(
             got.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
             [10, 20, 30]
@@ -196,9 +253,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_group_waits_only_for_jobs_in_hand_that_are_not_in_it() {
+        let in_hand = InHand::default();
+        let (sizes, writer) = tens(64, Duration::from_secs(3600), &in_hand);
+        // The only job in hand: written at once, not after the hour.
+        let held = in_hand.enter();
+        let alone = tokio::time::timeout(Duration::from_secs(10), writer.submit(1)).await;
+        assert_eq!(alone.expect("written without waiting").unwrap(), 10);
+
+        // Another job in hand keeps the group open until it joins.
+        let other = in_hand.enter();
+        let w = writer.clone();
+        let first = tokio::spawn(async move { w.submit(2).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!first.is_finished(), "the group waits for the other job");
+        let second = tokio::time::timeout(Duration::from_secs(10), writer.submit(3)).await;
+        assert_eq!(second.expect("written once it joined").unwrap(), 30);
+        assert_eq!(first.await.unwrap().unwrap(), 20);
+        assert_eq!(*sizes.lock().unwrap(), [1, 2]);
+        drop((held, other));
+    }
+
+    #[tokio::test]
     async fn a_failed_group_fails_each_of_its_callers_with_the_kind() {
-        let (_, writer) = tens(3, Duration::from_secs(3600));
-        for r in submit_all(&writer, &[1, 2, 300]).await {
+        let in_hand = InHand::default();
+        let (_, writer) = tens(3, Duration::from_secs(3600), &in_hand);
+        for r in submit_all(&writer, &in_hand, &[1, 2, 300]).await {
             let e = r.unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Transient);
             assert!(
@@ -211,8 +291,9 @@ mod tests {
 
     #[tokio::test]
     async fn max_one_writes_each_item_alone() {
-        let (sizes, writer) = tens(1, Duration::from_secs(3600));
-        let got = submit_all(&writer, &[1, 2, 3, 4]).await;
+        let in_hand = InHand::default();
+        let (sizes, writer) = tens(1, Duration::from_secs(3600), &in_hand);
+        let got = submit_all(&writer, &in_hand, &[1, 2, 3, 4]).await;
         assert_eq!(
             got.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
             [10, 20, 30, 40]

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::WorkerMetrics;
 use crate::batcher::Batcher;
-use crate::group::{GroupConfig, GroupWriter};
+use crate::group::{GroupConfig, GroupWriter, InHand};
 use crate::job::Execution;
 
 /// Pause before consuming again after the broker connection failed.
@@ -65,29 +65,35 @@ struct Writes {
 }
 
 impl Writes {
-    fn start(w: &Worker) -> Self {
+    /// The writers of `w`, whose groups wait for the jobs `in_hand`.
+    fn start(w: &Worker, in_hand: &InHand) -> Self {
         let (store, id, lease, metrics) = (
             w.store.clone(),
             w.cfg.id.clone(),
             w.cfg.lease,
             w.metrics.clone(),
         );
-        let claims = GroupWriter::start(w.cfg.write_group, move |jobs: Vec<JobId>| {
-            metrics.write_group("claim", jobs.len());
-            let (store, id) = (store.clone(), id.clone());
-            async move {
-                let mut claimed: BTreeMap<JobId, ClaimedJob> = store
-                    .claim_many(&jobs, &id, lease)
-                    .await?
-                    .into_iter()
-                    .map(|c| (c.job.id, c))
-                    .collect();
-                Ok(jobs.iter().map(|j| claimed.remove(j)).collect())
-            }
-        });
+        let claims = GroupWriter::start(
+            w.cfg.write_group,
+            in_hand.clone(),
+            move |jobs: Vec<JobId>| {
+                metrics.write_group("claim", jobs.len());
+                let (store, id) = (store.clone(), id.clone());
+                async move {
+                    let mut claimed: BTreeMap<JobId, ClaimedJob> = store
+                        .claim_many(&jobs, &id, lease)
+                        .await?
+                        .into_iter()
+                        .map(|c| (c.job.id, c))
+                        .collect();
+                    Ok(jobs.iter().map(|j| claimed.remove(j)).collect())
+                }
+            },
+        );
         let (store, id, metrics) = (w.store.clone(), w.cfg.id.clone(), w.metrics.clone());
         let completions = GroupWriter::start(
             w.cfg.write_group,
+            in_hand.clone(),
             move |done: Vec<(JobId, u32, Completion)>| {
                 metrics.write_group("complete", done.len());
                 let (store, id) = (store.clone(), id.clone());
@@ -180,7 +186,8 @@ impl Worker {
             self.cfg.batch_linger,
             self.metrics.clone(),
         ));
-        let writes = Arc::new(Writes::start(&self));
+        let in_hand = InHand::default();
+        let writes = Arc::new(Writes::start(&self, &in_hand));
         let mut in_flight: JoinSet<()> = JoinSet::new();
         let mut consumer: Option<Box<dyn Consumer>> = None;
         'outer: while !stop.is_cancelled() {
@@ -214,9 +221,10 @@ impl Worker {
                 Some(Ok(d)) => {
                     let me = self.clone();
                     let (batcher, writes) = (batcher.clone(), writes.clone());
+                    let held = in_hand.enter();
                     in_flight.spawn(async move {
                         me.handle(d, &batcher, &writes).await;
-                        drop(permit);
+                        drop((held, permit));
                     });
                 }
                 Some(Err(e)) => {

@@ -93,8 +93,8 @@ impl ProvenanceRecords {
 }
 
 /// `worker.write_group` section: concurrent jobs' claims (and completions) wait together at most
-/// `wait_ms`, and at most `max` of them go to the database as one statement. `max: 1` writes
-/// each alone, at once.
+/// `wait_ms` (not at all once every job the worker has in hand is in the group), and at most `max`
+/// of them go to the database as one statement. `max: 1` writes each alone, at once.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WriteGroupSettings {
