@@ -40,16 +40,20 @@ pub(crate) async fn harness_with(
         renderer,
         concurrency,
         Duration::from_secs(60),
+        Duration::from_millis(2),
     )
     .await
 }
 
+/// A harness whose worker stops renders after `render_timeout` and whose write groups wait at most
+/// `group_wait` for company.
 pub(crate) async fn harness_timed(
     failing_puts: u32,
     max_attempts: u32,
     renderer: Arc<dyn Renderer>,
     concurrency: usize,
     render_timeout: Duration,
+    group_wait: Duration,
 ) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn JobStore> = Arc::new(
@@ -96,7 +100,7 @@ pub(crate) async fn harness_timed(
         render_timeout,
         write_group: pixelfarm_worker::group::GroupConfig {
             max: 8,
-            wait: Duration::from_millis(2),
+            wait: group_wait,
         },
         signer: Arc::new(pixelfarm_image::ContentSigner::development()),
         provenance_records: Default::default(),

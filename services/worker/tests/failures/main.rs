@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use fakes::{BatchingRenderer, CHANGING, SteppingRenderer, seed_colour};
+use fakes::{BatchingRenderer, CHANGING, KnowsSomeModels, SteppingRenderer, seed_colour};
 use harness::{harness, harness_timed, harness_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,7 +279,15 @@ async fn a_job_over_its_models_limits_dies_before_rendering() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_render_past_the_timeout_stops_and_its_job_dies_without_retries() {
     let renderer = Arc::new(SteppingRenderer::default());
-    let mut h = harness_timed(0, 3, renderer.clone(), 1, Duration::from_millis(300)).await;
+    let mut h = harness_timed(
+        0,
+        3,
+        renderer.clone(),
+        1,
+        Duration::from_millis(300),
+        Duration::from_millis(2),
+    )
+    .await;
     // 200 steps of 20 ms: 4 s, far past the 300 ms timeout.
     let jobs = h
         .run_manifest("name: b\nmodel: test\ndefaults: {width: 16, height: 16, steps: 200}\nprompt: p\nseeds: [1]\n".into())
@@ -295,4 +303,25 @@ async fn a_render_past_the_timeout_stops_and_its_job_dies_without_retries() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     renderer.stopped_early(200, deadline).await;
     assert_eq!(j.object_key, None);
+}
+
+#[tokio::test]
+async fn a_worker_with_one_job_in_hand_never_waits_for_its_write_groups() {
+    // Write groups that would wait an hour for company: with one slot, no other job can join a
+    // claim or a completion, so each is written at once (the harness gives the batch 20 s).
+    let renderer = Arc::new(KnowsSomeModels(Default::default()));
+    let mut h = harness_timed(
+        0,
+        3,
+        renderer,
+        1,
+        Duration::from_secs(60),
+        Duration::from_secs(3600),
+    )
+    .await;
+    let jobs = h.run_seeds("test", 3).await;
+    assert_eq!(jobs.len(), 3);
+    for j in &jobs {
+        assert_eq!((j.state, j.attempt), (JobState::Succeeded, 1), "{j:?}");
+    }
 }
