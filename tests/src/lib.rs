@@ -85,13 +85,24 @@ pub fn unpooled_client() -> reqwest::Client {
         .expect("a client without a pool")
 }
 
-/// A free local port.
+/// A free local port, drawn below the kernel's range for outgoing connections
+/// (`ip_local_port_range`), so that no client socket of a concurrent test can take it between this
+/// check and the bind of the process it is for (a port from `bind(0)` could, and a worker then
+/// failed to start with "Address already in use").
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    const LOWEST: u16 = 10_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let span = u128::from(ephemeral.saturating_sub(LOWEST).max(1_000));
+    for _ in 0..1_000 {
+        let port = LOWEST + (uuid::Uuid::new_v4().as_u128() % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {LOWEST} and {ephemeral} after 1,000 tries")
 }
 
 fn env(k: &str, d: &str) -> String {
@@ -344,26 +355,33 @@ worker:
         stack
     }
 
-    /// Start one more worker and wait until it consumes.
+    /// Start one more worker and wait until it consumes; on another port when a concurrent test
+    /// took the one it was given.
     pub async fn add_worker(&mut self) -> usize {
         let n = self.workers.len();
-        let port = free_port();
         let id = format!("worker-{n}");
-        let addr = format!("127.0.0.1:{port}");
-        let w = spawn(
-            self.dir.path(),
-            "pixelfarm-worker",
-            &id,
-            &[
-                ("PIXELFARM__WORKER__ID", id.as_str()),
-                ("PIXELFARM__WORKER__HTTP_ADDR", addr.as_str()),
-            ],
-            addr.parse().unwrap(),
-        );
-        let mut w = w;
-        wait_ready(&mut w).await;
-        self.workers.push(w);
-        n
+        for attempt in 1.. {
+            let addr = format!("127.0.0.1:{}", free_port());
+            let mut w = spawn(
+                self.dir.path(),
+                "pixelfarm-worker",
+                &id,
+                &[
+                    ("PIXELFARM__WORKER__ID", id.as_str()),
+                    ("PIXELFARM__WORKER__HTTP_ADDR", addr.as_str()),
+                ],
+                addr.parse().unwrap(),
+            );
+            match until_ready(&mut w, None).await {
+                Ok(()) => {
+                    self.workers.push(w);
+                    return n;
+                }
+                Err(e) if attempt < 5 && e.contains("Address already in use") => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
     }
 
     /// A client of tenant `key`.
@@ -460,6 +478,13 @@ async fn wait_ready(p: &mut Proc) {
 
 /// Wait until `p`'s `/readyz` answers 200, over HTTPS trusting `ca` when given.
 async fn wait_ready_over(p: &mut Proc, ca: Option<&Path>) {
+    if let Err(e) = until_ready(p, ca).await {
+        panic!("{e}");
+    }
+}
+
+/// [`wait_ready_over`], saying why the process is not ready instead of panicking.
+async fn until_ready(p: &mut Proc, ca: Option<&Path>) -> Result<(), String> {
     let scheme = if ca.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{}/readyz", p.http);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -473,17 +498,17 @@ async fn wait_ready_over(p: &mut Proc, ca: Option<&Path>) {
                 .is_ok_and(|r| r.status().is_success()),
         };
         if ready {
-            return;
+            return Ok(());
         }
         if let Ok(Some(status)) = p.child.try_wait() {
-            panic!(
+            return Err(format!(
                 "{url}: the process exited ({status}) before it was ready; log:\n{}",
                 p.tail()
-            );
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("{url} not ready within 60 s; log:\n{}", p.tail());
+    Err(format!("{url} not ready within 60 s; log:\n{}", p.tail()))
 }
 
 /// GET a `/metrics` page.
