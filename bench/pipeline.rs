@@ -268,10 +268,10 @@ struct NoopRun {
     pipeline: f64,
     /// Mean jobs per claim and per completion statement.
     groups: (f64, f64),
-    /// Cores each role kept busy over the run.
-    cores: BTreeMap<&'static str, f64>,
-    /// CPU milliseconds each role spent per job.
-    cpu_per_job_ms: BTreeMap<&'static str, f64>,
+    /// CPU seconds each role spent over the run.
+    cpu: BTreeMap<&'static str, f64>,
+    /// Wall seconds of the run (submit to done, as the benchmark saw it).
+    wall: f64,
 }
 
 /// Mean of a worker histogram's series with `label`, over the scrapes.
@@ -320,7 +320,7 @@ async fn noop_run(name: &str, jobs: usize, case: &NoopCase) -> NoopRun {
     };
     let wall = wall.elapsed().as_secs_f64();
     let cpu_after = cpu_seconds();
-    let spent: BTreeMap<&'static str, f64> = cpu_after
+    let cpu: BTreeMap<&'static str, f64> = cpu_after
         .iter()
         .map(|(role, after)| (*role, after - cpu_before.get(role).unwrap_or(&0.0)))
         .collect();
@@ -355,11 +355,8 @@ async fn noop_run(name: &str, jobs: usize, case: &NoopCase) -> NoopRun {
         end_to_end: (last - start as f64) / 1000.0,
         pipeline: (last - first) / 1000.0,
         groups: (group("claim"), group("complete")),
-        cores: spent.iter().map(|(role, s)| (*role, s / wall)).collect(),
-        cpu_per_job_ms: spent
-            .iter()
-            .map(|(role, s)| (*role, s * 1000.0 / jobs as f64))
-            .collect(),
+        cpu,
+        wall,
     }
 }
 
@@ -394,20 +391,25 @@ async fn noop_case(jobs: usize) {
         "| case | all | postgres | rabbitmq | scheduler | workers |\n|---|---|---|---|---|---|"
     );
     for (label, r) in &runs {
-        println!("| {label} | {} |", roles(&r.cores, 2));
+        println!("| {label} | {} |", roles(&r.cpu, 1.0 / r.wall, 2));
     }
     println!(
         "\nCPU milliseconds per job (`all`: the whole host, whatever ran on it):\n| case | all | postgres | rabbitmq | scheduler | workers |\n|---|---|---|---|---|---|"
     );
     for (label, r) in &runs {
-        println!("| {label} | {} |", roles(&r.cpu_per_job_ms, 3));
+        println!("| {label} | {} |", roles(&r.cpu, 1000.0 / jobs as f64, 3));
     }
 }
 
-/// The roles' values as table cells: all, postgres, rabbitmq, scheduler, workers.
-fn roles(values: &BTreeMap<&'static str, f64>, decimals: usize) -> String {
+/// The roles' values times `scale` as table cells: all, postgres, rabbitmq, scheduler, workers.
+fn roles(values: &BTreeMap<&'static str, f64>, scale: f64, decimals: usize) -> String {
     ["all", "postgres", "rabbitmq", "scheduler", "workers"]
-        .map(|role| format!("{:.decimals$}", values.get(role).copied().unwrap_or(0.0)))
+        .map(|role| {
+            format!(
+                "{:.decimals$}",
+                scale * values.get(role).copied().unwrap_or(0.0)
+            )
+        })
         .join(" | ")
 }
 
